@@ -1,0 +1,141 @@
+import swagger from '@fastify/swagger';
+import { Ajv } from 'ajv';
+import addFormats from 'ajv-formats';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { AuditWriter } from '../audit/writer.js';
+import { BulwarkError, unauthorized } from '../errors.js';
+import type { IdentityService } from '../identity/service.js';
+import { enforce } from '../policy/enforcer.js';
+import { isAction } from '../policy/rules.js';
+import type { Store } from '../store/database.js';
+import { uuid } from '../util/ids.js';
+import type { ServiceEntry } from './catalog.js';
+import { errorBody, sendError } from './error-map.js';
+import { registerBulwarkApi } from './bulwark.js';
+import { registerIdentityApi } from './identity.js';
+import type { AuditNote } from './context.js';
+
+export interface ApiDeps {
+  store: Store;
+  identity: IdentityService;
+  audit: AuditWriter;
+  /** Base URL clients reach us at; used in the catalog and links, never taken from Host. */
+  publicUrl: string;
+}
+
+export interface ApiOptions {
+  https?: { key: string; cert: string };
+  logger?: boolean;
+  /** Largest JSON body accepted, in bytes. */
+  bodyLimit?: number;
+}
+
+const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+/**
+ * Two validators: request bodies are checked as sent (a string is never a
+ * number, unknown fields are refused, nothing is silently dropped), while
+ * query strings and path params are coerced from text as HTTP requires.
+ */
+function validators() {
+  const body = new Ajv({ allErrors: false, removeAdditional: false, coerceTypes: false, useDefaults: false, strict: false });
+  const other = new Ajv({ allErrors: false, removeAdditional: false, coerceTypes: 'array', useDefaults: true, strict: false });
+  addFormats.default(body);
+  addFormats.default(other);
+  return { body, other };
+}
+
+export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: opts.logger ?? false,
+    bodyLimit: opts.bodyLimit ?? 1024 * 1024,
+    genReqId: () => `req-${uuid()}`,
+    requestIdHeader: false,
+    ...(opts.https ? { https: { ...opts.https, minVersion: 'TLSv1.2' as const } } : {}),
+  });
+  const ajv = validators();
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? ajv.body : ajv.other).compile(schema));
+
+  app.decorateRequest('auth', null);
+  app.decorateRequest('auditNote', null as unknown as AuditNote);
+  const services: ServiceEntry[] = [];
+  const ctx = { ...deps, services };
+
+  // Every route must name a known policy action; a route without one is a bug, caught at start-up.
+  app.addHook('onRoute', (route) => {
+    if (route.url.startsWith('/documentation')) return;
+    const action = route.config?.action;
+    if (!action || !isAction(action)) {
+      throw new Error(`route ${route.method} ${route.url} has no policy action (policy/rules.ts)`);
+    }
+  });
+
+  app.addHook('onRequest', async (req, reply) => {
+    req.auditNote = {};
+    reply.header('x-openstack-request-id', req.id);
+    const token = req.headers['x-auth-token'];
+    if (typeof token === 'string' && token.length > 0) {
+      req.auth = await deps.identity.validateToken(token);
+      if (!req.auth) throw unauthorized('The request you have made requires authentication.');
+    } else {
+      req.auth = null;
+    }
+  });
+
+  app.addHook('preHandler', async (req) => {
+    const cfg = req.routeOptions.config;
+    const own = { project_id: req.auth?.projectId ?? null, user_id: req.auth?.userId ?? null };
+    const target = cfg.target ? { ...own, ...cfg.target({ params: req.params, headers: req.headers }) } : own;
+    enforce(cfg.action ?? '', req.auth, target);
+  });
+
+  // Written before the response leaves: if the audit log cannot be written, the caller gets 503.
+  app.addHook('onSend', async (req, reply, payload) => {
+    const status = reply.statusCode;
+    if (!MUTATING.has(req.method) && status !== 401 && status !== 403) return payload;
+    const cfg = req.routeOptions.config ?? {};
+    const params = (req.params ?? {}) as Record<string, unknown>;
+    try {
+      await deps.audit.append({
+        requestId: req.id,
+        userId: req.auth?.userId ?? null,
+        userName: req.auth?.userName ?? req.auditNote?.attemptedUser ?? null,
+        projectId: req.auth?.projectId ?? null,
+        roles: req.auth?.roles ?? [],
+        sourceIp: req.ip,
+        action: cfg.action ?? 'unknown',
+        method: req.method,
+        path: req.url.split('?')[0] ?? req.url,
+        targetType: cfg.targetType ?? null,
+        targetId: req.auditNote?.targetId ?? (typeof params.id === 'string' ? params.id : null),
+        outcome: status < 400 ? 'success' : status === 401 || status === 403 ? 'denied' : 'failure',
+        status,
+        reason: status < 400 ? null : (req.auditNote?.reason ?? null),
+      });
+      return payload;
+    } catch {
+      reply.code(503).type('application/json');
+      return JSON.stringify(
+        errorBody(req.url, 503, 'Service Unavailable', 'The audit log could not be written; nothing was confirmed.'),
+      );
+    }
+  });
+
+  app.setErrorHandler((err, req, reply) => {
+    req.auditNote ??= {};
+    return sendError(err, req, reply);
+  });
+  app.setNotFoundHandler((req: FastifyRequest, reply) => {
+    req.auditNote ??= {};
+    return sendError(new BulwarkError('NotFound', `No API resource at ${req.method} ${req.url.split('?')[0]}.`), req, reply);
+  });
+
+  await app.register(swagger, {
+    openapi: { info: { title: 'Bulwark API', version: '1' } },
+  });
+  await registerIdentityApi(app, ctx);
+  await registerBulwarkApi(app, ctx);
+  return app;
+}
+
+export type ApiContext = ApiDeps & { services: ServiceEntry[] };

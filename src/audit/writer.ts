@@ -1,0 +1,90 @@
+import { sql } from 'kysely';
+import { unavailable } from '../errors.js';
+import type { Store } from '../store/database.js';
+import { nowIso, uuid } from '../util/ids.js';
+import { type ChainedFields, chainHash } from './chain.js';
+
+export type Outcome = 'success' | 'failure' | 'denied';
+
+export interface AuditEvent {
+  requestId: string;
+  userId: string | null;
+  userName: string | null;
+  projectId: string | null;
+  roles: readonly string[];
+  sourceIp: string | null;
+  action: string;
+  method: string;
+  path: string;
+  targetType: string | null;
+  targetId: string | null;
+  outcome: Outcome;
+  status: number;
+  reason: string | null;
+}
+
+export type AuditListener = (row: ChainedFields & { hash: string }) => void;
+
+/**
+ * The one audit writer. Appends are serialised in-process and, on
+ * PostgreSQL, across replicas by locking the chain head row, so the chain
+ * never forks. A failed append throws 503: callers fail closed.
+ */
+export class AuditWriter {
+  private tail: Promise<unknown> = Promise.resolve();
+  private readonly listeners = new Set<AuditListener>();
+
+  constructor(private readonly store: Store) {}
+
+  /** Subscribe to appended rows (SIEM forwarding, metrics). */
+  onAppend(listener: AuditListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  append(event: AuditEvent): Promise<ChainedFields & { hash: string }> {
+    const run = this.tail.then(() => this.write(event));
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  private async write(e: AuditEvent): Promise<ChainedFields & { hash: string }> {
+    try {
+      const row = await this.store.db.transaction().execute(async (tx) => {
+        const head =
+          this.store.dialect === 'postgres'
+            ? (await sql<{ seq: number; hash: string }>`select seq, hash from audit_head where id = 1 for update`.execute(tx)).rows[0]
+            : await tx.selectFrom('audit_head').select(['seq', 'hash']).where('id', '=', 1).executeTakeFirst();
+        if (!head) throw new Error('audit head row is missing');
+        const fields: ChainedFields = {
+          seq: Number(head.seq) + 1,
+          id: uuid(),
+          time: nowIso(),
+          request_id: e.requestId,
+          user_id: e.userId,
+          user_name: e.userName,
+          project_id: e.projectId,
+          roles: e.roles.join(','),
+          source_ip: e.sourceIp,
+          action: e.action,
+          method: e.method,
+          path: e.path,
+          target_type: e.targetType,
+          target_id: e.targetId,
+          outcome: e.outcome,
+          status: e.status,
+          reason: e.reason === null ? null : e.reason.slice(0, 2000),
+          prev_hash: head.hash,
+        };
+        const full = { ...fields, hash: chainHash(fields) };
+        await tx.insertInto('audit_events').values(full).execute();
+        await tx.updateTable('audit_head').set({ seq: full.seq, hash: full.hash }).where('id', '=', 1).execute();
+        return full;
+      });
+      for (const l of this.listeners) l(row);
+      return row;
+    } catch (err) {
+      throw unavailable('The audit log could not be written; the request was refused. Check the database.');
+    }
+  }
+}

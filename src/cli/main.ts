@@ -1,0 +1,20 @@
+import { Command } from 'commander';
+import { ApiError } from './client.js';
+import { registerAuditCommands } from './commands/audit.js';
+import { registerIdentityCommands } from './commands/identity.js';
+import { registerServeCommand } from './commands/serve.js';
+
+const program = new Command('bulwark')
+  .description('Bulwark: a security-first virtual machine platform')
+  .option('--os-cloud <name>', 'cloud from clouds.yaml (default $OS_CLOUD)')
+  .showHelpAfterError();
+
+registerServeCommand(program);
+registerIdentityCommands(program);
+registerAuditCommands(program);
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  const status = err instanceof ApiError ? ` (HTTP ${err.status})` : '';
+  console.error(`bulwark: ${err instanceof Error ? err.message : String(err)}${status}`);
+  process.exit(1);
+});

@@ -1,0 +1,129 @@
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { stringify } from 'yaml';
+import { buildApi } from './api/server.js';
+import { AuditWriter } from './audit/writer.js';
+import type { DaemonConfig } from './config.js';
+import { bootstrapIdentity } from './identity/bootstrap.js';
+import { IdentityService } from './identity/service.js';
+import { type PemPair, createCa, issueCertificate } from './pki/ca.js';
+import { type Store, openStore } from './store/database.js';
+
+export interface Daemon {
+  app: FastifyInstance;
+  store: Store;
+  identity: IdentityService;
+  audit: AuditWriter;
+  url: string;
+  config: DaemonConfig;
+  /** Set only on the first start, when the admin was created. */
+  adminPassword: string | null;
+  close(): Promise<void>;
+}
+
+const writeSecret = (path: string, data: string) => {
+  writeFileSync(path, data, { mode: 0o600 });
+  chmodSync(path, 0o600);
+};
+
+/** Loads the platform CA, creating it on first start, and issues a fresh server certificate. */
+async function ensurePki(dir: string, host: string): Promise<{ ca: PemPair; server: PemPair; caFile: string }> {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const caFile = join(dir, 'ca.crt');
+  const caKey = join(dir, 'ca.key');
+  let ca: PemPair;
+  if (existsSync(caFile) && existsSync(caKey)) {
+    ca = { certPem: readFileSync(caFile, 'utf8'), keyPem: readFileSync(caKey, 'utf8') };
+  } else {
+    ca = await createCa(`Bulwark CA ${hostname()}`);
+    writeSecret(caKey, ca.keyPem);
+    writeFileSync(caFile, ca.certPem, { mode: 0o644 });
+  }
+  const names = [...new Set(['localhost', '127.0.0.1', '::1', hostname(), host].filter((n) => n !== '0.0.0.0' && n !== '::'))];
+  const server = await issueCertificate(ca, { commonName: host, names, usage: 'server' });
+  writeFileSync(join(dir, 'server.crt'), server.certPem + ca.certPem, { mode: 0o644 });
+  writeSecret(join(dir, 'server.key'), server.keyPem);
+  return { ca, server, caFile };
+}
+
+/** Asks the kernel for a free port, so `--listen HOST:0` can be published in the catalog. */
+function freePort(host: string): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, host, () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolvePort(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+export async function startDaemon(requested: DaemonConfig, opts: { logger?: boolean } = {}): Promise<Daemon> {
+  let config = requested;
+  if (config.port === 0) {
+    const port = await freePort(config.host);
+    config = { ...config, port, publicUrl: config.publicUrl.replace(/:0$/, `:${port}`) };
+  }
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  chmodSync(config.dataDir, 0o700);
+  const store = await openStore({
+    url: config.databaseUrl,
+    ...(config.databaseAdminUrl ? { adminUrl: config.databaseAdminUrl } : {}),
+  });
+  const identity = new IdentityService(store, { tokenTtlSeconds: config.tokenTtlSeconds, adminProjectName: config.adminProjectName });
+  const { adminPassword } = await bootstrapIdentity(store, identity);
+  const { server, caFile } = await ensurePki(join(config.dataDir, 'pki'), config.host);
+  const audit = new AuditWriter(store);
+  const app = await buildApi(
+    { store, identity, audit, publicUrl: config.publicUrl },
+    { https: { key: server.keyPem, cert: server.certPem + readFileSync(caFile, 'utf8') }, logger: opts.logger ?? false },
+  );
+  await app.listen({ host: config.host, port: config.port });
+  const publicUrl = config.publicUrl;
+
+  if (adminPassword !== null) {
+    writeSecret(join(config.dataDir, 'admin-password'), `${adminPassword}\n`);
+    writeCloudsYaml(config, publicUrl, adminPassword, caFile);
+  }
+  const timer = setInterval(() => void identity.pruneTokens().catch(() => undefined), 3_600_000);
+  timer.unref();
+  return {
+    app,
+    store,
+    identity,
+    audit,
+    url: publicUrl,
+    config,
+    adminPassword,
+    async close() {
+      clearInterval(timer);
+      await app.close();
+      await store.close();
+    },
+  };
+}
+
+function writeCloudsYaml(config: DaemonConfig, url: string, password: string, caFile: string) {
+  const doc = {
+    clouds: {
+      bulwark: {
+        auth: {
+          auth_url: `${url}/identity/v3`,
+          username: 'admin',
+          password,
+          project_name: config.adminProjectName,
+          user_domain_name: 'Default',
+          project_domain_name: 'Default',
+        },
+        region_name: 'RegionOne',
+        interface: 'public',
+        identity_api_version: 3,
+        cacert: caFile,
+      },
+    },
+  };
+  writeSecret(join(config.dataDir, 'clouds.yaml'), stringify(doc));
+}

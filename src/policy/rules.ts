@@ -1,0 +1,61 @@
+/**
+ * The one policy table: every API action and who may perform it, in the
+ * spirit of oslo.policy. A route that names an action missing here fails at
+ * start-up, and an action with no rule is denied.
+ *
+ * Rule terms (any one suffices):
+ * - `public`: no token needed.
+ * - `authenticated`: any valid token.
+ * - `admin`: the admin role on the cloud's admin project. The admin role on
+ *   any other project is only a project role (it implies member), which
+ *   closes OpenStack's "admin anywhere is admin everywhere" hole.
+ * - `member` / `reader`: that role (or one implying it) on the target's project.
+ * - `self`: the target user is the caller.
+ */
+export const RULE_TERMS = ['public', 'authenticated', 'admin', 'member', 'reader', 'self'] as const;
+export type RuleTerm = (typeof RULE_TERMS)[number];
+
+export const POLICY = {
+  // Identity (Keystone v3)
+  'identity:version': ['public'],
+  'identity:issue_token': ['public'],
+  'identity:validate_token': ['admin', 'self'],
+  'identity:revoke_token': ['admin', 'self'],
+  'identity:list_auth_projects': ['authenticated'],
+  'identity:get_auth_catalog': ['authenticated'],
+  'identity:list_domains': ['admin'],
+  'identity:get_domain': ['admin'],
+  'identity:create_domain': ['admin'],
+  'identity:update_domain': ['admin'],
+  'identity:delete_domain': ['admin'],
+  'identity:list_projects': ['admin'],
+  'identity:get_project': ['admin', 'reader'],
+  'identity:create_project': ['admin'],
+  'identity:update_project': ['admin'],
+  'identity:delete_project': ['admin'],
+  'identity:list_users': ['admin'],
+  'identity:get_user': ['admin', 'self'],
+  'identity:create_user': ['admin'],
+  'identity:update_user': ['admin'],
+  'identity:delete_user': ['admin'],
+  'identity:change_password': ['self'],
+  'identity:list_user_projects': ['admin', 'self'],
+  'identity:list_roles': ['admin', 'reader'],
+  'identity:get_role': ['admin', 'reader'],
+  'identity:create_role': ['admin'],
+  'identity:delete_role': ['admin'],
+  'identity:check_grant': ['admin'],
+  'identity:create_grant': ['admin'],
+  'identity:revoke_grant': ['admin'],
+  'identity:list_role_assignments': ['admin', 'self'],
+
+  // Bulwark extensions
+  'bulwark:version': ['public'],
+  'bulwark:openapi': ['public'],
+  'audit:list': ['admin'],
+  'audit:verify': ['admin'],
+} as const satisfies Record<string, readonly RuleTerm[]>;
+
+export type Action = keyof typeof POLICY;
+
+export const isAction = (s: string): s is Action => Object.hasOwn(POLICY, s);

@@ -1,0 +1,103 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import SqliteDatabase from 'better-sqlite3';
+import { Kysely, type Migration, type MigrationProvider, Migrator, PostgresDialect, SqliteDialect, sql } from 'kysely';
+import pg from 'pg';
+import * as m0001 from './migrations/0001-foundation.js';
+import * as m0002 from './migrations/0002-audit-append-only.js';
+import type { Schema } from './schema.js';
+
+export type Dialect = 'sqlite' | 'postgres';
+
+export interface StoreConfig {
+  /** A file path for SQLite, or a `postgres://` URL used by the running daemon. */
+  url: string;
+  /**
+   * PostgreSQL only: the table owner's URL, used for migrations. When it is a
+   * different role from `url`, the runtime role gets SELECT and INSERT on the
+   * audit table and nothing more, so the daemon cannot rewrite audit history.
+   */
+  adminUrl?: string;
+}
+
+export interface Store {
+  db: Kysely<Schema>;
+  dialect: Dialect;
+  close(): Promise<void>;
+}
+
+/** Tables on which the runtime role may only read and append. */
+const APPEND_ONLY_TABLES = new Set(['audit_events']);
+
+const migrations = (dialect: Dialect): Record<string, Migration> => ({
+  '0001-foundation': { up: m0001.up },
+  '0002-audit-append-only': { up: m0002.up(dialect) },
+});
+
+export const dialectOf = (url: string): Dialect =>
+  /^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite';
+
+// bigint (int8) columns hold sequence numbers well inside 2^53: read them as numbers.
+pg.types.setTypeParser(20, (v) => Number.parseInt(v, 10));
+
+function connect(url: string): Kysely<Schema> {
+  if (dialectOf(url) === 'postgres') {
+    return new Kysely<Schema>({
+      dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 10 }) }),
+    });
+  }
+  mkdirSync(dirname(url), { recursive: true });
+  const raw = new SqliteDatabase(url);
+  raw.pragma('journal_mode = WAL');
+  raw.pragma('foreign_keys = ON');
+  raw.pragma('busy_timeout = 5000');
+  raw.pragma('synchronous = NORMAL');
+  return new Kysely<Schema>({ dialect: new SqliteDialect({ database: raw }) });
+}
+
+class StaticProvider implements MigrationProvider {
+  constructor(private readonly all: Record<string, Migration>) {}
+  async getMigrations(): Promise<Record<string, Migration>> {
+    return this.all;
+  }
+}
+
+async function migrate(db: Kysely<Schema>, dialect: Dialect): Promise<void> {
+  const migrator = new Migrator({ db, provider: new StaticProvider(migrations(dialect)) });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error) {
+    const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
+    throw new Error(`database migration ${failed} failed: ${String(error)}`, { cause: error });
+  }
+}
+
+async function grantRuntimeRole(admin: Kysely<Schema>, runtimeUrl: string): Promise<void> {
+  const role = decodeURIComponent(new URL(runtimeUrl).username);
+  const owner = await sql<{ u: string }>`select current_user as u`.execute(admin);
+  if (!role || owner.rows[0]?.u === role) return;
+  const tables = await sql<{ tablename: string }>`
+    select tablename from pg_tables where schemaname = current_schema()`.execute(admin);
+  const ident = (s: string) => `"${s.replaceAll('"', '""')}"`;
+  for (const { tablename } of tables.rows) {
+    const privileges = APPEND_ONLY_TABLES.has(tablename) ? 'SELECT, INSERT' : 'SELECT, INSERT, UPDATE, DELETE';
+    await sql.raw(`REVOKE ALL ON ${ident(tablename)} FROM ${ident(role)}`).execute(admin);
+    await sql.raw(`GRANT ${privileges} ON ${ident(tablename)} TO ${ident(role)}`).execute(admin);
+  }
+}
+
+/** Opens the store, bringing its schema to the latest version first. */
+export async function openStore(config: StoreConfig): Promise<Store> {
+  const dialect = dialectOf(config.url);
+  if (dialect === 'postgres' && config.adminUrl && config.adminUrl !== config.url) {
+    const admin = connect(config.adminUrl);
+    try {
+      await migrate(admin, dialect);
+      await grantRuntimeRole(admin, config.url);
+    } finally {
+      await admin.destroy();
+    }
+  }
+  const db = connect(config.url);
+  if (dialect === 'sqlite' || !config.adminUrl || config.adminUrl === config.url) await migrate(db, dialect);
+  return { db, dialect, close: () => db.destroy() };
+}
