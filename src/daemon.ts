@@ -1,16 +1,16 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { hostname } from 'node:os';
 import { createServer } from 'node:net';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { buildApi } from './api/server.js';
 import { AuditWriter } from './audit/writer.js';
 import type { DaemonConfig } from './config.js';
 import { bootstrapIdentity } from './identity/bootstrap.js';
 import { IdentityService } from './identity/service.js';
-import { type PemPair, createCa, issueCertificate } from './pki/ca.js';
-import { type Store, openStore } from './store/database.js';
+import { createCa, issueCertificate, type PemPair } from './pki/ca.js';
+import { openStore, type Store } from './store/database.js';
 
 export interface Daemon {
   app: FastifyInstance;
@@ -30,7 +30,10 @@ const writeSecret = (path: string, data: string) => {
 };
 
 /** Loads the platform CA, creating it on first start, and issues a fresh server certificate. */
-async function ensurePki(dir: string, host: string): Promise<{ ca: PemPair; server: PemPair; caFile: string }> {
+async function ensurePki(
+  dir: string,
+  host: string,
+): Promise<{ ca: PemPair; server: PemPair; caFile: string }> {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const caFile = join(dir, 'ca.crt');
   const caKey = join(dir, 'ca.key');
@@ -42,7 +45,11 @@ async function ensurePki(dir: string, host: string): Promise<{ ca: PemPair; serv
     writeSecret(caKey, ca.keyPem);
     writeFileSync(caFile, ca.certPem, { mode: 0o644 });
   }
-  const names = [...new Set(['localhost', '127.0.0.1', '::1', hostname(), host].filter((n) => n !== '0.0.0.0' && n !== '::'))];
+  const names = [
+    ...new Set(
+      ['localhost', '127.0.0.1', '::1', hostname(), host].filter((n) => n !== '0.0.0.0' && n !== '::'),
+    ),
+  ];
   const server = await issueCertificate(ca, { commonName: host, names, usage: 'server' });
   writeFileSync(join(dir, 'server.crt'), server.certPem + ca.certPem, { mode: 0o644 });
   writeSecret(join(dir, 'server.key'), server.keyPem);
@@ -56,7 +63,9 @@ function freePort(host: string): Promise<number> {
     srv.once('error', reject);
     srv.listen(0, host, () => {
       const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolvePort(addr.port) : reject(new Error('no port'))));
+      srv.close(() =>
+        typeof addr === 'object' && addr ? resolvePort(addr.port) : reject(new Error('no port')),
+      );
     });
   });
 }
@@ -73,13 +82,19 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     url: config.databaseUrl,
     ...(config.databaseAdminUrl ? { adminUrl: config.databaseAdminUrl } : {}),
   });
-  const identity = new IdentityService(store, { tokenTtlSeconds: config.tokenTtlSeconds, adminProjectName: config.adminProjectName });
+  const identity = new IdentityService(store, {
+    tokenTtlSeconds: config.tokenTtlSeconds,
+    adminProjectName: config.adminProjectName,
+  });
   const { adminPassword } = await bootstrapIdentity(store, identity);
   const { server, caFile } = await ensurePki(join(config.dataDir, 'pki'), config.host);
   const audit = new AuditWriter(store);
   const app = await buildApi(
     { store, identity, audit, publicUrl: config.publicUrl },
-    { https: { key: server.keyPem, cert: server.certPem + readFileSync(caFile, 'utf8') }, logger: opts.logger ?? false },
+    {
+      https: { key: server.keyPem, cert: server.certPem + readFileSync(caFile, 'utf8') },
+      logger: opts.logger ?? false,
+    },
   );
   await app.listen({ host: config.host, port: config.port });
   const publicUrl = config.publicUrl;
@@ -87,6 +102,8 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
   if (adminPassword !== null) {
     writeSecret(join(config.dataDir, 'admin-password'), `${adminPassword}\n`);
     writeCloudsYaml(config, publicUrl, adminPassword, caFile);
+  } else {
+    refreshCloudsYaml(config, publicUrl);
   }
   const timer = setInterval(() => void identity.pruneTokens().catch(() => undefined), 3_600_000);
   timer.unref();
@@ -104,6 +121,18 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
       await store.close();
     },
   };
+}
+
+/** Keeps clouds.yaml pointing at this start's URL (the port may differ) without touching its credentials. */
+function refreshCloudsYaml(config: DaemonConfig, url: string) {
+  const path = join(config.dataDir, 'clouds.yaml');
+  if (!existsSync(path)) return;
+  const doc: unknown = parse(readFileSync(path, 'utf8'));
+  const auth = (doc as { clouds?: { bulwark?: { auth?: Record<string, unknown> } } } | null)?.clouds?.bulwark
+    ?.auth;
+  if (!auth || auth.auth_url === `${url}/identity/v3`) return;
+  auth.auth_url = `${url}/identity/v3`;
+  writeSecret(path, stringify(doc));
 }
 
 function writeCloudsYaml(config: DaemonConfig, url: string, password: string, caFile: string) {

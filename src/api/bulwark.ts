@@ -13,7 +13,11 @@ export async function registerBulwarkApi(app: FastifyInstance, ctx: ApiContext):
   ctx.services.push({ type: 'bulwark', name: 'bulwark', path: BULWARK_PREFIX });
 
   app.get(BULWARK_PREFIX, { config: { action: 'bulwark:version' } }, async () => ({
-    version: { id: 'v1', status: 'CURRENT', links: [{ rel: 'self', href: `${ctx.publicUrl}${BULWARK_PREFIX}` }] },
+    version: {
+      id: 'v1',
+      status: 'CURRENT',
+      links: [{ rel: 'self', href: `${ctx.publicUrl}${BULWARK_PREFIX}` }],
+    },
   }));
   app.get('/openapi.json', { config: { action: 'bulwark:openapi' } }, async () => app.swagger());
 
@@ -29,21 +33,29 @@ export async function registerBulwarkApi(app: FastifyInstance, ctx: ApiContext):
     },
     { additionalProperties: false },
   );
-  app.get(`${BULWARK_PREFIX}/audit/events`, { schema: { querystring: AuditQuery }, config: { action: 'audit:list' } }, async (req) => {
-    const q = req.query as Static<typeof AuditQuery>;
-    let query = store.db.selectFrom('audit_events').selectAll().orderBy('seq', 'desc').limit(q.limit ?? 100);
-    if (q.since) query = query.where('time', '>=', new Date(q.since).toISOString());
-    if (q.until) query = query.where('time', '<=', new Date(q.until).toISOString());
-    if (q.user) {
-      const user = q.user;
-      query = query.where((eb) => eb.or([eb('user_name', '=', user), eb('user_id', '=', user)]));
-    }
-    if (q.action) query = query.where('action', '=', q.action);
-    if (q.outcome) query = query.where('outcome', '=', q.outcome);
-    if (q.marker) query = query.where('seq', '<', q.marker);
-    const rows = await query.execute();
-    return { events: rows.map((r) => ({ ...r, seq: Number(r.seq), status: Number(r.status) })) };
-  });
+  app.get(
+    `${BULWARK_PREFIX}/audit/events`,
+    { schema: { querystring: AuditQuery }, config: { action: 'audit:list' } },
+    async (req) => {
+      const q = req.query as Static<typeof AuditQuery>;
+      let query = store.db
+        .selectFrom('audit_events')
+        .selectAll()
+        .orderBy('seq', 'desc')
+        .limit(q.limit ?? 100);
+      if (q.since) query = query.where('time', '>=', new Date(q.since).toISOString());
+      if (q.until) query = query.where('time', '<=', new Date(q.until).toISOString());
+      if (q.user) {
+        const user = q.user;
+        query = query.where((eb) => eb.or([eb('user_name', '=', user), eb('user_id', '=', user)]));
+      }
+      if (q.action) query = query.where('action', '=', q.action);
+      if (q.outcome) query = query.where('outcome', '=', q.outcome);
+      if (q.marker) query = query.where('seq', '<', q.marker);
+      const rows = await query.execute();
+      return { events: rows.map((r) => ({ ...r, seq: Number(r.seq), status: Number(r.status) })) };
+    },
+  );
 
   app.get(`${BULWARK_PREFIX}/audit/verify`, { config: { action: 'audit:verify' } }, async () => ({
     verification: await verifyAuditChain(store),

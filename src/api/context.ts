@@ -6,7 +6,10 @@ export interface RouteConfig {
   /** The policy action this route performs (policy/rules.ts). */
   action: Action;
   /** Builds the policy target from the request, for rules like `self` or `member`. */
-  target?: (req: { params: unknown; headers: Record<string, unknown> }) => PolicyTarget;
+  target?: (req: {
+    params: unknown;
+    headers: Record<string, unknown>;
+  }) => PolicyTarget | Promise<PolicyTarget>;
   /** The audit target type, e.g. "project"; the id comes from `audit.targetId` or the `:id` param. */
   targetType?: string;
 }
@@ -19,7 +22,17 @@ export interface AuditNote {
   reason?: string;
 }
 
+/** One registered route, for the RBAC matrix and the docs. */
+export interface RouteInfo {
+  method: string;
+  url: string;
+  action: Action;
+}
+
 declare module 'fastify' {
+  interface FastifyInstance {
+    routeTable: readonly RouteInfo[];
+  }
   interface FastifyContextConfig {
     action?: Action;
     target?: RouteConfig['target'];

@@ -5,7 +5,11 @@ import { BulwarkError, ErrorKinds } from '../errors.js';
 type Style = 'keystone' | 'nova' | 'neutron';
 
 const styleFor = (url: string): Style =>
-  url.startsWith('/compute') || url.startsWith('/volume') ? 'nova' : url.startsWith('/network') ? 'neutron' : 'keystone';
+  url.startsWith('/compute') || url.startsWith('/volume')
+    ? 'nova'
+    : url.startsWith('/network')
+      ? 'neutron'
+      : 'keystone';
 
 // Nova and Cinder name the body's top key after the fault.
 const NOVA_KEYS: Partial<Record<number, string>> = {
@@ -28,12 +32,25 @@ const NEUTRON_TYPES: Partial<Record<number, string>> = {
   429: 'OverLimit',
 };
 
-export function errorBody(url: string, status: number, title: string, message: string, details?: Readonly<Record<string, unknown>>) {
+export function errorBody(
+  url: string,
+  status: number,
+  title: string,
+  message: string,
+  details?: Readonly<Record<string, unknown>>,
+) {
   switch (styleFor(url)) {
     case 'nova':
       return { [NOVA_KEYS[status] ?? 'computeFault']: { code: status, message, ...details } };
     case 'neutron':
-      return { NeutronError: { type: NEUTRON_TYPES[status] ?? 'ServiceUnavailable', message, detail: '', ...details } };
+      return {
+        NeutronError: {
+          type: NEUTRON_TYPES[status] ?? 'ServiceUnavailable',
+          message,
+          detail: '',
+          ...details,
+        },
+      };
     default:
       return { error: { code: status, title, message, ...details } };
   }
@@ -45,12 +62,16 @@ export function classify(err: unknown): BulwarkError {
   const fe = err as Partial<FastifyError> & { validation?: unknown; validationContext?: string };
   if (fe.validation) {
     const where = fe.validationContext ?? 'request';
-    return new BulwarkError('BadRequest', `Invalid input in ${where}: ${fe.message ?? 'does not match the schema'}`);
+    return new BulwarkError(
+      'BadRequest',
+      `Invalid input in ${where}: ${fe.message ?? 'does not match the schema'}`,
+    );
   }
   if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
     const kind =
-      (Object.keys(ErrorKinds) as (keyof typeof ErrorKinds)[]).find((k) => ErrorKinds[k].status === fe.statusCode) ??
-      'BadRequest';
+      (Object.keys(ErrorKinds) as (keyof typeof ErrorKinds)[]).find(
+        (k) => ErrorKinds[k].status === fe.statusCode,
+      ) ?? 'BadRequest';
     const msg =
       fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err instanceof SyntaxError
         ? `Malformed JSON in request body: ${fe.message ?? ''}`
@@ -61,9 +82,13 @@ export function classify(err: unknown): BulwarkError {
             : (fe.message ?? 'Bad request');
     return new BulwarkError(kind, msg);
   }
-  return new BulwarkError('Internal', 'An unexpected error prevented the server from fulfilling your request.', {
-    cause: err,
-  });
+  return new BulwarkError(
+    'Internal',
+    'An unexpected error prevented the server from fulfilling your request.',
+    {
+      cause: err,
+    },
+  );
 }
 
 export function sendError(err: unknown, req: FastifyRequest, reply: FastifyReply) {

@@ -1,6 +1,6 @@
 import { Type } from '@fastify/type-provider-typebox';
-import type { Static } from 'typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Static } from 'typebox';
 import { badRequest, forbidden, notFound } from '../errors.js';
 import { domainView, projectView, roleView, userView } from '../identity/records.js';
 import { DEFAULT_DOMAIN_ID as DEFAULT_DOMAIN } from '../identity/service.js';
@@ -41,7 +41,10 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
   ctx.services.push({ type: 'identity', name: 'keystone', path: PREFIX });
 
   async function tokenBody(auth: AuthContext) {
-    const [userDomain, roles] = await Promise.all([identity.getDomain(auth.userDomainId), identity.listRoles()]);
+    const [userDomain, roles] = await Promise.all([
+      identity.getDomain(auth.userDomainId),
+      identity.listRoles(),
+    ]);
     const token: Record<string, unknown> = {
       methods: auth.methods,
       user: {
@@ -69,7 +72,9 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     reply.code(300).send({ versions: { values: [VERSION(publicUrl)] } }),
   );
   app.get(PREFIX, { config: { action: 'identity:version' } }, async () => ({ version: VERSION(publicUrl) }));
-  app.get(`${PREFIX}/`, { config: { action: 'identity:version' } }, async () => ({ version: VERSION(publicUrl) }));
+  app.get(`${PREFIX}/`, { config: { action: 'identity:version' } }, async () => ({
+    version: VERSION(publicUrl),
+  }));
 
   // ---- tokens ---------------------------------------------------------------
   const ScopeProject = Type.Object(
@@ -129,14 +134,19 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
       const { token, auth } = await identity.issueToken(user, user.password, project);
       req.auth = auth; // so the audit record names who logged in
       req.auditNote.targetId = auth.auditId;
-      return reply.code(201).header('x-subject-token', token).send(await tokenBody(auth));
+      return reply
+        .code(201)
+        .header('x-subject-token', token)
+        .send(await tokenBody(auth));
     },
   );
 
-  const subjectTarget = (r: { headers: Record<string, unknown> }) => ({
-    // `self` holds when the subject token is the caller's own.
-    ...(r.headers['x-subject-token'] === r.headers['x-auth-token'] ? {} : { user_id: null }),
-  });
+  // `self` holds when the subject token belongs to the caller (Keystone's token owner rule).
+  const subjectTarget = async (r: { headers: Record<string, unknown> }) => {
+    const st = r.headers['x-subject-token'];
+    const owner = typeof st === 'string' && st ? await identity.validateToken(st) : null;
+    return { user_id: owner?.userId ?? null };
+  };
   const subject = async (req: FastifyRequest) => {
     const st = req.headers['x-subject-token'];
     if (typeof st !== 'string' || !st) throw badRequest('X-Subject-Token header is required.');
@@ -149,8 +159,10 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     reply.header('x-subject-token', st);
     return auth;
   };
-  app.get(`${PREFIX}/auth/tokens`, { config: { action: 'identity:validate_token', target: subjectTarget } }, async (req, reply) =>
-    tokenBody(await validate(req, reply)),
+  app.get(
+    `${PREFIX}/auth/tokens`,
+    { config: { action: 'identity:validate_token', target: subjectTarget } },
+    async (req, reply) => tokenBody(await validate(req, reply)),
   );
   app.delete(
     `${PREFIX}/auth/tokens`,
@@ -163,7 +175,9 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     },
   );
   app.get(`${PREFIX}/auth/projects`, { config: { action: 'identity:list_auth_projects' } }, async (req) => ({
-    projects: (await identity.listUserProjects(req.auth!.userId)).filter((p) => p.enabled === 1).map((p) => projectView(p, base)),
+    projects: (await identity.listUserProjects(req.auth!.userId))
+      .filter((p) => p.enabled === 1)
+      .map((p) => projectView(p, base)),
     links: listLinks(req, publicUrl),
   }));
   app.get(`${PREFIX}/auth/catalog`, { config: { action: 'identity:get_auth_catalog' } }, async (req) => ({
@@ -179,46 +193,86 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     tags: Opt(Type.Array(Type.String({ maxLength: 255 }), { maxItems: 0 })),
     options: Opt(Type.Object({}, { additionalProperties: false })),
   };
-  app.get(`${PREFIX}/domains`, {
-    schema: { querystring: Type.Object({ name: Opt(Type.String()), enabled: Opt(Type.String()) }) },
-    config: { action: 'identity:list_domains' },
-  }, async (req) => ({
-    domains: (await identity.listDomains({ name: (req.query as { name?: string }).name })).map((d) => domainView(d, base)),
-    links: listLinks(req, publicUrl),
-  }));
-  app.get(`${PREFIX}/domains/:id`, { schema: { params: IdParam }, config: { action: 'identity:get_domain' } }, async (req) => ({
-    domain: domainView(await identity.getDomain((req.params as { id: string }).id), base),
-  }));
-  app.post(`${PREFIX}/domains`, {
-    schema: { body: Type.Object({ domain: Type.Object(DomainFields, { additionalProperties: false }) }, { additionalProperties: false }) },
-    config: { action: 'identity:create_domain', targetType: 'domain' },
-  }, async (req, reply) => {
-    const { domain } = req.body as { domain: { name: string; description?: string | null; enabled?: boolean } };
-    const d = await identity.createDomain({ name: domain.name, description: domain.description ?? undefined, enabled: domain.enabled });
-    req.auditNote.targetId = d.id;
-    return reply.code(201).send({ domain: domainView(d, base) });
-  });
-  app.patch(`${PREFIX}/domains/:id`, {
-    schema: {
-      params: IdParam,
-      body: Type.Object({ domain: Type.Object({ ...DomainFields, name: Opt(Name) }, { additionalProperties: false }) }, { additionalProperties: false }),
+  app.get(
+    `${PREFIX}/domains`,
+    {
+      schema: { querystring: Type.Object({ name: Opt(Type.String()), enabled: Opt(Type.String()) }) },
+      config: { action: 'identity:list_domains' },
     },
-    config: { action: 'identity:update_domain', targetType: 'domain' },
-  }, async (req) => {
-    const { domain } = req.body as { domain: { name?: string; description?: string | null; enabled?: boolean } };
-    return {
-      domain: domainView(
-        await identity.updateDomain((req.params as { id: string }).id, {
-          name: domain.name, description: domain.description ?? undefined, enabled: domain.enabled,
-        }),
-        base,
+    async (req) => ({
+      domains: (await identity.listDomains({ name: (req.query as { name?: string }).name })).map((d) =>
+        domainView(d, base),
       ),
-    };
-  });
-  app.delete(`${PREFIX}/domains/:id`, { schema: { params: IdParam }, config: { action: 'identity:delete_domain', targetType: 'domain' } }, async (req, reply) => {
-    await identity.deleteDomain((req.params as { id: string }).id);
-    return reply.code(204).send();
-  });
+      links: listLinks(req, publicUrl),
+    }),
+  );
+  app.get(
+    `${PREFIX}/domains/:id`,
+    { schema: { params: IdParam }, config: { action: 'identity:get_domain' } },
+    async (req) => ({
+      domain: domainView(await identity.getDomain((req.params as { id: string }).id), base),
+    }),
+  );
+  app.post(
+    `${PREFIX}/domains`,
+    {
+      schema: {
+        body: Type.Object(
+          { domain: Type.Object(DomainFields, { additionalProperties: false }) },
+          { additionalProperties: false },
+        ),
+      },
+      config: { action: 'identity:create_domain', targetType: 'domain' },
+    },
+    async (req, reply) => {
+      const { domain } = req.body as {
+        domain: { name: string; description?: string | null; enabled?: boolean };
+      };
+      const d = await identity.createDomain({
+        name: domain.name,
+        description: domain.description ?? undefined,
+        enabled: domain.enabled,
+      });
+      req.auditNote.targetId = d.id;
+      return reply.code(201).send({ domain: domainView(d, base) });
+    },
+  );
+  app.patch(
+    `${PREFIX}/domains/:id`,
+    {
+      schema: {
+        params: IdParam,
+        body: Type.Object(
+          { domain: Type.Object({ ...DomainFields, name: Opt(Name) }, { additionalProperties: false }) },
+          { additionalProperties: false },
+        ),
+      },
+      config: { action: 'identity:update_domain', targetType: 'domain' },
+    },
+    async (req) => {
+      const { domain } = req.body as {
+        domain: { name?: string; description?: string | null; enabled?: boolean };
+      };
+      return {
+        domain: domainView(
+          await identity.updateDomain((req.params as { id: string }).id, {
+            name: domain.name,
+            description: domain.description ?? undefined,
+            enabled: domain.enabled,
+          }),
+          base,
+        ),
+      };
+    },
+  );
+  app.delete(
+    `${PREFIX}/domains/:id`,
+    { schema: { params: IdParam }, config: { action: 'identity:delete_domain', targetType: 'domain' } },
+    async (req, reply) => {
+      await identity.deleteDomain((req.params as { id: string }).id);
+      return reply.code(204).send();
+    },
+  );
 
   // ---- projects ------------------------------------------------------------
   const ProjectFields = {
@@ -231,54 +285,112 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     tags: Opt(Type.Array(Type.String({ maxLength: 255 }), { maxItems: 0 })),
     options: Opt(Type.Object({}, { additionalProperties: false })),
   };
-  app.get(`${PREFIX}/projects`, {
-    schema: { querystring: Type.Object({ name: Opt(Type.String()), domain_id: Opt(Type.String()), enabled: Opt(Type.String()) }) },
-    config: { action: 'identity:list_projects' },
-  }, async (req) => {
-    const q = req.query as { name?: string; domain_id?: string };
-    return {
-      projects: (await identity.listProjects({ name: q.name, domainId: q.domain_id })).map((p) => projectView(p, base)),
-      links: listLinks(req, publicUrl),
-    };
-  });
-  app.get(`${PREFIX}/projects/:id`, {
-    schema: { params: IdParam },
-    config: { action: 'identity:get_project', target: (r) => ({ project_id: (r.params as { id: string }).id }) },
-  }, async (req) => ({ project: projectView(await identity.getProject((req.params as { id: string }).id), base) }));
-  app.post(`${PREFIX}/projects`, {
-    schema: { body: Type.Object({ project: Type.Object(ProjectFields, { additionalProperties: false }) }, { additionalProperties: false }) },
-    config: { action: 'identity:create_project', targetType: 'project' },
-  }, async (req, reply) => {
-    const { project } = req.body as { project: { name: string; domain_id?: string | null; parent_id?: string | null; description?: string | null; enabled?: boolean } };
-    const domainId = project.domain_id ?? DEFAULT_DOMAIN;
-    if (project.parent_id && project.parent_id !== domainId) {
-      throw badRequest('Nested projects are not supported: parent_id must be the domain.');
-    }
-    const p = await identity.createProject({ name: project.name, domainId, description: project.description ?? undefined, enabled: project.enabled });
-    req.auditNote.targetId = p.id;
-    return reply.code(201).send({ project: projectView(p, base) });
-  });
-  app.patch(`${PREFIX}/projects/:id`, {
-    schema: {
-      params: IdParam,
-      body: Type.Object({ project: Type.Object({ ...ProjectFields, name: Opt(Name) }, { additionalProperties: false }) }, { additionalProperties: false }),
-    },
-    config: { action: 'identity:update_project', targetType: 'project' },
-  }, async (req) => {
-    const { project } = req.body as { project: { name?: string; description?: string | null; enabled?: boolean } };
-    return {
-      project: projectView(
-        await identity.updateProject((req.params as { id: string }).id, {
-          name: project.name, description: project.description ?? undefined, enabled: project.enabled,
+  app.get(
+    `${PREFIX}/projects`,
+    {
+      schema: {
+        querystring: Type.Object({
+          name: Opt(Type.String()),
+          domain_id: Opt(Type.String()),
+          enabled: Opt(Type.String()),
         }),
-        base,
-      ),
-    };
-  });
-  app.delete(`${PREFIX}/projects/:id`, { schema: { params: IdParam }, config: { action: 'identity:delete_project', targetType: 'project' } }, async (req, reply) => {
-    await identity.deleteProject((req.params as { id: string }).id);
-    return reply.code(204).send();
-  });
+      },
+      config: { action: 'identity:list_projects' },
+    },
+    async (req) => {
+      const q = req.query as { name?: string; domain_id?: string };
+      return {
+        projects: (await identity.listProjects({ name: q.name, domainId: q.domain_id })).map((p) =>
+          projectView(p, base),
+        ),
+        links: listLinks(req, publicUrl),
+      };
+    },
+  );
+  app.get(
+    `${PREFIX}/projects/:id`,
+    {
+      schema: { params: IdParam },
+      config: {
+        action: 'identity:get_project',
+        target: (r) => ({ project_id: (r.params as { id: string }).id }),
+      },
+    },
+    async (req) => ({
+      project: projectView(await identity.getProject((req.params as { id: string }).id), base),
+    }),
+  );
+  app.post(
+    `${PREFIX}/projects`,
+    {
+      schema: {
+        body: Type.Object(
+          { project: Type.Object(ProjectFields, { additionalProperties: false }) },
+          { additionalProperties: false },
+        ),
+      },
+      config: { action: 'identity:create_project', targetType: 'project' },
+    },
+    async (req, reply) => {
+      const { project } = req.body as {
+        project: {
+          name: string;
+          domain_id?: string | null;
+          parent_id?: string | null;
+          description?: string | null;
+          enabled?: boolean;
+        };
+      };
+      const domainId = project.domain_id ?? DEFAULT_DOMAIN;
+      if (project.parent_id && project.parent_id !== domainId) {
+        throw badRequest('Nested projects are not supported: parent_id must be the domain.');
+      }
+      const p = await identity.createProject({
+        name: project.name,
+        domainId,
+        description: project.description ?? undefined,
+        enabled: project.enabled,
+      });
+      req.auditNote.targetId = p.id;
+      return reply.code(201).send({ project: projectView(p, base) });
+    },
+  );
+  app.patch(
+    `${PREFIX}/projects/:id`,
+    {
+      schema: {
+        params: IdParam,
+        body: Type.Object(
+          { project: Type.Object({ ...ProjectFields, name: Opt(Name) }, { additionalProperties: false }) },
+          { additionalProperties: false },
+        ),
+      },
+      config: { action: 'identity:update_project', targetType: 'project' },
+    },
+    async (req) => {
+      const { project } = req.body as {
+        project: { name?: string; description?: string | null; enabled?: boolean };
+      };
+      return {
+        project: projectView(
+          await identity.updateProject((req.params as { id: string }).id, {
+            name: project.name,
+            description: project.description ?? undefined,
+            enabled: project.enabled,
+          }),
+          base,
+        ),
+      };
+    },
+  );
+  app.delete(
+    `${PREFIX}/projects/:id`,
+    { schema: { params: IdParam }, config: { action: 'identity:delete_project', targetType: 'project' } },
+    async (req, reply) => {
+      await identity.deleteProject((req.params as { id: string }).id);
+      return reply.code(204).send();
+    },
+  );
 
   // ---- users -----------------------------------------------------------------
   const UserFields = {
@@ -291,112 +403,203 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     description: Opt(NullableString),
     options: Opt(Type.Object({}, { additionalProperties: false })),
   };
-  type UserBody = { name?: string; domain_id?: string; password?: string | null; enabled?: boolean; default_project_id?: string | null; email?: string | null; description?: string | null };
+  type UserBody = {
+    name?: string;
+    domain_id?: string;
+    password?: string | null;
+    enabled?: boolean;
+    default_project_id?: string | null;
+    email?: string | null;
+    description?: string | null;
+  };
   const userTarget = (r: { params: unknown }) => ({ user_id: (r.params as { id: string }).id });
 
-  app.get(`${PREFIX}/users`, {
-    schema: { querystring: Type.Object({ name: Opt(Type.String()), domain_id: Opt(Type.String()), enabled: Opt(Type.String()) }) },
-    config: { action: 'identity:list_users' },
-  }, async (req) => {
-    const q = req.query as { name?: string; domain_id?: string };
-    return { users: (await identity.listUsers({ name: q.name, domainId: q.domain_id })).map((u) => userView(u, base)), links: listLinks(req, publicUrl) };
-  });
-  app.get(`${PREFIX}/users/:id`, { schema: { params: IdParam }, config: { action: 'identity:get_user', target: userTarget } }, async (req) => ({
-    user: userView(await identity.getUser((req.params as { id: string }).id), base),
-  }));
-  app.post(`${PREFIX}/users`, {
-    schema: { body: Type.Object({ user: Type.Object(UserFields, { additionalProperties: false }) }, { additionalProperties: false }) },
-    config: { action: 'identity:create_user', targetType: 'user' },
-  }, async (req, reply) => {
-    const { user } = req.body as { user: UserBody & { name: string } };
-    const u = await identity.createUser({
-      name: user.name,
-      domainId: user.domain_id ?? DEFAULT_DOMAIN,
-      password: user.password ?? undefined,
-      enabled: user.enabled,
-      defaultProjectId: user.default_project_id ?? undefined,
-      email: user.email ?? undefined,
-      description: user.description ?? undefined,
-    });
-    req.auditNote.targetId = u.id;
-    return reply.code(201).send({ user: userView(u, base) });
-  });
-  app.patch(`${PREFIX}/users/:id`, {
-    schema: {
-      params: IdParam,
-      body: Type.Object({ user: Type.Object({ ...UserFields, name: Opt(Name) }, { additionalProperties: false }) }, { additionalProperties: false }),
-    },
-    config: { action: 'identity:update_user', targetType: 'user' },
-  }, async (req) => {
-    const { user } = req.body as { user: UserBody };
-    const id = (req.params as { id: string }).id;
-    if (user.enabled === false && id === req.auth?.userId) throw badRequest('You cannot disable your own user.');
-    return {
-      user: userView(
-        await identity.updateUser(id, {
-          name: user.name,
-          password: user.password ?? undefined,
-          enabled: user.enabled,
-          defaultProjectId: user.default_project_id,
-          email: user.email ?? undefined,
-          description: user.description ?? undefined,
+  app.get(
+    `${PREFIX}/users`,
+    {
+      schema: {
+        querystring: Type.Object({
+          name: Opt(Type.String()),
+          domain_id: Opt(Type.String()),
+          enabled: Opt(Type.String()),
         }),
-        base,
-      ),
-    };
-  });
-  app.delete(`${PREFIX}/users/:id`, { schema: { params: IdParam }, config: { action: 'identity:delete_user', targetType: 'user' } }, async (req, reply) => {
-    await identity.deleteUser((req.params as { id: string }).id, req.auth!.userId);
-    return reply.code(204).send();
-  });
-  app.post(`${PREFIX}/users/:id/password`, {
-    schema: {
-      params: IdParam,
-      body: Type.Object(
-        { user: Type.Object({ password: Password, original_password: Type.String({ maxLength: 4096 }) }, { additionalProperties: false }) },
-        { additionalProperties: false },
-      ),
+      },
+      config: { action: 'identity:list_users' },
     },
-    config: { action: 'identity:change_password', target: userTarget, targetType: 'user' },
-  }, async (req, reply) => {
-    const { user } = req.body as { user: { password: string; original_password: string } };
-    await identity.changePassword((req.params as { id: string }).id, user.original_password, user.password);
-    return reply.code(204).send();
-  });
-  app.get(`${PREFIX}/users/:id/projects`, { schema: { params: IdParam }, config: { action: 'identity:list_user_projects', target: userTarget } }, async (req) => ({
-    projects: (await identity.listUserProjects((req.params as { id: string }).id)).map((p) => projectView(p, base)),
-    links: listLinks(req, publicUrl),
-  }));
+    async (req) => {
+      const q = req.query as { name?: string; domain_id?: string };
+      return {
+        users: (await identity.listUsers({ name: q.name, domainId: q.domain_id })).map((u) =>
+          userView(u, base),
+        ),
+        links: listLinks(req, publicUrl),
+      };
+    },
+  );
+  app.get(
+    `${PREFIX}/users/:id`,
+    { schema: { params: IdParam }, config: { action: 'identity:get_user', target: userTarget } },
+    async (req) => ({
+      user: userView(await identity.getUser((req.params as { id: string }).id), base),
+    }),
+  );
+  app.post(
+    `${PREFIX}/users`,
+    {
+      schema: {
+        body: Type.Object(
+          { user: Type.Object(UserFields, { additionalProperties: false }) },
+          { additionalProperties: false },
+        ),
+      },
+      config: { action: 'identity:create_user', targetType: 'user' },
+    },
+    async (req, reply) => {
+      const { user } = req.body as { user: UserBody & { name: string } };
+      const u = await identity.createUser({
+        name: user.name,
+        domainId: user.domain_id ?? DEFAULT_DOMAIN,
+        password: user.password ?? undefined,
+        enabled: user.enabled,
+        defaultProjectId: user.default_project_id ?? undefined,
+        email: user.email ?? undefined,
+        description: user.description ?? undefined,
+      });
+      req.auditNote.targetId = u.id;
+      return reply.code(201).send({ user: userView(u, base) });
+    },
+  );
+  app.patch(
+    `${PREFIX}/users/:id`,
+    {
+      schema: {
+        params: IdParam,
+        body: Type.Object(
+          { user: Type.Object({ ...UserFields, name: Opt(Name) }, { additionalProperties: false }) },
+          { additionalProperties: false },
+        ),
+      },
+      config: { action: 'identity:update_user', targetType: 'user' },
+    },
+    async (req) => {
+      const { user } = req.body as { user: UserBody };
+      const id = (req.params as { id: string }).id;
+      if (user.enabled === false && id === req.auth?.userId)
+        throw badRequest('You cannot disable your own user.');
+      return {
+        user: userView(
+          await identity.updateUser(id, {
+            name: user.name,
+            password: user.password ?? undefined,
+            enabled: user.enabled,
+            defaultProjectId: user.default_project_id,
+            email: user.email ?? undefined,
+            description: user.description ?? undefined,
+          }),
+          base,
+        ),
+      };
+    },
+  );
+  app.delete(
+    `${PREFIX}/users/:id`,
+    { schema: { params: IdParam }, config: { action: 'identity:delete_user', targetType: 'user' } },
+    async (req, reply) => {
+      await identity.deleteUser((req.params as { id: string }).id, req.auth!.userId);
+      return reply.code(204).send();
+    },
+  );
+  app.post(
+    `${PREFIX}/users/:id/password`,
+    {
+      schema: {
+        params: IdParam,
+        body: Type.Object(
+          {
+            user: Type.Object(
+              { password: Password, original_password: Type.String({ maxLength: 4096 }) },
+              { additionalProperties: false },
+            ),
+          },
+          { additionalProperties: false },
+        ),
+      },
+      config: { action: 'identity:change_password', target: userTarget, targetType: 'user' },
+    },
+    async (req, reply) => {
+      const { user } = req.body as { user: { password: string; original_password: string } };
+      await identity.changePassword((req.params as { id: string }).id, user.original_password, user.password);
+      return reply.code(204).send();
+    },
+  );
+  app.get(
+    `${PREFIX}/users/:id/projects`,
+    { schema: { params: IdParam }, config: { action: 'identity:list_user_projects', target: userTarget } },
+    async (req) => ({
+      projects: (await identity.listUserProjects((req.params as { id: string }).id)).map((p) =>
+        projectView(p, base),
+      ),
+      links: listLinks(req, publicUrl),
+    }),
+  );
 
   // ---- roles and grants ------------------------------------------------------
-  app.get(`${PREFIX}/roles`, {
-    schema: { querystring: Type.Object({ name: Opt(Type.String()), domain_id: Opt(Type.String()) }) },
-    config: { action: 'identity:list_roles' },
-  }, async (req) => ({
-    roles: (await identity.listRoles({ name: (req.query as { name?: string }).name })).map((r) => roleView(r, base)),
-    links: listLinks(req, publicUrl),
-  }));
-  app.get(`${PREFIX}/roles/:id`, { schema: { params: IdParam }, config: { action: 'identity:get_role' } }, async (req) => ({
-    role: roleView(await identity.getRole((req.params as { id: string }).id), base),
-  }));
-  app.post(`${PREFIX}/roles`, {
-    schema: {
-      body: Type.Object(
-        { role: Type.Object({ name: Name, description: Opt(NullableString), domain_id: Opt(Type.Null()), options: Opt(Type.Object({}, { additionalProperties: false })) }, { additionalProperties: false }) },
-        { additionalProperties: false },
-      ),
+  app.get(
+    `${PREFIX}/roles`,
+    {
+      schema: { querystring: Type.Object({ name: Opt(Type.String()), domain_id: Opt(Type.String()) }) },
+      config: { action: 'identity:list_roles' },
     },
-    config: { action: 'identity:create_role', targetType: 'role' },
-  }, async (req, reply) => {
-    const { role } = req.body as { role: { name: string; description?: string | null } };
-    const r = await identity.createRole({ name: role.name, description: role.description ?? undefined });
-    req.auditNote.targetId = r.id;
-    return reply.code(201).send({ role: roleView(r, base) });
-  });
-  app.delete(`${PREFIX}/roles/:id`, { schema: { params: IdParam }, config: { action: 'identity:delete_role', targetType: 'role' } }, async (req, reply) => {
-    await identity.deleteRole((req.params as { id: string }).id);
-    return reply.code(204).send();
-  });
+    async (req) => ({
+      roles: (await identity.listRoles({ name: (req.query as { name?: string }).name })).map((r) =>
+        roleView(r, base),
+      ),
+      links: listLinks(req, publicUrl),
+    }),
+  );
+  app.get(
+    `${PREFIX}/roles/:id`,
+    { schema: { params: IdParam }, config: { action: 'identity:get_role' } },
+    async (req) => ({
+      role: roleView(await identity.getRole((req.params as { id: string }).id), base),
+    }),
+  );
+  app.post(
+    `${PREFIX}/roles`,
+    {
+      schema: {
+        body: Type.Object(
+          {
+            role: Type.Object(
+              {
+                name: Name,
+                description: Opt(NullableString),
+                domain_id: Opt(Type.Null()),
+                options: Opt(Type.Object({}, { additionalProperties: false })),
+              },
+              { additionalProperties: false },
+            ),
+          },
+          { additionalProperties: false },
+        ),
+      },
+      config: { action: 'identity:create_role', targetType: 'role' },
+    },
+    async (req, reply) => {
+      const { role } = req.body as { role: { name: string; description?: string | null } };
+      const r = await identity.createRole({ name: role.name, description: role.description ?? undefined });
+      req.auditNote.targetId = r.id;
+      return reply.code(201).send({ role: roleView(r, base) });
+    },
+  );
+  app.delete(
+    `${PREFIX}/roles/:id`,
+    { schema: { params: IdParam }, config: { action: 'identity:delete_role', targetType: 'role' } },
+    async (req, reply) => {
+      await identity.deleteRole((req.params as { id: string }).id);
+      return reply.code(204).send();
+    },
+  );
 
   const GrantParams = Type.Object({ project_id: Id, user_id: Id, role_id: Id });
   type G = { project_id: string; user_id: string; role_id: string };
@@ -406,30 +609,59 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     req.auditNote.targetId = `${p.role_id}@${p.user_id}/${p.project_id}`;
     return p;
   };
-  app.put(grantPath, { schema: { params: GrantParams }, config: { action: 'identity:create_grant', targetType: 'role_assignment' } }, async (req, reply) => {
-    const p = noteGrant(req);
-    await identity.grant(p.project_id, p.user_id, p.role_id);
-    return reply.code(204).send();
-  });
-  app.head(grantPath, { schema: { params: GrantParams }, config: { action: 'identity:check_grant' } }, async (req, reply) => {
-    const p = req.params as G;
-    if (!(await identity.hasGrant(p.project_id, p.user_id, p.role_id))) throw notFound('role assignment', p.role_id);
-    return reply.code(204).send();
-  });
-  app.delete(grantPath, { schema: { params: GrantParams }, config: { action: 'identity:revoke_grant', targetType: 'role_assignment' } }, async (req, reply) => {
-    const p = noteGrant(req);
-    await identity.revoke(p.project_id, p.user_id, p.role_id, req.auth!.userId);
-    return reply.code(204).send();
-  });
-  app.get(`${PREFIX}/projects/:project_id/users/:user_id/roles`, {
-    schema: { params: Type.Object({ project_id: Id, user_id: Id }) },
-    config: { action: 'identity:list_role_assignments', target: (r) => ({ user_id: (r.params as { user_id: string }).user_id }) },
-  }, async (req) => {
-    const p = req.params as { project_id: string; user_id: string };
-    const rows = await identity.listAssignments({ projectId: p.project_id, userId: p.user_id });
-    const roles = await identity.listRoles();
-    return { roles: roles.filter((r) => rows.some((a) => a.role_id === r.id)).map((r) => roleView(r, base)), links: listLinks(req, publicUrl) };
-  });
+  app.put(
+    grantPath,
+    {
+      schema: { params: GrantParams },
+      config: { action: 'identity:create_grant', targetType: 'role_assignment' },
+    },
+    async (req, reply) => {
+      const p = noteGrant(req);
+      await identity.grant(p.project_id, p.user_id, p.role_id);
+      return reply.code(204).send();
+    },
+  );
+  app.head(
+    grantPath,
+    { schema: { params: GrantParams }, config: { action: 'identity:check_grant' } },
+    async (req, reply) => {
+      const p = req.params as G;
+      if (!(await identity.hasGrant(p.project_id, p.user_id, p.role_id)))
+        throw notFound('role assignment', p.role_id);
+      return reply.code(204).send();
+    },
+  );
+  app.delete(
+    grantPath,
+    {
+      schema: { params: GrantParams },
+      config: { action: 'identity:revoke_grant', targetType: 'role_assignment' },
+    },
+    async (req, reply) => {
+      const p = noteGrant(req);
+      await identity.revoke(p.project_id, p.user_id, p.role_id, req.auth!.userId);
+      return reply.code(204).send();
+    },
+  );
+  app.get(
+    `${PREFIX}/projects/:project_id/users/:user_id/roles`,
+    {
+      schema: { params: Type.Object({ project_id: Id, user_id: Id }) },
+      config: {
+        action: 'identity:list_role_assignments',
+        target: (r) => ({ user_id: (r.params as { user_id: string }).user_id }),
+      },
+    },
+    async (req) => {
+      const p = req.params as { project_id: string; user_id: string };
+      const rows = await identity.listAssignments({ projectId: p.project_id, userId: p.user_id });
+      const roles = await identity.listRoles();
+      return {
+        roles: roles.filter((r) => rows.some((a) => a.role_id === r.id)).map((r) => roleView(r, base)),
+        links: listLinks(req, publicUrl),
+      };
+    },
+  );
 
   const AssignmentQuery = Type.Object({
     'user.id': Opt(Type.String({ maxLength: 64 })),
@@ -439,33 +671,51 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     effective: Opt(Type.String()),
     include_subtree: Opt(Type.String()),
   });
-  app.get(`${PREFIX}/role_assignments`, {
-    schema: { querystring: AssignmentQuery },
-    config: { action: 'identity:list_role_assignments', target: () => ({}) },
-  }, async (req) => {
-    const q = req.query as Record<string, string | undefined>;
-    const auth = req.auth!;
-    // Non-admins may list only their own assignments (the `self` rule needs the filter).
-    if (!auth.isAdmin && q['user.id'] !== auth.userId) {
-      throw forbidden('You may only list your own role assignments: add --user with your own user.');
-    }
-    const names = q.include_names !== undefined && q.include_names !== 'false' && q.include_names !== '0';
-    const rows = await identity.listAssignments({ userId: q['user.id'], projectId: q['scope.project.id'], roleId: q['role.id'] });
-    const domains = names ? new Map((await identity.listDomains()).map((d) => [d.id, d.name])) : new Map<string, string>();
-    return {
-      role_assignments: rows.map((a) => ({
-        role: names ? { id: a.role_id, name: a.role_name } : { id: a.role_id },
-        user: names
-          ? { id: a.user_id, name: a.user_name, domain: { id: a.user_domain_id, name: domains.get(a.user_domain_id) } }
-          : { id: a.user_id },
-        scope: {
-          project: names
-            ? { id: a.project_id, name: a.project_name, domain: { id: a.project_domain_id, name: domains.get(a.project_domain_id) } }
-            : { id: a.project_id },
-        },
-        links: { assignment: `${base}/projects/${a.project_id}/users/${a.user_id}/roles/${a.role_id}` },
-      })),
-      links: listLinks(req, publicUrl),
-    };
-  });
+  app.get(
+    `${PREFIX}/role_assignments`,
+    {
+      schema: { querystring: AssignmentQuery },
+      config: { action: 'identity:list_role_assignments', target: () => ({}) },
+    },
+    async (req) => {
+      const q = req.query as Record<string, string | undefined>;
+      const auth = req.auth!;
+      // Non-admins may list only their own assignments (the `self` rule needs the filter).
+      if (!auth.isAdmin && q['user.id'] !== auth.userId) {
+        throw forbidden('You may only list your own role assignments: add --user with your own user.');
+      }
+      const names = q.include_names !== undefined && q.include_names !== 'false' && q.include_names !== '0';
+      const rows = await identity.listAssignments({
+        userId: q['user.id'],
+        projectId: q['scope.project.id'],
+        roleId: q['role.id'],
+      });
+      const domains = names
+        ? new Map((await identity.listDomains()).map((d) => [d.id, d.name]))
+        : new Map<string, string>();
+      return {
+        role_assignments: rows.map((a) => ({
+          role: names ? { id: a.role_id, name: a.role_name } : { id: a.role_id },
+          user: names
+            ? {
+                id: a.user_id,
+                name: a.user_name,
+                domain: { id: a.user_domain_id, name: domains.get(a.user_domain_id) },
+              }
+            : { id: a.user_id },
+          scope: {
+            project: names
+              ? {
+                  id: a.project_id,
+                  name: a.project_name,
+                  domain: { id: a.project_domain_id, name: domains.get(a.project_domain_id) },
+                }
+              : { id: a.project_id },
+          },
+          links: { assignment: `${base}/projects/${a.project_id}/users/${a.user_id}/roles/${a.role_id}` },
+        })),
+        links: listLinks(req, publicUrl),
+      };
+    },
+  );
 }

@@ -3,17 +3,17 @@ import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { AuditWriter } from '../audit/writer.js';
-import { BulwarkError, unauthorized } from '../errors.js';
+import { BulwarkError } from '../errors.js';
 import type { IdentityService } from '../identity/service.js';
 import { enforce } from '../policy/enforcer.js';
 import { isAction } from '../policy/rules.js';
 import type { Store } from '../store/database.js';
 import { uuid } from '../util/ids.js';
-import type { ServiceEntry } from './catalog.js';
-import { errorBody, sendError } from './error-map.js';
 import { registerBulwarkApi } from './bulwark.js';
+import type { ServiceEntry } from './catalog.js';
+import type { AuditNote, RouteInfo } from './context.js';
+import { errorBody, sendError } from './error-map.js';
 import { registerIdentityApi } from './identity.js';
-import type { AuditNote } from './context.js';
 
 export interface ApiDeps {
   store: Store;
@@ -38,8 +38,20 @@ const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
  * query strings and path params are coerced from text as HTTP requires.
  */
 function validators() {
-  const body = new Ajv({ allErrors: false, removeAdditional: false, coerceTypes: false, useDefaults: false, strict: false });
-  const other = new Ajv({ allErrors: false, removeAdditional: false, coerceTypes: 'array', useDefaults: true, strict: false });
+  const body = new Ajv({
+    allErrors: false,
+    removeAdditional: false,
+    coerceTypes: false,
+    useDefaults: false,
+    strict: false,
+  });
+  const other = new Ajv({
+    allErrors: false,
+    removeAdditional: false,
+    coerceTypes: 'array',
+    useDefaults: true,
+    strict: false,
+  });
   addFormats.default(body);
   addFormats.default(other);
   return { body, other };
@@ -54,7 +66,9 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
     ...(opts.https ? { https: { ...opts.https, minVersion: 'TLSv1.2' as const } } : {}),
   });
   const ajv = validators();
-  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? ajv.body : ajv.other).compile(schema));
+  app.setValidatorCompiler(({ schema, httpPart }) =>
+    (httpPart === 'body' ? ajv.body : ajv.other).compile(schema),
+  );
 
   app.decorateRequest('auth', null);
   app.decorateRequest('auditNote', null as unknown as AuditNote);
@@ -62,30 +76,33 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   const ctx = { ...deps, services };
 
   // Every route must name a known policy action; a route without one is a bug, caught at start-up.
+  const routeTable: RouteInfo[] = [];
+  app.decorate('routeTable', routeTable);
   app.addHook('onRoute', (route) => {
-    if (route.url.startsWith('/documentation')) return;
     const action = route.config?.action;
     if (!action || !isAction(action)) {
-      throw new Error(`route ${route.method} ${route.url} has no policy action (policy/rules.ts)`);
+      throw new Error(`route ${String(route.method)} ${route.url} has no policy action (policy/rules.ts)`);
     }
+    for (const method of [route.method].flat()) routeTable.push({ method, url: route.url, action });
   });
 
   app.addHook('onRequest', async (req, reply) => {
     req.auditNote = {};
     reply.header('x-openstack-request-id', req.id);
+    // An invalid token counts as none: public routes still answer, the rest get 401 from the policy check.
     const token = req.headers['x-auth-token'];
-    if (typeof token === 'string' && token.length > 0) {
-      req.auth = await deps.identity.validateToken(token);
-      if (!req.auth) throw unauthorized('The request you have made requires authentication.');
-    } else {
-      req.auth = null;
-    }
+    req.auth =
+      typeof token === 'string' && token.length > 0 ? await deps.identity.validateToken(token) : null;
   });
 
   app.addHook('preHandler', async (req) => {
     const cfg = req.routeOptions.config;
+    // No route matched: the 404 handler answers and performs nothing, so there is nothing to authorise.
+    if (cfg.action === undefined && req.is404) return;
     const own = { project_id: req.auth?.projectId ?? null, user_id: req.auth?.userId ?? null };
-    const target = cfg.target ? { ...own, ...cfg.target({ params: req.params, headers: req.headers }) } : own;
+    const target = cfg.target
+      ? { ...own, ...(await cfg.target({ params: req.params, headers: req.headers })) }
+      : own;
     enforce(cfg.action ?? '', req.auth, target);
   });
 
@@ -116,7 +133,12 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
     } catch {
       reply.code(503).type('application/json');
       return JSON.stringify(
-        errorBody(req.url, 503, 'Service Unavailable', 'The audit log could not be written; nothing was confirmed.'),
+        errorBody(
+          req.url,
+          503,
+          'Service Unavailable',
+          'The audit log could not be written; nothing was confirmed.',
+        ),
       );
     }
   });
@@ -127,7 +149,11 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   });
   app.setNotFoundHandler((req: FastifyRequest, reply) => {
     req.auditNote ??= {};
-    return sendError(new BulwarkError('NotFound', `No API resource at ${req.method} ${req.url.split('?')[0]}.`), req, reply);
+    return sendError(
+      new BulwarkError('NotFound', `No API resource at ${req.method} ${req.url.split('?')[0]}.`),
+      req,
+      reply,
+    );
   });
 
   await app.register(swagger, {

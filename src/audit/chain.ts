@@ -25,8 +25,24 @@ export interface ChainedFields {
 }
 
 const FIELD_ORDER: readonly (keyof ChainedFields)[] = [
-  'seq', 'id', 'time', 'request_id', 'user_id', 'user_name', 'project_id', 'roles', 'source_ip',
-  'action', 'method', 'path', 'target_type', 'target_id', 'outcome', 'status', 'reason', 'prev_hash',
+  'seq',
+  'id',
+  'time',
+  'request_id',
+  'user_id',
+  'user_name',
+  'project_id',
+  'roles',
+  'source_ip',
+  'action',
+  'method',
+  'path',
+  'target_type',
+  'target_id',
+  'outcome',
+  'status',
+  'reason',
+  'prev_hash',
 ];
 
 /**

@@ -1,5 +1,5 @@
 import type { Store } from '../store/database.js';
-import { GENESIS_HASH, chainHash } from './chain.js';
+import { chainHash, GENESIS_HASH } from './chain.js';
 
 export interface VerifyResult {
   ok: boolean;
@@ -26,10 +26,20 @@ export async function verifyAuditChain(store: Store): Promise<VerifyResult> {
     for (const row of rows) {
       const seq = Number(row.seq);
       if (seq !== expectSeq) {
-        return fail(checked, expectSeq, null, `row ${expectSeq} is missing (deleted); the next row is ${seq}`);
+        return fail(
+          checked,
+          expectSeq,
+          null,
+          `row ${expectSeq} is missing (deleted); the next row is ${seq}`,
+        );
       }
       if (row.prev_hash !== prevHash) {
-        return fail(checked, seq, row.id, `row ${seq} does not follow row ${seq - 1} (reordered, replaced or re-hashed)`);
+        return fail(
+          checked,
+          seq,
+          row.id,
+          `row ${seq} does not follow row ${seq - 1} (reordered, replaced or re-hashed)`,
+        );
       }
       const { hash, ...fields } = row;
       if (chainHash({ ...fields, seq, status: Number(row.status) }) !== hash) {
@@ -41,9 +51,18 @@ export async function verifyAuditChain(store: Store): Promise<VerifyResult> {
     }
     if (rows.length < PAGE) break;
   }
-  const head = await store.db.selectFrom('audit_head').select(['seq', 'hash']).where('id', '=', 1).executeTakeFirst();
+  const head = await store.db
+    .selectFrom('audit_head')
+    .select(['seq', 'hash'])
+    .where('id', '=', 1)
+    .executeTakeFirst();
   if (!head || Number(head.seq) !== expectSeq - 1 || head.hash !== prevHash) {
-    return fail(checked, expectSeq, null, `the chain ends at row ${expectSeq - 1} but its head records row ${head?.seq ?? '?'}: rows were cut from the end`);
+    return fail(
+      checked,
+      expectSeq,
+      null,
+      `the chain ends at row ${expectSeq - 1} but its head records row ${head?.seq ?? '?'}: rows were cut from the end`,
+    );
   }
   return { ok: true, checked };
 }

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { unavailable } from '../errors.js';
+import { BulwarkError } from '../errors.js';
 import type { Store } from '../store/database.js';
 import { nowIso, uuid } from '../util/ids.js';
 import { type ChainedFields, chainHash } from './chain.js';
@@ -53,8 +53,17 @@ export class AuditWriter {
       const row = await this.store.db.transaction().execute(async (tx) => {
         const head =
           this.store.dialect === 'postgres'
-            ? (await sql<{ seq: number; hash: string }>`select seq, hash from audit_head where id = 1 for update`.execute(tx)).rows[0]
-            : await tx.selectFrom('audit_head').select(['seq', 'hash']).where('id', '=', 1).executeTakeFirst();
+            ? (
+                await sql<{
+                  seq: number;
+                  hash: string;
+                }>`select seq, hash from audit_head where id = 1 for update`.execute(tx)
+              ).rows[0]
+            : await tx
+                .selectFrom('audit_head')
+                .select(['seq', 'hash'])
+                .where('id', '=', 1)
+                .executeTakeFirst();
         if (!head) throw new Error('audit head row is missing');
         const fields: ChainedFields = {
           seq: Number(head.seq) + 1,
@@ -78,13 +87,23 @@ export class AuditWriter {
         };
         const full = { ...fields, hash: chainHash(fields) };
         await tx.insertInto('audit_events').values(full).execute();
-        await tx.updateTable('audit_head').set({ seq: full.seq, hash: full.hash }).where('id', '=', 1).execute();
+        await tx
+          .updateTable('audit_head')
+          .set({ seq: full.seq, hash: full.hash })
+          .where('id', '=', 1)
+          .execute();
         return full;
       });
       for (const l of this.listeners) l(row);
       return row;
     } catch (err) {
-      throw unavailable('The audit log could not be written; the request was refused. Check the database.');
+      throw new BulwarkError(
+        'Unavailable',
+        'The audit log could not be written; the request was refused. Check the database.',
+        {
+          cause: err,
+        },
+      );
     }
   }
 }

@@ -43,11 +43,19 @@ export class BulwarkClient {
         identity: {
           methods: ['password'],
           password: {
-            user: { name: this.cloud.username, domain: { name: this.cloud.userDomainName }, password: this.cloud.password },
+            user: {
+              name: this.cloud.username,
+              domain: { name: this.cloud.userDomainName },
+              password: this.cloud.password,
+            },
           },
         },
         ...(this.cloud.projectName
-          ? { scope: { project: { name: this.cloud.projectName, domain: { name: this.cloud.projectDomainName } } } }
+          ? {
+              scope: {
+                project: { name: this.cloud.projectName, domain: { name: this.cloud.projectDomainName } },
+              },
+            }
           : {}),
       },
     };
@@ -58,7 +66,8 @@ export class BulwarkClient {
       dispatcher: this.dispatcher,
     });
     const json: unknown = await res.json().catch(() => ({}));
-    if (res.status !== 201) throw new ApiError(res.status, `Authentication failed: ${errorMessage(res.status, json)}`);
+    if (res.status !== 201)
+      throw new ApiError(res.status, `Authentication failed: ${errorMessage(res.status, json)}`);
     this.token = res.headers.get('x-subject-token') ?? undefined;
     const token = (json as { token?: Record<string, unknown> }).token ?? {};
     this.tokenInfo = token;

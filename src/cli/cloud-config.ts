@@ -22,27 +22,34 @@ const candidates = (env: NodeJS.ProcessEnv) =>
     '/etc/openstack/clouds.yaml',
   ].filter((p): p is string => typeof p === 'string' && p.length > 0);
 
-const str = (v: unknown): string | undefined => (typeof v === 'string' && v.length > 0 ? v : typeof v === 'number' ? String(v) : undefined);
+const str = (v: unknown): string | undefined =>
+  typeof v === 'string' && v.length > 0 ? v : typeof v === 'number' ? String(v) : undefined;
 
 export function loadCloudConfig(env: NodeJS.ProcessEnv = process.env, cloudName = env.OS_CLOUD): CloudConfig {
   let fromFile: Record<string, unknown> = {};
   let auth: Record<string, unknown> = {};
   if (cloudName) {
     const file = candidates(env).find((p) => existsSync(p));
-    if (!file) throw new Error(`OS_CLOUD=${cloudName} is set but no clouds.yaml was found; set OS_CLIENT_CONFIG_FILE`);
+    if (!file)
+      throw new Error(`OS_CLOUD=${cloudName} is set but no clouds.yaml was found; set OS_CLIENT_CONFIG_FILE`);
     const doc: unknown = parse(readFileSync(file, 'utf8'));
     const clouds = (doc as { clouds?: Record<string, unknown> } | null)?.clouds;
     const cloud = clouds?.[cloudName];
     if (!cloud || typeof cloud !== 'object') throw new Error(`cloud ${cloudName} is not defined in ${file}`);
     fromFile = cloud as Record<string, unknown>;
-    auth = (fromFile.auth && typeof fromFile.auth === 'object' ? fromFile.auth : {}) as Record<string, unknown>;
+    auth = (fromFile.auth && typeof fromFile.auth === 'object' ? fromFile.auth : {}) as Record<
+      string,
+      unknown
+    >;
   }
   const pick = (envKey: string, authKey: string) => str(env[envKey]) ?? str(auth[authKey]);
   const authUrl = pick('OS_AUTH_URL', 'auth_url');
   const username = pick('OS_USERNAME', 'username');
   const password = pick('OS_PASSWORD', 'password');
   if (!authUrl || !username || password === undefined) {
-    throw new Error('No credentials: set OS_CLOUD (with clouds.yaml) or OS_AUTH_URL, OS_USERNAME and OS_PASSWORD');
+    throw new Error(
+      'No credentials: set OS_CLOUD (with clouds.yaml) or OS_AUTH_URL, OS_USERNAME and OS_PASSWORD',
+    );
   }
   return {
     authUrl: authUrl.replace(/\/+$/, ''),

@@ -15,7 +15,13 @@ function table(columns: readonly string[], rows: readonly Row[]): string {
 /** Prints a list the way `openstack ... list -f FORMAT` does. */
 export function printList(format: Format, columns: readonly string[], rows: readonly Row[]): void {
   if (format === 'json') {
-    console.log(JSON.stringify(rows.map((r) => Object.fromEntries(columns.map((c) => [c, r[c] ?? null]))), null, 2));
+    console.log(
+      JSON.stringify(
+        rows.map((r) => Object.fromEntries(columns.map((c) => [c, r[c] ?? null]))),
+        null,
+        2,
+      ),
+    );
   } else if (format === 'value') {
     for (const r of rows) console.log(columns.map((c) => cell(r[c])).join(' '));
   } else {
@@ -31,6 +37,11 @@ export function printObject(format: Format, obj: Row, columns?: readonly string[
   } else if (format === 'value') {
     for (const k of keys) console.log(cell(obj[k]));
   } else {
-    console.log(table(['Field', 'Value'], keys.map((k) => ({ Field: k, Value: obj[k] }))));
+    console.log(
+      table(
+        ['Field', 'Value'],
+        keys.map((k) => ({ Field: k, Value: obj[k] })),
+      ),
+    );
   }
 }

@@ -1,7 +1,6 @@
-import { randomSecret } from '../util/ids.js';
-import { DEFAULT_DOMAIN_ID, type IdentityService } from './service.js';
 import type { Store } from '../store/database.js';
-import { nowIso } from '../util/ids.js';
+import { nowIso, randomSecret } from '../util/ids.js';
+import { DEFAULT_DOMAIN_ID, type IdentityService } from './service.js';
 
 export const BUILTIN_ROLES = ['admin', 'manager', 'member', 'reader'] as const;
 
@@ -19,7 +18,13 @@ export async function bootstrapIdentity(
   if (!(await db.selectFrom('domains').select('id').where('id', '=', DEFAULT_DOMAIN_ID).executeTakeFirst())) {
     await db
       .insertInto('domains')
-      .values({ id: DEFAULT_DOMAIN_ID, name: 'Default', description: 'The default domain', enabled: 1, created_at: nowIso() })
+      .values({
+        id: DEFAULT_DOMAIN_ID,
+        name: 'Default',
+        description: 'The default domain',
+        enabled: 1,
+        created_at: nowIso(),
+      })
       .execute();
   }
   for (const name of BUILTIN_ROLES) {
@@ -28,12 +33,20 @@ export async function bootstrapIdentity(
   const projectName = identity.config.adminProjectName;
   const project =
     (await identity.listProjects({ name: projectName, domainId: DEFAULT_DOMAIN_ID }))[0] ??
-    (await identity.createProject({ name: projectName, domainId: DEFAULT_DOMAIN_ID, description: 'Cloud administration' }));
+    (await identity.createProject({
+      name: projectName,
+      domainId: DEFAULT_DOMAIN_ID,
+      description: 'Cloud administration',
+    }));
   if ((await identity.listUsers({ name: adminName, domainId: DEFAULT_DOMAIN_ID })).length > 0) {
     return { adminPassword: null };
   }
   const adminPassword = randomSecret(18);
-  const user = await identity.createUser({ name: adminName, domainId: DEFAULT_DOMAIN_ID, password: adminPassword });
+  const user = await identity.createUser({
+    name: adminName,
+    domainId: DEFAULT_DOMAIN_ID,
+    password: adminPassword,
+  });
   const adminRole = (await identity.listRoles({ name: 'admin' }))[0];
   if (!adminRole) throw new Error('admin role missing after bootstrap');
   await identity.grant(project.id, user.id, adminRole.id);

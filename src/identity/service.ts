@@ -44,10 +44,15 @@ export class IdentityService {
 
   // ---- domains -------------------------------------------------------------
 
-  async resolveDomainId(ref: { id?: string | undefined; name?: string | undefined } | undefined): Promise<string> {
+  async resolveDomainId(
+    ref: { id?: string | undefined; name?: string | undefined } | undefined,
+  ): Promise<string> {
     if (!ref || (ref.id === undefined && ref.name === undefined)) return DEFAULT_DOMAIN_ID;
     const q = this.db.selectFrom('domains').select('id');
-    const row = await (ref.id !== undefined ? q.where('id', '=', ref.id) : q.where('name', '=', ref.name ?? '')).executeTakeFirst();
+    const row = await (ref.id !== undefined
+      ? q.where('id', '=', ref.id)
+      : q.where('name', '=', ref.name ?? '')
+    ).executeTakeFirst();
     if (!row) throw notFound('domain', ref.id ?? ref.name ?? '');
     return row.id;
   }
@@ -64,9 +69,15 @@ export class IdentityService {
     return d;
   }
 
-  async createDomain(input: { name: string; description?: string | undefined; enabled?: boolean | undefined }) {
+  async createDomain(input: {
+    name: string;
+    description?: string | undefined;
+    enabled?: boolean | undefined;
+  }) {
     if (await this.db.selectFrom('domains').select('id').where('name', '=', input.name).executeTakeFirst()) {
-      throw conflict(`Conflict occurred attempting to store domain - Duplicate entry found with name ${input.name}.`);
+      throw conflict(
+        `Conflict occurred attempting to store domain - Duplicate entry found with name ${input.name}.`,
+      );
     }
     const row = {
       id: keystoneId(),
@@ -79,7 +90,10 @@ export class IdentityService {
     return row;
   }
 
-  async updateDomain(id: string, patch: { name?: string | undefined; description?: string | undefined; enabled?: boolean | undefined }) {
+  async updateDomain(
+    id: string,
+    patch: { name?: string | undefined; description?: string | undefined; enabled?: boolean | undefined },
+  ) {
     await this.getDomain(id);
     await this.db
       .updateTable('domains')
@@ -96,16 +110,27 @@ export class IdentityService {
   async deleteDomain(id: string) {
     const d = await this.getDomain(id);
     if (id === DEFAULT_DOMAIN_ID) throw badRequest('The default domain cannot be deleted.');
-    if (d.enabled === 1) throw badRequest('Disable the domain before deleting it (openstack domain set --disable).');
-    const used = await this.db.selectFrom('projects').select('id').where('domain_id', '=', id).executeTakeFirst();
-    const usedU = await this.db.selectFrom('users').select('id').where('domain_id', '=', id).executeTakeFirst();
+    if (d.enabled === 1)
+      throw badRequest('Disable the domain before deleting it (openstack domain set --disable).');
+    const used = await this.db
+      .selectFrom('projects')
+      .select('id')
+      .where('domain_id', '=', id)
+      .executeTakeFirst();
+    const usedU = await this.db
+      .selectFrom('users')
+      .select('id')
+      .where('domain_id', '=', id)
+      .executeTakeFirst();
     if (used || usedU) throw conflict('The domain still holds projects or users; delete them first.');
     await this.db.deleteFrom('domains').where('id', '=', id).execute();
   }
 
   // ---- projects ------------------------------------------------------------
 
-  listProjects(filter: { name?: string | undefined; domainId?: string | undefined; ids?: readonly string[] } = {}) {
+  listProjects(
+    filter: { name?: string | undefined; domainId?: string | undefined; ids?: readonly string[] } = {},
+  ) {
     let q = this.db.selectFrom('projects').selectAll().orderBy('name');
     if (filter.name !== undefined) q = q.where('name', '=', filter.name);
     if (filter.domainId !== undefined) q = q.where('domain_id', '=', filter.domainId);
@@ -122,7 +147,12 @@ export class IdentityService {
     return p;
   }
 
-  async createProject(input: { name: string; domainId: string; description?: string | undefined; enabled?: boolean | undefined }) {
+  async createProject(input: {
+    name: string;
+    domainId: string;
+    description?: string | undefined;
+    enabled?: boolean | undefined;
+  }) {
     await this.getDomain(input.domainId);
     const dup = await this.db
       .selectFrom('projects')
@@ -130,7 +160,10 @@ export class IdentityService {
       .where('domain_id', '=', input.domainId)
       .where('name', '=', input.name)
       .executeTakeFirst();
-    if (dup) throw conflict(`Conflict occurred attempting to store project - it is not permitted to have two projects with the same name in the same domain : ${input.name}.`);
+    if (dup)
+      throw conflict(
+        `Conflict occurred attempting to store project - it is not permitted to have two projects with the same name in the same domain : ${input.name}.`,
+      );
     const row = {
       id: keystoneId(),
       name: input.name,
@@ -143,13 +176,25 @@ export class IdentityService {
     return row;
   }
 
-  async updateProject(id: string, patch: { name?: string | undefined; description?: string | undefined; enabled?: boolean | undefined }) {
+  async updateProject(
+    id: string,
+    patch: { name?: string | undefined; description?: string | undefined; enabled?: boolean | undefined },
+  ) {
     const p = await this.getProject(id);
     if (patch.name !== undefined && patch.name !== p.name) {
-      const dup = await this.db.selectFrom('projects').select('id').where('domain_id', '=', p.domain_id).where('name', '=', patch.name).executeTakeFirst();
+      const dup = await this.db
+        .selectFrom('projects')
+        .select('id')
+        .where('domain_id', '=', p.domain_id)
+        .where('name', '=', patch.name)
+        .executeTakeFirst();
       if (dup) throw conflict(`A project named ${patch.name} already exists in this domain.`);
     }
-    if (patch.enabled === false && p.name === this.config.adminProjectName && p.domain_id === DEFAULT_DOMAIN_ID) {
+    if (
+      patch.enabled === false &&
+      p.name === this.config.adminProjectName &&
+      p.domain_id === DEFAULT_DOMAIN_ID
+    ) {
       throw badRequest('The admin project cannot be disabled: it would lock every administrator out.');
     }
     await this.db
@@ -172,7 +217,11 @@ export class IdentityService {
     await this.db.transaction().execute(async (tx) => {
       await tx.deleteFrom('tokens').where('project_id', '=', id).execute();
       await tx.deleteFrom('role_assignments').where('project_id', '=', id).execute();
-      await tx.updateTable('users').set({ default_project_id: null }).where('default_project_id', '=', id).execute();
+      await tx
+        .updateTable('users')
+        .set({ default_project_id: null })
+        .where('default_project_id', '=', id)
+        .execute();
       await tx.deleteFrom('projects').where('id', '=', id).execute();
     });
   }
@@ -203,8 +252,16 @@ export class IdentityService {
   }) {
     await this.getDomain(input.domainId);
     if (input.defaultProjectId !== undefined) await this.getProject(input.defaultProjectId);
-    const dup = await this.db.selectFrom('users').select('id').where('domain_id', '=', input.domainId).where('name', '=', input.name).executeTakeFirst();
-    if (dup) throw conflict(`Conflict occurred attempting to store user - Duplicate entry found with name ${input.name} at domain ID ${input.domainId}.`);
+    const dup = await this.db
+      .selectFrom('users')
+      .select('id')
+      .where('domain_id', '=', input.domainId)
+      .where('name', '=', input.name)
+      .executeTakeFirst();
+    if (dup)
+      throw conflict(
+        `Conflict occurred attempting to store user - Duplicate entry found with name ${input.name} at domain ID ${input.domainId}.`,
+      );
     const row = {
       id: keystoneId(),
       name: input.name,
@@ -235,7 +292,12 @@ export class IdentityService {
   ) {
     const u = await this.getUser(id);
     if (patch.name !== undefined && patch.name !== u.name) {
-      const dup = await this.db.selectFrom('users').select('id').where('domain_id', '=', u.domain_id).where('name', '=', patch.name).executeTakeFirst();
+      const dup = await this.db
+        .selectFrom('users')
+        .select('id')
+        .where('domain_id', '=', u.domain_id)
+        .where('name', '=', patch.name)
+        .executeTakeFirst();
       if (dup) throw conflict(`A user named ${patch.name} already exists in this domain.`);
     }
     if (patch.defaultProjectId) await this.getProject(patch.defaultProjectId);
@@ -254,7 +316,12 @@ export class IdentityService {
         .execute();
       // A new password or a disabled account ends every session the user had.
       if (patch.password !== undefined || patch.enabled === false) {
-        await tx.updateTable('tokens').set({ revoked_at: nowIso() }).where('user_id', '=', id).where('revoked_at', 'is', null).execute();
+        await tx
+          .updateTable('tokens')
+          .set({ revoked_at: nowIso() })
+          .where('user_id', '=', id)
+          .where('revoked_at', 'is', null)
+          .execute();
       }
     });
     return this.getUser(id);
@@ -280,7 +347,12 @@ export class IdentityService {
 
   async listUserProjects(userId: string) {
     await this.getUser(userId);
-    const ids = await this.db.selectFrom('role_assignments').select('project_id').distinct().where('user_id', '=', userId).execute();
+    const ids = await this.db
+      .selectFrom('role_assignments')
+      .select('project_id')
+      .distinct()
+      .where('user_id', '=', userId)
+      .execute();
     return this.listProjects({ ids: ids.map((r) => r.project_id) });
   }
 
@@ -300,7 +372,9 @@ export class IdentityService {
 
   async createRole(input: { name: string; description?: string | undefined }) {
     if (await this.db.selectFrom('roles').select('id').where('name', '=', input.name).executeTakeFirst()) {
-      throw conflict(`Conflict occurred attempting to store role - Duplicate entry found with name ${input.name}.`);
+      throw conflict(
+        `Conflict occurred attempting to store role - Duplicate entry found with name ${input.name}.`,
+      );
     }
     const row = { id: keystoneId(), name: input.name, description: input.description ?? '' };
     await this.db.insertInto('roles').values(row).execute();
@@ -329,7 +403,10 @@ export class IdentityService {
 
   async grant(projectId: string, userId: string, roleId: string) {
     if (await this.hasGrant(projectId, userId, roleId)) return;
-    await this.db.insertInto('role_assignments').values({ project_id: projectId, user_id: userId, role_id: roleId }).execute();
+    await this.db
+      .insertInto('role_assignments')
+      .values({ project_id: projectId, user_id: userId, role_id: roleId })
+      .execute();
   }
 
   async revoke(projectId: string, userId: string, roleId: string, callerId: string) {
@@ -339,7 +416,9 @@ export class IdentityService {
     const role = await this.getRole(roleId);
     const project = await this.getProject(projectId);
     if (userId === callerId && role.name === 'admin' && project.name === this.config.adminProjectName) {
-      throw badRequest('You cannot remove your own admin role on the admin project; ask another administrator.');
+      throw badRequest(
+        'You cannot remove your own admin role on the admin project; ask another administrator.',
+      );
     }
     await this.db.transaction().execute(async (tx) => {
       await tx
@@ -349,19 +428,35 @@ export class IdentityService {
         .where('role_id', '=', roleId)
         .execute();
       // Tokens carry no roles of their own, but revoke them so no session outlives a lost role.
-      await tx.updateTable('tokens').set({ revoked_at: nowIso() }).where('user_id', '=', userId).where('project_id', '=', projectId).where('revoked_at', 'is', null).execute();
+      await tx
+        .updateTable('tokens')
+        .set({ revoked_at: nowIso() })
+        .where('user_id', '=', userId)
+        .where('project_id', '=', projectId)
+        .where('revoked_at', 'is', null)
+        .execute();
     });
   }
 
-  listAssignments(filter: { userId?: string | undefined; projectId?: string | undefined; roleId?: string | undefined }) {
+  listAssignments(filter: {
+    userId?: string | undefined;
+    projectId?: string | undefined;
+    roleId?: string | undefined;
+  }) {
     let q = this.db
       .selectFrom('role_assignments as a')
       .innerJoin('roles as r', 'r.id', 'a.role_id')
       .innerJoin('users as u', 'u.id', 'a.user_id')
       .innerJoin('projects as p', 'p.id', 'a.project_id')
       .select([
-        'a.user_id', 'a.project_id', 'a.role_id', 'r.name as role_name', 'u.name as user_name',
-        'u.domain_id as user_domain_id', 'p.name as project_name', 'p.domain_id as project_domain_id',
+        'a.user_id',
+        'a.project_id',
+        'a.role_id',
+        'r.name as role_name',
+        'u.name as user_name',
+        'u.domain_id as user_domain_id',
+        'p.name as project_name',
+        'p.domain_id as project_domain_id',
       ])
       .orderBy('p.name')
       .orderBy('u.name')
@@ -386,7 +481,11 @@ export class IdentityService {
   // ---- tokens ---------------------------------------------------------------
 
   /** Keystone's password method plus optional project scope. Returns the new token and its context. */
-  async issueToken(user: UserRef, password: string, scope: ProjectRef | undefined): Promise<{ token: string; auth: AuthContext }> {
+  async issueToken(
+    user: UserRef,
+    password: string,
+    scope: ProjectRef | undefined,
+  ): Promise<{ token: string; auth: AuthContext }> {
     let row: Selectable<UsersTable> | undefined;
     if (user.id !== undefined) {
       row = await this.db.selectFrom('users').selectAll().where('id', '=', user.id).executeTakeFirst();
@@ -398,7 +497,12 @@ export class IdentityService {
         domainId = undefined;
       }
       if (domainId !== undefined) {
-        row = await this.db.selectFrom('users').selectAll().where('name', '=', user.name).where('domain_id', '=', domainId).executeTakeFirst();
+        row = await this.db
+          .selectFrom('users')
+          .selectAll()
+          .where('name', '=', user.name)
+          .where('domain_id', '=', domainId)
+          .executeTakeFirst();
       }
     } else {
       throw badRequest('Expecting to find user id or name in auth.identity.password.user.');
@@ -407,23 +511,38 @@ export class IdentityService {
     if (!row) throw loginFailed('unknown user');
     if (!passwordOk) throw loginFailed('wrong password');
     if (row.enabled !== 1) throw loginFailed('user is disabled');
-    const domain = await this.db.selectFrom('domains').select('enabled').where('id', '=', row.domain_id).executeTakeFirst();
+    const domain = await this.db
+      .selectFrom('domains')
+      .select('enabled')
+      .where('id', '=', row.domain_id)
+      .executeTakeFirst();
     if (domain?.enabled !== 1) throw loginFailed('user domain is disabled');
-    if (row.password_expires_at !== null && row.password_expires_at <= nowIso()) throw loginFailed('password expired');
+    if (row.password_expires_at !== null && row.password_expires_at <= nowIso())
+      throw loginFailed('password expired');
 
     let projectId: string | null = null;
     if (scope && (scope.id !== undefined || scope.name !== undefined)) {
       let project: Selectable<ProjectsTable> | undefined;
       if (scope.id !== undefined) {
-        project = await this.db.selectFrom('projects').selectAll().where('id', '=', scope.id).executeTakeFirst();
+        project = await this.db
+          .selectFrom('projects')
+          .selectAll()
+          .where('id', '=', scope.id)
+          .executeTakeFirst();
       } else {
         const domainId = await this.resolveDomainId(scope.domain).catch(() => undefined);
         if (domainId !== undefined) {
-          project = await this.db.selectFrom('projects').selectAll().where('name', '=', scope.name ?? '').where('domain_id', '=', domainId).executeTakeFirst();
+          project = await this.db
+            .selectFrom('projects')
+            .selectAll()
+            .where('name', '=', scope.name ?? '')
+            .where('domain_id', '=', domainId)
+            .executeTakeFirst();
         }
       }
-      if (!project || project.enabled !== 1) throw loginFailed('scope project not found or disabled');
-      if ((await this.roleNamesOn(row.id, project.id)).length === 0) throw loginFailed('user has no role on the scope project');
+      if (project?.enabled !== 1) throw loginFailed('scope project not found or disabled');
+      if ((await this.roleNamesOn(row.id, project.id)).length === 0)
+        throw loginFailed('user has no role on the scope project');
       projectId = project.id;
     }
 
@@ -456,16 +575,29 @@ export class IdentityService {
       .innerJoin('domains as d', 'd.id', 'u.domain_id')
       .leftJoin('projects as p', 'p.id', 't.project_id')
       .select([
-        't.id_hash', 't.user_id', 't.project_id', 't.methods', 't.audit_id', 't.issued_at', 't.expires_at', 't.revoked_at',
-        'u.name as user_name', 'u.domain_id as user_domain_id', 'u.enabled as user_enabled', 'd.enabled as domain_enabled',
-        'p.name as project_name', 'p.domain_id as project_domain_id', 'p.enabled as project_enabled',
+        't.id_hash',
+        't.user_id',
+        't.project_id',
+        't.methods',
+        't.audit_id',
+        't.issued_at',
+        't.expires_at',
+        't.revoked_at',
+        'u.name as user_name',
+        'u.domain_id as user_domain_id',
+        'u.enabled as user_enabled',
+        'd.enabled as domain_enabled',
+        'p.name as project_name',
+        'p.domain_id as project_domain_id',
+        'p.enabled as project_enabled',
       ])
       .where('t.id_hash', '=', sha256Hex(token))
       .executeTakeFirst();
     if (!row || row.revoked_at !== null || row.expires_at <= nowIso()) return null;
     if (row.user_enabled !== 1 || row.domain_enabled !== 1) return null;
     if (row.project_id !== null && row.project_enabled !== 1) return null;
-    const roles = row.project_id === null ? [] : expandRoles(await this.roleNamesOn(row.user_id, row.project_id));
+    const roles =
+      row.project_id === null ? [] : expandRoles(await this.roleNamesOn(row.user_id, row.project_id));
     if (row.project_id !== null && roles.length === 0) return null;
     return {
       userId: row.user_id,
@@ -476,7 +608,9 @@ export class IdentityService {
       projectDomainId: row.project_domain_id ?? null,
       roles,
       isAdmin:
-        roles.includes('admin') && row.project_name === this.config.adminProjectName && row.project_domain_id === DEFAULT_DOMAIN_ID,
+        roles.includes('admin') &&
+        row.project_name === this.config.adminProjectName &&
+        row.project_domain_id === DEFAULT_DOMAIN_ID,
       methods: JSON.parse(row.methods) as string[],
       tokenHash: row.id_hash,
       auditId: row.audit_id,

@@ -45,7 +45,10 @@ export async function createCa(commonName: string): Promise<PemPair> {
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  return { certPem: `${cert.toString('pem').trim()}\n`, keyPem: `${(await exportKey(keys.privateKey)).trim()}\n` };
+  return {
+    certPem: `${cert.toString('pem').trim()}\n`,
+    keyPem: `${(await exportKey(keys.privateKey)).trim()}\n`,
+  };
 }
 
 /** Issues a leaf certificate signed by `ca` for a server or a client (mTLS). */
@@ -68,17 +71,27 @@ export async function issueCertificate(
     signingAlgorithm: ALG,
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement, true),
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement,
+        true,
+      ),
       new x509.ExtendedKeyUsageExtension(
         [opts.usage === 'server' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth],
         false,
       ),
       ...(names.length
-        ? [new x509.SubjectAlternativeNameExtension(names.map((n) => ({ type: isIP(n) ? ('ip' as const) : ('dns' as const), value: n })))]
+        ? [
+            new x509.SubjectAlternativeNameExtension(
+              names.map((n) => ({ type: isIP(n) ? ('ip' as const) : ('dns' as const), value: n })),
+            ),
+          ]
         : []),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
       await x509.AuthorityKeyIdentifierExtension.create(caCert),
     ],
   });
-  return { certPem: `${cert.toString('pem').trim()}\n`, keyPem: `${(await exportKey(keys.privateKey)).trim()}\n` };
+  return {
+    certPem: `${cert.toString('pem').trim()}\n`,
+    keyPem: `${(await exportKey(keys.privateKey)).trim()}\n`,
+  };
 }

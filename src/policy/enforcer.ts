@@ -1,6 +1,6 @@
 import { forbidden, unauthorized } from '../errors.js';
 import type { AuthContext, PolicyTarget } from './context.js';
-import { type Action, POLICY, type RuleTerm, isAction } from './rules.js';
+import { type Action, isAction, POLICY, type RuleTerm } from './rules.js';
 
 function termAllows(term: RuleTerm, auth: AuthContext | null, target: PolicyTarget): boolean {
   switch (term) {
@@ -29,7 +29,8 @@ export function allows(action: string, auth: AuthContext | null, target: PolicyT
   return POLICY[action].some((term) => termAllows(term, auth, target));
 }
 
-export const isPublic = (action: Action): boolean => (POLICY[action] as readonly RuleTerm[]).includes('public');
+export const isPublic = (action: Action): boolean =>
+  (POLICY[action] as readonly RuleTerm[]).includes('public');
 
 /**
  * Throws 401 when a token is needed and missing, 403 when the caller's roles

@@ -1,7 +1,15 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
-import { Kysely, type Migration, type MigrationProvider, Migrator, PostgresDialect, SqliteDialect, sql } from 'kysely';
+import {
+  Kysely,
+  type Migration,
+  type MigrationProvider,
+  Migrator,
+  PostgresDialect,
+  SqliteDialect,
+  sql,
+} from 'kysely';
 import pg from 'pg';
 import * as m0001 from './migrations/0001-foundation.js';
 import * as m0002 from './migrations/0002-audit-append-only.js';
@@ -34,17 +42,17 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0002-audit-append-only': { up: m0002.up(dialect) },
 });
 
-export const dialectOf = (url: string): Dialect =>
-  /^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite';
+export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');
 
 // bigint (int8) columns hold sequence numbers well inside 2^53: read them as numbers.
 pg.types.setTypeParser(20, (v) => Number.parseInt(v, 10));
 
 function connect(url: string): Kysely<Schema> {
   if (dialectOf(url) === 'postgres') {
-    return new Kysely<Schema>({
-      dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 10 }) }),
-    });
+    const pool = new pg.Pool({ connectionString: url, max: 10 });
+    // An idle client dropped by the server (restart, failover) must not crash the daemon; the pool reconnects.
+    pool.on('error', () => undefined);
+    return new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) });
   }
   mkdirSync(dirname(url), { recursive: true });
   const raw = new SqliteDatabase(url);
@@ -79,7 +87,9 @@ async function grantRuntimeRole(admin: Kysely<Schema>, runtimeUrl: string): Prom
     select tablename from pg_tables where schemaname = current_schema()`.execute(admin);
   const ident = (s: string) => `"${s.replaceAll('"', '""')}"`;
   for (const { tablename } of tables.rows) {
-    const privileges = APPEND_ONLY_TABLES.has(tablename) ? 'SELECT, INSERT' : 'SELECT, INSERT, UPDATE, DELETE';
+    const privileges = APPEND_ONLY_TABLES.has(tablename)
+      ? 'SELECT, INSERT'
+      : 'SELECT, INSERT, UPDATE, DELETE';
     await sql.raw(`REVOKE ALL ON ${ident(tablename)} FROM ${ident(role)}`).execute(admin);
     await sql.raw(`GRANT ${privileges} ON ${ident(tablename)} TO ${ident(role)}`).execute(admin);
   }

@@ -1,21 +1,26 @@
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
+import type { VerifyResult } from '../../audit/verify.js';
 import { verifyAuditChain } from '../../audit/verify.js';
 import { openStore } from '../../store/database.js';
-import { join, resolve } from 'node:path';
 import { withClient, withFormat } from '../common.js';
 import { printList, printObject } from '../output.js';
-import type { VerifyResult } from '../../audit/verify.js';
 
-const globals = (cmd: Command) => cmd.optsWithGlobals<{ osCloud?: string; format: 'table' | 'json' | 'value' }>();
+const globals = (cmd: Command) =>
+  cmd.optsWithGlobals<{ osCloud?: string; format: 'table' | 'json' | 'value' }>();
 
 function report(format: 'table' | 'json' | 'value', v: VerifyResult): void {
-  printObject(format, {
-    ok: v.ok,
-    checked: v.checked,
-    first_bad_seq: v.failure?.seq ?? null,
-    first_bad_id: v.failure?.id ?? null,
-    problem: v.failure?.problem ?? null,
-  }, ['ok', 'checked', 'first_bad_seq', 'first_bad_id', 'problem']);
+  printObject(
+    format,
+    {
+      ok: v.ok,
+      checked: v.checked,
+      first_bad_seq: v.failure?.seq ?? null,
+      first_bad_id: v.failure?.id ?? null,
+      problem: v.failure?.problem ?? null,
+    },
+    ['ok', 'checked', 'first_bad_seq', 'first_bad_id', 'problem'],
+  );
   if (!v.ok) process.exitCode = 3;
 }
 
@@ -39,8 +44,27 @@ export function registerAuditCommands(program: Command): void {
         const v = o[k];
         if (v !== undefined) q.set(k, k === 'since' || k === 'until' ? new Date(v).toISOString() : v);
       }
-      const r = await c.request<{ events: Record<string, unknown>[] }>('bulwark', 'GET', `/audit/events?${q}`);
-      printList(g.format, ['seq', 'time', 'user_name', 'project_id', 'source_ip', 'action', 'target_id', 'outcome', 'status', 'reason'], r.events);
+      const r = await c.request<{ events: Record<string, unknown>[] }>(
+        'bulwark',
+        'GET',
+        `/audit/events?${q}`,
+      );
+      printList(
+        g.format,
+        [
+          'seq',
+          'time',
+          'user_name',
+          'project_id',
+          'source_ip',
+          'action',
+          'target_id',
+          'outcome',
+          'status',
+          'reason',
+        ],
+        r.events,
+      );
     });
   });
   withFormat(
@@ -62,7 +86,10 @@ export function registerAuditCommands(program: Command): void {
       return;
     }
     await withClient(g, async (c) => {
-      report(g.format, (await c.request<{ verification: VerifyResult }>('bulwark', 'GET', '/audit/verify')).verification);
+      report(
+        g.format,
+        (await c.request<{ verification: VerifyResult }>('bulwark', 'GET', '/audit/verify')).verification,
+      );
     });
   });
 }

@@ -3,7 +3,8 @@ import { findByNameOrId, withClient, withFormat } from '../common.js';
 import { printList, printObject } from '../output.js';
 
 type Obj = { id: string; name?: string } & Record<string, unknown>;
-const globals = (cmd: Command) => cmd.optsWithGlobals<{ osCloud?: string; format: 'table' | 'json' | 'value' }>();
+const globals = (cmd: Command) =>
+  cmd.optsWithGlobals<{ osCloud?: string; format: 'table' | 'json' | 'value' }>();
 
 export function registerIdentityCommands(program: Command): void {
   const token = program.command('token').description('Identity tokens');
@@ -24,10 +25,14 @@ export function registerIdentityCommands(program: Command): void {
       printList(g.format, ['id', 'name', 'domain_id', 'enabled'], r.projects);
     });
   });
-  withFormat(project.command('show <project>').description('Show a project')).action(async (ref: string, _o, cmd: Command) => {
-    const g = globals(cmd);
-    await withClient(g, async (c) => printObject(g.format, await findByNameOrId<Obj>(c, 'identity', 'projects', 'project', ref)));
-  });
+  withFormat(project.command('show <project>').description('Show a project')).action(
+    async (ref: string, _o, cmd: Command) => {
+      const g = globals(cmd);
+      await withClient(g, async (c) =>
+        printObject(g.format, await findByNameOrId<Obj>(c, 'identity', 'projects', 'project', ref)),
+      );
+    },
+  );
   withFormat(
     project
       .command('create <name>')
@@ -35,15 +40,22 @@ export function registerIdentityCommands(program: Command): void {
       .option('--description <text>', 'description')
       .option('--domain <domain>', 'owning domain id', 'default')
       .option('--disable', 'create disabled'),
-  ).action(async (name: string, o: { description?: string; domain: string; disable?: boolean }, cmd: Command) => {
-    const g = globals(cmd);
-    await withClient(g, async (c) => {
-      const r = await c.request<{ project: Obj }>('identity', 'POST', '/projects', {
-        project: { name, domain_id: o.domain, enabled: !o.disable, ...(o.description ? { description: o.description } : {}) },
+  ).action(
+    async (name: string, o: { description?: string; domain: string; disable?: boolean }, cmd: Command) => {
+      const g = globals(cmd);
+      await withClient(g, async (c) => {
+        const r = await c.request<{ project: Obj }>('identity', 'POST', '/projects', {
+          project: {
+            name,
+            domain_id: o.domain,
+            enabled: !o.disable,
+            ...(o.description ? { description: o.description } : {}),
+          },
+        });
+        printObject(g.format, r.project);
       });
-      printObject(g.format, r.project);
-    });
-  });
+    },
+  );
   project
     .command('delete <project...>')
     .description('Delete projects')
@@ -64,10 +76,14 @@ export function registerIdentityCommands(program: Command): void {
       printList(g.format, ['id', 'name', 'domain_id', 'enabled'], r.users);
     });
   });
-  withFormat(user.command('show <user>').description('Show a user')).action(async (ref: string, _o, cmd: Command) => {
-    const g = globals(cmd);
-    await withClient(g, async (c) => printObject(g.format, await findByNameOrId<Obj>(c, 'identity', 'users', 'user', ref)));
-  });
+  withFormat(user.command('show <user>').description('Show a user')).action(
+    async (ref: string, _o, cmd: Command) => {
+      const g = globals(cmd);
+      await withClient(g, async (c) =>
+        printObject(g.format, await findByNameOrId<Obj>(c, 'identity', 'users', 'user', ref)),
+      );
+    },
+  );
   withFormat(
     user
       .command('create <name>')
@@ -78,24 +94,39 @@ export function registerIdentityCommands(program: Command): void {
       .option('--description <text>', 'description')
       .option('--domain <domain>', 'domain id', 'default')
       .option('--disable', 'create disabled'),
-  ).action(async (name: string, o: { password?: string; project?: string; email?: string; description?: string; domain: string; disable?: boolean }, cmd: Command) => {
-    const g = globals(cmd);
-    await withClient(g, async (c) => {
-      const projectId = o.project ? (await findByNameOrId<Obj>(c, 'identity', 'projects', 'project', o.project)).id : undefined;
-      const r = await c.request<{ user: Obj }>('identity', 'POST', '/users', {
-        user: {
-          name,
-          domain_id: o.domain,
-          enabled: !o.disable,
-          ...(o.password ? { password: o.password } : {}),
-          ...(projectId ? { default_project_id: projectId } : {}),
-          ...(o.email ? { email: o.email } : {}),
-          ...(o.description ? { description: o.description } : {}),
-        },
+  ).action(
+    async (
+      name: string,
+      o: {
+        password?: string;
+        project?: string;
+        email?: string;
+        description?: string;
+        domain: string;
+        disable?: boolean;
+      },
+      cmd: Command,
+    ) => {
+      const g = globals(cmd);
+      await withClient(g, async (c) => {
+        const projectId = o.project
+          ? (await findByNameOrId<Obj>(c, 'identity', 'projects', 'project', o.project)).id
+          : undefined;
+        const r = await c.request<{ user: Obj }>('identity', 'POST', '/users', {
+          user: {
+            name,
+            domain_id: o.domain,
+            enabled: !o.disable,
+            ...(o.password ? { password: o.password } : {}),
+            ...(projectId ? { default_project_id: projectId } : {}),
+            ...(o.email ? { email: o.email } : {}),
+            ...(o.description ? { description: o.description } : {}),
+          },
+        });
+        printObject(g.format, r.user);
       });
-      printObject(g.format, r.user);
-    });
-  });
+    },
+  );
   user
     .command('set <user>')
     .description('Change a user')
@@ -104,20 +135,26 @@ export function registerIdentityCommands(program: Command): void {
     .option('--email <email>', 'email')
     .option('--enable', 'enable')
     .option('--disable', 'disable')
-    .action(async (ref: string, o: { name?: string; password?: string; email?: string; enable?: boolean; disable?: boolean }, cmd: Command) => {
-      await withClient(globals(cmd), async (c) => {
-        const u = await findByNameOrId<Obj>(c, 'identity', 'users', 'user', ref);
-        await c.request('identity', 'PATCH', `/users/${u.id}`, {
-          user: {
-            ...(o.name ? { name: o.name } : {}),
-            ...(o.password ? { password: o.password } : {}),
-            ...(o.email ? { email: o.email } : {}),
-            ...(o.enable ? { enabled: true } : {}),
-            ...(o.disable ? { enabled: false } : {}),
-          },
+    .action(
+      async (
+        ref: string,
+        o: { name?: string; password?: string; email?: string; enable?: boolean; disable?: boolean },
+        cmd: Command,
+      ) => {
+        await withClient(globals(cmd), async (c) => {
+          const u = await findByNameOrId<Obj>(c, 'identity', 'users', 'user', ref);
+          await c.request('identity', 'PATCH', `/users/${u.id}`, {
+            user: {
+              ...(o.name ? { name: o.name } : {}),
+              ...(o.password ? { password: o.password } : {}),
+              ...(o.email ? { email: o.email } : {}),
+              ...(o.enable ? { enabled: true } : {}),
+              ...(o.disable ? { enabled: false } : {}),
+            },
+          });
         });
-      });
-    });
+      },
+    );
   user
     .command('delete <user...>')
     .description('Delete users')
@@ -138,32 +175,61 @@ export function registerIdentityCommands(program: Command): void {
       printList(g.format, ['id', 'name'], r.roles);
     });
   });
-  const grant = (method: 'PUT' | 'DELETE') => async (roleRef: string, o: { project: string; user: string }, cmd: Command) => {
-    await withClient(globals(cmd), async (c) => {
-      const [r, p, u] = await Promise.all([
-        findByNameOrId<Obj>(c, 'identity', 'roles', 'role', roleRef),
-        findByNameOrId<Obj>(c, 'identity', 'projects', 'project', o.project),
-        findByNameOrId<Obj>(c, 'identity', 'users', 'user', o.user),
-      ]);
-      await c.request('identity', method, `/projects/${p.id}/users/${u.id}/roles/${r.id}`);
-    });
-  };
-  role.command('add <role>').description('Grant a role').requiredOption('--project <project>').requiredOption('--user <user>').action(grant('PUT'));
-  role.command('remove <role>').description('Revoke a role').requiredOption('--project <project>').requiredOption('--user <user>').action(grant('DELETE'));
+  const grant =
+    (method: 'PUT' | 'DELETE') =>
+    async (roleRef: string, o: { project: string; user: string }, cmd: Command) => {
+      await withClient(globals(cmd), async (c) => {
+        const [r, p, u] = await Promise.all([
+          findByNameOrId<Obj>(c, 'identity', 'roles', 'role', roleRef),
+          findByNameOrId<Obj>(c, 'identity', 'projects', 'project', o.project),
+          findByNameOrId<Obj>(c, 'identity', 'users', 'user', o.user),
+        ]);
+        await c.request('identity', method, `/projects/${p.id}/users/${u.id}/roles/${r.id}`);
+      });
+    };
+  role
+    .command('add <role>')
+    .description('Grant a role')
+    .requiredOption('--project <project>')
+    .requiredOption('--user <user>')
+    .action(grant('PUT'));
+  role
+    .command('remove <role>')
+    .description('Revoke a role')
+    .requiredOption('--project <project>')
+    .requiredOption('--user <user>')
+    .action(grant('DELETE'));
   withFormat(
-    role.command('assignment').command('list').description('List role assignments').option('--user <user>').option('--project <project>'),
+    role
+      .command('assignment')
+      .command('list')
+      .description('List role assignments')
+      .option('--user <user>')
+      .option('--project <project>'),
   ).action(async (o: { user?: string; project?: string }, cmd: Command) => {
     const g = globals(cmd);
     await withClient(g, async (c) => {
       const q = new URLSearchParams({ include_names: 'true' });
       if (o.user) q.set('user.id', (await findByNameOrId<Obj>(c, 'identity', 'users', 'user', o.user)).id);
-      if (o.project) q.set('scope.project.id', (await findByNameOrId<Obj>(c, 'identity', 'projects', 'project', o.project)).id);
+      if (o.project)
+        q.set(
+          'scope.project.id',
+          (await findByNameOrId<Obj>(c, 'identity', 'projects', 'project', o.project)).id,
+        );
       const r = await c.request<{ role_assignments: { role: Obj; user: Obj; scope: { project: Obj } }[] }>(
-        'identity', 'GET', `/role_assignments?${q}`,
+        'identity',
+        'GET',
+        `/role_assignments?${q}`,
       );
-      printList(g.format, ['role', 'user', 'project'], r.role_assignments.map((a) => ({
-        role: a.role.name, user: a.user.name, project: a.scope.project.name,
-      })));
+      printList(
+        g.format,
+        ['role', 'user', 'project'],
+        r.role_assignments.map((a) => ({
+          role: a.role.name,
+          user: a.user.name,
+          project: a.scope.project.name,
+        })),
+      );
     });
   });
 }

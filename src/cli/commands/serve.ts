@@ -1,5 +1,5 @@
-import type { Command } from 'commander';
 import { join } from 'node:path';
+import type { Command } from 'commander';
 import { makeConfig } from '../../config.js';
 import { startDaemon } from '../../daemon.js';
 
@@ -10,31 +10,48 @@ export function registerServeCommand(program: Command): void {
     .requiredOption('--data-dir <dir>', 'directory holding all state (created 0700)')
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:8443')
     .option('--public-url <url>', 'URL clients use to reach this daemon (default from --listen)')
-    .option('--database-url <url>', 'postgres:// URL for the control plane (default: SQLite in the data dir)', process.env.BULWARK_DATABASE_URL)
-    .option('--database-admin-url <url>', 'postgres:// URL of the table owner, for migrations', process.env.BULWARK_DATABASE_ADMIN_URL)
+    .option(
+      '--database-url <url>',
+      'postgres:// URL for the control plane (default: SQLite in the data dir)',
+      process.env.BULWARK_DATABASE_URL,
+    )
+    .option(
+      '--database-admin-url <url>',
+      'postgres:// URL of the table owner, for migrations',
+      process.env.BULWARK_DATABASE_ADMIN_URL,
+    )
     .option('--log-level <level>', 'log level', 'info')
-    .action(async (o: { dataDir: string; listen: string; publicUrl?: string; databaseUrl?: string; databaseAdminUrl?: string; logLevel: string }) => {
-      const config = makeConfig(o);
-      const daemon = await startDaemon(config);
-      const lines = [`Bulwark is up at ${daemon.url}`, `  identity: ${daemon.url}/identity/v3`];
-      if (daemon.adminPassword) {
+    .action(
+      async (o: {
+        dataDir: string;
+        listen: string;
+        publicUrl?: string;
+        databaseUrl?: string;
+        databaseAdminUrl?: string;
+        logLevel: string;
+      }) => {
+        const config = makeConfig(o);
+        const daemon = await startDaemon(config);
+        const lines = [`Bulwark is up at ${daemon.url}`, `  identity: ${daemon.url}/identity/v3`];
+        if (daemon.adminPassword) {
+          lines.push(
+            `  bootstrap admin: user "admin", password ${daemon.adminPassword}`,
+            `  (written once to ${join(config.dataDir, 'admin-password')}, mode 0600)`,
+          );
+        } else {
+          lines.push(`  admin password: see ${join(config.dataDir, 'admin-password')}`);
+        }
         lines.push(
-          `  bootstrap admin: user "admin", password ${daemon.adminPassword}`,
-          `  (written once to ${join(config.dataDir, 'admin-password')}, mode 0600)`,
+          `  CA certificate: ${join(config.dataDir, 'pki', 'ca.crt')}`,
+          `  CLI: export OS_CLIENT_CONFIG_FILE=${join(config.dataDir, 'clouds.yaml')} OS_CLOUD=bulwark; openstack token issue`,
         );
-      } else {
-        lines.push(`  admin password: see ${join(config.dataDir, 'admin-password')}`);
-      }
-      lines.push(
-        `  CA certificate: ${join(config.dataDir, 'pki', 'ca.crt')}`,
-        `  CLI: export OS_CLIENT_CONFIG_FILE=${join(config.dataDir, 'clouds.yaml')} OS_CLOUD=bulwark; openstack token issue`,
-      );
-      console.log(lines.join('\n'));
-      const stop = async () => {
-        await daemon.close();
-        process.exit(0);
-      };
-      process.once('SIGINT', () => void stop());
-      process.once('SIGTERM', () => void stop());
-    });
+        console.log(lines.join('\n'));
+        const stop = async () => {
+          await daemon.close();
+          process.exit(0);
+        };
+        process.once('SIGINT', () => void stop());
+        process.once('SIGTERM', () => void stop());
+      },
+    );
 }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs everything the tests need and runs the whole suite: unit, API on
+# SQLite and PostgreSQL, real QEMU guests, and the real openstack CLI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh test
+if [ -f guests/build.sh ]; then
+  echo "==> building test guest images"
+  bash guests/build.sh
+fi
+echo "==> lint"
+npx biome check src test
+echo "==> tests"
+mkdir -p .test-artifacts
+status=0
+npx vitest run "$@" || status=$?
+# CI reads a plain closing line; vitest's own summary is not one it knows.
+node -e '
+  const r = require("./.test-artifacts/vitest.json");
+  const skipped = r.numPendingTests + r.numTodoTests;
+  console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed` + (skipped ? `, ${skipped} skipped` : ""));
+' || true
+exit $status

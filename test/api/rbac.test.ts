@@ -1,0 +1,275 @@
+/**
+ * The RBAC matrix: every route the API registers × every persona, each answer
+ * checked against the policy table. A new route needs a sample here (params
+ * and, for writes, a body) or this test fails: the matrix grows with the API.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { POLICY, type RuleTerm } from '../../src/policy/rules.js';
+import { sha256Hex } from '../../src/util/ids.js';
+import { PASSWORD, startTestApi, type TestApi } from '../helpers/api.js';
+
+type Persona = 'admin' | 'member' | 'reader' | 'other' | 'expired' | 'none';
+const PERSONAS: Persona[] = ['none', 'expired', 'other', 'reader', 'member', 'admin'];
+
+interface Fixture {
+  token: string | null;
+  userId: string | null;
+  projectId: string | null;
+  login?: () => Promise<string>;
+  password?: string;
+}
+
+const uniq = (p: string) => `${p}-${randomBytes(4).toString('hex')}`;
+
+describe('RBAC matrix', () => {
+  let api: TestApi;
+  const who = {} as Record<Persona, Fixture>;
+  let projectA: string;
+  let memberRole: string;
+
+  beforeAll(async () => {
+    api = await startTestApi('sqlite');
+    const m = await api.persona('proj-a', 'rbac-member', 'member');
+    const r = await api.persona('proj-a', 'rbac-reader', 'reader');
+    const o = await api.persona('proj-b', 'rbac-other', 'member');
+    const e = await api.persona('proj-a', 'rbac-expired', 'member');
+    await api.store.db
+      .updateTable('tokens')
+      .set({ expires_at: '2000-01-01T00:00:00.000Z' })
+      .where('id_hash', '=', sha256Hex(e.token))
+      .execute();
+    const admin = (await api.call('GET', '/identity/v3/users?name=admin')).json.users[0].id as string;
+    projectA = m.projectId;
+    memberRole = (await api.identity.listRoles({ name: 'member' }))[0]!.id;
+    const again =
+      (user: string, project: string, password = PASSWORD) =>
+      () =>
+        api.login(user, password, project);
+    who.admin = {
+      token: await api.login('admin', api.adminPassword, 'admin'),
+      userId: admin,
+      projectId: null,
+      login: again('admin', 'admin', api.adminPassword),
+      password: api.adminPassword,
+    };
+    who.member = {
+      token: m.token,
+      userId: m.userId,
+      projectId: m.projectId,
+      login: again('rbac-member', 'proj-a'),
+      password: PASSWORD,
+    };
+    who.reader = {
+      token: r.token,
+      userId: r.userId,
+      projectId: r.projectId,
+      login: again('rbac-reader', 'proj-a'),
+      password: PASSWORD,
+    };
+    who.other = {
+      token: o.token,
+      userId: o.userId,
+      projectId: o.projectId,
+      login: again('rbac-other', 'proj-b'),
+      password: PASSWORD,
+    };
+    who.expired = { token: e.token, userId: e.userId, projectId: e.projectId };
+    who.none = { token: null, userId: null, projectId: null };
+  });
+  afterAll(async () => api?.close());
+
+  /** Fresh throwaway resources for writes, so no request in the walk damages the fixtures. */
+  const throwaway = {
+    project: async () => (await api.identity.createProject({ name: uniq('tmp'), domainId: 'default' })).id,
+    user: async () =>
+      (await api.identity.createUser({ name: uniq('tmp'), domainId: 'default', password: PASSWORD })).id,
+    role: async () => (await api.identity.createRole({ name: uniq('tmp') })).id,
+    domain: async () => (await api.identity.createDomain({ name: uniq('tmp'), enabled: false })).id,
+  };
+
+  /**
+   * For each route: its URL with params filled, the request body, and the
+   * policy target those params mean (what `self`/`member`/`reader` compare).
+   */
+  async function sample(
+    method: string,
+    url: string,
+    p: Persona,
+  ): Promise<{
+    url: string;
+    body?: unknown;
+    target: { project_id?: string; user_id?: string };
+    headers?: Record<string, string>;
+  }> {
+    const me = who[p];
+    const write = method !== 'GET' && method !== 'HEAD';
+    const fill = (u: string, values: Record<string, string>) =>
+      u.replace(/:(\w+)/g, (_, k: string) => values[k] ?? `missing-${k}`);
+    if (url === '/identity/v3/auth/tokens') {
+      const body =
+        method === 'POST'
+          ? {
+              auth: {
+                identity: {
+                  methods: ['password'],
+                  password: { user: { name: 'rbac-member', domain: { id: 'default' }, password: PASSWORD } },
+                },
+              },
+            }
+          : undefined;
+      // A caller acting on its own token is `self`; with no token, the subject is the admin's.
+      // Revoking needs a live subject token of the caller's own, or (no token) someone else's.
+      const subject =
+        method === 'DELETE'
+          ? await (me.login ?? (who.member.login as () => Promise<string>))()
+          : ((me.token ?? who.admin.token) as string);
+      return {
+        url,
+        body,
+        target: me.token ? { user_id: me.userId! } : {},
+        headers: { 'x-subject-token': subject },
+      };
+    }
+    if (url.startsWith('/identity/v3/projects/:project_id/users/:user_id/roles')) {
+      const projectId = write ? await throwaway.project() : projectA;
+      const userId = write ? await throwaway.user() : (who.member.userId as string);
+      if (method === 'DELETE' || method === 'HEAD') await api.identity.grant(projectId, userId, memberRole);
+      return {
+        url: fill(url, { project_id: projectId, user_id: userId, role_id: memberRole }),
+        target: { user_id: userId },
+      };
+    }
+    if (url === '/identity/v3/role_assignments') {
+      return { url: `${url}?user.id=${who.member.userId}`, target: { user_id: who.member.userId! } };
+    }
+    const collection = /^\/identity\/v3\/(\w+)/.exec(url)?.[1];
+    const bodies: Record<string, unknown> = {
+      'POST /identity/v3/projects': { project: { name: uniq('p') } },
+      'PATCH /identity/v3/projects/:id': { project: { description: 'changed' } },
+      'POST /identity/v3/users': { user: { name: uniq('u'), password: PASSWORD } },
+      'PATCH /identity/v3/users/:id': { user: { description: 'changed' } },
+      'POST /identity/v3/users/:id/password': {
+        user: { original_password: me.password ?? PASSWORD, password: me.password ?? PASSWORD },
+      },
+      'POST /identity/v3/roles': { role: { name: uniq('r') } },
+      'POST /identity/v3/domains': { domain: { name: uniq('d') } },
+      'PATCH /identity/v3/domains/:id': { domain: { description: 'changed' } },
+    };
+    const key = `${method} ${url}`;
+    if (write && !url.includes(':id') && !(key in bodies))
+      throw new Error(`RBAC matrix: add a sample body for ${key}`);
+    if (!url.includes(':id')) return { url, body: bodies[key], target: {} };
+    let id: string;
+    switch (collection) {
+      case 'projects':
+        id = write ? await throwaway.project() : projectA;
+        return { url: fill(url, { id }), body: bodies[key], target: { project_id: id } };
+      case 'users':
+        // The caller's own user, so `self` rules are exercised; throwaway users for deletes.
+        id = method === 'DELETE' || !me.userId ? await throwaway.user() : me.userId;
+        return { url: fill(url, { id }), body: bodies[key], target: { user_id: id } };
+      case 'roles':
+        id = write ? await throwaway.role() : memberRole;
+        return { url: fill(url, { id }), target: {} };
+      case 'domains':
+        id = write ? await throwaway.domain() : 'default';
+        return { url: fill(url, { id }), body: bodies[key], target: {} };
+      default:
+        throw new Error(`RBAC matrix: no sample for ${key}`);
+    }
+  }
+
+  /** The policy table read independently of the enforcer. */
+  function expected(
+    terms: readonly RuleTerm[],
+    p: Persona,
+    target: { project_id?: string; user_id?: string },
+  ): boolean {
+    const me = who[p];
+    const valid = p !== 'none' && p !== 'expired';
+    return terms.some((t) => {
+      switch (t) {
+        case 'public':
+          return true;
+        case 'authenticated':
+          return valid;
+        case 'admin':
+          return p === 'admin';
+        case 'member':
+          return (
+            valid &&
+            ['member', 'admin'].includes(p) &&
+            p !== 'admin' &&
+            (target.project_id ?? me.projectId) === me.projectId
+          );
+        case 'reader':
+          return valid && p !== 'admin' && (target.project_id ?? me.projectId) === me.projectId;
+        case 'self':
+          return valid && target.user_id !== undefined && target.user_id === me.userId;
+      }
+      return false;
+    });
+  }
+
+  it('covers every route, and every answer matches the policy table', async () => {
+    const routes = api.app.routeTable;
+    expect(routes.length).toBeGreaterThan(30);
+    const results: string[] = [];
+    for (const route of routes) {
+      const terms = POLICY[route.action] as readonly RuleTerm[];
+      for (const p of PERSONAS) {
+        const s = await sample(route.method, route.url, p);
+        const res = await api.app.inject({
+          method: route.method as 'GET',
+          url: s.url,
+          headers: {
+            ...(who[p].token ? { 'x-auth-token': who[p].token as string } : {}),
+            ...(s.body ? { 'content-type': 'application/json' } : {}),
+            ...s.headers,
+          },
+          ...(s.body ? { payload: JSON.stringify(s.body) } : {}),
+        });
+        const allowed = expected(terms, p, s.target);
+        const denied = res.statusCode === 401 || res.statusCode === 403;
+        // A password change ends the caller's sessions: log in again for the rest of the walk.
+        if (route.url.endsWith('/password') && res.statusCode === 204 && who[p].login)
+          who[p].token = await who[p].login!();
+        const wrongCode = !allowed && res.statusCode !== (p === 'none' || p === 'expired' ? 401 : 403);
+        if (allowed === denied || wrongCode || res.statusCode >= 500) {
+          results.push(
+            `${route.method} ${route.url} as ${p}: expected ${allowed ? 'allowed' : 'denied'}, got ${res.statusCode} ${res.body.slice(0, 200)}`,
+          );
+        }
+      }
+    }
+    expect(results).toEqual([]);
+  });
+
+  it('audits every refusal', async () => {
+    const denied = await api.store.db
+      .selectFrom('audit_events')
+      .select(['status', 'outcome'])
+      .where('outcome', '=', 'denied')
+      .execute();
+    expect(denied.length).toBeGreaterThan(50);
+    expect(denied.every((d) => d.status === 401 || d.status === 403)).toBe(true);
+  });
+
+  it('refuses to start with a route that names no policy action', async () => {
+    const { default: Fastify } = await import('fastify');
+    const app = Fastify();
+    app.addHook('onRoute', (route) => {
+      if (
+        !route.config ||
+        !('action' in route.config) ||
+        !Object.hasOwn(POLICY, String(route.config.action))
+      ) {
+        throw new Error(`route ${route.url} has no policy action`);
+      }
+    });
+    expect(() => app.get('/x', async () => 'x')).toThrow(/no policy action/);
+    // And the real server applies the same rule to its own routes:
+    expect(api.app.routeTable.every((r) => Object.hasOwn(POLICY, r.action))).toBe(true);
+  });
+});

@@ -1,0 +1,107 @@
+import type { FastifyInstance, InjectOptions } from 'fastify';
+import { buildApi } from '../../src/api/server.js';
+import { AuditWriter } from '../../src/audit/writer.js';
+import { bootstrapIdentity } from '../../src/identity/bootstrap.js';
+import { IdentityService } from '../../src/identity/service.js';
+import type { Dialect, Store } from '../../src/store/database.js';
+import { openStore } from '../../src/store/database.js';
+import { type TestDb, testDb } from './store.js';
+
+export const PUBLIC_URL = 'https://bulwark.test:8443';
+export const PASSWORD = 'correct-horse-battery';
+
+/** An in-process API on a fresh database, with helpers to log in and call it. */
+export interface TestApi {
+  app: FastifyInstance;
+  store: Store;
+  identity: IdentityService;
+  db: TestDb;
+  adminPassword: string;
+  /** Logs in and returns the token. */
+  login(user: string, password: string, project?: string): Promise<string>;
+  call(
+    method: InjectOptions['method'],
+    url: string,
+    token?: string | null,
+    body?: unknown,
+  ): Promise<{ status: number; json: any; headers: Record<string, unknown> }>;
+  /** Creates a project, a user with `role` on it, and returns a token for them. */
+  persona(
+    project: string,
+    user: string,
+    role: string,
+  ): Promise<{ token: string; userId: string; projectId: string }>;
+  close(): Promise<void>;
+}
+
+export async function startTestApi(dialect: Dialect): Promise<TestApi> {
+  const db = await testDb(dialect);
+  const store = await openStore({ url: db.url, ...(db.adminUrl ? { adminUrl: db.adminUrl } : {}) });
+  const identity = new IdentityService(store, { tokenTtlSeconds: 3600, adminProjectName: 'admin' });
+  const { adminPassword } = await bootstrapIdentity(store, identity);
+  if (!adminPassword) throw new Error('bootstrap did not create admin');
+  const app = await buildApi({ store, identity, audit: new AuditWriter(store), publicUrl: PUBLIC_URL });
+  await app.ready();
+
+  const call: TestApi['call'] = async (method, url, token, body) => {
+    const res = await app.inject({
+      method,
+      url,
+      headers: {
+        ...(token ? { 'x-auth-token': token } : {}),
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
+      ...(body === undefined ? {} : { payload: typeof body === 'string' ? body : JSON.stringify(body) }),
+    });
+    let json: unknown;
+    try {
+      json = res.body ? JSON.parse(res.body) : undefined;
+    } catch {
+      json = res.body;
+    }
+    return { status: res.statusCode, json, headers: res.headers };
+  };
+
+  const login: TestApi['login'] = async (user, password, project) => {
+    const res = await call('POST', '/identity/v3/auth/tokens', null, {
+      auth: {
+        identity: {
+          methods: ['password'],
+          password: { user: { name: user, domain: { id: 'default' }, password } },
+        },
+        ...(project ? { scope: { project: { name: project, domain: { id: 'default' } } } } : {}),
+      },
+    });
+    if (res.status !== 201)
+      throw new Error(`login ${user} failed: ${res.status} ${JSON.stringify(res.json)}`);
+    return String(res.headers['x-subject-token']);
+  };
+
+  const adminToken = await login('admin', adminPassword, 'admin');
+
+  const persona: TestApi['persona'] = async (projectName, userName, role) => {
+    let project = (await identity.listProjects({ name: projectName }))[0];
+    project ??= await identity.createProject({ name: projectName, domainId: 'default' });
+    const user = await identity.createUser({ name: userName, domainId: 'default', password: PASSWORD });
+    const r = (await identity.listRoles({ name: role }))[0];
+    if (!r) throw new Error(`no role ${role}`);
+    await identity.grant(project.id, user.id, r.id);
+    return { token: await login(userName, PASSWORD, projectName), userId: user.id, projectId: project.id };
+  };
+
+  return {
+    app,
+    store,
+    identity,
+    db,
+    adminPassword,
+    login,
+    call: (m, u, t = adminToken, b) => call(m, u, t, b),
+    persona,
+    async close() {
+      await app.close();
+      await store.close();
+      await db.drop();
+    },
+  };
+}
