@@ -14,6 +14,8 @@ export interface DaemonConfig {
   tokenTtlSeconds: number;
   adminProjectName: string;
   logLevel: string;
+  /** Largest image upload accepted, in bytes. */
+  maxImageBytes: number;
 }
 
 /** Parses `HOST:PORT`, `[V6]:PORT` or `PORT`; refuses anything else with a fix. */
@@ -48,5 +50,6 @@ export function makeConfig(opts: {
     tokenTtlSeconds: opts.tokenTtlSeconds ?? 3600,
     adminProjectName: 'admin',
     logLevel: opts.logLevel ?? 'info',
+    maxImageBytes: 64 * 2 ** 30,
   };
 }

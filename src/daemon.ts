@@ -5,10 +5,13 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { parse, stringify } from 'yaml';
 import { buildApi } from './api/server.js';
-import { AuditWriter } from './audit/writer.js';
+import type { AuditWriter } from './audit/writer.js';
 import type { DaemonConfig } from './config.js';
 import { bootstrapIdentity } from './identity/bootstrap.js';
-import { IdentityService } from './identity/service.js';
+import type { IdentityService } from './identity/service.js';
+import { probeCapabilities } from './host/capabilities.js';
+import { createQemuDriver } from './host/qemu-driver.js';
+import { buildPlatform } from './platform.js';
 import { createCa, issueCertificate, type PemPair } from './pki/ca.js';
 import { openStore, type Store } from './store/database.js';
 
@@ -82,15 +85,22 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     url: config.databaseUrl,
     ...(config.databaseAdminUrl ? { adminUrl: config.databaseAdminUrl } : {}),
   });
-  const identity = new IdentityService(store, {
+  const driver = await createQemuDriver({ baseDir: join(config.dataDir, 'instances') });
+  const platform = buildPlatform(store, driver, {
+    dataDir: config.dataDir,
     tokenTtlSeconds: config.tokenTtlSeconds,
     adminProjectName: config.adminProjectName,
+    hostName: hostname(),
+    capabilities: probeCapabilities(),
+    maxImageBytes: config.maxImageBytes,
   });
+  const { identity, audit } = platform;
   const { adminPassword } = await bootstrapIdentity(store, identity);
   const { server, caFile } = await ensurePki(join(config.dataDir, 'pki'), config.host);
-  const audit = new AuditWriter(store);
+  // Adopt guests still running from before a restart; mark the ones that vanished; kill orphans.
+  await platform.compute.servers.reconcile();
   const app = await buildApi(
-    { store, identity, audit, publicUrl: config.publicUrl },
+    { store, ...platform, publicUrl: config.publicUrl },
     {
       https: { key: server.keyPem, cert: server.certPem + readFileSync(caFile, 'utf8') },
       logger: opts.logger ?? false,
@@ -118,6 +128,9 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     async close() {
       clearInterval(timer);
       await app.close();
+      await platform.compute.servers.settled();
+      // Guests keep running across daemon restarts; only our QMP connections close.
+      await driver.close();
       await store.close();
     },
   };

@@ -9,6 +9,7 @@ export const ErrorKinds = {
   Forbidden: { status: 403, title: 'Forbidden' },
   NotFound: { status: 404, title: 'Not Found' },
   MethodNotAllowed: { status: 405, title: 'Method Not Allowed' },
+  NotAcceptable: { status: 406, title: 'Not Acceptable' },
   Conflict: { status: 409, title: 'Conflict' },
   PayloadTooLarge: { status: 413, title: 'Request Entity Too Large' },
   UnsupportedMediaType: { status: 415, title: 'Unsupported Media Type' },

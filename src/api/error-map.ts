@@ -17,6 +17,7 @@ const NOVA_KEYS: Partial<Record<number, string>> = {
   401: 'unauthorized',
   403: 'forbidden',
   404: 'itemNotFound',
+  406: 'notAcceptable',
   409: 'conflictingRequest',
   413: 'overLimit',
   429: 'overLimit',

@@ -4,6 +4,9 @@ import addFormats from 'ajv-formats';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { AuditWriter } from '../audit/writer.js';
 import { BulwarkError } from '../errors.js';
+import type { FlavorService } from '../compute/flavors.js';
+import type { ImageService } from '../compute/images.js';
+import type { ServerService } from '../compute/servers.js';
 import type { IdentityService } from '../identity/service.js';
 import { enforce } from '../policy/enforcer.js';
 import { isAction } from '../policy/rules.js';
@@ -13,12 +16,15 @@ import { registerBulwarkApi } from './bulwark.js';
 import type { ServiceEntry } from './catalog.js';
 import type { AuditNote, RouteInfo } from './context.js';
 import { errorBody, sendError } from './error-map.js';
+import { registerComputeApi } from './compute.js';
 import { registerIdentityApi } from './identity.js';
+import { registerImageApi } from './image.js';
 
 export interface ApiDeps {
   store: Store;
   identity: IdentityService;
   audit: AuditWriter;
+  compute: { flavors: FlavorService; images: ImageService; servers: ServerService };
   /** Base URL clients reach us at; used in the catalog and links, never taken from Host. */
   publicUrl: string;
 }
@@ -160,6 +166,8 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
     openapi: { info: { title: 'Bulwark API', version: '1' } },
   });
   await registerIdentityApi(app, ctx);
+  await registerComputeApi(app, ctx);
+  await registerImageApi(app, ctx);
   await registerBulwarkApi(app, ctx);
   return app;
 }

@@ -49,6 +49,36 @@ export const POLICY = {
   'identity:revoke_grant': ['admin'],
   'identity:list_role_assignments': ['admin', 'self'],
 
+  // Compute (Nova v2.1)
+  'compute:version': ['public'],
+  'compute:flavors:list': ['admin', 'reader'],
+  'compute:flavors:show': ['admin', 'reader'],
+  'compute:flavors:create': ['admin'],
+  'compute:flavors:delete': ['admin'],
+  'compute:flavors:extra_specs:index': ['admin', 'reader'],
+  'compute:flavors:extra_specs:show': ['admin', 'reader'],
+  'compute:flavors:extra_specs:create': ['admin'],
+  'compute:flavors:extra_specs:update': ['admin'],
+  'compute:flavors:extra_specs:delete': ['admin'],
+  'compute:servers:index': ['admin', 'reader'],
+  'compute:servers:show': ['admin', 'reader'],
+  'compute:servers:create': ['admin', 'member'],
+  'compute:servers:delete': ['admin', 'member'],
+  'compute:servers:action': ['admin', 'member'],
+  'compute:servers:metadata:index': ['admin', 'reader'],
+  'compute:servers:metadata:update': ['admin', 'member'],
+  'compute:servers:metadata:delete': ['admin', 'member'],
+
+  // Image (Glance v2)
+  'image:version': ['public'],
+  'image:get_images': ['admin', 'reader'],
+  'image:get_image': ['admin', 'reader'],
+  'image:add_image': ['admin', 'member'],
+  'image:modify_image': ['admin', 'member'],
+  'image:delete_image': ['admin', 'member'],
+  'image:upload_image': ['admin', 'member'],
+  'image:download_image': ['admin', 'reader'],
+
   // Bulwark extensions
   'bulwark:version': ['public'],
   'bulwark:openapi': ['public'],

@@ -13,6 +13,7 @@ import {
 import pg from 'pg';
 import * as m0001 from './migrations/0001-foundation.js';
 import * as m0002 from './migrations/0002-audit-append-only.js';
+import * as m0003 from './migrations/0003-compute.js';
 import type { Schema } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -40,6 +41,7 @@ const APPEND_ONLY_TABLES = new Set(['audit_events']);
 const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0001-foundation': { up: m0001.up },
   '0002-audit-append-only': { up: m0002.up(dialect) },
+  '0003-compute': { up: m0003.up },
 });
 
 export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');

@@ -90,7 +90,80 @@ export interface AuditHeadTable {
   hash: string;
 }
 
+export interface ImagesTable {
+  id: string;
+  name: string;
+  owner: string;
+  visibility: string;
+  status: string;
+  disk_format: string | null;
+  container_format: string | null;
+  size: number | null;
+  virtual_size: number | null;
+  checksum: string | null;
+  os_hash_algo: string | null;
+  os_hash_value: string | null;
+  min_disk: number;
+  min_ram: number;
+  protected: number;
+  /** JSON object of free-form image properties (hw_firmware_type, ...). */
+  properties: string;
+  tags: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface ImageMembersTable {
+  image_id: string;
+  member_id: string;
+  status: string;
+  created_at: string;
+}
+
+export interface FlavorsTable {
+  id: string;
+  name: string;
+  vcpus: number;
+  ram: number;
+  disk: number;
+  ephemeral: number;
+  swap: number;
+  rxtx_factor: number;
+  is_public: number;
+  description: string | null;
+  extra_specs: string;
+  created_at: string;
+}
+
+export interface ServersTable {
+  id: string;
+  name: string;
+  project_id: string;
+  user_id: string;
+  flavor_id: string;
+  image_id: string;
+  flavor: string;
+  status: string;
+  task_state: string | null;
+  power_state: number;
+  vm_state: string;
+  host: string | null;
+  fault: string | null;
+  metadata: string;
+  hints: string;
+  guest: string;
+  key_name: string | null;
+  created_at: string;
+  updated_at: string;
+  launched_at: string | null;
+  deleted_at: string | null;
+}
+
 export interface Schema {
+  images: ImagesTable;
+  image_members: ImageMembersTable;
+  flavors: FlavorsTable;
+  servers: ServersTable;
   domains: DomainsTable;
   projects: ProjectsTable;
   users: UsersTable;

@@ -4,10 +4,11 @@
  * and, for writes, a body) or this test fails: the matrix grows with the API.
  */
 import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { POLICY, type RuleTerm } from '../../src/policy/rules.js';
 import { sha256Hex } from '../../src/util/ids.js';
-import { PASSWORD, startTestApi, type TestApi } from '../helpers/api.js';
+import { PASSWORD, serverRequest, startTestApi, type TestApi } from '../helpers/api.js';
 
 type Persona = 'admin' | 'member' | 'reader' | 'other' | 'expired' | 'none';
 const PERSONAS: Persona[] = ['none', 'expired', 'other', 'reader', 'member', 'admin'];
@@ -27,6 +28,8 @@ describe('RBAC matrix', () => {
   const who = {} as Record<Persona, Fixture>;
   let projectA: string;
   let memberRole: string;
+  const fixtures = { flavor: '', image: '', server: '' };
+  const serverInput = () => serverRequest(fixtures.image, fixtures.flavor, uniq('s'));
 
   beforeAll(async () => {
     api = await startTestApi('sqlite');
@@ -49,7 +52,7 @@ describe('RBAC matrix', () => {
     who.admin = {
       token: await api.login('admin', api.adminPassword, 'admin'),
       userId: admin,
-      projectId: null,
+      projectId: (await api.identity.listProjects({ name: 'admin' }))[0]!.id,
       login: again('admin', 'admin', api.adminPassword),
       password: api.adminPassword,
     };
@@ -76,6 +79,19 @@ describe('RBAC matrix', () => {
     };
     who.expired = { token: e.token, userId: e.userId, projectId: e.projectId };
     who.none = { token: null, userId: null, projectId: null };
+    const member = api.authOf(m.token);
+    const { flavors, images, servers } = api.platform.compute;
+    fixtures.flavor = (await flavors.create({ name: 'rbac-flavor', vcpus: 1, ram: 256, disk: 1 })).id;
+    const img = await images.create(member, {
+      name: 'rbac-image',
+      disk_format: 'raw',
+      container_format: 'bare',
+      properties: {},
+    });
+    await images.upload(member, img.id, Readable.from([Buffer.alloc(1024 * 1024)]));
+    fixtures.image = img.id;
+    fixtures.server = (await servers.create(member, serverInput())).id;
+    await servers.settled();
   });
   afterAll(async () => api?.close());
 
@@ -101,6 +117,7 @@ describe('RBAC matrix', () => {
     body?: unknown;
     target: { project_id?: string; user_id?: string };
     headers?: Record<string, string>;
+    rawBody?: Buffer;
   }> {
     const me = who[p];
     const write = method !== 'GET' && method !== 'HEAD';
@@ -143,6 +160,7 @@ describe('RBAC matrix', () => {
     if (url === '/identity/v3/role_assignments') {
       return { url: `${url}?user.id=${who.member.userId}`, target: { user_id: who.member.userId! } };
     }
+    if (url.startsWith('/compute') || url.startsWith('/image')) return computeSample(method, url, p);
     const collection = /^\/identity\/v3\/(\w+)/.exec(url)?.[1];
     const bodies: Record<string, unknown> = {
       'POST /identity/v3/projects': { project: { name: uniq('p') } },
@@ -180,6 +198,77 @@ describe('RBAC matrix', () => {
     }
   }
 
+  /** Compute and image routes: fixtures in project A; writes act on throwaway resources. */
+  async function computeSample(method: string, url: string, p: Persona) {
+    const write = method !== 'GET' && method !== 'HEAD';
+    const member = api.authOf(who.member.token as string);
+    const fill = (u: string, values: Record<string, string>) =>
+      u.replace(/:(\w+)/g, (_, k: string) => values[k] ?? `missing-${k}`);
+    const spec = 'quota:disk_read_bytes_sec';
+    if (url.includes('/flavors')) {
+      const f =
+        write && url.includes(':id')
+          ? (await api.platform.compute.flavors.create({ name: uniq('f'), vcpus: 1, ram: 256, disk: 1 })).id
+          : fixtures.flavor;
+      if (write && url.includes(':key')) await api.platform.compute.flavors.setExtraSpecs(f, { [spec]: '1' });
+      const bodies: Record<string, unknown> = {
+        'POST /compute/v2.1/flavors': { flavor: { name: uniq('f'), ram: 256, vcpus: 1, disk: 1 } },
+        'POST /compute/v2.1/flavors/:id/os-extra_specs': { extra_specs: { [spec]: '1000' } },
+        'PUT /compute/v2.1/flavors/:id/os-extra_specs/:key': { [spec]: '1000' },
+      };
+      return { url: fill(url, { id: f, key: spec }), body: bodies[`${method} ${url}`], target: {} };
+    }
+    if (url.includes('/servers')) {
+      const sid =
+        write && url.includes(':id')
+          ? (await api.platform.compute.servers.create(member, serverInput())).id
+          : fixtures.server;
+      if (url.includes(':key'))
+        await api.platform.compute.servers.setMetadata(member, sid, { k: 'v' }, false);
+      await api.platform.compute.servers.settled();
+      const bodies: Record<string, unknown> = {
+        'POST /compute/v2.1/servers': {
+          server: { name: uniq('s'), imageRef: fixtures.image, flavorRef: fixtures.flavor },
+        },
+        'POST /compute/v2.1/servers/:id/action': { 'os-getConsoleOutput': {} },
+        'POST /compute/v2.1/servers/:id/metadata': { metadata: { a: 'b' } },
+        'PUT /compute/v2.1/servers/:id/metadata': { metadata: { a: 'b' } },
+      };
+      return { url: fill(url, { id: sid, key: 'k' }), body: bodies[`${method} ${url}`], target: {} };
+    }
+    const iid =
+      write && url.includes(':id')
+        ? (
+            await api.platform.compute.images.create(member, {
+              name: uniq('i'),
+              disk_format: 'raw',
+              container_format: 'bare',
+              properties: {},
+            })
+          ).id
+        : fixtures.image;
+    if (url.endsWith('/file') && method === 'PUT') {
+      return {
+        url: fill(url, { id: iid }),
+        rawBody: Buffer.alloc(1024 * 1024),
+        headers: { 'content-type': 'application/octet-stream' },
+        target: {},
+      };
+    }
+    const bodies: Record<string, unknown> = {
+      'POST /image/v2/images': { name: uniq('i'), disk_format: 'raw', container_format: 'bare' },
+      'PATCH /image/v2/images/:id': [{ op: 'replace', path: '/name', value: uniq('n') }],
+    };
+    return {
+      url: fill(url, { id: iid }),
+      body: bodies[`${method} ${url}`],
+      ...(method === 'PATCH'
+        ? { headers: { 'content-type': 'application/openstack-images-v2.1-json-patch' } }
+        : {}),
+      target: {},
+    };
+  }
+
   /** The policy table read independently of the enforcer. */
   function expected(
     terms: readonly RuleTerm[],
@@ -197,14 +286,10 @@ describe('RBAC matrix', () => {
         case 'admin':
           return p === 'admin';
         case 'member':
-          return (
-            valid &&
-            ['member', 'admin'].includes(p) &&
-            p !== 'admin' &&
-            (target.project_id ?? me.projectId) === me.projectId
-          );
+          // Every persona but the reader holds member (the admin through role implication).
+          return valid && p !== 'reader' && (target.project_id ?? me.projectId) === me.projectId;
         case 'reader':
-          return valid && p !== 'admin' && (target.project_id ?? me.projectId) === me.projectId;
+          return valid && (target.project_id ?? me.projectId) === me.projectId;
         case 'self':
           return valid && target.user_id !== undefined && target.user_id === me.userId;
       }
@@ -229,6 +314,7 @@ describe('RBAC matrix', () => {
             ...s.headers,
           },
           ...(s.body ? { payload: JSON.stringify(s.body) } : {}),
+          ...(s.rawBody ? { payload: s.rawBody } : {}),
         });
         const allowed = expected(terms, p, s.target);
         const denied = res.statusCode === 401 || res.statusCode === 403;

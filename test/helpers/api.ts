@@ -1,8 +1,11 @@
 import type { FastifyInstance, InjectOptions } from 'fastify';
 import { buildApi } from '../../src/api/server.js';
-import { AuditWriter } from '../../src/audit/writer.js';
+import type { CreateServerInput } from '../../src/compute/servers.js';
+import { FakeHypervisor } from '../../src/host/fake-hypervisor.js';
 import { bootstrapIdentity } from '../../src/identity/bootstrap.js';
-import { IdentityService } from '../../src/identity/service.js';
+import type { IdentityService } from '../../src/identity/service.js';
+import { type Platform, buildPlatform } from '../../src/platform.js';
+import type { AuthContext } from '../../src/policy/context.js';
 import type { Dialect, Store } from '../../src/store/database.js';
 import { openStore } from '../../src/store/database.js';
 import { type TestDb, testDb } from './store.js';
@@ -15,10 +18,14 @@ export interface TestApi {
   app: FastifyInstance;
   store: Store;
   identity: IdentityService;
+  platform: Platform;
+  driver: FakeHypervisor;
   db: TestDb;
   adminPassword: string;
   /** Logs in and returns the token. */
   login(user: string, password: string, project?: string): Promise<string>;
+  /** The context a token stands for, to call domain services directly in tests. */
+  authOf(token: string): AuthContext;
   call(
     method: InjectOptions['method'],
     url: string,
@@ -26,22 +33,28 @@ export interface TestApi {
     body?: unknown,
   ): Promise<{ status: number; json: any; headers: Record<string, unknown> }>;
   /** Creates a project, a user with `role` on it, and returns a token for them. */
-  persona(
-    project: string,
-    user: string,
-    role: string,
-  ): Promise<{ token: string; userId: string; projectId: string }>;
+  persona(project: string, user: string, role: string): Promise<{ token: string; userId: string; projectId: string }>;
   close(): Promise<void>;
 }
 
 export async function startTestApi(dialect: Dialect): Promise<TestApi> {
   const db = await testDb(dialect);
   const store = await openStore({ url: db.url, ...(db.adminUrl ? { adminUrl: db.adminUrl } : {}) });
-  const identity = new IdentityService(store, { tokenTtlSeconds: 3600, adminProjectName: 'admin' });
+  const driver = new FakeHypervisor();
+  const platform = buildPlatform(store, driver, {
+    dataDir: db.dir,
+    tokenTtlSeconds: 3600,
+    adminProjectName: 'admin',
+    hostName: 'test-host',
+    capabilities: { uefi: true, secureBoot: true, tpm: true, cpus: 4 },
+    maxImageBytes: 64 * 1024 * 1024,
+  });
+  const { identity } = platform;
   const { adminPassword } = await bootstrapIdentity(store, identity);
   if (!adminPassword) throw new Error('bootstrap did not create admin');
-  const app = await buildApi({ store, identity, audit: new AuditWriter(store), publicUrl: PUBLIC_URL });
+  const app = await buildApi({ store, ...platform, publicUrl: PUBLIC_URL });
   await app.ready();
+  const contexts = new Map<string, AuthContext>();
 
   const call: TestApi['call'] = async (method, url, token, body) => {
     const res = await app.inject({
@@ -65,16 +78,15 @@ export async function startTestApi(dialect: Dialect): Promise<TestApi> {
   const login: TestApi['login'] = async (user, password, project) => {
     const res = await call('POST', '/identity/v3/auth/tokens', null, {
       auth: {
-        identity: {
-          methods: ['password'],
-          password: { user: { name: user, domain: { id: 'default' }, password } },
-        },
+        identity: { methods: ['password'], password: { user: { name: user, domain: { id: 'default' }, password } } },
         ...(project ? { scope: { project: { name: project, domain: { id: 'default' } } } } : {}),
       },
     });
-    if (res.status !== 201)
-      throw new Error(`login ${user} failed: ${res.status} ${JSON.stringify(res.json)}`);
-    return String(res.headers['x-subject-token']);
+    if (res.status !== 201) throw new Error(`login ${user} failed: ${res.status} ${JSON.stringify(res.json)}`);
+    const token = String(res.headers['x-subject-token']);
+    const auth = await identity.validateToken(token);
+    if (auth) contexts.set(token, auth);
+    return token;
   };
 
   const adminToken = await login('admin', adminPassword, 'admin');
@@ -93,15 +105,34 @@ export async function startTestApi(dialect: Dialect): Promise<TestApi> {
     app,
     store,
     identity,
+    platform,
+    driver,
     db,
     adminPassword,
     login,
+    authOf(token) {
+      const a = contexts.get(token);
+      if (!a) throw new Error('unknown test token');
+      return a;
+    },
     call: (m, u, t = adminToken, b) => call(m, u, t, b),
     persona,
     async close() {
+      await platform.compute.servers.settled();
       await app.close();
       await store.close();
       await db.drop();
     },
   };
 }
+
+/** A server request for tests, with the fixture image and flavor filled in by the caller. */
+export const serverRequest = (imageRef: string, flavorRef: string, name = 'vm'): CreateServerInput => ({
+  name,
+  imageRef,
+  flavorRef,
+  metadata: {},
+  hints: {},
+  userData: undefined,
+  networks: undefined,
+});

@@ -1,0 +1,353 @@
+import { createHash } from 'node:crypto';
+import type { Selectable } from 'kysely';
+import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
+import type { GuestSpec, GuestState, HypervisorDriver } from '../host/hypervisor.js';
+import type { AuthContext } from '../policy/context.js';
+import type { Store } from '../store/database.js';
+import type { ServersTable } from '../store/schema.js';
+import { nowIso, uuid } from '../util/ids.js';
+import { extraSpecsOf, type FlavorService } from './flavors.js';
+import { type ImageService, propertiesOf } from './images.js';
+import { type GuestPlan, type HostCapabilities, resolveGuestPlan } from './properties.js';
+import { POWER, STATUS_OF, type ServerAction, TRANSITIONS, type VmState } from './server-states.js';
+
+export type Server = Selectable<ServersTable>;
+
+export interface CreateServerInput {
+  name: string;
+  imageRef: string;
+  flavorRef: string;
+  metadata: Record<string, string>;
+  hints: Record<string, unknown>;
+  /** base64 user data, delivered to the guest over QEMU fw_cfg. */
+  userData: string | undefined;
+  networks: 'none' | 'auto' | { uuid?: string; port?: string; fixed_ip?: string }[] | undefined;
+}
+
+/** What the server row's `guest` column holds: everything needed to (re)start it. */
+interface StoredGuest {
+  plan: GuestPlan;
+  imagePath: string;
+  imageFormat: 'raw' | 'qcow2';
+  userData: string | null;
+}
+
+/** Fault messages the user can act on, by what went wrong. */
+const faultOf = (err: unknown) => ({
+  code: err instanceof BulwarkError ? err.status : 500,
+  message: err instanceof BulwarkError ? err.message : 'The guest could not be started; see the console log and the daemon log.',
+  created: nowIso(),
+});
+
+/**
+ * Nova-compatible servers. Decides what may happen and records it; the
+ * hypervisor driver (host/) makes it happen. Every query is scoped to the
+ * caller's project unless the caller is a cloud admin.
+ */
+export class ServerService {
+  private readonly tasks = new Map<string, Promise<void>>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly images: ImageService,
+    private readonly flavors: FlavorService,
+    private readonly driver: HypervisorDriver,
+    private readonly host: { name: string; capabilities: HostCapabilities },
+  ) {
+    driver.onEvent((id, event) => void this.onGuestEvent(id, event));
+  }
+
+  private get db() {
+    return this.store.db;
+  }
+
+  hostId(s: Server): string {
+    return s.host ? createHash('sha224').update(`${s.project_id}${s.host}`).digest('hex') : '';
+  }
+
+  async list(auth: AuthContext, filter: { allProjects?: boolean; name?: string | undefined; status?: string | undefined; projectId?: string | undefined }) {
+    let q = this.db.selectFrom('servers').selectAll().where('deleted_at', 'is', null).orderBy('created_at', 'desc');
+    if (!(auth.isAdmin && filter.allProjects)) q = q.where('project_id', '=', auth.projectId ?? '');
+    else if (filter.projectId) q = q.where('project_id', '=', filter.projectId);
+    if (filter.name !== undefined) {
+      // Nova treats the name filter as a regular expression; we match it as a plain substring for safety.
+      q = q.where('name', 'like', `%${filter.name.replace(/[%_\\]/g, (c) => `\\${c}`)}%`);
+    }
+    if (filter.status !== undefined) q = q.where('status', '=', filter.status.toUpperCase());
+    return q.execute();
+  }
+
+  async get(auth: AuthContext, id: string): Promise<Server> {
+    let q = this.db.selectFrom('servers').selectAll().where('id', '=', id).where('deleted_at', 'is', null);
+    if (!auth.isAdmin) q = q.where('project_id', '=', auth.projectId ?? '');
+    const s = await q.executeTakeFirst();
+    if (!s) throw notFound('server', id);
+    return s;
+  }
+
+  async create(auth: AuthContext, input: CreateServerInput): Promise<Server> {
+    if (!auth.projectId) throw badRequest('A project-scoped token is needed to create a server.');
+    if (Array.isArray(input.networks) && input.networks.length > 0) {
+      throw badRequest('Networks are not available on this platform yet; create the server with --nic none.');
+    }
+    if (input.hints.group !== undefined) {
+      throw badRequest(`Server group ${String(input.hints.group)} not found.`);
+    }
+    const flavor = await this.flavors.get(input.flavorRef).catch(() => {
+      throw badRequest(`Flavor ${input.flavorRef} could not be found.`);
+    });
+    const source = await this.images.bootSource(auth, input.imageRef).catch((err: unknown) => {
+      throw err instanceof BulwarkError && err.kind === 'NotFound' ? badRequest(`Image ${input.imageRef} could not be found.`) : err;
+    });
+    const img = source.image;
+    if (flavor.ram < img.min_ram) throw badRequest(`Flavor's memory is too small for requested image (needs ${img.min_ram} MiB).`);
+    const virtualGiB = Math.ceil((img.virtual_size ?? 0) / 2 ** 30);
+    if (flavor.disk > 0 && flavor.disk < Math.max(virtualGiB, img.min_disk)) {
+      throw badRequest(`Flavor's disk is too small for requested image (needs ${Math.max(virtualGiB, img.min_disk)} GiB).`);
+    }
+    const plan = resolveGuestPlan(propertiesOf(img), extraSpecsOf(flavor), this.host.capabilities);
+    if (plan.tpm) throw badRequest('vTPM servers need the key manager, which is not enabled on this platform yet.');
+    if (input.userData !== undefined) {
+      if (!/^[A-Za-z0-9+/]*={0,2}$/.test(input.userData)) throw badRequest('user_data must be base64.');
+      if (Buffer.from(input.userData, 'base64').length > 65535) throw badRequest('user_data is larger than 64 KiB.');
+    }
+    const guest: StoredGuest = { plan, imagePath: source.path, imageFormat: source.format, userData: input.userData ?? null };
+    const now = nowIso();
+    const row: Server = {
+      id: uuid(),
+      name: input.name,
+      project_id: auth.projectId,
+      user_id: auth.userId,
+      flavor_id: flavor.id,
+      image_id: img.id,
+      flavor: JSON.stringify({
+        id: flavor.id, name: flavor.name, vcpus: flavor.vcpus, ram: flavor.ram, disk: flavor.disk, extra_specs: extraSpecsOf(flavor),
+      }),
+      status: 'BUILD',
+      task_state: 'scheduling',
+      power_state: POWER.NOSTATE,
+      vm_state: 'building',
+      host: this.host.name,
+      fault: null,
+      metadata: JSON.stringify(input.metadata),
+      hints: JSON.stringify(input.hints),
+      guest: JSON.stringify(guest),
+      key_name: null,
+      created_at: now,
+      updated_at: now,
+      launched_at: null,
+      deleted_at: null,
+    };
+    await this.db.insertInto('servers').values(row).execute();
+    this.track(row.id, this.build(row));
+    return row;
+  }
+
+  private specFor(s: Server): GuestSpec {
+    const g = JSON.parse(s.guest) as StoredGuest;
+    const flavor = JSON.parse(s.flavor) as { vcpus: number; ram: number; disk: number };
+    return {
+      id: s.id,
+      name: s.name,
+      vcpus: flavor.vcpus,
+      memoryMiB: flavor.ram,
+      machine: g.plan.machine,
+      firmware: g.plan.firmware,
+      bootDisk: { imagePath: g.imagePath, imageFormat: g.imageFormat, sizeGiB: flavor.disk },
+      cpu: g.plan.cpu,
+      io: g.plan.io,
+      ...(g.userData ? { fwCfg: { 'opt/org.bulwark/run': Buffer.from(g.userData, 'base64').toString('utf8') } } : {}),
+    };
+  }
+
+  private async build(s: Server): Promise<void> {
+    try {
+      await this.setState(s.id, { task_state: 'spawning' });
+      await this.driver.define(this.specFor(s));
+      await this.driver.start(s.id);
+      await this.setState(s.id, { vm_state: 'active', task_state: null, launched_at: nowIso() });
+    } catch (err) {
+      await this.driver.undefine(s.id).catch(() => undefined);
+      await this.setState(s.id, { vm_state: 'error', task_state: null, fault: JSON.stringify(faultOf(err)) });
+    }
+  }
+
+  private async setState(id: string, change: { vm_state?: VmState; task_state?: string | null; fault?: string | null; launched_at?: string }) {
+    const set: Partial<Server> = { updated_at: nowIso(), ...change };
+    if (change.vm_state) {
+      set.status = STATUS_OF[change.vm_state].status;
+      set.power_state = STATUS_OF[change.vm_state].power;
+      if (change.vm_state !== 'error') set.fault = change.fault ?? null;
+    }
+    await this.db.updateTable('servers').set(set).where('id', '=', id).execute();
+  }
+
+  private track(id: string, p: Promise<void>) {
+    const t = p.finally(() => {
+      if (this.tasks.get(id) === t) this.tasks.delete(id);
+    });
+    this.tasks.set(id, t);
+  }
+
+  /** Resolves when the server's current background task (build, action, delete) has finished. */
+  async settled(id?: string): Promise<void> {
+    if (id) await this.tasks.get(id);
+    else await Promise.all(this.tasks.values());
+  }
+
+  /** Starts a Nova server action; answers at once (202) while the host does the work. */
+  async action(auth: AuthContext, id: string, action: ServerAction): Promise<void> {
+    const s = await this.get(auth, id);
+    const t = TRANSITIONS[action];
+    const claimed = await this.db
+      .updateTable('servers')
+      .set({ task_state: t.task, status: t.busyStatus, updated_at: nowIso() })
+      .where('id', '=', s.id)
+      .where('vm_state', 'in', [...t.from])
+      .where('task_state', 'is', null)
+      .where('deleted_at', 'is', null)
+      .executeTakeFirst();
+    if (Number(claimed.numUpdatedRows) !== 1) {
+      throw conflict(
+        `Cannot '${action}' instance ${s.id} while it is in vm_state ${s.vm_state}${s.task_state ? ` and task_state ${s.task_state}` : ''}.`,
+      );
+    }
+    this.track(s.id, this.runAction(s, action, t.to));
+  }
+
+  private async runAction(s: Server, action: ServerAction, to: VmState): Promise<void> {
+    try {
+      switch (action) {
+        case 'start':
+          await this.driver.define(this.specFor(s));
+          await this.driver.start(s.id);
+          break;
+        case 'stop':
+          await this.driver.shutdown(s.id, { timeoutMs: 10_000 });
+          break;
+        case 'reboot':
+          await this.driver.reboot(s.id);
+          break;
+        case 'pause':
+          await this.driver.pause(s.id);
+          break;
+        case 'unpause':
+          await this.driver.unpause(s.id);
+          break;
+        case 'suspend':
+          await this.driver.suspend(s.id);
+          break;
+        case 'resume':
+          await this.driver.resume(s.id);
+          break;
+      }
+      await this.setState(s.id, { vm_state: to, task_state: null });
+    } catch (err) {
+      const state = await this.driver.state(s.id).catch((): GuestState => 'missing');
+      await this.setState(s.id, { vm_state: vmStateOf(state), task_state: null });
+      await this.db.updateTable('servers').set({ fault: JSON.stringify(faultOf(err)) }).where('id', '=', s.id).execute();
+    }
+  }
+
+  async delete(auth: AuthContext, id: string): Promise<void> {
+    const s = await this.get(auth, id);
+    await this.db.updateTable('servers').set({ task_state: 'deleting', updated_at: nowIso() }).where('id', '=', s.id).execute();
+    // Wait for any running task so the host is never left half-built behind a deleted record.
+    const running = this.tasks.get(s.id);
+    this.track(s.id, (running ?? Promise.resolve()).then(() => this.destroy(s.id)));
+  }
+
+  private async destroy(id: string): Promise<void> {
+    await this.driver.undefine(id);
+    await this.db
+      .updateTable('servers')
+      .set({ vm_state: 'deleted', status: 'DELETED', task_state: null, power_state: POWER.NOSTATE, deleted_at: nowIso(), updated_at: nowIso() })
+      .where('id', '=', id)
+      .execute();
+  }
+
+  async consoleOutput(auth: AuthContext, id: string, lines: number | undefined): Promise<string> {
+    const s = await this.get(auth, id);
+    return this.driver.consoleLog(s.id, lines);
+  }
+
+  async setMetadata(auth: AuthContext, id: string, metadata: Record<string, string>, replace: boolean) {
+    const s = await this.get(auth, id);
+    const merged = replace ? metadata : { ...(JSON.parse(s.metadata) as Record<string, string>), ...metadata };
+    if (Object.keys(merged).length > 128) throw new BulwarkError('Forbidden', 'Maximum number of metadata items exceeds 128');
+    await this.db.updateTable('servers').set({ metadata: JSON.stringify(merged), updated_at: nowIso() }).where('id', '=', s.id).execute();
+    return merged;
+  }
+
+  async deleteMetadata(auth: AuthContext, id: string, key: string) {
+    const s = await this.get(auth, id);
+    const md = JSON.parse(s.metadata) as Record<string, string>;
+    if (!(key in md)) throw notFound('metadata item', key);
+    delete md[key];
+    await this.db.updateTable('servers').set({ metadata: JSON.stringify(md), updated_at: nowIso() }).where('id', '=', s.id).execute();
+  }
+
+  async imageInUse(imageId: string): Promise<boolean> {
+    return (await this.db.selectFrom('servers').select('id').where('image_id', '=', imageId).where('deleted_at', 'is', null).executeTakeFirst()) !== undefined;
+  }
+
+  /** A guest powered off or crashed on its own: record it, as Nova's power sync does. */
+  private async onGuestEvent(id: string, event: string): Promise<void> {
+    if (event !== 'SHUTDOWN' && event !== 'EXITED') return;
+    if (this.tasks.has(id)) return;
+    await this.db
+      .updateTable('servers')
+      .set({ vm_state: 'stopped', status: 'SHUTOFF', power_state: POWER.SHUTDOWN, updated_at: nowIso() })
+      .where('id', '=', id)
+      .where('vm_state', '=', 'active')
+      .where('task_state', 'is', null)
+      .execute()
+      .catch(() => undefined);
+  }
+
+  /**
+   * After a daemon restart: adopt guests still running, mark those whose
+   * process vanished, finish interrupted deletes, fail interrupted builds,
+   * and let the driver kill any QEMU it does not know (no orphans).
+   */
+  async reconcile(): Promise<{ adopted: string[]; vanished: string[]; orphansKilled: string[] }> {
+    const rows = await this.db.selectFrom('servers').selectAll().where('deleted_at', 'is', null).execute();
+    const result = await this.driver.reconcile(rows.map((r) => r.id));
+    for (const r of rows) {
+      if (r.task_state === 'deleting') {
+        await this.destroy(r.id);
+        continue;
+      }
+      if (r.vm_state === 'building') {
+        await this.driver.undefine(r.id).catch(() => undefined);
+        await this.setState(r.id, {
+          vm_state: 'error',
+          task_state: null,
+          fault: JSON.stringify({ code: 500, message: 'The daemon restarted while this server was being built; delete it and create it again.', created: nowIso() }),
+        });
+        continue;
+      }
+      const state = await this.driver.state(r.id).catch((): GuestState => 'missing');
+      const vm = vmStateOf(state);
+      if (vm !== r.vm_state || r.task_state !== null) await this.setState(r.id, { vm_state: vm === 'error' && r.vm_state === 'stopped' ? 'stopped' : vm, task_state: null });
+    }
+    return result;
+  }
+}
+
+/** What the record should say given what the host sees. */
+function vmStateOf(state: GuestState): VmState {
+  switch (state) {
+    case 'running':
+      return 'active';
+    case 'paused':
+      return 'paused';
+    case 'suspended':
+      return 'suspended';
+    case 'shutoff':
+    case 'missing':
+      return 'stopped';
+    case 'crashed':
+      return 'error';
+  }
+}
