@@ -7,12 +7,12 @@ import { parse, stringify } from 'yaml';
 import { buildApi } from './api/server.js';
 import type { AuditWriter } from './audit/writer.js';
 import type { DaemonConfig } from './config.js';
-import { bootstrapIdentity } from './identity/bootstrap.js';
-import type { IdentityService } from './identity/service.js';
 import { probeCapabilities } from './host/capabilities.js';
 import { createQemuDriver } from './host/qemu-driver.js';
-import { buildPlatform } from './platform.js';
+import { bootstrapIdentity } from './identity/bootstrap.js';
+import type { IdentityService } from './identity/service.js';
 import { createCa, issueCertificate, type PemPair } from './pki/ca.js';
+import { buildPlatform } from './platform.js';
 import { openStore, type Store } from './store/database.js';
 
 export interface Daemon {
@@ -86,13 +86,14 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     ...(config.databaseAdminUrl ? { adminUrl: config.databaseAdminUrl } : {}),
   });
   const driver = await createQemuDriver({ baseDir: join(config.dataDir, 'instances') });
-  const platform = buildPlatform(store, driver, {
+  const platform = buildPlatform(store, driver, dataplane, {
     dataDir: config.dataDir,
     tokenTtlSeconds: config.tokenTtlSeconds,
     adminProjectName: config.adminProjectName,
     hostName: hostname(),
     capabilities: probeCapabilities(),
     maxImageBytes: config.maxImageBytes,
+    defaultGroupAllowsSameGroup: false,
   });
   const { identity, audit } = platform;
   const { adminPassword } = await bootstrapIdentity(store, identity);

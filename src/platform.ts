@@ -7,6 +7,10 @@ import { ServerService } from './compute/servers.js';
 import type { HypervisorDriver } from './host/hypervisor.js';
 import { ImageStore } from './host/image-store.js';
 import { IdentityService } from './identity/service.js';
+import { type DataplaneSync, NetworkService } from './network/networks.js';
+import { SecurityGroupService } from './network/security-groups.js';
+import { ServerPorts } from './network/server-ports.js';
+import type { AuthContext } from './policy/context.js';
 import type { Store } from './store/database.js';
 
 export interface PlatformOptions {
@@ -16,16 +20,56 @@ export interface PlatformOptions {
   hostName: string;
   capabilities: HostCapabilities;
   maxImageBytes: number;
+  /** Neutron's allow-from-same-group ingress rule in `default` (off: the spec's block-all-ingress). */
+  defaultGroupAllowsSameGroup: boolean;
 }
 
+/** The platform acting on its own behalf (cleanup after a delete), never reachable by a token. */
+const SYSTEM: AuthContext = {
+  userId: 'bulwark-system',
+  userName: 'bulwark-system',
+  userDomainId: 'default',
+  projectId: null,
+  projectName: null,
+  projectDomainId: null,
+  roles: ['admin'],
+  isAdmin: true,
+  methods: [],
+  tokenHash: '',
+  auditId: '',
+  issuedAt: '',
+  expiresAt: '',
+};
+
 /** The domain services wired together; the daemon and the API tests build them the same way. */
-export function buildPlatform(store: Store, driver: HypervisorDriver, opts: PlatformOptions) {
-  const identity = new IdentityService(store, { tokenTtlSeconds: opts.tokenTtlSeconds, adminProjectName: opts.adminProjectName });
+export function buildPlatform(
+  store: Store,
+  driver: HypervisorDriver,
+  dataplane: DataplaneSync,
+  opts: PlatformOptions,
+) {
+  const identity = new IdentityService(store, {
+    tokenTtlSeconds: opts.tokenTtlSeconds,
+    adminProjectName: opts.adminProjectName,
+  });
   const audit = new AuditWriter(store);
+  const networks = new NetworkService(store, dataplane);
+  const securityGroups = new SecurityGroupService(store, dataplane, {
+    defaultAllowsSameGroup: opts.defaultGroupAllowsSameGroup,
+  });
+  const serverPorts = new ServerPorts(store, networks, securityGroups);
   const flavors = new FlavorService(store);
   const images = new ImageService(store, new ImageStore(join(opts.dataDir, 'images')), opts.maxImageBytes);
-  const servers = new ServerService(store, images, flavors, driver, { name: opts.hostName, capabilities: opts.capabilities });
-  return { identity, audit, compute: { flavors, images, servers } };
+  const servers = new ServerService(
+    store,
+    images,
+    flavors,
+    driver,
+    { name: opts.hostName, capabilities: opts.capabilities },
+    serverPorts,
+    SYSTEM,
+  );
+  return { identity, audit, compute: { flavors, images, servers }, network: { networks, securityGroups } };
 }
 
 export type Platform = ReturnType<typeof buildPlatform>;

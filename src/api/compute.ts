@@ -3,15 +3,19 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
 import type { Flavor } from '../compute/flavors.js';
 import { extraSpecsOf } from '../compute/flavors.js';
-import type { Server } from '../compute/servers.js';
 import type { ServerAction } from '../compute/server-states.js';
+import type { Server } from '../compute/servers.js';
 import { BulwarkError, badRequest, forbidden, notFound } from '../errors.js';
 import type { ApiContext } from './server.js';
 
 const PREFIX = '/compute/v2.1';
 const Opt = Type.Optional;
 const Uuid = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.-]+$' });
-const Name = Type.String({ minLength: 1, maxLength: 255, pattern: '^[^\\x00-\\x1f]*[^\\x00-\\x1f\\s][^\\x00-\\x1f]*$' });
+const Name = Type.String({
+  minLength: 1,
+  maxLength: 255,
+  pattern: '^[^\\x00-\\x1f]*[^\\x00-\\x1f\\s][^\\x00-\\x1f]*$',
+});
 const MetaKey = Type.String({ minLength: 1, maxLength: 255, pattern: '^[^\\x00-\\x1f]+$' });
 const MetaMap = Type.Record(MetaKey, Type.String({ maxLength: 255 }), { maxProperties: 128 });
 const IdParam = Type.Object({ id: Uuid });
@@ -35,11 +39,17 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
   // Only microversion 2.1 is offered; a request for another gets Nova's 406.
   app.addHook('onRequest', async (req, reply) => {
     if (!req.url.startsWith('/compute')) return;
-    reply.header('openstack-api-version', 'compute 2.1').header('x-openstack-nova-api-version', '2.1').header('vary', 'OpenStack-API-Version');
+    reply
+      .header('openstack-api-version', 'compute 2.1')
+      .header('x-openstack-nova-api-version', '2.1')
+      .header('vary', 'OpenStack-API-Version');
     const asked = req.headers['openstack-api-version'] ?? req.headers['x-openstack-nova-api-version'];
     const v = typeof asked === 'string' ? asked.replace(/^compute\s+/i, '').trim() : undefined;
     if (v && v !== '2.1' && v.toLowerCase() !== 'latest' && v.toLowerCase() !== 'min') {
-      throw new BulwarkError('NotAcceptable', `Version ${v} is not supported by the API. Minimum is 2.1 and maximum is 2.1.`);
+      throw new BulwarkError(
+        'NotAcceptable',
+        `Version ${v} is not supported by the API. Minimum is 2.1 and maximum is 2.1.`,
+      );
     }
   });
 
@@ -63,10 +73,16 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
   });
 
   // ---- versions ------------------------------------------------------------
-  app.get('/compute', { config: { action: 'compute:version' } }, async () => ({ versions: [VERSION(publicUrl)] }));
-  app.get('/compute/', { config: { action: 'compute:version' } }, async () => ({ versions: [VERSION(publicUrl)] }));
+  app.get('/compute', { config: { action: 'compute:version' } }, async () => ({
+    versions: [VERSION(publicUrl)],
+  }));
+  app.get('/compute/', { config: { action: 'compute:version' } }, async () => ({
+    versions: [VERSION(publicUrl)],
+  }));
   app.get(PREFIX, { config: { action: 'compute:version' } }, async () => ({ version: VERSION(publicUrl) }));
-  app.get(`${PREFIX}/`, { config: { action: 'compute:version' } }, async () => ({ version: VERSION(publicUrl) }));
+  app.get(`${PREFIX}/`, { config: { action: 'compute:version' } }, async () => ({
+    version: VERSION(publicUrl),
+  }));
 
   // ---- flavors ---------------------------------------------------------------
   const FlavorQuery = Type.Object({
@@ -80,24 +96,50 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
   });
   const listFlavors = async (req: FastifyRequest) => {
     const q = req.query as Static<typeof FlavorQuery>;
-    const includePrivate = req.auth?.isAdmin === true && (q.is_public === 'None' || q.is_public === 'false' || q.is_public === 'False');
-    return (await flavors.list({ includePrivate })).filter((f) => (q.minRam === undefined || f.ram >= q.minRam) && (q.minDisk === undefined || f.disk >= q.minDisk));
+    const includePrivate =
+      req.auth?.isAdmin === true &&
+      (q.is_public === 'None' || q.is_public === 'false' || q.is_public === 'False');
+    return (await flavors.list({ includePrivate })).filter(
+      (f) =>
+        (q.minRam === undefined || f.ram >= q.minRam) && (q.minDisk === undefined || f.disk >= q.minDisk),
+    );
   };
-  app.get(`${PREFIX}/flavors`, { schema: { querystring: FlavorQuery }, config: { action: 'compute:flavors:list' } }, async (req) => ({
-    flavors: (await listFlavors(req)).map((f) => ({ id: f.id, name: f.name, links: links('flavors', f.id) })),
-  }));
-  app.get(`${PREFIX}/flavors/detail`, { schema: { querystring: FlavorQuery }, config: { action: 'compute:flavors:list' } }, async (req) => ({
-    flavors: (await listFlavors(req)).map(flavorView),
-  }));
-  app.get(`${PREFIX}/flavors/:id`, { schema: { params: IdParam }, config: { action: 'compute:flavors:show' } }, async (req) => ({
-    flavor: flavorView(await flavors.get((req.params as { id: string }).id)),
-  }));
+  app.get(
+    `${PREFIX}/flavors`,
+    { schema: { querystring: FlavorQuery }, config: { action: 'compute:flavors:list' } },
+    async (req) => ({
+      flavors: (await listFlavors(req)).map((f) => ({
+        id: f.id,
+        name: f.name,
+        links: links('flavors', f.id),
+      })),
+    }),
+  );
+  app.get(
+    `${PREFIX}/flavors/detail`,
+    { schema: { querystring: FlavorQuery }, config: { action: 'compute:flavors:list' } },
+    async (req) => ({
+      flavors: (await listFlavors(req)).map(flavorView),
+    }),
+  );
+  app.get(
+    `${PREFIX}/flavors/:id`,
+    { schema: { params: IdParam }, config: { action: 'compute:flavors:show' } },
+    async (req) => ({
+      flavor: flavorView(await flavors.get((req.params as { id: string }).id)),
+    }),
+  );
   const FlavorBody = Type.Object(
     {
       flavor: Type.Object(
         {
           name: Name,
-          id: Opt(Type.Union([Type.String({ minLength: 1, maxLength: 255, pattern: '^[A-Za-z0-9_.-]+$' }), Type.Null()])),
+          id: Opt(
+            Type.Union([
+              Type.String({ minLength: 1, maxLength: 255, pattern: '^[A-Za-z0-9_.-]+$' }),
+              Type.Null(),
+            ]),
+          ),
           ram: Type.Integer({ minimum: 1, maximum: 16 * 1024 * 1024 }),
           vcpus: Type.Integer({ minimum: 1, maximum: 1024 }),
           disk: Type.Integer({ minimum: 0, maximum: 100_000 }),
@@ -112,62 +154,123 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     },
     { additionalProperties: false },
   );
-  app.post(`${PREFIX}/flavors`, { schema: { body: FlavorBody }, config: { action: 'compute:flavors:create', targetType: 'flavor' } }, async (req) => {
-    const { flavor: f } = req.body as Static<typeof FlavorBody>;
-    const created = await flavors.create({
-      name: f.name,
-      id: f.id,
-      vcpus: f.vcpus,
-      ram: f.ram,
-      disk: f.disk,
-      ephemeral: f['OS-FLV-EXT-DATA:ephemeral'],
-      swap: f.swap === '' ? 0 : f.swap,
-      rxtxFactor: f.rxtx_factor,
-      isPublic: f['os-flavor-access:is_public'],
-      description: f.description,
-    });
-    req.auditNote.targetId = created.id;
-    return { flavor: flavorView(created) };
+  app.post(
+    `${PREFIX}/flavors`,
+    { schema: { body: FlavorBody }, config: { action: 'compute:flavors:create', targetType: 'flavor' } },
+    async (req) => {
+      const { flavor: f } = req.body as Static<typeof FlavorBody>;
+      const created = await flavors.create({
+        name: f.name,
+        id: f.id,
+        vcpus: f.vcpus,
+        ram: f.ram,
+        disk: f.disk,
+        ephemeral: f['OS-FLV-EXT-DATA:ephemeral'],
+        swap: f.swap === '' ? 0 : f.swap,
+        rxtxFactor: f.rxtx_factor,
+        isPublic: f['os-flavor-access:is_public'],
+        description: f.description,
+      });
+      req.auditNote.targetId = created.id;
+      return { flavor: flavorView(created) };
+    },
+  );
+  app.delete(
+    `${PREFIX}/flavors/:id`,
+    { schema: { params: IdParam }, config: { action: 'compute:flavors:delete', targetType: 'flavor' } },
+    async (req, reply) => {
+      await flavors.delete((req.params as { id: string }).id);
+      return reply.code(202).send();
+    },
+  );
+  const SpecKey = Type.Object({
+    id: Uuid,
+    key: Type.String({ minLength: 1, maxLength: 255, pattern: '^[A-Za-z0-9_:.-]+$' }),
   });
-  app.delete(`${PREFIX}/flavors/:id`, { schema: { params: IdParam }, config: { action: 'compute:flavors:delete', targetType: 'flavor' } }, async (req, reply) => {
-    await flavors.delete((req.params as { id: string }).id);
-    return reply.code(202).send();
-  });
-  const SpecKey = Type.Object({ id: Uuid, key: Type.String({ minLength: 1, maxLength: 255, pattern: '^[A-Za-z0-9_:.-]+$' }) });
-  const SpecsBody = Type.Object({ extra_specs: Type.Record(Type.String({ maxLength: 255 }), Type.String({ maxLength: 255 }), { maxProperties: 64 }) }, { additionalProperties: false });
-  app.get(`${PREFIX}/flavors/:id/os-extra_specs`, { schema: { params: IdParam }, config: { action: 'compute:flavors:extra_specs:index' } }, async (req) => ({
-    extra_specs: extraSpecsOf(await flavors.get((req.params as { id: string }).id)),
-  }));
-  app.post(`${PREFIX}/flavors/:id/os-extra_specs`, {
-    schema: { params: IdParam, body: SpecsBody },
-    config: { action: 'compute:flavors:extra_specs:create', targetType: 'flavor' },
-  }, async (req) => ({ extra_specs: await flavors.setExtraSpecs((req.params as { id: string }).id, (req.body as Static<typeof SpecsBody>).extra_specs) }));
-  app.get(`${PREFIX}/flavors/:id/os-extra_specs/:key`, { schema: { params: SpecKey }, config: { action: 'compute:flavors:extra_specs:show' } }, async (req) => {
-    const p = req.params as { id: string; key: string };
-    const specs = extraSpecsOf(await flavors.get(p.id));
-    if (!(p.key in specs)) throw notFound('flavor extra spec', p.key);
-    return { [p.key]: specs[p.key] };
-  });
-  app.put(`${PREFIX}/flavors/:id/os-extra_specs/:key`, {
-    schema: { params: SpecKey, body: Type.Record(Type.String({ maxLength: 255 }), Type.String({ maxLength: 255 }), { minProperties: 1, maxProperties: 1 }) },
-    config: { action: 'compute:flavors:extra_specs:update', targetType: 'flavor' },
-  }, async (req) => {
-    const p = req.params as { id: string; key: string };
-    const body = req.body as Record<string, string>;
-    if (!(p.key in body)) throw badRequest('The request body key must match the URL key.');
-    await flavors.setExtraSpecs(p.id, body);
-    return body;
-  });
-  app.delete(`${PREFIX}/flavors/:id/os-extra_specs/:key`, {
-    schema: { params: SpecKey },
-    config: { action: 'compute:flavors:extra_specs:delete', targetType: 'flavor' },
-  }, async (req, reply) => {
-    const p = req.params as { id: string; key: string };
-    await flavors.unsetExtraSpec(p.id, p.key);
-    return reply.code(200).send();
-  });
+  const SpecsBody = Type.Object(
+    {
+      extra_specs: Type.Record(Type.String({ maxLength: 255 }), Type.String({ maxLength: 255 }), {
+        maxProperties: 64,
+      }),
+    },
+    { additionalProperties: false },
+  );
+  app.get(
+    `${PREFIX}/flavors/:id/os-extra_specs`,
+    { schema: { params: IdParam }, config: { action: 'compute:flavors:extra_specs:index' } },
+    async (req) => ({
+      extra_specs: extraSpecsOf(await flavors.get((req.params as { id: string }).id)),
+    }),
+  );
+  app.post(
+    `${PREFIX}/flavors/:id/os-extra_specs`,
+    {
+      schema: { params: IdParam, body: SpecsBody },
+      config: { action: 'compute:flavors:extra_specs:create', targetType: 'flavor' },
+    },
+    async (req) => ({
+      extra_specs: await flavors.setExtraSpecs(
+        (req.params as { id: string }).id,
+        (req.body as Static<typeof SpecsBody>).extra_specs,
+      ),
+    }),
+  );
+  app.get(
+    `${PREFIX}/flavors/:id/os-extra_specs/:key`,
+    { schema: { params: SpecKey }, config: { action: 'compute:flavors:extra_specs:show' } },
+    async (req) => {
+      const p = req.params as { id: string; key: string };
+      const specs = extraSpecsOf(await flavors.get(p.id));
+      if (!(p.key in specs)) throw notFound('flavor extra spec', p.key);
+      return { [p.key]: specs[p.key] };
+    },
+  );
+  app.put(
+    `${PREFIX}/flavors/:id/os-extra_specs/:key`,
+    {
+      schema: {
+        params: SpecKey,
+        body: Type.Record(Type.String({ maxLength: 255 }), Type.String({ maxLength: 255 }), {
+          minProperties: 1,
+          maxProperties: 1,
+        }),
+      },
+      config: { action: 'compute:flavors:extra_specs:update', targetType: 'flavor' },
+    },
+    async (req) => {
+      const p = req.params as { id: string; key: string };
+      const body = req.body as Record<string, string>;
+      if (!(p.key in body)) throw badRequest('The request body key must match the URL key.');
+      await flavors.setExtraSpecs(p.id, body);
+      return body;
+    },
+  );
+  app.delete(
+    `${PREFIX}/flavors/:id/os-extra_specs/:key`,
+    {
+      schema: { params: SpecKey },
+      config: { action: 'compute:flavors:extra_specs:delete', targetType: 'flavor' },
+    },
+    async (req, reply) => {
+      const p = req.params as { id: string; key: string };
+      await flavors.unsetExtraSpec(p.id, p.key);
+      return reply.code(200).send();
+    },
+  );
 
   // ---- servers ---------------------------------------------------------------
+  const serverViews = async (list: Server[], admin: boolean) => {
+    const ids = list.map((s) => s.id);
+    const [addresses, groups] = await Promise.all([
+      servers.ports.addresses(ids),
+      servers.ports.groupNames(ids),
+    ]);
+    return list.map((s) => ({
+      ...serverView(s, admin),
+      addresses: addresses.get(s.id) ?? {},
+      security_groups: groups.get(s.id) ?? [],
+    }));
+  };
   const serverView = (s: Server, admin: boolean) => {
     const flavor = JSON.parse(s.flavor) as { id: string };
     const fault = s.fault ? (JSON.parse(s.fault) as Record<string, unknown>) : undefined;
@@ -179,8 +282,14 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
       user_id: s.user_id,
       metadata: JSON.parse(s.metadata) as Record<string, string>,
       hostId: servers.hostId(s),
-      image: { id: s.image_id, links: [{ rel: 'bookmark', href: `${publicUrl}/image/v2/images/${s.image_id}` }] },
-      flavor: { id: flavor.id, links: [{ rel: 'bookmark', href: `${publicUrl}/compute/flavors/${flavor.id}` }] },
+      image: {
+        id: s.image_id,
+        links: [{ rel: 'bookmark', href: `${publicUrl}/image/v2/images/${s.image_id}` }],
+      },
+      flavor: {
+        id: flavor.id,
+        links: [{ rel: 'bookmark', href: `${publicUrl}/compute/flavors/${flavor.id}` }],
+      },
       created: s.created_at.replace(/\.\d+Z$/, 'Z'),
       updated: s.updated_at.replace(/\.\d+Z$/, 'Z'),
       addresses: {},
@@ -199,7 +308,13 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
       'OS-EXT-STS:power_state': s.power_state,
       'os-extended-volumes:volumes_attached': [],
       security_groups: [],
-      ...(admin ? { 'OS-EXT-SRV-ATTR:host': s.host, 'OS-EXT-SRV-ATTR:hypervisor_hostname': s.host, 'OS-EXT-SRV-ATTR:instance_name': `instance-${s.id}` } : {}),
+      ...(admin
+        ? {
+            'OS-EXT-SRV-ATTR:host': s.host,
+            'OS-EXT-SRV-ATTR:hypervisor_hostname': s.host,
+            'OS-EXT-SRV-ATTR:instance_name': `instance-${s.id}`,
+          }
+        : {}),
       ...(fault ? { fault } : {}),
     };
   };
@@ -218,21 +333,53 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
   const listServers = async (req: FastifyRequest) => {
     const q = req.query as Static<typeof ServerQuery>;
     const all = q.all_tenants !== undefined && !['0', 'false', 'False'].includes(q.all_tenants);
-    if (all && !req.auth?.isAdmin) throw forbidden('Only administrators may list servers across projects (all_tenants).');
-    return servers.list(req.auth!, { allProjects: all, name: q.name, status: q.status, projectId: q.project_id ?? q.tenant_id });
+    if (all && !req.auth?.isAdmin)
+      throw forbidden('Only administrators may list servers across projects (all_tenants).');
+    return servers.list(req.auth!, {
+      allProjects: all,
+      name: q.name,
+      status: q.status,
+      projectId: q.project_id ?? q.tenant_id,
+    });
   };
-  app.get(`${PREFIX}/servers`, { schema: { querystring: ServerQuery }, config: { action: 'compute:servers:index' } }, async (req) => ({
-    servers: (await listServers(req)).map((s) => ({ id: s.id, name: s.name, links: links('servers', s.id) })),
-  }));
-  app.get(`${PREFIX}/servers/detail`, { schema: { querystring: ServerQuery }, config: { action: 'compute:servers:index' } }, async (req) => ({
-    servers: (await listServers(req)).map((s) => serverView(s, req.auth?.isAdmin === true)),
-  }));
-  app.get(`${PREFIX}/servers/:id`, { schema: { params: IdParam }, config: { action: 'compute:servers:show' } }, async (req) => ({
-    server: serverView(await servers.get(req.auth!, (req.params as { id: string }).id), req.auth?.isAdmin === true),
-  }));
+  app.get(
+    `${PREFIX}/servers`,
+    { schema: { querystring: ServerQuery }, config: { action: 'compute:servers:index' } },
+    async (req) => ({
+      servers: (await listServers(req)).map((s) => ({
+        id: s.id,
+        name: s.name,
+        links: links('servers', s.id),
+      })),
+    }),
+  );
+  app.get(
+    `${PREFIX}/servers/detail`,
+    { schema: { querystring: ServerQuery }, config: { action: 'compute:servers:index' } },
+    async (req) => ({
+      servers: await serverViews(await listServers(req), req.auth?.isAdmin === true),
+    }),
+  );
+  app.get(
+    `${PREFIX}/servers/:id`,
+    { schema: { params: IdParam }, config: { action: 'compute:servers:show' } },
+    async (req) => ({
+      server: (
+        await serverViews(
+          [await servers.get(req.auth!, (req.params as { id: string }).id)],
+          req.auth?.isAdmin === true,
+        )
+      )[0],
+    }),
+  );
 
   const Network = Type.Object(
-    { uuid: Opt(Uuid), port: Opt(Uuid), fixed_ip: Opt(Type.String({ maxLength: 64 })), tag: Opt(Type.String({ maxLength: 60 })) },
+    {
+      uuid: Opt(Uuid),
+      port: Opt(Uuid),
+      fixed_ip: Opt(Type.String({ maxLength: 64 })),
+      tag: Opt(Type.String({ maxLength: 60 })),
+    },
     { additionalProperties: false },
   );
   const ServerBody = Type.Object(
@@ -243,12 +390,22 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
           imageRef: Uuid,
           flavorRef: Uuid,
           metadata: Opt(MetaMap),
-          networks: Opt(Type.Union([Type.Literal('none'), Type.Literal('auto'), Type.Array(Network, { maxItems: 16 })])),
+          networks: Opt(
+            Type.Union([Type.Literal('none'), Type.Literal('auto'), Type.Array(Network, { maxItems: 16 })]),
+          ),
           user_data: Opt(Type.String({ maxLength: 87384 })),
           min_count: Opt(Type.Integer({ minimum: 1, maximum: 1 })),
           max_count: Opt(Type.Integer({ minimum: 1, maximum: 1 })),
           return_reservation_id: Opt(Type.Boolean()),
-          security_groups: Opt(Type.Array(Type.Object({ name: Type.String({ maxLength: 255 }) }, { additionalProperties: false }), { maxItems: 0 })),
+          security_groups: Opt(
+            Type.Array(
+              Type.Object(
+                { name: Type.String({ minLength: 1, maxLength: 255 }) },
+                { additionalProperties: false },
+              ),
+              { maxItems: 16 },
+            ),
+          ),
           key_name: Opt(Type.Null()),
           config_drive: Opt(Type.Union([Type.Boolean(), Type.Literal('')])),
           availability_zone: Opt(Type.Literal('nova')),
@@ -257,43 +414,85 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
         },
         { additionalProperties: false },
       ),
-      'os:scheduler_hints': Opt(Type.Record(Type.String({ maxLength: 64 }), Type.Unknown(), { maxProperties: 16 })),
-      'OS-SCH-HNT:scheduler_hints': Opt(Type.Record(Type.String({ maxLength: 64 }), Type.Unknown(), { maxProperties: 16 })),
+      'os:scheduler_hints': Opt(
+        Type.Record(Type.String({ maxLength: 64 }), Type.Unknown(), { maxProperties: 16 }),
+      ),
+      'OS-SCH-HNT:scheduler_hints': Opt(
+        Type.Record(Type.String({ maxLength: 64 }), Type.Unknown(), { maxProperties: 16 }),
+      ),
     },
     { additionalProperties: false },
   );
-  app.post(`${PREFIX}/servers`, { schema: { body: ServerBody }, config: { action: 'compute:servers:create', targetType: 'server' } }, async (req, reply) => {
-    const body = req.body as Static<typeof ServerBody>;
-    const s = body.server;
-    const server = await servers.create(req.auth!, {
-      name: s.name,
-      imageRef: s.imageRef,
-      flavorRef: s.flavorRef,
-      metadata: s.metadata ?? {},
-      hints: body['os:scheduler_hints'] ?? body['OS-SCH-HNT:scheduler_hints'] ?? {},
-      userData: s.user_data,
-      networks: s.networks,
-    });
-    req.auditNote.targetId = server.id;
-    return reply.code(202).send({
-      server: { id: server.id, links: links('servers', server.id), 'OS-DCF:diskConfig': 'MANUAL', security_groups: [] },
-    });
-  });
-  app.delete(`${PREFIX}/servers/:id`, { schema: { params: IdParam }, config: { action: 'compute:servers:delete', targetType: 'server' } }, async (req, reply) => {
-    await servers.delete(req.auth!, (req.params as { id: string }).id);
-    return reply.code(204).send();
-  });
+  app.post(
+    `${PREFIX}/servers`,
+    { schema: { body: ServerBody }, config: { action: 'compute:servers:create', targetType: 'server' } },
+    async (req, reply) => {
+      const body = req.body as Static<typeof ServerBody>;
+      const s = body.server;
+      const server = await servers.create(req.auth!, {
+        name: s.name,
+        imageRef: s.imageRef,
+        flavorRef: s.flavorRef,
+        metadata: s.metadata ?? {},
+        hints: body['os:scheduler_hints'] ?? body['OS-SCH-HNT:scheduler_hints'] ?? {},
+        userData: s.user_data,
+        networks: s.networks,
+        securityGroups: s.security_groups?.map((g) => g.name),
+      });
+      req.auditNote.targetId = server.id;
+      return reply.code(202).send({
+        server: {
+          id: server.id,
+          links: links('servers', server.id),
+          'OS-DCF:diskConfig': 'MANUAL',
+          security_groups: [],
+        },
+      });
+    },
+  );
+  app.delete(
+    `${PREFIX}/servers/:id`,
+    { schema: { params: IdParam }, config: { action: 'compute:servers:delete', targetType: 'server' } },
+    async (req, reply) => {
+      await servers.delete(req.auth!, (req.params as { id: string }).id);
+      return reply.code(204).send();
+    },
+  );
 
   const ActionBody = Type.Object(
     {
       'os-start': Opt(Type.Null()),
       'os-stop': Opt(Type.Null()),
-      reboot: Opt(Type.Object({ type: Type.String({ enum: ['SOFT', 'HARD', 'soft', 'hard'] }) }, { additionalProperties: false })),
+      reboot: Opt(
+        Type.Object(
+          { type: Type.String({ enum: ['SOFT', 'HARD', 'soft', 'hard'] }) },
+          { additionalProperties: false },
+        ),
+      ),
       pause: Opt(Type.Null()),
       unpause: Opt(Type.Null()),
       suspend: Opt(Type.Null()),
       resume: Opt(Type.Null()),
-      'os-getConsoleOutput': Opt(Type.Object({ length: Opt(Type.Union([Type.Integer({ minimum: -1 }), Type.Null(), Type.String({ pattern: '^-?\\d{1,9}$' })])) }, { additionalProperties: false })),
+      addSecurityGroup: Opt(
+        Type.Object({ name: Type.String({ minLength: 1, maxLength: 255 }) }, { additionalProperties: false }),
+      ),
+      removeSecurityGroup: Opt(
+        Type.Object({ name: Type.String({ minLength: 1, maxLength: 255 }) }, { additionalProperties: false }),
+      ),
+      'os-getConsoleOutput': Opt(
+        Type.Object(
+          {
+            length: Opt(
+              Type.Union([
+                Type.Integer({ minimum: -1 }),
+                Type.Null(),
+                Type.String({ pattern: '^-?\\d{1,9}$' }),
+              ]),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+      ),
     },
     { additionalProperties: false, minProperties: 1, maxProperties: 1 },
   );
@@ -306,46 +505,76 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     suspend: 'suspend',
     resume: 'resume',
   };
-  app.post(`${PREFIX}/servers/:id/action`, {
-    schema: { params: IdParam, body: ActionBody },
-    config: { action: 'compute:servers:action', targetType: 'server' },
-  }, async (req: FastifyRequest, reply: FastifyReply) => {
-    const id = (req.params as { id: string }).id;
-    const body = req.body as Static<typeof ActionBody>;
-    const [name] = Object.keys(body);
-    if (name === 'os-getConsoleOutput') {
-      const raw = body['os-getConsoleOutput']?.length;
-      const n = raw === null || raw === undefined ? undefined : Number(raw);
-      return { output: await servers.consoleOutput(req.auth!, id, n === undefined || n < 0 ? undefined : n) };
-    }
-    const action = name ? ACTIONS[name] : undefined;
-    if (!action) throw badRequest('Unknown server action.');
-    req.auditNote.reason = action;
-    await servers.action(req.auth!, id, action);
-    return reply.code(202).send();
-  });
+  app.post(
+    `${PREFIX}/servers/:id/action`,
+    {
+      schema: { params: IdParam, body: ActionBody },
+      config: { action: 'compute:servers:action', targetType: 'server' },
+    },
+    async (req: FastifyRequest, reply: FastifyReply) => {
+      const id = (req.params as { id: string }).id;
+      const body = req.body as Static<typeof ActionBody>;
+      const [name] = Object.keys(body);
+      if (name === 'os-getConsoleOutput') {
+        const raw = body['os-getConsoleOutput']?.length;
+        const n = raw === null || raw === undefined ? undefined : Number(raw);
+        return {
+          output: await servers.consoleOutput(req.auth!, id, n === undefined || n < 0 ? undefined : n),
+        };
+      }
+      if (name === 'addSecurityGroup' || name === 'removeSecurityGroup') {
+        const group = (body.addSecurityGroup ?? body.removeSecurityGroup)?.name ?? '';
+        req.auditNote.reason = `${name} ${group}`;
+        await servers.changeSecurityGroup(req.auth!, id, group, name === 'addSecurityGroup');
+        return reply.code(202).send();
+      }
+      const action = name ? ACTIONS[name] : undefined;
+      if (!action) throw badRequest('Unknown server action.');
+      req.auditNote.reason = action;
+      await servers.action(req.auth!, id, action);
+      return reply.code(202).send();
+    },
+  );
 
-  app.get(`${PREFIX}/servers/:id/metadata`, { schema: { params: IdParam }, config: { action: 'compute:servers:metadata:index' } }, async (req) => ({
-    metadata: JSON.parse((await servers.get(req.auth!, (req.params as { id: string }).id)).metadata) as Record<string, string>,
-  }));
+  app.get(
+    `${PREFIX}/servers/:id/metadata`,
+    { schema: { params: IdParam }, config: { action: 'compute:servers:metadata:index' } },
+    async (req) => ({
+      metadata: JSON.parse(
+        (await servers.get(req.auth!, (req.params as { id: string }).id)).metadata,
+      ) as Record<string, string>,
+    }),
+  );
   const MetaBody = Type.Object({ metadata: MetaMap }, { additionalProperties: false });
-  for (const [method, replace] of [['POST', false], ['PUT', true]] as const) {
+  for (const [method, replace] of [
+    ['POST', false],
+    ['PUT', true],
+  ] as const) {
     app.route({
       method,
       url: `${PREFIX}/servers/:id/metadata`,
       schema: { params: IdParam, body: MetaBody },
       config: { action: 'compute:servers:metadata:update', targetType: 'server' },
       handler: async (req) => ({
-        metadata: await servers.setMetadata(req.auth!, (req.params as { id: string }).id, (req.body as Static<typeof MetaBody>).metadata, replace),
+        metadata: await servers.setMetadata(
+          req.auth!,
+          (req.params as { id: string }).id,
+          (req.body as Static<typeof MetaBody>).metadata,
+          replace,
+        ),
       }),
     });
   }
-  app.delete(`${PREFIX}/servers/:id/metadata/:key`, {
-    schema: { params: Type.Object({ id: Uuid, key: MetaKey }) },
-    config: { action: 'compute:servers:metadata:delete', targetType: 'server' },
-  }, async (req, reply) => {
-    const p = req.params as { id: string; key: string };
-    await servers.deleteMetadata(req.auth!, p.id, p.key);
-    return reply.code(204).send();
-  });
+  app.delete(
+    `${PREFIX}/servers/:id/metadata/:key`,
+    {
+      schema: { params: Type.Object({ id: Uuid, key: MetaKey }) },
+      config: { action: 'compute:servers:metadata:delete', targetType: 'server' },
+    },
+    async (req, reply) => {
+      const p = req.params as { id: string; key: string };
+      await servers.deleteMetadata(req.auth!, p.id, p.key);
+      return reply.code(204).send();
+    },
+  );
 }

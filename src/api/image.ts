@@ -1,6 +1,6 @@
+import type { Readable } from 'node:stream';
 import { Type } from '@fastify/type-provider-typebox';
 import type { FastifyInstance } from 'fastify';
-import type { Readable } from 'node:stream';
 import type { Static } from 'typebox';
 import type { Image, ImagePatch, Visibility } from '../compute/images.js';
 import { CORE_KEYS, propertiesOf } from '../compute/images.js';
@@ -59,8 +59,12 @@ export async function registerImageApi(app: FastifyInstance, ctx: ApiContext): P
     }
   });
 
-  app.get('/image', { config: { action: 'image:version' } }, async (_req, reply) => reply.code(300).send(VERSIONS(publicUrl)));
-  app.get('/image/', { config: { action: 'image:version' } }, async (_req, reply) => reply.code(300).send(VERSIONS(publicUrl)));
+  app.get('/image', { config: { action: 'image:version' } }, async (_req, reply) =>
+    reply.code(300).send(VERSIONS(publicUrl)),
+  );
+  app.get('/image/', { config: { action: 'image:version' } }, async (_req, reply) =>
+    reply.code(300).send(VERSIONS(publicUrl)),
+  );
   app.get('/image/versions', { config: { action: 'image:version' } }, async () => VERSIONS(publicUrl));
 
   const ListQuery = Type.Object({
@@ -75,13 +79,23 @@ export async function registerImageApi(app: FastifyInstance, ctx: ApiContext): P
     member_status: Opt(Type.String()),
     os_hidden: Opt(Type.String()),
   });
-  app.get(`${PREFIX}/images`, { schema: { querystring: ListQuery }, config: { action: 'image:get_images' } }, async (req) => {
-    const q = req.query as Static<typeof ListQuery>;
-    const list = await images.list(req.auth!, { name: q.name, visibility: q.visibility });
-    return { images: list.map(imageView), first: `${PREFIX.replace('/image', '')}/images`, schema: '/v2/schemas/images' };
-  });
-  app.get(`${PREFIX}/images/:id`, { schema: { params: IdParam }, config: { action: 'image:get_image' } }, async (req) =>
-    imageView(await images.get(req.auth!, (req.params as { id: string }).id)),
+  app.get(
+    `${PREFIX}/images`,
+    { schema: { querystring: ListQuery }, config: { action: 'image:get_images' } },
+    async (req) => {
+      const q = req.query as Static<typeof ListQuery>;
+      const list = await images.list(req.auth!, { name: q.name, visibility: q.visibility });
+      return {
+        images: list.map(imageView),
+        first: `${PREFIX.replace('/image', '')}/images`,
+        schema: '/v2/schemas/images',
+      };
+    },
+  );
+  app.get(
+    `${PREFIX}/images/:id`,
+    { schema: { params: IdParam }, config: { action: 'image:get_image' } },
+    async (req) => imageView(await images.get(req.auth!, (req.params as { id: string }).id)),
   );
 
   const CreateBody = Type.Object(
@@ -99,26 +113,30 @@ export async function registerImageApi(app: FastifyInstance, ctx: ApiContext): P
     },
     { additionalProperties: PropValue, maxProperties: 160 },
   );
-  app.post(`${PREFIX}/images`, { schema: { body: CreateBody }, config: { action: 'image:add_image', targetType: 'image' } }, async (req, reply) => {
-    const body = req.body as Static<typeof CreateBody> & Record<string, unknown>;
-    const properties = Object.fromEntries(
-      Object.entries(body).filter(([k]) => !CORE_KEYS.has(k)) as [string, string][],
-    );
-    const img = await images.create(req.auth!, {
-      ...(body.id ? { id: body.id } : {}),
-      ...(body.name !== undefined ? { name: body.name } : {}),
-      ...(body.visibility !== undefined ? { visibility: body.visibility as Visibility } : {}),
-      ...(body.protected !== undefined ? { protected: body.protected } : {}),
-      ...(body.min_disk !== undefined ? { min_disk: body.min_disk } : {}),
-      ...(body.min_ram !== undefined ? { min_ram: body.min_ram } : {}),
-      ...(body.disk_format !== undefined ? { disk_format: body.disk_format } : {}),
-      ...(body.container_format !== undefined ? { container_format: body.container_format } : {}),
-      ...(body.tags !== undefined ? { tags: body.tags } : {}),
-      properties,
-    });
-    req.auditNote.targetId = img.id;
-    return reply.code(201).send(imageView(img));
-  });
+  app.post(
+    `${PREFIX}/images`,
+    { schema: { body: CreateBody }, config: { action: 'image:add_image', targetType: 'image' } },
+    async (req, reply) => {
+      const body = req.body as Static<typeof CreateBody> & Record<string, unknown>;
+      const properties = Object.fromEntries(
+        Object.entries(body).filter(([k]) => !CORE_KEYS.has(k)) as [string, string][],
+      );
+      const img = await images.create(req.auth!, {
+        ...(body.id ? { id: body.id } : {}),
+        ...(body.name !== undefined ? { name: body.name } : {}),
+        ...(body.visibility !== undefined ? { visibility: body.visibility as Visibility } : {}),
+        ...(body.protected !== undefined ? { protected: body.protected } : {}),
+        ...(body.min_disk !== undefined ? { min_disk: body.min_disk } : {}),
+        ...(body.min_ram !== undefined ? { min_ram: body.min_ram } : {}),
+        ...(body.disk_format !== undefined ? { disk_format: body.disk_format } : {}),
+        ...(body.container_format !== undefined ? { container_format: body.container_format } : {}),
+        ...(body.tags !== undefined ? { tags: body.tags } : {}),
+        properties,
+      });
+      req.auditNote.targetId = img.id;
+      return reply.code(201).send(imageView(img));
+    },
+  );
 
   const PatchOp = Type.Object(
     {
@@ -129,58 +147,91 @@ export async function registerImageApi(app: FastifyInstance, ctx: ApiContext): P
     { additionalProperties: false },
   );
   const PatchBody = Type.Array(PatchOp, { maxItems: 200 });
-  app.patch(`${PREFIX}/images/:id`, {
-    schema: { params: IdParam, body: PatchBody },
-    config: { action: 'image:modify_image', targetType: 'image' },
-  }, async (req) => {
-    const patch: ImagePatch = { properties: {} };
-    for (const op of req.body as Static<typeof PatchBody>) {
-      const key = op.path.slice(1);
-      const v = op.value;
-      const want = <T>(ok: boolean, val: T): T => {
-        if (!ok) throw badRequest(`Invalid value for ${key}.`);
-        return val;
-      };
-      if (op.op === 'remove') {
-        if (CORE_KEYS.has(key)) throw badRequest(`Attribute ${key} cannot be removed.`);
-        patch.properties[key] = null;
-        continue;
+  app.patch(
+    `${PREFIX}/images/:id`,
+    {
+      schema: { params: IdParam, body: PatchBody },
+      config: { action: 'image:modify_image', targetType: 'image' },
+    },
+    async (req) => {
+      const patch: ImagePatch = { properties: {} };
+      for (const op of req.body as Static<typeof PatchBody>) {
+        const key = op.path.slice(1);
+        const v = op.value;
+        const want = <T>(ok: boolean, val: T): T => {
+          if (!ok) throw badRequest(`Invalid value for ${key}.`);
+          return val;
+        };
+        if (op.op === 'remove') {
+          if (CORE_KEYS.has(key)) throw badRequest(`Attribute ${key} cannot be removed.`);
+          patch.properties[key] = null;
+          continue;
+        }
+        switch (key) {
+          case 'name':
+            patch.name = want(typeof v === 'string' && v.length <= 255, v as string);
+            break;
+          case 'visibility':
+            patch.visibility = want(typeof v === 'string', v as Visibility);
+            break;
+          case 'protected':
+            patch.protected = want(typeof v === 'boolean', v as boolean);
+            break;
+          case 'min_disk':
+            patch.min_disk = want(Number.isInteger(v) && (v as number) >= 0, v as number);
+            break;
+          case 'min_ram':
+            patch.min_ram = want(Number.isInteger(v) && (v as number) >= 0, v as number);
+            break;
+          case 'disk_format':
+            patch.disk_format = want(typeof v === 'string', v as string);
+            break;
+          case 'container_format':
+            patch.container_format = want(typeof v === 'string', v as string);
+            break;
+          case 'tags':
+            patch.tags = want(Array.isArray(v) && v.every((t) => typeof t === 'string'), v as string[]);
+            break;
+          case 'os_hidden':
+            break;
+          default:
+            if (CORE_KEYS.has(key)) throw badRequest(`Attribute ${key} is read-only.`);
+            patch.properties[key] = want(typeof v === 'string' && v.length <= 65535, v as string);
+        }
       }
-      switch (key) {
-        case 'name': patch.name = want(typeof v === 'string' && v.length <= 255, v as string); break;
-        case 'visibility': patch.visibility = want(typeof v === 'string', v as Visibility); break;
-        case 'protected': patch.protected = want(typeof v === 'boolean', v as boolean); break;
-        case 'min_disk': patch.min_disk = want(Number.isInteger(v) && (v as number) >= 0, v as number); break;
-        case 'min_ram': patch.min_ram = want(Number.isInteger(v) && (v as number) >= 0, v as number); break;
-        case 'disk_format': patch.disk_format = want(typeof v === 'string', v as string); break;
-        case 'container_format': patch.container_format = want(typeof v === 'string', v as string); break;
-        case 'tags': patch.tags = want(Array.isArray(v) && v.every((t) => typeof t === 'string'), v as string[]); break;
-        case 'os_hidden': break;
-        default:
-          if (CORE_KEYS.has(key)) throw badRequest(`Attribute ${key} is read-only.`);
-          patch.properties[key] = want(typeof v === 'string' && v.length <= 65535, v as string);
-      }
-    }
-    return imageView(await images.update(req.auth!, (req.params as { id: string }).id, patch));
-  });
+      return imageView(await images.update(req.auth!, (req.params as { id: string }).id, patch));
+    },
+  );
 
-  app.put(`${PREFIX}/images/:id/file`, { schema: { params: IdParam }, config: { action: 'image:upload_image', targetType: 'image' } }, async (req, reply) => {
-    if (!req.body || typeof (req.body as Readable).pipe !== 'function') {
-      throw badRequest('Send the image data with Content-Type: application/octet-stream.');
-    }
-    await images.upload(req.auth!, (req.params as { id: string }).id, req.body as Readable);
-    return reply.code(204).send();
-  });
-  app.get(`${PREFIX}/images/:id/file`, { schema: { params: IdParam }, config: { action: 'image:download_image' } }, async (req, reply) => {
-    const { image, stream, size } = await images.download(req.auth!, (req.params as { id: string }).id);
-    return reply
-      .header('content-type', 'application/octet-stream')
-      .header('content-length', size)
-      .header('content-md5', image.checksum ?? '')
-      .send(stream);
-  });
-  app.delete(`${PREFIX}/images/:id`, { schema: { params: IdParam }, config: { action: 'image:delete_image', targetType: 'image' } }, async (req, reply) => {
-    await images.delete(req.auth!, (req.params as { id: string }).id, (id) => servers.imageInUse(id));
-    return reply.code(204).send();
-  });
+  app.put(
+    `${PREFIX}/images/:id/file`,
+    { schema: { params: IdParam }, config: { action: 'image:upload_image', targetType: 'image' } },
+    async (req, reply) => {
+      if (!req.body || typeof (req.body as Readable).pipe !== 'function') {
+        throw badRequest('Send the image data with Content-Type: application/octet-stream.');
+      }
+      await images.upload(req.auth!, (req.params as { id: string }).id, req.body as Readable);
+      return reply.code(204).send();
+    },
+  );
+  app.get(
+    `${PREFIX}/images/:id/file`,
+    { schema: { params: IdParam }, config: { action: 'image:download_image' } },
+    async (req, reply) => {
+      const { image, stream, size } = await images.download(req.auth!, (req.params as { id: string }).id);
+      return reply
+        .header('content-type', 'application/octet-stream')
+        .header('content-length', size)
+        .header('content-md5', image.checksum ?? '')
+        .send(stream);
+    },
+  );
+  app.delete(
+    `${PREFIX}/images/:id`,
+    { schema: { params: IdParam }, config: { action: 'image:delete_image', targetType: 'image' } },
+    async (req, reply) => {
+      await images.delete(req.auth!, (req.params as { id: string }).id, (id) => servers.imageInUse(id));
+      return reply.code(204).send();
+    },
+  );
 }

@@ -3,28 +3,32 @@ import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { AuditWriter } from '../audit/writer.js';
-import { BulwarkError } from '../errors.js';
 import type { FlavorService } from '../compute/flavors.js';
 import type { ImageService } from '../compute/images.js';
 import type { ServerService } from '../compute/servers.js';
+import { BulwarkError } from '../errors.js';
 import type { IdentityService } from '../identity/service.js';
+import type { NetworkService } from '../network/networks.js';
+import type { SecurityGroupService } from '../network/security-groups.js';
 import { enforce } from '../policy/enforcer.js';
 import { isAction } from '../policy/rules.js';
 import type { Store } from '../store/database.js';
 import { uuid } from '../util/ids.js';
 import { registerBulwarkApi } from './bulwark.js';
 import type { ServiceEntry } from './catalog.js';
+import { registerComputeApi } from './compute.js';
 import type { AuditNote, RouteInfo } from './context.js';
 import { errorBody, sendError } from './error-map.js';
-import { registerComputeApi } from './compute.js';
 import { registerIdentityApi } from './identity.js';
 import { registerImageApi } from './image.js';
+import { registerNetworkApi, registerSecurityGroupApi } from './network.js';
 
 export interface ApiDeps {
   store: Store;
   identity: IdentityService;
   audit: AuditWriter;
   compute: { flavors: FlavorService; images: ImageService; servers: ServerService };
+  network: { networks: NetworkService; securityGroups: SecurityGroupService };
   /** Base URL clients reach us at; used in the catalog and links, never taken from Host. */
   publicUrl: string;
 }
@@ -168,6 +172,8 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await registerIdentityApi(app, ctx);
   await registerComputeApi(app, ctx);
   await registerImageApi(app, ctx);
+  await registerNetworkApi(app, ctx);
+  await registerSecurityGroupApi(app, ctx);
   await registerBulwarkApi(app, ctx);
   return app;
 }

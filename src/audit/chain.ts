@@ -1,28 +1,10 @@
+import type { AuditEventsTable } from '../store/schema.js';
 import { sha256Hex } from '../util/ids.js';
 
 export const GENESIS_HASH = '0'.repeat(64);
 
 /** Fields covered by the chain hash; everything in an audit row except `hash`. */
-export interface ChainedFields {
-  seq: number;
-  id: string;
-  time: string;
-  request_id: string;
-  user_id: string | null;
-  user_name: string | null;
-  project_id: string | null;
-  roles: string;
-  source_ip: string | null;
-  action: string;
-  method: string;
-  path: string;
-  target_type: string | null;
-  target_id: string | null;
-  outcome: string;
-  status: number;
-  reason: string | null;
-  prev_hash: string;
-}
+export type ChainedFields = Omit<AuditEventsTable, 'hash'>;
 
 const FIELD_ORDER: readonly (keyof ChainedFields)[] = [
   'seq',

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import type { Readable } from 'node:stream';
 import { Agent, fetch } from 'undici';
 import type { CloudConfig } from './cloud-config.js';
 
@@ -81,15 +82,28 @@ export class BulwarkClient {
     return url;
   }
 
-  async request<T = unknown>(service: string, method: string, path: string, body?: unknown): Promise<T> {
+  async request<T = unknown>(
+    service: string,
+    method: string,
+    path: string,
+    body?: unknown,
+    opts: { contentType?: string; stream?: Readable; length?: number } = {},
+  ): Promise<T> {
     if (!this.token) await this.authenticate();
+    const contentType =
+      opts.contentType ?? (body === undefined && !opts.stream ? undefined : 'application/json');
     const res = await fetch(`${this.endpoint(service)}${path}`, {
       method,
       headers: {
         'x-auth-token': this.token ?? '',
-        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...(contentType ? { 'content-type': contentType } : {}),
+        ...(opts.length !== undefined ? { 'content-length': String(opts.length) } : {}),
       },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      ...(opts.stream
+        ? { body: opts.stream, duplex: 'half' as const }
+        : body === undefined
+          ? {}
+          : { body: JSON.stringify(body) }),
       dispatcher: this.dispatcher,
     });
     const text = await res.text();

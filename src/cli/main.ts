@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { ApiError } from './client.js';
 import { registerAuditCommands } from './commands/audit.js';
+import { registerComputeCommands } from './commands/compute.js';
 import { registerIdentityCommands } from './commands/identity.js';
 import { registerServeCommand } from './commands/serve.js';
 
@@ -11,6 +12,7 @@ const program = new Command('bulwark')
 
 registerServeCommand(program);
 registerIdentityCommands(program);
+registerComputeCommands(program);
 registerAuditCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

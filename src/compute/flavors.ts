@@ -20,7 +20,8 @@ export interface FlavorInput {
   description?: string | null | undefined;
 }
 
-export const extraSpecsOf = (f: Flavor): Record<string, string> => JSON.parse(f.extra_specs) as Record<string, string>;
+export const extraSpecsOf = (f: Flavor): Record<string, string> =>
+  JSON.parse(f.extra_specs) as Record<string, string>;
 
 /** Nova flavors: admin-managed machine sizes with extra specs. */
 export class FlavorService {
@@ -39,7 +40,8 @@ export class FlavorService {
   }
 
   async create(input: FlavorInput): Promise<Flavor> {
-    if (input.ephemeral) throw badRequest('Ephemeral disks are not supported; use 0 (volumes give extra storage).');
+    if (input.ephemeral)
+      throw badRequest('Ephemeral disks are not supported; use 0 (volumes give extra storage).');
     if (input.swap) throw badRequest('Swap disks are not supported; use 0.');
     const id = input.id ?? uuid();
     const db = this.store.db;
@@ -76,7 +78,11 @@ export class FlavorService {
     validateExtraSpecs(specs);
     const f = await this.get(id);
     const merged = { ...extraSpecsOf(f), ...(specs as Record<string, string>) };
-    await this.store.db.updateTable('flavors').set({ extra_specs: JSON.stringify(merged) }).where('id', '=', id).execute();
+    await this.store.db
+      .updateTable('flavors')
+      .set({ extra_specs: JSON.stringify(merged) })
+      .where('id', '=', id)
+      .execute();
     return merged;
   }
 
@@ -84,6 +90,10 @@ export class FlavorService {
     const specs = extraSpecsOf(await this.get(id));
     if (!(key in specs)) throw notFound('flavor extra spec', key);
     delete specs[key];
-    await this.store.db.updateTable('flavors').set({ extra_specs: JSON.stringify(specs) }).where('id', '=', id).execute();
+    await this.store.db
+      .updateTable('flavors')
+      .set({ extra_specs: JSON.stringify(specs) })
+      .where('id', '=', id)
+      .execute();
   }
 }

@@ -1,5 +1,5 @@
-import type { Selectable } from 'kysely';
 import type { Readable } from 'node:stream';
+import type { Selectable } from 'kysely';
 import { BulwarkError, badRequest, conflict, forbidden, notFound } from '../errors.js';
 import type { ImageStore } from '../host/image-store.js';
 import type { AuthContext } from '../policy/context.js';
@@ -13,12 +13,50 @@ export type Visibility = 'private' | 'shared' | 'community' | 'public';
 
 /** Glance's fixed image attributes; everything else is a free-form property. */
 export const CORE_KEYS = new Set([
-  'id', 'name', 'status', 'visibility', 'protected', 'checksum', 'owner', 'size', 'virtual_size', 'min_ram', 'min_disk',
-  'disk_format', 'container_format', 'created_at', 'updated_at', 'tags', 'self', 'file', 'schema', 'os_hash_algo',
-  'os_hash_value', 'os_hidden', 'direct_url', 'locations', 'stores',
+  'id',
+  'name',
+  'status',
+  'visibility',
+  'protected',
+  'checksum',
+  'owner',
+  'size',
+  'virtual_size',
+  'min_ram',
+  'min_disk',
+  'disk_format',
+  'container_format',
+  'created_at',
+  'updated_at',
+  'tags',
+  'self',
+  'file',
+  'schema',
+  'os_hash_algo',
+  'os_hash_value',
+  'os_hidden',
+  'direct_url',
+  'locations',
+  'stores',
 ]);
 /** Properties the server sets; owners may not forge them. */
-const READ_ONLY = new Set(['id', 'status', 'checksum', 'owner', 'size', 'virtual_size', 'created_at', 'updated_at', 'self', 'file', 'schema', 'os_hash_algo', 'os_hash_value', 'direct_url', 'locations']);
+const READ_ONLY = new Set([
+  'id',
+  'status',
+  'checksum',
+  'owner',
+  'size',
+  'virtual_size',
+  'created_at',
+  'updated_at',
+  'self',
+  'file',
+  'schema',
+  'os_hash_algo',
+  'os_hash_value',
+  'direct_url',
+  'locations',
+]);
 
 const DISK_FORMATS = ['raw', 'qcow2'];
 const CONTAINER_FORMATS = ['bare'];
@@ -36,7 +74,8 @@ export interface ImagePatch {
   properties: Record<string, string | null>;
 }
 
-export const propertiesOf = (i: Image): Record<string, string> => JSON.parse(i.properties) as Record<string, string>;
+export const propertiesOf = (i: Image): Record<string, string> =>
+  JSON.parse(i.properties) as Record<string, string>;
 
 export class ImageService {
   constructor(
@@ -56,13 +95,22 @@ export class ImageService {
           eb('visibility', '=', 'public'),
           eb.and([
             eb('visibility', '=', 'shared'),
-            eb('id', 'in', eb.selectFrom('image_members').select('image_id').where('member_id', '=', project).where('status', '=', 'accepted')),
+            eb(
+              'id',
+              'in',
+              eb
+                .selectFrom('image_members')
+                .select('image_id')
+                .where('member_id', '=', project)
+                .where('status', '=', 'accepted'),
+            ),
           ]),
         ]),
       );
     }
     if (filter.name !== undefined) q = q.where('name', '=', filter.name);
-    if (filter.visibility !== undefined && filter.visibility !== 'all') q = q.where('visibility', '=', filter.visibility);
+    if (filter.visibility !== undefined && filter.visibility !== 'all')
+      q = q.where('visibility', '=', filter.visibility);
     return q.execute();
   }
 
@@ -74,7 +122,13 @@ export class ImageService {
   }
 
   private async visible(auth: AuthContext, img: Image): Promise<boolean> {
-    if (auth.isAdmin || img.owner === auth.projectId || img.visibility === 'public' || img.visibility === 'community') return true;
+    if (
+      auth.isAdmin ||
+      img.owner === auth.projectId ||
+      img.visibility === 'public' ||
+      img.visibility === 'community'
+    )
+      return true;
     if (img.visibility !== 'shared') return false;
     const m = await this.store.db
       .selectFrom('image_members')
@@ -88,14 +142,17 @@ export class ImageService {
   /** Changes need ownership (or admin); visibility public needs admin. */
   private async owned(auth: AuthContext, id: string): Promise<Image> {
     const img = await this.get(auth, id);
-    if (!auth.isAdmin && img.owner !== auth.projectId) throw forbidden('You are not the owner of this image.');
+    if (!auth.isAdmin && img.owner !== auth.projectId)
+      throw forbidden('You are not the owner of this image.');
     return img;
   }
 
   private checkVisibility(auth: AuthContext, v: string | undefined): void {
     if (v === undefined) return;
-    if (!['private', 'shared', 'community', 'public'].includes(v)) throw badRequest(`Invalid visibility ${v}.`);
-    if (v === 'public' && !auth.isAdmin) throw forbidden('Only administrators can publish images (visibility public).');
+    if (!['private', 'shared', 'community', 'public'].includes(v))
+      throw badRequest(`Invalid visibility ${v}.`);
+    if (v === 'public' && !auth.isAdmin)
+      throw forbidden('Only administrators can publish images (visibility public).');
   }
 
   private checkFormats(p: { disk_format?: string | undefined; container_format?: string | undefined }): void {
@@ -114,10 +171,14 @@ export class ImageService {
     }
     const set = Object.fromEntries(Object.entries(props).filter((e): e is [string, string] => e[1] !== null));
     validateImageProperties(set);
-    if (Object.keys({ ...existing, ...set }).length > MAX_PROPERTIES) throw new BulwarkError('PayloadTooLarge', `At most ${MAX_PROPERTIES} properties per image.`);
+    if (Object.keys({ ...existing, ...set }).length > MAX_PROPERTIES)
+      throw new BulwarkError('PayloadTooLarge', `At most ${MAX_PROPERTIES} properties per image.`);
   }
 
-  async create(auth: AuthContext, input: Omit<ImagePatch, 'properties'> & { id?: string; properties: Record<string, string> }): Promise<Image> {
+  async create(
+    auth: AuthContext,
+    input: Omit<ImagePatch, 'properties'> & { id?: string; properties: Record<string, string> },
+  ): Promise<Image> {
     if (!auth.projectId) throw forbidden('A project-scoped token is needed to own an image.');
     this.checkVisibility(auth, input.visibility);
     this.checkFormats(input);
@@ -156,7 +217,10 @@ export class ImageService {
     const img = await this.owned(auth, id);
     this.checkVisibility(auth, patch.visibility);
     this.checkFormats(patch);
-    if ((patch.disk_format !== undefined || patch.container_format !== undefined) && img.status !== 'queued') {
+    if (
+      (patch.disk_format !== undefined || patch.container_format !== undefined) &&
+      img.status !== 'queued'
+    ) {
       throw forbidden('disk_format and container_format can change only before data is uploaded.');
     }
     const props = propertiesOf(img);
@@ -195,11 +259,17 @@ export class ImageService {
    */
   async upload(auth: AuthContext, id: string, body: Readable): Promise<Image> {
     const img = await this.owned(auth, id);
-    if (img.status !== 'queued') throw conflict(`Image ${id} already has data (status ${img.status}); create a new image.`);
+    if (img.status !== 'queued')
+      throw conflict(`Image ${id} already has data (status ${img.status}); create a new image.`);
     if (!img.disk_format || !img.container_format) {
       throw badRequest('Set disk_format and container_format before uploading data.');
     }
-    const claimed = await this.store.db.updateTable('images').set({ status: 'saving' }).where('id', '=', id).where('status', '=', 'queued').executeTakeFirst();
+    const claimed = await this.store.db
+      .updateTable('images')
+      .set({ status: 'saving' })
+      .where('id', '=', id)
+      .where('status', '=', 'queued')
+      .executeTakeFirst();
     if (Number(claimed.numUpdatedRows) !== 1) throw conflict(`Image ${id} is already being uploaded.`);
     try {
       const got = await this.files.receive(id, body, this.maxImageBytes);
@@ -207,11 +277,15 @@ export class ImageService {
       const props = propertiesOf(img);
       const declared = props['owner_specified.openstack.sha256'] ?? props.os_hash_value_expected;
       if (declared !== undefined && declared.toLowerCase() !== got.sha256) {
-        throw badRequest(`Checksum mismatch: the data's sha256 is ${got.sha256}, but ${declared} was declared. Nothing was stored.`);
+        throw badRequest(
+          `Checksum mismatch: the data's sha256 is ${got.sha256}, but ${declared} was declared. Nothing was stored.`,
+        );
       }
       const declaredMd5 = props['owner_specified.openstack.md5'];
       if (declaredMd5 && declaredMd5.toLowerCase() !== got.md5) {
-        throw badRequest(`Checksum mismatch: the data's md5 is ${got.md5}, but ${declaredMd5} was declared. Nothing was stored.`);
+        throw badRequest(
+          `Checksum mismatch: the data's md5 is ${got.md5}, but ${declaredMd5} was declared. Nothing was stored.`,
+        );
       }
       const inspected = await this.files.inspect(id, img.disk_format);
       await this.store.db
@@ -237,7 +311,8 @@ export class ImageService {
 
   async download(auth: AuthContext, id: string) {
     const img = await this.get(auth, id);
-    if (img.status !== 'active') throw new BulwarkError('NotFound', `Image ${id} has no data yet (status ${img.status}).`);
+    if (img.status !== 'active')
+      throw new BulwarkError('NotFound', `Image ${id} has no data yet (status ${img.status}).`);
     return { image: img, ...this.files.open(id) };
   }
 
@@ -252,7 +327,8 @@ export class ImageService {
   /** For the compute layer: an active image's file and format, visible to the caller. */
   async bootSource(auth: AuthContext, id: string) {
     const img = await this.get(auth, id);
-    if (img.status !== 'active') throw badRequest(`Image ${id} is not active (status ${img.status}); upload its data first.`);
+    if (img.status !== 'active')
+      throw badRequest(`Image ${id} is not active (status ${img.status}); upload its data first.`);
     return { image: img, path: this.files.path(id), format: img.disk_format as 'raw' | 'qcow2' };
   }
 }

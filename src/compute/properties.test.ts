@@ -5,7 +5,13 @@ const host = { uefi: true, secureBoot: true, tpm: true, cpus: 4 };
 
 describe('image properties and flavor extra specs', () => {
   it('accepts the spec’s Secure Boot image properties', () => {
-    expect(() => validateImageProperties({ hw_firmware_type: 'uefi', hw_machine_type: 'q35', os_secure_boot: 'required' })).not.toThrow();
+    expect(() =>
+      validateImageProperties({
+        hw_firmware_type: 'uefi',
+        hw_machine_type: 'q35',
+        os_secure_boot: 'required',
+      }),
+    ).not.toThrow();
   });
 
   it('refuses unknown values with the list of good ones', () => {
@@ -16,8 +22,18 @@ describe('image properties and flavor extra specs', () => {
   });
 
   it('boots BIOS by default and UEFI with Secure Boot when the image requires it', () => {
-    expect(resolveGuestPlan({}, {}, host)).toMatchObject({ machine: 'pc', firmware: { type: 'bios' }, tpm: null });
-    expect(resolveGuestPlan({ hw_firmware_type: 'uefi', hw_machine_type: 'q35', os_secure_boot: 'required' }, {}, host)).toMatchObject({
+    expect(resolveGuestPlan({}, {}, host)).toMatchObject({
+      machine: 'pc',
+      firmware: { type: 'bios' },
+      tpm: null,
+    });
+    expect(
+      resolveGuestPlan(
+        { hw_firmware_type: 'uefi', hw_machine_type: 'q35', os_secure_boot: 'required' },
+        {},
+        host,
+      ),
+    ).toMatchObject({
       machine: 'q35',
       firmware: { type: 'uefi', secureBoot: true },
     });
@@ -25,16 +41,24 @@ describe('image properties and flavor extra specs', () => {
 
   it('refuses Secure Boot on BIOS instead of silently booting without it', () => {
     expect(() => resolveGuestPlan({ os_secure_boot: 'required' }, {}, host)).toThrow(/not UEFI/);
-    expect(() => resolveGuestPlan({ hw_firmware_type: 'bios', os_secure_boot: 'required' }, {}, host)).toThrow(/not UEFI/);
+    expect(() =>
+      resolveGuestPlan({ hw_firmware_type: 'bios', os_secure_boot: 'required' }, {}, host),
+    ).toThrow(/not UEFI/);
   });
 
   it('refuses when flavor and image disagree', () => {
-    expect(() => resolveGuestPlan({ os_secure_boot: 'disabled' }, { 'os:secure_boot': 'required' }, host)).toThrow(/conflicts/);
+    expect(() =>
+      resolveGuestPlan({ os_secure_boot: 'disabled' }, { 'os:secure_boot': 'required' }, host),
+    ).toThrow(/conflicts/);
   });
 
   it('fails with Nova’s message when the host cannot do Secure Boot', () => {
     expect(() =>
-      resolveGuestPlan({ hw_firmware_type: 'uefi', hw_machine_type: 'q35', os_secure_boot: 'required' }, {}, { ...host, secureBoot: false }),
+      resolveGuestPlan(
+        { hw_firmware_type: 'uefi', hw_machine_type: 'q35', os_secure_boot: 'required' },
+        {},
+        { ...host, secureBoot: false },
+      ),
     ).toThrow('Secure Boot is not supported by host');
   });
 
@@ -57,7 +81,11 @@ describe('image properties and flavor extra specs', () => {
   });
 
   it('refuses tpm-crb with TPM 1.2 and pinning to CPUs the host lacks', () => {
-    expect(() => resolveGuestPlan({}, { 'hw:tpm_model': 'tpm-crb', 'hw:tpm_version': '1.2' }, host)).toThrow(/tpm-crb needs/);
-    expect(() => resolveGuestPlan({}, { 'hw:cpu_policy': 'dedicated', 'hw:cpu_cores_pinned': '7' }, host)).toThrow(/does not exist/);
+    expect(() => resolveGuestPlan({}, { 'hw:tpm_model': 'tpm-crb', 'hw:tpm_version': '1.2' }, host)).toThrow(
+      /tpm-crb needs/,
+    );
+    expect(() =>
+      resolveGuestPlan({}, { 'hw:cpu_policy': 'dedicated', 'hw:cpu_cores_pinned': '7' }, host),
+    ).toThrow(/does not exist/);
   });
 });

@@ -117,17 +117,24 @@ export function resolveGuestPlan(
     return a ?? b;
   };
   const secureBoot = both('os_secure_boot', 'os:secure_boot') ?? 'disabled';
-  const firmwareType = both('hw_firmware_type', 'hw:firmware_type') ?? (secureBoot === 'required' ? undefined : 'bios');
+  const firmwareType =
+    both('hw_firmware_type', 'hw:firmware_type') ?? (secureBoot === 'required' ? undefined : 'bios');
   if (secureBoot === 'required' && firmwareType !== 'uefi') {
-    throw badRequest('Secure Boot is required but the firmware is not UEFI: set hw_firmware_type=uefi on the image.');
+    throw badRequest(
+      'Secure Boot is required but the firmware is not UEFI: set hw_firmware_type=uefi on the image.',
+    );
   }
-  const machine = (both('hw_machine_type', 'hw:machine_type') ?? (firmwareType === 'uefi' ? 'q35' : 'pc')) as 'pc' | 'q35';
-  if (firmwareType === 'uefi' && !host.uefi) throw badRequest('UEFI firmware is not available on this host (install ovmf).');
+  const machine = (both('hw_machine_type', 'hw:machine_type') ?? (firmwareType === 'uefi' ? 'q35' : 'pc')) as
+    | 'pc'
+    | 'q35';
+  if (firmwareType === 'uefi' && !host.uefi)
+    throw badRequest('UEFI firmware is not available on this host (install ovmf).');
   if (secureBoot === 'required' && !host.secureBoot) throw badRequest('Secure Boot is not supported by host');
   if (secureBoot === 'required' && machine !== 'q35') {
     throw badRequest('Secure Boot needs the q35 machine type (SMM); set hw_machine_type=q35.');
   }
-  const useSecureBoot = secureBoot === 'required' || (secureBoot === 'optional' && host.secureBoot && machine === 'q35');
+  const useSecureBoot =
+    secureBoot === 'required' || (secureBoot === 'optional' && host.secureBoot && machine === 'q35');
 
   const tpmVersion = both('hw_tpm_version', 'hw:tpm_version') as '1.2' | '2.0' | undefined;
   const tpmModel = both('hw_tpm_model', 'hw:tpm_model') as 'tpm-tis' | 'tpm-crb' | undefined;

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Selectable } from 'kysely';
 import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
 import type { GuestSpec, GuestState, HypervisorDriver } from '../host/hypervisor.js';
+import type { RequestedNic, ServerPorts } from '../network/server-ports.js';
 import type { AuthContext } from '../policy/context.js';
 import type { Store } from '../store/database.js';
 import type { ServersTable } from '../store/schema.js';
@@ -9,7 +10,7 @@ import { nowIso, uuid } from '../util/ids.js';
 import { extraSpecsOf, type FlavorService } from './flavors.js';
 import { type ImageService, propertiesOf } from './images.js';
 import { type GuestPlan, type HostCapabilities, resolveGuestPlan } from './properties.js';
-import { POWER, STATUS_OF, type ServerAction, TRANSITIONS, type VmState } from './server-states.js';
+import { POWER, type ServerAction, STATUS_OF, TRANSITIONS, type VmState } from './server-states.js';
 
 export type Server = Selectable<ServersTable>;
 
@@ -21,7 +22,9 @@ export interface CreateServerInput {
   hints: Record<string, unknown>;
   /** base64 user data, delivered to the guest over QEMU fw_cfg. */
   userData: string | undefined;
-  networks: 'none' | 'auto' | { uuid?: string; port?: string; fixed_ip?: string }[] | undefined;
+  networks: 'none' | 'auto' | RequestedNic[] | undefined;
+  /** Security group names or ids for the server's new ports (default: the project's `default`). */
+  securityGroups: string[] | undefined;
 }
 
 /** What the server row's `guest` column holds: everything needed to (re)start it. */
@@ -35,7 +38,10 @@ interface StoredGuest {
 /** Fault messages the user can act on, by what went wrong. */
 const faultOf = (err: unknown) => ({
   code: err instanceof BulwarkError ? err.status : 500,
-  message: err instanceof BulwarkError ? err.message : 'The guest could not be started; see the console log and the daemon log.',
+  message:
+    err instanceof BulwarkError
+      ? err.message
+      : 'The guest could not be started; see the console log and the daemon log.',
   created: nowIso(),
 });
 
@@ -53,6 +59,9 @@ export class ServerService {
     private readonly flavors: FlavorService,
     private readonly driver: HypervisorDriver,
     private readonly host: { name: string; capabilities: HostCapabilities },
+    readonly ports: ServerPorts,
+    /** Acts for the platform itself (e.g. releasing a deleted server's ports). */
+    private readonly system: AuthContext,
   ) {
     driver.onEvent((id, event) => void this.onGuestEvent(id, event));
   }
@@ -65,8 +74,20 @@ export class ServerService {
     return s.host ? createHash('sha224').update(`${s.project_id}${s.host}`).digest('hex') : '';
   }
 
-  async list(auth: AuthContext, filter: { allProjects?: boolean; name?: string | undefined; status?: string | undefined; projectId?: string | undefined }) {
-    let q = this.db.selectFrom('servers').selectAll().where('deleted_at', 'is', null).orderBy('created_at', 'desc');
+  async list(
+    auth: AuthContext,
+    filter: {
+      allProjects?: boolean;
+      name?: string | undefined;
+      status?: string | undefined;
+      projectId?: string | undefined;
+    },
+  ) {
+    let q = this.db
+      .selectFrom('servers')
+      .selectAll()
+      .where('deleted_at', 'is', null)
+      .orderBy('created_at', 'desc');
     if (!(auth.isAdmin && filter.allProjects)) q = q.where('project_id', '=', auth.projectId ?? '');
     else if (filter.projectId) q = q.where('project_id', '=', filter.projectId);
     if (filter.name !== undefined) {
@@ -87,8 +108,10 @@ export class ServerService {
 
   async create(auth: AuthContext, input: CreateServerInput): Promise<Server> {
     if (!auth.projectId) throw badRequest('A project-scoped token is needed to create a server.');
-    if (Array.isArray(input.networks) && input.networks.length > 0) {
-      throw badRequest('Networks are not available on this platform yet; create the server with --nic none.');
+    if (input.networks === 'auto') {
+      throw badRequest(
+        "networks 'auto' needs a default network, which this platform does not allocate; pass --network NAME or --nic none.",
+      );
     }
     if (input.hints.group !== undefined) {
       throw badRequest(`Server group ${String(input.hints.group)} not found.`);
@@ -97,21 +120,33 @@ export class ServerService {
       throw badRequest(`Flavor ${input.flavorRef} could not be found.`);
     });
     const source = await this.images.bootSource(auth, input.imageRef).catch((err: unknown) => {
-      throw err instanceof BulwarkError && err.kind === 'NotFound' ? badRequest(`Image ${input.imageRef} could not be found.`) : err;
+      throw err instanceof BulwarkError && err.kind === 'NotFound'
+        ? badRequest(`Image ${input.imageRef} could not be found.`)
+        : err;
     });
     const img = source.image;
-    if (flavor.ram < img.min_ram) throw badRequest(`Flavor's memory is too small for requested image (needs ${img.min_ram} MiB).`);
+    if (flavor.ram < img.min_ram)
+      throw badRequest(`Flavor's memory is too small for requested image (needs ${img.min_ram} MiB).`);
     const virtualGiB = Math.ceil((img.virtual_size ?? 0) / 2 ** 30);
     if (flavor.disk > 0 && flavor.disk < Math.max(virtualGiB, img.min_disk)) {
-      throw badRequest(`Flavor's disk is too small for requested image (needs ${Math.max(virtualGiB, img.min_disk)} GiB).`);
+      throw badRequest(
+        `Flavor's disk is too small for requested image (needs ${Math.max(virtualGiB, img.min_disk)} GiB).`,
+      );
     }
     const plan = resolveGuestPlan(propertiesOf(img), extraSpecsOf(flavor), this.host.capabilities);
-    if (plan.tpm) throw badRequest('vTPM servers need the key manager, which is not enabled on this platform yet.');
+    if (plan.tpm)
+      throw badRequest('vTPM servers need the key manager, which is not enabled on this platform yet.');
     if (input.userData !== undefined) {
       if (!/^[A-Za-z0-9+/]*={0,2}$/.test(input.userData)) throw badRequest('user_data must be base64.');
-      if (Buffer.from(input.userData, 'base64').length > 65535) throw badRequest('user_data is larger than 64 KiB.');
+      if (Buffer.from(input.userData, 'base64').length > 65535)
+        throw badRequest('user_data is larger than 64 KiB.');
     }
-    const guest: StoredGuest = { plan, imagePath: source.path, imageFormat: source.format, userData: input.userData ?? null };
+    const guest: StoredGuest = {
+      plan,
+      imagePath: source.path,
+      imageFormat: source.format,
+      userData: input.userData ?? null,
+    };
     const now = nowIso();
     const row: Server = {
       id: uuid(),
@@ -121,7 +156,12 @@ export class ServerService {
       flavor_id: flavor.id,
       image_id: img.id,
       flavor: JSON.stringify({
-        id: flavor.id, name: flavor.name, vcpus: flavor.vcpus, ram: flavor.ram, disk: flavor.disk, extra_specs: extraSpecsOf(flavor),
+        id: flavor.id,
+        name: flavor.name,
+        vcpus: flavor.vcpus,
+        ram: flavor.ram,
+        disk: flavor.disk,
+        extra_specs: extraSpecsOf(flavor),
       }),
       status: 'BUILD',
       task_state: 'scheduling',
@@ -139,12 +179,25 @@ export class ServerService {
       deleted_at: null,
     };
     await this.db.insertInto('servers').values(row).execute();
+    if (Array.isArray(input.networks) && input.networks.length > 0) {
+      try {
+        await this.ports.attach(auth, row.id, input.networks, input.securityGroups);
+      } catch (err) {
+        // Bad network input changes nothing: the record goes too.
+        await this.db.deleteFrom('servers').where('id', '=', row.id).execute();
+        throw err;
+      }
+    } else if (input.securityGroups?.length) {
+      await this.db.deleteFrom('servers').where('id', '=', row.id).execute();
+      throw badRequest('Security groups apply to network ports; give the server a --network.');
+    }
     this.track(row.id, this.build(row));
     return row;
   }
 
-  private specFor(s: Server): GuestSpec {
+  private async specFor(s: Server): Promise<GuestSpec> {
     const g = JSON.parse(s.guest) as StoredGuest;
+    const nics = (await this.ports.nics(s.id)).map((n) => ({ tap: n.tap, mac: n.mac }));
     const flavor = JSON.parse(s.flavor) as { vcpus: number; ram: number; disk: number };
     return {
       id: s.id,
@@ -156,14 +209,17 @@ export class ServerService {
       bootDisk: { imagePath: g.imagePath, imageFormat: g.imageFormat, sizeGiB: flavor.disk },
       cpu: g.plan.cpu,
       io: g.plan.io,
-      ...(g.userData ? { fwCfg: { 'opt/org.bulwark/run': Buffer.from(g.userData, 'base64').toString('utf8') } } : {}),
+      ...(g.userData
+        ? { fwCfg: { 'opt/org.bulwark/run': Buffer.from(g.userData, 'base64').toString('utf8') } }
+        : {}),
+      ...(nics.length ? { nics } : {}),
     };
   }
 
   private async build(s: Server): Promise<void> {
     try {
       await this.setState(s.id, { task_state: 'spawning' });
-      await this.driver.define(this.specFor(s));
+      await this.driver.define(await this.specFor(s));
       await this.driver.start(s.id);
       await this.setState(s.id, { vm_state: 'active', task_state: null, launched_at: nowIso() });
     } catch (err) {
@@ -172,7 +228,10 @@ export class ServerService {
     }
   }
 
-  private async setState(id: string, change: { vm_state?: VmState; task_state?: string | null; fault?: string | null; launched_at?: string }) {
+  private async setState(
+    id: string,
+    change: { vm_state?: VmState; task_state?: string | null; fault?: string | null; launched_at?: string },
+  ) {
     const set: Partial<Server> = { updated_at: nowIso(), ...change };
     if (change.vm_state) {
       set.status = STATUS_OF[change.vm_state].status;
@@ -219,7 +278,7 @@ export class ServerService {
     try {
       switch (action) {
         case 'start':
-          await this.driver.define(this.specFor(s));
+          await this.driver.define(await this.specFor(s));
           await this.driver.start(s.id);
           break;
         case 'stop':
@@ -245,25 +304,49 @@ export class ServerService {
     } catch (err) {
       const state = await this.driver.state(s.id).catch((): GuestState => 'missing');
       await this.setState(s.id, { vm_state: vmStateOf(state), task_state: null });
-      await this.db.updateTable('servers').set({ fault: JSON.stringify(faultOf(err)) }).where('id', '=', s.id).execute();
+      await this.db
+        .updateTable('servers')
+        .set({ fault: JSON.stringify(faultOf(err)) })
+        .where('id', '=', s.id)
+        .execute();
     }
   }
 
   async delete(auth: AuthContext, id: string): Promise<void> {
     const s = await this.get(auth, id);
-    await this.db.updateTable('servers').set({ task_state: 'deleting', updated_at: nowIso() }).where('id', '=', s.id).execute();
+    await this.db
+      .updateTable('servers')
+      .set({ task_state: 'deleting', updated_at: nowIso() })
+      .where('id', '=', s.id)
+      .execute();
     // Wait for any running task so the host is never left half-built behind a deleted record.
     const running = this.tasks.get(s.id);
-    this.track(s.id, (running ?? Promise.resolve()).then(() => this.destroy(s.id)));
+    this.track(
+      s.id,
+      (running ?? Promise.resolve()).then(() => this.destroy(s.id)),
+    );
   }
 
   private async destroy(id: string): Promise<void> {
     await this.driver.undefine(id);
+    await this.ports.detachAll(id, this.system);
     await this.db
       .updateTable('servers')
-      .set({ vm_state: 'deleted', status: 'DELETED', task_state: null, power_state: POWER.NOSTATE, deleted_at: nowIso(), updated_at: nowIso() })
+      .set({
+        vm_state: 'deleted',
+        status: 'DELETED',
+        task_state: null,
+        power_state: POWER.NOSTATE,
+        deleted_at: nowIso(),
+        updated_at: nowIso(),
+      })
       .where('id', '=', id)
       .execute();
+  }
+
+  async changeSecurityGroup(auth: AuthContext, id: string, group: string, add: boolean): Promise<void> {
+    const s = await this.get(auth, id);
+    await this.ports.changeGroup(auth, s.id, group, add);
   }
 
   async consoleOutput(auth: AuthContext, id: string, lines: number | undefined): Promise<string> {
@@ -273,9 +356,16 @@ export class ServerService {
 
   async setMetadata(auth: AuthContext, id: string, metadata: Record<string, string>, replace: boolean) {
     const s = await this.get(auth, id);
-    const merged = replace ? metadata : { ...(JSON.parse(s.metadata) as Record<string, string>), ...metadata };
-    if (Object.keys(merged).length > 128) throw new BulwarkError('Forbidden', 'Maximum number of metadata items exceeds 128');
-    await this.db.updateTable('servers').set({ metadata: JSON.stringify(merged), updated_at: nowIso() }).where('id', '=', s.id).execute();
+    const merged = replace
+      ? metadata
+      : { ...(JSON.parse(s.metadata) as Record<string, string>), ...metadata };
+    if (Object.keys(merged).length > 128)
+      throw new BulwarkError('Forbidden', 'Maximum number of metadata items exceeds 128');
+    await this.db
+      .updateTable('servers')
+      .set({ metadata: JSON.stringify(merged), updated_at: nowIso() })
+      .where('id', '=', s.id)
+      .execute();
     return merged;
   }
 
@@ -284,11 +374,22 @@ export class ServerService {
     const md = JSON.parse(s.metadata) as Record<string, string>;
     if (!(key in md)) throw notFound('metadata item', key);
     delete md[key];
-    await this.db.updateTable('servers').set({ metadata: JSON.stringify(md), updated_at: nowIso() }).where('id', '=', s.id).execute();
+    await this.db
+      .updateTable('servers')
+      .set({ metadata: JSON.stringify(md), updated_at: nowIso() })
+      .where('id', '=', s.id)
+      .execute();
   }
 
   async imageInUse(imageId: string): Promise<boolean> {
-    return (await this.db.selectFrom('servers').select('id').where('image_id', '=', imageId).where('deleted_at', 'is', null).executeTakeFirst()) !== undefined;
+    return (
+      (await this.db
+        .selectFrom('servers')
+        .select('id')
+        .where('image_id', '=', imageId)
+        .where('deleted_at', 'is', null)
+        .executeTakeFirst()) !== undefined
+    );
   }
 
   /** A guest powered off or crashed on its own: record it, as Nova's power sync does. */
@@ -323,13 +424,21 @@ export class ServerService {
         await this.setState(r.id, {
           vm_state: 'error',
           task_state: null,
-          fault: JSON.stringify({ code: 500, message: 'The daemon restarted while this server was being built; delete it and create it again.', created: nowIso() }),
+          fault: JSON.stringify({
+            code: 500,
+            message: 'The daemon restarted while this server was being built; delete it and create it again.',
+            created: nowIso(),
+          }),
         });
         continue;
       }
       const state = await this.driver.state(r.id).catch((): GuestState => 'missing');
       const vm = vmStateOf(state);
-      if (vm !== r.vm_state || r.task_state !== null) await this.setState(r.id, { vm_state: vm === 'error' && r.vm_state === 'stopped' ? 'stopped' : vm, task_state: null });
+      if (vm !== r.vm_state || r.task_state !== null)
+        await this.setState(r.id, {
+          vm_state: vm === 'error' && r.vm_state === 'stopped' ? 'stopped' : vm,
+          task_state: null,
+        });
     }
     return result;
   }

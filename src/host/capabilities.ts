@@ -3,7 +3,8 @@ import { availableParallelism } from 'node:os';
 import type { HostCapabilities } from '../compute/properties.js';
 
 const OVMF = '/usr/share/OVMF';
-const onPath = (bin: string) => (process.env.PATH ?? '').split(':').some((d) => d && existsSync(`${d}/${bin}`));
+const onPath = (bin: string) =>
+  (process.env.PATH ?? '').split(':').some((d) => d && existsSync(`${d}/${bin}`));
 
 /** What this hypervisor host can offer guests, from the firmware and tools installed. */
 export function probeCapabilities(): HostCapabilities {

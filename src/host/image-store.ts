@@ -1,10 +1,18 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, mkdirSync, type ReadStream, renameSync, rmSync, statSync } from 'node:fs';
+import {
+  createReadStream,
+  createWriteStream,
+  mkdirSync,
+  type ReadStream,
+  renameSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { BulwarkError, badRequest } from '../errors.js';
 
@@ -46,7 +54,10 @@ export class ImageStore {
     const meter = new Transform({
       transform(chunk: Buffer, _enc, cb) {
         size += chunk.length;
-        if (size > maxBytes) return cb(new BulwarkError('PayloadTooLarge', `Image data is larger than the ${maxBytes}-byte limit.`));
+        if (size > maxBytes)
+          return cb(
+            new BulwarkError('PayloadTooLarge', `Image data is larger than the ${maxBytes}-byte limit.`),
+          );
         md5.update(chunk);
         sha256.update(chunk);
         cb(null, chunk);
@@ -56,7 +67,9 @@ export class ImageStore {
       await pipeline(body, meter, createWriteStream(part, { mode: 0o600, flags: 'wx' }));
     } catch (err) {
       rmSync(part, { force: true });
-      throw err instanceof BulwarkError ? err : badRequest(`The upload did not complete: ${(err as Error).message}`);
+      throw err instanceof BulwarkError
+        ? err
+        : badRequest(`The upload did not complete: ${(err as Error).message}`);
     }
     renameSync(part, final);
     return { size, md5: md5.digest('hex'), sha256: sha256.digest('hex') };
@@ -72,17 +85,26 @@ export class ImageStore {
     const probe = await qemuImgInfo(file, undefined);
     const detected = probe.format;
     if (declared === 'raw' && detected !== 'raw') {
-      throw badRequest(`The image data is ${detected}, but disk_format says raw; recreate the image with --disk-format ${detected}.`);
+      throw badRequest(
+        `The image data is ${detected}, but disk_format says raw; recreate the image with --disk-format ${detected}.`,
+      );
     }
     if (declared === 'qcow2' && detected !== 'qcow2') {
-      throw badRequest(`The image data is ${detected}, not qcow2; recreate the image with the right --disk-format.`);
+      throw badRequest(
+        `The image data is ${detected}, not qcow2; recreate the image with the right --disk-format.`,
+      );
     }
-    if (declared !== 'raw' && declared !== 'qcow2') throw badRequest(`disk_format ${declared} is not supported; use raw or qcow2.`);
+    if (declared !== 'raw' && declared !== 'qcow2')
+      throw badRequest(`disk_format ${declared} is not supported; use raw or qcow2.`);
     const info = await qemuImgInfo(file, declared);
     if (info['backing-filename'] !== undefined || info['full-backing-filename'] !== undefined) {
-      throw badRequest('qcow2 images with a backing file are refused: flatten it first (qemu-img convert -O qcow2).');
+      throw badRequest(
+        'qcow2 images with a backing file are refused: flatten it first (qemu-img convert -O qcow2).',
+      );
     }
-    const dataFile = (info['format-specific'] as { data?: { 'data-file'?: unknown } } | undefined)?.data?.['data-file'];
+    const dataFile = (info['format-specific'] as { data?: { 'data-file'?: unknown } } | undefined)?.data?.[
+      'data-file'
+    ];
     if (dataFile !== undefined) throw badRequest('qcow2 images with an external data file are refused.');
     const vs = info['virtual-size'];
     if (typeof vs !== 'number' || vs <= 0) throw badRequest('The image has no usable virtual size.');
@@ -101,11 +123,18 @@ export class ImageStore {
   }
 }
 
-async function qemuImgInfo(file: string, format: string | undefined): Promise<Record<string, unknown> & { format: string }> {
+async function qemuImgInfo(
+  file: string,
+  format: string | undefined,
+): Promise<Record<string, unknown> & { format: string }> {
   try {
-    const { stdout } = await run('qemu-img', ['info', '--output=json', ...(format ? ['-f', format] : []), file], {
-      timeout: 30_000,
-    });
+    const { stdout } = await run(
+      'qemu-img',
+      ['info', '--output=json', ...(format ? ['-f', format] : []), file],
+      {
+        timeout: 30_000,
+      },
+    );
     const info: unknown = JSON.parse(stdout);
     if (!info || typeof info !== 'object' || typeof (info as { format?: unknown }).format !== 'string') {
       throw new Error('unexpected qemu-img output');

@@ -28,6 +28,19 @@ export interface ProjectRef {
   domain?: { id?: string | undefined; name?: string | undefined } | undefined;
 }
 
+type NamedPatch = {
+  name?: string | undefined;
+  description?: string | undefined;
+  enabled?: boolean | undefined;
+};
+
+/** The columns a domain or project update touches: only what the caller sent. */
+const namedPatch = (patch: NamedPatch) => ({
+  ...(patch.name !== undefined ? { name: patch.name } : {}),
+  ...(patch.description !== undefined ? { description: patch.description } : {}),
+  ...(patch.enabled !== undefined ? { enabled: patch.enabled ? 1 : 0 } : {}),
+});
+
 /** Failed logins all look alike to the caller; the audit log keeps the real reason. */
 const loginFailed = (auditReason: string) =>
   new BulwarkError('Unauthorized', 'The request you have made requires authentication.', { auditReason });
@@ -95,15 +108,7 @@ export class IdentityService {
     patch: { name?: string | undefined; description?: string | undefined; enabled?: boolean | undefined },
   ) {
     await this.getDomain(id);
-    await this.db
-      .updateTable('domains')
-      .set({
-        ...(patch.name !== undefined ? { name: patch.name } : {}),
-        ...(patch.description !== undefined ? { description: patch.description } : {}),
-        ...(patch.enabled !== undefined ? { enabled: patch.enabled ? 1 : 0 } : {}),
-      })
-      .where('id', '=', id)
-      .execute();
+    await this.db.updateTable('domains').set(namedPatch(patch)).where('id', '=', id).execute();
     return this.getDomain(id);
   }
 
@@ -197,15 +202,7 @@ export class IdentityService {
     ) {
       throw badRequest('The admin project cannot be disabled: it would lock every administrator out.');
     }
-    await this.db
-      .updateTable('projects')
-      .set({
-        ...(patch.name !== undefined ? { name: patch.name } : {}),
-        ...(patch.description !== undefined ? { description: patch.description } : {}),
-        ...(patch.enabled !== undefined ? { enabled: patch.enabled ? 1 : 0 } : {}),
-      })
-      .where('id', '=', id)
-      .execute();
+    await this.db.updateTable('projects').set(namedPatch(patch)).where('id', '=', id).execute();
     return this.getProject(id);
   }
 

@@ -79,6 +79,28 @@ export const POLICY = {
   'image:upload_image': ['admin', 'member'],
   'image:download_image': ['admin', 'reader'],
 
+  // Network (Neutron v2.0)
+  'network:version': ['public'],
+  'network:extensions': ['authenticated'],
+  'network:get_network': ['admin', 'reader'],
+  'network:create_network': ['admin', 'member'],
+  'network:update_network': ['admin', 'member'],
+  'network:delete_network': ['admin', 'member'],
+  'network:get_subnet': ['admin', 'reader'],
+  'network:create_subnet': ['admin', 'member'],
+  'network:delete_subnet': ['admin', 'member'],
+  'network:get_port': ['admin', 'reader'],
+  'network:create_port': ['admin', 'member'],
+  'network:update_port': ['admin', 'member'],
+  'network:delete_port': ['admin', 'member'],
+  'network:get_security_group': ['admin', 'reader'],
+  'network:create_security_group': ['admin', 'member'],
+  'network:update_security_group': ['admin', 'member'],
+  'network:delete_security_group': ['admin', 'member'],
+  'network:get_security_group_rule': ['admin', 'reader'],
+  'network:create_security_group_rule': ['admin', 'member'],
+  'network:delete_security_group_rule': ['admin', 'member'],
+
   // Bulwark extensions
   'bulwark:version': ['public'],
   'bulwark:openapi': ['public'],

@@ -14,6 +14,7 @@ import pg from 'pg';
 import * as m0001 from './migrations/0001-foundation.js';
 import * as m0002 from './migrations/0002-audit-append-only.js';
 import * as m0003 from './migrations/0003-compute.js';
+import * as m0004 from './migrations/0004-network.js';
 import type { Schema } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -42,6 +43,7 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0001-foundation': { up: m0001.up },
   '0002-audit-append-only': { up: m0002.up(dialect) },
   '0003-compute': { up: m0003.up },
+  '0004-network': { up: m0004.up },
 });
 
 export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');

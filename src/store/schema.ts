@@ -159,7 +159,100 @@ export interface ServersTable {
   deleted_at: string | null;
 }
 
+export interface NetworksTable {
+  id: string;
+  name: string;
+  project_id: string;
+  description: string;
+  admin_state_up: number;
+  shared: number;
+  mtu: number;
+  port_security_enabled: number;
+  zone: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface SubnetsTable {
+  id: string;
+  name: string;
+  network_id: string;
+  project_id: string;
+  description: string;
+  ip_version: number;
+  cidr: string;
+  gateway_ip: string | null;
+  enable_dhcp: number;
+  /** JSON array of {start, end}. */
+  allocation_pools: string;
+  dns_nameservers: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface PortsTable {
+  id: string;
+  name: string;
+  network_id: string;
+  project_id: string;
+  description: string;
+  mac_address: string;
+  device_id: string;
+  device_owner: string;
+  admin_state_up: number;
+  port_security_enabled: number;
+  /** JSON array of {ip_address, mac_address}. */
+  allowed_address_pairs: string;
+  quarantined: number;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface PortIpsTable {
+  port_id: string;
+  subnet_id: string;
+  ip_address: string;
+}
+
+export interface SecurityGroupsTable {
+  id: string;
+  name: string;
+  project_id: string;
+  description: string;
+  stateful: number;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface SecurityGroupRulesTable {
+  id: string;
+  security_group_id: string;
+  project_id: string;
+  direction: string;
+  ethertype: string;
+  protocol: string | null;
+  port_range_min: number | null;
+  port_range_max: number | null;
+  remote_ip_prefix: string | null;
+  remote_group_id: string | null;
+  description: string;
+  rule_key: string;
+  created_at: string;
+}
+
+export interface PortSecurityGroupsTable {
+  port_id: string;
+  security_group_id: string;
+}
+
 export interface Schema {
+  networks: NetworksTable;
+  subnets: SubnetsTable;
+  ports: PortsTable;
+  port_ips: PortIpsTable;
+  security_groups: SecurityGroupsTable;
+  security_group_rules: SecurityGroupRulesTable;
+  port_security_groups: PortSecurityGroupsTable;
   images: ImagesTable;
   image_members: ImageMembersTable;
   flavors: FlavorsTable;

@@ -28,7 +28,7 @@ describe('RBAC matrix', () => {
   const who = {} as Record<Persona, Fixture>;
   let projectA: string;
   let memberRole: string;
-  const fixtures = { flavor: '', image: '', server: '' };
+  const fixtures = { flavor: '', image: '', server: '', network: '', subnet: '', port: '' };
   const serverInput = () => serverRequest(fixtures.image, fixtures.flavor, uniq('s'));
 
   beforeAll(async () => {
@@ -91,6 +91,21 @@ describe('RBAC matrix', () => {
     await images.upload(member, img.id, Readable.from([Buffer.alloc(1024 * 1024)]));
     fixtures.image = img.id;
     fixtures.server = (await servers.create(member, serverInput())).id;
+    const { networks, securityGroups } = api.platform.network;
+    fixtures.network = (await networks.createNetwork(member, { name: 'rbac-net' })).id;
+    fixtures.subnet = (
+      await networks.createSubnet(member, {
+        name: 'rbac-sub',
+        networkId: fixtures.network,
+        ipVersion: 4,
+        cidr: '10.7.0.0/24',
+      })
+    ).id;
+    fixtures.port = (
+      await networks.createPort(member, { networkId: fixtures.network }, (ids) =>
+        securityGroups.resolveForPort(member, ids),
+      )
+    ).id;
     await servers.settled();
   });
   afterAll(async () => api?.close());
@@ -161,6 +176,7 @@ describe('RBAC matrix', () => {
       return { url: `${url}?user.id=${who.member.userId}`, target: { user_id: who.member.userId! } };
     }
     if (url.startsWith('/compute') || url.startsWith('/image')) return computeSample(method, url, p);
+    if (url.startsWith('/network')) return networkSample(method, url);
     const collection = /^\/identity\/v3\/(\w+)/.exec(url)?.[1];
     const bodies: Record<string, unknown> = {
       'POST /identity/v3/projects': { project: { name: uniq('p') } },
@@ -267,6 +283,72 @@ describe('RBAC matrix', () => {
         : {}),
       target: {},
     };
+  }
+
+  /** Network routes: a fixture network in project A; writes act on throwaway resources. */
+  async function networkSample(method: string, url: string) {
+    const write = method !== 'GET' && method !== 'HEAD';
+    const member = api.authOf(who.member.token as string);
+    const { networks, securityGroups } = api.platform.network;
+    const fill = (u: string, id: string) => u.replace(':id', id);
+    const net = async () => (await networks.createNetwork(member, { name: uniq('n') })).id;
+    const resolve = (ids: string[] | undefined) => securityGroups.resolveForPort(member, ids);
+    const kind = /^\/network\/v2\.0\/([\w-]+)/.exec(url)?.[1];
+    const bodies: Record<string, () => Promise<unknown>> = {
+      'POST networks': async () => ({ network: { name: uniq('n') } }),
+      'PUT networks': async () => ({ network: { name: uniq('n') } }),
+      'POST subnets': async () => ({
+        subnet: { network_id: await net(), ip_version: 4, cidr: '10.9.0.0/24' },
+      }),
+      'POST ports': async () => ({ port: { network_id: fixtures.network } }),
+      'PUT ports': async () => ({ port: { name: uniq('p') } }),
+      'POST security-groups': async () => ({ security_group: { name: uniq('g') } }),
+      'PUT security-groups': async () => ({ security_group: { description: 'changed' } }),
+      'POST security-group-rules': async () => ({
+        security_group_rule: {
+          security_group_id: (await securityGroups.create(member, { name: uniq('g') })).id,
+          direction: 'ingress',
+          protocol: 'tcp',
+          port_range_min: 22,
+          port_range_max: 22,
+        },
+      }),
+    };
+    const body = write ? await bodies[`${method} ${kind}`]?.() : undefined;
+    if (!url.includes(':id')) return { url, body, target: {} };
+    const ids: Record<string, () => Promise<string>> = {
+      networks: async () => (write ? net() : fixtures.network),
+      subnets: async () =>
+        write
+          ? (
+              await networks.createSubnet(member, {
+                name: '',
+                networkId: await net(),
+                ipVersion: 4,
+                cidr: '10.8.0.0/24',
+              })
+            ).id
+          : fixtures.subnet,
+      ports: async () =>
+        write
+          ? (await networks.createPort(member, { networkId: fixtures.network }, resolve)).id
+          : fixtures.port,
+      'security-groups': async () => (await securityGroups.create(member, { name: uniq('g') })).id,
+      'security-group-rules': async () => {
+        const g = await securityGroups.create(member, { name: uniq('g') });
+        return (
+          await securityGroups.createRule(member, g.id, {
+            direction: 'ingress',
+            protocol: 'udp',
+            port_range_min: 53,
+            port_range_max: 53,
+          })
+        ).id;
+      },
+    };
+    const id = await ids[kind ?? '']?.();
+    if (!id) throw new Error(`RBAC matrix: no sample for ${method} ${url}`);
+    return { url: fill(url, id), body, target: {} };
   }
 
   /** The policy table read independently of the enforcer. */

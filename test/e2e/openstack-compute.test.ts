@@ -16,7 +16,8 @@ describe.runIf(process.getuid?.() === 0)('openstack compute against bulwark serv
     if (!d) return;
     // Delete whatever is left so no guest outlives the test, then stop the daemon.
     const left = await d.openstack(['server', 'list', '-f', 'value', '-c', 'ID']);
-    for (const id of left.stdout.split('\n').filter(Boolean)) await d.openstack(['server', 'delete', '--wait', id]);
+    for (const id of left.stdout.split('\n').filter(Boolean))
+      await d.openstack(['server', 'delete', '--wait', id]);
     await d.kill();
     removeDir(d.dataDir);
   });
@@ -27,7 +28,8 @@ describe.runIf(process.getuid?.() === 0)('openstack compute against bulwark serv
     return r.stdout;
   };
   const osJson = async (...args: string[]) => JSON.parse(await os(...args, '-f', 'json'));
-  const status = async (name: string) => (await os('server', 'show', name, '-f', 'value', '-c', 'status')).trim();
+  const status = async (name: string) =>
+    (await os('server', 'show', name, '-f', 'value', '-c', 'status')).trim();
 
   it('flavor create, set --property, list, show', async () => {
     await os('flavor', 'create', '--vcpus', '1', '--ram', '256', '--disk', '1', 'tiny');
@@ -39,7 +41,17 @@ describe.runIf(process.getuid?.() === 0)('openstack compute against bulwark serv
   });
 
   it('refuses bad flavors with 4xx and creates nothing', async () => {
-    const zero = await d.openstack(['flavor', 'create', '--vcpus', '1', '--ram', '0', '--disk', '1', 'zero-ram']);
+    const zero = await d.openstack([
+      'flavor',
+      'create',
+      '--vcpus',
+      '1',
+      '--ram',
+      '0',
+      '--disk',
+      '1',
+      'zero-ram',
+    ]);
     expect(zero.code).not.toBe(0);
     expect(zero.stderr).toMatch(/ram.*HTTP 400|HTTP 400.*ram|must be >= 1/is);
     const bad = await d.openstack(['flavor', 'set', 'tiny', '--property', 'hw:tpm_version=9.9']);
@@ -49,13 +61,33 @@ describe.runIf(process.getuid?.() === 0)('openstack compute against bulwark serv
   });
 
   it('image create --file, set --property, show -c properties -f json', async () => {
-    await os('image', 'create', '--disk-format', 'raw', '--container-format', 'bare', '--file', guestImage('bios.raw'), 'tiny-bios');
-    await os('image', 'set', '--property', 'hw_machine_type=pc', '--property', 'hw_firmware_type=bios', 'tiny-bios');
+    await os(
+      'image',
+      'create',
+      '--disk-format',
+      'raw',
+      '--container-format',
+      'bare',
+      '--file',
+      guestImage('bios.raw'),
+      'tiny-bios',
+    );
+    await os(
+      'image',
+      'set',
+      '--property',
+      'hw_machine_type=pc',
+      '--property',
+      'hw_firmware_type=bios',
+      'tiny-bios',
+    );
     const props = await osJson('image', 'show', 'tiny-bios', '-c', 'properties');
     expect(props.properties).toMatchObject({ hw_machine_type: 'pc', hw_firmware_type: 'bios' });
     const img = await osJson('image', 'show', 'tiny-bios');
     expect(img.status).toBe('active');
-    const sha = execFileSync('sha256sum', [guestImage('bios.raw')]).toString().split(' ')[0];
+    const sha = execFileSync('sha256sum', [guestImage('bios.raw')])
+      .toString()
+      .split(' ')[0];
     expect(props.properties.os_hash_value ?? img.os_hash_value ?? img.properties?.os_hash_value).toBe(sha);
   });
 
@@ -63,15 +95,42 @@ describe.runIf(process.getuid?.() === 0)('openstack compute against bulwark serv
     const bad = await d.openstack(['image', 'set', '--property', 'hw_firmware_type=coreboot', 'tiny-bios']);
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toMatch(/bios, uefi/);
-    const liar = await d.openstack(['image', 'create', '--disk-format', 'qcow2', '--container-format', 'bare', '--file', guestImage('bios.raw'), 'liar']);
+    const liar = await d.openstack([
+      'image',
+      'create',
+      '--disk-format',
+      'qcow2',
+      '--container-format',
+      'bare',
+      '--file',
+      guestImage('bios.raw'),
+      'liar',
+    ]);
     expect(liar.code).not.toBe(0);
     expect(liar.stderr).toMatch(/not qcow2/);
   });
 
   it('server create reaches ACTIVE with its marker on the console; list, show, stop, start, delete', async () => {
-    await os('server', 'create', '--flavor', 'tiny', '--image', 'tiny-bios', '--nic', 'none', '--property', 'purpose=e2e', 'vm1');
+    await os(
+      'server',
+      'create',
+      '--flavor',
+      'tiny',
+      '--image',
+      'tiny-bios',
+      '--nic',
+      'none',
+      '--property',
+      'purpose=e2e',
+      'vm1',
+    );
     await waitFor('vm1 ACTIVE', async () => (await status('vm1')) === 'ACTIVE', 120_000, 1000);
-    await waitFor('guest marker', async () => (await os('console', 'log', 'show', 'vm1')).includes('BULWARK-GUEST-READY'), 90_000, 1000);
+    await waitFor(
+      'guest marker',
+      async () => (await os('console', 'log', 'show', 'vm1')).includes('BULWARK-GUEST-READY'),
+      90_000,
+      1000,
+    );
     const list = await osJson('server', 'list');
     expect(list).toEqual([expect.objectContaining({ Name: 'vm1', Status: 'ACTIVE' })]);
     const show = await osJson('server', 'show', 'vm1');

@@ -1,14 +1,16 @@
-import type { FastifyInstance, InjectOptions } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { buildApi } from '../../src/api/server.js';
 import type { CreateServerInput } from '../../src/compute/servers.js';
 import { FakeHypervisor } from '../../src/host/fake-hypervisor.js';
 import { bootstrapIdentity } from '../../src/identity/bootstrap.js';
 import type { IdentityService } from '../../src/identity/service.js';
-import { type Platform, buildPlatform } from '../../src/platform.js';
+import { buildPlatform, type Platform } from '../../src/platform.js';
 import type { AuthContext } from '../../src/policy/context.js';
 import type { Dialect, Store } from '../../src/store/database.js';
 import { openStore } from '../../src/store/database.js';
 import { type TestDb, testDb } from './store.js';
+
+type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'HEAD';
 
 export const PUBLIC_URL = 'https://bulwark.test:8443';
 export const PASSWORD = 'correct-horse-battery';
@@ -20,6 +22,8 @@ export interface TestApi {
   identity: IdentityService;
   platform: Platform;
   driver: FakeHypervisor;
+  /** Every firewall sync the API asked for, with its reason. */
+  dataplane: { reasons: string[] };
   db: TestDb;
   adminPassword: string;
   /** Logs in and returns the token. */
@@ -27,13 +31,17 @@ export interface TestApi {
   /** The context a token stands for, to call domain services directly in tests. */
   authOf(token: string): AuthContext;
   call(
-    method: InjectOptions['method'],
+    method: Method,
     url: string,
     token?: string | null,
     body?: unknown,
   ): Promise<{ status: number; json: any; headers: Record<string, unknown> }>;
   /** Creates a project, a user with `role` on it, and returns a token for them. */
-  persona(project: string, user: string, role: string): Promise<{ token: string; userId: string; projectId: string }>;
+  persona(
+    project: string,
+    user: string,
+    role: string,
+  ): Promise<{ token: string; userId: string; projectId: string }>;
   close(): Promise<void>;
 }
 
@@ -41,13 +49,18 @@ export async function startTestApi(dialect: Dialect): Promise<TestApi> {
   const db = await testDb(dialect);
   const store = await openStore({ url: db.url, ...(db.adminUrl ? { adminUrl: db.adminUrl } : {}) });
   const driver = new FakeHypervisor();
-  const platform = buildPlatform(store, driver, {
+  const dataplane = {
+    reasons: [] as string[],
+    sync: async (reason: string) => void dataplane.reasons.push(reason),
+  };
+  const platform = buildPlatform(store, driver, dataplane, {
     dataDir: db.dir,
     tokenTtlSeconds: 3600,
     adminProjectName: 'admin',
     hostName: 'test-host',
     capabilities: { uefi: true, secureBoot: true, tpm: true, cpus: 4 },
     maxImageBytes: 64 * 1024 * 1024,
+    defaultGroupAllowsSameGroup: false,
   });
   const { identity } = platform;
   const { adminPassword } = await bootstrapIdentity(store, identity);
@@ -78,11 +91,15 @@ export async function startTestApi(dialect: Dialect): Promise<TestApi> {
   const login: TestApi['login'] = async (user, password, project) => {
     const res = await call('POST', '/identity/v3/auth/tokens', null, {
       auth: {
-        identity: { methods: ['password'], password: { user: { name: user, domain: { id: 'default' }, password } } },
+        identity: {
+          methods: ['password'],
+          password: { user: { name: user, domain: { id: 'default' }, password } },
+        },
         ...(project ? { scope: { project: { name: project, domain: { id: 'default' } } } } : {}),
       },
     });
-    if (res.status !== 201) throw new Error(`login ${user} failed: ${res.status} ${JSON.stringify(res.json)}`);
+    if (res.status !== 201)
+      throw new Error(`login ${user} failed: ${res.status} ${JSON.stringify(res.json)}`);
     const token = String(res.headers['x-subject-token']);
     const auth = await identity.validateToken(token);
     if (auth) contexts.set(token, auth);
@@ -107,6 +124,7 @@ export async function startTestApi(dialect: Dialect): Promise<TestApi> {
     identity,
     platform,
     driver,
+    dataplane,
     db,
     adminPassword,
     login,
@@ -135,4 +153,5 @@ export const serverRequest = (imageRef: string, flavorRef: string, name = 'vm'):
   hints: {},
   userData: undefined,
   networks: undefined,
+  securityGroups: undefined,
 });

@@ -3,14 +3,21 @@ import { join } from 'node:path';
 import { REPO } from './daemon-process.js';
 
 /** Paths of the test guest images built by guests/build.sh (scripts/test.sh runs it). */
-export function guestImage(name: 'bios.raw' | 'bios.qcow2' | 'uefi-signed.raw' | 'uefi-unsigned.raw'): string {
+export function guestImage(
+  name: 'bios.raw' | 'bios.qcow2' | 'uefi-signed.raw' | 'uefi-unsigned.raw',
+): string {
   const path = join(REPO, 'guests', 'out', name);
   if (!existsSync(path)) throw new Error(`${path} is missing: run bash guests/build.sh`);
   return path;
 }
 
 /** Polls `probe` until it returns a value or the time runs out. */
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 60_000, everyMs = 250): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined | false>,
+  timeoutMs = 60_000,
+  everyMs = 250,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {

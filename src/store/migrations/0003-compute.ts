@@ -76,5 +76,9 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn('launched_at', 'text')
     .addColumn('deleted_at', 'text')
     .execute();
-  await db.schema.createIndex('servers_project').on('servers').columns(['project_id', 'deleted_at']).execute();
+  await db.schema
+    .createIndex('servers_project')
+    .on('servers')
+    .columns(['project_id', 'deleted_at'])
+    .execute();
 }

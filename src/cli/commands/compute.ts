@@ -1,0 +1,273 @@
+import { createReadStream, readFileSync, statSync } from 'node:fs';
+import type { Command } from 'commander';
+import type { BulwarkClient } from '../client.js';
+import { findByNameOrId, withClient, withFormat } from '../common.js';
+import { printList, printObject } from '../output.js';
+import { byteProgress, waitWithStatus } from '../progress.js';
+
+type Obj = { id: string; name?: string } & Record<string, unknown>;
+const globals = (cmd: Command) =>
+  cmd.optsWithGlobals<{ osCloud?: string; format: 'table' | 'json' | 'value' }>();
+const collect = (v: string, acc: string[]) => [...acc, v];
+const kv = (pairs: string[]) =>
+  Object.fromEntries(
+    pairs.map((p) => {
+      const i = p.indexOf('=');
+      if (i <= 0) throw new Error(`--property ${p} is not KEY=VALUE`);
+      return [p.slice(0, i), p.slice(i + 1)];
+    }),
+  );
+
+async function findFlavor(c: BulwarkClient, ref: string): Promise<Obj> {
+  const list = await c.request<{ flavors: Obj[] }>('compute', 'GET', '/flavors/detail?is_public=None');
+  const f = list.flavors.find((x) => x.id === ref) ?? list.flavors.find((x) => x.name === ref);
+  if (!f) throw new Error(`No flavor with a name or ID of '${ref}' exists.`);
+  return f;
+}
+
+async function findImage(c: BulwarkClient, ref: string): Promise<Obj> {
+  const list = await c.request<{ images: Obj[] }>('image', 'GET', '/v2/images');
+  const matches = list.images.filter((x) => x.id === ref || x.name === ref);
+  if (matches.length !== 1)
+    throw new Error(
+      matches.length
+        ? `More than one image is named '${ref}'; use the ID.`
+        : `No image with a name or ID of '${ref}' exists.`,
+    );
+  return matches[0] as Obj;
+}
+
+const serverStatus = (s: Obj) =>
+  `${String(s.status)}${s['OS-EXT-STS:task_state'] ? ` (${String(s['OS-EXT-STS:task_state'])})` : ''}`;
+
+export function registerComputeCommands(program: Command): void {
+  const flavor = program.command('flavor').description('Flavors (machine sizes)');
+  withFormat(flavor.command('list').description('List flavors')).action(async (_o, cmd: Command) => {
+    const g = globals(cmd);
+    await withClient(g, async (c) => {
+      const r = await c.request<{ flavors: Obj[] }>('compute', 'GET', '/flavors/detail');
+      printList(g.format, ['id', 'name', 'ram', 'vcpus', 'disk'], r.flavors);
+    });
+  });
+  withFormat(
+    flavor
+      .command('create <name>')
+      .requiredOption('--vcpus <n>', 'virtual CPUs')
+      .requiredOption('--ram <mib>', 'memory in MiB')
+      .requiredOption('--disk <gib>', 'root disk in GiB')
+      .option('--property <key=value>', 'extra spec (repeatable)', collect, []),
+  ).action(
+    async (
+      name: string,
+      o: { vcpus: string; ram: string; disk: string; property: string[] },
+      cmd: Command,
+    ) => {
+      const g = globals(cmd);
+      await withClient(g, async (c) => {
+        const r = await c.request<{ flavor: Obj }>('compute', 'POST', '/flavors', {
+          flavor: { name, vcpus: Number(o.vcpus), ram: Number(o.ram), disk: Number(o.disk) },
+        });
+        const specs = o.property.length
+          ? (
+              await c.request<{ extra_specs: Obj }>(
+                'compute',
+                'POST',
+                `/flavors/${r.flavor.id}/os-extra_specs`,
+                { extra_specs: kv(o.property) },
+              )
+            ).extra_specs
+          : {};
+        printObject(g.format, { ...r.flavor, properties: specs });
+      });
+    },
+  );
+  flavor
+    .command('set <flavor>')
+    .option('--property <key=value>', 'extra spec (repeatable)', collect, [])
+    .action(async (ref: string, o: { property: string[] }, cmd: Command) => {
+      await withClient(globals(cmd), async (c) => {
+        const f = await findFlavor(c, ref);
+        await c.request('compute', 'POST', `/flavors/${f.id}/os-extra_specs`, {
+          extra_specs: kv(o.property),
+        });
+      });
+    });
+  flavor.command('delete <flavor>').action(async (ref: string, _o, cmd: Command) => {
+    await withClient(globals(cmd), async (c) =>
+      c.request('compute', 'DELETE', `/flavors/${(await findFlavor(c, ref)).id}`),
+    );
+  });
+
+  const image = program.command('image').description('Images');
+  withFormat(image.command('list')).action(async (_o, cmd: Command) => {
+    const g = globals(cmd);
+    await withClient(g, async (c) =>
+      printList(
+        g.format,
+        ['id', 'name', 'status', 'visibility', 'size'],
+        (await c.request<{ images: Obj[] }>('image', 'GET', '/v2/images')).images,
+      ),
+    );
+  });
+  withFormat(image.command('show <image>')).action(async (ref: string, _o, cmd: Command) => {
+    const g = globals(cmd);
+    await withClient(g, async (c) => printObject(g.format, await findImage(c, ref)));
+  });
+  withFormat(
+    image
+      .command('create <name>')
+      .requiredOption('--file <path>', 'disk image to upload')
+      .option('--disk-format <format>', 'raw or qcow2', 'raw')
+      .option('--property <key=value>', 'image property (repeatable)', collect, []),
+  ).action(
+    async (name: string, o: { file: string; diskFormat: string; property: string[] }, cmd: Command) => {
+      const g = globals(cmd);
+      await withClient(g, async (c) => {
+        const img = await c.request<Obj>('image', 'POST', '/v2/images', {
+          name,
+          disk_format: o.diskFormat,
+          container_format: 'bare',
+          ...kv(o.property),
+        });
+        const size = statSync(o.file).size;
+        const body = createReadStream(o.file).pipe(byteProgress(`uploading ${name}`, size));
+        await c.request('image', 'PUT', `/v2/images/${img.id}/file`, undefined, {
+          contentType: 'application/octet-stream',
+          stream: body,
+          length: size,
+        });
+        printObject(g.format, await c.request<Obj>('image', 'GET', `/v2/images/${img.id}`));
+      });
+    },
+  );
+  image.command('delete <image>').action(async (ref: string, _o, cmd: Command) => {
+    await withClient(globals(cmd), async (c) =>
+      c.request('image', 'DELETE', `/v2/images/${(await findImage(c, ref)).id}`),
+    );
+  });
+
+  const server = program.command('server').description('Servers (virtual machines)');
+  withFormat(server.command('list')).action(async (_o, cmd: Command) => {
+    const g = globals(cmd);
+    await withClient(g, async (c) =>
+      printList(
+        g.format,
+        ['id', 'name', 'status'],
+        (await c.request<{ servers: Obj[] }>('compute', 'GET', '/servers/detail')).servers,
+      ),
+    );
+  });
+  withFormat(server.command('show <server>')).action(async (ref: string, _o, cmd: Command) => {
+    const g = globals(cmd);
+    await withClient(g, async (c) =>
+      printObject(g.format, await findByNameOrId<Obj>(c, 'compute', 'servers', 'server', ref)),
+    );
+  });
+  withFormat(
+    server
+      .command('create <name>')
+      .requiredOption('--flavor <flavor>', 'flavor name or id')
+      .requiredOption('--image <image>', 'image name or id')
+      .option('--property <key=value>', 'metadata (repeatable)', collect, [])
+      .option('--user-data <file>', 'script for the guest')
+      .option('--wait', 'wait until the server is ACTIVE, showing progress'),
+  ).action(
+    async (
+      name: string,
+      o: { flavor: string; image: string; property: string[]; userData?: string; wait?: boolean },
+      cmd: Command,
+    ) => {
+      const g = globals(cmd);
+      await withClient(g, async (c) => {
+        const [f, i] = await Promise.all([findFlavor(c, o.flavor), findImage(c, o.image)]);
+        const r = await c.request<{ server: Obj }>('compute', 'POST', '/servers', {
+          server: {
+            name,
+            flavorRef: f.id,
+            imageRef: i.id,
+            metadata: kv(o.property),
+            ...(o.userData ? { user_data: readFileSync(o.userData).toString('base64') } : {}),
+          },
+        });
+        const get = async () =>
+          (await c.request<{ server: Obj }>('compute', 'GET', `/servers/${r.server.id}`)).server;
+        const s = o.wait
+          ? await waitWithStatus(
+              `creating ${name}`,
+              get,
+              (v) =>
+                v.status === 'ACTIVE'
+                  ? ''
+                  : v.status === 'ERROR'
+                    ? `server went to ERROR: ${String((v.fault as { message?: string } | undefined)?.message ?? 'no reason given')}`
+                    : null,
+              serverStatus,
+            )
+          : await get();
+        printObject(g.format, s);
+      });
+    },
+  );
+  const action = (verb: string, body: unknown, want: string) =>
+    server
+      .command(`${verb} <server>`)
+      .option('--wait', `wait until the server is ${want}`)
+      .action(async (ref: string, o: { wait?: boolean }, cmd: Command) => {
+        await withClient(globals(cmd), async (c) => {
+          const s = await findByNameOrId<Obj>(c, 'compute', 'servers', 'server', ref);
+          await c.request('compute', 'POST', `/servers/${s.id}/action`, body);
+          if (o.wait) {
+            await waitWithStatus(
+              `${verb} ${ref}`,
+              async () => (await c.request<{ server: Obj }>('compute', 'GET', `/servers/${s.id}`)).server,
+              (v) =>
+                v.status === want && !v['OS-EXT-STS:task_state']
+                  ? ''
+                  : v.status === 'ERROR'
+                    ? 'server went to ERROR'
+                    : null,
+              serverStatus,
+            );
+          }
+        });
+      });
+  action('start', { 'os-start': null }, 'ACTIVE');
+  action('stop', { 'os-stop': null }, 'SHUTOFF');
+  action('reboot', { reboot: { type: 'SOFT' } }, 'ACTIVE');
+  action('pause', { pause: null }, 'PAUSED');
+  action('unpause', { unpause: null }, 'ACTIVE');
+  action('suspend', { suspend: null }, 'SUSPENDED');
+  action('resume', { resume: null }, 'ACTIVE');
+  server
+    .command('delete <server>')
+    .option('--wait', 'wait until the server is gone')
+    .action(async (ref: string, o: { wait?: boolean }, cmd: Command) => {
+      await withClient(globals(cmd), async (c) => {
+        const s = await findByNameOrId<Obj>(c, 'compute', 'servers', 'server', ref);
+        await c.request('compute', 'DELETE', `/servers/${s.id}`);
+        if (o.wait) {
+          await waitWithStatus(
+            `deleting ${ref}`,
+            async () =>
+              (await c.request<{ servers: Obj[] }>('compute', 'GET', '/servers')).servers.some(
+                (x) => x.id === s.id,
+              ),
+            (present) => (present ? null : ''),
+            (present) => (present ? 'deleting' : 'gone'),
+          );
+        }
+      });
+    });
+  server
+    .command('console-log <server>')
+    .option('--lines <n>', 'last N lines')
+    .action(async (ref: string, o: { lines?: string }, cmd: Command) => {
+      await withClient(globals(cmd), async (c) => {
+        const s = await findByNameOrId<Obj>(c, 'compute', 'servers', 'server', ref);
+        const r = await c.request<{ output: string }>('compute', 'POST', `/servers/${s.id}/action`, {
+          'os-getConsoleOutput': { length: o.lines ? Number(o.lines) : null },
+        });
+        process.stdout.write(r.output);
+      });
+    });
+}
