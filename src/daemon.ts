@@ -11,6 +11,7 @@ import { probeCapabilities } from './host/capabilities.js';
 import { createQemuDriver } from './host/qemu-driver.js';
 import { bootstrapIdentity } from './identity/bootstrap.js';
 import type { IdentityService } from './identity/service.js';
+import { IsolatedDataplane } from './network/isolated-dataplane.js';
 import { createCa, issueCertificate, type PemPair } from './pki/ca.js';
 import { buildPlatform } from './platform.js';
 import { openStore, type Store } from './store/database.js';
@@ -79,14 +80,17 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     const port = await freePort(config.host);
     config = { ...config, port, publicUrl: config.publicUrl.replace(/:0$/, `:${port}`) };
   }
-  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  chmodSync(config.dataDir, 0o700);
+  // Files we create are ours alone; the data dir is traversable (not listable) so each
+  // guest's user can reach its own 0700 directory under instances/.
+  process.umask(0o077);
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o711 });
+  chmodSync(config.dataDir, 0o711);
   const store = await openStore({
     url: config.databaseUrl,
     ...(config.databaseAdminUrl ? { adminUrl: config.databaseAdminUrl } : {}),
   });
   const driver = await createQemuDriver({ baseDir: join(config.dataDir, 'instances') });
-  const platform = buildPlatform(store, driver, dataplane, {
+  const platform = buildPlatform(store, driver, new IsolatedDataplane(), {
     dataDir: config.dataDir,
     tokenTtlSeconds: config.tokenTtlSeconds,
     adminProjectName: config.adminProjectName,

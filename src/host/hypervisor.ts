@@ -1,4 +1,4 @@
-/** The boundary between the compute domain and whatever runs guests. */
+/** The boundary between the compute domain and whatever runs guests (docs/host.md). */
 export type GuestState = 'running' | 'paused' | 'shutoff' | 'suspended' | 'crashed' | 'missing';
 
 export interface GuestSpec {
@@ -11,7 +11,9 @@ export interface GuestSpec {
   firmware: { type: 'bios' } | { type: 'uefi'; secureBoot: boolean };
   /** The driver makes a per-VM qcow2 overlay backed by the image, sized to sizeGiB (0 = image size). */
   bootDisk: { imagePath: string; imageFormat: 'raw' | 'qcow2'; sizeGiB: number };
+  /** `pinning`: host CPUs (hw:cpu_policy=dedicated); `quotaPercent`: CFS quota in percent of one CPU. */
   cpu?: { pinning?: number[]; quotaPercent?: number };
+  /** Nova's quota:disk_* limits; 0 or absent = unlimited. */
   io?: {
     readBytesSec?: number;
     writeBytesSec?: number;
@@ -20,6 +22,7 @@ export interface GuestSpec {
     writeIopsSec?: number;
     totalIopsSec?: number;
   };
+  /** fw_cfg blobs by name (opt/...), e.g. `opt/org.bulwark/run` for user data. */
   fwCfg?: Record<string, string>;
   tpm?: { version: '1.2' | '2.0'; model: 'tpm-tis' | 'tpm-crb'; socketPath: string };
   nics?: { tap: string; mac: string }[];
@@ -27,19 +30,28 @@ export interface GuestSpec {
 
 export interface HypervisorDriver {
   readonly accel: 'kvm' | 'tcg';
+  /** Creates the guest's user, dirs, overlay disk and firmware vars; idempotent (keeps an existing disk). */
   define(spec: GuestSpec): Promise<void>;
+  /** Starts the guest; resolves once it runs. Rejects with a BulwarkError quoting QEMU on failure. */
   start(id: string): Promise<void>;
+  /** ACPI power-off, forced after `timeoutMs`. */
   shutdown(id: string, opts?: { timeoutMs?: number }): Promise<void>;
   reboot(id: string): Promise<void>;
   pause(id: string): Promise<void>;
   unpause(id: string): Promise<void>;
+  /** Saves RAM and device state to disk and ends the process. */
   suspend(id: string): Promise<void>;
+  /** Restarts from the saved state. */
   resume(id: string): Promise<void>;
   state(id: string): Promise<GuestState>;
   consoleLog(id: string, maxLines?: number): Promise<string>;
   processInfo(id: string): Promise<{ pid: number; uid: number; user: string } | null>;
+  /** Kills the guest and removes its disks, dirs, cgroup and user; idempotent. */
   undefine(id: string): Promise<void>;
+  /** After a daemon restart: adopt running guests, report vanished ones, kill unknown ones. */
   reconcile(knownIds: string[]): Promise<{ adopted: string[]; vanished: string[]; orphansKilled: string[] }>;
+  /** QMP events (SHUTDOWN, STOP, RESUME, RESET, ...) and EXITED when a guest's process ends. */
   onEvent(listener: (id: string, event: string, data: unknown) => void): () => void;
+  /** Disconnects but leaves guests running. */
   close(): Promise<void>;
 }

@@ -32,7 +32,7 @@ const randomMac = () =>
   `fa:16:3e:${[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0')).join(':')}`;
 
 /** A tap name for a port: at most 15 characters, derived from its id. */
-export const tapName = (portId: string) => `tap${portId.replaceAll('-', '').slice(0, 11)}`;
+export { tapName } from './model.js';
 
 /**
  * Neutron networks, subnets and ports, scoped by project. Shared networks are
@@ -360,6 +360,13 @@ export class NetworkService {
       };
       try {
         await this.db.transaction().execute(async (tx) => {
+          // PostgreSQL runs concurrent allocations in parallel: serialise them per network (SQLite already does).
+          await tx
+            .selectFrom('subnets')
+            .select('id')
+            .where('network_id', '=', net.id)
+            .$if(this.store.dialect === 'postgres', (q) => q.forUpdate())
+            .execute();
           await tx.insertInto('ports').values(port).execute();
           for (const w of wanted) {
             const subnet = w.subnetId

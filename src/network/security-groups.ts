@@ -4,8 +4,8 @@ import type { AuthContext } from '../policy/context.js';
 import type { Store } from '../store/database.js';
 import type { SecurityGroupRulesTable, SecurityGroupsTable } from '../store/schema.js';
 import { nowIso, uuid } from '../util/ids.js';
+import { normaliseRule, type RuleInput, ruleKey } from './model.js';
 import { type DataplaneSync, isUniqueViolation } from './networks.js';
-import { normaliseRule, type RuleInput, ruleKey } from './rules.js';
 
 export type SecurityGroup = Selectable<SecurityGroupsTable>;
 export type SecurityGroupRule = Selectable<SecurityGroupRulesTable>;

@@ -126,7 +126,9 @@ export class ServerPorts {
       .execute();
     for (const r of rows) {
       const a = out.get(r.device_id) ?? {};
-      (a[r.network] ??= []).push({
+      const list = a[r.network] ?? [];
+      a[r.network] = list;
+      list.push({
         addr: r.ip_address,
         version: r.ip_version,
         'OS-EXT-IPS:type': 'fixed',

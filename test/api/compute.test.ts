@@ -301,9 +301,9 @@ describe.each(dialects())('compute and image API on %s (fake hypervisor)', (dial
         /Flavor nope could not be found/,
       ],
       [
-        'networks (not yet available)',
+        'an unknown network',
         () => ({ name: 'x', imageRef: imageId, flavorRef: flavorId, networks: [{ uuid: 'abc' }] }),
-        /--nic none/,
+        /Network abc could not be found/,
       ],
       [
         'an unknown server group',

@@ -175,7 +175,7 @@ describe('RBAC matrix', () => {
     if (url === '/identity/v3/role_assignments') {
       return { url: `${url}?user.id=${who.member.userId}`, target: { user_id: who.member.userId! } };
     }
-    if (url.startsWith('/compute') || url.startsWith('/image')) return computeSample(method, url, p);
+    if (url.startsWith('/compute') || url.startsWith('/image')) return computeSample(method, url);
     if (url.startsWith('/network')) return networkSample(method, url);
     const collection = /^\/identity\/v3\/(\w+)/.exec(url)?.[1];
     const bodies: Record<string, unknown> = {
@@ -215,7 +215,7 @@ describe('RBAC matrix', () => {
   }
 
   /** Compute and image routes: fixtures in project A; writes act on throwaway resources. */
-  async function computeSample(method: string, url: string, p: Persona) {
+  async function computeSample(method: string, url: string) {
     const write = method !== 'GET' && method !== 'HEAD';
     const member = api.authOf(who.member.token as string);
     const fill = (u: string, values: Record<string, string>) =>

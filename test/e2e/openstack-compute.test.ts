@@ -110,6 +110,23 @@ describe.runIf(process.getuid?.() === 0)('openstack compute against bulwark serv
     expect(liar.stderr).toMatch(/not qcow2/);
   });
 
+  it('network create and subnet create for the guests', async () => {
+    await os('network', 'create', 'private-net');
+    await os(
+      'subnet',
+      'create',
+      '--network',
+      'private-net',
+      '--subnet-range',
+      '10.0.0.0/24',
+      'private-subnet',
+    );
+    expect(await osJson('subnet', 'show', 'private-subnet')).toMatchObject({
+      cidr: '10.0.0.0/24',
+      gateway_ip: '10.0.0.1',
+    });
+  });
+
   it('server create reaches ACTIVE with its marker on the console; list, show, stop, start, delete', async () => {
     await os(
       'server',
@@ -118,8 +135,8 @@ describe.runIf(process.getuid?.() === 0)('openstack compute against bulwark serv
       'tiny',
       '--image',
       'tiny-bios',
-      '--nic',
-      'none',
+      '--network',
+      'private-net',
       '--property',
       'purpose=e2e',
       'vm1',
@@ -135,6 +152,8 @@ describe.runIf(process.getuid?.() === 0)('openstack compute against bulwark serv
     expect(list).toEqual([expect.objectContaining({ Name: 'vm1', Status: 'ACTIVE' })]);
     const show = await osJson('server', 'show', 'vm1');
     expect(show.properties).toMatchObject({ purpose: 'e2e' });
+    expect(show.addresses).toMatchObject({ 'private-net': ['10.0.0.2'] });
+    expect(show.addresses).toMatchObject({ 'private-net': ['10.0.0.2'] });
     await os('server', 'stop', 'vm1');
     await waitFor('vm1 SHUTOFF', async () => (await status('vm1')) === 'SHUTOFF', 60_000, 1000);
     await os('server', 'start', 'vm1');

@@ -26,8 +26,10 @@ describe('openstack CLI against bulwark serve', () => {
   };
   const osJson = async (...args: string[]) => JSON.parse(await os(...args, '-f', 'json'));
 
-  it('starts with a 0700 data dir, a 0600 admin password file, and prints where to log in', () => {
-    expect(mode(d.dataDir)).toBe(0o700);
+  it('starts with a traverse-only data dir, 0600 secrets and database, and prints where to log in', () => {
+    expect(mode(d.dataDir)).toBe(0o711);
+    expect(mode(join(d.dataDir, 'bulwark.db'))).toBe(0o600);
+    expect(mode(join(d.dataDir, 'pki'))).toBe(0o700);
     expect(mode(join(d.dataDir, 'admin-password'))).toBe(0o600);
     expect(mode(join(d.dataDir, 'clouds.yaml'))).toBe(0o600);
     expect(mode(join(d.dataDir, 'pki', 'ca.key'))).toBe(0o600);

@@ -49,6 +49,8 @@ export async function startDaemonProcess(
     [BIN, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...(opts.extraArgs ?? [])],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
+      // The KVM probe boots a real kernel: on hosts where KVM only looks usable, that picks TCG.
+      env: { ...process.env, BULWARK_PROBE_KERNEL: join(REPO, 'guests', 'out', 'vmlinuz') },
     },
   );
   let output = '';

@@ -1,0 +1,789 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { closeSync, constants, existsSync, openSync, statSync } from 'node:fs';
+import {
+  chmod,
+  copyFile,
+  lchown,
+  lstat,
+  mkdir,
+  readdir,
+  rename,
+  rm,
+  unlink,
+  writeFile,
+} from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
+import { cgroupLimitsFor, detectCgroups, type VmCgroups } from './cgroups.js';
+import type { GuestSpec, GuestState, HypervisorDriver } from './hypervisor.js';
+import {
+  createOverlay,
+  type Desired,
+  errno,
+  type GuestRecord,
+  inspectImage,
+  placeFile,
+  readConsoleLog,
+  readRecord,
+  stderrTail,
+  writeRecord,
+} from './instance-files.js';
+import { probeAccel } from './kvm-probe.js';
+import { GUEST_ID, HOST_DIR, type InstanceLayout, instanceLayout } from './layout.js';
+import { isLive, procInfo, qemuProcesses, sameProcess, waitGone } from './procfs.js';
+import {
+  type Accel,
+  buildQemuArgs,
+  fwCfgEntries,
+  OVMF_DIR,
+  uefiImages,
+  validateGuestSpec,
+} from './qemu-args.js';
+import { isObject, QmpClient, QmpError } from './qmp.js';
+import { KeyedMutex, sleep } from './run.js';
+import { receiveState, type StateReceiver } from './save-state.js';
+import { deleteTaps, ensureTaps } from './taps.js';
+import { ensureVmUser, lookupVmUser, removeVmUser, userNameOf, vmUserName } from './users.js';
+
+type Qmp = QmpClient;
+
+export { probeAccel } from './kvm-probe.js';
+
+export interface QemuDriverOptions {
+  /** Holds one 0700 directory per guest, owned by that guest's user (made 0711, root). */
+  baseDir: string;
+  /** Forces the accelerator; by default BULWARK_ACCEL, else a probe boot decides (kvm-probe.ts). */
+  accel?: Accel;
+  /**
+   * UEFI variable store template for Secure Boot guests, copied per guest.
+   * Default Debian's OVMF_VARS_4M.ms.fd (Microsoft keys enrolled); tests use
+   * OVMF_VARS_4M.snakeoil.fd, whose signing key is public.
+   */
+  secureBootVars?: string;
+  ovmfDir?: string;
+  qemuBinary?: string;
+  /** Parent of the per-guest cgroups (`<parent>/vm-<id>`). Default `bulwark`. */
+  cgroupParent?: string;
+  /** Injected cgroups backend (tests); detected by default. */
+  cgroups?: VmCgroups;
+  /** How long start() waits for QEMU's QMP socket to answer. Default 30 s. */
+  startTimeoutMs?: number;
+}
+
+interface Live {
+  qmp: Qmp;
+  pid: number;
+  pidStart: number;
+  /** Set when the driver itself ends the process, so the exit is not reported as a crash. */
+  expectExit: boolean;
+}
+
+const GiB = 1024 ** 3;
+const cgroupName = (id: string) => `vm-${id}`;
+
+/**
+ * Runs guests as QEMU processes driven over QMP. Each guest has its own
+ * system user, 0700 directory and cgroup; QEMU is spawned directly as that
+ * user with the seccomp sandbox on, started paused, put in its cgroup, then
+ * continued. QEMU is detached (own session, stdio on files), so guests
+ * outlive the daemon and reconcile() adopts them after a restart.
+ */
+export class QemuDriver implements HypervisorDriver {
+  private readonly lock = new KeyedMutex();
+  private readonly live = new Map<string, Live>();
+  private readonly connecting = new Map<string, Promise<Qmp>>();
+  private readonly listeners = new Set<(id: string, event: string, data: unknown) => void>();
+  private closing = false;
+  private readonly baseDir: string;
+  private readonly qemu: string;
+  private readonly ovmfDir: string;
+  private readonly secureBootVars: string;
+  private readonly startTimeoutMs: number;
+
+  constructor(
+    opts: QemuDriverOptions,
+    readonly accel: Accel,
+    readonly cgroups: VmCgroups,
+  ) {
+    this.baseDir = opts.baseDir;
+    this.qemu = opts.qemuBinary ?? 'qemu-system-x86_64';
+    this.ovmfDir = opts.ovmfDir ?? OVMF_DIR;
+    this.secureBootVars = opts.secureBootVars ?? `${this.ovmfDir}/OVMF_VARS_4M.ms.fd`;
+    this.startTimeoutMs = opts.startTimeoutMs ?? 30_000;
+  }
+
+  /** Makes the base layout: base dir 0711 root (guest users pass through, cannot list), .host 0700. */
+  async init(): Promise<void> {
+    await mkdir(this.baseDir, { recursive: true, mode: 0o711 });
+    await chmod(this.baseDir, 0o711);
+    await mkdir(join(this.baseDir, HOST_DIR), { recursive: true, mode: 0o700 });
+    await chmod(join(this.baseDir, HOST_DIR), 0o700);
+    // Each guest's user must be able to reach its directory: every ancestor needs o+x.
+    for (let d = dirname(this.baseDir); ; d = dirname(d)) {
+      if ((statSync(d).mode & 0o001) === 0)
+        throw new BulwarkError(
+          'Unavailable',
+          `${d} is not traversable by other users (mode o+x); guests' users could not reach ${this.baseDir}.`,
+        );
+      if (d === dirname(d)) break;
+    }
+  }
+
+  layout(id: string): InstanceLayout {
+    return instanceLayout(this.baseDir, id);
+  }
+
+  onEvent(listener: (id: string, event: string, data: unknown) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(id: string, event: string, data: unknown = {}): void {
+    for (const l of [...this.listeners]) {
+      try {
+        l(id, event, data);
+      } catch {
+        // a listener's failure is its own
+      }
+    }
+  }
+
+  // ---- records -------------------------------------------------------------------------------
+
+  private readRecord(id: string): Promise<GuestRecord | null> {
+    return readRecord(this.layout(id), id);
+  }
+
+  private writeRecord(rec: GuestRecord): Promise<void> {
+    return writeRecord(this.layout(rec.spec.id), rec);
+  }
+
+  private async record(id: string): Promise<GuestRecord> {
+    const rec = await this.readRecord(id);
+    if (!rec) throw notFound('server on this host', id);
+    return rec;
+  }
+
+  /** The guest's QEMU if it is running: the recorded pid, same start time, the guest's uid. */
+  private async process(rec: GuestRecord) {
+    if (rec.pid === null || rec.pidStart === null) return null;
+    const p = await sameProcess(rec.pid, rec.pidStart);
+    return p && p.uid === rec.user.uid ? p : null;
+  }
+
+  // ---- define --------------------------------------------------------------------------------
+
+  async define(spec: GuestSpec): Promise<void> {
+    validateGuestSpec(spec);
+    await this.lock.run(spec.id, async () => {
+      const L = this.layout(spec.id);
+      const existing = await this.readRecord(spec.id);
+      try {
+        const overlay = await lstat(L.overlay).catch(() => null);
+        const imageBytes = overlay ? 0 : await inspectImage(spec.bootDisk);
+        const wanted = spec.bootDisk.sizeGiB > 0 ? spec.bootDisk.sizeGiB * GiB : imageBytes;
+        if (!overlay && wanted < imageBytes)
+          throw badRequest(
+            `The flavor's disk (${spec.bootDisk.sizeGiB} GiB) is smaller than the image (${(imageBytes / GiB).toFixed(1)} GiB); choose a larger flavor.`,
+          );
+        const user = await ensureVmUser(spec.id);
+        await mkdir(L.staging, { recursive: true, mode: 0o700 });
+        await mkdir(L.dir, { mode: 0o700 }).catch((err) => {
+          if (errno(err) !== 'EEXIST') throw err;
+        });
+        const st = await lstat(L.dir);
+        if (!st.isDirectory()) throw conflict(`${L.dir} is not a directory; refusing to use it.`);
+        await lchown(L.dir, user.uid, user.gid);
+        await chmod(L.dir, 0o700);
+        if (overlay && (!overlay.isFile() || overlay.uid !== user.uid))
+          throw conflict(`Unexpected file at ${L.overlay}; refusing to use it.`);
+        if (!overlay) {
+          await placeFile(L, user, L.overlay, (tmp) => createOverlay(tmp, spec.bootDisk, wanted));
+        }
+        if (spec.firmware.type === 'uefi') {
+          const vars = await lstat(L.vars).catch(() => null);
+          if (!vars?.isFile() || vars.uid !== user.uid) {
+            const template = spec.firmware.secureBoot
+              ? this.secureBootVars
+              : uefiImages(false, this.ovmfDir).varsTemplate;
+            await placeFile(L, user, L.vars, (tmp) => copyFile(template, tmp));
+          }
+        }
+        for (const f of await readdir(L.dir))
+          if (f.startsWith('fw_cfg-')) await unlink(join(L.dir, f)).catch(() => undefined);
+        for (const [i, [, value]] of fwCfgEntries(spec).entries())
+          await placeFile(L, user, L.fwCfgFile(i), (tmp) => writeFile(tmp, value, { mode: 0o600 }));
+        await this.writeRecord({
+          version: 1,
+          spec,
+          user,
+          desired: existing?.desired ?? 'shutoff',
+          pid: existing?.pid ?? null,
+          pidStart: existing?.pidStart ?? null,
+        });
+      } catch (err) {
+        if (!existing) await this.purge(spec.id).catch(() => undefined);
+        throw err instanceof BulwarkError
+          ? err
+          : new BulwarkError(
+              'Unavailable',
+              `The server could not be set up on this host: ${(err as Error).message}`,
+              {
+                cause: err,
+              },
+            );
+      }
+    });
+  }
+
+  // ---- start ---------------------------------------------------------------------------------
+
+  start(id: string): Promise<void> {
+    return this.lock.run(id, async () => {
+      const rec = await this.record(id);
+      if (await this.process(rec)) return;
+      if (rec.desired === 'suspended' && existsSync(this.layout(id).savedState))
+        throw conflict(`Server ${id} is suspended; resume it instead.`);
+      await this.launch(rec, false);
+    });
+  }
+
+  private async launch(rec: GuestRecord, incoming: boolean): Promise<void> {
+    const id = rec.spec.id;
+    const L = this.layout(id);
+    const fds: number[] = [];
+    let child: ChildProcess;
+    let exit: { code: number | null; signal: string | null } | null = null;
+    const failed = (why: string, cause?: unknown) => {
+      const tail = stderrTail(L.stderrLog);
+      return new BulwarkError(
+        'Unavailable',
+        `The server could not start: ${why}.${tail ? `\nQEMU said:\n${tail}` : ''}`,
+        {
+          cause,
+        },
+      );
+    };
+    try {
+      await ensureTaps(rec.spec.nics ?? [], rec.user);
+      await this.cgroups.create(cgroupName(id), cgroupLimitsFor(rec.spec));
+      const log = openSync(
+        L.stderrLog,
+        constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
+        0o600,
+      );
+      fds.push(log);
+      let base: number;
+      try {
+        base = openSync(rec.spec.bootDisk.imagePath, constants.O_RDONLY);
+      } catch (err) {
+        throw conflict(`The server's image is missing on this host (${errno(err)}); re-upload the image.`);
+      }
+      fds.push(base);
+      const stdio: ('ignore' | number)[] = ['ignore', log, log, base];
+      if (incoming) {
+        const saved = openSync(L.savedState, constants.O_RDONLY | constants.O_NOFOLLOW);
+        fds.push(saved);
+        stdio.push(saved);
+      }
+      const args = buildQemuArgs(rec.spec, {
+        accel: this.accel,
+        paths: L,
+        baseImageFd: 3,
+        ...(incoming ? { incomingFd: 4 } : {}),
+        ovmfDir: this.ovmfDir,
+      });
+      await unlink(L.qmpSocket).catch(() => undefined);
+      // Straight to the guest's user: QEMU never runs as root (and -runas would clash with the sandbox).
+      child = spawn(this.qemu, args, {
+        uid: rec.user.uid,
+        gid: rec.user.gid,
+        detached: true,
+        stdio,
+        cwd: L.dir,
+        env: { PATH: '/usr/bin:/bin', LC_ALL: 'C' },
+      });
+    } catch (err) {
+      await this.cgroups.remove(cgroupName(id)).catch(() => undefined);
+      throw err instanceof BulwarkError ? err : failed((err as Error).message, err);
+    } finally {
+      for (const fd of fds) closeSync(fd);
+    }
+    child.on('error', () => undefined); // reported through 'exit' or the missing pid
+    child.once('exit', (code, signal) => {
+      exit = { code, signal };
+    });
+    child.unref();
+    const pid = child.pid;
+    if (pid === undefined) {
+      await this.cgroups.remove(cgroupName(id)).catch(() => undefined);
+      throw failed(`${this.qemu} could not be run`);
+    }
+    const exitedWhy = () => {
+      const e = exit as { code: number | null; signal: string | null } | null;
+      return e
+        ? `QEMU exited during start-up (${e.signal ? `signal ${e.signal}` : `status ${e.code}`})`
+        : 'QEMU exited during start-up';
+    };
+    let live: Live | undefined;
+    try {
+      // Into the guest's cgroup first: QEMU was started with -S, so no guest code has run yet.
+      try {
+        await this.cgroups.attach(cgroupName(id), pid);
+      } catch (err) {
+        await sleep(200);
+        throw exit ? new Error(exitedWhy()) : err;
+      }
+      const info = await procInfo(pid);
+      if (!isLive(info)) throw new Error(exitedWhy());
+      rec.pid = pid;
+      rec.pidStart = info.startTime;
+      await this.writeRecord(rec);
+      const qmp = await this.waitForQmp(L.qmpSocket, pid, info.startTime, () => exit !== null);
+      live = this.attach(id, qmp, pid, info.startTime);
+      if (incoming) await this.waitIncoming(qmp);
+      await qmp.execute('cont');
+      const status = await qmp.queryStatus();
+      if (status.status !== 'running') throw new Error(`the guest is ${status.status} after cont`);
+      rec.desired = 'running';
+      await this.writeRecord(rec);
+    } catch (err) {
+      if (live) live.expectExit = true;
+      await this.killProcess(pid, rec.pidStart ?? (await procInfo(pid))?.startTime ?? null);
+      await this.cgroups.remove(cgroupName(id)).catch(() => undefined);
+      this.detach(id);
+      rec.pid = null;
+      rec.pidStart = null;
+      await this.writeRecord(rec);
+      if (err instanceof BulwarkError && !(err instanceof QmpError)) throw err;
+      await sleep(50); // let the exit status arrive for the message
+      const why = exit ? exitedWhy() : (err as Error).message;
+      throw failed(why, err);
+    }
+  }
+
+  private async waitForQmp(path: string, pid: number, start: number, exited: () => boolean): Promise<Qmp> {
+    const deadline = Date.now() + this.startTimeoutMs;
+    let last: unknown;
+    while (Date.now() < deadline) {
+      if (exited() || !(await sameProcess(pid, start))) throw new Error('QEMU exited during start-up');
+      try {
+        return await QmpClient.connect(path, { connectTimeoutMs: 2000 });
+      } catch (err) {
+        last = err;
+      }
+      await sleep(50);
+    }
+    throw new Error(`QEMU's control socket did not answer in ${this.startTimeoutMs} ms (${String(last)})`);
+  }
+
+  /** Waits for an incoming migration (resume) to load; QEMU then sits paused. */
+  private async waitIncoming(qmp: Qmp): Promise<void> {
+    const deadline = Date.now() + 10 * 60_000;
+    while (Date.now() < deadline) {
+      const s = await qmp.queryStatus();
+      if (s.status !== 'inmigrate') return;
+      await sleep(100);
+    }
+    throw new Error('loading the saved state did not finish');
+  }
+
+  // ---- QMP connections -----------------------------------------------------------------------
+
+  private attach(id: string, qmp: Qmp, pid: number, pidStart: number): Live {
+    this.live.get(id)?.qmp.close();
+    const live: Live = { qmp, pid, pidStart, expectExit: false };
+    this.live.set(id, live);
+    qmp.onEvent((e) => {
+      this.emit(id, e.event, e.data);
+      // With -no-shutdown QEMU stays up after the guest powers off, so the poweroff
+      // is seen even while the daemon is down; when we are here, finish it now.
+      if (e.event === 'SHUTDOWN' && e.data.guest === true) {
+        void qmp.execute('quit').catch(() => undefined);
+        void this.lock
+          .run(id, async () => {
+            const rec = await this.readRecord(id);
+            if (rec && rec.pid === pid && rec.desired === 'running') {
+              rec.desired = 'shutoff';
+              await this.writeRecord(rec);
+            }
+          })
+          .catch(() => undefined);
+      }
+    });
+    qmp.onClose(() => {
+      if (this.live.get(id) === live) this.live.delete(id);
+      if (!this.closing && !live.expectExit) void this.onLost(id, live);
+    });
+    return live;
+  }
+
+  private detach(id: string): void {
+    const live = this.live.get(id);
+    if (!live) return;
+    live.expectExit = true;
+    this.live.delete(id);
+    live.qmp.close();
+  }
+
+  /** QMP closed without us asking: QEMU exited (guest poweroff, crash or kill). */
+  private async onLost(id: string, live: Live): Promise<void> {
+    const gone = await waitGone(live.pid, live.pidStart, 5000);
+    if (!gone) return;
+    await this.lock
+      .run(id, async () => {
+        await this.cgroups.remove(cgroupName(id)).catch(() => undefined);
+        const rec = await this.readRecord(id);
+        if (rec && rec.pid === live.pid) {
+          rec.pid = null;
+          rec.pidStart = null;
+          await this.writeRecord(rec);
+        }
+        this.emit(id, 'EXITED', { expected: rec?.desired !== 'running' });
+      })
+      .catch(() => undefined);
+  }
+
+  /** The QMP connection to a running guest, connecting (adopting) if needed. */
+  private async client(rec: GuestRecord): Promise<Qmp> {
+    const id = rec.spec.id;
+    const live = this.live.get(id);
+    if (live && !live.qmp.closed && live.pid === rec.pid) return live.qmp;
+    const proc = await this.process(rec);
+    if (!proc) throw conflict(`Server ${id} is not running.`);
+    let pending = this.connecting.get(id);
+    if (!pending) {
+      pending = (async () => {
+        let last: unknown;
+        for (let i = 0; i < 5; i++) {
+          try {
+            const qmp = await QmpClient.connect(this.layout(id).qmpSocket, { connectTimeoutMs: 3000 });
+            this.attach(id, qmp, proc.pid, proc.startTime);
+            return qmp;
+          } catch (err) {
+            last = err;
+            await sleep(200);
+          }
+        }
+        throw new BulwarkError('Unavailable', `Server ${id}'s QEMU does not answer on QMP: ${String(last)}`);
+      })().finally(() => this.connecting.delete(id));
+      this.connecting.set(id, pending);
+    }
+    return pending;
+  }
+
+  // ---- stopping ------------------------------------------------------------------------------
+
+  private async killProcess(pid: number, start: number | null): Promise<boolean> {
+    const p = start === null ? await procInfo(pid) : await sameProcess(pid, start);
+    if (!isLive(p)) return false;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      return false;
+    }
+    await waitGone(pid, p.startTime, 10_000);
+    return true;
+  }
+
+  /** After the process is gone: no cgroup, no pid; reports EXITED. */
+  private async finishExit(rec: GuestRecord, desired: Desired): Promise<void> {
+    const id = rec.spec.id;
+    this.detach(id);
+    await this.cgroups.remove(cgroupName(id));
+    rec.pid = null;
+    rec.pidStart = null;
+    rec.desired = desired;
+    await this.writeRecord(rec);
+    this.emit(id, 'EXITED', { expected: true });
+  }
+
+  /** Asks QEMU to quit, then kills it if it has not gone in `graceMs`. */
+  private async stopProcess(qmp: Qmp | null, pid: number, start: number, graceMs: number): Promise<void> {
+    if (qmp) await qmp.execute('quit', undefined, { timeoutMs: 2000 }).catch(() => undefined);
+    if (await waitGone(pid, start, graceMs)) return;
+    await this.killProcess(pid, start);
+  }
+
+  shutdown(id: string, opts: { timeoutMs?: number } = {}): Promise<void> {
+    return this.lock.run(id, async () => {
+      const rec = await this.record(id);
+      const proc = await this.process(rec);
+      if (!proc) {
+        await rm(this.layout(id).savedState, { force: true });
+        await this.cgroups.remove(cgroupName(id));
+        rec.pid = null;
+        rec.pidStart = null;
+        rec.desired = 'shutoff';
+        await this.writeRecord(rec);
+        return;
+      }
+      rec.desired = 'shutoff';
+      await this.writeRecord(rec);
+      const qmp = await this.client(rec).catch(() => null);
+      const live = this.live.get(id);
+      if (live) live.expectExit = true;
+      const status = qmp ? await qmp.queryStatus().catch(() => null) : null;
+      if (qmp && status?.status === 'running') {
+        // ACPI power button; the guest's SHUTDOWN event makes us quit QEMU (see attach()).
+        await qmp.execute('system_powerdown').catch(() => undefined);
+        await waitGone(proc.pid, proc.startTime, opts.timeoutMs ?? 60_000);
+      }
+      await this.stopProcess(qmp, proc.pid, proc.startTime, 5000);
+      await this.finishExit(rec, 'shutoff');
+    });
+  }
+
+  private async running(id: string): Promise<{ rec: GuestRecord; qmp: Qmp }> {
+    const rec = await this.record(id);
+    return { rec, qmp: await this.client(rec) };
+  }
+
+  reboot(id: string): Promise<void> {
+    return this.lock.run(id, async () => {
+      await (await this.running(id)).qmp.execute('system_reset');
+    });
+  }
+
+  pause(id: string): Promise<void> {
+    return this.lock.run(id, async () => {
+      await (await this.running(id)).qmp.execute('stop');
+    });
+  }
+
+  unpause(id: string): Promise<void> {
+    return this.lock.run(id, async () => {
+      await (await this.running(id)).qmp.execute('cont');
+    });
+  }
+
+  /** Saves RAM and device state to a root-only file (save-state.ts) and ends the process. */
+  suspend(id: string): Promise<void> {
+    return this.lock.run(id, async () => {
+      const { rec, qmp } = await this.running(id);
+      const proc = await this.process(rec);
+      if (!proc) throw conflict(`Server ${id} is not running.`);
+      const L = this.layout(id);
+      const part = `${L.savedState}.part`;
+      const before = await qmp.queryStatus();
+      let receiver: StateReceiver | undefined;
+      try {
+        receiver = await receiveState(L.migrateSocket, rec.user, part);
+        // Stopped first, the RAM is copied in one pass.
+        await qmp.execute('stop');
+        await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 16 * GiB }).catch(() => undefined);
+        await qmp.execute('migrate', { uri: `unix:${L.migrateSocket}` });
+        for (const deadline = Date.now() + 10 * 60_000; ; ) {
+          const m = await qmp.execute('query-migrate');
+          const status = isObject(m) && typeof m.status === 'string' ? m.status : 'unknown';
+          if (status === 'completed') break;
+          if (status === 'failed' || status === 'cancelled' || Date.now() > deadline) {
+            const desc = isObject(m) && typeof m['error-desc'] === 'string' ? m['error-desc'] : status;
+            throw new Error(`saving the guest's state failed: ${desc}`);
+          }
+          await sleep(50);
+        }
+        await receiver.done;
+        const live = this.live.get(id);
+        if (live) live.expectExit = true;
+        await this.stopProcess(qmp, proc.pid, proc.startTime, 5000);
+        await rename(part, L.savedState);
+        await this.finishExit(rec, 'suspended');
+      } catch (err) {
+        await rm(part, { force: true });
+        if (before.running && (await this.process(rec))) await qmp.execute('cont').catch(() => undefined);
+        throw err instanceof BulwarkError
+          ? err
+          : new BulwarkError('Unavailable', `The server could not be suspended: ${(err as Error).message}`, {
+              cause: err,
+            });
+      } finally {
+        await receiver?.close();
+      }
+    });
+  }
+
+  resume(id: string): Promise<void> {
+    return this.lock.run(id, async () => {
+      const rec = await this.record(id);
+      const L = this.layout(id);
+      if (await this.process(rec)) throw conflict(`Server ${id} is running, not suspended.`);
+      if (rec.desired !== 'suspended' || !existsSync(L.savedState))
+        throw conflict(`Server ${id} has no saved state to resume.`);
+      await this.launch(rec, true);
+      await rm(L.savedState, { force: true });
+    });
+  }
+
+  // ---- queries -------------------------------------------------------------------------------
+
+  async state(id: string): Promise<GuestState> {
+    if (!GUEST_ID.test(id)) return 'missing';
+    const rec = await this.readRecord(id);
+    if (!rec) return 'missing';
+    if (!(await this.process(rec))) {
+      if (rec.desired === 'suspended' && existsSync(this.layout(id).savedState)) return 'suspended';
+      return rec.desired === 'running' ? 'crashed' : 'shutoff';
+    }
+    try {
+      const { status } = await (await this.client(rec)).queryStatus();
+      switch (status) {
+        case 'running':
+          return 'running';
+        case 'shutdown':
+          return 'shutoff';
+        case 'guest-panicked':
+        case 'internal-error':
+        case 'io-error':
+          return 'crashed';
+        default:
+          return 'paused';
+      }
+    } catch {
+      return 'crashed';
+    }
+  }
+
+  /** The serial console log, read safely (instance-files.ts: readConsoleLog). */
+  async consoleLog(id: string, maxLines?: number): Promise<string> {
+    const rec = await this.record(id);
+    return readConsoleLog(this.layout(id).consoleLog, rec.user.uid, maxLines);
+  }
+
+  async processInfo(id: string): Promise<{ pid: number; uid: number; user: string } | null> {
+    const rec = await this.readRecord(id);
+    const proc = rec && (await this.process(rec));
+    if (!rec || !proc) return null;
+    return { pid: proc.pid, uid: proc.uid, user: (await userNameOf(proc.uid)) ?? rec.user.name };
+  }
+
+  // ---- removal and reconciliation --------------------------------------------------------------
+
+  /** QEMU processes started from this driver's base dir, by guest id. */
+  private async ourQemus(): Promise<Map<string, { pid: number; startTime: number }[]>> {
+    const prefix = `${this.baseDir}/`;
+    const out = new Map<string, { pid: number; startTime: number }[]>();
+    for (const p of await qemuProcesses()) {
+      for (const arg of p.argv) {
+        const at = arg.indexOf(prefix);
+        if (at < 0) continue;
+        const id = arg.slice(at + prefix.length, at + prefix.length + 36);
+        if (!GUEST_ID.test(id)) continue;
+        out.set(id, [...(out.get(id) ?? []), { pid: p.pid, startTime: p.startTime }]);
+        break;
+      }
+    }
+    return out;
+  }
+
+  /** Kills every process of the guest, removes its cgroup, taps, files and user. */
+  private async purge(id: string, spec?: GuestSpec): Promise<boolean> {
+    const L = this.layout(id);
+    this.detach(id);
+    let killed = false;
+    for (const p of (await this.ourQemus()).get(id) ?? [])
+      killed = (await this.killProcess(p.pid, p.startTime)) || killed;
+    await this.cgroups.remove(cgroupName(id));
+    await deleteTaps(spec?.nics ?? []);
+    await rm(L.dir, { recursive: true, force: true });
+    await rm(L.hostDir, { recursive: true, force: true });
+    // Processes of the user outside our base dir would keep userdel from working: there should be none.
+    if (await lookupVmUser(vmUserName(id))) await removeVmUser(id);
+    return killed;
+  }
+
+  undefine(id: string): Promise<void> {
+    return this.lock.run(id, async () => {
+      const rec = await this.readRecord(id);
+      if (rec) {
+        const proc = await this.process(rec);
+        if (proc) await this.killProcess(proc.pid, proc.startTime);
+      }
+      const killed = await this.purge(id, rec?.spec);
+      if (killed || rec?.pid) this.emit(id, 'EXITED', { expected: true });
+    });
+  }
+
+  async reconcile(
+    knownIds: string[],
+  ): Promise<{ adopted: string[]; vanished: string[]; orphansKilled: string[] }> {
+    const known = new Set(knownIds);
+    const qemus = await this.ourQemus();
+    const adopted: string[] = [];
+    const vanished: string[] = [];
+    const orphansKilled: string[] = [];
+    for (const id of knownIds) {
+      if (!GUEST_ID.test(id)) continue;
+      await this.lock.run(id, async () => {
+        const rec = await this.readRecord(id);
+        if (!rec) {
+          vanished.push(id);
+          return;
+        }
+        const proc = await this.process(rec);
+        // Any other QEMU for this id (a start interrupted before its pid was kept) is not the guest.
+        for (const p of qemus.get(id) ?? [])
+          if (p.pid !== proc?.pid) await this.killProcess(p.pid, p.startTime);
+        if (!proc) {
+          await this.cgroups.remove(cgroupName(id));
+          if (rec.desired === 'running') vanished.push(id);
+          if (rec.pid !== null) {
+            rec.pid = null;
+            rec.pidStart = null;
+            await this.writeRecord(rec);
+          }
+          return;
+        }
+        try {
+          const qmp = await this.client(rec);
+          const { status } = await qmp.queryStatus();
+          if (status === 'shutdown') {
+            // The guest powered off while the daemon was away.
+            const live = this.live.get(id);
+            if (live) live.expectExit = true;
+            await this.stopProcess(qmp, proc.pid, proc.startTime, 5000);
+            await this.finishExit(rec, 'shutoff');
+            return;
+          }
+          adopted.push(id);
+        } catch {
+          // Alive but not answering: leave it to state() (crashed) rather than kill a tenant's guest.
+        }
+      });
+    }
+    const onDisk = async (dir: string) =>
+      (await readdir(dir).catch(() => [] as string[])).filter((e) => GUEST_ID.test(e));
+    const strays = new Set([
+      ...[...qemus.keys()].filter((id) => !known.has(id)),
+      ...(await onDisk(this.baseDir)).filter((id) => !known.has(id)),
+      ...(await onDisk(join(this.baseDir, HOST_DIR))).filter((id) => !known.has(id)),
+    ]);
+    for (const id of strays) {
+      await this.lock.run(id, async () => {
+        const rec = await this.readRecord(id).catch(() => null);
+        if (await this.purge(id, rec?.spec)) orphansKilled.push(id);
+      });
+    }
+    return { adopted, vanished, orphansKilled };
+  }
+
+  /** Disconnects from every guest and leaves them running (a daemon restart must not stop guests). */
+  async close(): Promise<void> {
+    this.closing = true;
+    for (const live of this.live.values()) {
+      live.expectExit = true;
+      live.qmp.close();
+    }
+    this.live.clear();
+    this.closing = false;
+  }
+}
+
+/** The real driver: accelerator from BULWARK_ACCEL or a probe boot, cgroups detected (v2 or v1). */
+export async function createQemuDriver(opts: QemuDriverOptions): Promise<QemuDriver> {
+  const accel = opts.accel ?? (await probeAccel(opts.qemuBinary ? { qemuBinary: opts.qemuBinary } : {}));
+  const cgroups = opts.cgroups ?? (await detectCgroups({ parent: opts.cgroupParent ?? 'bulwark' }));
+  const driver = new QemuDriver(opts, accel, cgroups);
+  await driver.init();
+  return driver;
+}

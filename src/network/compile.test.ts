@@ -1,0 +1,430 @@
+import { describe, expect, it } from 'vitest';
+import { BulwarkError } from '../errors.js';
+import {
+  type CompileInput,
+  compileGroupMembers,
+  compileQuarantine,
+  compileRuleset,
+  type GroupState,
+  names,
+  type PortState,
+  portCounterNames,
+} from './compile.js';
+import { normaliseRule, type RuleInput } from './model.js';
+import type { Json, NftChain, NftCommand, NftMap, NftRule, NftRuleset, NftSet } from './nft-json.js';
+
+// ---- helpers to look into a compiled batch -------------------------------------
+
+const adds = (rs: NftRuleset) => rs.nftables.flatMap((c) => ('add' in c ? [c.add] : []));
+const chains = (rs: NftRuleset, family = 'inet'): NftChain[] =>
+  adds(rs).flatMap((o) => ('chain' in o && o.chain.family === family ? [o.chain] : []));
+const chain = (rs: NftRuleset, name: string, family = 'inet') =>
+  chains(rs, family).find((c) => c.name === name);
+const rules = (rs: NftRuleset, chainName: string, family = 'inet'): NftRule[] =>
+  adds(rs).flatMap((o) =>
+    'rule' in o && o.rule.family === family && o.rule.chain === chainName ? [o.rule] : [],
+  );
+const sets = (rs: NftRuleset, family = 'inet'): NftSet[] =>
+  adds(rs).flatMap((o) => ('set' in o && o.set.family === family ? [o.set] : []));
+const setNamed = (rs: NftRuleset, name: string, family = 'inet') =>
+  sets(rs, family).find((s) => s.name === name);
+const map = (rs: NftRuleset, name: string, family = 'inet'): NftMap | undefined =>
+  adds(rs).flatMap((o) => ('map' in o && o.map.family === family && o.map.name === name ? [o.map] : []))[0];
+const counters = (rs: NftRuleset, family = 'inet') =>
+  adds(rs).flatMap((o) => ('counter' in o && o.counter.family === family ? [o.counter.name] : []));
+const text = (x: unknown) => JSON.stringify(x);
+const verdictOf = (r: NftRule) => Object.keys(r.expr[r.expr.length - 1] ?? {})[0];
+/** Every value of key `key` anywhere inside `x`. */
+function collect(x: Json | object, key: string, out: unknown[] = []): unknown[] {
+  if (Array.isArray(x)) for (const v of x) collect(v, key, out);
+  else if (x && typeof x === 'object')
+    for (const [k, v] of Object.entries(x)) {
+      if (k === key) out.push(v);
+      collect(v as Json, key, out);
+    }
+  return out;
+}
+
+function refuses(fn: () => unknown, re: RegExp, kind: 'BadRequest' | 'Conflict' = 'BadRequest') {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (err) {
+    caught = err;
+  }
+  expect(caught).toBeInstanceOf(BulwarkError);
+  expect((caught as BulwarkError).kind).toBe(kind);
+  expect((caught as BulwarkError).message).toMatch(re);
+}
+
+// ---- fixtures -------------------------------------------------------------------------
+
+const group = (id: string, rs: RuleInput[], stateful = true): GroupState => ({
+  id,
+  stateful,
+  rules: rs.map(normaliseRule),
+});
+const EGRESS: RuleInput[] = [
+  { direction: 'egress', ethertype: 'IPv4' },
+  { direction: 'egress', ethertype: 'IPv6' },
+];
+const hex = (n: number) => n.toString(16).padStart(2, '0');
+const port = (n: number, groupIds: string[], extra: Partial<PortState> = {}): PortState => ({
+  id: `00000000-0000-0000-0000-0000000000${hex(n)}`,
+  device: `tapp${hex(n)}`,
+  mac: `fa:16:3e:00:00:${hex(n)}`,
+  ips: [`10.0.0.${n}`, `fd00::${n}`],
+  allowedAddressPairs: [],
+  portSecurity: true,
+  groupIds,
+  ...extra,
+});
+const GROUPS = [
+  group('default', EGRESS),
+  group('web', [
+    ...EGRESS,
+    {
+      direction: 'ingress',
+      protocol: 'tcp',
+      port_range_min: 443,
+      port_range_max: 443,
+      remote_ip_prefix: '10.0.0.0/8',
+    },
+  ]),
+  group('app', [
+    {
+      direction: 'ingress',
+      protocol: 'tcp',
+      port_range_min: 8080,
+      port_range_max: 8080,
+      remote_group_id: 'web',
+    },
+  ]),
+  group('sl', [{ direction: 'ingress', protocol: 'udp', port_range_min: 53 }], false),
+];
+const compile = (ports: PortState[], extra: Partial<CompileInput> = {}) =>
+  compileRuleset({ table: 'bulwark', ports, groups: GROUPS, ...extra });
+
+describe('compileRuleset: layout', () => {
+  const p1 = port(1, ['web']);
+  const rs = compile([p1, port(2, ['default'])]);
+
+  it('builds an inet and an arp table with accept-policy base chains on the right hooks', () => {
+    const tables = adds(rs).flatMap((o) => ('table' in o ? [o.table] : []));
+    expect(tables).toEqual([
+      { family: 'inet', name: 'bulwark' },
+      { family: 'arp', name: 'bulwark' },
+    ]);
+    expect(chain(rs, 'prerouting')).toMatchObject({ hook: 'prerouting', prio: -300, policy: 'accept' });
+    expect(chain(rs, 'forward')).toMatchObject({ hook: 'forward', prio: 0, policy: 'accept' });
+    expect(chain(rs, 'input')).toMatchObject({ hook: 'input' });
+    expect(chain(rs, 'output')).toMatchObject({ hook: 'output' });
+    expect(chain(rs, 'input', 'arp')).toMatchObject({ hook: 'input' });
+  });
+
+  it('never rejects: every refusal is a silent drop', () => {
+    expect(text(rs)).not.toContain('reject');
+  });
+
+  it('dispatches per port through verdict maps, so base chains do not grow with ports', () => {
+    const dispatch = map(rs, 'out_dispatch');
+    expect(dispatch).toMatchObject({ type: 'ifname', map: 'verdict' });
+    expect(dispatch?.elem).toContainEqual([p1.device, { jump: { target: names.egressChain(p1.id) } }]);
+    expect(map(rs, 'in_dispatch')?.elem).toContainEqual([
+      p1.device,
+      { jump: { target: names.ingressChain(p1.id) } },
+    ]);
+    expect(rules(rs, 'forward').map((r) => text(r.expr))).toContain(
+      text([{ vmap: { key: { meta: { key: 'iifname' } }, data: '@out_dispatch' } }]),
+    );
+    const big = compile(Array.from({ length: 60 }, (_, i) => port(i + 1, ['web'])));
+    for (const base of ['prerouting', 'forward', 'input', 'output'])
+      expect(rules(big, base).length).toBe(rules(rs, base).length);
+  });
+
+  it('declares every counter and chain it references', () => {
+    for (const family of ['inet', 'arp']) {
+      const declared = new Set(counters(rs, family));
+      const names = new Set(chains(rs, family).map((c) => c.name));
+      const rulesOf = adds(rs).flatMap((o) => ('rule' in o && o.rule.family === family ? [o.rule] : []));
+      for (const used of collect(rulesOf, 'counter'))
+        if (typeof used === 'string') expect(declared).toContain(used);
+      const targets = collect(
+        adds(rs).filter((o) => text(o).includes(`"family":"${family}"`)),
+        'target',
+      );
+      for (const t of targets) expect(names).toContain(t);
+    }
+  });
+
+  it('is deterministic', () => {
+    expect(text(compile([p1, port(2, ['default'])]))).toBe(text(rs));
+  });
+});
+
+describe('compileRuleset: security groups', () => {
+  it('denies by default: a port without groups has only drops', () => {
+    const p = port(3, []);
+    const rs = compile([p]);
+    const inn = rules(rs, names.ingressChain(p.id));
+    const out = rules(rs, names.egressChain(p.id));
+    expect(inn.filter((r) => verdictOf(r) === 'accept').map((r) => text(r.expr))).toEqual([
+      // Only the stateful reply rule: nothing new gets in.
+      text([
+        { match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } },
+        { accept: null },
+      ]),
+    ]);
+    expect(out.filter((r) => verdictOf(r) === 'return')).toHaveLength(1);
+    expect(inn.at(-1)?.expr).toEqual([{ counter: portCounterNames(p.id).ingress }, { drop: null }]);
+    expect(out.at(-1)?.expr).toEqual([{ counter: portCounterNames(p.id).egress }, { drop: null }]);
+  });
+
+  it('stateful: replies pass, invalid is dropped, before any allow', () => {
+    const p = port(1, ['web']);
+    const inn = rules(compile([p]), names.ingressChain(p.id)).map((r) => text(r.expr));
+    expect(inn[0]).toContain('"established","related"');
+    expect(inn[1]).toContain('"invalid"');
+    expect(inn[2]).toContain('10.0.0.0');
+  });
+
+  it('compiles the spec rule to one nft rule: tcp dport 443 from 10.0.0.0/8', () => {
+    const p = port(1, ['web']);
+    const allow = rules(compile([p]), names.ingressChain(p.id)).filter((r) => verdictOf(r) === 'accept')[1];
+    expect(allow?.expr).toEqual([
+      { match: { op: '==', left: { meta: { key: 'nfproto' } }, right: 'ipv4' } },
+      {
+        match: {
+          op: '==',
+          left: { payload: { protocol: 'ip', field: 'saddr' } },
+          right: { prefix: { addr: '10.0.0.0', len: 8 } },
+        },
+      },
+      { match: { op: '==', left: { meta: { key: 'l4proto' } }, right: 6 } },
+      { match: { op: '==', left: { payload: { protocol: 'th', field: 'dport' } }, right: 443 } },
+      { accept: null },
+    ]);
+  });
+
+  it('merges ports into sets and prefixes into interval sets, the union of all the port’s groups', () => {
+    const g1 = group('a', [
+      { direction: 'ingress', protocol: 'tcp', port_range_min: 22, remote_ip_prefix: '10.0.0.0/8' },
+      {
+        direction: 'ingress',
+        protocol: 'tcp',
+        port_range_min: 8000,
+        port_range_max: 8080,
+        remote_ip_prefix: '10.0.0.0/8',
+      },
+    ]);
+    const g2 = group('b', [
+      { direction: 'ingress', protocol: 'tcp', port_range_min: 443, remote_ip_prefix: '10.0.0.0/8' },
+      {
+        direction: 'ingress',
+        protocol: 'tcp',
+        port_range_min: 8050,
+        port_range_max: 8090,
+        remote_ip_prefix: '10.0.0.0/8',
+      },
+      { direction: 'ingress', protocol: 'udp', port_range_min: 53, remote_ip_prefix: '192.168.0.0/16' },
+      { direction: 'ingress', protocol: 'udp', port_range_min: 53, remote_ip_prefix: '192.168.1.0/24' },
+      { direction: 'ingress', protocol: 'udp', port_range_min: 53, remote_ip_prefix: '172.16.0.0/12' },
+      { direction: 'ingress', protocol: 'icmp', port_range_min: 8 },
+      { direction: 'ingress', protocol: 'icmp', port_range_min: 0 },
+      { direction: 'ingress', protocol: 'icmp', port_range_min: 3, port_range_max: 4 },
+    ]);
+    const p = { ...port(1, ['a', 'b']), ips: ['10.0.0.1'] };
+    const rs = compileRuleset({ table: 'bulwark', ports: [p], groups: [g1, g2] });
+    const allows = rules(rs, names.ingressChain(p.id))
+      .filter((r) => verdictOf(r) === 'accept')
+      .slice(1);
+    const tcp = allows.find((r) => text(r.expr).includes('"right":6'));
+    expect(text(tcp?.expr)).toContain(text({ set: [22, 443, { range: [8000, 8090] }] }));
+    const udp = allows.find((r) => text(r.expr).includes('"right":17'));
+    // 192.168.1.0/24 lies inside 192.168.0.0/16 and disappears.
+    expect(text(udp?.expr)).toContain(
+      text({
+        set: [{ prefix: { addr: '172.16.0.0', len: 12 } }, { prefix: { addr: '192.168.0.0', len: 16 } }],
+      }),
+    );
+    const icmp = allows.filter((r) => text(r.expr).includes('"icmp"'));
+    expect(icmp.map((r) => text(r.expr))).toEqual([
+      expect.stringContaining(text({ set: [0, 8] })),
+      expect.stringMatching(/"field":"type"}},"right":3}.*"field":"code"}},"right":4}/),
+    ]);
+    expect(allows).toHaveLength(4);
+  });
+
+  it('remote groups match a named set per group and family (members incl. address pairs), never per member', () => {
+    const members = Array.from({ length: 40 }, (_, i) =>
+      port(i + 10, ['web'], {
+        allowedAddressPairs: i === 0 ? [{ ip: '10.9.0.0/24' }, { ip: 'fd09::/64' }] : [],
+      }),
+    );
+    const server = port(1, ['app']);
+    const rs = compile([server, ...members]);
+    const v4 = setNamed(rs, names.groupSet('web', 4));
+    expect(v4).toMatchObject({ type: 'ipv4_addr', flags: ['interval'] });
+    expect(v4?.elem).toHaveLength(41);
+    expect(v4?.elem).toContainEqual({ prefix: { addr: '10.9.0.0', len: 24 } });
+    expect(setNamed(rs, names.groupSet('web', 6))?.elem).toContainEqual({
+      prefix: { addr: 'fd09::', len: 64 },
+    });
+    const allows = rules(rs, names.ingressChain(server.id)).filter((r) => verdictOf(r) === 'accept');
+    expect(allows).toHaveLength(2);
+    expect(text(allows[1]?.expr)).toContain(`"@${names.groupSet('web', 4)}"`);
+    // Same rule count with one member.
+    const small = compile([server, port(10, ['web'])]);
+    expect(rules(small, names.ingressChain(server.id))).toHaveLength(
+      rules(rs, names.ingressChain(server.id)).length,
+    );
+  });
+
+  it('replaces a group’s members in place with a flush and an add in one batch', () => {
+    const cmds = compileGroupMembers('bulwark', 'web', ['10.0.0.7', '10.0.0.0/24', 'fd00::7']);
+    expect(cmds).toEqual<NftCommand[]>([
+      { flush: { set: { family: 'inet', table: 'bulwark', name: 'sg_web_v4' } } },
+      {
+        add: {
+          element: {
+            family: 'inet',
+            table: 'bulwark',
+            name: 'sg_web_v4',
+            elem: [{ prefix: { addr: '10.0.0.0', len: 24 } }],
+          },
+        },
+      },
+      { flush: { set: { family: 'inet', table: 'bulwark', name: 'sg_web_v6' } } },
+      { add: { element: { family: 'inet', table: 'bulwark', name: 'sg_web_v6', elem: ['fd00::7'] } } },
+    ]);
+  });
+
+  it('stateless groups: no conntrack matches in their chains, and notrack only where no stateful port is involved', () => {
+    const sl = port(5, ['sl']);
+    const rs = compile([sl, port(1, ['web'])]);
+    expect(text(rules(rs, names.ingressChain(sl.id)))).not.toContain('"ct"');
+    expect(text(rules(rs, names.egressChain(sl.id)))).not.toContain('"ct"');
+    const sel = rules(rs, 'notrack_select').map((r) => verdictOf(r));
+    expect(sel).toEqual(['return', 'return', 'return', 'notrack', 'notrack', 'notrack']);
+    expect(setNamed(rs, 'stateless_v4')?.elem).toEqual(['10.0.0.5']);
+    expect(chain(rs, 'output_raw')).toMatchObject({ hook: 'output', prio: -300 });
+    // Without stateless ports nothing of this is emitted.
+    expect(chain(compile([port(1, ['web'])]), 'notrack_select')).toBeUndefined();
+  });
+});
+
+describe('compileRuleset: port security, zones, quarantine', () => {
+  it('anti-spoofing: own MAC and IPs (plus pairs) only, no DHCP server, no router advertisements', () => {
+    const p = port(1, ['web'], { allowedAddressPairs: [{ ip: '10.5.0.0/24', mac: 'fa:16:3e:00:00:99' }] });
+    const rs = compile([p]);
+    const pre = rules(rs, names.preChain(p.id)).map((r) => text(r.expr));
+    expect(pre[0]).toContain(text({ set: ['fa:16:3e:00:00:01', 'fa:16:3e:00:00:99'] }));
+    expect(pre.find((r) => r.includes('{"protocol":"ip","field":"saddr"}}]}'))).toContain(
+      text({ concat: ['fa:16:3e:00:00:99', { prefix: { addr: '10.5.0.0', len: 24 } }] }),
+    );
+    expect(pre.some((r) => r.includes(text({ set: [67, 547] })) && r.endsWith('{"drop":null}]'))).toBe(true);
+    expect(pre.some((r) => r.includes('nd-router-advert') && r.endsWith('{"drop":null}]'))).toBe(true);
+    // EUI-64 link-local of the port MAC is a valid IPv6 source.
+    expect(pre.some((r) => r.includes('fe80::f816:3eff:fe00:1'))).toBe(true);
+    // ARP: sender must be the port's (MAC . IP); 0.0.0.0 probes allowed.
+    const arp = rules(rs, names.arpChain(p.id), 'arp').map((r) => text(r.expr));
+    expect(
+      arp.some((r) => r.includes('"saddr ip"') && r.includes('10.0.0.1') && r.endsWith('{"return":null}]')),
+    ).toBe(true);
+    expect(arp.at(-1)).toBe(text([{ counter: portCounterNames(p.id).arp }, { drop: null }]));
+    expect(map(rs, 'pre_dispatch')?.elem).toContainEqual([
+      p.device,
+      { jump: { target: names.preChain(p.id) } },
+    ]);
+  });
+
+  it('port security off: no anti-spoofing, everything allowed, and groups are refused', () => {
+    const p = port(1, [], { portSecurity: false });
+    const rs = compile([p]);
+    expect(chain(rs, names.preChain(p.id))).toBeUndefined();
+    expect(rules(rs, names.ingressChain(p.id)).map((r) => verdictOf(r))).toEqual(['accept']);
+    refuses(() => compile([port(1, ['web'], { portSecurity: false })]), /port security is disabled/);
+  });
+
+  it('zones: isolation rules come first in ingress, before established; egress tags the sender’s zone', () => {
+    const a = port(1, ['web'], { zone: 'dmz' });
+    const b = port(2, ['web'], { zone: 'internal' });
+    const rs = compile([a, b], { zones: [{ name: 'internal', allowFrom: ['dmz'] }] });
+    const inB = rules(rs, names.ingressChain(b.id));
+    expect(inB.slice(0, 3).every((r) => text(r.expr).includes(portCounterNames(b.id).zone))).toBe(true);
+    expect(text(inB[3]?.expr)).toContain('established');
+    // dmz=1, internal=2 (sorted), marks in bits 16-27.
+    expect(text(inB[0]?.expr)).toContain(text({ set: [0x10000, 0x20000] }));
+    expect(text(rules(rs, names.ingressChain(a.id))[0]?.expr)).toContain(text({ set: [0x10000] }));
+    expect(text(rules(rs, names.egressChain(a.id))[0]?.expr)).toContain('"mangle"');
+    // One zone only: no zone rules at all.
+    expect(text(compile([port(1, ['web']), port(2, ['web'])]))).not.toContain('mangle');
+    refuses(() => compile([port(1, ['web'], { zone: 'Bad Zone' })]), /not a valid zone/);
+  });
+
+  it('quarantine: the device is in the quarantined sets both tables check first', () => {
+    const p = port(1, ['web'], { quarantined: true });
+    const rs = compile([p, port(2, ['web'])]);
+    expect(setNamed(rs, 'quarantined')?.elem).toEqual([p.device]);
+    expect(setNamed(rs, 'quarantined', 'arp')?.elem).toEqual([p.device]);
+    for (const [c, fam] of [
+      ['prerouting', 'inet'],
+      ['forward', 'inet'],
+      ['output', 'inet'],
+      ['input', 'arp'],
+      ['output', 'arp'],
+    ] as const)
+      expect(text(rules(rs, c, fam)[0]?.expr)).toContain('"@quarantined"');
+    expect(compileQuarantine('bulwark', [p.device], true)).toEqual([
+      { add: { element: { family: 'inet', table: 'bulwark', name: 'quarantined', elem: [p.device] } } },
+      { add: { element: { family: 'arp', table: 'bulwark', name: 'quarantined', elem: [p.device] } } },
+    ]);
+    expect(compileQuarantine('bulwark', [p.device], false).map((c) => Object.keys(c)[0])).toEqual([
+      'add',
+      'delete',
+      'add',
+      'delete',
+    ]);
+    refuses(() => compileQuarantine('bulwark', ['bad name'], true), /not a valid interface/);
+  });
+
+  it('fails closed for unknown devices with a VM prefix', () => {
+    const rs = compile([port(1, ['web'])], { devicePrefixes: ['tap', 'vm'] });
+    const pre = rules(rs, 'prerouting').map((r) => text(r.expr));
+    expect(pre.filter((r) => r.includes('unknown_device'))).toHaveLength(2);
+    expect(pre.some((r) => r.includes('"vm*"'))).toBe(true);
+  });
+});
+
+describe('compileRuleset: refusals', () => {
+  it('refuses invalid state with 400 (409 for mixed statefulness)', () => {
+    refuses(() => compile([port(1, ['web', 'sl'])]), /may not mix stateful and stateless/, 'Conflict');
+    refuses(() => compile([port(1, ['nope'])]), /unknown security group nope/);
+    refuses(() => compile([port(1, ['web'], { device: 'tap-name-too-long' })]), /not a valid interface name/);
+    refuses(() => compile([port(1, ['web'], { device: 'tap"x' })]), /not a valid interface name/);
+    refuses(() => compile([port(1, ['web']), port(2, ['web'], { device: 'tapp01' })]), /used by two ports/);
+    refuses(() => compile([port(1, ['web'], { mac: '01:00:5e:00:00:01' })]), /multicast/);
+    refuses(() => compile([port(1, ['web'], { ips: ['10.0.0.300'] })]), /not a valid IPv4 or IPv6/);
+    refuses(
+      () =>
+        compile([
+          port(1, ['web'], {
+            allowedAddressPairs: Array.from({ length: 11 }, (_, i) => ({ ip: `10.8.0.${i}` })),
+          }),
+        ]),
+      /more than 10 allowed address pairs/,
+    );
+    refuses(
+      () => compile([port(1, ['web']), { ...port(2, ['web']), id: '00000000-0000-0000-0000-000000000001' }]),
+      /same nftables name/,
+    );
+    refuses(() => compileRuleset({ table: 'Bad-Table', ports: [], groups: [] }), /Table name/);
+    refuses(() => compile([], { hostServices: { tcp: [0], udp: [], icmpEcho: false } }), /not 1-65535/);
+  });
+
+  it('compiles an empty host (no ports) to tables that still fail closed', () => {
+    const rs = compile([]);
+    expect(setNamed(rs, 'ports')?.elem).toBeUndefined();
+    expect(rules(rs, 'prerouting').some((r) => text(r.expr).includes('unknown_device'))).toBe(true);
+  });
+});
