@@ -8,7 +8,8 @@ if [ -f guests/build.sh ]; then
   echo "==> building test guest images"
   bash guests/build.sh
 fi
-echo "==> lint"
+echo "==> typecheck and lint"
+npx tsc -p tsconfig.test.json
 npx biome check src test
 echo "==> tests"
 mkdir -p .test-artifacts

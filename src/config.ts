@@ -16,6 +16,11 @@ export interface DaemonConfig {
   logLevel: string;
   /** Largest image upload accepted, in bytes. */
   maxImageBytes: number;
+  /**
+   * The host's uplink device (`--uplink-device`): routers with an external
+   * gateway SNAT their subnets out of it. Unset: no guest traffic leaves the host.
+   */
+  uplinkDevice: string | undefined;
 }
 
 /** Parses `HOST:PORT`, `[V6]:PORT` or `PORT`; refuses anything else with a fix. */
@@ -36,7 +41,12 @@ export function makeConfig(opts: {
   databaseAdminUrl?: string | undefined;
   tokenTtlSeconds?: number | undefined;
   logLevel?: string | undefined;
+  uplinkDevice?: string | undefined;
 }): DaemonConfig {
+  if (opts.uplinkDevice !== undefined && !/^[A-Za-z0-9_-]{1,15}$/.test(opts.uplinkDevice))
+    throw new Error(
+      `--uplink-device ${opts.uplinkDevice} is not an interface name; try --uplink-device eth0`,
+    );
   const dataDir = resolve(opts.dataDir);
   const { host, port } = parseListen(opts.listen ?? '127.0.0.1:8443');
   const urlHost = host === '0.0.0.0' || host === '::' ? hostname() : host.includes(':') ? `[${host}]` : host;
@@ -51,5 +61,6 @@ export function makeConfig(opts: {
     adminProjectName: 'admin',
     logLevel: opts.logLevel ?? 'info',
     maxImageBytes: 64 * 2 ** 30,
+    uplinkDevice: opts.uplinkDevice,
   };
 }

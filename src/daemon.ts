@@ -5,13 +5,15 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { parse, stringify } from 'yaml';
 import { buildApi } from './api/server.js';
-import type { AuditWriter } from './audit/writer.js';
+import { type AuditWriter, systemEvent } from './audit/writer.js';
 import type { DaemonConfig } from './config.js';
 import { probeCapabilities } from './host/capabilities.js';
+import { DnsmasqDhcp, dnsmasqAvailable } from './host/net/dhcp.js';
+import { NftDataplane, setGateways } from './host/net/index.js';
 import { createQemuDriver } from './host/qemu-driver.js';
 import { bootstrapIdentity } from './identity/bootstrap.js';
 import type { IdentityService } from './identity/service.js';
-import { IsolatedDataplane } from './network/isolated-dataplane.js';
+import { loadDataplaneState, loadDhcpState, loadGateways } from './network/dataplane-state.js';
 import { createCa, issueCertificate, type PemPair } from './pki/ca.js';
 import { buildPlatform } from './platform.js';
 import { openStore, type Store } from './store/database.js';
@@ -90,7 +92,16 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     ...(config.databaseAdminUrl ? { adminUrl: config.databaseAdminUrl } : {}),
   });
   const driver = await createQemuDriver({ baseDir: join(config.dataDir, 'instances') });
-  const platform = buildPlatform(store, driver, new IsolatedDataplane(), {
+  let lockdownNotice: ((on: boolean, cause?: Error) => void) | undefined;
+  const dataplane = new NftDataplane({
+    load: () => loadDataplaneState(store, { uplink: config.uplinkDevice }),
+    prepare: async () => setGateways(await loadGateways(store)),
+    onLockdown: (on, cause) => lockdownNotice?.(on, cause),
+  });
+  const dhcp = dnsmasqAvailable()
+    ? new DnsmasqDhcp({ dir: join(config.dataDir, 'dhcp'), load: () => loadDhcpState(store) })
+    : undefined;
+  const platform = buildPlatform(store, driver, dataplane, {
     dataDir: config.dataDir,
     tokenTtlSeconds: config.tokenTtlSeconds,
     adminProjectName: config.adminProjectName,
@@ -98,8 +109,23 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     capabilities: probeCapabilities(),
     maxImageBytes: config.maxImageBytes,
     defaultGroupAllowsSameGroup: false,
+    ...(dhcp ? { dhcp } : {}),
   });
   const { identity, audit } = platform;
+  lockdownNotice = (on, cause) =>
+    void audit
+      .append(
+        systemEvent({
+          action: on ? 'dataplane:lockdown' : 'dataplane:lockdown_lifted',
+          reason: cause?.message ?? null,
+          outcome: on ? 'failure' : 'success',
+        }),
+      )
+      .catch(() => undefined);
+  // Enforce the stored rules before anything else: a daemon that cannot filter must not serve guests.
+  await dataplane.sync('daemon start');
+  // DHCP (dnsmasq per network): start missing servers, kill stale ones. A failure leaves guests without leases, not open.
+  await dhcp?.sync('daemon start').catch((err: Error) => console.error(err.message));
   const { adminPassword } = await bootstrapIdentity(store, identity);
   const { server, caFile } = await ensurePki(join(config.dataDir, 'pki'), config.host);
   // Adopt guests still running from before a restart; mark the ones that vanished; kill orphans.
@@ -132,6 +158,9 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     adminPassword,
     async close() {
       clearInterval(timer);
+      dataplane.close();
+      // No orphan dnsmasq: the next start brings them back (leases are in the data dir).
+      await dhcp?.stopAll().catch(() => undefined);
       await app.close();
       await platform.compute.servers.settled();
       // Guests keep running across daemon restarts; only our QMP connections close.

@@ -3,13 +3,16 @@ import { AuditWriter } from './audit/writer.js';
 import { FlavorService } from './compute/flavors.js';
 import { ImageService } from './compute/images.js';
 import type { HostCapabilities } from './compute/properties.js';
+import { QuarantineService } from './compute/quarantine.js';
 import { ServerService } from './compute/servers.js';
 import type { HypervisorDriver } from './host/hypervisor.js';
 import { ImageStore } from './host/image-store.js';
 import { IdentityService } from './identity/service.js';
 import { type DataplaneSync, NetworkService } from './network/networks.js';
+import { RouterService } from './network/routers.js';
 import { SecurityGroupService } from './network/security-groups.js';
 import { ServerPorts } from './network/server-ports.js';
+import { ZoneService } from './network/zones.js';
 import type { AuthContext } from './policy/context.js';
 import type { Store } from './store/database.js';
 
@@ -22,6 +25,11 @@ export interface PlatformOptions {
   maxImageBytes: number;
   /** Neutron's allow-from-same-group ingress rule in `default` (off: the spec's block-all-ingress). */
   defaultGroupAllowsSameGroup: boolean;
+  /**
+   * DHCP servers (`host/net/dhcp.ts#DnsmasqDhcp`): told after every subnet or
+   * port change, after the firewall. Absent: no DHCP (API tests).
+   */
+  dhcp?: DataplaneSync;
 }
 
 /** The platform acting on its own behalf (cleanup after a delete), never reachable by a token. */
@@ -53,10 +61,23 @@ export function buildPlatform(
     adminProjectName: opts.adminProjectName,
   });
   const audit = new AuditWriter(store);
-  const networks = new NetworkService(store, dataplane);
+  const dhcp = opts.dhcp;
+  const networks = new NetworkService(
+    store,
+    dhcp
+      ? {
+          sync: async (reason: string) => {
+            await dataplane.sync(reason);
+            await dhcp.sync(reason);
+          },
+        }
+      : dataplane,
+  );
   const securityGroups = new SecurityGroupService(store, dataplane, {
     defaultAllowsSameGroup: opts.defaultGroupAllowsSameGroup,
   });
+  const routers = new RouterService(store, dataplane);
+  const zones = new ZoneService(store, dataplane);
   const serverPorts = new ServerPorts(store, networks, securityGroups);
   const flavors = new FlavorService(store);
   const images = new ImageService(store, new ImageStore(join(opts.dataDir, 'images')), opts.maxImageBytes);
@@ -69,7 +90,20 @@ export function buildPlatform(
     serverPorts,
     SYSTEM,
   );
-  return { identity, audit, compute: { flavors, images, servers }, network: { networks, securityGroups } };
+  const quarantine = new QuarantineService(
+    store,
+    servers,
+    networks,
+    driver,
+    audit,
+    join(opts.dataDir, 'forensics'),
+  );
+  return {
+    identity,
+    audit,
+    compute: { flavors, images, servers, quarantine },
+    network: { networks, securityGroups, routers, zones },
+  };
 }
 
 export type Platform = ReturnType<typeof buildPlatform>;

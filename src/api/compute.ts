@@ -3,9 +3,12 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
 import type { Flavor } from '../compute/flavors.js';
 import { extraSpecsOf } from '../compute/flavors.js';
+import { quarantineOf } from '../compute/quarantine.js';
 import type { ServerAction } from '../compute/server-states.js';
 import type { Server } from '../compute/servers.js';
 import { BulwarkError, badRequest, forbidden, notFound } from '../errors.js';
+import { registerComputeSecurityGroupApi } from './compute-security-groups.js';
+import { registerQuarantineApi } from './quarantine.js';
 import type { ApiContext } from './server.js';
 
 const PREFIX = '/compute/v2.1';
@@ -35,6 +38,8 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
   const { flavors, servers } = compute;
   const base = `${publicUrl}${PREFIX}`;
   ctx.services.push({ type: 'compute', name: 'nova', path: PREFIX });
+  registerComputeSecurityGroupApi(app, ctx, PREFIX);
+  registerQuarantineApi(app, ctx, PREFIX);
 
   // Only microversion 2.1 is offered; a request for another gets Nova's 406.
   app.addHook('onRequest', async (req, reply) => {
@@ -308,6 +313,9 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
       'OS-EXT-STS:power_state': s.power_state,
       'os-extended-volumes:volumes_attached': [],
       security_groups: [],
+      // Extension: the owner sees that (and why) the server is held; admins see the whole record.
+      'bulwark:quarantine':
+        s.quarantine === null ? null : admin ? quarantineOf(s) : { reason: quarantineOf(s)?.reason },
       ...(admin
         ? {
             'OS-EXT-SRV-ATTR:host': s.host,

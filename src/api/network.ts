@@ -65,6 +65,8 @@ export async function registerNetworkApi(app: FastifyInstance, ctx: ApiContext):
     'project-id',
     'stateful-security-group',
     'quotas',
+    'router',
+    'external-net',
   ];
   app.get(`${PREFIX}/extensions`, { config: { action: 'network:extensions' } }, async () => ({
     extensions: EXTENSIONS.map((alias) => ({
@@ -88,7 +90,7 @@ export async function registerNetworkApi(app: FastifyInstance, ctx: ApiContext):
     shared: n.shared === 1,
     mtu: n.mtu,
     port_security_enabled: n.port_security_enabled === 1,
-    'router:external': false,
+    'router:external': n.router_external === 1,
     subnets: await networks.subnetIdsOf(n.id),
     availability_zones: ['nova'],
     availability_zone_hints: [],
@@ -106,6 +108,7 @@ export async function registerNetworkApi(app: FastifyInstance, ctx: ApiContext):
     mtu: Opt(Type.Integer({ minimum: 68, maximum: 9000 })),
     port_security_enabled: Opt(Type.Boolean()),
     zone: Opt(Type.String({ maxLength: 32 })),
+    'router:external': Opt(Type.Boolean()),
     project_id: Opt(Type.String({ maxLength: 64 })),
     tenant_id: Opt(Type.String({ maxLength: 64 })),
   };
@@ -146,6 +149,7 @@ export async function registerNetworkApi(app: FastifyInstance, ctx: ApiContext):
         ...(n.mtu !== undefined ? { mtu: n.mtu } : {}),
         ...(n.port_security_enabled !== undefined ? { portSecurity: n.port_security_enabled } : {}),
         ...(n.zone !== undefined ? { zone: n.zone } : {}),
+        ...(n['router:external'] !== undefined ? { external: n['router:external'] } : {}),
         ...((n.project_id ?? n.tenant_id) !== undefined
           ? { projectId: (n.project_id ?? n.tenant_id) as string }
           : {}),
@@ -162,6 +166,11 @@ export async function registerNetworkApi(app: FastifyInstance, ctx: ApiContext):
     },
     async (req) => {
       const n = (req.body as Static<typeof NetworkBody>).network;
+      if (n['router:external'] !== undefined) {
+        const cur = await networks.getNetwork(req.auth!, (req.params as { id: string }).id);
+        if (n['router:external'] !== (cur.router_external === 1))
+          throw badRequest('router:external is set when the network is created and cannot be changed.');
+      }
       const net = await networks.updateNetwork(req.auth!, (req.params as { id: string }).id, {
         ...(n.name !== undefined ? { name: n.name } : {}),
         ...(n.description !== undefined ? { description: n.description } : {}),

@@ -5,11 +5,14 @@ import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { AuditWriter } from '../audit/writer.js';
 import type { FlavorService } from '../compute/flavors.js';
 import type { ImageService } from '../compute/images.js';
+import type { QuarantineService } from '../compute/quarantine.js';
 import type { ServerService } from '../compute/servers.js';
 import { BulwarkError } from '../errors.js';
 import type { IdentityService } from '../identity/service.js';
 import type { NetworkService } from '../network/networks.js';
+import type { RouterService } from '../network/routers.js';
 import type { SecurityGroupService } from '../network/security-groups.js';
+import type { ZoneService } from '../network/zones.js';
 import { enforce } from '../policy/enforcer.js';
 import { isAction } from '../policy/rules.js';
 import type { Store } from '../store/database.js';
@@ -22,13 +25,25 @@ import { errorBody, sendError } from './error-map.js';
 import { registerIdentityApi } from './identity.js';
 import { registerImageApi } from './image.js';
 import { registerNetworkApi, registerSecurityGroupApi } from './network.js';
+import { registerRouterApi } from './routers.js';
+import { registerZoneApi } from './zones.js';
 
 export interface ApiDeps {
   store: Store;
   identity: IdentityService;
   audit: AuditWriter;
-  compute: { flavors: FlavorService; images: ImageService; servers: ServerService };
-  network: { networks: NetworkService; securityGroups: SecurityGroupService };
+  compute: {
+    flavors: FlavorService;
+    images: ImageService;
+    servers: ServerService;
+    quarantine: QuarantineService;
+  };
+  network: {
+    networks: NetworkService;
+    securityGroups: SecurityGroupService;
+    routers: RouterService;
+    zones: ZoneService;
+  };
   /** Base URL clients reach us at; used in the catalog and links, never taken from Host. */
   publicUrl: string;
 }
@@ -105,7 +120,8 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
       typeof token === 'string' && token.length > 0 ? await deps.identity.validateToken(token) : null;
   });
 
-  app.addHook('preHandler', async (req) => {
+  // Before validation: a caller who may not act learns nothing about what a valid request looks like.
+  app.addHook('preValidation', async (req) => {
     const cfg = req.routeOptions.config;
     // No route matched: the 404 handler answers and performs nothing, so there is nothing to authorise.
     if (cfg.action === undefined && req.is404) return;
@@ -174,6 +190,8 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await registerImageApi(app, ctx);
   await registerNetworkApi(app, ctx);
   await registerSecurityGroupApi(app, ctx);
+  await registerRouterApi(app, ctx);
+  await registerZoneApi(app, ctx);
   await registerBulwarkApi(app, ctx);
   return app;
 }

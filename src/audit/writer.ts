@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import { BulwarkError } from '../errors.js';
+import type { AuthContext } from '../policy/context.js';
 import type { Store } from '../store/database.js';
 import { nowIso, uuid } from '../util/ids.js';
 import { type ChainedFields, chainHash } from './chain.js';
@@ -21,6 +22,35 @@ export interface AuditEvent {
   outcome: Outcome;
   status: number;
   reason: string | null;
+}
+
+/**
+ * An event recorded outside a request's own audit row: a host lockdown, or a
+ * step of a multi-step operation (quarantine), attributed to whoever started it.
+ */
+export function systemEvent(e: {
+  action: string;
+  reason: string | null;
+  target?: { type: string; id: string };
+  outcome?: Outcome;
+  actor?: AuthContext;
+}): AuditEvent {
+  return {
+    requestId: `system-${uuid()}`,
+    userId: e.actor?.userId ?? null,
+    userName: e.actor?.userName ?? 'bulwark',
+    projectId: e.actor?.projectId ?? null,
+    roles: e.actor?.roles ?? [],
+    sourceIp: null,
+    action: e.action,
+    method: 'SYSTEM',
+    path: '',
+    targetType: e.target?.type ?? null,
+    targetId: e.target?.id ?? null,
+    outcome: e.outcome ?? 'success',
+    status: 0,
+    reason: e.reason,
+  };
 }
 
 export type AuditListener = (row: ChainedFields & { hash: string }) => void;

@@ -4,6 +4,7 @@ import { registerAuditCommands } from './commands/audit.js';
 import { registerComputeCommands } from './commands/compute.js';
 import { registerIdentityCommands } from './commands/identity.js';
 import { registerServeCommand } from './commands/serve.js';
+import { registerZoneCommands } from './commands/zones.js';
 
 const program = new Command('bulwark')
   .description('Bulwark: a security-first virtual machine platform')
@@ -14,6 +15,7 @@ registerServeCommand(program);
 registerIdentityCommands(program);
 registerComputeCommands(program);
 registerAuditCommands(program);
+registerZoneCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const status = err instanceof ApiError ? ` (HTTP ${err.status})` : '';

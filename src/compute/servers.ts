@@ -98,6 +98,24 @@ export class ServerService {
     return q.execute();
   }
 
+  /** A quarantined server is evidence: only an administrator may act on it until it is lifted. */
+  private async getUnquarantined(auth: AuthContext, id: string): Promise<Server> {
+    const s = await this.get(auth, id);
+    if (s.quarantine !== null && !auth.isAdmin) {
+      const why = (JSON.parse(s.quarantine) as { reason?: string }).reason ?? '';
+      throw conflict(
+        `Server ${s.id} is quarantined (${why}); only an administrator can act on it or lift the quarantine.`,
+      );
+    }
+    return s;
+  }
+
+  /** Records what the host says the guest is doing now (after work done outside a Nova action). */
+  async refreshState(id: string): Promise<void> {
+    const state = await this.driver.state(id).catch((): GuestState => 'missing');
+    await this.setState(id, { vm_state: vmStateOf(state), task_state: null });
+  }
+
   async get(auth: AuthContext, id: string): Promise<Server> {
     let q = this.db.selectFrom('servers').selectAll().where('id', '=', id).where('deleted_at', 'is', null);
     if (!auth.isAdmin) q = q.where('project_id', '=', auth.projectId ?? '');
@@ -173,6 +191,7 @@ export class ServerService {
       hints: JSON.stringify(input.hints),
       guest: JSON.stringify(guest),
       key_name: null,
+      quarantine: null,
       created_at: now,
       updated_at: now,
       launched_at: null,
@@ -197,7 +216,12 @@ export class ServerService {
 
   private async specFor(s: Server): Promise<GuestSpec> {
     const g = JSON.parse(s.guest) as StoredGuest;
-    const nics = (await this.ports.nics(s.id)).map((n) => ({ tap: n.tap, mac: n.mac }));
+    const nics = (await this.ports.nics(s.id)).map((n) => ({
+      tap: n.tap,
+      mac: n.mac,
+      ips: n.ips,
+      gateways: n.gateways,
+    }));
     const flavor = JSON.parse(s.flavor) as { vcpus: number; ram: number; disk: number };
     return {
       id: s.id,
@@ -256,7 +280,7 @@ export class ServerService {
 
   /** Starts a Nova server action; answers at once (202) while the host does the work. */
   async action(auth: AuthContext, id: string, action: ServerAction): Promise<void> {
-    const s = await this.get(auth, id);
+    const s = await this.getUnquarantined(auth, id);
     const t = TRANSITIONS[action];
     const claimed = await this.db
       .updateTable('servers')
@@ -313,7 +337,7 @@ export class ServerService {
   }
 
   async delete(auth: AuthContext, id: string): Promise<void> {
-    const s = await this.get(auth, id);
+    const s = await this.getUnquarantined(auth, id);
     await this.db
       .updateTable('servers')
       .set({ task_state: 'deleting', updated_at: nowIso() })
@@ -345,7 +369,7 @@ export class ServerService {
   }
 
   async changeSecurityGroup(auth: AuthContext, id: string, group: string, add: boolean): Promise<void> {
-    const s = await this.get(auth, id);
+    const s = await this.getUnquarantined(auth, id);
     await this.ports.changeGroup(auth, s.id, group, add);
   }
 
@@ -355,7 +379,7 @@ export class ServerService {
   }
 
   async setMetadata(auth: AuthContext, id: string, metadata: Record<string, string>, replace: boolean) {
-    const s = await this.get(auth, id);
+    const s = await this.getUnquarantined(auth, id);
     const merged = replace
       ? metadata
       : { ...(JSON.parse(s.metadata) as Record<string, string>), ...metadata };
@@ -370,7 +394,7 @@ export class ServerService {
   }
 
   async deleteMetadata(auth: AuthContext, id: string, key: string) {
-    const s = await this.get(auth, id);
+    const s = await this.getUnquarantined(auth, id);
     const md = JSON.parse(s.metadata) as Record<string, string>;
     if (!(key in md)) throw notFound('metadata item', key);
     delete md[key];

@@ -1,4 +1,8 @@
+import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { BulwarkError } from '../errors.js';
+import type { ForensicFile } from './forensics.js';
 import type { GuestSpec, GuestState, HypervisorDriver } from './hypervisor.js';
 
 /**
@@ -60,6 +64,20 @@ export class FakeHypervisor implements HypervisorDriver {
   }
   async processInfo(id: string) {
     return this.guests.get(id)?.state === 'running' ? { pid: 1, uid: 1, user: 'fake' } : null;
+  }
+  /** Writes what the guest "holds" (its state and spec) so the domain's hashing and manifest are exercised. */
+  async forensicSnapshot(id: string, destDir: string): Promise<ForensicFile[]> {
+    const g = this.guest(id);
+    const files: [string, string][] = [['disk-overlay.qcow2', JSON.stringify(g.spec)]];
+    if (g.state === 'running' || g.state === 'paused') files.unshift(['memory.elf', g.log.join('\n')]);
+    return files.map(([name, text]) => {
+      writeFileSync(join(destDir, name), text, { mode: 0o600, flag: 'wx' });
+      return {
+        name,
+        bytes: Buffer.byteLength(text),
+        sha256: createHash('sha256').update(text).digest('hex'),
+      };
+    });
   }
   async undefine(id: string) {
     this.guests.delete(id);

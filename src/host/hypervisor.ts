@@ -1,3 +1,5 @@
+import type { ForensicFile } from './forensics.js';
+
 /** The boundary between the compute domain and whatever runs guests (docs/host.md). */
 export type GuestState = 'running' | 'paused' | 'shutoff' | 'suspended' | 'crashed' | 'missing';
 
@@ -25,7 +27,8 @@ export interface GuestSpec {
   /** fw_cfg blobs by name (opt/...), e.g. `opt/org.bulwark/run` for user data. */
   fwCfg?: Record<string, string>;
   tpm?: { version: '1.2' | '2.0'; model: 'tpm-tis' | 'tpm-crb'; socketPath: string };
-  nics?: { tap: string; mac: string }[];
+  /** `ips`: the port's fixed IPs, routed to the tap; `gateways`: its IPv4 subnets' `GW/LEN` (for DHCP). */
+  nics?: { tap: string; mac: string; ips: string[]; gateways?: string[] }[];
 }
 
 export interface HypervisorDriver {
@@ -46,6 +49,8 @@ export interface HypervisorDriver {
   state(id: string): Promise<GuestState>;
   consoleLog(id: string, maxLines?: number): Promise<string>;
   processInfo(id: string): Promise<{ pid: number; uid: number; user: string } | null>;
+  /** Memory dump (if running) and disk overlay into `destDir`, hashed; the guest should be paused. */
+  forensicSnapshot(id: string, destDir: string): Promise<ForensicFile[]>;
   /** Kills the guest and removes its disks, dirs, cgroup and user; idempotent. */
   undefine(id: string): Promise<void>;
   /** After a daemon restart: adopt running guests, report vanished ones, kill unknown ones. */

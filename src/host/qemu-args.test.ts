@@ -183,7 +183,7 @@ describe('buildQemuArgs', () => {
   it('wires a vTPM and NICs only when asked', () => {
     const args = build({
       tpm: { version: '2.0', model: 'tpm-crb', socketPath: '/run/bulwark/swtpm/x.sock' },
-      nics: [{ tap: 'tap0123abcd', mac: 'FA:16:3E:00:00:01' }],
+      nics: [{ tap: 'tap0123abcd', mac: 'FA:16:3E:00:00:01', ips: [] }],
     });
     expect(values(args, '-chardev')).toContain('socket,id=tpm0-chr,path=/run/bulwark/swtpm/x.sock');
     expect(value(args, '-tpmdev')).toBe('emulator,id=tpm0,chardev=tpm0-chr');
@@ -191,8 +191,8 @@ describe('buildQemuArgs', () => {
     expect(devices(args).map((d) => d.driver)).toEqual(['virtio-blk-pci', 'virtio-net-pci', 'tpm-crb']);
     expect(devices(args)[1]).toMatchObject({ netdev: 'net0', mac: 'fa:16:3e:00:00:01' });
     expect(() => build({ tpm: { version: '1.2', model: 'tpm-crb', socketPath: '/x' } })).toThrow(/tpm-tis/);
-    expect(() => build({ nics: [{ tap: 'tap0;rm -rf', mac: 'fa:16:3e:00:00:01' }] })).toThrow(/tap/);
-    expect(() => build({ nics: [{ tap: 'tap0', mac: 'nope' }] })).toThrow(/MAC/);
+    expect(() => build({ nics: [{ tap: 'tap0;rm -rf', mac: 'fa:16:3e:00:00:01', ips: [] }] })).toThrow(/tap/);
+    expect(() => build({ nics: [{ tap: 'tap0', mac: 'nope', ips: [] }] })).toThrow(/MAC/);
   });
 
   it('resumes from a saved state fd', () => {

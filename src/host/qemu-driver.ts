@@ -15,6 +15,7 @@ import {
 import { dirname, join } from 'node:path';
 import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
 import { cgroupLimitsFor, detectCgroups, type VmCgroups } from './cgroups.js';
+import { collectFile, type ForensicFile } from './forensics.js';
 import type { GuestSpec, GuestState, HypervisorDriver } from './hypervisor.js';
 import {
   createOverlay,
@@ -612,6 +613,30 @@ export class QemuDriver implements HypervisorDriver {
         throw conflict(`Server ${id} has no saved state to resume.`);
       await this.launch(rec, true);
       await rm(L.savedState, { force: true });
+    });
+  }
+
+  /**
+   * Evidence for incident response: the guest's memory (ELF dump over QMP, if
+   * it runs; pause it first) and its disk overlay, copied into `destDir`.
+   */
+  forensicSnapshot(id: string, destDir: string): Promise<ForensicFile[]> {
+    return this.lock.run(id, async () => {
+      const rec = await this.record(id);
+      const L = this.layout(id);
+      const files: ForensicFile[] = [];
+      if (await this.process(rec)) {
+        const dump = join(L.dir, 'memory.elf');
+        await rm(dump, { force: true });
+        await (await this.client(rec)).execute(
+          'dump-guest-memory',
+          { paging: false, protocol: `file:${dump}` },
+          { timeoutMs: 10 * 60_000 },
+        );
+        files.push(await collectFile(dump, rec.user.uid, destDir, { remove: true }));
+      }
+      files.push(await collectFile(L.overlay, rec.user.uid, destDir, { name: 'disk-overlay.qcow2' }));
+      return files;
     });
   }
 

@@ -6,9 +6,12 @@ import {
   compileQuarantine,
   compileRuleset,
   type GroupState,
+  NO_ROUTE_OUT_COUNTER,
   names,
+  networkCounterName,
   type PortState,
   portCounterNames,
+  type ZonePolicy,
 } from './compile.js';
 import { normaliseRule, type RuleInput } from './model.js';
 import type { Json, NftChain, NftCommand, NftMap, NftRule, NftRuleset, NftSet } from './nft-json.js';
@@ -353,13 +356,106 @@ describe('compileRuleset: port security, zones, quarantine', () => {
     const inB = rules(rs, names.ingressChain(b.id));
     expect(inB.slice(0, 3).every((r) => text(r.expr).includes(portCounterNames(b.id).zone))).toBe(true);
     expect(text(inB[3]?.expr)).toContain('established');
-    // dmz=1, internal=2 (sorted), marks in bits 16-27.
-    expect(text(inB[0]?.expr)).toContain(text({ set: [0x10000, 0x20000] }));
-    expect(text(rules(rs, names.ingressChain(a.id))[0]?.expr)).toContain(text({ set: [0x10000] }));
+    // dmz=1, internal=2 (sorted), marks in bits 16-27; internal takes anything from itself and from dmz.
+    expect(text(inB[0]?.expr)).toContain('"@zone_in_2"');
+    const ANY = [{ range: [0, 255] }, { range: [0, 65535] }];
+    expect(setNamed(rs, 'zone_in_2')?.elem).toEqual([
+      { concat: [0x10000, ...ANY] },
+      { concat: [0x20000, ...ANY] },
+    ]);
+    // dmz takes new connections from itself only, and replies from internal (it may connect there).
+    expect(setNamed(rs, 'zone_in_1')?.elem).toEqual([{ concat: [0x10000, ...ANY] }]);
+    expect(setNamed(rs, 'zone_reply_1')?.elem).toEqual([
+      { concat: [0x10000, ...ANY] },
+      { concat: [0x20000, ...ANY] },
+    ]);
+    expect(setNamed(rs, 'zone_reply_2')?.elem).toEqual([{ concat: [0x20000, ...ANY] }]);
     expect(text(rules(rs, names.egressChain(a.id))[0]?.expr)).toContain('"mangle"');
     // One zone only: no zone rules at all.
     expect(text(compile([port(1, ['web']), port(2, ['web'])]))).not.toContain('mangle');
     refuses(() => compile([port(1, ['web'], { zone: 'Bad Zone' })]), /not a valid zone/);
+  });
+
+  it('zones: protocol/port allows become set elements, not rules; replies are keyed by source port', () => {
+    const a = port(1, ['web'], { zone: 'dmz' });
+    const b = port(2, ['web'], { zone: 'internal' });
+    const c = port(3, ['web'], { zone: 'untrusted' });
+    const many = Array.from({ length: 50 }, (_, i) => ({
+      from: 'dmz',
+      protocol: 'udp',
+      portMin: 2000 + i * 2,
+      portMax: 2000 + i * 2,
+    }));
+    const zones = [
+      {
+        name: 'internal',
+        rules: [
+          { from: 'dmz', protocol: 'tcp', portMin: 443, portMax: 443 },
+          // Overlapping and adjacent ranges merge; the kernel refuses overlapping elements.
+          { from: 'dmz', protocol: 6, portMin: 440, portMax: 444 },
+          { from: 'dmz', protocol: 'tcp', portMin: 445, portMax: 445 },
+          { from: 'dmz', protocol: 'icmp' },
+        ],
+      },
+      { name: 'untrusted', hostAccess: false },
+    ];
+    const rs = compile([a, b, c], { zones });
+    const ANYPORT = { range: [0, 65535] };
+    expect(setNamed(rs, 'zone_in_2')?.elem).toEqual([
+      { concat: [0x10000, 1, ANYPORT] },
+      { concat: [0x10000, 6, { range: [440, 445] }] },
+      { concat: [0x10000, 58, ANYPORT] },
+      { concat: [0x20000, { range: [0, 255] }, ANYPORT] },
+    ]);
+    expect(setNamed(rs, 'zone_reply_1')?.elem).toContainEqual({
+      concat: [0x20000, 6, { range: [440, 445] }],
+    });
+    expect(setNamed(rs, 'zone_in_3')?.elem).toEqual([{ concat: [0x30000, { range: [0, 255] }, ANYPORT] }]);
+    expect(setNamed(rs, 'zone_reply_3')?.elem).toEqual([{ concat: [0x30000, { range: [0, 255] }, ANYPORT] }]);
+    expect(setNamed(rs, 'zone_in_2')?.type).toEqual(['mark', 'inet_proto', 'inet_service']);
+    // Per-packet cost does not grow with the rules: the same three zone rules per port with 50 more allows.
+    const more = compile([a, b, c], {
+      zones: [{ ...(zones[0] as ZonePolicy), rules: [...(zones[0]?.rules ?? []), ...many] }],
+    });
+    const zoneRules = (r: typeof rs) =>
+      rules(r, names.ingressChain(b.id)).filter((x) => text(x.expr).includes(portCounterNames(b.id).zone));
+    expect(zoneRules(more)).toHaveLength(3);
+    expect(zoneRules(rs)).toHaveLength(3);
+    // The stateless/invalid rule needs neither direction to match.
+    const last = text(zoneRules(rs)[2]?.expr);
+    expect(last).toContain('"@zone_in_2"');
+    expect(last).toContain('"@zone_reply_2"');
+    expect(last).toContain('untracked');
+    expect(last).toContain('invalid');
+  });
+
+  it('zones: a zone without host access reaches the host for DHCP and neighbour discovery only', () => {
+    const a = port(1, ['web'], { zone: 'untrusted' });
+    const b = port(2, ['web'], { zone: 'internal' });
+    const rs = compile([a, b], { zones: [{ name: 'untrusted', hostAccess: false }] });
+    expect(setNamed(rs, 'zone_no_host')?.elem).toEqual([a.device]);
+    const g2h = rules(rs, 'guest_to_host').map((r) => text(r.expr));
+    const noHost = g2h.findIndex((r) => r.includes('@zone_no_host'));
+    expect(g2h[noHost]).toMatch(/host_input.*"drop"/);
+    // Before it: exactly DHCP, DHCPv6 and ND; after it the egress dispatch and host services.
+    expect(noHost).toBe(3);
+    expect(g2h.slice(0, 2).every((r) => r.includes('"udp"'))).toBe(true);
+    expect(g2h[2]).toContain('nd-neighbor-solicit');
+    expect(g2h.slice(noHost).findIndex((r) => r.includes('out_dispatch'))).toBeGreaterThan(0);
+    // Host access by default, and no set when every zone has it.
+    expect(setNamed(compile([a, b]), 'zone_no_host')).toBeUndefined();
+  });
+
+  it('zones: refuses bad zone rules', () => {
+    const a = port(1, ['web'], { zone: 'dmz' });
+    const z = (r: object) => () => compile([a], { zones: [{ name: 'internal', rules: [r as never] }] });
+    refuses(z({ from: 'dmz', protocol: 'tcp', portMin: 500, portMax: 400 }), /greater than/);
+    refuses(z({ from: 'dmz', protocol: 'tcp', portMin: 0, portMax: 4 }), /not 1-65535/);
+    refuses(z({ from: 'dmz', protocol: 'icmp', portMin: 1, portMax: 4 }), /tcp and udp only/);
+    refuses(z({ from: 'dmz', protocol: 'gre' }), /must be any, tcp, udp, icmp/);
+    refuses(z({ from: 'dmz', protocol: 256 }), /0-255/);
+    refuses(z({ from: 'Bad', protocol: 'any' }), /not a valid zone/);
+    refuses(() => compile([a], { zones: [{ name: 'x' }, { name: 'x' }] }), /two policies/);
   });
 
   it('quarantine: the device is in the quarantined sets both tables check first', () => {
@@ -426,5 +522,122 @@ describe('compileRuleset: refusals', () => {
     const rs = compile([]);
     expect(setNamed(rs, 'ports')?.elem).toBeUndefined();
     expect(rules(rs, 'prerouting').some((r) => text(r.expr).includes('unknown_device'))).toBe(true);
+  });
+});
+
+describe('compileRuleset: network isolation, routers and SNAT', () => {
+  const NET_A = 'aaaaaaaa-0000-0000-0000-000000000000';
+  const NET_B = 'bbbbbbbb-0000-0000-0000-000000000000';
+  const netRule = (rs: NftRuleset, p: PortState) =>
+    rules(rs, names.ingressChain(p.id)).find((r) => text(r.expr).includes(networkCounterName(p.id)));
+
+  it('refuses traffic between networks no router joins, before established and any allow', () => {
+    const a = port(1, ['default'], { network: NET_A });
+    const b = port(2, ['default'], { network: NET_B });
+    const rs = compile([a, b]);
+    const inB = rules(rs, names.ingressChain(b.id));
+    // The first ingress rule is the network check; established comes after it.
+    expect(text(inB[0]?.expr)).toContain(networkCounterName(b.id));
+    expect(verdictOf(inB[0] as NftRule)).toBe('drop');
+    expect(text(inB[1]?.expr)).toContain('established');
+    // A=1, B=2 (sorted by id), in mark bits 0-15; B accepts only its own network.
+    expect(text(inB[0]?.expr)).toContain(text({ set: [2] }));
+    expect(text(inB[0]?.expr)).toContain(text({ '&': [{ meta: { key: 'mark' } }, 0xffff] }));
+    expect(text(netRule(rs, a)?.expr)).toContain(text({ set: [1] }));
+    // Egress tags the sender's network without touching the zone bits.
+    const tag = rules(rs, names.egressChain(a.id))[0];
+    expect(text(tag?.expr)).toContain(text({ '&': [{ meta: { key: 'mark' } }, 0xffff0000] }));
+    expect(text(tag?.expr)).toContain('"mangle"');
+    expect(counters(rs)).toContain(networkCounterName(a.id));
+  });
+
+  it('port security off does not bypass network isolation', () => {
+    const a = port(1, [], { network: NET_A, portSecurity: false });
+    const b = port(2, [], { network: NET_B, portSecurity: false });
+    const inB = rules(compile([a, b]), names.ingressChain(b.id));
+    expect(verdictOf(inB[0] as NftRule)).toBe('drop');
+    expect(text(inB[0]?.expr)).toContain(networkCounterName(b.id));
+    expect(verdictOf(inB.at(-1) as NftRule)).toBe('accept');
+  });
+
+  it('a router with subnets of both networks joins them (and only them)', () => {
+    const NET_C = 'cccccccc-0000-0000-0000-000000000000';
+    const a = port(1, ['default'], { network: NET_A });
+    const b = port(2, ['default'], { network: NET_B });
+    const c = port(3, ['default'], { network: NET_C });
+    const rs = compile([a, b, c], { routers: [{ id: 'r1', networks: [NET_A, NET_B] }] });
+    expect(text(netRule(rs, a)?.expr)).toContain(text({ set: [1, 2] }));
+    expect(text(netRule(rs, b)?.expr)).toContain(text({ set: [1, 2] }));
+    expect(text(netRule(rs, c)?.expr)).toContain(text({ set: [3] }));
+    // Not transitive: B-C via a second router does not join A and C.
+    const rs2 = compile([a, b, c], {
+      routers: [
+        { id: 'r1', networks: [NET_A, NET_B] },
+        { id: 'r2', networks: [NET_B, NET_C] },
+      ],
+    });
+    expect(text(netRule(rs2, a)?.expr)).toContain(text({ set: [1, 2] }));
+    expect(text(netRule(rs2, c)?.expr)).toContain(text({ set: [2, 3] }));
+  });
+
+  it('without routers, guests cannot leave the host; unsolicited traffic from outside is dropped', () => {
+    const a = port(1, ['default'], { network: NET_A });
+    const fwd = rules(compile([a]), 'forward').map((r) => text(r.expr));
+    const out = fwd.find((r) => r.includes(NO_ROUTE_OUT_COUNTER));
+    expect(out).toBeDefined();
+    expect(out).not.toContain('"set"'); // no network may go out
+    expect(fwd.some((r) => r.includes('from_outside'))).toBe(true);
+    const fromOutside = rules(compile([a]), 'from_outside');
+    expect(text(fromOutside[0]?.expr)).toContain('established');
+    expect(verdictOf(fromOutside.at(-1) as NftRule)).toBe('drop');
+  });
+
+  it('an external gateway SNATs the router’s subnets out of the uplink, and only there', () => {
+    const a = port(1, ['default'], { network: NET_A });
+    const b = port(2, ['default'], { network: NET_B });
+    const rs = compile([a, b], {
+      uplink: 'uplink0',
+      routers: [{ id: 'r1', networks: [NET_A], snat: ['10.0.0.0/24'] }],
+    });
+    const nat = chain(rs, 'postrouting');
+    expect(nat).toMatchObject({ type: 'nat', hook: 'postrouting', prio: 100 });
+    expect(setNamed(rs, 'snat_v4')?.elem).toEqual([{ prefix: { addr: '10.0.0.0', len: 24 } }]);
+    const masq = rules(rs, 'postrouting');
+    expect(masq).toHaveLength(1);
+    expect(text(masq[0]?.expr)).toContain('uplink0');
+    expect(text(masq[0]?.expr)).toContain('masquerade');
+    const fwd = rules(rs, 'forward').map((r) => text(r.expr));
+    // Anything but the uplink is refused; out of the uplink only network A (mark 1).
+    expect(
+      fwd.some((r) => r.includes('"!="') && r.includes('uplink0') && r.includes(NO_ROUTE_OUT_COUNTER)),
+    ).toBe(true);
+    expect(fwd.some((r) => r.includes(text({ set: [1] })) && r.includes(NO_ROUTE_OUT_COUNTER))).toBe(true);
+    // No gateway: no NAT chain.
+    expect(chain(compile([a, b], { uplink: 'uplink0' }), 'postrouting')).toBeUndefined();
+  });
+
+  it('without network ids nothing changes (no marks, no isolation rules)', () => {
+    const rs = compile([port(1, ['web']), port(2, ['web'])]);
+    expect(text(rs)).not.toContain('mangle');
+    expect(text(rs)).not.toContain(NO_ROUTE_OUT_COUNTER);
+  });
+
+  it('refuses a bad uplink or SNAT source', () => {
+    refuses(() => compile([], { uplink: 'tap0' }), /VM device prefix/);
+    refuses(() => compile([], { uplink: 'bad name' }), /not a valid interface/);
+    refuses(
+      () => compile([], { uplink: 'eth9', routers: [{ id: 'r', networks: [NET_A], snat: ['fd00::/64'] }] }),
+      /not IPv4/,
+    );
+    refuses(
+      () =>
+        compile([], {
+          routers: [
+            { id: 'r', networks: [] },
+            { id: 'r', networks: [] },
+          ],
+        }),
+      /twice/,
+    );
   });
 });

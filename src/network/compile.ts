@@ -12,6 +12,7 @@ import { assertGroupsCompatible, MAX_ADDRESS_PAIRS, normaliseRule, type Rule, ZO
 import {
   accept,
   and,
+  concat,
   ct,
   drop,
   jump,
@@ -40,9 +41,11 @@ import {
   setOrOne,
 } from './port-security.js';
 import { compileAllows } from './sg-rules.js';
+import { type NormalZoneAllow, normaliseZoneAllow, type ZoneAllow, zoneSetElements } from './zone-sets.js';
 
 export { compileGroupMembers, compileQuarantine } from './compile-incremental.js';
 export { GLOBAL_COUNTERS, names, type PortCounterNames, portCounterNames } from './dataplane-names.js';
+export type { ZoneAllow } from './zone-sets.js';
 
 /**
  * The security-group compiler: desired state in, one nftables JSON batch out.
@@ -68,6 +71,23 @@ export interface PortState {
   zone?: string;
   /** Incident response: every packet to or from the port is dropped. */
   quarantined?: boolean;
+  /**
+   * Neutron network id. Ports of different networks cannot reach each other
+   * unless a router has subnets of both (see `RouterState`).
+   */
+  network?: string;
+}
+
+/** A Neutron router as the dataplane sees it: which networks it joins, and whether it has an external gateway. */
+export interface RouterState {
+  id: string;
+  /** Networks with a subnet attached to the router: their ports may reach each other. */
+  networks: string[];
+  /**
+   * Set when the router has an external gateway: the IPv4 CIDRs of its attached
+   * subnets, masqueraded out of the uplink. Ports of its networks may send out of the uplink.
+   */
+  snat?: string[];
 }
 
 export interface GroupState {
@@ -80,8 +100,15 @@ export interface GroupState {
 
 export interface ZonePolicy {
   name: string;
-  /** Zones whose ports may open connections to this zone's ports; other zones are refused. */
-  allowFrom: string[];
+  /** Zones whose ports may open any connection to this zone's ports; other zones are refused. */
+  allowFrom?: string[];
+  /** Narrower allows: connections from a zone with one protocol and destination port range (zone-sets.ts). */
+  rules?: ZoneAllow[];
+  /**
+   * Whether the zone's ports may reach the host's services (DNS, ICMP echo, …). Without it a
+   * port reaches the host for DHCP/DHCPv6 and IPv6 neighbour discovery only. Default true.
+   */
+  hostAccess?: boolean;
 }
 
 /** What guests may reach on the host itself, beyond DHCP and IPv6 neighbour discovery. */
@@ -103,6 +130,10 @@ export interface CompileInput {
    */
   devicePrefixes?: string[];
   hostServices?: HostServices;
+  /** Routers joining networks (network isolation, SNAT). */
+  routers?: RouterState[];
+  /** The host's uplink device (`--uplink-device`): external-gateway routers SNAT out of it. */
+  uplink?: string;
 }
 
 export const DEFAULT_HOST_SERVICES: HostServices = { tcp: [53], udp: [53], icmpEcho: true };
@@ -112,9 +143,17 @@ export const ZONE_MARK_MASK = 0x0fff0000;
 const ZONE_SHIFT = 16;
 const MAX_ZONES = ZONE_MARK_MASK >>> ZONE_SHIFT;
 
+/** Bits of the packet mark that carry the source port's network index (1..65535) to the peer's ingress chain. */
+export const NETWORK_MARK_MASK = 0x0000ffff;
+/** Counter of packets a port's ingress refused because they came from an unconnected network. */
+export const networkCounterName = (portId: string) => `p_${keyOf(portId)}_net`;
+/** Counter of guest packets refused on their way out of the host (no router with an external gateway). */
+export const NO_ROUTE_OUT_COUNTER = 'no_route_out';
+
 /** nftables priorities (nft(8), "BASE CHAIN PRIORITY"). */
 const PRIO_RAW = -300;
 const PRIO_FILTER = 0;
+const PRIO_SRCNAT = 100;
 
 // ---- validation -------------------------------------------------------------------
 
@@ -129,6 +168,7 @@ interface Port extends SecuredPort {
   rules: Rule[];
   zone: string;
   quarantined: boolean;
+  network: string;
 }
 
 function fail(message: string): never {
@@ -184,6 +224,7 @@ function validatePorts(input: CompileInput, groups: Map<string, GroupState>): Po
       rules: gs.flatMap((g) => g.rules),
       zone,
       quarantined: p.quarantined === true,
+      network: p.network ?? '',
     };
   });
 }
@@ -251,19 +292,52 @@ export function compileRuleset(input: CompileInput): NftRuleset {
   const ports = validatePorts(input, groups);
 
   // Zones: number them 1..n by name (0 = "not from a port"); policies may name zones no port uses yet.
-  const policies = new Map<string, string[]>();
+  const policies = new Map<string, { allows: NormalZoneAllow[]; hostAccess: boolean }>();
   for (const z of input.zones ?? []) {
     if (!ZONE_NAME.test(z.name)) fail(`Zone '${z.name}' is not a valid zone name.`);
     if (policies.has(z.name)) fail(`Zone ${z.name} has two policies.`);
-    for (const f of z.allowFrom) if (!ZONE_NAME.test(f)) fail(`Zone '${f}' is not a valid zone name.`);
-    policies.set(z.name, z.allowFrom);
+    const allows = [
+      ...(z.allowFrom ?? []).map((from) => normaliseZoneAllow({ from, protocol: 'any' })),
+      ...(z.rules ?? []).map(normaliseZoneAllow),
+    ];
+    policies.set(z.name, { allows, hostAccess: z.hostAccess !== false });
   }
   const zoneNames = [
-    ...new Set([...ports.map((p) => p.zone), ...policies.keys(), ...[...policies.values()].flat()]),
+    ...new Set([
+      ...ports.map((p) => p.zone),
+      ...policies.keys(),
+      ...[...policies.values()].flatMap((p) => p.allows.map((a) => a.from)),
+    ]),
   ].sort();
   if (zoneNames.length > MAX_ZONES) fail(`At most ${MAX_ZONES} security zones.`);
-  const zoneMark = (z: string) => (zoneNames.indexOf(z) + 1) << ZONE_SHIFT;
+  const zoneIndex = new Map(zoneNames.map((z, i) => [z, i + 1]));
+  const zoneMark = (z: string) => (zoneIndex.get(z) ?? 0) << ZONE_SHIFT;
   const zonesInUse = new Set(ports.map((p) => p.zone)).size > 1;
+  /**
+   * Per receiving zone, two `mark . l4proto . port` sets: `in` (who may open connections to it, keyed
+   * by destination port) and `reply` (whose replies it takes, keyed by source port: connections it
+   * was allowed to open). Own zone: everything (within a zone only security groups decide).
+   */
+  const zoneSetNames = (z: string) => ({
+    in: `zone_in_${zoneIndex.get(z)}`,
+    reply: `zone_reply_${zoneIndex.get(z)}`,
+  });
+  const zoneSetElems = (z: string) => {
+    const own = { mark: zoneMark(z), protocol: 'any', portMin: null, portMax: null };
+    const towards = [...policies].flatMap(([to, p]) =>
+      p.allows.filter((a) => a.from === z).map((a) => ({ ...a, mark: zoneMark(to) })),
+    );
+    return {
+      in: zoneSetElements([
+        own,
+        ...(policies.get(z)?.allows ?? []).map((a) => ({ ...a, mark: zoneMark(a.from) })),
+      ]),
+      reply: zoneSetElements([own, ...towards]),
+    };
+  };
+  /** Ports whose zone may not reach the host (DHCP and neighbour discovery only). */
+  const noHostAccess = ports.filter((p) => policies.get(p.zone)?.hostAccess === false).map((p) => p.device);
+  const net = compileNetworks(input, ports);
 
   const t = input.table;
   const cmds: NftCommand[] = [];
@@ -341,9 +415,32 @@ export function compileRuleset(input: CompileInput): NftRuleset {
   for (const p of ports) {
     const c = portCounterNames(p.id);
     for (const n of [c.ingress, c.egress, c.spoof, c.zone]) counter('inet', n);
+    if (net.on) counter('inet', networkCounterName(p.id));
   }
   ifnameSet('inet', names.portsSet, allDevices);
   ifnameSet('inet', names.quarantineSet, quarantined);
+  if (noHostAccess.length > 0) ifnameSet('inet', 'zone_no_host', noHostAccess);
+  if (zonesInUse)
+    for (const z of [...new Set(ports.map((p) => p.zone))].sort()) {
+      const n = zoneSetNames(z);
+      const e = zoneSetElems(z);
+      for (const [name, elem] of [
+        [n.in, e.in],
+        [n.reply, e.reply],
+      ] as const)
+        add({
+          add: {
+            set: {
+              family: 'inet',
+              table: t,
+              name,
+              type: ['mark', 'inet_proto', 'inet_service'],
+              flags: ['interval'],
+              elem: [...elem],
+            },
+          },
+        });
+    }
 
   // Remote-group sets: one per group and family, members' fixed IPs and address-pair IPs/CIDRs.
   const referenced = new Set<string>(groups.keys());
@@ -452,6 +549,7 @@ export function compileRuleset(input: CompileInput): NftRuleset {
   ]);
   for (const r of unknownDevice('oifname')) rule('inet', 'forward', r);
   rule('inet', 'forward', [vmap(meta('iifname'), 'out_dispatch')]);
+  if (net.on) emitNetworkForward(net, { table: t, add, rule, chain, counter, addrSet });
   rule('inet', 'forward', [vmap(meta('oifname'), 'in_dispatch')]);
 
   // input / output: the host itself as a peer of its guests.
@@ -474,6 +572,13 @@ export function compileRuleset(input: CompileInput): NftRuleset {
   rule('inet', 'guest_to_host', [v4, ...udp(68, 67), accept]);
   rule('inet', 'guest_to_host', [v6, ...udp(546, 547), accept]);
   rule('inet', 'guest_to_host', [match(payload('icmpv6', 'type'), set(ICMPV6_ND_FROM_GUEST)), accept]);
+  // Zones without host access: DHCP and neighbour discovery above, nothing else (replies included).
+  if (noHostAccess.length > 0)
+    rule('inet', 'guest_to_host', [
+      match(meta('iifname'), ref('zone_no_host')),
+      namedCounter(GLOBAL_COUNTERS.hostInput),
+      drop,
+    ]);
   rule('inet', 'guest_to_host', [vmap(meta('iifname'), 'out_dispatch')]);
   rule('inet', 'guest_to_host', [match(ct('state'), ['established', 'related'], 'in'), accept]);
   if (services.tcp.length)
@@ -534,33 +639,43 @@ export function compileRuleset(input: CompileInput): NftRuleset {
       out([setMark({ '|': [{ '&': [meta('mark'), ~ZONE_MARK_MASK >>> 0] }, zoneMark(p.zone)] })]);
     // Ingress: zone isolation comes before any allow, established flows included, so no group can bridge zones.
     if (zonesInUse) {
-      const own = zoneMark(p.zone);
-      const from = [own, ...(policies.get(p.zone) ?? []).map(zoneMark)];
-      const replies = [
-        own,
-        ...zoneNames.filter((z) => (policies.get(z) ?? []).includes(p.zone)).map(zoneMark),
-      ];
-      const uniq = (xs: number[]) => [...new Set(xs)].sort((a, b) => a - b);
+      // Original direction: the sender's zone may open this (protocol, destination port) here; reply
+      // direction: this zone was allowed to open it there (source port = the original destination port).
+      const zs = zoneSetNames(p.zone);
+      const key = (port: 'dport' | 'sport') => concat(zoneBits, meta('l4proto'), payload('th', port));
       const fromPort = match(meta('iifname'), ref(names.portsSet));
       inn([
         fromPort,
         match(ct('direction'), 'original'),
-        match(zoneBits, set(uniq(from)), '!='),
+        match(key('dport'), ref(zs.in), '!='),
         namedCounter(c.zone),
         drop,
       ]);
       inn([
         fromPort,
         match(ct('direction'), 'reply'),
-        match(zoneBits, set(uniq(replies)), '!='),
+        match(key('sport'), ref(zs.reply), '!='),
         namedCounter(c.zone),
         drop,
       ]);
+      // No conntrack entry (stateless, or invalid): either of the above must hold.
       inn([
         fromPort,
-        match(ct('state'), 'untracked'),
-        match(zoneBits, set(uniq([...from, ...replies])), '!='),
+        match(ct('state'), set(['invalid', 'untracked'])),
+        match(key('dport'), ref(zs.in), '!='),
+        match(key('sport'), ref(zs.reply), '!='),
         namedCounter(c.zone),
+        drop,
+      ]);
+    }
+    if (net.on) {
+      // Network isolation (mark bits 0-15): the sender tags its network; the receiver accepts only
+      // its own network and networks a router joins to it, before established, so no group bridges them.
+      out([setMark({ '|': [{ '&': [meta('mark'), ~NETWORK_MARK_MASK >>> 0] }, net.mark(p.network)] })]);
+      inn([
+        match(meta('iifname'), ref(names.portsSet)),
+        match(and(meta('mark'), NETWORK_MARK_MASK), set(net.reachable(p.network)), '!='),
+        namedCounter(networkCounterName(p.id)),
         drop,
       ]);
     }
@@ -614,4 +729,127 @@ export function compileRuleset(input: CompileInput): NftRuleset {
   for (const r of unknownDevice('oifname')) rule('arp', 'output', r);
   for (const p of secured) compileArpPort(p, (expr) => rule('arp', names.arpChain(p.id), expr));
   return { nftables: cmds };
+}
+
+// ---- network isolation, routers and SNAT ------------------------------------------------
+
+interface NetworkPlan {
+  /** Emit isolation: some port names its network, or an uplink is configured. */
+  on: boolean;
+  mark(network: string): number;
+  /** Marks of the networks whose ports may reach ports of `network` (itself included), sorted. */
+  reachable(network: string): number[];
+  /** Marks of networks with a router that has an external gateway. */
+  outMarks: number[];
+  uplink: string | undefined;
+  snat: Prefix[];
+}
+
+function compileNetworks(input: CompileInput, ports: readonly Port[]): NetworkPlan {
+  const routers = input.routers ?? [];
+  const seen = new Set<string>();
+  for (const r of routers) {
+    if (typeof r.id !== 'string' || r.id === '') fail('A router has no id.');
+    if (seen.has(r.id)) fail(`Router ${r.id} is listed twice.`);
+    seen.add(r.id);
+    for (const n of r.networks)
+      if (typeof n !== 'string' || n === '') fail(`Router ${r.id} names an empty network id.`);
+  }
+  const uplink = input.uplink;
+  if (uplink !== undefined) {
+    if (!DEVICE_NAME.test(uplink)) fail(`Uplink device '${uplink}' is not a valid interface name.`);
+    if (ports.some((p) => p.device === uplink)) fail(`Uplink device ${uplink} is also a VM port.`);
+    for (const pre of input.devicePrefixes ?? ['tap'])
+      if (uplink.startsWith(pre)) fail(`Uplink device ${uplink} has the VM device prefix '${pre}'.`);
+  }
+  const snat: Prefix[] = [];
+  for (const r of routers)
+    for (const c of r.snat ?? []) {
+      const pfx = parsePrefix(c, `Router ${r.id} SNAT source`);
+      if (pfx.version !== 4) fail(`Router ${r.id}: SNAT source ${c} is not IPv4 (IPv6 is never NATed).`);
+      snat.push(pfx);
+    }
+  const ids = [...new Set([...ports.map((p) => p.network), ...routers.flatMap((r) => r.networks)])].sort();
+  if (ids.length > NETWORK_MARK_MASK) fail(`At most ${NETWORK_MARK_MASK} networks per host.`);
+  const mark = (n: string) => ids.indexOf(n) + 1;
+  const reach = new Map<string, Set<string>>(ids.map((n) => [n, new Set([n])]));
+  for (const r of routers) for (const a of r.networks) for (const b of r.networks) reach.get(a)?.add(b);
+  const outNets = new Set(routers.filter((r) => r.snat !== undefined).flatMap((r) => r.networks));
+  return {
+    on: ports.some((p) => p.network !== '') || uplink !== undefined || routers.length > 0,
+    mark,
+    reachable: (n) => [...(reach.get(n) ?? [n])].map(mark).sort((a, b) => a - b),
+    outMarks: [...outNets].map(mark).sort((a, b) => a - b),
+    uplink,
+    snat,
+  };
+}
+
+interface Emitters {
+  table: string;
+  add: (o: NftCommand) => void;
+  rule: (family: NftFamily, chain: string, expr: NftStmt[]) => void;
+  chain: (family: NftFamily, name: string) => void;
+  counter: (family: NftFamily, name: string) => void;
+  addrSet: (name: string, family: 4 | 6, members: readonly Prefix[]) => void;
+}
+
+/**
+ * Forward-chain rules between a port and anything that is not a port (runs after
+ * the sender's egress chain set the network mark):
+ * - out: only networks joined to a router with an external gateway, and with an
+ *   uplink configured only out of the uplink;
+ * - in: only replies (established, related) of connections a guest opened.
+ * Plus the SNAT chain (masquerade out of the uplink for the routers' subnets).
+ */
+function emitNetworkForward(net: NetworkPlan, e: Emitters): void {
+  const t = 'inet';
+  const fromPort = match(meta('iifname'), ref(names.portsSet));
+  const toNonPort = match(meta('oifname'), ref(names.portsSet), '!=');
+  e.counter(t, NO_ROUTE_OUT_COUNTER);
+  e.counter(t, 'unsolicited_in');
+  if (net.uplink !== undefined)
+    e.rule(t, 'forward', [
+      fromPort,
+      toNonPort,
+      match(meta('oifname'), net.uplink, '!='),
+      namedCounter(NO_ROUTE_OUT_COUNTER),
+      drop,
+    ]);
+  e.rule(t, 'forward', [
+    fromPort,
+    toNonPort,
+    ...(net.outMarks.length ? [match(and(meta('mark'), NETWORK_MARK_MASK), set(net.outMarks), '!=')] : []),
+    namedCounter(NO_ROUTE_OUT_COUNTER),
+    drop,
+  ]);
+  e.chain(t, 'from_outside');
+  e.rule(t, 'forward', [
+    match(meta('iifname'), ref(names.portsSet), '!='),
+    match(meta('oifname'), ref(names.portsSet)),
+    jump('from_outside'),
+  ]);
+  e.rule(t, 'from_outside', [match(ct('state'), ['established', 'related'], 'in'), ret]);
+  e.rule(t, 'from_outside', [namedCounter('unsolicited_in'), drop]);
+  if (net.uplink !== undefined && net.snat.length > 0) {
+    e.addrSet('snat_v4', 4, net.snat);
+    e.add({
+      add: {
+        chain: {
+          family: t,
+          table: e.table,
+          name: 'postrouting',
+          type: 'nat',
+          hook: 'postrouting',
+          prio: PRIO_SRCNAT,
+          policy: 'accept',
+        },
+      },
+    });
+    e.rule(t, 'postrouting', [
+      match(meta('oifname'), net.uplink),
+      match(payload('ip', 'saddr'), ref('snat_v4')),
+      { masquerade: null },
+    ]);
+  }
 }

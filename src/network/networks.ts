@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import type { Selectable } from 'kysely';
+import { type Kysely, type Selectable, sql } from 'kysely';
 import { badRequest, conflict, forbidden, notFound } from '../errors.js';
 import type { AuthContext } from '../policy/context.js';
 import type { Store } from '../store/database.js';
-import type { NetworksTable, PortsTable, SubnetsTable } from '../store/schema.js';
+import type { NetworksTable, PortsTable, Schema, SubnetsTable } from '../store/schema.js';
 import { nowIso, uuid } from '../util/ids.js';
 import {
   contains,
@@ -15,6 +15,7 @@ import {
   parseCidr,
   validateLayout,
 } from './ipam.js';
+import { requireZone } from './zones.js';
 
 export type Network = Selectable<NetworksTable>;
 export type Subnet = Selectable<SubnetsTable>;
@@ -48,8 +49,14 @@ export class NetworkService {
     return this.store.db;
   }
 
-  private scope<T extends { project_id: string; shared?: number }>(auth: AuthContext, rows: T[]): T[] {
-    return auth.isAdmin ? rows : rows.filter((r) => r.project_id === auth.projectId || r.shared === 1);
+  private scope<T extends { project_id: string; shared?: number; router_external?: number }>(
+    auth: AuthContext,
+    rows: T[],
+  ): T[] {
+    // External networks (router:external) are visible to every project, read-only, as in Neutron.
+    return auth.isAdmin
+      ? rows
+      : rows.filter((r) => r.project_id === auth.projectId || r.shared === 1 || r.router_external === 1);
   }
 
   // ---- networks -------------------------------------------------------------
@@ -58,7 +65,13 @@ export class NetworkService {
     let q = this.db.selectFrom('networks').selectAll().orderBy('created_at');
     if (filter.name !== undefined) q = q.where('name', '=', filter.name);
     if (!auth.isAdmin)
-      q = q.where((eb) => eb.or([eb('project_id', '=', auth.projectId ?? ''), eb('shared', '=', 1)]));
+      q = q.where((eb) =>
+        eb.or([
+          eb('project_id', '=', auth.projectId ?? ''),
+          eb('shared', '=', 1),
+          eb('router_external', '=', 1),
+        ]),
+      );
     return q.execute();
   }
 
@@ -84,9 +97,13 @@ export class NetworkService {
       portSecurity?: boolean;
       zone?: string;
       projectId?: string;
+      /** Neutron `router:external`. */
+      external?: boolean;
     },
   ): Promise<Network> {
     if (input.shared && !auth.isAdmin) throw forbidden('Only administrators can create shared networks.');
+    if (input.external && !auth.isAdmin)
+      throw forbidden('Only administrators can create external networks (router:external).');
     if (input.projectId && input.projectId !== auth.projectId && !auth.isAdmin)
       throw forbidden('Only administrators can create networks for other projects.');
     if (input.zone !== undefined && !ZONE_PATTERN.test(input.zone))
@@ -104,10 +121,14 @@ export class NetworkService {
       mtu: input.mtu ?? 1500,
       port_security_enabled: input.portSecurity === false ? 0 : 1,
       zone: input.zone ?? 'default',
+      router_external: input.external ? 1 : 0,
       created_at: now,
       updated_at: now,
     };
-    await this.db.insertInto('networks').values(row).execute();
+    await this.db.transaction().execute(async (tx) => {
+      await requireZone(tx, this.store.dialect, row.zone); // the zone must exist (network/zones.ts)
+      await tx.insertInto('networks').values(row).execute();
+    });
     return row;
   }
 
@@ -123,18 +144,21 @@ export class NetworkService {
       throw forbidden('Only administrators change security zones.');
     if (patch.zone !== undefined && !ZONE_PATTERN.test(patch.zone))
       throw badRequest(`Zone '${patch.zone}' must be lowercase letters, digits and dashes.`);
-    await this.db
-      .updateTable('networks')
-      .set({
-        ...(patch.name !== undefined ? { name: patch.name } : {}),
-        ...(patch.description !== undefined ? { description: patch.description } : {}),
-        ...(patch.adminStateUp !== undefined ? { admin_state_up: patch.adminStateUp ? 1 : 0 } : {}),
-        ...(patch.shared !== undefined ? { shared: patch.shared ? 1 : 0 } : {}),
-        ...(patch.zone !== undefined ? { zone: patch.zone } : {}),
-        updated_at: nowIso(),
-      })
-      .where('id', '=', id)
-      .execute();
+    await this.db.transaction().execute(async (tx) => {
+      if (patch.zone !== undefined) await requireZone(tx, this.store.dialect, patch.zone);
+      await tx
+        .updateTable('networks')
+        .set({
+          ...(patch.name !== undefined ? { name: patch.name } : {}),
+          ...(patch.description !== undefined ? { description: patch.description } : {}),
+          ...(patch.adminStateUp !== undefined ? { admin_state_up: patch.adminStateUp ? 1 : 0 } : {}),
+          ...(patch.shared !== undefined ? { shared: patch.shared ? 1 : 0 } : {}),
+          ...(patch.zone !== undefined ? { zone: patch.zone } : {}),
+          updated_at: nowIso(),
+        })
+        .where('id', '=', id)
+        .execute();
+    });
     if (patch.zone !== undefined || patch.adminStateUp !== undefined)
       await this.dataplane.sync(`network ${id} changed`);
     return this.getNetwork(auth, id);
@@ -152,6 +176,7 @@ export class NetworkService {
       throw conflict(
         `Unable to complete operation on network ${id}. There are one or more ports still in use on the network.`,
       );
+    await assertNoRouterUses(this.db, { networkId: id });
     await this.db.transaction().execute(async (tx) => {
       await tx.deleteFrom('ports').where('network_id', '=', id).execute();
       await tx.deleteFrom('subnets').where('network_id', '=', id).execute();
@@ -176,7 +201,7 @@ export class NetworkService {
       .selectFrom('subnets as s')
       .innerJoin('networks as n', 'n.id', 's.network_id')
       .selectAll('s')
-      .select('n.shared')
+      .select(['n.shared', 'n.router_external'])
       .orderBy('s.created_at');
     if (filter.name !== undefined) q = q.where('s.name', '=', filter.name);
     if (filter.networkId !== undefined) q = q.where('s.network_id', '=', filter.networkId);
@@ -243,7 +268,26 @@ export class NetworkService {
       created_at: now,
       updated_at: now,
     };
-    await this.db.insertInto('subnets').values(row).execute();
+    await this.db.transaction().execute(async (tx) => {
+      // One routing table for every guest (docs/network.md): no two networks may hold overlapping
+      // ranges. Serialised so two concurrent creates cannot both pass the check.
+      if (this.store.dialect === 'postgres')
+        await sql`select pg_advisory_xact_lock(hashtext('bulwark:subnet-ranges'))`.execute(tx);
+      const others = await tx
+        .selectFrom('subnets')
+        .select(['cidr'])
+        .where('network_id', '!=', net.id)
+        .where('ip_version', '=', cidr.version)
+        .execute();
+      if (others.some((o) => overlaps(parseCidr(o.cidr), cidr)))
+        throw conflict(
+          `Subnet ${cidr.text} overlaps a subnet of another network on this platform. Bulwark routes every ` +
+            'guest network in one routing table, so subnet ranges must be unique across all networks and ' +
+            'projects; choose a range that does not overlap (for example another /24 in 10.0.0.0/8).',
+        );
+      await tx.insertInto('subnets').values(row).execute();
+    });
+    await this.dataplane.sync(`subnet ${row.id} created`);
     return row;
   }
 
@@ -256,7 +300,9 @@ export class NetworkService {
         `Unable to complete operation on subnet ${id}: one or more ports have an IP allocation from this subnet.`,
       );
     }
+    await assertNoRouterUses(this.db, { subnetId: id });
     await this.db.deleteFrom('subnets').where('id', '=', id).execute();
+    await this.dataplane.sync(`subnet ${id} deleted`);
   }
 
   // ---- ports -----------------------------------------------------------------
@@ -371,11 +417,12 @@ export class NetworkService {
           for (const w of wanted) {
             const subnet = w.subnetId
               ? subnets.find((s) => s.id === w.subnetId)
-              : subnets.find(
-                  (s) =>
-                    w.ipAddress !== undefined &&
-                    parseCidr(s.cidr).version === parseAddress(w.ipAddress).version,
-                );
+              : subnets.find((s) => {
+                  if (w.ipAddress === undefined) return false;
+                  const cidr = parseCidr(s.cidr);
+                  const a = parseAddress(w.ipAddress);
+                  return cidr.version === a.version && contains(cidr, a.value);
+                });
             if (!subnet)
               throw badRequest(
                 `No subnet of network ${net.id} matches fixed IP ${w.ipAddress ?? w.subnetId}.`,
@@ -500,6 +547,35 @@ export class NetworkService {
       .where('id', 'in', portIds)
       .execute();
     await this.dataplane.sync(on ? 'quarantine' : 'release quarantine');
+  }
+}
+
+/** 409 while a router uses the subnet (interface) or network (interface or external gateway). */
+async function assertNoRouterUses(
+  db: Kysely<Schema>,
+  what: { subnetId?: string; networkId?: string },
+): Promise<void> {
+  let q = db.selectFrom('router_interfaces').select(['router_id']);
+  q = what.subnetId
+    ? q.where('subnet_id', '=', what.subnetId)
+    : q.where('network_id', '=', what.networkId ?? '');
+  const iface = await q.executeTakeFirst();
+  if (iface)
+    throw conflict(
+      `Unable to complete operation: the ${what.subnetId ? `subnet ${what.subnetId}` : `network ${what.networkId}`} ` +
+        `is attached to router ${iface.router_id}; remove it first with 'openstack router remove subnet'.`,
+    );
+  if (what.networkId) {
+    const gw = await db
+      .selectFrom('routers')
+      .select('id')
+      .where('external_network_id', '=', what.networkId)
+      .executeTakeFirst();
+    if (gw)
+      throw conflict(
+        `Unable to complete operation on network ${what.networkId}: router ${gw.id} uses it as its external gateway; ` +
+          "clear it first with 'openstack router unset --external-gateway'.",
+      );
   }
 }
 

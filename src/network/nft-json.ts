@@ -19,7 +19,7 @@ export interface NftChain {
   family: NftFamily;
   table: string;
   name: string;
-  type?: 'filter';
+  type?: 'filter' | 'nat';
   hook?: 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting';
   prio?: number;
   policy?: 'accept' | 'drop';

@@ -14,6 +14,9 @@ export interface ServerNic {
   portId: string;
   tap: string;
   mac: string;
+  ips: string[];
+  /** IPv4 gateways of the port's subnets, `GW/LEN`. */
+  gateways: string[];
 }
 
 /** Fixed addresses of servers, keyed by network name, the way Nova shows them. */
@@ -82,8 +85,7 @@ export class ServerPorts {
         } else {
           throw badRequest('Each network needs a uuid or a port.');
         }
-        const p = await this.networks.getPort(auth, portId);
-        out.push({ portId, tap: tapName(portId), mac: p.mac_address });
+        out.push(...(await this.nicsWhere('id', portId)));
       }
       return out;
     } catch (err) {
@@ -93,14 +95,42 @@ export class ServerPorts {
     }
   }
 
-  async nics(serverId: string): Promise<ServerNic[]> {
+  nics(serverId: string): Promise<ServerNic[]> {
+    return this.nicsWhere('device_id', serverId);
+  }
+
+  private async nicsWhere(column: 'id' | 'device_id', value: string): Promise<ServerNic[]> {
     const ports = await this.store.db
       .selectFrom('ports')
       .select(['id', 'mac_address'])
-      .where('device_id', '=', serverId)
+      .where(column, '=', value)
       .orderBy('created_at')
+      .orderBy('id')
       .execute();
-    return ports.map((p) => ({ portId: p.id, tap: tapName(p.id), mac: p.mac_address }));
+    const ips = ports.length
+      ? await this.store.db
+          .selectFrom('port_ips as i')
+          .innerJoin('subnets as s', 's.id', 'i.subnet_id')
+          .select(['i.port_id', 'i.ip_address', 's.cidr', 's.gateway_ip', 's.ip_version'])
+          .where(
+            'i.port_id',
+            'in',
+            ports.map((p) => p.id),
+          )
+          .execute()
+      : [];
+    return ports.map((p) => {
+      const mine = ips.filter((i) => i.port_id === p.id);
+      return {
+        portId: p.id,
+        tap: tapName(p.id),
+        mac: p.mac_address,
+        ips: mine.map((i) => i.ip_address),
+        gateways: mine.flatMap((i) =>
+          i.ip_version === 4 && i.gateway_ip ? [`${i.gateway_ip}/${i.cidr.split('/')[1]}`] : [],
+        ),
+      };
+    });
   }
 
   /** Deletes the ports Nova made for the server; ports the user brought are released, as Nova does. */

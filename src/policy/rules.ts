@@ -68,6 +68,12 @@ export const POLICY = {
   'compute:servers:metadata:index': ['admin', 'reader'],
   'compute:servers:metadata:update': ['admin', 'member'],
   'compute:servers:metadata:delete': ['admin', 'member'],
+  // Incident response is the cloud admin's alone: quarantining, reading the evidence record, lifting.
+  'compute:servers:quarantine:create': ['admin'],
+  'compute:servers:quarantine:show': ['admin'],
+  'compute:servers:quarantine:delete': ['admin'],
+  'compute:os-security-groups:list': ['admin', 'reader'],
+  'compute:os-security-groups:show': ['admin', 'reader'],
 
   // Image (Glance v2)
   'image:version': ['public'],
@@ -100,6 +106,20 @@ export const POLICY = {
   'network:get_security_group_rule': ['admin', 'reader'],
   'network:create_security_group_rule': ['admin', 'member'],
   'network:delete_security_group_rule': ['admin', 'member'],
+  // Security zones (Bulwark extension under the network endpoint): anyone may read the policy, only admins change it.
+  'network:get_zone': ['authenticated'],
+  'network:create_zone': ['admin'],
+  'network:update_zone': ['admin'],
+  'network:delete_zone': ['admin'],
+  'network:get_zone_rule': ['authenticated'],
+  'network:create_zone_rule': ['admin'],
+  'network:delete_zone_rule': ['admin'],
+  'network:get_router': ['admin', 'reader'],
+  'network:create_router': ['admin', 'member'],
+  'network:update_router': ['admin', 'member'],
+  'network:delete_router': ['admin', 'member'],
+  'network:add_router_interface': ['admin', 'member'],
+  'network:remove_router_interface': ['admin', 'member'],
 
   // Bulwark extensions
   'bulwark:version': ['public'],

@@ -15,6 +15,9 @@ import * as m0001 from './migrations/0001-foundation.js';
 import * as m0002 from './migrations/0002-audit-append-only.js';
 import * as m0003 from './migrations/0003-compute.js';
 import * as m0004 from './migrations/0004-network.js';
+import * as m0005 from './migrations/0005-zones.js';
+import * as m0006 from './migrations/0006-routers.js';
+import * as m0007 from './migrations/0007-quarantine.js';
 import type { Schema } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -44,6 +47,9 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0002-audit-append-only': { up: m0002.up(dialect) },
   '0003-compute': { up: m0003.up },
   '0004-network': { up: m0004.up },
+  '0005-zones': { up: m0005.up },
+  '0006-routers': { up: m0006.up },
+  '0007-quarantine': { up: m0007.up },
 });
 
 export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');

@@ -156,6 +156,8 @@ export interface ServersTable {
   created_at: string;
   updated_at: string;
   launched_at: string | null;
+  /** JSON quarantine record (compute/quarantine.ts); null when not quarantined. */
+  quarantine: string | null;
   deleted_at: string | null;
 }
 
@@ -169,8 +171,52 @@ export interface NetworksTable {
   mtu: number;
   port_security_enabled: number;
   zone: string;
+  /** Neutron `router:external`: an external network (admin-made), usable as a router's gateway. */
+  router_external: Generated<number>;
   created_at: string;
   updated_at: string;
+}
+
+export interface RoutersTable {
+  id: string;
+  name: string;
+  project_id: string;
+  description: string;
+  admin_state_up: number;
+  /** The external network of the router's gateway (SNAT out of the uplink), or null. */
+  external_network_id: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface RouterInterfacesTable {
+  /** One router per subnet: the interface address is the subnet's gateway. */
+  subnet_id: string;
+  router_id: string;
+  network_id: string;
+  created_at: string;
+}
+
+export interface ZonesTable {
+  name: string;
+  description: string;
+  /** 1: ports in the zone may reach host services; 0: DHCP and neighbour discovery only. */
+  host_access: number;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface ZoneRulesTable {
+  id: string;
+  from_zone: string;
+  to_zone: string;
+  /** `any`, `tcp`, `udp`, `icmp` or an IP protocol number as text. */
+  protocol: string;
+  port_range_min: number | null;
+  port_range_max: number | null;
+  description: string;
+  rule_key: string;
+  created_at: string;
 }
 
 export interface SubnetsTable {
@@ -253,6 +299,10 @@ export interface Schema {
   security_groups: SecurityGroupsTable;
   security_group_rules: SecurityGroupRulesTable;
   port_security_groups: PortSecurityGroupsTable;
+  zones: ZonesTable;
+  zone_rules: ZoneRulesTable;
+  routers: RoutersTable;
+  router_interfaces: RouterInterfacesTable;
   images: ImagesTable;
   image_members: ImageMembersTable;
   flavors: FlavorsTable;

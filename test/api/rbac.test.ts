@@ -176,6 +176,7 @@ describe('RBAC matrix', () => {
       return { url: `${url}?user.id=${who.member.userId}`, target: { user_id: who.member.userId! } };
     }
     if (url.startsWith('/compute') || url.startsWith('/image')) return computeSample(method, url);
+    if (url.includes('/bulwark-zone')) return zoneSample(method, url);
     if (url.startsWith('/network')) return networkSample(method, url);
     const collection = /^\/identity\/v3\/(\w+)/.exec(url)?.[1];
     const bodies: Record<string, unknown> = {
@@ -286,11 +287,40 @@ describe('RBAC matrix', () => {
   }
 
   /** Network routes: a fixture network in project A; writes act on throwaway resources. */
+  /** Security zone routes (network extension): throwaway zones and rules; writes are admin-only. */
+  async function zoneSample(method: string, url: string) {
+    const write = method !== 'GET' && method !== 'HEAD';
+    const { zones } = api.platform.network;
+    const zone = async () => (await zones.create({ name: uniq('z') })).name;
+    const rule = async () => (await zones.addRule({ fromZone: await zone(), toZone: 'default' })).id;
+    const bodies: Record<string, () => Promise<unknown>> = {
+      'POST /network/v2.0/bulwark-zones': async () => ({ bulwark_zone: { name: uniq('z') } }),
+      'PUT /network/v2.0/bulwark-zones/:name': async () => ({ bulwark_zone: { description: 'changed' } }),
+      'POST /network/v2.0/bulwark-zone-rules': async () => ({
+        bulwark_zone_rule: {
+          from_zone: await zone(),
+          to_zone: 'default',
+          protocol: 'tcp',
+          port_range_min: 443,
+        },
+      }),
+    };
+    const body = write ? await bodies[`${method} ${url}`]?.() : undefined;
+    const filled = url.includes(':name')
+      ? url.replace(':name', write ? await zone() : 'default')
+      : url.includes(':id')
+        ? url.replace(':id', await rule())
+        : url;
+    return { url: filled, body, target: {} };
+  }
+
   async function networkSample(method: string, url: string) {
     const write = method !== 'GET' && method !== 'HEAD';
     const member = api.authOf(who.member.token as string);
     const { networks, securityGroups } = api.platform.network;
     const fill = (u: string, id: string) => u.replace(':id', id);
+    // Subnets may not overlap across networks (one routing table): every sample gets its own /24.
+    const nextCidr = () => `10.${100 + Math.floor(cidrSeq / 250)}.${cidrSeq++ % 250}.0/24`;
     const net = async () => (await networks.createNetwork(member, { name: uniq('n') })).id;
     const resolve = (ids: string[] | undefined) => securityGroups.resolveForPort(member, ids);
     const kind = /^\/network\/v2\.0\/([\w-]+)/.exec(url)?.[1];
@@ -298,12 +328,14 @@ describe('RBAC matrix', () => {
       'POST networks': async () => ({ network: { name: uniq('n') } }),
       'PUT networks': async () => ({ network: { name: uniq('n') } }),
       'POST subnets': async () => ({
-        subnet: { network_id: await net(), ip_version: 4, cidr: '10.9.0.0/24' },
+        subnet: { network_id: await net(), ip_version: 4, cidr: nextCidr() },
       }),
       'POST ports': async () => ({ port: { network_id: fixtures.network } }),
       'PUT ports': async () => ({ port: { name: uniq('p') } }),
       'POST security-groups': async () => ({ security_group: { name: uniq('g') } }),
       'PUT security-groups': async () => ({ security_group: { description: 'changed' } }),
+      'POST routers': async () => ({ router: { name: uniq('r') } }),
+      'PUT routers': async () => ({ router: { name: uniq('r') } }),
       'POST security-group-rules': async () => ({
         security_group_rule: {
           security_group_id: (await securityGroups.create(member, { name: uniq('g') })).id,
@@ -314,7 +346,12 @@ describe('RBAC matrix', () => {
         },
       }),
     };
-    const body = write ? await bodies[`${method} ${kind}`]?.() : undefined;
+    // Router interface actions take a bare {subnet_id}; an unknown subnet is a 404 for those allowed.
+    const body = !write
+      ? undefined
+      : url.endsWith('_router_interface')
+        ? { subnet_id: '00000000-0000-4000-8000-000000000000' }
+        : await bodies[`${method} ${kind}`]?.();
     if (!url.includes(':id')) return { url, body, target: {} };
     const ids: Record<string, () => Promise<string>> = {
       networks: async () => (write ? net() : fixtures.network),
@@ -325,7 +362,7 @@ describe('RBAC matrix', () => {
                 name: '',
                 networkId: await net(),
                 ipVersion: 4,
-                cidr: '10.8.0.0/24',
+                cidr: nextCidr(),
               })
             ).id
           : fixtures.subnet,
@@ -334,6 +371,7 @@ describe('RBAC matrix', () => {
           ? (await networks.createPort(member, { networkId: fixtures.network }, resolve)).id
           : fixtures.port,
       'security-groups': async () => (await securityGroups.create(member, { name: uniq('g') })).id,
+      routers: async () => (await api.platform.network.routers.create(member, { name: uniq('r') })).id,
       'security-group-rules': async () => {
         const g = await securityGroups.create(member, { name: uniq('g') });
         return (
@@ -350,6 +388,8 @@ describe('RBAC matrix', () => {
     if (!id) throw new Error(`RBAC matrix: no sample for ${method} ${url}`);
     return { url: fill(url, id), body, target: {} };
   }
+
+  let cidrSeq = 0;
 
   /** The policy table read independently of the enforcer. */
   function expected(

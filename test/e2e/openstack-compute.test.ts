@@ -4,7 +4,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type DaemonProcess, removeDir, startDaemonProcess } from '../helpers/daemon-process.js';
+import { type DaemonProcess, removeDaemon, startDaemonProcess } from '../helpers/daemon-process.js';
 import { guestImage, waitFor } from '../helpers/guests.js';
 
 describe.runIf(process.getuid?.() === 0)('openstack compute against bulwark serve (real guests)', () => {
@@ -19,7 +19,7 @@ describe.runIf(process.getuid?.() === 0)('openstack compute against bulwark serv
     for (const id of left.stdout.split('\n').filter(Boolean))
       await d.openstack(['server', 'delete', '--wait', id]);
     await d.kill();
-    removeDir(d.dataDir);
+    await removeDaemon(d);
   });
 
   const os = async (...args: string[]) => {

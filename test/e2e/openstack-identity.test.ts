@@ -5,7 +5,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type DaemonProcess, removeDir, startDaemonProcess } from '../helpers/daemon-process.js';
+import { type DaemonProcess, removeDaemon, startDaemonProcess } from '../helpers/daemon-process.js';
 
 const mode = (p: string) => statSync(p).mode & 0o777;
 
@@ -16,7 +16,7 @@ describe('openstack CLI against bulwark serve', () => {
   });
   afterAll(async () => {
     await d?.kill();
-    if (d) removeDir(d.dataDir);
+    if (d) await removeDaemon(d);
   });
 
   const os = async (...args: string[]) => {
@@ -133,7 +133,7 @@ describe('openstack CLI against bulwark serve', () => {
     const before = await osJson('project', 'list');
     const password = readFileSync(join(d.dataDir, 'admin-password'), 'utf8');
     await d.kill('SIGKILL');
-    d = await startDaemonProcess({ dataDir: d.dataDir });
+    d = await startDaemonProcess({ dataDir: d.dataDir, netns: d.netns });
     expect(d.output).not.toMatch(/bootstrap admin/);
     expect(readFileSync(join(d.dataDir, 'admin-password'), 'utf8')).toBe(password);
     // The restarted daemon listens on a new port: point the clouds.yaml user at it.

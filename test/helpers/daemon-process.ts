@@ -1,4 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -11,6 +12,8 @@ const BIN = join(REPO, 'bin', 'bulwark.js');
 /** The real `bulwark serve` in a child process, as a user would run it. */
 export interface DaemonProcess {
   dataDir: string;
+  /** The daemon's own network namespace: its nftables tables, taps and routes touch nothing else. */
+  netns: string;
   url: string;
   output: string;
   child: ChildProcess;
@@ -38,15 +41,45 @@ async function exec(cmd: string, args: string[], env: NodeJS.ProcessEnv) {
   }
 }
 
+/** Makes (or reuses) a network namespace with loopback up. */
+export async function ensureNetns(name: string): Promise<void> {
+  if (!existsSync(`/run/netns/${name}`)) await run('ip', ['netns', 'add', name]);
+  await run('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+}
+
+export async function removeNetns(name: string): Promise<void> {
+  await run('ip', ['netns', 'del', name]).catch(() => undefined);
+}
+
+/**
+ * Starts `bulwark serve` in its own network namespace (made unless `netns`
+ * names one, e.g. to restart on the same data dir), so parallel daemons never
+ * share an nftables table, a tap or a route.
+ */
 export async function startDaemonProcess(
-  opts: { dataDir?: string; extraArgs?: string[] } = {},
+  opts: { dataDir?: string; extraArgs?: string[]; netns?: string } = {},
 ): Promise<DaemonProcess> {
   if (!existsSync(join(REPO, 'dist', 'cli', 'main.js')))
     throw new Error('dist/ is missing: run `npm run build` first');
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'bulwark-e2e-'));
+  const netns = opts.netns ?? `bwe2e-${randomBytes(4).toString('hex')}`;
+  await ensureNetns(netns);
+  // nsenter execs the command, so the child is the daemon itself (signals reach it). Not `ip netns
+  // exec`: it remounts /sys, which hides the cgroup hierarchies the driver confines guests with.
   const child = spawn(
-    process.execPath,
-    [BIN, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...(opts.extraArgs ?? [])],
+    'nsenter',
+    [
+      `--net=/run/netns/${netns}`,
+      '--',
+      process.execPath,
+      BIN,
+      'serve',
+      '--data-dir',
+      dataDir,
+      '--listen',
+      '127.0.0.1:0',
+      ...(opts.extraArgs ?? []),
+    ],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
       // The KVM probe boots a real kernel: on hosts where KVM only looks usable, that picks TCG.
@@ -77,14 +110,17 @@ export async function startDaemonProcess(
     OS_CLOUD: 'bulwark',
     PYTHONWARNINGS: 'ignore',
   };
+  const inNetns = (cmd: string, args: string[], e: NodeJS.ProcessEnv) =>
+    exec('nsenter', [`--net=/run/netns/${netns}`, '--', cmd, ...args], e);
   return {
     dataDir,
+    netns,
     url,
     output,
     child,
     env,
-    openstack: (args, extra) => exec('openstack', args, { ...env, ...extra }),
-    bulwark: (args, extra) => exec(process.execPath, [BIN, ...args], { ...env, ...extra }),
+    openstack: (args, extra) => inNetns('openstack', args, { ...env, ...extra }),
+    bulwark: (args, extra) => inNetns(process.execPath, [BIN, ...args], { ...env, ...extra }),
     kill: (signal = 'SIGTERM') =>
       new Promise<void>((res) => {
         if (child.exitCode !== null || child.signalCode !== null) return res();
@@ -94,4 +130,8 @@ export async function startDaemonProcess(
   };
 }
 
-export const removeDir = (dir: string) => rmSync(dir, { recursive: true, force: true });
+/** Removes what a stopped daemon leaves: its data dir and its namespace. */
+export async function removeDaemon(d: DaemonProcess): Promise<void> {
+  rmSync(d.dataDir, { recursive: true, force: true });
+  await removeNetns(d.netns);
+}

@@ -148,6 +148,7 @@ describe('loadDataplaneState', () => {
         groupIds: ['g'],
         zone: 'dmz',
         quarantined: true,
+        network: 'n1',
       },
     ]);
     expect(state.groups).toEqual([{ id: 'g', stateful: true, rules: [r], remoteMembers: ['10.0.0.6'] }]);

@@ -258,6 +258,53 @@ export function registerComputeCommands(program: Command): void {
         }
       });
     });
+  type Quarantine = { reason: string; steps: { step: string; outcome: string; detail: string }[] } & Obj;
+  withFormat(
+    server
+      .command('quarantine <server>')
+      .description('Incident response (admin): suspend the guest, cut its network, take a forensic snapshot')
+      .requiredOption('--reason <text>', 'why; recorded in the audit log and the evidence'),
+  ).action(async (ref: string, o: { reason: string }, cmd: Command) => {
+    const g = globals(cmd);
+    await withClient(g, async (c) => {
+      const s = await findByNameOrId<Obj>(c, 'compute', 'servers', 'server', ref);
+      process.stderr.write(`Quarantining ${ref}: suspend, isolate, snapshot...\n`);
+      const r = await c.request<{ quarantine: Quarantine }>(
+        'compute',
+        'POST',
+        `/servers/${s.id}/os-quarantine`,
+        {
+          quarantine: { reason: o.reason },
+        },
+      );
+      printList(g.format, ['step', 'outcome', 'detail'], r.quarantine.steps);
+      if (r.quarantine.steps.some((x) => x.outcome !== 'success')) process.exitCode = 1;
+    });
+  });
+  withFormat(
+    server.command('quarantine-show <server>').description("Show a server's quarantine record (admin)"),
+  ).action(async (ref: string, _o, cmd: Command) => {
+    const g = globals(cmd);
+    await withClient(g, async (c) => {
+      const s = await findByNameOrId<Obj>(c, 'compute', 'servers', 'server', ref);
+      const r = await c.request<{ quarantine: Quarantine | null }>(
+        'compute',
+        'GET',
+        `/servers/${s.id}/os-quarantine`,
+      );
+      if (!r.quarantine) throw new Error(`Server ${ref} is not quarantined.`);
+      printObject(g.format, r.quarantine);
+    });
+  });
+  server
+    .command('unquarantine <server>')
+    .description('Lift a quarantine (admin): restores the network; the guest stays paused until unpaused')
+    .action(async (ref: string, _o, cmd: Command) => {
+      await withClient(globals(cmd), async (c) => {
+        const s = await findByNameOrId<Obj>(c, 'compute', 'servers', 'server', ref);
+        await c.request('compute', 'DELETE', `/servers/${s.id}/os-quarantine`);
+      });
+    });
   server
     .command('console-log <server>')
     .option('--lines <n>', 'last N lines')

@@ -21,6 +21,11 @@ export function registerServeCommand(program: Command): void {
       process.env.BULWARK_DATABASE_ADMIN_URL,
     )
     .option('--log-level <level>', 'log level', 'info')
+    .option(
+      '--uplink-device <dev>',
+      'host interface that routers with an external gateway SNAT out of (unset: guests stay on the host)',
+      process.env.BULWARK_UPLINK_DEVICE,
+    )
     .action(
       async (o: {
         dataDir: string;
@@ -29,6 +34,7 @@ export function registerServeCommand(program: Command): void {
         databaseUrl?: string;
         databaseAdminUrl?: string;
         logLevel: string;
+        uplinkDevice?: string;
       }) => {
         const config = makeConfig(o);
         const daemon = await startDaemon(config);

@@ -1,6 +1,7 @@
 /** Host networking: routed taps and the nftables security-group dataplane (docs/network.md). */
 export { HostCommandError, type NetnsOption } from './exec.js';
 export {
+  addGatewayAddresses,
   assertIfname,
   createTap,
   deleteLink,
@@ -11,6 +12,7 @@ export {
   type PlugOptions,
   plugPort,
   prepareRouter,
+  setGateways,
   type TapOptions,
   unplugPort,
 } from './links.js';

@@ -132,6 +132,24 @@ export async function prepareRouter(gateways: readonly string[], o: RouterOption
   return dev;
 }
 
+/**
+ * `prepareRouter`, then removes gateway addresses of subnets that no longer
+ * exist, so a deleted subnet's gateway stops answering. Only for Bulwark's own
+ * dummy device: on `lo` the host's own addresses live too.
+ */
+export async function setGateways(gateways: readonly string[], o: RouterOptions = {}): Promise<void> {
+  const dev = await prepareRouter(gateways, o);
+  if (dev === 'lo') return;
+  const wanted = new Set(gateways.map((g) => parseIp(g, 'Gateway').text));
+  const listing = JSON.parse(await ip(['-j', 'addr', 'show', 'dev', dev], o)) as {
+    addr_info?: { local?: string; prefixlen?: number; scope?: string }[];
+  }[];
+  for (const a of listing[0]?.addr_info ?? []) {
+    if (!a.local || a.scope === 'link' || wanted.has(a.local)) continue;
+    await ip(['addr', 'del', `${a.local}/${a.prefixlen}`, 'dev', dev], o);
+  }
+}
+
 /** IPv6 router address every routed tap carries; guests use it as their default gateway. */
 export const IPV6_LINK_GATEWAY = 'fe80::1';
 
@@ -139,6 +157,28 @@ export interface PlugOptions extends NetnsOption {
   device: string;
   /** The port's fixed IPs; each becomes a host route to `device`. */
   ips: readonly string[];
+  /** IPv4 subnet gateways as `GW/LEN`, put on the tap without a prefix route (see addGatewayAddresses). */
+  gateways?: readonly string[];
+}
+
+/**
+ * Gives a tap its subnets' gateways with their prefix length and no prefix
+ * route: the /32 routes stay in charge, but the DHCP server (dnsmasq) sees
+ * which subnet a request on this tap belongs to and answers from the gateway.
+ */
+export async function addGatewayAddresses(
+  device: string,
+  gateways: readonly string[],
+  o: NetnsOption = {},
+): Promise<void> {
+  assertIfname(device);
+  for (const g of gateways) {
+    const [addr, len] = g.split('/');
+    const a = parseIp(addr ?? '', 'Gateway');
+    if (a.version !== 4 || !/^\d+$/.test(len ?? '') || Number(len) > 32)
+      throw new Error(`Gateway ${g} is not an IPv4 GW/LEN.`);
+    await ip(['addr', 'replace', `${a.text}/${len}`, 'dev', device, 'noprefixroute'], o);
+  }
 }
 
 /**
@@ -166,6 +206,7 @@ export async function plugPort(o: PlugOptions): Promise<void> {
     o,
   );
   await ip(['link', 'set', 'dev', d, 'up'], o);
+  await addGatewayAddresses(d, o.gateways ?? [], o);
   if (addrs.some((a) => a.version === 6))
     await ip(['addr', 'replace', `${IPV6_LINK_GATEWAY}/64`, 'dev', d, 'scope', 'link', 'nodad'], o);
   for (const a of addrs)
