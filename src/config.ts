@@ -21,6 +21,8 @@ export interface DaemonConfig {
    * gateway SNAT their subnets out of it. Unset: no guest traffic leaves the host.
    */
   uplinkDevice: string | undefined;
+  /** Neutron's allow-from-same-group ingress rule in new projects' `default` group (off: block all ingress). */
+  defaultGroupAllowsSameGroup: boolean;
 }
 
 /** Parses `HOST:PORT`, `[V6]:PORT` or `PORT`; refuses anything else with a fix. */
@@ -42,6 +44,7 @@ export function makeConfig(opts: {
   tokenTtlSeconds?: number | undefined;
   logLevel?: string | undefined;
   uplinkDevice?: string | undefined;
+  defaultGroupAllowsSameGroup?: boolean | undefined;
 }): DaemonConfig {
   if (opts.uplinkDevice !== undefined && !/^[A-Za-z0-9_-]{1,15}$/.test(opts.uplinkDevice))
     throw new Error(
@@ -62,5 +65,6 @@ export function makeConfig(opts: {
     logLevel: opts.logLevel ?? 'info',
     maxImageBytes: 64 * 2 ** 30,
     uplinkDevice: opts.uplinkDevice,
+    defaultGroupAllowsSameGroup: opts.defaultGroupAllowsSameGroup ?? false,
   };
 }

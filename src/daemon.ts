@@ -108,7 +108,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     hostName: hostname(),
     capabilities: probeCapabilities(),
     maxImageBytes: config.maxImageBytes,
-    defaultGroupAllowsSameGroup: false,
+    defaultGroupAllowsSameGroup: config.defaultGroupAllowsSameGroup,
     ...(dhcp ? { dhcp } : {}),
   });
   const { identity, audit } = platform;

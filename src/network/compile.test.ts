@@ -258,6 +258,60 @@ describe('compileRuleset: security groups', () => {
     expect(allows).toHaveLength(4);
   });
 
+  it('edge cases: 1-65535 is any port, protocol numbers, IPv6, overlapping CIDRs, empty groups', () => {
+    const g = group('edge', [
+      // The whole range means "any port": no port match at all.
+      { direction: 'ingress', protocol: 'tcp', port_range_min: 1, port_range_max: 65535 },
+      // By number: 132 is SCTP, with a port; 47 (GRE) has no ports.
+      { direction: 'ingress', protocol: '132', port_range_min: 9000, port_range_max: 9000 },
+      { direction: 'ingress', protocol: '47' },
+      // IPv6 with a prefix, and ICMPv6 by name on IPv6.
+      {
+        direction: 'ingress',
+        ethertype: 'IPv6',
+        protocol: 'udp',
+        port_range_min: 53,
+        remote_ip_prefix: 'fd00:1::/64',
+      },
+      { direction: 'ingress', ethertype: 'IPv6', protocol: 'icmp', port_range_min: 128 },
+      // Overlapping and duplicate CIDRs collapse to the widest.
+      { direction: 'ingress', protocol: 'udp', port_range_min: 123, remote_ip_prefix: '10.0.0.0/8' },
+      { direction: 'ingress', protocol: 'udp', port_range_min: 123, remote_ip_prefix: '10.1.0.0/16' },
+      { direction: 'ingress', protocol: 'udp', port_range_min: 123, remote_ip_prefix: '10.1.2.3/32' },
+    ]);
+    const empty = group('empty', []);
+    const p = port(1, ['edge', 'empty']);
+    const allows = rules(
+      compileRuleset({ table: 'bulwark', ports: [p], groups: [g, empty] }),
+      names.ingressChain(p.id),
+    )
+      .filter((r) => verdictOf(r) === 'accept')
+      .slice(1)
+      .map((r) => text(r.expr));
+    const tcp = allows.find((r) => r.includes('"right":6}'));
+    expect(tcp).toBeDefined();
+    expect(tcp).not.toContain('dport');
+    expect(allows.find((r) => r.includes('"right":132}'))).toContain('"right":9000');
+    expect(allows.find((r) => r.includes('"right":47}'))).not.toContain('dport');
+    expect(allows.find((r) => r.includes('fd00:1::'))).toMatch(/"ipv6".*"len":64.*"right":17}.*"right":53/);
+    expect(allows.find((r) => r.includes('"icmpv6"'))).toContain('"right":128');
+    const ntp = allows.filter((r) => r.includes('"right":123'));
+    expect(ntp).toHaveLength(1);
+    expect(ntp[0]).toContain(text({ prefix: { addr: '10.0.0.0', len: 8 } }));
+    expect(ntp[0]).not.toContain('10.1.');
+    // An empty group adds nothing; a port whose only group is empty gets nothing in or out.
+    const lone = port(2, ['empty']);
+    const lonely = compileRuleset({ table: 'bulwark', ports: [lone], groups: [empty] });
+    expect(rules(lonely, names.ingressChain(lone.id)).filter((r) => verdictOf(r) === 'accept')).toHaveLength(
+      1,
+    );
+    expect(
+      rules(lonely, names.egressChain(lone.id)).some(
+        (r) => verdictOf(r) === 'return' && text(r.expr).includes('nfproto'),
+      ),
+    ).toBe(false);
+  });
+
   it('remote groups match a named set per group and family (members incl. address pairs), never per member', () => {
     const members = Array.from({ length: 40 }, (_, i) =>
       port(i + 10, ['web'], {

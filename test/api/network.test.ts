@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SecurityGroupService } from '../../src/network/security-groups.js';
 import { startTestApi, type TestApi } from '../helpers/api.js';
 import { dialects } from '../helpers/store.js';
 
@@ -98,6 +99,23 @@ describe.each(dialects())('network and security group API on %s', (dialect) => {
 
   describe('security groups', () => {
     let web: string;
+
+    it("with the option on, default also admits its own members (Neutron's rule), nothing else", async () => {
+      const svc = new SecurityGroupService(
+        api.store,
+        { sync: async () => {} },
+        { defaultAllowsSameGroup: true },
+      );
+      const c = await api.persona('net-c', 'net-member-c', 'member');
+      const [g] = await svc.list(api.authOf(c.token), {});
+      const rules = await svc.rules([g?.id ?? '']);
+      expect(rules.map((r) => [r.direction, r.ethertype, r.remote_group_id, r.remote_ip_prefix])).toEqual([
+        ['egress', 'IPv4', null, null],
+        ['egress', 'IPv6', null, null],
+        ['ingress', 'IPv4', g?.id, null],
+        ['ingress', 'IPv6', g?.id, null],
+      ]);
+    });
 
     it('gives each project one default group: all egress, no ingress', async () => {
       const [l1, l2] = await Promise.all([
@@ -218,22 +236,12 @@ describe.each(dialects())('network and security group API on %s', (dialect) => {
 
   describe('servers on networks', () => {
     it('creates a port per NIC, shows addresses and groups, edits groups, and cleans up on delete', async () => {
-      const { flavors, images } = api.platform.compute;
-      const member = api.authOf(a.token);
-      const flavor = await flavors.create({ name: 'net-tiny', vcpus: 1, ram: 256, disk: 1 });
-      const img = await images.create(member, {
-        name: 'net-img',
-        disk_format: 'raw',
-        container_format: 'bare',
-        properties: {},
-      });
-      const { Readable } = await import('node:stream');
-      await images.upload(member, img.id, Readable.from([Buffer.alloc(1024 * 1024)]));
+      const { flavorId, imageId } = await api.bootable(a.token, 'net');
       const grp = await api.call('POST', `${N}/security-groups`, a.token, {
         security_group: { name: 'app' },
       });
       const r = await api.call('POST', '/compute/v2.1/servers', a.token, {
-        server: { name: 'netvm', imageRef: img.id, flavorRef: flavor.id, networks: [{ uuid: netId }] },
+        server: { name: 'netvm', imageRef: imageId, flavorRef: flavorId, networks: [{ uuid: netId }] },
       });
       expect(r.status).toBe(202);
       const id = r.json.server.id;

@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApi, type TestApi } from '../helpers/api.js';
 import { dialects } from '../helpers/store.js';
@@ -19,16 +18,7 @@ describe.each(dialects())('server quarantine API on %s', (dialect) => {
     api = await startTestApi(dialect);
     owner = await api.persona('q-proj', 'q-owner', 'member');
     admin = await api.login('admin', api.adminPassword, 'admin');
-    const member = api.authOf(owner.token);
-    const { flavors, images } = api.platform.compute;
-    const flavor = await flavors.create({ name: 'q-tiny', vcpus: 1, ram: 128, disk: 1 });
-    const img = await images.create(member, {
-      name: 'q-img',
-      disk_format: 'raw',
-      container_format: 'bare',
-      properties: {},
-    });
-    await images.upload(member, img.id, Readable.from([Buffer.alloc(1024 * 1024)]));
+    const { flavorId, imageId } = await api.bootable(owner.token, 'q', 128);
     const net = await api.call('POST', '/network/v2.0/networks', owner.token, { network: { name: 'q-net' } });
     await api.call('POST', '/network/v2.0/subnets', owner.token, {
       subnet: { network_id: net.json.network.id, ip_version: 4, cidr: '10.77.0.0/24' },
@@ -36,8 +26,8 @@ describe.each(dialects())('server quarantine API on %s', (dialect) => {
     const r = await api.call('POST', `${C}/servers`, owner.token, {
       server: {
         name: 'suspect',
-        imageRef: img.id,
-        flavorRef: flavor.id,
+        imageRef: imageId,
+        flavorRef: flavorId,
         networks: [{ uuid: net.json.network.id }],
       },
     });

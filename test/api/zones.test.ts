@@ -1,11 +1,8 @@
-import type { AddressInfo } from 'node:net';
-import { createServer } from 'node:net';
-import { Command } from 'commander';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { buildApi } from '../../src/api/server.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { registerZoneCommands } from '../../src/cli/commands/zones.js';
 import { loadDataplaneState } from '../../src/network/dataplane-state.js';
 import { startTestApi, type TestApi } from '../helpers/api.js';
+import { startCliHarness } from '../helpers/cli.js';
 import { dialects } from '../helpers/store.js';
 
 const N = '/network/v2.0';
@@ -273,46 +270,16 @@ describe.each(dialects())('security zone API on %s', (dialect) => {
 
 describe('bulwark zone CLI (in-process, against a listening API on SQLite)', () => {
   let api: TestApi;
-  let app: Awaited<ReturnType<typeof buildApi>>;
-  const saved = { ...process.env };
-  const out: string[] = [];
-
+  let h: Awaited<ReturnType<typeof startCliHarness>>;
   beforeAll(async () => {
     api = await startTestApi('sqlite');
-    const port = await new Promise<number>((res) => {
-      const s = createServer().listen(0, '127.0.0.1', () => {
-        const p = (s.address() as AddressInfo).port;
-        s.close(() => res(p));
-      });
-    });
-    app = await buildApi({ store: api.store, ...api.platform, publicUrl: `http://127.0.0.1:${port}` });
-    await app.listen({ port, host: '127.0.0.1' });
-    Object.assign(process.env, {
-      OS_AUTH_URL: `http://127.0.0.1:${port}/identity/v3`,
-      OS_USERNAME: 'admin',
-      OS_PASSWORD: api.adminPassword,
-      OS_PROJECT_NAME: 'admin',
-    });
-    delete process.env.OS_CLOUD;
+    h = await startCliHarness(api, registerZoneCommands);
   });
   afterAll(async () => {
-    process.env = saved;
-    await app?.close();
+    await h?.close();
     await api?.close();
   });
-
-  const cli = async (...args: string[]) => {
-    const program = new Command('bulwark').option('--os-cloud <name>').exitOverride();
-    registerZoneCommands(program);
-    out.length = 0;
-    const spy = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
-    try {
-      await program.parseAsync(['node', 'bulwark', ...args]);
-    } finally {
-      spy.mockRestore();
-    }
-    return out.join('\n');
-  };
+  const cli = (...args: string[]) => h.cli(...args);
 
   it('creates zones and rules, lists and shows them, and deletes them', async () => {
     const created = JSON.parse(await cli('zone', 'create', 'dmz', '--description', 'web tier', '-f', 'json'));

@@ -5,7 +5,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type DaemonProcess, removeDaemon, startDaemonProcess } from '../helpers/daemon-process.js';
+import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
 
 const mode = (p: string) => statSync(p).mode & 0o777;
 
@@ -14,17 +14,10 @@ describe('openstack CLI against bulwark serve', () => {
   beforeAll(async () => {
     d = await startDaemonProcess();
   });
-  afterAll(async () => {
-    await d?.kill();
-    if (d) await removeDaemon(d);
-  });
+  afterAll(() => stopDaemon(d));
 
-  const os = async (...args: string[]) => {
-    const r = await d.openstack(args);
-    if (r.code !== 0) throw new Error(`openstack ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
-    return r.stdout;
-  };
-  const osJson = async (...args: string[]) => JSON.parse(await os(...args, '-f', 'json'));
+  const os = (...args: string[]) => d.os(...args);
+  const osJson = (...args: string[]) => d.osJson(...args);
 
   it('starts with a traverse-only data dir, 0600 secrets and database, and prints where to log in', () => {
     expect(mode(d.dataDir)).toBe(0o711);

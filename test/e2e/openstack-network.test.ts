@@ -6,7 +6,7 @@
 import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type DaemonProcess, removeDaemon, startDaemonProcess } from '../helpers/daemon-process.js';
+import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
 import { guestImage, waitFor } from '../helpers/guests.js';
 
 const SERVER_IP = '10.0.0.10';
@@ -60,21 +60,11 @@ describe.runIf(process.getuid?.() === 0)(
     beforeAll(async () => {
       d = await startDaemonProcess();
     });
-    afterAll(async () => {
-      if (!d) return;
-      const left = await d.openstack(['server', 'list', '-f', 'value', '-c', 'ID']);
-      for (const id of left.stdout.split('\n').filter(Boolean))
-        await d.openstack(['server', 'delete', '--wait', id]);
-      await d.kill();
-      await removeDaemon(d);
-    });
+    afterAll(() => stopDaemon(d));
 
-    const os = async (...args: string[]) => {
-      const r = await d.openstack(args);
-      if (r.code !== 0) throw new Error(`openstack ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
-      return r.stdout;
-    };
-    const osJson = async (...args: string[]) => JSON.parse(await os(...args, '-f', 'json'));
+    const os = (...args: string[]) => d.os(...args);
+
+    const osJson = (...args: string[]) => d.osJson(...args);
     const consoleOf = (name: string) => os('console', 'log', 'show', name);
     const probesOf = async (name: string) =>
       (await consoleOf(name)).split('\n').filter((l) => l.startsWith('PROBE '));

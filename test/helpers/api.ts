@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from '../../src/api/server.js';
 import type { CreateServerInput } from '../../src/compute/servers.js';
@@ -36,6 +37,8 @@ export interface TestApi {
     token?: string | null,
     body?: unknown,
   ): Promise<{ status: number; json: any; headers: Record<string, unknown> }>;
+  /** A flavor and an uploaded 1 MiB raw image, owned by the token's project, to boot fake servers from. */
+  bootable(token: string, name: string, ramMiB?: number): Promise<{ flavorId: string; imageId: string }>;
   /** Creates a project, a user with `role` on it, and returns a token for them. */
   persona(
     project: string,
@@ -118,10 +121,26 @@ export async function startTestApi(dialect: Dialect): Promise<TestApi> {
     return { token: await login(userName, PASSWORD, projectName), userId: user.id, projectId: project.id };
   };
 
+  const bootable: TestApi['bootable'] = async (token, name, ramMiB = 256) => {
+    const auth = contexts.get(token);
+    if (!auth) throw new Error('unknown test token');
+    const { flavors, images } = platform.compute;
+    const flavor = await flavors.create({ name: `${name}-flavor`, vcpus: 1, ram: ramMiB, disk: 1 });
+    const img = await images.create(auth, {
+      name: `${name}-image`,
+      disk_format: 'raw',
+      container_format: 'bare',
+      properties: {},
+    });
+    await images.upload(auth, img.id, Readable.from([Buffer.alloc(1024 * 1024)]));
+    return { flavorId: flavor.id, imageId: img.id };
+  };
+
   return {
     app,
     store,
     identity,
+    bootable,
     platform,
     driver,
     dataplane,

@@ -24,6 +24,10 @@ export interface DaemonProcess {
     env?: NodeJS.ProcessEnv,
   ): Promise<{ stdout: string; stderr: string; code: number }>;
   bulwark(args: string[], env?: NodeJS.ProcessEnv): Promise<{ stdout: string; stderr: string; code: number }>;
+  /** The openstack CLI's stdout; a non-zero exit throws with its stderr. */
+  os(...args: string[]): Promise<string>;
+  /** The same with `-f json`, parsed. */
+  osJson(...args: string[]): Promise<any>;
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
@@ -103,6 +107,12 @@ export async function startDaemonProcess(
       clearTimeout(timer);
       rej(new Error(`daemon exited with ${code}:\n${output}`));
     });
+  }).catch(async (err: unknown) => {
+    // A daemon that never came up leaves nothing behind that this call made.
+    child.kill('SIGKILL');
+    if (!opts.netns) await removeNetns(netns);
+    if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
+    throw err;
   });
   const env = {
     ...process.env,
@@ -112,6 +122,11 @@ export async function startDaemonProcess(
   };
   const inNetns = (cmd: string, args: string[], e: NodeJS.ProcessEnv) =>
     exec('nsenter', [`--net=/run/netns/${netns}`, '--', cmd, ...args], e);
+  const os = async (...args: string[]) => {
+    const r = await inNetns('openstack', args, env);
+    if (r.code !== 0) throw new Error(`openstack ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
+    return r.stdout;
+  };
   return {
     dataDir,
     netns,
@@ -120,6 +135,8 @@ export async function startDaemonProcess(
     child,
     env,
     openstack: (args, extra) => inNetns('openstack', args, { ...env, ...extra }),
+    os,
+    osJson: async (...args) => JSON.parse(await os(...args, '-f', 'json')),
     bulwark: (args, extra) => inNetns(process.execPath, [BIN, ...args], { ...env, ...extra }),
     kill: (signal = 'SIGTERM') =>
       new Promise<void>((res) => {
@@ -128,6 +145,16 @@ export async function startDaemonProcess(
         child.kill(signal);
       }),
   };
+}
+
+/** After a suite: deletes every server so no guest outlives it, stops the daemon, removes what it left. */
+export async function stopDaemon(d: DaemonProcess | undefined): Promise<void> {
+  if (!d) return;
+  const left = await d.openstack(['server', 'list', '-f', 'value', '-c', 'ID']);
+  for (const id of left.stdout.split('\n').filter(Boolean))
+    await d.openstack(['server', 'delete', '--wait', id]);
+  await d.kill();
+  await removeDaemon(d);
 }
 
 /** Removes what a stopped daemon leaves: its data dir and its namespace. */

@@ -7,7 +7,7 @@ export function registerServeCommand(program: Command): void {
   program
     .command('serve')
     .description('Run the Bulwark daemon (API, control plane and the local host agent)')
-    .requiredOption('--data-dir <dir>', 'directory holding all state (created 0700)')
+    .requiredOption('--data-dir <dir>', 'directory holding all state (created 0711; secrets 0600)')
     .option('--listen <host:port>', 'address to listen on', '127.0.0.1:8443')
     .option('--public-url <url>', 'URL clients use to reach this daemon (default from --listen)')
     .option(
@@ -26,6 +26,11 @@ export function registerServeCommand(program: Command): void {
       'host interface that routers with an external gateway SNAT out of (unset: guests stay on the host)',
       process.env.BULWARK_UPLINK_DEVICE,
     )
+    .option(
+      '--default-group-allows-same-group',
+      "Neutron's default group: also allow ingress from members of the same group (default: the spec's block-all-ingress)",
+      process.env.BULWARK_DEFAULT_GROUP_ALLOWS_SAME_GROUP === '1',
+    )
     .action(
       async (o: {
         dataDir: string;
@@ -35,6 +40,7 @@ export function registerServeCommand(program: Command): void {
         databaseAdminUrl?: string;
         logLevel: string;
         uplinkDevice?: string;
+        defaultGroupAllowsSameGroup: boolean;
       }) => {
         const config = makeConfig(o);
         const daemon = await startDaemon(config);

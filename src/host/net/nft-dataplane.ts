@@ -67,6 +67,14 @@ export class NftDataplane implements DataplaneSync {
     } catch (err) {
       const cause = err instanceof Error ? err : new Error(String(err));
       const why = `The change (${reason}) is saved, but the host could not enforce it: ${cause.message.split('\n')[0]}.`;
+      // Retry whatever happens next: the stored state must reach the kernel as soon as nft lets it.
+      if (!this.retry) {
+        this.retry = setInterval(
+          () => void this.sync('retry after a failed apply').catch(() => {}),
+          this.opts.retryMs ?? 10_000,
+        );
+        this.retry.unref();
+      }
       try {
         await this.lockDown(cause);
       } catch (lockErr) {
@@ -82,6 +90,7 @@ export class NftDataplane implements DataplaneSync {
         { cause },
       );
     }
+    this.close();
     if (this.locked) await this.release();
   }
 
@@ -90,18 +99,9 @@ export class NftDataplane implements DataplaneSync {
     await applyRuleset(compileLockdown(this.table, ['tap']), { ...this.nftOpts, keepCounters: false });
     if (!this.locked) this.opts.onLockdown?.(true, cause);
     this.locked = true;
-    if (!this.retry) {
-      this.retry = setInterval(
-        () => void this.sync('retry after a failed apply').catch(() => {}),
-        this.opts.retryMs ?? 10_000,
-      );
-      this.retry.unref();
-    }
   }
 
   private async release(): Promise<void> {
-    clearInterval(this.retry);
-    this.retry = undefined;
     await deleteTables(lockdownTable(this.table), this.nftOpts);
     this.locked = false;
     this.opts.onLockdown?.(false);
