@@ -1,5 +1,6 @@
 import { type ChildProcessWithoutNullStreams, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { runNet } from '../../src/host/net/exec.js';
 import { plugPort, prepareRouter } from '../../src/host/net/links.js';
@@ -125,6 +126,10 @@ export class Topology {
   }
 
   private async addNetns(name: string) {
+    // `ip netns exec` bind-mounts /etc/netns/NAME/resolv.conf over /etc/resolv.conf: a DHCP client
+    // script run inside then writes this private copy, never the host's resolver config.
+    mkdirSync(`/etc/netns/${name}`, { recursive: true });
+    writeFileSync(`/etc/netns/${name}/resolv.conf`, '');
     await runNet('ip', ['netns', 'add', name]);
     this.namespaces.push(name);
     await runNet('ip', ['link', 'set', 'lo', 'up'], { netns: name });
@@ -195,7 +200,10 @@ export class Topology {
 
   async destroy(): Promise<void> {
     for (const g of this.guests.values()) g.agent.stop();
-    for (const ns of this.namespaces.reverse()) await runNet('ip', ['netns', 'del', ns]).catch(() => {});
+    for (const ns of this.namespaces.reverse()) {
+      await runNet('ip', ['netns', 'del', ns]).catch(() => {});
+      rmSync(`/etc/netns/${ns}`, { recursive: true, force: true });
+    }
     this.namespaces.length = 0;
     live.delete(this);
   }
@@ -206,6 +214,7 @@ export class Topology {
       try {
         execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
       } catch {}
+      rmSync(`/etc/netns/${ns}`, { recursive: true, force: true });
     }
     this.namespaces.length = 0;
   }
