@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
+import type { KekConfig } from './keys/kek.js';
 
 /** Everything `bulwark serve` needs; defaults give the single-machine platform. */
 export interface DaemonConfig {
@@ -23,7 +24,16 @@ export interface DaemonConfig {
   uplinkDevice: string | undefined;
   /** Neutron's allow-from-same-group ingress rule in new projects' `default` group (off: block all ingress). */
   defaultGroupAllowsSameGroup: boolean;
+  /** The key manager's KEK provider (`--kek file|pkcs11`; docs/keys.md). */
+  kek: KekConfig;
+  /**
+   * UEFI variable store with the enrolled Secure Boot keys (PK, KEK, db), copied
+   * per Secure Boot guest (`--secure-boot-vars`). Default Debian's Microsoft keys.
+   */
+  secureBootVars: string;
 }
+
+export const DEFAULT_SECURE_BOOT_VARS = '/usr/share/OVMF/OVMF_VARS_4M.ms.fd';
 
 /** Parses `HOST:PORT`, `[V6]:PORT` or `PORT`; refuses anything else with a fix. */
 export function parseListen(listen: string): { host: string; port: number } {
@@ -45,7 +55,19 @@ export function makeConfig(opts: {
   logLevel?: string | undefined;
   uplinkDevice?: string | undefined;
   defaultGroupAllowsSameGroup?: boolean | undefined;
+  kek?: string | undefined;
+  pkcs11Module?: string | undefined;
+  pkcs11TokenLabel?: string | undefined;
+  pkcs11PinFile?: string | undefined;
+  secureBootVars?: string | undefined;
 }): DaemonConfig {
+  const kekKind = opts.kek ?? 'file';
+  if (kekKind !== 'file' && kekKind !== 'pkcs11')
+    throw new Error(`--kek ${kekKind} is not a KEK provider; use --kek file or --kek pkcs11`);
+  if (kekKind === 'pkcs11' && (!opts.pkcs11Module || !opts.pkcs11TokenLabel || !opts.pkcs11PinFile))
+    throw new Error(
+      '--kek pkcs11 needs --pkcs11-module PATH, --pkcs11-token-label LABEL and --pkcs11-pin-file FILE',
+    );
   if (opts.uplinkDevice !== undefined && !/^[A-Za-z0-9_-]{1,15}$/.test(opts.uplinkDevice))
     throw new Error(
       `--uplink-device ${opts.uplinkDevice} is not an interface name; try --uplink-device eth0`,
@@ -66,5 +88,15 @@ export function makeConfig(opts: {
     maxImageBytes: 64 * 2 ** 30,
     uplinkDevice: opts.uplinkDevice,
     defaultGroupAllowsSameGroup: opts.defaultGroupAllowsSameGroup ?? false,
+    kek:
+      kekKind === 'pkcs11'
+        ? {
+            kind: 'pkcs11',
+            pkcs11Module: opts.pkcs11Module ? resolve(opts.pkcs11Module) : undefined,
+            pkcs11TokenLabel: opts.pkcs11TokenLabel,
+            pkcs11PinFile: opts.pkcs11PinFile ? resolve(opts.pkcs11PinFile) : undefined,
+          }
+        : { kind: 'file' },
+    secureBootVars: resolve(opts.secureBootVars ?? DEFAULT_SECURE_BOOT_VARS),
   };
 }

@@ -13,6 +13,7 @@ import { NftDataplane, setGateways } from './host/net/index.js';
 import { createQemuDriver } from './host/qemu-driver.js';
 import { bootstrapIdentity } from './identity/bootstrap.js';
 import type { IdentityService } from './identity/service.js';
+import { openKek } from './keys/index.js';
 import { loadDataplaneState, loadDhcpState, loadGateways } from './network/dataplane-state.js';
 import { createCa, issueCertificate, type PemPair } from './pki/ca.js';
 import { buildPlatform } from './platform.js';
@@ -91,7 +92,10 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     url: config.databaseUrl,
     ...(config.databaseAdminUrl ? { adminUrl: config.databaseAdminUrl } : {}),
   });
-  const driver = await createQemuDriver({ baseDir: join(config.dataDir, 'instances') });
+  const driver = await createQemuDriver({
+    baseDir: join(config.dataDir, 'instances'),
+    secureBootVars: config.secureBootVars,
+  });
   let lockdownNotice: ((on: boolean, cause?: Error) => void) | undefined;
   const dataplane = new NftDataplane({
     load: () => loadDataplaneState(store, { uplink: config.uplinkDevice }),
@@ -101,17 +105,21 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
   const dhcp = dnsmasqAvailable()
     ? new DnsmasqDhcp({ dir: join(config.dataDir, 'dhcp'), load: () => loadDhcpState(store) })
     : undefined;
+  // The key manager's KEK: unusable (bad mode, not root's, token missing) means no start, never a weaker key.
+  const kek = openKek(config.kek, config.dataDir);
   const platform = buildPlatform(store, driver, dataplane, {
+    kek,
     dataDir: config.dataDir,
     tokenTtlSeconds: config.tokenTtlSeconds,
     adminProjectName: config.adminProjectName,
     hostName: hostname(),
-    capabilities: probeCapabilities(),
+    capabilities: probeCapabilities({ secureBootVars: config.secureBootVars }),
     maxImageBytes: config.maxImageBytes,
     defaultGroupAllowsSameGroup: config.defaultGroupAllowsSameGroup,
     ...(dhcp ? { dhcp } : {}),
   });
   const { identity, audit } = platform;
+  await platform.keys.checkKek();
   lockdownNotice = (on, cause) =>
     void audit
       .append(
@@ -165,6 +173,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
       await platform.compute.servers.settled();
       // Guests keep running across daemon restarts; only our QMP connections close.
       await driver.close();
+      await platform.keys.close();
       await store.close();
     },
   };

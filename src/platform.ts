@@ -8,6 +8,9 @@ import { ServerService } from './compute/servers.js';
 import type { HypervisorDriver } from './host/hypervisor.js';
 import { ImageStore } from './host/image-store.js';
 import { IdentityService } from './identity/service.js';
+import type { KekProvider } from './keys/kek.js';
+import { FileKek } from './keys/kek-file.js';
+import { KeyManager } from './keys/manager.js';
 import { type DataplaneSync, NetworkService } from './network/networks.js';
 import { RouterService } from './network/routers.js';
 import { SecurityGroupService } from './network/security-groups.js';
@@ -15,6 +18,8 @@ import { ServerPorts } from './network/server-ports.js';
 import { ZoneService } from './network/zones.js';
 import type { AuthContext } from './policy/context.js';
 import type { Store } from './store/database.js';
+import { VolumeTypeService } from './volumes/types.js';
+import { VolumeService } from './volumes/volumes.js';
 
 export interface PlatformOptions {
   dataDir: string;
@@ -30,6 +35,8 @@ export interface PlatformOptions {
    * port change, after the firewall. Absent: no DHCP (API tests).
    */
   dhcp?: DataplaneSync;
+  /** The key manager's KEK (`keys/kek-*.ts`); absent: the 0600 file KEK in the data dir. */
+  kek?: KekProvider;
 }
 
 /** The platform acting on its own behalf (cleanup after a delete), never reachable by a token. */
@@ -81,6 +88,8 @@ export function buildPlatform(
   const serverPorts = new ServerPorts(store, networks, securityGroups);
   const flavors = new FlavorService(store);
   const images = new ImageService(store, new ImageStore(join(opts.dataDir, 'images')), opts.maxImageBytes);
+  // The key manager; `keys` is also the KeyService other rooms read keys through, on the owner's behalf.
+  const keys = new KeyManager(store, opts.kek ?? FileKek.open(opts.dataDir), audit);
   const servers = new ServerService(
     store,
     images,
@@ -89,6 +98,7 @@ export function buildPlatform(
     { name: opts.hostName, capabilities: opts.capabilities },
     serverPorts,
     SYSTEM,
+    keys, // vTPM state keys
   );
   const quarantine = new QuarantineService(
     store,
@@ -98,9 +108,14 @@ export function buildPlatform(
     audit,
     join(opts.dataDir, 'forensics'),
   );
+  // Block storage (docs/volumes.md): encrypted volumes' keys come from `keys`, on the owner's behalf.
+  const volumeTypes = new VolumeTypeService(store);
+  const volumes = new VolumeService(store, volumeTypes, driver, keys, (auth, id) => servers.get(auth, id));
   return {
     identity,
     audit,
+    keys,
+    volume: { types: volumeTypes, volumes },
     compute: { flavors, images, servers, quarantine },
     network: { networks, securityGroups, routers, zones },
   };

@@ -10,6 +10,7 @@ import { BulwarkError, badRequest, forbidden, notFound } from '../errors.js';
 import { registerComputeSecurityGroupApi } from './compute-security-groups.js';
 import { registerQuarantineApi } from './quarantine.js';
 import type { ApiContext } from './server.js';
+import { registerVolumeAttachmentApi } from './volume-attachments.js';
 
 const PREFIX = '/compute/v2.1';
 const Opt = Type.Optional;
@@ -40,6 +41,7 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
   ctx.services.push({ type: 'compute', name: 'nova', path: PREFIX });
   registerComputeSecurityGroupApi(app, ctx, PREFIX);
   registerQuarantineApi(app, ctx, PREFIX);
+  registerVolumeAttachmentApi(app, ctx, PREFIX);
 
   // Only microversion 2.1 is offered; a request for another gets Nova's 406.
   app.addHook('onRequest', async (req, reply) => {

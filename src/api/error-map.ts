@@ -2,14 +2,16 @@ import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { BulwarkError, ErrorKinds } from '../errors.js';
 
 /** Which OpenStack service's error body style a path gets. */
-type Style = 'keystone' | 'nova' | 'neutron';
+type Style = 'keystone' | 'nova' | 'neutron' | 'barbican';
 
 const styleFor = (url: string): Style =>
-  url.startsWith('/compute') || url.startsWith('/volume')
-    ? 'nova'
-    : url.startsWith('/network')
-      ? 'neutron'
-      : 'keystone';
+  url.startsWith('/key-manager')
+    ? 'barbican'
+    : url.startsWith('/compute') || url.startsWith('/volume')
+      ? 'nova'
+      : url.startsWith('/network')
+        ? 'neutron'
+        : 'keystone';
 
 // Nova and Cinder name the body's top key after the fault.
 const NOVA_KEYS: Partial<Record<number, string>> = {
@@ -52,6 +54,9 @@ export function errorBody(
           ...details,
         },
       };
+    case 'barbican':
+      // barbicanclient shows `title: description`.
+      return { code: status, title, description: message, ...details };
     default:
       return { error: { code: status, title, message, ...details } };
   }

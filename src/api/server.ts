@@ -9,6 +9,7 @@ import type { QuarantineService } from '../compute/quarantine.js';
 import type { ServerService } from '../compute/servers.js';
 import { BulwarkError } from '../errors.js';
 import type { IdentityService } from '../identity/service.js';
+import type { KeyManager } from '../keys/manager.js';
 import type { NetworkService } from '../network/networks.js';
 import type { RouterService } from '../network/routers.js';
 import type { SecurityGroupService } from '../network/security-groups.js';
@@ -17,6 +18,8 @@ import { enforce } from '../policy/enforcer.js';
 import { isAction } from '../policy/rules.js';
 import type { Store } from '../store/database.js';
 import { uuid } from '../util/ids.js';
+import type { VolumeTypeService } from '../volumes/types.js';
+import type { VolumeService } from '../volumes/volumes.js';
 import { registerBulwarkApi } from './bulwark.js';
 import type { ServiceEntry } from './catalog.js';
 import { registerComputeApi } from './compute.js';
@@ -26,6 +29,8 @@ import { registerIdentityApi } from './identity.js';
 import { registerImageApi } from './image.js';
 import { registerNetworkApi, registerSecurityGroupApi } from './network.js';
 import { registerRouterApi } from './routers.js';
+import { registerSecretsApi } from './secrets.js';
+import { registerVolumeApi } from './volumes.js';
 import { registerZoneApi } from './zones.js';
 
 export interface ApiDeps {
@@ -44,6 +49,10 @@ export interface ApiDeps {
     routers: RouterService;
     zones: ZoneService;
   };
+  /** The key manager (Barbican v1); platform services use it through its KeyService side. */
+  keys: KeyManager;
+  /** Block storage (Cinder v3, docs/volumes.md). */
+  volume: { types: VolumeTypeService; volumes: VolumeService };
   /** Base URL clients reach us at; used in the catalog and links, never taken from Host. */
   publicUrl: string;
 }
@@ -56,6 +65,8 @@ export interface ApiOptions {
 }
 
 const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+/** Reads that are audited like writes, whatever their outcome: handing out key material. */
+const AUDITED_READS = new Set<string>(['secret:decrypt']);
 
 /**
  * Two validators: request bodies are checked as sent (a string is never a
@@ -135,8 +146,9 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   // Written before the response leaves: if the audit log cannot be written, the caller gets 503.
   app.addHook('onSend', async (req, reply, payload) => {
     const status = reply.statusCode;
-    if (!MUTATING.has(req.method) && status !== 401 && status !== 403) return payload;
     const cfg = req.routeOptions.config ?? {};
+    if (!MUTATING.has(req.method) && status !== 401 && status !== 403 && !AUDITED_READS.has(cfg.action ?? ''))
+      return payload;
     const params = (req.params ?? {}) as Record<string, unknown>;
     try {
       await deps.audit.append({
@@ -192,6 +204,8 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await registerSecurityGroupApi(app, ctx);
   await registerRouterApi(app, ctx);
   await registerZoneApi(app, ctx);
+  await registerVolumeApi(app, ctx);
+  await registerSecretsApi(app, ctx);
   await registerBulwarkApi(app, ctx);
   return app;
 }

@@ -20,6 +20,8 @@ export class ApiError extends Error {
 /** Pulls the human message out of any OpenStack-style error body. */
 function errorMessage(status: number, body: unknown): string {
   if (body && typeof body === 'object') {
+    // Barbican's style: {code, title, description}.
+    if ('description' in body && typeof body.description === 'string') return body.description;
     for (const v of Object.values(body)) {
       if (v && typeof v === 'object' && 'message' in v && typeof v.message === 'string') return v.message;
     }

@@ -3,6 +3,7 @@ import { ApiError } from './client.js';
 import { registerAuditCommands } from './commands/audit.js';
 import { registerComputeCommands } from './commands/compute.js';
 import { registerIdentityCommands } from './commands/identity.js';
+import { registerKeyManagerCommands } from './commands/keys.js';
 import { registerNetworkCommands } from './commands/network.js';
 import { registerServeCommand } from './commands/serve.js';
 import { registerZoneCommands } from './commands/zones.js';
@@ -16,6 +17,7 @@ registerServeCommand(program);
 registerIdentityCommands(program);
 registerComputeCommands(program);
 registerAuditCommands(program);
+registerKeyManagerCommands(program);
 registerZoneCommands(program);
 registerNetworkCommands(program);
 

@@ -52,14 +52,65 @@ describe('image properties and flavor extra specs', () => {
     ).toThrow(/conflicts/);
   });
 
-  it('fails with Nova’s message when the host cannot do Secure Boot', () => {
+  it('required on a host without Secure Boot still plans Secure Boot (the server then fails, never boots without)', () => {
+    const plan = resolveGuestPlan(
+      { hw_firmware_type: 'uefi', hw_machine_type: 'q35', os_secure_boot: 'required' },
+      {},
+      { ...host, secureBoot: false },
+    );
+    expect(plan.firmware).toEqual({ type: 'uefi', secureBoot: true });
+  });
+
+  it('Secure Boot policy: required needs UEFI on q35; optional follows the host; disabled is plain OVMF', () => {
+    const uefi = { hw_firmware_type: 'uefi' };
+    expect(() =>
+      resolveGuestPlan({ ...uefi, hw_machine_type: 'pc', os_secure_boot: 'required' }, {}, host),
+    ).toThrow(/q35/);
+    expect(resolveGuestPlan({ ...uefi, os_secure_boot: 'required' }, {}, host).machine).toBe('q35');
+    expect(resolveGuestPlan({ ...uefi, os_secure_boot: 'optional' }, {}, host).firmware).toEqual({
+      type: 'uefi',
+      secureBoot: true,
+    });
+    expect(
+      resolveGuestPlan({ ...uefi, os_secure_boot: 'optional' }, {}, { ...host, secureBoot: false }).firmware,
+    ).toEqual({ type: 'uefi', secureBoot: false });
+    expect(
+      resolveGuestPlan({ ...uefi, hw_machine_type: 'pc', os_secure_boot: 'optional' }, {}, host).firmware,
+    ).toEqual({ type: 'uefi', secureBoot: false });
+    expect(resolveGuestPlan({ ...uefi, os_secure_boot: 'disabled' }, {}, host).firmware).toEqual({
+      type: 'uefi',
+      secureBoot: false,
+    });
+    expect(resolveGuestPlan(uefi, {}, host).firmware).toEqual({ type: 'uefi', secureBoot: false });
+  });
+
+  it('vTPM: flavor and image must agree; unknown values and a TPM without a host swtpm are refused', () => {
     expect(() =>
       resolveGuestPlan(
-        { hw_firmware_type: 'uefi', hw_machine_type: 'q35', os_secure_boot: 'required' },
-        {},
-        { ...host, secureBoot: false },
+        { hw_tpm_model: 'tpm-tis', hw_tpm_version: '2.0' },
+        { 'hw:tpm_model': 'tpm-crb' },
+        host,
       ),
-    ).toThrow('Secure Boot is not supported by host');
+    ).toThrow(/conflicts/);
+    expect(() => resolveGuestPlan({ hw_tpm_version: '1.2' }, { 'hw:tpm_version': '2.0' }, host)).toThrow(
+      /conflicts/,
+    );
+    expect(
+      resolveGuestPlan(
+        { hw_tpm_model: 'tpm-crb', hw_tpm_version: '2.0' },
+        { 'hw:tpm_model': 'tpm-crb' },
+        host,
+      ).tpm,
+    ).toEqual({ version: '2.0', model: 'tpm-crb' });
+    expect(resolveGuestPlan({ hw_tpm_version: '1.2' }, {}, host).tpm).toEqual({
+      version: '1.2',
+      model: 'tpm-tis',
+    });
+    expect(() => resolveGuestPlan({ hw_tpm_model: 'tpm-crb' }, {}, host)).toThrow(/needs hw:tpm_version/);
+    expect(() => resolveGuestPlan({ hw_tpm_version: '2.0' }, {}, { ...host, tpm: false })).toThrow(/swtpm/);
+    expect(() => validateImageProperties({ hw_tpm_model: 'tpm-foo' })).toThrow(/tpm-tis, tpm-crb/);
+    expect(() => validateImageProperties({ hw_tpm_version: '3.0' })).toThrow(/1\.2, 2\.0/);
+    expect(() => validateExtraSpecs({ 'hw:tpm_model': 'tpm-spapr' })).toThrow(/tpm-tis, tpm-crb/);
   });
 
   it('maps vTPM, pinning and I/O limits', () => {

@@ -129,10 +129,13 @@ export function resolveGuestPlan(
     | 'q35';
   if (firmwareType === 'uefi' && !host.uefi)
     throw badRequest('UEFI firmware is not available on this host (install ovmf).');
-  if (secureBoot === 'required' && !host.secureBoot) throw badRequest('Secure Boot is not supported by host');
+  // required on a host without Secure Boot firmware is not refused here: the server goes to ERROR
+  // with a fault saying so (servers.ts, and the driver checks the firmware files again), never a
+  // silent boot without Secure Boot.
   if (secureBoot === 'required' && machine !== 'q35') {
     throw badRequest('Secure Boot needs the q35 machine type (SMM); set hw_machine_type=q35.');
   }
+  // optional: Secure Boot when the host and machine allow it, plain OVMF otherwise; disabled: plain OVMF.
   const useSecureBoot =
     secureBoot === 'required' || (secureBoot === 'optional' && host.secureBoot && machine === 'q35');
 

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Selectable } from 'kysely';
 import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
 import type { GuestSpec, GuestState, HypervisorDriver } from '../host/hypervisor.js';
+import type { KeyService } from '../keys/contract.js';
 import type { RequestedNic, ServerPorts } from '../network/server-ports.js';
 import type { AuthContext } from '../policy/context.js';
 import type { Store } from '../store/database.js';
@@ -62,8 +63,12 @@ export class ServerService {
     readonly ports: ServerPorts,
     /** Acts for the platform itself (e.g. releasing a deleted server's ports). */
     private readonly system: AuthContext,
+    /** The key manager, for vTPM state keys; null: vTPM servers go to ERROR (never an unencrypted TPM). */
+    private readonly keys: KeyService | null = null,
   ) {
-    driver.onEvent((id, event) => void this.onGuestEvent(id, event));
+    driver.onEvent((id, event, data) => void this.onGuestEvent(id, event, data));
+    driver.setTpmKeySource((id) => this.tpmKey(id));
+    driver.setDiskKeySource((id) => this.rootDiskKey(id));
   }
 
   private get db() {
@@ -152,8 +157,6 @@ export class ServerService {
       );
     }
     const plan = resolveGuestPlan(propertiesOf(img), extraSpecsOf(flavor), this.host.capabilities);
-    if (plan.tpm)
-      throw badRequest('vTPM servers need the key manager, which is not enabled on this platform yet.');
     if (input.userData !== undefined) {
       if (!/^[A-Za-z0-9+/]*={0,2}$/.test(input.userData)) throw badRequest('user_data must be base64.');
       if (Buffer.from(input.userData, 'base64').length > 65535)
@@ -192,6 +195,8 @@ export class ServerService {
       guest: JSON.stringify(guest),
       key_name: null,
       quarantine: null,
+      root_key_secret_id: null,
+      tpm_secret_id: null,
       created_at: now,
       updated_at: now,
       launched_at: null,
@@ -230,9 +235,15 @@ export class ServerService {
       memoryMiB: flavor.ram,
       machine: g.plan.machine,
       firmware: g.plan.firmware,
-      bootDisk: { imagePath: g.imagePath, imageFormat: g.imageFormat, sizeGiB: flavor.disk },
+      bootDisk: {
+        imagePath: g.imagePath,
+        imageFormat: g.imageFormat,
+        sizeGiB: flavor.disk,
+        ...(s.root_key_secret_id ? { encrypted: true } : {}),
+      },
       cpu: g.plan.cpu,
       io: g.plan.io,
+      ...(g.plan.tpm ? { tpm: { version: g.plan.tpm.version, model: g.plan.tpm.model } } : {}),
       ...(g.userData
         ? { fwCfg: { 'opt/org.bulwark/run': Buffer.from(g.userData, 'base64').toString('utf8') } }
         : {}),
@@ -243,6 +254,10 @@ export class ServerService {
   private async build(s: Server): Promise<void> {
     try {
       await this.setState(s.id, { task_state: 'spawning' });
+      const plan = (JSON.parse(s.guest) as StoredGuest).plan;
+      this.checkSecureBootHost(plan);
+      await this.createTpmKey(s, plan);
+      await this.createRootDiskKey(s);
       await this.driver.define(await this.specFor(s));
       await this.driver.start(s.id);
       await this.setState(s.id, { vm_state: 'active', task_state: null, launched_at: nowIso() });
@@ -353,6 +368,8 @@ export class ServerService {
 
   private async destroy(id: string): Promise<void> {
     await this.driver.undefine(id);
+    await this.deleteTpmKey(id);
+    await this.deleteRootDiskKey(id);
     await this.ports.detachAll(id, this.system);
     await this.db
       .updateTable('servers')
@@ -417,7 +434,8 @@ export class ServerService {
   }
 
   /** A guest powered off or crashed on its own: record it, as Nova's power sync does. */
-  private async onGuestEvent(id: string, event: string): Promise<void> {
+  private async onGuestEvent(id: string, event: string, data?: unknown): Promise<void> {
+    if (event === 'SECURE_BOOT_DENIED') return this.onSecureBootDenied(id, data);
     if (event !== 'SHUTDOWN' && event !== 'EXITED') return;
     if (this.tasks.has(id)) return;
     await this.db
@@ -426,6 +444,102 @@ export class ServerService {
       .where('id', '=', id)
       .where('vm_state', '=', 'active')
       .where('task_state', 'is', null)
+      .execute()
+      .catch(() => undefined);
+  }
+
+  // ---- vTPM keys and Secure Boot (docs/compute.md) --------------------------------------------
+
+  /** Secure Boot the plan relies on must be there: otherwise ERROR, never a boot without it. */
+  private checkSecureBootHost(plan: GuestPlan): void {
+    if (plan.firmware.type === 'uefi' && plan.firmware.secureBoot && !this.host.capabilities.secureBoot)
+      throw new BulwarkError(
+        'Unavailable',
+        'Secure Boot is not supported by host: the image requires it (os_secure_boot=required) and this host has no Secure Boot firmware (OVMF_CODE_4M.secboot.fd). The server was not booted without it.',
+      );
+  }
+
+  /** A vTPM server's state key: made once, at build, by the key manager, owned by the server's project. */
+  private async createTpmKey(s: Server, plan: GuestPlan): Promise<void> {
+    if (!plan.tpm) return;
+    const row = await this.db
+      .selectFrom('servers')
+      .select('tpm_secret_id')
+      .where('id', '=', s.id)
+      .executeTakeFirst();
+    if (row?.tpm_secret_id) return;
+    if (!this.keys)
+      throw new BulwarkError(
+        'Unavailable',
+        'The server asks for a vTPM, whose state must be encrypted, but no key manager is enabled; it was not built.',
+      );
+    let secretId: string;
+    try {
+      secretId = await this.keys.createKey(s.project_id, {
+        name: `vtpm-${s.id}`,
+        bits: 256,
+        purpose: 'vtpm-state',
+      });
+    } catch (err) {
+      throw new BulwarkError(
+        'Unavailable',
+        `The key for the server's vTPM state could not be created in the key manager: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    await this.db.updateTable('servers').set({ tpm_secret_id: secretId }).where('id', '=', s.id).execute();
+  }
+
+  /** The driver asks for it each time the guest's swtpm starts; read for the owner, in memory only. */
+  private async tpmKey(id: string): Promise<Buffer> {
+    const row = await this.db
+      .selectFrom('servers')
+      .select(['project_id', 'tpm_secret_id'])
+      .where('id', '=', id)
+      .executeTakeFirst();
+    if (!row?.tpm_secret_id) throw new BulwarkError('Unavailable', `Server ${id} has no vTPM key.`);
+    if (!this.keys) throw new BulwarkError('Unavailable', 'No key manager is enabled.');
+    return this.keys.readKeyFor(row.project_id, row.tpm_secret_id);
+  }
+
+  /** After the guest (and its TPM state) is gone: the key goes too. */
+  private async deleteTpmKey(id: string): Promise<void> {
+    const row = await this.db
+      .selectFrom('servers')
+      .select(['project_id', 'tpm_secret_id'])
+      .where('id', '=', id)
+      .executeTakeFirst();
+    if (!row?.tpm_secret_id || !this.keys) return;
+    await this.keys.deleteKeyFor(row.project_id, row.tpm_secret_id);
+    await this.db.updateTable('servers').set({ tpm_secret_id: null }).where('id', '=', id).execute();
+  }
+
+  /** The firmware refused the boot loader under Secure Boot (the driver ended the guest): ERROR, saying so. */
+  private async onSecureBootDenied(id: string, data: unknown): Promise<void> {
+    await this.tasks.get(id)?.catch(() => undefined);
+    const said =
+      typeof data === 'object' &&
+      data !== null &&
+      typeof (data as { firmware?: unknown }).firmware === 'string'
+        ? ` (firmware: ${(data as { firmware: string }).firmware})`
+        : '';
+    await this.db
+      .updateTable('servers')
+      .set({
+        vm_state: 'error',
+        status: 'ERROR',
+        power_state: POWER.SHUTDOWN,
+        task_state: null,
+        fault: JSON.stringify({
+          code: 400,
+          message: `Secure Boot refused the image's boot loader${said}: it is not signed by a key this host's firmware trusts. The server was not booted.`,
+          created: nowIso(),
+        }),
+        updated_at: nowIso(),
+      })
+      .where('id', '=', id)
+      .where('deleted_at', 'is', null)
+      .where((eb) => eb.or([eb('task_state', 'is', null), eb('task_state', '!=', 'deleting')]))
       .execute()
       .catch(() => undefined);
   }
@@ -465,6 +579,70 @@ export class ServerService {
         });
     }
     return result;
+  }
+
+  // ---- encrypted root disks (docs/volumes.md) ---------------------------------------------------
+
+  /**
+   * Every new server's root overlay is LUKS-encrypted with its own key from
+   * the key manager (owned by the server's project), made once at build. With
+   * a key manager that fails, the build fails (ERROR), never unencrypted.
+   */
+  private async createRootDiskKey(s: Server): Promise<void> {
+    if (!this.keys || s.root_key_secret_id) return;
+    const row = await this.db
+      .selectFrom('servers')
+      .select('root_key_secret_id')
+      .where('id', '=', s.id)
+      .executeTakeFirst();
+    if (row?.root_key_secret_id) {
+      s.root_key_secret_id = row.root_key_secret_id;
+      return;
+    }
+    let secretId: string;
+    try {
+      secretId = await this.keys.createKey(s.project_id, {
+        name: `root-disk-${s.id}`,
+        bits: 256,
+        purpose: 'root-disk-encryption',
+      });
+    } catch (err) {
+      throw new BulwarkError(
+        'Unavailable',
+        `The key for the server's encrypted disk could not be created in the key manager: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    await this.db
+      .updateTable('servers')
+      .set({ root_key_secret_id: secretId })
+      .where('id', '=', s.id)
+      .execute();
+    s.root_key_secret_id = secretId;
+  }
+
+  /** The driver asks for it when it creates the overlay and at every start; read for the owner, in memory only. */
+  private async rootDiskKey(id: string): Promise<Buffer> {
+    const row = await this.db
+      .selectFrom('servers')
+      .select(['project_id', 'root_key_secret_id'])
+      .where('id', '=', id)
+      .executeTakeFirst();
+    if (!row?.root_key_secret_id) throw new BulwarkError('Unavailable', `Server ${id} has no disk key.`);
+    if (!this.keys) throw new BulwarkError('Unavailable', 'No key manager is enabled.');
+    return this.keys.readKeyFor(row.project_id, row.root_key_secret_id);
+  }
+
+  /** After the guest and its disk are gone, the key goes too. */
+  private async deleteRootDiskKey(id: string): Promise<void> {
+    const row = await this.db
+      .selectFrom('servers')
+      .select(['project_id', 'root_key_secret_id'])
+      .where('id', '=', id)
+      .executeTakeFirst();
+    if (!row?.root_key_secret_id || !this.keys) return;
+    await this.keys.deleteKeyFor(row.project_id, row.root_key_secret_id);
+    await this.db.updateTable('servers').set({ root_key_secret_id: null }).where('id', '=', id).execute();
   }
 }
 

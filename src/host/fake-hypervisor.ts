@@ -3,7 +3,14 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BulwarkError } from '../errors.js';
 import type { ForensicFile } from './forensics.js';
-import type { GuestSpec, GuestState, HypervisorDriver } from './hypervisor.js';
+import type {
+  DiskKeySource,
+  GuestSpec,
+  GuestState,
+  HypervisorDriver,
+  TpmKeySource,
+  VolumeKeySource,
+} from './hypervisor.js';
 
 /**
  * An in-memory hypervisor for API tests of the compute domain. The real
@@ -29,6 +36,7 @@ export class FakeHypervisor implements HypervisorDriver {
   }
   async start(id: string) {
     const g = this.guest(id);
+    await this.tpmKeyFor(id, g.spec);
     if (this.failNextStart) {
       const msg = this.failNextStart;
       this.failNextStart = undefined;
@@ -53,6 +61,7 @@ export class FakeHypervisor implements HypervisorDriver {
     this.guest(id).state = 'suspended';
   }
   async resume(id: string) {
+    await this.tpmKeyFor(id, this.guest(id).spec);
     this.guest(id).state = 'running';
   }
   async state(id: string): Promise<GuestState> {
@@ -103,4 +112,77 @@ export class FakeHypervisor implements HypervisorDriver {
     for (const l of this.listeners) l(id, event, {});
   }
   async close() {}
+
+  // ---- vTPM: as the real driver, a vTPM guest starts only with its key (never unencrypted) ----
+  private tpmKeySource: TpmKeySource | undefined;
+  /** The length of the key each vTPM start got, by server id (the bytes are not kept). */
+  readonly tpmKeysSeen = new Map<string, number>();
+  setTpmKeySource(source: TpmKeySource): void {
+    this.tpmKeySource = source;
+  }
+  private async tpmKeyFor(id: string, spec: GuestSpec): Promise<void> {
+    if (!spec.tpm) return;
+    if (!this.tpmKeySource) throw new BulwarkError('Unavailable', 'No vTPM key source; refusing to start.');
+    const key = await this.tpmKeySource(id).catch((err: Error) => {
+      throw new BulwarkError('Unavailable', `The vTPM key could not be read: ${err.message}`);
+    });
+    if (key.length !== 32) throw new BulwarkError('Unavailable', 'The vTPM key must be 256 bits.');
+    this.tpmKeysSeen.set(id, key.length);
+  }
+
+  // ---- volumes: files in memory; as the real driver, an attached volume is plugged with its key ----
+  private volumeKeySource: VolumeKeySource | undefined;
+  /** Each volume's size and whether it was created encrypted (the key itself is not kept). */
+  readonly volumes = new Map<string, { bytes: number; encrypted: boolean; attachedTo: string | null }>();
+  /** Makes the next createVolume() fail with this message, as a full disk would. */
+  failNextVolume: string | undefined;
+  async createVolume(id: string, bytes: number, key: Buffer | null) {
+    if (this.failNextVolume) {
+      const msg = this.failNextVolume;
+      this.failNextVolume = undefined;
+      throw new BulwarkError('Unavailable', msg);
+    }
+    if (key && key.length !== 32 && key.length !== 64)
+      throw new BulwarkError('Unavailable', 'bad volume key length');
+    this.volumes.set(id, { bytes, encrypted: key !== null, attachedTo: null });
+  }
+  async resizeVolume(id: string, bytes: number) {
+    const v = this.volumes.get(id);
+    if (!v) throw new BulwarkError('NotFound', `volume ${id} is not on this host`);
+    v.bytes = Math.max(v.bytes, bytes);
+  }
+  async deleteVolume(id: string) {
+    if (this.volumes.get(id)?.attachedTo) throw new BulwarkError('Conflict', `volume ${id} is attached`);
+    this.volumes.delete(id);
+  }
+  setVolumeKeySource(source: VolumeKeySource): void {
+    this.volumeKeySource = source;
+  }
+  async attachVolume(serverId: string, volumeId: string) {
+    this.guest(serverId);
+    const v = this.volumes.get(volumeId);
+    if (!v) throw new BulwarkError('NotFound', `volume ${volumeId} is not on this host`);
+    if (!this.volumeKeySource) throw new BulwarkError('Unavailable', 'No volume key source.');
+    const key = await this.volumeKeySource(volumeId);
+    if (v.encrypted !== (key !== null)) throw new BulwarkError('Conflict', 'volume key does not fit');
+    v.attachedTo = serverId;
+    const n = [...this.volumes.values()].filter((x) => x.attachedTo === serverId).length;
+    return { device: `/dev/vd${String.fromCharCode(97 + n)}` };
+  }
+  async detachVolume(_serverId: string, volumeId: string) {
+    const v = this.volumes.get(volumeId);
+    if (v) v.attachedTo = null;
+  }
+
+  // ---- encrypted root disks: as the real driver, an encrypted disk needs its key at define and start ----
+  private diskKeySource: DiskKeySource | undefined;
+  setDiskKeySource(source: DiskKeySource): void {
+    this.diskKeySource = source;
+  }
+  /** Called by a test (or define/start) to check the key source as the real driver would. */
+  async diskKeyFor(id: string): Promise<number> {
+    if (!this.diskKeySource) throw new BulwarkError('Unavailable', 'No disk key source.');
+    const key = await this.diskKeySource(id);
+    return key.length;
+  }
 }

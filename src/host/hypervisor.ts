@@ -12,7 +12,17 @@ export interface GuestSpec {
   machine: 'pc' | 'q35';
   firmware: { type: 'bios' } | { type: 'uefi'; secureBoot: boolean };
   /** The driver makes a per-VM qcow2 overlay backed by the image, sized to sizeGiB (0 = image size). */
-  bootDisk: { imagePath: string; imageFormat: 'raw' | 'qcow2'; sizeGiB: number };
+  bootDisk: {
+    imagePath: string;
+    imageFormat: 'raw' | 'qcow2';
+    sizeGiB: number;
+    /**
+     * The overlay is LUKS-encrypted (docs/volumes.md), its key from the disk key
+     * source: the disk is then plugged in over QMP before `cont`, never named
+     * on the command line with its key.
+     */
+    encrypted?: boolean;
+  };
   /** `pinning`: host CPUs (hw:cpu_policy=dedicated); `quotaPercent`: CFS quota in percent of one CPU. */
   cpu?: { pinning?: number[]; quotaPercent?: number };
   /** Nova's quota:disk_* limits; 0 or absent = unlimited. */
@@ -26,7 +36,12 @@ export interface GuestSpec {
   };
   /** fw_cfg blobs by name (opt/...), e.g. `opt/org.bulwark/run` for user data. */
   fwCfg?: Record<string, string>;
-  tpm?: { version: '1.2' | '2.0'; model: 'tpm-tis' | 'tpm-crb'; socketPath: string };
+  /**
+   * A vTPM (one swtpm per guest, its state encrypted with the key from
+   * `setTpmKeySource`). `socketPath` is the driver's to fill in (swtpm's
+   * control socket in the guest's dir); whatever the caller passes is replaced.
+   */
+  tpm?: { version: '1.2' | '2.0'; model: 'tpm-tis' | 'tpm-crb'; socketPath?: string };
   /** `ips`: the port's fixed IPs, routed to the tap; `gateways`: its IPv4 subnets' `GW/LEN` (for DHCP). */
   nics?: { tap: string; mac: string; ips: string[]; gateways?: string[] }[];
 }
@@ -59,4 +74,42 @@ export interface HypervisorDriver {
   onEvent(listener: (id: string, event: string, data: unknown) => void): () => void;
   /** Disconnects but leaves guests running. */
   close(): Promise<void>;
+
+  // ---- vTPM (docs/host.md, "vTPM") ----
+  /** Where the driver gets a guest's vTPM state key; until set, vTPM guests do not start. */
+  setTpmKeySource(source: TpmKeySource): void;
+
+  // ---- volumes (docs/volumes.md) ----
+  /**
+   * Creates volume `id`, `bytes` large: a qcow2 with QEMU native LUKS
+   * (aes-xts-plain64) when `key` is given, its passphrase passed over a pipe.
+   */
+  createVolume(id: string, bytes: number, key: Buffer | null): Promise<void>;
+  /** Grows a volume (never shrinks). */
+  resizeVolume(id: string, bytes: number, key: Buffer | null): Promise<void>;
+  /** Removes a volume's file; idempotent. Refused while attached. */
+  deleteVolume(id: string): Promise<void>;
+  /**
+   * Where the driver gets a volume's key when it plugs it in (attach, and every
+   * start of a guest with volumes): null for an unencrypted volume; throws if
+   * the key cannot be had, and the plug then fails (never unencrypted).
+   */
+  setVolumeKeySource(source: VolumeKeySource): void;
+  /** Attaches a volume: plugged in at once if the guest runs, and on every start. Returns the guest device. */
+  attachVolume(serverId: string, volumeId: string): Promise<{ device: string }>;
+  /** Unplugs (the guest must let go) and forgets the volume; idempotent. */
+  detachVolume(serverId: string, volumeId: string): Promise<void>;
+  /** Where the driver gets an encrypted root disk's key (define and every start); throws: no start. */
+  setDiskKeySource(source: DiskKeySource): void;
 }
+
+/**
+ * The 256-bit key that encrypts a guest's vTPM state, fetched (from the key
+ * manager, for the server's project) each time its swtpm starts; kept in
+ * memory only. Throws when the key cannot be had: the guest then does not start.
+ */
+export type TpmKeySource = (serverId: string) => Promise<Buffer>;
+
+export type VolumeKeySource = (volumeId: string) => Promise<Buffer | null>;
+
+export type DiskKeySource = (serverId: string) => Promise<Buffer>;

@@ -28,6 +28,8 @@ export interface GuestRecord {
   pid: number | null;
   /** /proc start time of `pid`, so a reused pid is never mistaken for the guest. */
   pidStart: number | null;
+  /** Ids of the volumes attached to the guest, in attach order (plugged in at every start); no keys. */
+  volumes?: string[];
 }
 
 export function parseRecord(text: string, id: string): GuestRecord {
@@ -40,6 +42,7 @@ export function parseRecord(text: string, id: string): GuestRecord {
   const desired = r.desired === 'running' || r.desired === 'suspended' ? r.desired : 'shutoff';
   const pid = typeof r.pid === 'number' ? r.pid : null;
   const pidStart = typeof r.pidStart === 'number' ? r.pidStart : null;
+  const volumes = Array.isArray(r.volumes) ? r.volumes.filter((v): v is string => typeof v === 'string') : [];
   // The spec was validated before it was written, and the file is root-only.
   return {
     version: 1,
@@ -48,6 +51,7 @@ export function parseRecord(text: string, id: string): GuestRecord {
     desired,
     pid,
     pidStart,
+    ...(volumes.length ? { volumes } : {}),
   };
 }
 

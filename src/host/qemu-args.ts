@@ -110,7 +110,8 @@ export function validateGuestSpec(spec: GuestSpec): void {
   if (spec.tpm) {
     if (spec.tpm.model === 'tpm-crb' && spec.tpm.version !== '2.0')
       throw badRequest('tpm-crb is a TPM 2.0 interface; use tpm-tis for TPM 1.2.');
-    if (!spec.tpm.socketPath.startsWith('/')) throw badRequest('The TPM socket path must be absolute.');
+    if (spec.tpm.socketPath !== undefined && !spec.tpm.socketPath.startsWith('/'))
+      throw badRequest('The TPM socket path must be absolute.');
   }
   for (const nic of spec.nics ?? []) {
     if (!IFNAME.test(nic.tap)) throw badRequest(`Bad tap device name ${JSON.stringify(nic.tap)}.`);
@@ -227,29 +228,11 @@ export function buildQemuArgs(spec: GuestSpec, opts: QemuArgsOptions): string[] 
       'read-only': true,
       ...(spec.bootDisk.imageFormat === 'qcow2' ? { backing: null } : {}),
     }),
-    '-blockdev',
-    json({ driver: 'file', 'node-name': 'disk0-file', filename: paths.overlay, discard: 'unmap' }),
-    '-blockdev',
-    json({
-      driver: 'qcow2',
-      'node-name': 'disk0-fmt',
-      file: 'disk0-file',
-      backing: 'base',
-      discard: 'unmap',
-    }),
   );
-  let root = 'disk0-fmt';
-  const limits = throttleLimits(spec.io);
-  if (limits) {
-    args.push(
-      '-object',
-      json({ 'qom-type': 'throttle-group', id: 'disk0-limits', limits }),
-      '-blockdev',
-      json({ driver: 'throttle', 'node-name': 'disk0', 'throttle-group': 'disk0-limits', file: 'disk0-fmt' }),
-    );
-    root = 'disk0';
-  }
-  args.push('-device', json({ driver: 'virtio-blk-pci', id: 'vda', drive: root, bootindex: 1 }));
+  // An encrypted overlay (and its throttle and device) is added over QMP before `cont` (luks.ts).
+  if (!spec.bootDisk.encrypted) args.push(...plainOverlayArgs(spec, paths.overlay));
+  // q35's root bus takes no hot-plugged devices: PCIe root ports for the disk and for volumes.
+  if (spec.machine === 'q35') args.push(...hotplugPorts(spec));
   for (const [i, nic] of (spec.nics ?? []).entries()) {
     args.push(
       '-netdev',
@@ -259,6 +242,8 @@ export function buildQemuArgs(spec: GuestSpec, opts: QemuArgsOptions): string[] 
     );
   }
   if (spec.tpm) {
+    // swtpm's control socket; the driver fills the path in (swtpm.ts) before QEMU is built.
+    if (!spec.tpm.socketPath) throw badRequest('The vTPM has no swtpm socket.');
     args.push(
       '-chardev',
       `socket,id=tpm0-chr,path=${optValue(spec.tpm.socketPath)}`,
@@ -273,6 +258,53 @@ export function buildQemuArgs(spec: GuestSpec, opts: QemuArgsOptions): string[] 
       opts.fwCfg === 'inline' ? `string=${optValue(value)}` : `file=${optValue(paths.fwCfgFile(i))}`;
     args.push('-fw_cfg', `name=${optValue(name)},${payload}`);
   }
-  if (opts.incomingFd !== undefined) args.push('-incoming', `fd:${opts.incomingFd}`);
+  if (opts.incomingFd !== undefined)
+    // With an encrypted disk the stream can only load once the disk is plugged: the driver starts it then.
+    args.push('-incoming', spec.bootDisk.encrypted ? 'defer' : `fd:${opts.incomingFd}`);
   return args;
+}
+
+/** The boot disk's overlay, throttle and device on the command line (an unencrypted overlay). */
+function plainOverlayArgs(spec: GuestSpec, overlay: string): string[] {
+  const args = [
+    '-blockdev',
+    json({ driver: 'file', 'node-name': 'disk0-file', filename: overlay, discard: 'unmap' }),
+    '-blockdev',
+    json({
+      driver: 'qcow2',
+      'node-name': 'disk0-fmt',
+      file: 'disk0-file',
+      backing: 'base',
+      discard: 'unmap',
+    }),
+  ];
+  let root = 'disk0-fmt';
+  const limits = throttleLimits(spec.io);
+  if (limits) {
+    args.push(
+      '-object',
+      json({ 'qom-type': 'throttle-group', id: 'disk0-limits', limits }),
+      '-blockdev',
+      json({ driver: 'throttle', 'node-name': 'disk0', 'throttle-group': 'disk0-limits', file: 'disk0-fmt' }),
+    );
+    root = 'disk0';
+  }
+  args.push('-device', json({ driver: 'virtio-blk-pci', id: 'vda', drive: root, bootindex: 1 }));
+  return args;
+}
+
+/** Root ports for devices plugged over QMP on q35: the encrypted boot disk's, and VOLUME_PORTS for volumes. */
+export const VOLUME_PORTS = 4;
+export const DISK_PORT = 'bw-rp-disk';
+export const volumePort = (i: number): string => `bw-rp-v${i}`;
+
+function hotplugPorts(spec: GuestSpec): string[] {
+  const ids = [
+    ...(spec.bootDisk.encrypted ? [DISK_PORT] : []),
+    ...Array.from({ length: VOLUME_PORTS }, (_, i) => volumePort(i)),
+  ];
+  return ids.flatMap((id, i) => [
+    '-device',
+    json({ driver: 'pcie-root-port', id, bus: 'pcie.0', chassis: i + 1 }),
+  ]);
 }

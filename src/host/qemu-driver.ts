@@ -4,6 +4,7 @@ import {
   chmod,
   copyFile,
   lchown,
+  link,
   lstat,
   mkdir,
   readdir,
@@ -16,7 +17,14 @@ import { dirname, join } from 'node:path';
 import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
 import { cgroupLimitsFor, detectCgroups, type VmCgroups } from './cgroups.js';
 import { collectFile, type ForensicFile } from './forensics.js';
-import type { GuestSpec, GuestState, HypervisorDriver } from './hypervisor.js';
+import type {
+  DiskKeySource,
+  GuestSpec,
+  GuestState,
+  HypervisorDriver,
+  TpmKeySource,
+  VolumeKeySource,
+} from './hypervisor.js';
 import {
   createOverlay,
   type Desired,
@@ -31,18 +39,32 @@ import {
 } from './instance-files.js';
 import { probeAccel } from './kvm-probe.js';
 import { GUEST_ID, HOST_DIR, type InstanceLayout, instanceLayout } from './layout.js';
+import {
+  checkVolumeFile,
+  createEncryptedOverlay,
+  createQcow2,
+  plugRootDisk,
+  plugVolume,
+  resizeQcow2,
+  unplugVolume,
+} from './luks.js';
 import { isLive, procInfo, qemuProcesses, sameProcess, waitGone } from './procfs.js';
 import {
   type Accel,
   buildQemuArgs,
+  DISK_PORT,
   fwCfgEntries,
   OVMF_DIR,
+  throttleLimits,
   uefiImages,
+  VOLUME_PORTS,
   validateGuestSpec,
+  volumePort,
 } from './qemu-args.js';
 import { isObject, QmpClient, QmpError } from './qmp.js';
 import { KeyedMutex, sleep } from './run.js';
 import { receiveState, type StateReceiver } from './save-state.js';
+import { ensureStateDir, killSwtpms, startSwtpm, swtpmPaths, swtpmProcesses } from './swtpm.js';
 import { deleteTaps, ensureTaps } from './taps.js';
 import { ensureVmUser, lookupVmUser, removeVmUser, userNameOf, vmUserName } from './users.js';
 
@@ -69,6 +91,13 @@ export interface QemuDriverOptions {
   cgroups?: VmCgroups;
   /** How long start() waits for QEMU's QMP socket to answer. Default 30 s. */
   startTimeoutMs?: number;
+  /** The swtpm binary for vTPM guests. Default `swtpm` on the PATH. */
+  swtpmBinary?: string;
+  /**
+   * Secure Boot guests: how long the console is watched for the firmware
+   * refusing the boot loader (OVMF's `Access Denied`). Default 180 s.
+   */
+  secureBootWatchMs?: number;
 }
 
 interface Live {
@@ -100,6 +129,10 @@ export class QemuDriver implements HypervisorDriver {
   private readonly ovmfDir: string;
   private readonly secureBootVars: string;
   private readonly startTimeoutMs: number;
+  private readonly swtpm: string;
+  private readonly secureBootWatchMs: number;
+  private tpmKeySource: TpmKeySource | undefined;
+  private volumeKeys: VolumeKeySource | null = null;
 
   constructor(
     opts: QemuDriverOptions,
@@ -111,6 +144,8 @@ export class QemuDriver implements HypervisorDriver {
     this.ovmfDir = opts.ovmfDir ?? OVMF_DIR;
     this.secureBootVars = opts.secureBootVars ?? `${this.ovmfDir}/OVMF_VARS_4M.ms.fd`;
     this.startTimeoutMs = opts.startTimeoutMs ?? 30_000;
+    this.swtpm = opts.swtpmBinary ?? 'swtpm';
+    this.secureBootWatchMs = opts.secureBootWatchMs ?? 180_000;
   }
 
   /** Makes the base layout: base dir 0711 root (guest users pass through, cannot list), .host 0700. */
@@ -119,6 +154,8 @@ export class QemuDriver implements HypervisorDriver {
     await chmod(this.baseDir, 0o711);
     await mkdir(join(this.baseDir, HOST_DIR), { recursive: true, mode: 0o700 });
     await chmod(join(this.baseDir, HOST_DIR), 0o700);
+    await mkdir(this.volumesDir, { recursive: true, mode: 0o700 });
+    await chmod(this.volumesDir, 0o700);
     // Each guest's user must be able to reach its directory: every ancestor needs o+x.
     for (let d = dirname(this.baseDir); ; d = dirname(d)) {
       if ((statSync(d).mode & 0o001) === 0)
@@ -174,10 +211,12 @@ export class QemuDriver implements HypervisorDriver {
 
   // ---- define --------------------------------------------------------------------------------
 
-  async define(spec: GuestSpec): Promise<void> {
-    validateGuestSpec(spec);
+  async define(given: GuestSpec): Promise<void> {
+    validateGuestSpec(given);
+    const spec = this.withTpmSocket(given);
     await this.lock.run(spec.id, async () => {
       const L = this.layout(spec.id);
+      this.checkSecureBootFirmware(spec);
       const existing = await this.readRecord(spec.id);
       try {
         const overlay = await lstat(L.overlay).catch(() => null);
@@ -199,7 +238,11 @@ export class QemuDriver implements HypervisorDriver {
         if (overlay && (!overlay.isFile() || overlay.uid !== user.uid))
           throw conflict(`Unexpected file at ${L.overlay}; refusing to use it.`);
         if (!overlay) {
-          await placeFile(L, user, L.overlay, (tmp) => createOverlay(tmp, spec.bootDisk, wanted));
+          await placeFile(L, user, L.overlay, (tmp) =>
+            spec.bootDisk.encrypted
+              ? this.withDiskKey(spec.id, (key) => createEncryptedOverlay(tmp, spec.bootDisk, wanted, key))
+              : createOverlay(tmp, spec.bootDisk, wanted),
+          );
         }
         if (spec.firmware.type === 'uefi') {
           const vars = await lstat(L.vars).catch(() => null);
@@ -210,6 +253,7 @@ export class QemuDriver implements HypervisorDriver {
             await placeFile(L, user, L.vars, (tmp) => copyFile(template, tmp));
           }
         }
+        if (spec.tpm) await ensureStateDir(swtpmPaths(L), user);
         for (const f of await readdir(L.dir))
           if (f.startsWith('fw_cfg-')) await unlink(join(L.dir, f)).catch(() => undefined);
         for (const [i, [, value]] of fwCfgEntries(spec).entries())
@@ -221,6 +265,7 @@ export class QemuDriver implements HypervisorDriver {
           desired: existing?.desired ?? 'shutoff',
           pid: existing?.pid ?? null,
           pidStart: existing?.pidStart ?? null,
+          ...(existing?.volumes ? { volumes: existing.volumes } : {}),
         });
       } catch (err) {
         if (!existing) await this.purge(spec.id).catch(() => undefined);
@@ -268,6 +313,7 @@ export class QemuDriver implements HypervisorDriver {
     try {
       await ensureTaps(rec.spec.nics ?? [], rec.user);
       await this.cgroups.create(cgroupName(id), cgroupLimitsFor(rec.spec));
+      await this.startTpm(rec);
       const log = openSync(
         L.stderrLog,
         constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
@@ -305,6 +351,7 @@ export class QemuDriver implements HypervisorDriver {
         env: { PATH: '/usr/bin:/bin', LC_ALL: 'C' },
       });
     } catch (err) {
+      await this.stopTpm(id);
       await this.cgroups.remove(cgroupName(id)).catch(() => undefined);
       throw err instanceof BulwarkError ? err : failed((err as Error).message, err);
     } finally {
@@ -317,6 +364,7 @@ export class QemuDriver implements HypervisorDriver {
     child.unref();
     const pid = child.pid;
     if (pid === undefined) {
+      await this.stopTpm(id);
       await this.cgroups.remove(cgroupName(id)).catch(() => undefined);
       throw failed(`${this.qemu} could not be run`);
     }
@@ -342,15 +390,19 @@ export class QemuDriver implements HypervisorDriver {
       await this.writeRecord(rec);
       const qmp = await this.waitForQmp(L.qmpSocket, pid, info.startTime, () => exit !== null);
       live = this.attach(id, qmp, pid, info.startTime);
+      if (rec.spec.bootDisk.encrypted) await this.plugEncryptedRoot(rec, qmp, incoming);
       if (incoming) await this.waitIncoming(qmp);
+      else await this.plugAllVolumes(rec, qmp); // volumes: before the guest's first instruction
       await qmp.execute('cont');
       const status = await qmp.queryStatus();
       if (status.status !== 'running') throw new Error(`the guest is ${status.status} after cont`);
       rec.desired = 'running';
       await this.writeRecord(rec);
+      if (!incoming) this.watchSecureBoot(rec, pid, info.startTime);
     } catch (err) {
       if (live) live.expectExit = true;
       await this.killProcess(pid, rec.pidStart ?? (await procInfo(pid))?.startTime ?? null);
+      await this.stopTpm(id);
       await this.cgroups.remove(cgroupName(id)).catch(() => undefined);
       this.detach(id);
       rec.pid = null;
@@ -491,6 +543,7 @@ export class QemuDriver implements HypervisorDriver {
   private async finishExit(rec: GuestRecord, desired: Desired): Promise<void> {
     const id = rec.spec.id;
     this.detach(id);
+    if (rec.spec.tpm) await this.stopTpm(id);
     await this.cgroups.remove(cgroupName(id));
     rec.pid = null;
     rec.pidStart = null;
@@ -564,6 +617,8 @@ export class QemuDriver implements HypervisorDriver {
       const { rec, qmp } = await this.running(id);
       const proc = await this.process(rec);
       if (!proc) throw conflict(`Server ${id} is not running.`);
+      if (rec.volumes?.length)
+        throw conflict(`Server ${id} has volumes attached; detach them before suspending it.`);
       const L = this.layout(id);
       const part = `${L.savedState}.part`;
       const before = await qmp.queryStatus();
@@ -682,6 +737,117 @@ export class QemuDriver implements HypervisorDriver {
     return { pid: proc.pid, uid: proc.uid, user: (await userNameOf(proc.uid)) ?? rec.user.name };
   }
 
+  // ---- vTPM and Secure Boot (docs/host.md) ---------------------------------------------------
+
+  setTpmKeySource(source: TpmKeySource): void {
+    this.tpmKeySource = source;
+  }
+
+  /** The spec as stored: the vTPM's socket is always the driver's own path in the guest's dir. */
+  private withTpmSocket(spec: GuestSpec): GuestSpec {
+    if (!spec.tpm) return spec;
+    return { ...spec, tpm: { ...spec.tpm, socketPath: swtpmPaths(this.layout(spec.id)).ctrlSocket } };
+  }
+
+  /** Secure Boot is enforced or the guest is not defined: never a silent boot without it. */
+  private checkSecureBootFirmware(spec: GuestSpec): void {
+    if (spec.firmware.type !== 'uefi' || !spec.firmware.secureBoot) return;
+    const code = uefiImages(true, this.ovmfDir).code;
+    const missing = [code, this.secureBootVars].filter((f) => !existsSync(f));
+    if (missing.length)
+      throw new BulwarkError(
+        'Unavailable',
+        `Secure Boot is required but this host cannot enforce it: ${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} missing (install ovmf, or point --secure-boot-vars at a variable store with enrolled keys). The server was not booted without Secure Boot.`,
+      );
+  }
+
+  /**
+   * Starts the guest's swtpm (its own user, its cgroup, state encrypted with
+   * the key from the key source) before QEMU. Any earlier swtpm of the guest
+   * is killed first. No key, no vTPM, no guest: fail closed.
+   */
+  private async startTpm(rec: GuestRecord): Promise<void> {
+    const tpm = rec.spec.tpm;
+    if (!tpm) return;
+    const id = rec.spec.id;
+    await this.stopTpm(id);
+    if (!this.tpmKeySource)
+      throw new BulwarkError(
+        'Unavailable',
+        'The server has a vTPM but no key manager is configured for its state; it was not started (the vTPM state is never kept unencrypted).',
+      );
+    let key: Buffer;
+    try {
+      key = await this.tpmKeySource(id);
+    } catch (err) {
+      throw new BulwarkError(
+        'Unavailable',
+        `The key for the server's vTPM state could not be read from the key manager (${(err as Error).message}); the server was not started.`,
+        { cause: err },
+      );
+    }
+    try {
+      const paths = swtpmPaths(this.layout(id));
+      await ensureStateDir(paths, rec.user);
+      await startSwtpm({
+        binary: this.swtpm,
+        version: tpm.version,
+        paths,
+        user: rec.user,
+        key,
+        confine: (pid) => this.cgroups.attach(cgroupName(id), pid),
+      });
+    } finally {
+      key.fill(0);
+    }
+  }
+
+  /** Kills the guest's swtpm, if one runs. */
+  private async stopTpm(id: string): Promise<void> {
+    await killSwtpms((await swtpmProcesses(this.baseDir)).get(id) ?? []);
+  }
+
+  /**
+   * OVMF refusing the boot loader under Secure Boot prints `Access Denied`
+   * and falls back to nothing bootable. Watch the console for it for a while
+   * after start; if seen, end the guest and report SECURE_BOOT_DENIED, so the
+   * server shows why it did not boot rather than sitting in the firmware.
+   */
+  private watchSecureBoot(rec: GuestRecord, pid: number, pidStart: number): void {
+    if (rec.spec.firmware.type !== 'uefi' || !rec.spec.firmware.secureBoot) return;
+    const id = rec.spec.id;
+    const L = this.layout(id);
+    const deadline = Date.now() + this.secureBootWatchMs;
+    const denied = /BdsDxe: failed to (load|start)[^\n]*Access Denied/;
+    const read = () => {
+      try {
+        return readConsoleLog(L.consoleLog, rec.user.uid, 400);
+      } catch {
+        return '';
+      }
+    };
+    void (async () => {
+      while (Date.now() < deadline && !this.closing) {
+        await sleep(500);
+        if (!(await sameProcess(pid, pidStart))) return;
+        const m = denied.exec(read());
+        if (!m) continue;
+        await this.lock.run(id, async () => {
+          const now = await this.readRecord(id);
+          if (!now || now.pid !== pid || !(await sameProcess(pid, pidStart))) return;
+          now.desired = 'shutoff';
+          await this.writeRecord(now);
+          const live = this.live.get(id);
+          if (live) live.expectExit = true;
+          await this.stopProcess(live?.qmp ?? null, pid, pidStart, 3000);
+          await this.finishExit(now, 'shutoff');
+          this.emit(id, 'SECURE_BOOT_DENIED', { firmware: m[0].trim() });
+        });
+        return;
+      }
+    })().catch(() => undefined);
+  }
+
   // ---- removal and reconciliation --------------------------------------------------------------
 
   /** QEMU processes started from this driver's base dir, by guest id. */
@@ -708,8 +874,10 @@ export class QemuDriver implements HypervisorDriver {
     let killed = false;
     for (const p of (await this.ourQemus()).get(id) ?? [])
       killed = (await this.killProcess(p.pid, p.startTime)) || killed;
+    await this.stopTpm(id);
     await this.cgroups.remove(cgroupName(id));
     await deleteTaps(spec?.nics ?? []);
+    await this.releaseAllVolumes(id);
     await rm(L.dir, { recursive: true, force: true });
     await rm(L.hostDir, { recursive: true, force: true });
     // Processes of the user outside our base dir would keep userdel from working: there should be none.
@@ -750,6 +918,7 @@ export class QemuDriver implements HypervisorDriver {
         for (const p of qemus.get(id) ?? [])
           if (p.pid !== proc?.pid) await this.killProcess(p.pid, p.startTime);
         if (!proc) {
+          await this.stopTpm(id);
           await this.cgroups.remove(cgroupName(id));
           if (rec.desired === 'running') vanished.push(id);
           if (rec.pid !== null) {
@@ -780,6 +949,7 @@ export class QemuDriver implements HypervisorDriver {
       (await readdir(dir).catch(() => [] as string[])).filter((e) => GUEST_ID.test(e));
     const strays = new Set([
       ...[...qemus.keys()].filter((id) => !known.has(id)),
+      ...[...(await swtpmProcesses(this.baseDir)).keys()].filter((id) => !known.has(id)),
       ...(await onDisk(this.baseDir)).filter((id) => !known.has(id)),
       ...(await onDisk(join(this.baseDir, HOST_DIR))).filter((id) => !known.has(id)),
     ]);
@@ -790,6 +960,239 @@ export class QemuDriver implements HypervisorDriver {
       });
     }
     return { adopted, vanished, orphansKilled };
+  }
+
+  // ---- volumes (docs/volumes.md) -------------------------------------------------------------
+  //
+  // Volume files live in <base>/.volumes (root 0700), root-owned 0600. While a
+  // volume is attached, a hard link to it sits in the guest's own 0700 dir
+  // (made in root's staging dir, renamed in) and the file belongs to the
+  // guest's user, so its QEMU (never root) can open it there and no other
+  // guest's user can reach it; on detach the link goes and the file is root's
+  // again. Encrypted volumes are LUKS inside qcow2; the key reaches QEMU over
+  // QMP only, as a secret object that is deleted on unplug.
+
+  get volumesDir(): string {
+    return join(this.baseDir, '.volumes');
+  }
+
+  private volumePath(volumeId: string): string {
+    if (!GUEST_ID.test(volumeId)) throw badRequest(`Bad volume id ${JSON.stringify(volumeId)}.`);
+    return join(this.volumesDir, `${volumeId}.qcow2`);
+  }
+
+  private guestVolumePath(serverId: string, volumeId: string): string {
+    return join(this.layout(serverId).dir, `vol-${volumeId}.qcow2`);
+  }
+
+  setVolumeKeySource(source: VolumeKeySource): void {
+    this.volumeKeys = source;
+  }
+
+  private async volumeKey(volumeId: string): Promise<Buffer | null> {
+    if (!this.volumeKeys)
+      throw new BulwarkError('Unavailable', 'No key source for volumes is configured on this host.');
+    return this.volumeKeys(volumeId);
+  }
+
+  createVolume(id: string, bytes: number, key: Buffer | null): Promise<void> {
+    return this.lock.run(`volume:${id}`, async () => {
+      const path = this.volumePath(id);
+      if (await lstat(path).catch(() => null)) throw conflict(`Volume ${id} already exists on this host.`);
+      const part = join(this.volumesDir, `.${id}.part`);
+      await rm(part, { force: true });
+      try {
+        await createQcow2(part, bytes, key);
+        await chmod(part, 0o600);
+        await checkVolumeFile(part, key !== null);
+        await rename(part, path);
+      } finally {
+        await rm(part, { force: true });
+      }
+    });
+  }
+
+  resizeVolume(id: string, bytes: number, key: Buffer | null): Promise<void> {
+    return this.lock.run(`volume:${id}`, async () => {
+      const path = this.volumePath(id);
+      const st = await lstat(path).catch(() => null);
+      if (!st?.isFile()) throw notFound('volume file', id);
+      if (st.uid !== 0) throw conflict(`Volume ${id} is attached; detach it before extending it.`);
+      await checkVolumeFile(path, key !== null);
+      await resizeQcow2(path, bytes, key);
+    });
+  }
+
+  deleteVolume(id: string): Promise<void> {
+    return this.lock.run(`volume:${id}`, async () => {
+      const path = this.volumePath(id);
+      const st = await lstat(path).catch(() => null);
+      if (st && st.uid !== 0) throw conflict(`Volume ${id} is attached; detach it first.`);
+      await rm(path, { force: true });
+    });
+  }
+
+  /** The guest device a volume shows up as (informational; the guest names its disks itself). */
+  private deviceOf(rec: GuestRecord, volumeId: string): string {
+    const i = Math.max(0, (rec.volumes ?? []).indexOf(volumeId));
+    return `/dev/vd${String.fromCharCode('b'.charCodeAt(0) + Math.min(i, 24))}`;
+  }
+
+  attachVolume(serverId: string, volumeId: string): Promise<{ device: string }> {
+    return this.lock.run(serverId, () =>
+      this.lock.run(`volume:${volumeId}`, async () => {
+        const rec = await this.record(serverId);
+        const path = this.volumePath(volumeId);
+        if ((rec.volumes ?? []).includes(volumeId)) return { device: this.deviceOf(rec, volumeId) };
+        const st = await lstat(path).catch(() => null);
+        if (!st?.isFile()) throw notFound('volume file', volumeId);
+        if (st.uid !== 0) throw conflict(`Volume ${volumeId} is attached to another server.`);
+        if (rec.desired === 'suspended') throw conflict(`Server ${serverId} is suspended; resume it first.`);
+        if (await this.process(rec)) await this.plugOne(rec, await this.client(rec), volumeId);
+        rec.volumes = [...(rec.volumes ?? []), volumeId];
+        await this.writeRecord(rec);
+        return { device: this.deviceOf(rec, volumeId) };
+      }),
+    );
+  }
+
+  detachVolume(serverId: string, volumeId: string): Promise<void> {
+    return this.lock.run(serverId, () =>
+      this.lock.run(`volume:${volumeId}`, async () => {
+        const rec = await this.readRecord(serverId);
+        if (rec && (await this.process(rec))) await unplugVolume(await this.client(rec), volumeId);
+        await this.releaseVolumeFile(serverId, volumeId);
+        if (rec?.volumes?.includes(volumeId)) {
+          rec.volumes = rec.volumes.filter((v) => v !== volumeId);
+          if (!rec.volumes.length) delete rec.volumes;
+          await this.writeRecord(rec);
+        }
+      }),
+    );
+  }
+
+  /** Links the volume into the guest's dir for its user, checks it, and plugs it in over QMP. */
+  private async plugOne(rec: GuestRecord, qmp: Qmp, volumeId: string): Promise<void> {
+    const id = rec.spec.id;
+    const L = this.layout(id);
+    const path = this.volumePath(volumeId);
+    const inGuestDir = this.guestVolumePath(id, volumeId);
+    let key: Buffer | null = null;
+    try {
+      key = await this.volumeKey(volumeId);
+      const st = await lstat(path);
+      if (!st.isFile()) throw conflict(`Volume ${volumeId}'s file is not a regular file.`);
+      // Root's own file again, and checked, before the guest's user may touch it.
+      await lchown(path, 0, 0);
+      await chmod(path, 0o600);
+      await checkVolumeFile(path, key !== null);
+      const tmp = join(L.staging, `vol-${volumeId}.qcow2`);
+      await mkdir(L.staging, { recursive: true, mode: 0o700 });
+      await rm(tmp, { force: true });
+      await link(path, tmp);
+      // rename() replaces whatever name the guest's user left there, and never follows a link.
+      await rename(tmp, inGuestDir);
+      await lchown(path, rec.user.uid, rec.user.gid);
+      const ports =
+        rec.spec.machine === 'q35' ? Array.from({ length: VOLUME_PORTS }, (_, i) => volumePort(i)) : [];
+      await plugVolume(qmp, volumeId, inGuestDir, key, ports);
+    } catch (err) {
+      await this.releaseVolumeFile(id, volumeId).catch(() => undefined);
+      throw err instanceof BulwarkError
+        ? err
+        : new BulwarkError('Unavailable', `The volume could not be attached: ${(err as Error).message}`, {
+            cause: err,
+          });
+    } finally {
+      key?.fill(0);
+    }
+  }
+
+  // ---- encrypted root disks (docs/volumes.md) ----
+
+  private diskKeys: DiskKeySource | null = null;
+
+  setDiskKeySource(source: DiskKeySource): void {
+    this.diskKeys = source;
+  }
+
+  /** Runs `use` with the guest's disk key, wiped afterwards; no key source or no key: it fails (closed). */
+  private async withDiskKey<T>(id: string, use: (key: Buffer) => Promise<T>): Promise<T> {
+    if (!this.diskKeys)
+      throw new BulwarkError('Unavailable', 'No key source for encrypted disks is configured on this host.');
+    const key = await this.diskKeys(id).catch((err: unknown) => {
+      throw new BulwarkError(
+        'Unavailable',
+        `The server's disk key could not be had (${(err as Error).message}); its encrypted disk stays locked.`,
+        { cause: err },
+      );
+    });
+    try {
+      return await use(key);
+    } finally {
+      key.fill(0);
+    }
+  }
+
+  /**
+   * The encrypted overlay over QMP, while QEMU is paused: then a machine reset
+   * (still paused) so the firmware's boot order lists the new boot disk, or,
+   * resuming, the deferred incoming migration from the saved state on fd 4.
+   */
+  private async plugEncryptedRoot(rec: GuestRecord, qmp: Qmp, incoming: boolean): Promise<void> {
+    const L = this.layout(rec.spec.id);
+    const st = await lstat(L.overlay);
+    if (!st.isFile() || st.uid !== rec.user.uid)
+      throw conflict(`Unexpected file at ${L.overlay}; refusing to use it.`);
+    await this.withDiskKey(rec.spec.id, (key) =>
+      plugRootDisk(
+        qmp,
+        L.overlay,
+        key,
+        throttleLimits(rec.spec.io),
+        rec.spec.machine === 'q35' ? DISK_PORT : undefined,
+      ),
+    );
+    if (incoming) {
+      await qmp.execute('migrate-incoming', { uri: 'fd:4' });
+      return;
+    }
+    const reset = new Promise<void>((resolve) => {
+      const off = qmp.onEvent((e) => {
+        if (e.event === 'RESET') {
+          off();
+          resolve();
+        }
+      });
+      setTimeout(() => {
+        off();
+        resolve();
+      }, 5000);
+    });
+    await qmp.execute('system_reset');
+    await reset;
+  }
+
+  /** Every attached volume, before the guest's first instruction (launch, before `cont`). */
+  private async plugAllVolumes(rec: GuestRecord, qmp: Qmp): Promise<void> {
+    for (const v of rec.volumes ?? []) await this.plugOne(rec, qmp, v);
+  }
+
+  /** The guest's link goes and the file is root's again (0600). */
+  private async releaseVolumeFile(serverId: string, volumeId: string): Promise<void> {
+    await unlink(this.guestVolumePath(serverId, volumeId)).catch((err) => {
+      if (errno(err) !== 'ENOENT') throw err;
+    });
+    const path = this.volumePath(volumeId);
+    if (await lstat(path).catch(() => null)) {
+      await lchown(path, 0, 0);
+      await chmod(path, 0o600);
+    }
+  }
+
+  private async releaseAllVolumes(id: string): Promise<void> {
+    const rec = await this.readRecord(id).catch(() => null);
+    for (const v of rec?.volumes ?? []) await this.releaseVolumeFile(id, v).catch(() => undefined);
   }
 
   /** Disconnects from every guest and leaves them running (a daemon restart must not stop guests). */

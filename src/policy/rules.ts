@@ -121,6 +121,39 @@ export const POLICY = {
   'network:add_router_interface': ['admin', 'member'],
   'network:remove_router_interface': ['admin', 'member'],
 
+  // Key manager (Barbican v1). Secrets belong to one project: there is no cloud-admin read of another
+  // project's secrets (the handler answers 404). Readers list and see metadata; only members (and
+  // roles implying member) read a payload or write. KEK rotation is the cloud admin's alone.
+  'key-manager:version': ['public'],
+  'secrets:get': ['reader'],
+  'secrets:post': ['member'],
+  'secret:get': ['reader'],
+  'secret:decrypt': ['member'],
+  'secret:delete': ['member'],
+  'key-manager:rotate_kek': ['admin'],
+
+  // Block storage (Cinder v3) and Nova's volume attachments: types and encryption specs are the cloud admin's.
+  'volume:version': ['public'],
+  'volume:types:list': ['admin', 'reader'],
+  'volume:types:show': ['admin', 'reader'],
+  'volume:types:create': ['admin'],
+  'volume:types:update': ['admin'],
+  'volume:types:delete': ['admin'],
+  'volume:encryption:show': ['admin', 'reader'],
+  'volume:encryption:create': ['admin'],
+  'volume:encryption:update': ['admin'],
+  'volume:encryption:delete': ['admin'],
+  'volume:volumes:list': ['admin', 'reader'],
+  'volume:volumes:show': ['admin', 'reader'],
+  'volume:volumes:create': ['admin', 'member'],
+  'volume:volumes:update': ['admin', 'member'],
+  'volume:volumes:delete': ['admin', 'member'],
+  'volume:volumes:extend': ['admin', 'member'],
+  'compute:servers:volume_attachments:list': ['admin', 'reader'],
+  'compute:servers:volume_attachments:show': ['admin', 'reader'],
+  'compute:servers:volume_attachments:create': ['admin', 'member'],
+  'compute:servers:volume_attachments:delete': ['admin', 'member'],
+
   // Bulwark extensions
   'bulwark:version': ['public'],
   'bulwark:openapi': ['public'],

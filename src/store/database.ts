@@ -18,6 +18,9 @@ import * as m0004 from './migrations/0004-network.js';
 import * as m0005 from './migrations/0005-zones.js';
 import * as m0006 from './migrations/0006-routers.js';
 import * as m0007 from './migrations/0007-quarantine.js';
+import * as m0008 from './migrations/0008-keys.js';
+import * as m0009 from './migrations/0009-volumes.js';
+import * as m0010 from './migrations/0010-vtpm.js';
 import type { Schema } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -50,6 +53,9 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0005-zones': { up: m0005.up },
   '0006-routers': { up: m0006.up },
   '0007-quarantine': { up: m0007.up },
+  '0008-keys': { up: m0008.up },
+  '0009-volumes': { up: m0009.up },
+  '0010-vtpm': { up: m0010.up },
 });
 
 export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');

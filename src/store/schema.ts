@@ -159,6 +159,10 @@ export interface ServersTable {
   /** JSON quarantine record (compute/quarantine.ts); null when not quarantined. */
   quarantine: string | null;
   deleted_at: string | null;
+  /** The key manager's id of the root overlay's LUKS key (migration 0009); null: not encrypted. */
+  root_key_secret_id: string | null;
+  /** The key manager's id of the key encrypting the vTPM state (migration 0010); null: no vTPM. */
+  tpm_secret_id: string | null;
 }
 
 export interface NetworksTable {
@@ -291,7 +295,85 @@ export interface PortSecurityGroupsTable {
   security_group_id: string;
 }
 
+// ---- block storage (migration 0009) ----
+export interface VolumeTypesTable {
+  id: string;
+  name: string;
+  description: string | null;
+  is_public: number;
+  created_at: string;
+}
+
+export interface VolumeEncryptionTypesTable {
+  volume_type_id: string;
+  encryption_id: string;
+  provider: string;
+  cipher: string;
+  key_size: number;
+  control_location: string;
+  created_at: string;
+}
+
+export interface VolumesTable {
+  id: string;
+  name: string | null;
+  description: string | null;
+  project_id: string;
+  user_id: string;
+  /** GiB. */
+  size: number;
+  /** Cinder's: creating, available, in-use, attaching, detaching, extending, deleting, error, error_deleting. */
+  status: string;
+  volume_type_id: string | null;
+  encrypted: number;
+  /** The key manager's id of the LUKS key; the key itself is never stored here. */
+  key_secret_id: string | null;
+  /** Why the volume is in error, for the owner. */
+  fault: string | null;
+  metadata: string;
+  created_at: string;
+  updated_at: string;
+  deleted_at: string | null;
+}
+
+export interface VolumeAttachmentsTable {
+  volume_id: string;
+  id: string;
+  server_id: string;
+  device: string;
+  attached_at: string;
+}
+
+/** A key-manager secret: metadata in clear, payload and data key only as ciphertext (0008). */
+export interface SecretsTable {
+  id: string;
+  project_id: string;
+  creator_id: string | null;
+  name: string | null;
+  secret_type: string;
+  algorithm: string | null;
+  bit_length: number | null;
+  mode: string | null;
+  content_type: string;
+  expiration: string | null;
+  payload_iv: string;
+  payload_ct: string;
+  payload_tag: string;
+  dek_iv: string;
+  dek_wrapped: string;
+  dek_tag: string;
+  kek_id: string;
+  kek_version: number;
+  created_at: string;
+  updated_at: string;
+}
+
 export interface Schema {
+  secrets: SecretsTable;
+  volume_types: VolumeTypesTable;
+  volume_encryption_types: VolumeEncryptionTypesTable;
+  volumes: VolumesTable;
+  volume_attachments: VolumeAttachmentsTable;
   networks: NetworksTable;
   subnets: SubnetsTable;
   ports: PortsTable;

@@ -175,6 +175,8 @@ describe('RBAC matrix', () => {
     if (url === '/identity/v3/role_assignments') {
       return { url: `${url}?user.id=${who.member.userId}`, target: { user_id: who.member.userId! } };
     }
+    if (url.startsWith('/key-manager')) return secretSample(method, url);
+    if (url.startsWith('/volume') || url.includes('/os-volume_attachments')) return volumeSample(method, url);
     if (url.startsWith('/compute') || url.startsWith('/image')) return computeSample(method, url);
     if (url.includes('/bulwark-zone')) return zoneSample(method, url);
     if (url.startsWith('/network')) return networkSample(method, url);
@@ -213,6 +215,75 @@ describe('RBAC matrix', () => {
       default:
         throw new Error(`RBAC matrix: no sample for ${key}`);
     }
+  }
+
+  /** Key manager routes: secrets of project A; another project's 404 is the handler's (ownership), not policy's. */
+  async function secretSample(method: string, url: string) {
+    if (/\/secrets\/?$/.test(url))
+      return {
+        url,
+        body: method === 'POST' ? { payload: 'x', payload_content_type: 'text/plain' } : undefined,
+        target: {},
+      };
+    if (url.includes(':id')) {
+      const owner = api.authOf(who.member.token as string).projectId as string;
+      const id = await api.platform.keys.createKey(owner, { name: uniq('k'), bits: 256, purpose: 'rbac' });
+      return { url: url.replace(':id', id), target: {} };
+    }
+    return { url, target: {} };
+  }
+
+  /**
+   * Volume routes (Cinder v3, with and without the project id in the URL) and
+   * Nova's volume attachments: volumes of project A; writes act on throwaway
+   * types and volumes.
+   */
+  async function volumeSample(method: string, url: string) {
+    const { types, volumes } = api.platform.volume;
+    const member = api.authOf(who.member.token as string);
+    const newVolume = async () => {
+      const v = await volumes.create(member, { size: 1, name: uniq('v') });
+      await volumes.settled();
+      return v.id;
+    };
+    const luks = {
+      provider: 'luks',
+      cipher: 'aes-xts-plain64',
+      key_size: 256,
+      control_location: 'front-end',
+    };
+    const values: Record<string, string> = { project_id: projectA, encryption_id: 'provider' };
+    if (url.includes('/os-volume_attachments')) {
+      values.id = fixtures.server;
+      values.volume_id = await newVolume();
+      if (method === 'DELETE') await volumes.attach(member, fixtures.server, values.volume_id);
+      return {
+        url: url.replace(/:(\w+)/g, (_, k: string) => values[k] ?? `missing-${k}`),
+        body: method === 'POST' ? { volumeAttachment: { volumeId: values.volume_id } } : undefined,
+        target: {},
+      };
+    }
+    if (url.includes('/types')) {
+      const t = await types.create({ name: uniq('t') });
+      if (url.includes('/encryption/') || (url.endsWith('/encryption') && method === 'GET'))
+        await types.createEncryption(t.id, luks);
+      values.id = t.id;
+    } else if (url.includes('/volumes/:id')) values.id = await newVolume();
+    const bodies: Record<string, unknown> = {
+      'POST /types': { volume_type: { name: uniq('t') } },
+      'PUT /types/:id': { volume_type: { description: 'changed' } },
+      'POST /types/:id/encryption': { encryption: luks },
+      'PUT /types/:id/encryption/:encryption_id': { encryption: { key_size: 512 } },
+      'POST /volumes': { volume: { size: 1, name: uniq('v') } },
+      'PUT /volumes/:id': { volume: { name: uniq('v') } },
+      'POST /volumes/:id/action': { 'os-extend': { new_size: 2 } },
+    };
+    const rest = url.replace(/^\/volume\/v3(\/:project_id)?/, '');
+    return {
+      url: url.replace(/:(\w+)/g, (_, k: string) => values[k] ?? `missing-${k}`),
+      body: bodies[`${method} ${rest}`],
+      target: url.includes(':project_id') ? { project_id: projectA } : {},
+    };
   }
 
   /** Compute and image routes: fixtures in project A; writes act on throwaway resources. */

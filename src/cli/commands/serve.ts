@@ -31,6 +31,31 @@ export function registerServeCommand(program: Command): void {
       "Neutron's default group: also allow ingress from members of the same group (default: the spec's block-all-ingress)",
       process.env.BULWARK_DEFAULT_GROUP_ALLOWS_SAME_GROUP === '1',
     )
+    .option(
+      '--kek <provider>',
+      'key-encryption key for the key manager: file (0600 file in the data dir) or pkcs11',
+      process.env.BULWARK_KEK ?? 'file',
+    )
+    .option(
+      '--pkcs11-module <path>',
+      'PKCS#11 module for --kek pkcs11, e.g. /usr/lib/softhsm/libsofthsm2.so',
+      process.env.BULWARK_PKCS11_MODULE,
+    )
+    .option(
+      '--pkcs11-token-label <label>',
+      'label of the PKCS#11 token holding the KEK',
+      process.env.BULWARK_PKCS11_TOKEN_LABEL,
+    )
+    .option(
+      '--pkcs11-pin-file <file>',
+      'file (0600) holding the token user PIN; never pass the PIN itself',
+      process.env.BULWARK_PKCS11_PIN_FILE,
+    )
+    .option(
+      '--secure-boot-vars <file>',
+      'UEFI variable store with the enrolled Secure Boot keys, copied per Secure Boot guest (default: OVMF_VARS_4M.ms.fd, Microsoft keys)',
+      process.env.BULWARK_SECURE_BOOT_VARS,
+    )
     .action(
       async (o: {
         dataDir: string;
@@ -41,6 +66,11 @@ export function registerServeCommand(program: Command): void {
         logLevel: string;
         uplinkDevice?: string;
         defaultGroupAllowsSameGroup: boolean;
+        kek?: string;
+        pkcs11Module?: string;
+        pkcs11TokenLabel?: string;
+        pkcs11PinFile?: string;
+        secureBootVars?: string;
       }) => {
         const config = makeConfig(o);
         const daemon = await startDaemon(config);

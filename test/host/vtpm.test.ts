@@ -1,0 +1,342 @@
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import {
+  cpSync,
+  existsSync,
+  lstatSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
+import { connect } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BulwarkError } from '../../src/errors.js';
+import type { GuestSpec } from '../../src/host/hypervisor.js';
+import { createQemuDriver, type QemuDriver } from '../../src/host/qemu-driver.js';
+import { swtpmPaths, swtpmProcesses } from '../../src/host/swtpm.js';
+import { vmUserName } from '../../src/host/users.js';
+import { waitFor } from '../helpers/guests.js';
+import {
+  biosSpec,
+  cgroupOf,
+  isRoot,
+  join,
+  makeBaseDir,
+  pidsMentioning,
+  scrub,
+  sh,
+  userExists,
+} from './host-helpers.js';
+
+/**
+ * The vTPM for real: swtpm per guest, as the guest's user, in its cgroup,
+ * state encrypted with a key that reaches swtpm only through a pipe. The
+ * guest talks to /dev/tpm0 with raw TPM 2.0 commands (busybox printf + dd):
+ * an NV index it writes survives stop/start and suspend/resume.
+ */
+
+// ---- raw TPM 2.0 commands (TPM 2.0 Library, Part 3), password session with the empty owner auth ----
+const NV_INDEX = 0x01500001;
+const NV_SIZE = 16;
+const u16 = (n: number) => Buffer.from([(n >> 8) & 0xff, n & 0xff]);
+const u32 = (n: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n >>> 0);
+  return b;
+};
+/** TPM_RS_PW, empty nonce, no attributes, empty HMAC: 9 bytes, with its size in front. */
+const PW_SESSION = Buffer.concat([u32(9), u32(0x40000009), u16(0), Buffer.from([0]), u16(0)]);
+const command = (cc: number, handles: number[], params: Buffer) => {
+  const body = Buffer.concat([...handles.map(u32), PW_SESSION, params]);
+  return Buffer.concat([u16(0x8002), u32(10 + body.length), u32(cc), body]);
+};
+const OWNER = 0x40000001;
+const nvDefine = () =>
+  command(
+    0x12a,
+    [OWNER],
+    Buffer.concat([
+      u16(0), // auth: empty
+      u16(14), // TPM2B_NV_PUBLIC
+      u32(NV_INDEX),
+      u16(0x000b), // nameAlg SHA-256
+      u32(0x00060006), // OWNERWRITE | AUTHWRITE | OWNERREAD | AUTHREAD
+      u16(0), // authPolicy: empty
+      u16(NV_SIZE),
+    ]),
+  );
+const nvWrite = (data: Buffer) =>
+  command(0x137, [OWNER, NV_INDEX], Buffer.concat([u16(data.length), data, u16(0)]));
+const nvRead = () => command(0x14e, [OWNER, NV_INDEX], Buffer.concat([u16(NV_SIZE), u16(0)]));
+
+/** A guest shell line that sends one command to /dev/tpm0 and prints `<tag> <hex response>`. */
+const octal = (b: Buffer) => [...b].map((x) => `\\${x.toString(8).padStart(3, '0')}`).join('');
+const tpmCall = (tag: string, cmd: Buffer) =>
+  `printf '${octal(cmd)}' > /tmp/c; exec 3<>/dev/tpm0; dd if=/tmp/c bs=4096 >&3 2>/dev/null; ` +
+  `echo "${tag} $(dd bs=4096 count=1 <&3 2>/dev/null | od -An -tx1 | tr -d ' \\n')"; exec 3>&-`;
+/** The response code of the response printed after `tag` (hex), e.g. "00000000". */
+const rcOf = (console: string, tag: string, nth = 1): string | undefined => {
+  const all = [...console.matchAll(new RegExp(`${tag} ([0-9a-f]+)`, 'g'))];
+  return all[nth - 1]?.[1]?.slice(12, 20);
+};
+
+describe.runIf(isRoot)('vTPM with encrypted state (real guests, swtpm)', () => {
+  let base: string;
+  let driver: QemuDriver;
+  const ids = new Set<string>();
+  const key = randomBytes(32);
+  let keyReads = 0;
+  const secret = randomBytes(8).toString('hex'); // 16 ASCII bytes: the NV value
+  const secretBytes = Buffer.from(secret, 'ascii');
+
+  const newDriver = async () => {
+    const d = await createQemuDriver({ baseDir: base, accel: 'tcg', cgroupParent: 'bulwark-test' });
+    d.setTpmKeySource(async () => {
+      keyReads++;
+      return Buffer.from(key); // a copy: the driver wipes what it is given
+    });
+    return d;
+  };
+  const define = async (d: QemuDriver, spec: GuestSpec) => {
+    ids.add(spec.id);
+    await d.define(spec);
+    return spec;
+  };
+  const log = (id: string) => driver.consoleLog(id);
+  const count = (text: string, needle: string) => text.split(needle).length - 1;
+  const waitLog = (id: string, needle: string, times = 1, timeoutMs = 60_000) =>
+    waitFor(
+      `${needle} x${times} on ${id}`,
+      async () => count(await log(id), needle) >= times,
+      timeoutMs,
+      200,
+    );
+
+  // The read, also saved in the guest as /tmp/nvread.sh to be typed on the console after a resume.
+  const readCall = tpmCall('NVREAD', nvRead());
+  const saveReader = `printf '%s\\n' "${readCall.replaceAll('\\', '\\\\').replaceAll('"', '\\"').replaceAll('$', '\\$')}" > /tmp/nvread.sh`;
+  const writeScript = [tpmCall('NVDEF', nvDefine()), tpmCall('NVWRITE', nvWrite(secretBytes)), readCall].join(
+    '\n',
+  );
+  const readScript = [readCall, saveReader].join('\n');
+  const T = biosSpec({
+    name: 'vtpm',
+    tpm: { version: '2.0', model: 'tpm-crb' },
+    fwCfg: { 'opt/org.bulwark/run': writeScript },
+  });
+
+  beforeAll(async () => {
+    base = makeBaseDir('vtpm');
+    driver = await newDriver();
+  });
+
+  afterAll(async () => {
+    const cg = driver.cgroups;
+    const bounded = (p: Promise<unknown>) =>
+      Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, 15_000))]);
+    for (const id of ids) await bounded(driver.undefine(id));
+    await bounded(driver.close());
+    for (const pid of (await swtpmProcesses(base)).values())
+      for (const p of pid) spawnSync('kill', ['-9', String(p.pid)]);
+    scrub(base, ids, (id) => cg.paths(`vm-${id}`));
+  });
+
+  it('refuses to start a vTPM guest without its key: no key source, a failing one, a short key', async () => {
+    const bare = await createQemuDriver({ baseDir: base, accel: 'tcg', cgroupParent: 'bulwark-test' });
+    const R = await define(
+      bare,
+      biosSpec({ name: 'vtpm-refused', tpm: { version: '2.0', model: 'tpm-crb' } }),
+    );
+    const noSource = await bare.start(R.id).catch((e: unknown) => e);
+    expect(noSource).toBeInstanceOf(BulwarkError);
+    expect((noSource as Error).message).toMatch(/vTPM.*no key manager|never kept unencrypted/);
+
+    bare.setTpmKeySource(async () => {
+      throw new Error('key manager sealed');
+    });
+    const failing = await bare.start(R.id).catch((e: unknown) => e);
+    expect((failing as Error).message).toMatch(
+      /could not be read from the key manager \(key manager sealed\)/,
+    );
+
+    bare.setTpmKeySource(async () => randomBytes(16));
+    const short = await bare.start(R.id).catch((e: unknown) => e);
+    expect((short as Error).message).toMatch(/256 bits/);
+
+    // Nothing ran: no QEMU, no swtpm, no cgroup; the TPM state dir is empty.
+    expect(pidsMentioning(`${bare.layout(R.id).dir}/`)).toEqual([]);
+    expect((await swtpmProcesses(base)).get(R.id)).toBeUndefined();
+    expect(await bare.cgroups.exists(`vm-${R.id}`)).toBe(false);
+    expect(readdirSync(swtpmPaths(bare.layout(R.id)).stateDir)).toEqual([]);
+    expect(await bare.state(R.id)).toBe('shutoff');
+    await bare.undefine(R.id);
+    await bare.close();
+  });
+
+  it('a tpm-crb 2.0 guest sees /dev/tpm0; swtpm runs as the guest user, in its cgroup', async () => {
+    await define(driver, T);
+    await driver.start(T.id);
+    await waitLog(T.id, 'BULWARK-RUN-END');
+    const text = await log(T.id);
+    expect(text).toContain('BULWARK-TPM: present');
+    expect(rcOf(text, 'NVDEF')).toBe('00000000');
+    expect(rcOf(text, 'NVWRITE')).toBe('00000000');
+    expect(rcOf(text, 'NVREAD')).toBe('00000000');
+    expect(text).toContain(secretBytes.toString('hex'));
+
+    const sw = (await swtpmProcesses(base)).get(T.id) ?? [];
+    expect(sw).toHaveLength(1);
+    const user = vmUserName(T.id);
+    expect(sw[0]?.uid).toBe(Number(sh('id', ['-u', user]).trim()));
+    expect(sw[0]?.uid).not.toBe(0);
+    expect(cgroupOf(sw[0]!.pid)).toContain(`bulwark-test/vm-${T.id}`);
+    const qemu = await driver.processInfo(T.id);
+    expect(cgroupOf(qemu!.pid)).toContain(`bulwark-test/vm-${T.id}`);
+    const paths = swtpmPaths(driver.layout(T.id));
+    const st = lstatSync(paths.stateDir);
+    expect(st.uid).toBe(sw[0]?.uid);
+    expect(st.mode & 0o777).toBe(0o700);
+  });
+
+  it('no key material in any file under the data dir, nor in swtpm/QEMU argv or environment', async () => {
+    const needles = [key, Buffer.from(key.toString('hex')), Buffer.from(key.toString('base64'))];
+    const files: string[] = [];
+    const walk = (d: string) => {
+      for (const e of readdirSync(d, { withFileTypes: true })) {
+        const p = join(d, e.name);
+        if (e.isDirectory()) walk(p);
+        else if (e.isFile()) files.push(p);
+      }
+    };
+    walk(base);
+    expect(files.length).toBeGreaterThan(3);
+    for (const f of files) {
+      const data = readFileSync(f);
+      for (const n of needles) expect(data.includes(n), `${f} holds the key`).toBe(false);
+    }
+    const sw = (await swtpmProcesses(base)).get(T.id) ?? [];
+    const qemu = await driver.processInfo(T.id);
+    for (const pid of [sw[0]!.pid, qemu!.pid]) {
+      for (const part of ['cmdline', 'environ']) {
+        const data = readFileSync(`/proc/${pid}/${part}`);
+        for (const n of needles) expect(data.includes(n), `/proc/${pid}/${part} holds the key`).toBe(false);
+      }
+    }
+    const argv = readFileSync(`/proc/${sw[0]!.pid}/cmdline`, 'utf8').split('\0');
+    expect(argv).toContain('fd=3,mode=aes-256-cbc,format=binary');
+    // The key pipes are closed once read: swtpm holds no fd 3/4 to anything but its own sockets and files.
+    expect(readFileSync(`/proc/${sw[0]!.pid}/environ`, 'utf8')).not.toMatch(/KEY/i);
+  });
+
+  it('the TPM state on disk is encrypted: no NV value, no TPM markers; swtpm without the key cannot load it', async () => {
+    const paths = swtpmPaths(driver.layout(T.id));
+    const state = readdirSync(paths.stateDir).filter((f) => f.startsWith('tpm2-'));
+    expect(state).toContain('tpm2-00.permall');
+    const data = readFileSync(join(paths.stateDir, 'tpm2-00.permall'));
+    expect(data.length).toBeGreaterThan(256);
+    expect(data.includes(secretBytes)).toBe(false);
+    // swtpm's plaintext permanent state is a libtpms blob: these header/marker bytes must not show.
+    for (const marker of ['PERSISTENT_ALL', 'libtpms', 'TPM2', secretBytes.toString('hex')])
+      expect(data.includes(Buffer.from(marker))).toBe(false);
+
+    // A copy of the state, given to swtpm without the key and with a wrong one: it refuses to start.
+    const copy = mkdtempSync('/tmp/bw-vtpm-copy-');
+    try {
+      cpSync(join(paths.stateDir, 'tpm2-00.permall'), join(copy, 'tpm2-00.permall'));
+      const run = (extra: string[], input?: Buffer) =>
+        spawnSync(
+          'swtpm',
+          [
+            'socket',
+            '--tpm2',
+            '--tpmstate',
+            `dir=${copy}`,
+            '--ctrl',
+            `type=unixio,path=${copy}/ctrl.sock`,
+            '--flags',
+            'not-need-init,startup-clear',
+            '--log',
+            'fd=1,level=1',
+            ...extra,
+          ],
+          { timeout: 4000, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], ...(input ? { input } : {}) },
+        );
+      const noKey = run([]);
+      expect(noKey.status).toBe(1);
+      expect(noKey.stdout).toMatch(/Could not initialize libtpms/);
+      const wrong = run(['--key', 'fd=0,mode=aes-256-cbc,format=binary'], randomBytes(32));
+      expect(wrong.status).toBe(1);
+      expect(wrong.stdout).toMatch(/Could not initialize libtpms/);
+      // With the right key the same state loads.
+      const right = run(['--key', 'fd=0,mode=aes-256-cbc,format=binary'], key);
+      expect(right.stdout).not.toMatch(/Could not|Error/i);
+      expect(right.status === 0 || right.signal === 'SIGTERM').toBe(true);
+    } finally {
+      rmSync(copy, { recursive: true, force: true });
+    }
+  });
+
+  it('the NV value survives stop/start; swtpm stops with the guest and restarts with it', async () => {
+    const readsBefore = keyReads;
+    await driver.shutdown(T.id, { timeoutMs: 5000 });
+    expect(await driver.state(T.id)).toBe('shutoff');
+    await waitFor('swtpm gone', async () => !(await swtpmProcesses(base)).has(T.id), 10_000, 100);
+    await driver.define({ ...T, fwCfg: { 'opt/org.bulwark/run': readScript } });
+    await driver.start(T.id);
+    expect(keyReads).toBe(readsBefore + 1);
+    await waitLog(T.id, 'BULWARK-RUN-END', 2);
+    const text = await log(T.id);
+    const reads = [...text.matchAll(/NVREAD ([0-9a-f]+)/g)].map((m) => m[1] ?? '');
+    expect(reads.length).toBeGreaterThanOrEqual(2);
+    const last = reads[reads.length - 1] ?? '';
+    expect(last.slice(12, 20)).toBe('00000000');
+    expect(last).toContain(secretBytes.toString('hex'));
+    expect((await swtpmProcesses(base)).get(T.id)).toHaveLength(1);
+  });
+
+  it('suspend keeps the TPM state encrypted in the saved image; resume restarts swtpm and the NV value is there', async () => {
+    await driver.suspend(T.id);
+    expect(await driver.state(T.id)).toBe('suspended');
+    expect((await swtpmProcesses(base)).has(T.id)).toBe(false);
+    const saved = readFileSync(driver.layout(T.id).savedState);
+    expect(saved.length).toBeGreaterThan(1024 * 1024);
+    // The TPM's NV lives in its permanent state blob, which swtpm hands QEMU encrypted (--migration-key).
+    expect(saved.includes(key)).toBe(false);
+    await driver.resume(T.id);
+    expect(await driver.state(T.id)).toBe('running');
+    expect((await swtpmProcesses(base)).get(T.id)).toHaveLength(1);
+    const before = count(await log(T.id), 'NVREAD ');
+    await typeOnConsole(driver.layout(T.id).consoleSocket, '\nsh /tmp/nvread.sh\n');
+    await waitLog(T.id, 'NVREAD ', before + 1, 30_000);
+    const reads = [...(await log(T.id)).matchAll(/NVREAD ([0-9a-f]+)/g)].map((m) => m[1] ?? '');
+    const last = reads[reads.length - 1] ?? '';
+    expect(last.slice(12, 20)).toBe('00000000');
+    expect(last).toContain(secretBytes.toString('hex'));
+  });
+
+  it('a daemon restart adopts the guest with its swtpm; undefine removes swtpm, state and user', async () => {
+    const sw = (await swtpmProcesses(base)).get(T.id) ?? [];
+    await driver.close();
+    driver = await newDriver();
+    const r = await driver.reconcile([T.id]);
+    expect(r.adopted).toEqual([T.id]);
+    expect((await swtpmProcesses(base)).get(T.id)?.map((p) => p.pid)).toEqual(sw.map((p) => p.pid));
+    await driver.undefine(T.id);
+    expect((await swtpmProcesses(base)).has(T.id)).toBe(false);
+    expect(existsSync(driver.layout(T.id).dir)).toBe(false);
+    expect(userExists(vmUserName(T.id))).toBe(false);
+    expect(statSync(base).isDirectory()).toBe(true);
+  });
+});
+
+/** Types on the guest's serial console through its socket. */
+function typeOnConsole(path: string, text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = connect(path, () => {
+      s.write(text, () => setTimeout(() => s.end(() => resolve()), 300));
+    });
+    s.on('error', reject);
+  });
+}
