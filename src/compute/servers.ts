@@ -8,6 +8,7 @@ import type { AuthContext } from '../policy/context.js';
 import type { Store } from '../store/database.js';
 import type { ServersTable } from '../store/schema.js';
 import { nowIso, uuid } from '../util/ids.js';
+import { TaskTracker } from '../util/tasks.js';
 import { extraSpecsOf, type FlavorService } from './flavors.js';
 import { type ImageService, propertiesOf } from './images.js';
 import { type GuestPlan, type HostCapabilities, resolveGuestPlan } from './properties.js';
@@ -52,7 +53,7 @@ const faultOf = (err: unknown) => ({
  * caller's project unless the caller is a cloud admin.
  */
 export class ServerService {
-  private readonly tasks = new Map<string, Promise<void>>();
+  private readonly tasks = new TaskTracker();
 
   constructor(
     private readonly store: Store,
@@ -215,7 +216,7 @@ export class ServerService {
       await this.db.deleteFrom('servers').where('id', '=', row.id).execute();
       throw badRequest('Security groups apply to network ports; give the server a --network.');
     }
-    this.track(row.id, this.build(row));
+    this.tasks.track(row.id, this.build(row));
     return row;
   }
 
@@ -280,17 +281,9 @@ export class ServerService {
     await this.db.updateTable('servers').set(set).where('id', '=', id).execute();
   }
 
-  private track(id: string, p: Promise<void>) {
-    const t = p.finally(() => {
-      if (this.tasks.get(id) === t) this.tasks.delete(id);
-    });
-    this.tasks.set(id, t);
-  }
-
   /** Resolves when the server's current background task (build, action, delete) has finished. */
-  async settled(id?: string): Promise<void> {
-    if (id) await this.tasks.get(id);
-    else await Promise.all(this.tasks.values());
+  settled(id?: string): Promise<void> {
+    return this.tasks.settled(id);
   }
 
   /** Starts a Nova server action; answers at once (202) while the host does the work. */
@@ -310,7 +303,7 @@ export class ServerService {
         `Cannot '${action}' instance ${s.id} while it is in vm_state ${s.vm_state}${s.task_state ? ` and task_state ${s.task_state}` : ''}.`,
       );
     }
-    this.track(s.id, this.runAction(s, action, t.to));
+    this.tasks.track(s.id, this.runAction(s, action, t.to));
   }
 
   private async runAction(s: Server, action: ServerAction, to: VmState): Promise<void> {
@@ -359,8 +352,8 @@ export class ServerService {
       .where('id', '=', s.id)
       .execute();
     // Wait for any running task so the host is never left half-built behind a deleted record.
-    const running = this.tasks.get(s.id);
-    this.track(
+    const running = this.tasks.running(s.id);
+    this.tasks.track(
       s.id,
       (running ?? Promise.resolve()).then(() => this.destroy(s.id)),
     );
@@ -437,7 +430,7 @@ export class ServerService {
   private async onGuestEvent(id: string, event: string, data?: unknown): Promise<void> {
     if (event === 'SECURE_BOOT_DENIED') return this.onSecureBootDenied(id, data);
     if (event !== 'SHUTDOWN' && event !== 'EXITED') return;
-    if (this.tasks.has(id)) return;
+    if (this.tasks.running(id)) return;
     await this.db
       .updateTable('servers')
       .set({ vm_state: 'stopped', status: 'SHUTOFF', power_state: POWER.SHUTDOWN, updated_at: nowIso() })
@@ -516,7 +509,7 @@ export class ServerService {
 
   /** The firmware refused the boot loader under Secure Boot (the driver ended the guest): ERROR, saying so. */
   private async onSecureBootDenied(id: string, data: unknown): Promise<void> {
-    await this.tasks.get(id)?.catch(() => undefined);
+    await this.tasks.running(id)?.catch(() => undefined);
     const said =
       typeof data === 'object' &&
       data !== null &&

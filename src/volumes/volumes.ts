@@ -6,6 +6,7 @@ import type { AuthContext } from '../policy/context.js';
 import type { Store } from '../store/database.js';
 import type { ServersTable, VolumeAttachmentsTable, VolumesTable } from '../store/schema.js';
 import { nowIso, uuid } from '../util/ids.js';
+import { TaskTracker } from '../util/tasks.js';
 import type { VolumeTypeService } from './types.js';
 
 export type Volume = Selectable<VolumesTable>;
@@ -35,7 +36,7 @@ export interface CreateVolumeInput {
  * the caller is a cloud admin; other projects' volumes are 404.
  */
 export class VolumeService {
-  private readonly tasks = new Map<string, Promise<void>>();
+  private readonly tasks = new TaskTracker();
 
   constructor(
     private readonly store: Store,
@@ -71,17 +72,9 @@ export class VolumeService {
     return this.keys.readKeyFor(v.project_id, v.key_secret_id);
   }
 
-  private track(id: string, p: Promise<void>) {
-    const t = p.finally(() => {
-      if (this.tasks.get(id) === t) this.tasks.delete(id);
-    });
-    this.tasks.set(id, t);
-  }
-
   /** Resolves when the volume's background work (create, extend, delete) is done. */
-  async settled(id?: string): Promise<void> {
-    if (id) await this.tasks.get(id);
-    else await Promise.all(this.tasks.values());
+  settled(id?: string): Promise<void> {
+    return this.tasks.settled(id);
   }
 
   async list(
@@ -148,7 +141,7 @@ export class VolumeService {
       deleted_at: null,
     };
     await this.db.insertInto('volumes').values(row).execute();
-    this.track(row.id, this.build(row, enc?.key_size === 512 ? 512 : 256));
+    this.tasks.track(row.id, this.build(row, enc?.key_size === 512 ? 512 : 256));
     return row;
   }
 
@@ -237,7 +230,7 @@ export class VolumeService {
       );
     if (!(await this.claim(v.id, ['available'], 'extending')))
       throw badRequest(`Volume status must be available to extend, but current status is: ${v.status}.`);
-    this.track(
+    this.tasks.track(
       v.id,
       (async () => {
         let key: Buffer | null = null;
@@ -261,7 +254,7 @@ export class VolumeService {
       throw badRequest(
         `Invalid volume: Volume status must be available or error or error_restoring or error_extending or error_managing and must not be migrating, attached, belong to a group, have snapshots, awaiting a transfer, or be disassociated from snapshots after volume transfer. (status ${v.status})`,
       );
-    this.track(
+    this.tasks.track(
       v.id,
       (async () => {
         try {

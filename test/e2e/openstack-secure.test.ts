@@ -10,8 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
 import { guestImage, waitFor } from '../helpers/guests.js';
-
-const SNAKEOIL_VARS = '/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd';
+import { SNAKEOIL_VARS } from '../host/host-helpers.js';
 
 describe.runIf(process.getuid?.() === 0)(
   'openstack vTPM + Secure Boot against bulwark serve (real guests)',
@@ -139,7 +138,7 @@ describe.runIf(process.getuid?.() === 0)(
       expect(s.status, JSON.stringify(s.fault)).toBe('ACTIVE');
       await waitFor(
         'console',
-        async () => (await consoleLog('secure-vm')).includes('BULWARK-TPM:'),
+        async () => (await consoleLog('secure-vm')).includes('BULWARK-FIRMWARE:'),
         120_000,
         2000,
       );

@@ -3,9 +3,26 @@ import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync }
 import { join } from 'node:path';
 import type { GuestSpec } from '../../src/host/hypervisor.js';
 import { uuid } from '../../src/util/ids.js';
-import { guestImage } from '../helpers/guests.js';
+import { guestImage, waitFor } from '../helpers/guests.js';
 
 export const isRoot = process.getuid?.() === 0;
+/** Debian's OVMF variable store that trusts the snakeoil key the signed test guest is signed with. */
+export const SNAKEOIL_VARS = '/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd';
+
+/** Waits until `needle` has appeared `times` times on a guest's console. */
+export const waitConsole = (
+  driver: { consoleLog(id: string): Promise<string> },
+  id: string,
+  needle: string,
+  times = 1,
+  timeoutMs = 60_000,
+) =>
+  waitFor(
+    `${needle} x${times} on ${id}`,
+    async () => (await driver.consoleLog(id)).split(needle).length - 1 >= times,
+    timeoutMs,
+    200,
+  );
 export const MiB = 1024 * 1024;
 
 /** A 0711 base dir for one test file's guests (guest users must pass through it). */

@@ -20,12 +20,12 @@ import {
   procCmdline,
   procStatus,
   runAs,
+  SNAKEOIL_VARS,
   scrub,
   sh,
   userExists,
+  waitConsole,
 } from './host-helpers.js';
-
-const SNAKEOIL_VARS = '/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd';
 
 /**
  * Real QEMU guests under TCG: isolation (user, seccomp, cgroups, nested virt
@@ -46,12 +46,7 @@ describe.runIf(isRoot)('QEMU driver with real guests', () => {
   const log = (id: string) => driver.consoleLog(id);
   const count = (text: string, needle: string) => text.split(needle).length - 1;
   const waitLog = (id: string, needle: string, times = 1, timeoutMs = 45_000) =>
-    waitFor(
-      `${needle} x${times} on ${id}`,
-      async () => count(await log(id), needle) >= times,
-      timeoutMs,
-      200,
-    );
+    waitConsole(driver, id, needle, times, timeoutMs);
 
   const A = biosSpec({
     name: 'guest-a',

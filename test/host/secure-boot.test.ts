@@ -13,11 +13,10 @@ import {
   makeBaseDir,
   pidsMentioning,
   procCmdline,
+  SNAKEOIL_VARS,
   scrub,
   userExists,
 } from './host-helpers.js';
-
-const SNAKEOIL_VARS = '/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd';
 
 /**
  * Secure Boot policy in the driver, with real OVMF: never a silent insecure
@@ -112,7 +111,7 @@ describe.runIf(isRoot)('Secure Boot policy (real OVMF)', () => {
     ids.add(S.id);
     await driver.define(S);
     await driver.start(S.id);
-    await waitFor('TPM line', async () => (await log(S.id)).includes('BULWARK-TPM:'), 90_000, 250);
+    await waitFor('firmware line', async () => (await log(S.id)).includes('BULWARK-FIRMWARE:'), 90_000, 250);
     const text = await log(S.id);
     expect(text).toContain('BULWARK-SECUREBOOT: enabled');
     expect(text).toContain('BULWARK-TPM: present');

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { lstatSync, readdirSync, readFileSync } from 'node:fs';
+import { lstatSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createQemuDriver, type QemuDriver } from '../../src/host/qemu-driver.js';
 import type { QmpClient } from '../../src/host/qmp.js';
@@ -7,18 +7,8 @@ import { runTool } from '../../src/host/run.js';
 import { vmUserName } from '../../src/host/users.js';
 import { uuid } from '../../src/util/ids.js';
 import { guestImage, waitFor } from '../helpers/guests.js';
+import { filesUnder } from '../helpers/leaks.js';
 import { biosSpec, isRoot, join, MiB, makeBaseDir, procCmdline, runAs, scrub } from './host-helpers.js';
-
-/** Every regular file under `dir` (not following links). */
-function filesUnder(dir: string): string[] {
-  const out: string[] = [];
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...filesUnder(p));
-    else if (e.isFile()) out.push(p);
-  }
-  return out;
-}
 
 /**
  * Encrypted volumes on a real guest: QEMU native LUKS, the key passed only

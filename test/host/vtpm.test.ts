@@ -28,6 +28,7 @@ import {
   scrub,
   sh,
   userExists,
+  waitConsole,
 } from './host-helpers.js';
 
 /**
@@ -107,12 +108,7 @@ describe.runIf(isRoot)('vTPM with encrypted state (real guests, swtpm)', () => {
   const log = (id: string) => driver.consoleLog(id);
   const count = (text: string, needle: string) => text.split(needle).length - 1;
   const waitLog = (id: string, needle: string, times = 1, timeoutMs = 60_000) =>
-    waitFor(
-      `${needle} x${times} on ${id}`,
-      async () => count(await log(id), needle) >= times,
-      timeoutMs,
-      200,
-    );
+    waitConsole(driver, id, needle, times, timeoutMs);
 
   // The read, also saved in the guest as /tmp/nvread.sh to be typed on the console after a resume.
   const readCall = tpmCall('NVREAD', nvRead());
