@@ -31,6 +31,23 @@ export interface DaemonConfig {
    * per Secure Boot guest (`--secure-boot-vars`). Default Debian's Microsoft keys.
    */
   secureBootVars: string;
+  /** Servers a user may create per sliding hour, kept across restarts (`--server-create-rate`; 0: no limit). */
+  serverCreateRate: number;
+  /** API requests per minute per token (`--api-rate`) and per source address (`--api-address-rate`); 0: no limit. */
+  apiRate: { perToken: number; perAddress: number };
+}
+
+export const DEFAULT_SERVER_CREATE_RATE = 20;
+export const DEFAULT_API_RATE = 600;
+
+/** A rate flag's value: a whole number, 0 meaning no limit. */
+function parseRate(flag: string, value: string | number | undefined, dflt: number): number {
+  if (value === undefined || value === '') return dflt;
+  const n =
+    typeof value === 'number' ? value : /^\d{1,9}$/.test(value.trim()) ? Number(value.trim()) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw new Error(`${flag} ${String(value)} is not a whole number; try ${flag} ${dflt} (0: no limit)`);
+  return n;
 }
 
 export const DEFAULT_SECURE_BOOT_VARS = '/usr/share/OVMF/OVMF_VARS_4M.ms.fd';
@@ -60,6 +77,9 @@ export function makeConfig(opts: {
   pkcs11TokenLabel?: string | undefined;
   pkcs11PinFile?: string | undefined;
   secureBootVars?: string | undefined;
+  serverCreateRate?: string | number | undefined;
+  apiRate?: string | number | undefined;
+  apiAddressRate?: string | number | undefined;
 }): DaemonConfig {
   const kekKind = opts.kek ?? 'file';
   if (kekKind !== 'file' && kekKind !== 'pkcs11')
@@ -72,6 +92,13 @@ export function makeConfig(opts: {
     throw new Error(
       `--uplink-device ${opts.uplinkDevice} is not an interface name; try --uplink-device eth0`,
     );
+  const serverCreateRate = parseRate(
+    '--server-create-rate',
+    opts.serverCreateRate,
+    DEFAULT_SERVER_CREATE_RATE,
+  );
+  const perToken = parseRate('--api-rate', opts.apiRate, DEFAULT_API_RATE);
+  const perAddress = parseRate('--api-address-rate', opts.apiAddressRate, 2 * perToken);
   const dataDir = resolve(opts.dataDir);
   const { host, port } = parseListen(opts.listen ?? '127.0.0.1:8443');
   const urlHost = host === '0.0.0.0' || host === '::' ? hostname() : host.includes(':') ? `[${host}]` : host;
@@ -98,5 +125,7 @@ export function makeConfig(opts: {
           }
         : { kind: 'file' },
     secureBootVars: resolve(opts.secureBootVars ?? DEFAULT_SECURE_BOOT_VARS),
+    serverCreateRate,
+    apiRate: { perToken, perAddress },
   };
 }

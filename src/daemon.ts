@@ -116,6 +116,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     capabilities: probeCapabilities({ secureBootVars: config.secureBootVars }),
     maxImageBytes: config.maxImageBytes,
     defaultGroupAllowsSameGroup: config.defaultGroupAllowsSameGroup,
+    serverCreateRate: config.serverCreateRate,
     ...(dhcp ? { dhcp } : {}),
   });
   const { identity, audit } = platform;
@@ -143,6 +144,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     {
       https: { key: server.keyPem, cert: server.certPem + readFileSync(caFile, 'utf8') },
       logger: opts.logger ?? false,
+      rateLimits: config.apiRate,
     },
   );
   await app.listen({ host: config.host, port: config.port });

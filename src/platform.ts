@@ -5,6 +5,7 @@ import { ImageService } from './compute/images.js';
 import type { HostCapabilities } from './compute/properties.js';
 import { QuarantineService } from './compute/quarantine.js';
 import { ServerService } from './compute/servers.js';
+import { serverCreateLimit } from './governance/rate-limits.js';
 import type { HypervisorDriver } from './host/hypervisor.js';
 import { ImageStore } from './host/image-store.js';
 import { IdentityService } from './identity/service.js';
@@ -17,6 +18,7 @@ import { SecurityGroupService } from './network/security-groups.js';
 import { ServerPorts } from './network/server-ports.js';
 import { ZoneService } from './network/zones.js';
 import type { AuthContext } from './policy/context.js';
+import { QuotaService } from './quotas/service.js';
 import type { Store } from './store/database.js';
 import { VolumeTypeService } from './volumes/types.js';
 import { VolumeService } from './volumes/volumes.js';
@@ -37,6 +39,8 @@ export interface PlatformOptions {
   dhcp?: DataplaneSync;
   /** The key manager's KEK (`keys/kek-*.ts`); absent: the 0600 file KEK in the data dir. */
   kek?: KekProvider;
+  /** Servers a user may create per sliding hour, counted in the store (docs/rate-limits.md); absent or 0: no limit. */
+  serverCreateRate?: number;
 }
 
 /** The platform acting on its own behalf (cleanup after a delete), never reachable by a token. */
@@ -100,6 +104,7 @@ export function buildPlatform(
     SYSTEM,
     keys, // vTPM state keys
   );
+  if (opts.serverCreateRate) servers.limitCreates(serverCreateLimit(store, opts.serverCreateRate));
   const quarantine = new QuarantineService(
     store,
     servers,
@@ -111,10 +116,16 @@ export function buildPlatform(
   // Block storage (docs/volumes.md): encrypted volumes' keys come from `keys`, on the owner's behalf.
   const volumeTypes = new VolumeTypeService(store);
   const volumes = new VolumeService(store, volumeTypes, driver, keys, (auth, id) => servers.get(auth, id));
+  // Quotas (docs/quotas.md): checked in the transaction that inserts each counted resource.
+  const quotas = new QuotaService(store);
+  servers.quotas = quotas;
+  volumes.quotas = quotas;
+  securityGroups.quotas = quotas;
   return {
     identity,
     audit,
     keys,
+    quotas,
     volume: { types: volumeTypes, volumes },
     compute: { flavors, images, servers, quarantine },
     network: { networks, securityGroups, routers, zones },

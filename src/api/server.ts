@@ -16,6 +16,7 @@ import type { SecurityGroupService } from '../network/security-groups.js';
 import type { ZoneService } from '../network/zones.js';
 import { enforce } from '../policy/enforcer.js';
 import { isAction } from '../policy/rules.js';
+import type { QuotaService } from '../quotas/service.js';
 import type { Store } from '../store/database.js';
 import { uuid } from '../util/ids.js';
 import type { VolumeTypeService } from '../volumes/types.js';
@@ -28,6 +29,8 @@ import { errorBody, sendError } from './error-map.js';
 import { registerIdentityApi } from './identity.js';
 import { registerImageApi } from './image.js';
 import { registerNetworkApi, registerSecurityGroupApi } from './network.js';
+import { registerQuotaApi } from './quotas.js';
+import { ApiRateLimiter, type ApiRateLimits, isQuietRefusal } from './rate-limit.js';
 import { registerRouterApi } from './routers.js';
 import { registerSecretsApi } from './secrets.js';
 import { registerVolumeApi } from './volumes.js';
@@ -53,6 +56,8 @@ export interface ApiDeps {
   keys: KeyManager;
   /** Block storage (Cinder v3, docs/volumes.md). */
   volume: { types: VolumeTypeService; volumes: VolumeService };
+  /** Quotas (docs/quotas.md). */
+  quotas: QuotaService;
   /** Base URL clients reach us at; used in the catalog and links, never taken from Host. */
   publicUrl: string;
 }
@@ -62,6 +67,8 @@ export interface ApiOptions {
   logger?: boolean;
   /** Largest JSON body accepted, in bytes. */
   bodyLimit?: number;
+  /** Requests per minute per token and per source address (docs/rate-limits.md); absent: no limit. */
+  rateLimits?: ApiRateLimits;
 }
 
 const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -102,6 +109,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
     ...(opts.https ? { https: { ...opts.https, minVersion: 'TLSv1.2' as const } } : {}),
   });
   const ajv = validators();
+  const limiter = opts.rateLimits ? new ApiRateLimiter(opts.rateLimits) : null;
   app.setValidatorCompiler(({ schema, httpPart }) =>
     (httpPart === 'body' ? ajv.body : ajv.other).compile(schema),
   );
@@ -129,6 +137,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
     const token = req.headers['x-auth-token'];
     req.auth =
       typeof token === 'string' && token.length > 0 ? await deps.identity.validateToken(token) : null;
+    limiter?.check(req);
   });
 
   // Before validation: a caller who may not act learns nothing about what a valid request looks like.
@@ -147,8 +156,10 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   app.addHook('onSend', async (req, reply, payload) => {
     const status = reply.statusCode;
     const cfg = req.routeOptions.config ?? {};
-    if (!MUTATING.has(req.method) && status !== 401 && status !== 403 && !AUDITED_READS.has(cfg.action ?? ''))
-      return payload;
+    const refused = status === 401 || status === 403 || status === 429;
+    if (!MUTATING.has(req.method) && !refused && !AUDITED_READS.has(cfg.action ?? '')) return payload;
+    // A refusal repeated while the caller stays over the limit is answered, not audited again.
+    if (status === 429 && isQuietRefusal(req)) return payload;
     const params = (req.params ?? {}) as Record<string, unknown>;
     try {
       await deps.audit.append({
@@ -163,7 +174,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
         path: req.url.split('?')[0] ?? req.url,
         targetType: cfg.targetType ?? null,
         targetId: req.auditNote?.targetId ?? (typeof params.id === 'string' ? params.id : null),
-        outcome: status < 400 ? 'success' : status === 401 || status === 403 ? 'denied' : 'failure',
+        outcome: status < 400 ? 'success' : refused ? 'denied' : 'failure',
         status,
         reason: status < 400 ? null : (req.auditNote?.reason ?? null),
       });
@@ -206,6 +217,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await registerZoneApi(app, ctx);
   await registerVolumeApi(app, ctx);
   await registerSecretsApi(app, ctx);
+  await registerQuotaApi(app, ctx);
   await registerBulwarkApi(app, ctx);
   return app;
 }

@@ -1,12 +1,13 @@
 import { createHash } from 'node:crypto';
-import type { Selectable } from 'kysely';
+import type { Kysely, Selectable } from 'kysely';
 import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
 import type { GuestSpec, GuestState, HypervisorDriver } from '../host/hypervisor.js';
 import type { KeyService } from '../keys/contract.js';
 import type { RequestedNic, ServerPorts } from '../network/server-ports.js';
 import type { AuthContext } from '../policy/context.js';
+import { type QuotaGate, withQuota } from '../quotas/service.js';
 import type { Store } from '../store/database.js';
-import type { ServersTable } from '../store/schema.js';
+import type { Schema, ServersTable } from '../store/schema.js';
 import { nowIso, uuid } from '../util/ids.js';
 import { TaskTracker } from '../util/tasks.js';
 import { extraSpecsOf, type FlavorService } from './flavors.js';
@@ -28,6 +29,12 @@ export interface CreateServerInput {
   /** Security group names or ids for the server's new ports (default: the project's `default`). */
   securityGroups: string[] | undefined;
 }
+
+/** A limit on server creations (`governance/rate-limits.ts`): checks and counts, then runs the insert. */
+export interface CreateLimit {
+  within<T>(subject: string, work: (db: Kysely<Schema>) => Promise<T>): Promise<T>;
+}
+type CreateGate = (userId: string, insert: (db: Kysely<Schema>) => Promise<unknown>) => Promise<unknown>;
 
 /** What the server row's `guest` column holds: everything needed to (re)start it. */
 interface StoredGuest {
@@ -72,8 +79,19 @@ export class ServerService {
     driver.setDiskKeySource((id) => this.rootDiskKey(id));
   }
 
+  /** Quotas (src/quotas); null: none enforced. Set by platform.ts. */
+  quotas: QuotaGate | null = null;
+
   private get db() {
     return this.store.db;
+  }
+
+  /** Runs the new server's insert; a creation rate limit (`limitCreates`) wraps it in its own check. */
+  private insertGate: CreateGate = (_userId, insert) => insert(this.db);
+
+  /** Counts every server created against `limit`, per user, in the insert's transaction (docs/rate-limits.md). */
+  limitCreates(limit: CreateLimit): void {
+    this.insertGate = (userId, insert) => limit.within(userId, insert);
   }
 
   hostId(s: Server): string {
@@ -203,7 +221,18 @@ export class ServerService {
       launched_at: null,
       deleted_at: null,
     };
-    await this.db.insertInto('servers').values(row).execute();
+    const projectId = auth.projectId;
+    await this.insertGate(auth.userId, (db) =>
+      // Quota (src/quotas): checked and inserted in one transaction under the project's lock.
+      withQuota(
+        this.quotas,
+        db,
+        { projectId, userId: auth.userId },
+        { instances: 1, cores: flavor.vcpus, ram: flavor.ram },
+        'nova',
+        (tx) => tx.insertInto('servers').values(row).execute(),
+      ),
+    );
     if (Array.isArray(input.networks) && input.networks.length > 0) {
       try {
         await this.ports.attach(auth, row.id, input.networks, input.securityGroups);

@@ -1,6 +1,7 @@
 import type { Selectable } from 'kysely';
 import { badRequest, conflict, notFound } from '../errors.js';
 import type { AuthContext } from '../policy/context.js';
+import { type QuotaGate, withQuota } from '../quotas/service.js';
 import type { Store } from '../store/database.js';
 import type { SecurityGroupRulesTable, SecurityGroupsTable } from '../store/schema.js';
 import { nowIso, uuid } from '../util/ids.js';
@@ -26,6 +27,9 @@ export class SecurityGroupService {
     private readonly dataplane: DataplaneSync,
     private readonly options: SecurityGroupOptions,
   ) {}
+
+  /** Quotas (src/quotas); null: none enforced. Set by platform.ts. */
+  quotas: QuotaGate | null = null;
 
   private get db() {
     return this.store.db;
@@ -144,16 +148,24 @@ export class SecurityGroupService {
       created_at: now,
       updated_at: now,
     };
-    await this.db.transaction().execute(async (tx) => {
-      await tx.insertInto('security_groups').values(group).execute();
-      // Neutron's template: a new group may send anywhere, and receives nothing until a rule says so.
-      for (const ethertype of ['IPv4', 'IPv6'] as const) {
-        await tx
-          .insertInto('security_group_rules')
-          .values(this.ruleRow(group, normaliseRule({ direction: 'egress', ethertype }), ''))
-          .execute();
-      }
-    });
+    // Quota (src/quotas): the group and its two egress rules count, checked in the inserting transaction.
+    await withQuota(
+      this.quotas,
+      this.db,
+      { projectId: auth.projectId },
+      { security_groups: 1, security_group_rules: 2 },
+      'neutron',
+      async (tx) => {
+        await tx.insertInto('security_groups').values(group).execute();
+        // Neutron's template: a new group may send anywhere, and receives nothing until a rule says so.
+        for (const ethertype of ['IPv4', 'IPv6'] as const) {
+          await tx
+            .insertInto('security_group_rules')
+            .values(this.ruleRow(group, normaliseRule({ direction: 'egress', ethertype }), ''))
+            .execute();
+        }
+      },
+    );
     return group;
   }
 
@@ -241,7 +253,14 @@ export class SecurityGroupService {
       });
     const row = this.ruleRow(group, rule, input.description ?? '');
     try {
-      await this.db.insertInto('security_group_rules').values(row).execute();
+      await withQuota(
+        this.quotas,
+        this.db,
+        { projectId: group.project_id },
+        { security_group_rules: 1 },
+        'neutron',
+        (tx) => tx.insertInto('security_group_rules').values(row).execute(),
+      );
     } catch (err) {
       if (isUniqueViolation(err))
         throw conflict(

@@ -154,6 +154,19 @@ export const POLICY = {
   'compute:servers:volume_attachments:create': ['admin', 'member'],
   'compute:servers:volume_attachments:delete': ['admin', 'member'],
 
+  // Quotas (docs/quotas.md), Nova/Cinder/Neutron style: the cloud admin sets them; a project reads its own.
+  'compute:os-quota-sets:show': ['admin', 'reader'],
+  'compute:os-quota-sets:update': ['admin'],
+  'compute:os-quota-sets:delete': ['admin'],
+  'compute:limits': ['admin', 'reader'],
+  'volume:quotas:show': ['admin', 'reader'],
+  'volume:quotas:update': ['admin'],
+  'volume:quotas:delete': ['admin'],
+  'volume:limits': ['admin', 'reader'],
+  'network:get_quota': ['admin', 'reader'],
+  'network:update_quota': ['admin'],
+  'network:delete_quota': ['admin'],
+
   // Bulwark extensions
   'bulwark:version': ['public'],
   'bulwark:openapi': ['public'],

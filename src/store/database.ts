@@ -21,6 +21,8 @@ import * as m0007 from './migrations/0007-quarantine.js';
 import * as m0008 from './migrations/0008-keys.js';
 import * as m0009 from './migrations/0009-volumes.js';
 import * as m0010 from './migrations/0010-vtpm.js';
+import * as m0011 from './migrations/0011-quotas.js';
+import * as m0012 from './migrations/0012-rate-limits.js';
 import type { Schema } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -56,6 +58,8 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0008-keys': { up: m0008.up },
   '0009-volumes': { up: m0009.up },
   '0010-vtpm': { up: m0010.up },
+  '0011-quotas': { up: m0011.up },
+  '0012-rate-limits': { up: m0012.up },
 });
 
 export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');

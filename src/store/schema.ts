@@ -368,7 +368,35 @@ export interface SecretsTable {
   updated_at: string;
 }
 
+/** One event counted against a persistent rate limit, e.g. a server created by a user (0012). */
+export interface RateLimitEventsTable {
+  id: string;
+  /** Which limit, e.g. "server-create". */
+  bucket: string;
+  /** Whom it is counted against, e.g. the user id. */
+  subject: string;
+  at: string;
+}
+
+/** One row per project whose quota has been checked or set: the row enforcement locks. */
+export interface QuotaProjectsTable {
+  project_id: string;
+  updated_at: string;
+}
+
+/** A quota limit that differs from the default; user_id '' is the whole project. -1: unlimited. */
+export interface QuotaLimitsTable {
+  project_id: string;
+  user_id: string;
+  resource: string;
+  hard_limit: number;
+  updated_at: string;
+}
+
 export interface Schema {
+  quota_projects: QuotaProjectsTable;
+  quota_limits: QuotaLimitsTable;
+  rate_limit_events: RateLimitEventsTable;
   secrets: SecretsTable;
   volume_types: VolumeTypesTable;
   volume_encryption_types: VolumeEncryptionTypesTable;

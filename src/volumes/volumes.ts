@@ -3,6 +3,7 @@ import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
 import type { HypervisorDriver } from '../host/hypervisor.js';
 import type { KeyService } from '../keys/contract.js';
 import type { AuthContext } from '../policy/context.js';
+import { type QuotaGate, withQuota } from '../quotas/service.js';
 import type { Store } from '../store/database.js';
 import type { ServersTable, VolumeAttachmentsTable, VolumesTable } from '../store/schema.js';
 import { nowIso, uuid } from '../util/ids.js';
@@ -49,6 +50,9 @@ export class VolumeService {
   ) {
     driver.setVolumeKeySource((volumeId) => this.keyFor(volumeId));
   }
+
+  /** Quotas (src/quotas); null: none enforced. Set by platform.ts. */
+  quotas: QuotaGate | null = null;
 
   private get db() {
     return this.store.db;
@@ -140,7 +144,15 @@ export class VolumeService {
       updated_at: now,
       deleted_at: null,
     };
-    await this.db.insertInto('volumes').values(row).execute();
+    // Quota (src/quotas): checked and inserted in one transaction under the project's lock.
+    await withQuota(
+      this.quotas,
+      this.db,
+      { projectId: auth.projectId, userId: auth.userId },
+      { volumes: 1, gigabytes: input.size },
+      'cinder',
+      (tx) => tx.insertInto('volumes').values(row).execute(),
+    );
     this.tasks.track(row.id, this.build(row, enc?.key_size === 512 ? 512 : 256));
     return row;
   }
@@ -211,8 +223,8 @@ export class VolumeService {
   }
 
   /** Moves `from` → `to` only if the volume is still in `from` (one request wins a race). */
-  private async claim(id: string, from: string[], to: string): Promise<boolean> {
-    const r = await this.db
+  private async claim(id: string, from: string[], to: string, db = this.db): Promise<boolean> {
+    const r = await db
       .updateTable('volumes')
       .set({ status: to, updated_at: nowIso() })
       .where('id', '=', id)
@@ -228,7 +240,15 @@ export class VolumeService {
       throw badRequest(
         `New size for extend must be greater than current size (${v.size} GiB) and at most ${MAX_VOLUME_GIB}.`,
       );
-    if (!(await this.claim(v.id, ['available'], 'extending')))
+    const claimed = await withQuota(
+      this.quotas,
+      this.db,
+      { projectId: v.project_id, userId: auth.userId },
+      { gigabytes: newSize - v.size },
+      'cinder',
+      (tx) => this.claim(v.id, ['available'], 'extending', tx),
+    );
+    if (!claimed)
       throw badRequest(`Volume status must be available to extend, but current status is: ${v.status}.`);
     this.tasks.track(
       v.id,

@@ -44,6 +44,16 @@ describe('RBAC matrix', () => {
       .execute();
     const admin = (await api.call('GET', '/identity/v3/users?name=admin')).json.users[0].id as string;
     projectA = m.projectId;
+    // The walk creates many throwaway resources in project A: no quota may refuse them (docs/quotas.md).
+    await api.platform.quotas.set(projectA, {
+      instances: -1,
+      cores: -1,
+      ram: -1,
+      volumes: -1,
+      gigabytes: -1,
+      security_groups: -1,
+      security_group_rules: -1,
+    });
     memberRole = (await api.identity.listRoles({ name: 'member' }))[0]!.id;
     const again =
       (user: string, project: string, password = PASSWORD) =>
@@ -175,6 +185,7 @@ describe('RBAC matrix', () => {
     if (url === '/identity/v3/role_assignments') {
       return { url: `${url}?user.id=${who.member.userId}`, target: { user_id: who.member.userId! } };
     }
+    if (/\/(os-quota-sets|quotas)\/|\/limits$/.test(url)) return quotaSample(method, url);
     if (url.startsWith('/key-manager')) return secretSample(method, url);
     if (url.startsWith('/volume') || url.includes('/os-volume_attachments')) return volumeSample(method, url);
     if (url.startsWith('/compute') || url.startsWith('/image')) return computeSample(method, url);
@@ -215,6 +226,26 @@ describe('RBAC matrix', () => {
       default:
         throw new Error(`RBAC matrix: no sample for ${key}`);
     }
+  }
+
+  /** Quota routes (Nova, Cinder, Neutron): project A's quotas; resets act on a throwaway project. */
+  async function quotaSample(method: string, url: string) {
+    const id = method === 'DELETE' ? await throwaway.project() : projectA;
+    const bodies: Record<string, unknown> = {
+      compute: { quota_set: { instances: -1 } },
+      volume: { quota_set: { volumes: -1 } },
+      network: { quota: { security_group: -1 } },
+    };
+    const service = /^\/(\w+)/.exec(url)?.[1] ?? '';
+    return {
+      url: url.replace(':project_id', projectA).replace(':id', id),
+      body: method === 'PUT' ? bodies[service] : undefined,
+      target: url.includes(':id')
+        ? { project_id: id }
+        : url.includes(':project_id')
+          ? { project_id: projectA }
+          : {},
+    };
   }
 
   /** Key manager routes: secrets of project A; another project's 404 is the handler's (ownership), not policy's. */

@@ -56,6 +56,21 @@ export function registerServeCommand(program: Command): void {
       'UEFI variable store with the enrolled Secure Boot keys, copied per Secure Boot guest (default: OVMF_VARS_4M.ms.fd, Microsoft keys)',
       process.env.BULWARK_SECURE_BOOT_VARS,
     )
+    .option(
+      '--server-create-rate <n>',
+      'servers each user may create per sliding hour, counted across restarts (0: no limit; default 20)',
+      process.env.BULWARK_SERVER_CREATE_RATE,
+    )
+    .option(
+      '--api-rate <n>',
+      'API requests per minute per token (0: no limit; default 600)',
+      process.env.BULWARK_API_RATE,
+    )
+    .option(
+      '--api-address-rate <n>',
+      'API requests per minute per source address, IPv6 per /64 (0: no limit; default twice --api-rate)',
+      process.env.BULWARK_API_ADDRESS_RATE,
+    )
     .action(
       async (o: {
         dataDir: string;
@@ -71,6 +86,9 @@ export function registerServeCommand(program: Command): void {
         pkcs11TokenLabel?: string;
         pkcs11PinFile?: string;
         secureBootVars?: string;
+        serverCreateRate?: string;
+        apiRate?: string;
+        apiAddressRate?: string;
       }) => {
         const config = makeConfig(o);
         const daemon = await startDaemon(config);
