@@ -40,10 +40,23 @@ const TOOL_ENV = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' };
  * key passes through kernel buffers only. It shows up in neither
  * `/proc/<pid>/cmdline` nor `environ` nor any file.
  */
-export function qemuImgWithSecret(
+export async function qemuImgWithSecret(
   args: readonly string[],
   secret: Buffer | null,
   timeoutMs = 120_000,
+): Promise<{ code: number; stderr: string; stdout: string }> {
+  // Creating LUKS times PBKDF2 on the thread's CPU clock; on a busy or coarse-clocked host the
+  // first probe can read zero time and qemu-img gives up. Nothing is written then: try again.
+  for (let attempt = 1; ; attempt++) {
+    const r = await runQemuImg(args, secret, timeoutMs);
+    if (r.code === 0 || attempt >= 5 || !/Unable to get accurate CPU usage/.test(r.stderr)) return r;
+  }
+}
+
+function runQemuImg(
+  args: readonly string[],
+  secret: Buffer | null,
+  timeoutMs: number,
 ): Promise<{ code: number; stderr: string; stdout: string }> {
   return new Promise((resolve) => {
     const child = secret

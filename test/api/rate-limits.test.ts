@@ -12,7 +12,7 @@ import { makeConfig } from '../../src/config.js';
 import { serverCreateLimit } from '../../src/governance/rate-limits.js';
 import { FakeHypervisor } from '../../src/host/fake-hypervisor.js';
 import { buildPlatform, type Platform } from '../../src/platform.js';
-import { PUBLIC_URL, startTestApi, type TestApi } from '../helpers/api.js';
+import { PUBLIC_URL, startTestApi, type TestApi, testPlatformOptions } from '../helpers/api.js';
 import { dialects } from '../helpers/store.js';
 
 describe.each(dialects())('rate limits on %s', (dialect) => {
@@ -26,13 +26,7 @@ describe.each(dialects())('rate limits on %s', (dialect) => {
       new FakeHypervisor(),
       { sync: async () => undefined },
       {
-        dataDir: api.db.dir,
-        tokenTtlSeconds: 3600,
-        adminProjectName: 'admin',
-        hostName: 'test-host',
-        capabilities: { uefi: true, secureBoot: true, tpm: true, cpus: 4 },
-        maxImageBytes: 64 * 1024 * 1024,
-        defaultGroupAllowsSameGroup: false,
+        ...testPlatformOptions(api.db.dir),
         ...(opts.serverCreateRate ? { serverCreateRate: opts.serverCreateRate } : {}),
       },
     );

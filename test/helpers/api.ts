@@ -5,7 +5,7 @@ import type { CreateServerInput } from '../../src/compute/servers.js';
 import { FakeHypervisor } from '../../src/host/fake-hypervisor.js';
 import { bootstrapIdentity } from '../../src/identity/bootstrap.js';
 import type { IdentityService } from '../../src/identity/service.js';
-import { buildPlatform, type Platform } from '../../src/platform.js';
+import { buildPlatform, type Platform, type PlatformOptions } from '../../src/platform.js';
 import type { AuthContext } from '../../src/policy/context.js';
 import type { Dialect, Store } from '../../src/store/database.js';
 import { openStore } from '../../src/store/database.js';
@@ -48,6 +48,17 @@ export interface TestApi {
   close(): Promise<void>;
 }
 
+/** The platform options every API test runs with (a host that can do UEFI, Secure Boot and TPM). */
+export const testPlatformOptions = (dataDir: string): PlatformOptions => ({
+  dataDir,
+  tokenTtlSeconds: 3600,
+  adminProjectName: 'admin',
+  hostName: 'test-host',
+  capabilities: { uefi: true, secureBoot: true, tpm: true, cpus: 4 },
+  maxImageBytes: 64 * 1024 * 1024,
+  defaultGroupAllowsSameGroup: false,
+});
+
 export async function startTestApi(dialect: Dialect): Promise<TestApi> {
   const db = await testDb(dialect);
   const store = await openStore({ url: db.url, ...(db.adminUrl ? { adminUrl: db.adminUrl } : {}) });
@@ -56,15 +67,7 @@ export async function startTestApi(dialect: Dialect): Promise<TestApi> {
     reasons: [] as string[],
     sync: async (reason: string) => void dataplane.reasons.push(reason),
   };
-  const platform = buildPlatform(store, driver, dataplane, {
-    dataDir: db.dir,
-    tokenTtlSeconds: 3600,
-    adminProjectName: 'admin',
-    hostName: 'test-host',
-    capabilities: { uefi: true, secureBoot: true, tpm: true, cpus: 4 },
-    maxImageBytes: 64 * 1024 * 1024,
-    defaultGroupAllowsSameGroup: false,
-  });
+  const platform = buildPlatform(store, driver, dataplane, testPlatformOptions(db.dir));
   const { identity } = platform;
   const { adminPassword } = await bootstrapIdentity(store, identity);
   if (!adminPassword) throw new Error('bootstrap did not create admin');
