@@ -395,13 +395,21 @@ export function compileRuleset(input: CompileInput): NftRuleset {
         },
       },
     });
-  const unknownDevice = (key: 'iifname' | 'oifname'): NftStmt[][] =>
-    prefixes.map((p) => [
-      match(meta(key), `${p}*`),
-      match(meta(key), ref(names.portsSet), '!='),
-      namedCounter(GLOBAL_COUNTERS.unknownDevice),
+  /** The first rules of every base chain: a quarantined device, then an unknown VM-like one, is dropped. */
+  const guard = (family: NftFamily, chainName: string, key: 'iifname' | 'oifname') => {
+    rule(family, chainName, [
+      match(meta(key), ref(names.quarantineSet)),
+      namedCounter(GLOBAL_COUNTERS.quarantine),
       drop,
     ]);
+    for (const p of prefixes)
+      rule(family, chainName, [
+        match(meta(key), `${p}*`),
+        match(meta(key), ref(names.portsSet), '!='),
+        namedCounter(GLOBAL_COUNTERS.unknownDevice),
+        drop,
+      ]);
+  };
 
   const allDevices = ports.map((p) => p.device);
   const quarantined = ports.filter((p) => p.quarantined).map((p) => p.device);
@@ -521,12 +529,7 @@ export function compileRuleset(input: CompileInput): NftRuleset {
   );
 
   // prerouting (raw priority: before conntrack, so spoofed packets never create or match a flow).
-  rule('inet', 'prerouting', [
-    match(meta('iifname'), ref(names.quarantineSet)),
-    namedCounter(GLOBAL_COUNTERS.quarantine),
-    drop,
-  ]);
-  for (const r of unknownDevice('iifname')) rule('inet', 'prerouting', r);
+  guard('inet', 'prerouting', 'iifname');
   rule('inet', 'prerouting', [vmap(meta('iifname'), 'pre_dispatch')]);
   if (stateless.length > 0) {
     rule('inet', 'prerouting', [jump('notrack_select')]);
@@ -542,24 +545,14 @@ export function compileRuleset(input: CompileInput): NftRuleset {
   }
 
   // forward: VM↔VM and VM↔outside. Egress of the sender returns when allowed, then ingress of the receiver decides.
-  rule('inet', 'forward', [
-    match(meta('oifname'), ref(names.quarantineSet)),
-    namedCounter(GLOBAL_COUNTERS.quarantine),
-    drop,
-  ]);
-  for (const r of unknownDevice('oifname')) rule('inet', 'forward', r);
+  guard('inet', 'forward', 'oifname');
   rule('inet', 'forward', [vmap(meta('iifname'), 'out_dispatch')]);
   if (net.on) emitNetworkForward(net, { table: t, add, rule, chain, counter, addrSet });
   rule('inet', 'forward', [vmap(meta('oifname'), 'in_dispatch')]);
 
   // input / output: the host itself as a peer of its guests.
   rule('inet', 'input', [match(meta('iifname'), ref(names.portsSet)), jump('guest_to_host')]);
-  rule('inet', 'output', [
-    match(meta('oifname'), ref(names.quarantineSet)),
-    namedCounter(GLOBAL_COUNTERS.quarantine),
-    drop,
-  ]);
-  for (const r of unknownDevice('oifname')) rule('inet', 'output', r);
+  guard('inet', 'output', 'oifname');
   rule('inet', 'output', [match(meta('oifname'), ref(names.portsSet)), jump('host_to_guest')]);
 
   const udp = (sport: number, dport: number): NftStmt[] => [
@@ -714,19 +707,9 @@ export function compileRuleset(input: CompileInput): NftRuleset {
     'arp_dispatch',
     secured.map((p) => [p.device, names.arpChain(p.id)]),
   );
-  rule('arp', 'input', [
-    match(meta('iifname'), ref(names.quarantineSet)),
-    namedCounter(GLOBAL_COUNTERS.quarantine),
-    drop,
-  ]);
-  for (const r of unknownDevice('iifname')) rule('arp', 'input', r);
+  guard('arp', 'input', 'iifname');
   rule('arp', 'input', [vmap(meta('iifname'), 'arp_dispatch')]);
-  rule('arp', 'output', [
-    match(meta('oifname'), ref(names.quarantineSet)),
-    namedCounter(GLOBAL_COUNTERS.quarantine),
-    drop,
-  ]);
-  for (const r of unknownDevice('oifname')) rule('arp', 'output', r);
+  guard('arp', 'output', 'oifname');
   for (const p of secured) compileArpPort(p, (expr) => rule('arp', names.arpChain(p.id), expr));
   return { nftables: cmds };
 }
