@@ -43,6 +43,8 @@ export class NftDataplane implements DataplaneSync {
   readonly table: string;
   private locked = false;
   private retry: NodeJS.Timeout | undefined;
+  private tail: Promise<unknown> = Promise.resolve();
+  private queued = 0;
 
   constructor(private readonly opts: NftDataplaneOptions) {
     this.table = opts.table ?? 'bulwark';
@@ -59,7 +61,18 @@ export class NftDataplane implements DataplaneSync {
     return this.locked;
   }
 
-  async sync(reason: string): Promise<void> {
+  /**
+   * One sync at a time: a background retry and an API change must not both
+   * decide to lock down or lift the lockdown (and audit it twice).
+   */
+  sync(reason: string): Promise<void> {
+    this.queued++;
+    const run = this.tail.then(() => this.syncNow(reason)).finally(() => this.queued--);
+    this.tail = run.catch(() => undefined);
+    return run;
+  }
+
+  private async syncNow(reason: string): Promise<void> {
     try {
       await this.opts.prepare?.();
       const state = await this.opts.load();
@@ -70,7 +83,8 @@ export class NftDataplane implements DataplaneSync {
       // Retry whatever happens next: the stored state must reach the kernel as soon as nft lets it.
       if (!this.retry) {
         this.retry = setInterval(
-          () => void this.sync('retry after a failed apply').catch(() => {}),
+          // A tick while a sync is queued or running would only repeat it.
+          () => void (this.queued ? undefined : this.sync('retry after a failed apply').catch(() => {})),
           this.opts.retryMs ?? 10_000,
         );
         this.retry.unref();
