@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BulwarkError } from '../errors.js';
+import { refuses } from '../../test/helpers/refuses.js';
 import {
   type CompileInput,
   compileGroupMembers,
@@ -46,18 +46,6 @@ function collect(x: Json | object, key: string, out: unknown[] = []): unknown[] 
       collect(v as Json, key, out);
     }
   return out;
-}
-
-function refuses(fn: () => unknown, re: RegExp, kind: 'BadRequest' | 'Conflict' = 'BadRequest') {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught).toBeInstanceOf(BulwarkError);
-  expect((caught as BulwarkError).kind).toBe(kind);
-  expect((caught as BulwarkError).message).toMatch(re);
 }
 
 // ---- fixtures -------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BulwarkError } from '../errors.js';
+import { refuses } from '../../test/helpers/refuses.js';
 import { linkLocalFromMac, mergePrefixes, parsePrefix } from './addr.js';
 import {
   assertGroupsCompatible,
@@ -11,19 +11,6 @@ import {
   ruleKey,
   tapName,
 } from './model.js';
-
-/** Asserts `fn` throws a BulwarkError of `kind` whose message matches `re`. */
-function refuses(fn: () => unknown, re: RegExp, kind: 'BadRequest' | 'Conflict' = 'BadRequest') {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught).toBeInstanceOf(BulwarkError);
-  expect((caught as BulwarkError).kind).toBe(kind);
-  expect((caught as BulwarkError).message).toMatch(re);
-}
 
 const rule = (r: Partial<RuleInput>) => normaliseRule({ direction: 'ingress', ...r });
 
