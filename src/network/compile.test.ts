@@ -488,6 +488,18 @@ describe('compileRuleset: port security, zones, quarantine', () => {
     expect(setNamed(compile([a, b]), 'zone_no_host')).toBeUndefined();
   });
 
+  it('host services: by default a guest reaches the host for DHCP, ND and ICMP echo only (no DNS, nothing listens)', () => {
+    const rs = compile([port(1, ['web'])]);
+    const g2h = rules(rs, 'guest_to_host').map((r) => text(r.expr));
+    expect(g2h.filter((r) => r.includes('"tcp"'))).toEqual([]);
+    // The only UDP the host takes from a guest is DHCP (client port 68 to server port 67) and DHCPv6.
+    expect(g2h.filter((r) => r.includes('"udp"') && !/"right":6[78]\b|"right":54[67]\b/.test(r))).toEqual([]);
+    expect(g2h.some((r) => r.includes('echo-request'))).toBe(true);
+    // An operator may still open a host service on purpose.
+    const open = compile([port(1, ['web'])], { hostServices: { tcp: [53], udp: [53], icmpEcho: false } });
+    expect(rules(open, 'guest_to_host').some((r) => text(r.expr).includes('"right":53'))).toBe(true);
+  });
+
   it('zones: refuses bad zone rules', () => {
     const a = port(1, ['web'], { zone: 'dmz' });
     const z = (r: object) => () => compile([a], { zones: [{ name: 'internal', rules: [r as never] }] });

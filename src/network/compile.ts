@@ -136,7 +136,8 @@ export interface CompileInput {
   uplink?: string;
 }
 
-export const DEFAULT_HOST_SERVICES: HostServices = { tcp: [53], udp: [53], icmpEcho: true };
+// Deny by default: nothing on the host answers guests but DHCP (dnsmasq runs with port=0, no DNS) and ping.
+export const DEFAULT_HOST_SERVICES: HostServices = { tcp: [], udp: [], icmpEcho: true };
 
 /** Bits of the packet mark that carry the source port's zone between its egress and the peer's ingress chain. */
 export const ZONE_MARK_MASK = 0x0fff0000;
