@@ -4,6 +4,8 @@
  * handler is an internal error and never shows its message or stack.
  */
 export const ErrorKinds = {
+  // Not a failure: the request is held for approval (governance/approvals.ts#ApprovalRequired).
+  Accepted: { status: 202, title: 'Accepted' },
   BadRequest: { status: 400, title: 'Bad Request' },
   Unauthorized: { status: 401, title: 'Unauthorized' },
   Forbidden: { status: 403, title: 'Forbidden' },

@@ -4,7 +4,8 @@ import { FlavorService } from './compute/flavors.js';
 import { ImageService } from './compute/images.js';
 import type { HostCapabilities } from './compute/properties.js';
 import { QuarantineService } from './compute/quarantine.js';
-import { ServerService } from './compute/servers.js';
+import { type CreateServerInput, ServerService } from './compute/servers.js';
+import { ApprovalService } from './governance/approvals.js';
 import { serverCreateLimit } from './governance/rate-limits.js';
 import type { HypervisorDriver } from './host/hypervisor.js';
 import { ImageStore } from './host/image-store.js';
@@ -121,9 +122,17 @@ export function buildPlatform(
   servers.quotas = quotas;
   volumes.quotas = quotas;
   securityGroups.quotas = quotas;
+  // Approvals, the two-person rule (docs/approvals.md): held requests run as their requester once approved.
+  const approvals = new ApprovalService(store, audit, identity);
+  servers.approvals = approvals;
+  approvals.register('server-create', async (requester, payload, approval) => {
+    const s = await servers.create(requester, payload as CreateServerInput, approval);
+    return { server: { id: s.id, name: s.name } };
+  });
   return {
     identity,
     audit,
+    approvals,
     keys,
     quotas,
     volume: { types: volumeTypes, volumes },

@@ -8,6 +8,7 @@ import type { ImageService } from '../compute/images.js';
 import type { QuarantineService } from '../compute/quarantine.js';
 import type { ServerService } from '../compute/servers.js';
 import { BulwarkError } from '../errors.js';
+import type { ApprovalService } from '../governance/approvals.js';
 import type { IdentityService } from '../identity/service.js';
 import type { KeyManager } from '../keys/manager.js';
 import type { NetworkService } from '../network/networks.js';
@@ -21,6 +22,7 @@ import type { Store } from '../store/database.js';
 import { uuid } from '../util/ids.js';
 import type { VolumeTypeService } from '../volumes/types.js';
 import type { VolumeService } from '../volumes/volumes.js';
+import { registerApprovalApi } from './approvals.js';
 import { registerBulwarkApi } from './bulwark.js';
 import type { ServiceEntry } from './catalog.js';
 import { registerComputeApi } from './compute.js';
@@ -58,6 +60,8 @@ export interface ApiDeps {
   volume: { types: VolumeTypeService; volumes: VolumeService };
   /** Quotas (docs/quotas.md). */
   quotas: QuotaService;
+  /** Approvals, the two-person rule (docs/approvals.md). */
+  approvals: ApprovalService;
   /** Base URL clients reach us at; used in the catalog and links, never taken from Host. */
   publicUrl: string;
 }
@@ -219,6 +223,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await registerSecretsApi(app, ctx);
   await registerQuotaApi(app, ctx);
   await registerBulwarkApi(app, ctx);
+  registerApprovalApi(app, ctx);
   return app;
 }
 

@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { ApiError } from './client.js';
+import { registerApprovalCommands } from './commands/approvals.js';
 import { registerAuditCommands } from './commands/audit.js';
 import { registerComputeCommands } from './commands/compute.js';
 import { registerIdentityCommands } from './commands/identity.js';
@@ -17,6 +18,7 @@ registerServeCommand(program);
 registerIdentityCommands(program);
 registerComputeCommands(program);
 registerAuditCommands(program);
+registerApprovalCommands(program);
 registerKeyManagerCommands(program);
 registerZoneCommands(program);
 registerNetworkCommands(program);

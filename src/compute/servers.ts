@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Kysely, Selectable } from 'kysely';
 import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
+import type { ApprovalService } from '../governance/approvals.js';
 import type { GuestSpec, GuestState, HypervisorDriver } from '../host/hypervisor.js';
 import type { KeyService } from '../keys/contract.js';
 import type { RequestedNic, ServerPorts } from '../network/server-ports.js';
@@ -82,6 +83,9 @@ export class ServerService {
   /** Quotas (src/quotas); null: none enforced. Set by platform.ts. */
   quotas: QuotaGate | null = null;
 
+  /** Approvals (governance/approvals.ts): large flavors are held for a second admin. Set by platform.ts. */
+  approvals: ApprovalService | null = null;
+
   private get db() {
     return this.store.db;
   }
@@ -148,7 +152,15 @@ export class ServerService {
     return s;
   }
 
-  async create(auth: AuthContext, input: CreateServerInput): Promise<Server> {
+  /**
+   * Creates a server. `approval` is set when an approved request runs
+   * (the `server-create` executor): triggers are not asked again.
+   */
+  async create(
+    auth: AuthContext,
+    input: CreateServerInput,
+    approval?: { id: string; approvedBy: string },
+  ): Promise<Server> {
     if (!auth.projectId) throw badRequest('A project-scoped token is needed to create a server.');
     if (input.networks === 'auto') {
       throw badRequest(
@@ -181,6 +193,9 @@ export class ServerService {
       if (Buffer.from(input.userData, 'base64').length > 65535)
         throw badRequest('user_data is larger than 64 KiB.');
     }
+    const held = approval ? null : await this.approvals?.flavorNeedsApproval(flavor);
+    if (held)
+      await this.approvals?.hold(auth, 'server-create', input, `create server ${input.name}: ${held}`);
     const guest: StoredGuest = {
       plan,
       imagePath: source.path,

@@ -172,6 +172,15 @@ export const POLICY = {
   'bulwark:openapi': ['public'],
   'audit:list': ['admin'],
   'audit:verify': ['admin'],
+
+  // Governance (issue 7, docs/approvals.md): a project sees its own approvals; only a cloud admin decides,
+  // and never one they asked for (checked in governance/approvals.ts). Triggers are the cloud admin's.
+  'approval:list': ['admin', 'reader'],
+  'approval:show': ['admin', 'reader'],
+  'approval:approve': ['admin'],
+  'approval:reject': ['admin'],
+  'approval:triggers:list': ['authenticated'],
+  'approval:triggers:update': ['admin'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;

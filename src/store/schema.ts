@@ -393,7 +393,46 @@ export interface QuotaLimitsTable {
   updated_at: string;
 }
 
+// ---- governance: approvals (0013) ----------------------------------------------------------
+
+/** A request held for a second admin's decision (governance/approvals.ts). */
+export interface ApprovalsTable {
+  id: string;
+  /** What to run when approved, e.g. "server-create" (the registered executor). */
+  kind: string;
+  /** pending, approved (running), executed, failed or rejected. */
+  status: string;
+  project_id: string;
+  requester_id: string;
+  requester_name: string;
+  /** One line for people: what was asked for and why it needs approval. */
+  summary: string;
+  /** JSON: the request, as the executor takes it. */
+  payload: string;
+  created_at: string;
+  decided_by: string | null;
+  decided_by_name: string | null;
+  decided_at: string | null;
+  decision_reason: string | null;
+  /** JSON: what the executor returned. */
+  result: string | null;
+  error: string | null;
+  finished_at: string | null;
+}
+
+/** A trigger an admin has changed from its default; absent rows keep the default. */
+export interface ApprovalTriggersTable {
+  kind: string;
+  enabled: number;
+  /** JSON object of the trigger's thresholds, e.g. {"vcpus":16,"ram":65536}. */
+  params: string;
+  updated_by: string;
+  updated_at: string;
+}
+
 export interface Schema {
+  approvals: ApprovalsTable;
+  approval_triggers: ApprovalTriggersTable;
   quota_projects: QuotaProjectsTable;
   quota_limits: QuotaLimitsTable;
   rate_limit_events: RateLimitEventsTable;

@@ -55,6 +55,7 @@ describe('RBAC matrix', () => {
       security_group_rules: -1,
     });
     memberRole = (await api.identity.listRoles({ name: 'member' }))[0]!.id;
+    api.platform.approvals.register('rbac-test', async (_requester, payload) => payload);
     const again =
       (user: string, project: string, password = PASSWORD) =>
       () =>
@@ -187,6 +188,7 @@ describe('RBAC matrix', () => {
     }
     if (/\/(os-quota-sets|quotas)\/|\/limits$/.test(url)) return quotaSample(method, url);
     if (url.startsWith('/key-manager')) return secretSample(method, url);
+    if (url.startsWith('/bulwark/v1/approval')) return approvalSample(method, url);
     if (url.startsWith('/volume') || url.includes('/os-volume_attachments')) return volumeSample(method, url);
     if (url.startsWith('/compute') || url.startsWith('/image')) return computeSample(method, url);
     if (url.includes('/bulwark-zone')) return zoneSample(method, url);
@@ -245,6 +247,20 @@ describe('RBAC matrix', () => {
         : url.includes(':project_id')
           ? { project_id: projectA }
           : {},
+    };
+  }
+
+  /** Approval routes: a fresh approval asked for by project A's member (so the admin is never the requester). */
+  async function approvalSample(method: string, url: string) {
+    const member = api.authOf(who.member.token as string);
+    const id = url.includes(':id')
+      ? (await api.platform.approvals.submit(member, 'rbac-test', { n: 1 }, 'rbac sample')).id
+      : '';
+    const body = url.endsWith('/approve') || url.endsWith('/reject') ? { reason: 'rbac walk' } : undefined;
+    return {
+      url: url.replace(':id', id).replace(':kind', 'template-version'),
+      body: method === 'PUT' ? { trigger: { enabled: true } } : body,
+      target: {},
     };
   }
 

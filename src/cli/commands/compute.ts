@@ -180,15 +180,26 @@ export function registerComputeCommands(program: Command): void {
       const g = globals(cmd);
       await withClient(g, async (c) => {
         const [f, i] = await Promise.all([findFlavor(c, o.flavor), findImage(c, o.image)]);
-        const r = await c.request<{ server: Obj }>('compute', 'POST', '/servers', {
-          server: {
-            name,
-            flavorRef: f.id,
-            imageRef: i.id,
-            metadata: kv(o.property),
-            ...(o.userData ? { user_data: readFileSync(o.userData).toString('base64') } : {}),
+        const r = await c.request<{ server: Obj } | { approval: Obj; message: string }>(
+          'compute',
+          'POST',
+          '/servers',
+          {
+            server: {
+              name,
+              flavorRef: f.id,
+              imageRef: i.id,
+              metadata: kv(o.property),
+              ...(o.userData ? { user_data: readFileSync(o.userData).toString('base64') } : {}),
+            },
           },
-        });
+        );
+        // Held for a second admin (docs/approvals.md): say so and show the approval, nothing to wait for.
+        if ('approval' in r) {
+          process.stderr.write(`${r.message}\n`);
+          printObject(g.format, r.approval, ['id', 'kind', 'status', 'summary', 'approve_with']);
+          return;
+        }
         const get = async () =>
           (await c.request<{ server: Obj }>('compute', 'GET', `/servers/${r.server.id}`)).server;
         const s = o.wait
