@@ -6,7 +6,9 @@ import type { HostCapabilities } from './compute/properties.js';
 import { QuarantineService } from './compute/quarantine.js';
 import { type CreateServerInput, ServerService } from './compute/servers.js';
 import { ApprovalService } from './governance/approvals.js';
+import { MetadataRuleService } from './governance/metadata-rules.js';
 import { serverCreateLimit } from './governance/rate-limits.js';
+import { ServerHistory } from './governance/server-history.js';
 import type { HypervisorDriver } from './host/hypervisor.js';
 import { ImageStore } from './host/image-store.js';
 import { IdentityService } from './identity/service.js';
@@ -125,6 +127,11 @@ export function buildPlatform(
   // Approvals, the two-person rule (docs/approvals.md): held requests run as their requester once approved.
   const approvals = new ApprovalService(store, audit, identity);
   servers.approvals = approvals;
+  // VM metadata rules and change history (docs/metadata.md).
+  const metadataRules = new MetadataRuleService(store);
+  const serverHistory = new ServerHistory(store);
+  servers.metadataRules = metadataRules;
+  servers.history = serverHistory;
   approvals.register('server-create', async (requester, payload, approval) => {
     const s = await servers.create(requester, payload as CreateServerInput, approval);
     return { server: { id: s.id, name: s.name } };
@@ -133,6 +140,7 @@ export function buildPlatform(
     identity,
     audit,
     approvals,
+    governance: { metadataRules, serverHistory },
     keys,
     quotas,
     volume: { types: volumeTypes, volumes },

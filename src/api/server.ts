@@ -9,6 +9,8 @@ import type { QuarantineService } from '../compute/quarantine.js';
 import type { ServerService } from '../compute/servers.js';
 import { BulwarkError } from '../errors.js';
 import type { ApprovalService } from '../governance/approvals.js';
+import type { MetadataRuleService } from '../governance/metadata-rules.js';
+import type { ServerHistory } from '../governance/server-history.js';
 import type { IdentityService } from '../identity/service.js';
 import type { KeyManager } from '../keys/manager.js';
 import type { NetworkService } from '../network/networks.js';
@@ -35,6 +37,7 @@ import { registerQuotaApi } from './quotas.js';
 import { ApiRateLimiter, type ApiRateLimits, isQuietRefusal } from './rate-limit.js';
 import { registerRouterApi } from './routers.js';
 import { registerSecretsApi } from './secrets.js';
+import { registerServerGovernanceApi } from './server-governance.js';
 import { registerVolumeApi } from './volumes.js';
 import { registerZoneApi } from './zones.js';
 
@@ -62,6 +65,8 @@ export interface ApiDeps {
   quotas: QuotaService;
   /** Approvals, the two-person rule (docs/approvals.md). */
   approvals: ApprovalService;
+  /** VM metadata rules and per-server change history (docs/metadata.md). */
+  governance: { metadataRules: MetadataRuleService; serverHistory: ServerHistory };
   /** Base URL clients reach us at; used in the catalog and links, never taken from Host. */
   publicUrl: string;
 }
@@ -224,6 +229,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await registerQuotaApi(app, ctx);
   await registerBulwarkApi(app, ctx);
   registerApprovalApi(app, ctx);
+  registerServerGovernanceApi(app, ctx);
   return app;
 }
 

@@ -2,6 +2,15 @@ import { createHash } from 'node:crypto';
 import type { Kysely, Selectable } from 'kysely';
 import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
 import type { ApprovalService } from '../governance/approvals.js';
+import type { MetadataRuleService } from '../governance/metadata-rules.js';
+import type { ServerHistory } from '../governance/server-history.js';
+import {
+  checkUserMetadata,
+  type Diff,
+  isPlatformKey,
+  mapDiff,
+  platformPart,
+} from '../governance/server-metadata.js';
 import type { GuestSpec, GuestState, HypervisorDriver } from '../host/hypervisor.js';
 import type { KeyService } from '../keys/contract.js';
 import type { RequestedNic, ServerPorts } from '../network/server-ports.js';
@@ -85,6 +94,20 @@ export class ServerService {
 
   /** Approvals (governance/approvals.ts): large flavors are held for a second admin. Set by platform.ts. */
   approvals: ApprovalService | null = null;
+
+  /** Required-field metadata rules and the per-server change history (docs/metadata.md). Set by platform.ts. */
+  metadataRules: MetadataRuleService | null = null;
+  history: ServerHistory | null = null;
+
+  /** Refuses metadata the rules do not allow, with every reason. */
+  private async checkRules(md: Record<string, string>): Promise<void> {
+    const broken = (await this.metadataRules?.violations(md)) ?? [];
+    if (broken.length) throw badRequest(broken.join(' '));
+  }
+
+  private record(db: Kysely<Schema>, s: Server, auth: AuthContext | null, change: string, diff: Diff) {
+    return this.history?.record(db, s, auth, change, diff);
+  }
 
   private get db() {
     return this.store.db;
@@ -193,9 +216,24 @@ export class ServerService {
       if (Buffer.from(input.userData, 'base64').length > 65535)
         throw badRequest('user_data is larger than 64 KiB.');
     }
-    const held = approval ? null : await this.approvals?.flavorNeedsApproval(flavor);
-    if (held)
-      await this.approvals?.hold(auth, 'server-create', input, `create server ${input.name}: ${held}`);
+    checkUserMetadata(input.metadata);
+    if (!approval) {
+      // Every reason to hold it goes into one approval; with none of them on, a broken metadata rule is a 400.
+      const held: string[] = [];
+      const broken = (await this.metadataRules?.violations(input.metadata)) ?? [];
+      if (broken.length && !(await this.approvals?.applies('production-without-ticket')))
+        throw badRequest(broken.join(' '));
+      held.push(...broken);
+      const big = await this.approvals?.flavorNeedsApproval(flavor);
+      if (big) held.push(big);
+      if (held.length)
+        await this.approvals?.hold(
+          auth,
+          'server-create',
+          input,
+          `create server ${input.name}: ${held.join('; ')}`,
+        );
+    }
     const guest: StoredGuest = {
       plan,
       imagePath: source.path,
@@ -224,7 +262,13 @@ export class ServerService {
       vm_state: 'building',
       host: this.host.name,
       fault: null,
-      metadata: JSON.stringify(input.metadata),
+      // Who made it and when (and who approved it) are the platform's to say, not the caller's (guide 14).
+      metadata: JSON.stringify({
+        ...input.metadata,
+        created_by: auth.userName,
+        created_at: now,
+        ...(approval ? { approved_by: approval.approvedBy } : {}),
+      }),
       hints: JSON.stringify(input.hints),
       guest: JSON.stringify(guest),
       key_name: null,
@@ -245,7 +289,14 @@ export class ServerService {
         { projectId, userId: auth.userId },
         { instances: 1, cores: flavor.vcpus, ram: flavor.ram },
         'nova',
-        (tx) => tx.insertInto('servers').values(row).execute(),
+        async (tx) => {
+          await tx.insertInto('servers').values(row).execute();
+          await this.record(tx, row, auth, 'create', {
+            ...mapDiff({}, { name: row.name, flavor: flavor.name, image: img.id }),
+            ...mapDiff({}, JSON.parse(row.metadata) as Record<string, string>, 'metadata.'),
+            ...(approval ? { approval: { from: null, to: approval.id } } : {}),
+          });
+        },
       ),
     );
     if (Array.isArray(input.networks) && input.networks.length > 0) {
@@ -253,15 +304,23 @@ export class ServerService {
         await this.ports.attach(auth, row.id, input.networks, input.securityGroups);
       } catch (err) {
         // Bad network input changes nothing: the record goes too.
-        await this.db.deleteFrom('servers').where('id', '=', row.id).execute();
+        await this.unrecord(row.id);
         throw err;
       }
     } else if (input.securityGroups?.length) {
-      await this.db.deleteFrom('servers').where('id', '=', row.id).execute();
+      await this.unrecord(row.id);
       throw badRequest('Security groups apply to network ports; give the server a --network.');
     }
     this.tasks.track(row.id, this.build(row));
     return row;
+  }
+
+  /** Takes back a server that was refused after its insert: its row and its history. */
+  private async unrecord(id: string): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      await tx.deleteFrom('server_changes').where('server_id', '=', id).execute();
+      await tx.deleteFrom('servers').where('id', '=', id).execute();
+    });
   }
 
   private async specFor(s: Server): Promise<GuestSpec> {
@@ -347,6 +406,7 @@ export class ServerService {
         `Cannot '${action}' instance ${s.id} while it is in vm_state ${s.vm_state}${s.task_state ? ` and task_state ${s.task_state}` : ''}.`,
       );
     }
+    await this.record(this.db, s, auth, `action:${action}`, { vm_state: { from: s.vm_state, to: t.to } });
     this.tasks.track(s.id, this.runAction(s, action, t.to));
   }
 
@@ -395,6 +455,7 @@ export class ServerService {
       .set({ task_state: 'deleting', updated_at: nowIso() })
       .where('id', '=', s.id)
       .execute();
+    await this.record(this.db, s, auth, 'delete', { status: { from: s.status, to: 'DELETED' } });
     // Wait for any running task so the host is never left half-built behind a deleted record.
     const running = this.tasks.running(s.id);
     this.tasks.track(
@@ -425,6 +486,9 @@ export class ServerService {
   async changeSecurityGroup(auth: AuthContext, id: string, group: string, add: boolean): Promise<void> {
     const s = await this.getUnquarantined(auth, id);
     await this.ports.changeGroup(auth, s.id, group, add);
+    await this.record(this.db, s, auth, 'security-group', {
+      security_group: add ? { from: null, to: group } : { from: group, to: null },
+    });
   }
 
   async consoleOutput(auth: AuthContext, id: string, lines: number | undefined): Promise<string> {
@@ -432,31 +496,47 @@ export class ServerService {
     return this.driver.consoleLog(s.id, lines);
   }
 
+  /** Nova's metadata update (merge) or replace; platform keys stay as they are; the rules must hold after. */
   async setMetadata(auth: AuthContext, id: string, metadata: Record<string, string>, replace: boolean) {
     const s = await this.getUnquarantined(auth, id);
-    const merged = replace
-      ? metadata
-      : { ...(JSON.parse(s.metadata) as Record<string, string>), ...metadata };
+    checkUserMetadata(metadata);
+    const current = JSON.parse(s.metadata) as Record<string, string>;
+    const merged = replace ? { ...metadata, ...platformPart(current) } : { ...current, ...metadata };
     if (Object.keys(merged).length > 128)
       throw new BulwarkError('Forbidden', 'Maximum number of metadata items exceeds 128');
-    await this.db
-      .updateTable('servers')
-      .set({ metadata: JSON.stringify(merged), updated_at: nowIso() })
-      .where('id', '=', s.id)
-      .execute();
+    await this.checkRules(merged);
+    await this.writeMetadata(auth, s, current, merged);
     return merged;
   }
 
   async deleteMetadata(auth: AuthContext, id: string, key: string) {
     const s = await this.getUnquarantined(auth, id);
-    const md = JSON.parse(s.metadata) as Record<string, string>;
-    if (!(key in md)) throw notFound('metadata item', key);
-    delete md[key];
-    await this.db
-      .updateTable('servers')
-      .set({ metadata: JSON.stringify(md), updated_at: nowIso() })
-      .where('id', '=', s.id)
-      .execute();
+    if (isPlatformKey(key))
+      throw badRequest(`Server metadata ${key} is set by the platform and cannot be removed.`);
+    const current = JSON.parse(s.metadata) as Record<string, string>;
+    if (!(key in current)) throw notFound('metadata item', key);
+    const { [key]: _gone, ...rest } = current;
+    await this.checkRules(rest);
+    await this.writeMetadata(auth, s, current, rest);
+  }
+
+  /** The new metadata and its history row, in one transaction. */
+  private async writeMetadata(
+    auth: AuthContext,
+    s: Server,
+    before: Record<string, string>,
+    after: Record<string, string>,
+  ): Promise<void> {
+    const diff = mapDiff(before, after, 'metadata.');
+    if (Object.keys(diff).length === 0) return;
+    await this.db.transaction().execute(async (tx) => {
+      await tx
+        .updateTable('servers')
+        .set({ metadata: JSON.stringify(after), updated_at: nowIso() })
+        .where('id', '=', s.id)
+        .execute();
+      await this.record(tx, s, auth, 'metadata', diff);
+    });
   }
 
   async imageInUse(imageId: string): Promise<boolean> {

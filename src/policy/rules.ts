@@ -181,6 +181,11 @@ export const POLICY = {
   'approval:reject': ['admin'],
   'approval:triggers:list': ['authenticated'],
   'approval:triggers:update': ['admin'],
+  // VM metadata (docs/metadata.md): a project reads its servers' change history; the cloud admin sets the rules.
+  'server:history': ['admin', 'reader'],
+  'metadata_rule:list': ['authenticated'],
+  'metadata_rule:create': ['admin'],
+  'metadata_rule:delete': ['admin'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;

@@ -430,7 +430,34 @@ export interface ApprovalTriggersTable {
   updated_at: string;
 }
 
+// ---- governance: server metadata rules and change history (0014) ------------------------------
+
+/** When metadata `when_key` is `when_value`, every key in `requires` (JSON array) must be set. */
+export interface MetadataRulesTable {
+  id: string;
+  when_key: string;
+  when_value: string;
+  requires: string;
+  created_by: string;
+  created_at: string;
+}
+
+/** One change to a server: who, when, what kind, and the JSON diff ({field: {from, to}}). */
+export interface ServerChangesTable {
+  id: string;
+  server_id: string;
+  project_id: string;
+  at: string;
+  user_id: string | null;
+  user_name: string | null;
+  /** create, metadata, action, security-group, delete, ... */
+  change: string;
+  diff: string;
+}
+
 export interface Schema {
+  metadata_rules: MetadataRulesTable;
+  server_changes: ServerChangesTable;
   approvals: ApprovalsTable;
   approval_triggers: ApprovalTriggersTable;
   quota_projects: QuotaProjectsTable;

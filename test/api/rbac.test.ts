@@ -189,6 +189,19 @@ describe('RBAC matrix', () => {
     if (/\/(os-quota-sets|quotas)\/|\/limits$/.test(url)) return quotaSample(method, url);
     if (url.startsWith('/key-manager')) return secretSample(method, url);
     if (url.startsWith('/bulwark/v1/approval')) return approvalSample(method, url);
+    if (url === '/bulwark/v1/servers/:id/history')
+      return { url: url.replace(':id', fixtures.server), target: {} };
+    if (url.startsWith('/bulwark/v1/metadata-rules')) {
+      const id = uniq('rule');
+      if (method === 'DELETE')
+        await api.platform.governance.metadataRules.create(api.authOf(who.admin.token as string), {
+          id,
+          when: { key: 'environment', value: 'staging' },
+          requires: ['owner'],
+        });
+      const body = { rule: { id, when: { key: 'environment', value: 'staging' }, requires: ['owner'] } };
+      return { url: url.replace(':id', id), body: method === 'POST' ? body : undefined, target: {} };
+    }
     if (url.startsWith('/volume') || url.includes('/os-volume_attachments')) return volumeSample(method, url);
     if (url.startsWith('/compute') || url.startsWith('/image')) return computeSample(method, url);
     if (url.includes('/bulwark-zone')) return zoneSample(method, url);

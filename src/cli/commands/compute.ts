@@ -316,6 +316,25 @@ export function registerComputeCommands(program: Command): void {
         await c.request('compute', 'DELETE', `/servers/${s.id}/os-quarantine`);
       });
     });
+  withFormat(
+    server
+      .command('history <server>')
+      .description("Who changed what on a server, and when, with each change's diff (oldest first)"),
+  ).action(async (ref: string, _o, cmd: Command) => {
+    const g = globals(cmd);
+    await withClient(g, async (c) => {
+      // A deleted server is no longer found by name; its id still shows its history.
+      const id = await findByNameOrId<Obj>(c, 'compute', 'servers', 'server', ref).then(
+        (s) => String(s.id),
+        (err: unknown) => {
+          if (/^[0-9a-f-]{36}$/.test(ref)) return ref;
+          throw err;
+        },
+      );
+      const r = await c.request<{ changes: Obj[] }>('bulwark', 'GET', `/servers/${id}/history`);
+      printList(g.format, ['at', 'user_name', 'change', 'diff'], r.changes);
+    });
+  });
   server
     .command('console-log <server>')
     .option('--lines <n>', 'last N lines')
