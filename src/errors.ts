@@ -18,6 +18,8 @@ export const ErrorKinds = {
   TooManyRequests: { status: 429, title: 'Too Many Requests' },
   Internal: { status: 500, title: 'Internal Server Error' },
   Unavailable: { status: 503, title: 'Service Unavailable' },
+  // A storage pool past its refusal threshold (governance/storage-thresholds.ts).
+  InsufficientStorage: { status: 507, title: 'Insufficient Storage' },
 } as const;
 
 export type ErrorKind = keyof typeof ErrorKinds;

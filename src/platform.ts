@@ -9,8 +9,10 @@ import { ApprovalService } from './governance/approvals.js';
 import { MetadataRuleService } from './governance/metadata-rules.js';
 import { serverCreateLimit } from './governance/rate-limits.js';
 import { ServerHistory } from './governance/server-history.js';
+import { DEFAULT_THRESHOLDS, StoragePools, type Thresholds } from './governance/storage-thresholds.js';
 import type { HypervisorDriver } from './host/hypervisor.js';
 import { ImageStore } from './host/image-store.js';
+import { measureFs } from './host/storage-pools.js';
 import { IdentityService } from './identity/service.js';
 import type { KekProvider } from './keys/kek.js';
 import { FileKek } from './keys/kek-file.js';
@@ -42,6 +44,8 @@ export interface PlatformOptions {
   dhcp?: DataplaneSync;
   /** The key manager's KEK (`keys/kek-*.ts`); absent: the 0600 file KEK in the data dir. */
   kek?: KekProvider;
+  /** Storage pool thresholds (docs/storage-thresholds.md); absent: warn at 80%, refuse at 95%. */
+  storageThresholds?: Thresholds;
   /** Servers a user may create per sliding hour, counted in the store (docs/rate-limits.md); absent or 0: no limit. */
   serverCreateRate?: number;
 }
@@ -132,6 +136,21 @@ export function buildPlatform(
   const serverHistory = new ServerHistory(store);
   servers.metadataRules = metadataRules;
   servers.history = serverHistory;
+  // Storage thresholds (docs/storage-thresholds.md): the filesystems holding server disks, volumes and images.
+  const instancesDir = join(opts.dataDir, 'instances');
+  const storage = new StoragePools(
+    {
+      instances: instancesDir,
+      volumes: join(instancesDir, '.volumes'),
+      images: join(opts.dataDir, 'images'),
+    },
+    opts.storageThresholds ?? DEFAULT_THRESHOLDS,
+    measureFs,
+    audit,
+  );
+  servers.storage = storage;
+  volumes.storage = storage;
+  images.storage = storage;
   approvals.register('server-create', async (requester, payload, approval) => {
     const s = await servers.create(requester, payload as CreateServerInput, approval);
     return { server: { id: s.id, name: s.name } };
@@ -140,7 +159,7 @@ export function buildPlatform(
     identity,
     audit,
     approvals,
-    governance: { metadataRules, serverHistory },
+    governance: { metadataRules, serverHistory, storage },
     keys,
     quotas,
     volume: { types: volumeTypes, volumes },

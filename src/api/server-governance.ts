@@ -23,7 +23,7 @@ const RuleBody = Type.Object(
   { additionalProperties: false },
 );
 
-/** Server change history and the metadata rules, under /bulwark/v1 (docs/metadata.md). */
+/** Server change history, the metadata rules (docs/metadata.md) and storage pools, under /bulwark/v1. */
 export function registerServerGovernanceApi(app: FastifyInstance, ctx: ApiContext): void {
   const { metadataRules, serverHistory } = ctx.governance;
 
@@ -32,6 +32,11 @@ export function registerServerGovernanceApi(app: FastifyInstance, ctx: ApiContex
     { schema: { params: Type.Object({ id: Id }) }, config: { action: 'server:history' } },
     async (req) => ({ changes: await serverHistory.list(req.auth!, (req.params as { id: string }).id) }),
   );
+
+  // Storage pools and their thresholds (docs/storage-thresholds.md): a state past a threshold is audited when seen.
+  app.get(`${BULWARK_PREFIX}/storage-pools`, { config: { action: 'storage:pools:list' } }, async () => ({
+    storage_pools: await ctx.governance.storage.list(),
+  }));
 
   const rules = `${BULWARK_PREFIX}/metadata-rules`;
   app.get(rules, { config: { action: 'metadata_rule:list' } }, async () => ({

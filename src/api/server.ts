@@ -11,6 +11,7 @@ import { BulwarkError } from '../errors.js';
 import type { ApprovalService } from '../governance/approvals.js';
 import type { MetadataRuleService } from '../governance/metadata-rules.js';
 import type { ServerHistory } from '../governance/server-history.js';
+import type { StoragePools } from '../governance/storage-thresholds.js';
 import type { IdentityService } from '../identity/service.js';
 import type { KeyManager } from '../keys/manager.js';
 import type { NetworkService } from '../network/networks.js';
@@ -66,7 +67,7 @@ export interface ApiDeps {
   /** Approvals, the two-person rule (docs/approvals.md). */
   approvals: ApprovalService;
   /** VM metadata rules and per-server change history (docs/metadata.md). */
-  governance: { metadataRules: MetadataRuleService; serverHistory: ServerHistory };
+  governance: { metadataRules: MetadataRuleService; serverHistory: ServerHistory; storage: StoragePools };
   /** Base URL clients reach us at; used in the catalog and links, never taken from Host. */
   publicUrl: string;
 }

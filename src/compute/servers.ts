@@ -11,6 +11,7 @@ import {
   mapDiff,
   platformPart,
 } from '../governance/server-metadata.js';
+import type { StorageGate } from '../governance/storage-thresholds.js';
 import type { GuestSpec, GuestState, HypervisorDriver } from '../host/hypervisor.js';
 import type { KeyService } from '../keys/contract.js';
 import type { RequestedNic, ServerPorts } from '../network/server-ports.js';
@@ -94,6 +95,9 @@ export class ServerService {
 
   /** Approvals (governance/approvals.ts): large flavors are held for a second admin. Set by platform.ts. */
   approvals: ApprovalService | null = null;
+
+  /** Storage thresholds for server disks (governance/storage-thresholds.ts). Set by platform.ts. */
+  storage: StorageGate | null = null;
 
   /** Required-field metadata rules and the per-server change history (docs/metadata.md). Set by platform.ts. */
   metadataRules: MetadataRuleService | null = null;
@@ -217,6 +221,7 @@ export class ServerService {
         throw badRequest('user_data is larger than 64 KiB.');
     }
     checkUserMetadata(input.metadata);
+    await this.storage?.check('instances', 'server', auth);
     if (!approval) {
       // Every reason to hold it goes into one approval; with none of them on, a broken metadata rule is a 400.
       const held: string[] = [];

@@ -186,6 +186,8 @@ export const POLICY = {
   'metadata_rule:list': ['authenticated'],
   'metadata_rule:create': ['admin'],
   'metadata_rule:delete': ['admin'],
+  // Storage pools' usage and thresholds (docs/storage-thresholds.md) describe the host: the cloud admin's.
+  'storage:pools:list': ['admin'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;

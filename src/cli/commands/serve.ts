@@ -71,6 +71,16 @@ export function registerServeCommand(program: Command): void {
       'API requests per minute per source address, IPv6 per /64 (0: no limit; default twice --api-rate)',
       process.env.BULWARK_API_ADDRESS_RATE,
     )
+    .option(
+      '--storage-warn-percent <n>',
+      'storage pool use (%) at which a warning is logged and audited (default 80)',
+      process.env.BULWARK_STORAGE_WARN_PERCENT,
+    )
+    .option(
+      '--storage-refuse-percent <n>',
+      'storage pool use (%) at which new servers, volumes and images are refused (default 95)',
+      process.env.BULWARK_STORAGE_REFUSE_PERCENT,
+    )
     .action(
       async (o: {
         dataDir: string;
@@ -89,6 +99,8 @@ export function registerServeCommand(program: Command): void {
         serverCreateRate?: string;
         apiRate?: string;
         apiAddressRate?: string;
+        storageWarnPercent?: string;
+        storageRefusePercent?: string;
       }) => {
         const config = makeConfig(o);
         const daemon = await startDaemon(config);
