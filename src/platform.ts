@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { AuditWriter } from './audit/writer.js';
 import { FlavorService } from './compute/flavors.js';
+import { GuestAgentService } from './compute/guest-agent-service.js';
 import { ImageService } from './compute/images.js';
 import type { HostCapabilities } from './compute/properties.js';
 import { QuarantineService } from './compute/quarantine.js';
@@ -163,7 +164,13 @@ export function buildPlatform(
     keys,
     quotas,
     volume: { types: volumeTypes, volumes },
-    compute: { flavors, images, servers, quarantine },
+    compute: {
+      flavors,
+      images,
+      servers,
+      quarantine,
+      guestAgent: new GuestAgentService(store, servers, driver, audit),
+    },
     network: { networks, securityGroups, routers, zones },
   };
 }

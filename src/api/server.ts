@@ -4,6 +4,7 @@ import addFormats from 'ajv-formats';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { AuditWriter } from '../audit/writer.js';
 import type { FlavorService } from '../compute/flavors.js';
+import type { GuestAgentService } from '../compute/guest-agent-service.js';
 import type { ImageService } from '../compute/images.js';
 import type { QuarantineService } from '../compute/quarantine.js';
 import type { ServerService } from '../compute/servers.js';
@@ -31,6 +32,7 @@ import type { ServiceEntry } from './catalog.js';
 import { registerComputeApi } from './compute.js';
 import type { AuditNote, RouteInfo } from './context.js';
 import { errorBody, sendError } from './error-map.js';
+import { registerGuestAgentApi } from './guest-agent.js';
 import { registerIdentityApi } from './identity.js';
 import { registerImageApi } from './image.js';
 import { registerNetworkApi, registerSecurityGroupApi } from './network.js';
@@ -51,6 +53,7 @@ export interface ApiDeps {
     images: ImageService;
     servers: ServerService;
     quarantine: QuarantineService;
+    guestAgent: GuestAgentService;
   };
   network: {
     networks: NetworkService;
@@ -231,6 +234,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await registerBulwarkApi(app, ctx);
   registerApprovalApi(app, ctx);
   registerServerGovernanceApi(app, ctx);
+  registerGuestAgentApi(app, ctx);
   return app;
 }
 

@@ -23,6 +23,7 @@ import { nowIso, uuid } from '../util/ids.js';
 import { TaskTracker } from '../util/tasks.js';
 import { extraSpecsOf, type FlavorService } from './flavors.js';
 import { type ImageService, propertiesOf } from './images.js';
+import type { PassthroughPlan } from './passthrough-policy.js';
 import { type GuestPlan, type HostCapabilities, resolveGuestPlan } from './properties.js';
 import { POWER, type ServerAction, STATUS_OF, TRANSITIONS, type VmState } from './server-states.js';
 
@@ -123,6 +124,11 @@ export class ServerService {
   /** Counts every server created against `limit`, per user, in the insert's transaction (docs/rate-limits.md). */
   limitCreates(limit: CreateLimit): void {
     this.insertGate = (userId, insert) => limit.within(userId, insert);
+  }
+
+  /** Whether the server's guest was planned with an agent channel (docs/passthrough-and-agent.md). */
+  hasGuestAgent(s: Server): boolean {
+    return (JSON.parse(s.guest) as StoredGuest).plan.guestAgent === true;
   }
 
   hostId(s: Server): string {
@@ -280,6 +286,7 @@ export class ServerService {
       quarantine: null,
       root_key_secret_id: null,
       tpm_secret_id: null,
+      host_devices: null,
       created_at: now,
       updated_at: now,
       launched_at: null,
@@ -357,6 +364,8 @@ export class ServerService {
         ? { fwCfg: { 'opt/org.bulwark/run': Buffer.from(g.userData, 'base64').toString('utf8') } }
         : {}),
       ...(nics.length ? { nics } : {}),
+      ...(g.plan.guestAgent ? { guestAgent: true } : {}),
+      ...(s.host_devices ? { hostDevices: JSON.parse(s.host_devices) as PassthroughPlan } : {}),
     };
   }
 

@@ -188,6 +188,12 @@ export const POLICY = {
   'metadata_rule:delete': ['admin'],
   // Storage pools' usage and thresholds (docs/storage-thresholds.md) describe the host: the cloud admin's.
   'storage:pools:list': ['admin'],
+  // The guest agent (docs/passthrough-and-agent.md): members send commands through the filter (read-only
+  // monitoring unless granted); only the cloud admin grants guest-exec/guest-file-* per server.
+  'server:guest_agent:execute': ['admin', 'member'],
+  'server:guest_agent:grants:list': ['admin', 'reader'],
+  'server:guest_agent:grants:create': ['admin'],
+  'server:guest_agent:grants:delete': ['admin'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;

@@ -163,6 +163,8 @@ export interface ServersTable {
   root_key_secret_id: string | null;
   /** The key manager's id of the key encrypting the vTPM state (migration 0010); null: no vTPM. */
   tpm_secret_id: string | null;
+  /** JSON PassthroughPlan of host PCI/USB devices given to the guest (migration 0015); null: none. */
+  host_devices: string | null;
 }
 
 export interface NetworksTable {
@@ -455,7 +457,24 @@ export interface ServerChangesTable {
   diff: string;
 }
 
+// ---- governance: guest agent grants (0015) --------------------------------------------------
+
+/** An admin's grant of guest-exec / guest-file-* on one server, until expiry or revocation. */
+export interface GuestAgentGrantsTable {
+  id: string;
+  server_id: string;
+  /** JSON array of command names. */
+  commands: string;
+  granted_by: string;
+  granted_by_name: string;
+  reason: string;
+  expires_at: string;
+  created_at: string;
+  revoked_at: string | null;
+}
+
 export interface Schema {
+  guest_agent_grants: GuestAgentGrantsTable;
   metadata_rules: MetadataRulesTable;
   server_changes: ServerChangesTable;
   approvals: ApprovalsTable;

@@ -191,6 +191,7 @@ describe('RBAC matrix', () => {
     if (url.startsWith('/bulwark/v1/approval')) return approvalSample(method, url);
     if (url === '/bulwark/v1/servers/:id/history')
       return { url: url.replace(':id', fixtures.server), target: {} };
+    if (url.startsWith('/bulwark/v1/servers/:id/guest-agent')) return guestAgentSample(method, url);
     if (url.startsWith('/bulwark/v1/metadata-rules')) {
       const id = uniq('rule');
       if (method === 'DELETE')
@@ -260,6 +261,35 @@ describe('RBAC matrix', () => {
         : url.includes(':project_id')
           ? { project_id: projectA }
           : {},
+    };
+  }
+
+  /** Guest agent routes on the fixture server (no agent: allowed callers get 409, not 401/403). */
+  async function guestAgentSample(method: string, url: string) {
+    const expiresAt = new Date(Date.now() + 3600_000).toISOString();
+    const grantId = url.includes(':grant_id')
+      ? (
+          await api.platform.compute.guestAgent.grant(
+            api.authOf(who.admin.token as string),
+            fixtures.server,
+            {
+              commands: ['guest-exec'],
+              expiresAt,
+              reason: 'rbac',
+            },
+          )
+        ).id
+      : '';
+    const bodies: Record<string, unknown> = {
+      'POST /bulwark/v1/servers/:id/guest-agent': { execute: 'guest-ping' },
+      'POST /bulwark/v1/servers/:id/guest-agent/grants': {
+        grant: { commands: ['guest-exec'], expires_at: expiresAt, reason: 'rbac' },
+      },
+    };
+    return {
+      url: url.replace(':id', fixtures.server).replace(':grant_id', grantId),
+      body: bodies[`${method} ${url}`],
+      target: {},
     };
   }
 
