@@ -38,6 +38,8 @@ export interface DaemonConfig {
   apiRate: { perToken: number; perAddress: number };
   /** Storage pool thresholds in percent used (`--storage-warn-percent`, `--storage-refuse-percent`). */
   storageThresholds: Thresholds;
+  /** The site's device passthrough allow-lists, vendor:product (`--pci-passthrough-allow`, `--usb-passthrough-allow`). */
+  passthrough: { pciAllowList: string[]; usbAllowList: string[] };
 }
 
 export const DEFAULT_SERVER_CREATE_RATE = 20;
@@ -51,6 +53,18 @@ function parseRate(flag: string, value: string | number | undefined, dflt: numbe
   if (!Number.isSafeInteger(n) || n < 0)
     throw new Error(`${flag} ${String(value)} is not a whole number; try ${flag} ${dflt} (0: no limit)`);
   return n;
+}
+
+/** `10de:1eb8,046d:c52b` → the entries, each checked as vendor:product in hex. */
+function allowList(flag: string, value: string | undefined): string[] {
+  const entries = (value ?? '')
+    .split(',')
+    .map((e) => e.trim().toLowerCase())
+    .filter(Boolean);
+  for (const e of entries)
+    if (!/^[0-9a-f]{4}:[0-9a-f]{4}$/.test(e))
+      throw new Error(`${flag} entry ${e} is not vendor:product in hex; e.g. ${flag} 10de:1eb8,10de:10f8`);
+  return entries;
 }
 
 export const DEFAULT_SECURE_BOOT_VARS = '/usr/share/OVMF/OVMF_VARS_4M.ms.fd';
@@ -85,6 +99,8 @@ export function makeConfig(opts: {
   apiAddressRate?: string | number | undefined;
   storageWarnPercent?: string | number | undefined;
   storageRefusePercent?: string | number | undefined;
+  pciPassthroughAllow?: string | undefined;
+  usbPassthroughAllow?: string | undefined;
 }): DaemonConfig {
   const kekKind = opts.kek ?? 'file';
   if (kekKind !== 'file' && kekKind !== 'pkcs11')
@@ -147,5 +163,9 @@ export function makeConfig(opts: {
     serverCreateRate,
     apiRate: { perToken, perAddress },
     storageThresholds,
+    passthrough: {
+      pciAllowList: allowList('--pci-passthrough-allow', opts.pciPassthroughAllow),
+      usbAllowList: allowList('--usb-passthrough-allow', opts.usbPassthroughAllow),
+    },
   };
 }

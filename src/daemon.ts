@@ -118,6 +118,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     defaultGroupAllowsSameGroup: config.defaultGroupAllowsSameGroup,
     serverCreateRate: config.serverCreateRate,
     storageThresholds: config.storageThresholds,
+    passthrough: config.passthrough,
     ...(dhcp ? { dhcp } : {}),
   });
   const { identity, audit } = platform;

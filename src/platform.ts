@@ -2,7 +2,9 @@ import { join } from 'node:path';
 import { AuditWriter } from './audit/writer.js';
 import { FlavorService } from './compute/flavors.js';
 import { GuestAgentService } from './compute/guest-agent-service.js';
+import { HostDeviceService } from './compute/host-devices.js';
 import { ImageService } from './compute/images.js';
+import type { PassthroughConfig } from './compute/passthrough-policy.js';
 import type { HostCapabilities } from './compute/properties.js';
 import { QuarantineService } from './compute/quarantine.js';
 import { type CreateServerInput, ServerService } from './compute/servers.js';
@@ -13,6 +15,7 @@ import { ServerHistory } from './governance/server-history.js';
 import { DEFAULT_THRESHOLDS, StoragePools, type Thresholds } from './governance/storage-thresholds.js';
 import type { HypervisorDriver } from './host/hypervisor.js';
 import { ImageStore } from './host/image-store.js';
+import { planPassthrough } from './host/passthrough.js';
 import { measureFs } from './host/storage-pools.js';
 import { IdentityService } from './identity/service.js';
 import type { KekProvider } from './keys/kek.js';
@@ -45,6 +48,10 @@ export interface PlatformOptions {
   dhcp?: DataplaneSync;
   /** The key manager's KEK (`keys/kek-*.ts`); absent: the 0600 file KEK in the data dir. */
   kek?: KekProvider;
+  /** The site's passthrough allow-lists (`--pci-passthrough-allow`, `--usb-passthrough-allow`); absent: none. */
+  passthrough?: PassthroughConfig;
+  /** Where sysfs is; tests point it at a fake tree. Default /sys. */
+  sysfsRoot?: string;
   /** Storage pool thresholds (docs/storage-thresholds.md); absent: warn at 80%, refuse at 95%. */
   storageThresholds?: Thresholds;
   /** Servers a user may create per sliding hour, counted in the store (docs/rate-limits.md); absent or 0: no limit. */
@@ -170,6 +177,15 @@ export function buildPlatform(
       servers,
       quarantine,
       guestAgent: new GuestAgentService(store, servers, driver, audit),
+      // Device passthrough (docs/passthrough-and-agent.md): the site's allow-lists, the host read from sysfs.
+      hostDevices: new HostDeviceService(
+        store,
+        servers,
+        audit,
+        approvals,
+        opts.passthrough ?? { pciAllowList: [], usbAllowList: [] },
+        (caller, request, config) => planPassthrough(caller, request, config, opts.sysfsRoot ?? '/sys'),
+      ),
     },
     network: { networks, securityGroups, routers, zones },
   };

@@ -5,6 +5,7 @@ import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { AuditWriter } from '../audit/writer.js';
 import type { FlavorService } from '../compute/flavors.js';
 import type { GuestAgentService } from '../compute/guest-agent-service.js';
+import type { HostDeviceService } from '../compute/host-devices.js';
 import type { ImageService } from '../compute/images.js';
 import type { QuarantineService } from '../compute/quarantine.js';
 import type { ServerService } from '../compute/servers.js';
@@ -33,6 +34,7 @@ import { registerComputeApi } from './compute.js';
 import type { AuditNote, RouteInfo } from './context.js';
 import { errorBody, sendError } from './error-map.js';
 import { registerGuestAgentApi } from './guest-agent.js';
+import { registerHostDeviceApi } from './host-devices.js';
 import { registerIdentityApi } from './identity.js';
 import { registerImageApi } from './image.js';
 import { registerNetworkApi, registerSecurityGroupApi } from './network.js';
@@ -54,6 +56,7 @@ export interface ApiDeps {
     servers: ServerService;
     quarantine: QuarantineService;
     guestAgent: GuestAgentService;
+    hostDevices: HostDeviceService;
   };
   network: {
     networks: NetworkService;
@@ -235,6 +238,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   registerApprovalApi(app, ctx);
   registerServerGovernanceApi(app, ctx);
   registerGuestAgentApi(app, ctx);
+  registerHostDeviceApi(app, ctx);
   return app;
 }
 

@@ -114,6 +114,11 @@ export class ServerService {
     return this.history?.record(db, s, auth, change, diff);
   }
 
+  /** A change made to a server by another service (e.g. host devices), in its history. */
+  async recordChange(s: Server, auth: AuthContext, change: string, diff: Diff): Promise<void> {
+    await this.record(this.db, s, auth, change, diff);
+  }
+
   private get db() {
     return this.store.db;
   }

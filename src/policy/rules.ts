@@ -194,6 +194,10 @@ export const POLICY = {
   'server:guest_agent:grants:list': ['admin', 'reader'],
   'server:guest_agent:grants:create': ['admin'],
   'server:guest_agent:grants:delete': ['admin'],
+  // Host PCI/USB device passthrough (guide 11): the cloud admin's alone (DMA reaches host memory).
+  'server:host_devices:show': ['admin'],
+  'server:host_devices:attach': ['admin'],
+  'server:host_devices:detach': ['admin'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;

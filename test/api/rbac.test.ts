@@ -192,6 +192,12 @@ describe('RBAC matrix', () => {
     if (url === '/bulwark/v1/servers/:id/history')
       return { url: url.replace(':id', fixtures.server), target: {} };
     if (url.startsWith('/bulwark/v1/servers/:id/guest-agent')) return guestAgentSample(method, url);
+    if (url === '/bulwark/v1/servers/:id/host-devices')
+      return {
+        url: url.replace(':id', fixtures.server),
+        body: method === 'POST' ? { host_devices: { pci: ['0000:03:00.0'] } } : undefined,
+        target: {},
+      };
     if (url.startsWith('/bulwark/v1/metadata-rules')) {
       const id = uniq('rule');
       if (method === 'DELETE')

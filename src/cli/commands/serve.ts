@@ -81,6 +81,16 @@ export function registerServeCommand(program: Command): void {
       'storage pool use (%) at which new servers, volumes and images are refused (default 95)',
       process.env.BULWARK_STORAGE_REFUSE_PERCENT,
     )
+    .option(
+      '--pci-passthrough-allow <list>',
+      'PCI devices (vendor:product, comma-separated) an admin may pass through to guests; default none',
+      process.env.BULWARK_PCI_PASSTHROUGH_ALLOW,
+    )
+    .option(
+      '--usb-passthrough-allow <list>',
+      'USB devices (vendor:product, comma-separated) an admin may pass through to guests; default none',
+      process.env.BULWARK_USB_PASSTHROUGH_ALLOW,
+    )
     .action(
       async (o: {
         dataDir: string;
@@ -101,6 +111,8 @@ export function registerServeCommand(program: Command): void {
         apiAddressRate?: string;
         storageWarnPercent?: string;
         storageRefusePercent?: string;
+        pciPassthroughAllow?: string;
+        usbPassthroughAllow?: string;
       }) => {
         const config = makeConfig(o);
         const daemon = await startDaemon(config);
