@@ -100,6 +100,68 @@ describe.runIf(process.getuid?.() === 0)(
       });
     });
 
+    it('guest agent on a real guest: monitoring passes, guest-exec is refused until an admin grants it', async () => {
+      await d.os('flavor', 'create', '--vcpus', '1', '--ram', '256', '--disk', '1', 'agent');
+      await d.os('flavor', 'set', 'agent', '--property', 'hw:qemu_guest_agent=true');
+      const r = await d.openstack([
+        'server',
+        'create',
+        '--flavor',
+        'agent',
+        '--image',
+        'tiny-bios',
+        '--wait',
+        'vm-agent',
+      ]);
+      expect(r.code, r.stderr).toBe(0);
+      const bw = (...args: string[]) => d.bulwark(['server', 'guest-agent', 'vm-agent', ...args]);
+      // qemu-ga starts with the guest's init; ask until it answers.
+      let ping = await bw('guest-ping', '-f', 'json');
+      for (let i = 0; i < 30 && ping.code !== 0; i++) {
+        await new Promise((res) => setTimeout(res, 1000));
+        ping = await bw('guest-ping', '-f', 'json');
+      }
+      expect(ping.code, ping.stderr).toBe(0);
+      expect(JSON.parse(ping.stdout)).toEqual({});
+      const info = await bw('guest-info', '-f', 'json');
+      expect(JSON.parse(info.stdout).version).toMatch(/^\d+\.\d+/);
+      const exec = await bw('guest-exec', '--arguments', '{"path": "/bin/sh", "arg": ["-c", "id"]}');
+      expect(exec.code).toBe(1);
+      expect(exec.stderr).toMatch(
+        /guest-exec runs code or touches files in the guest: an admin must grant.*HTTP 403/,
+      );
+      const until = new Date(Date.now() + 600_000).toISOString();
+      const grant = await d.bulwark([
+        'server',
+        'guest-agent-grant',
+        'vm-agent',
+        '--command',
+        'guest-exec',
+        '--expires',
+        until,
+        '--reason',
+        'INC-1',
+      ]);
+      expect(grant.code, grant.stderr).toBe(0);
+      const granted = await bw('guest-exec', '--arguments', '{"path": "/bin/true"}', '-f', 'json');
+      expect(granted.code, granted.stderr).toBe(0);
+      expect(JSON.parse(granted.stdout).pid).toBeGreaterThan(0);
+      // guest-exec-status was not granted: still refused.
+      expect((await bw('guest-exec-status', '--arguments', '{"pid": 1}')).code).toBe(1);
+      const audit = await d.bulwark([
+        'audit',
+        'list',
+        '--action',
+        'compute:guest_agent:guest-exec',
+        '-f',
+        'json',
+      ]);
+      expect(JSON.parse(audit.stdout).map((e: { outcome: string }) => e.outcome)).toEqual([
+        'success',
+        'denied',
+      ]);
+    });
+
     it('holds a server on a flavor above the size trigger: pending in bulwark approval list, nothing created', async () => {
       await d.os('flavor', 'create', '--vcpus', '32', '--ram', '256', '--disk', '1', 'huge');
       const before = (await d.osJson('server', 'list')).length;
