@@ -45,6 +45,17 @@ const namedPatch = (patch: NamedPatch) => ({
 const loginFailed = (auditReason: string) =>
   new BulwarkError('Unauthorized', 'The request you have made requires authentication.', { auditReason });
 
+/** Who a context is for, and whether they, their domain and their project are enabled (users u, domains d, projects p). */
+const SUBJECT_COLUMNS = [
+  'u.name as user_name',
+  'u.domain_id as user_domain_id',
+  'u.enabled as user_enabled',
+  'd.enabled as domain_enabled',
+  'p.name as project_name',
+  'p.domain_id as project_domain_id',
+  'p.enabled as project_enabled',
+] as const;
+
 export class IdentityService {
   constructor(
     private readonly store: Store,
@@ -580,13 +591,7 @@ export class IdentityService {
         't.issued_at',
         't.expires_at',
         't.revoked_at',
-        'u.name as user_name',
-        'u.domain_id as user_domain_id',
-        'u.enabled as user_enabled',
-        'd.enabled as domain_enabled',
-        'p.name as project_name',
-        'p.domain_id as project_domain_id',
-        'p.enabled as project_enabled',
+        ...SUBJECT_COLUMNS,
       ])
       .where('t.id_hash', '=', sha256Hex(token))
       .executeTakeFirst();
@@ -632,15 +637,7 @@ export class IdentityService {
       .selectFrom('users as u')
       .innerJoin('domains as d', 'd.id', 'u.domain_id')
       .innerJoin('projects as p', (j) => j.on('p.id', '=', projectId))
-      .select([
-        'u.name as user_name',
-        'u.domain_id as user_domain_id',
-        'u.enabled as user_enabled',
-        'd.enabled as domain_enabled',
-        'p.name as project_name',
-        'p.domain_id as project_domain_id',
-        'p.enabled as project_enabled',
-      ])
+      .select(SUBJECT_COLUMNS)
       .where('u.id', '=', userId)
       .executeTakeFirst();
     if (row?.user_enabled !== 1 || row.domain_enabled !== 1 || row.project_enabled !== 1) return null;

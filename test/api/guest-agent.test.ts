@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestApi, type TestApi } from '../helpers/api.js';
+import { lastAuditEvent, startTestApi, type TestApi } from '../helpers/api.js';
 import { dialects } from '../helpers/store.js';
 
 /**
@@ -17,13 +17,7 @@ describe.each(dialects())('guest agent API on %s', (dialect) => {
   const B = '/bulwark/v1/servers';
   const agent = (id: string, body: unknown, token = alice.token) =>
     api.call('POST', `${B}/${id}/guest-agent`, token, body);
-  const lastAudit = (action: string) =>
-    api.store.db
-      .selectFrom('audit_events')
-      .selectAll()
-      .where('action', '=', action)
-      .orderBy('seq', 'desc')
-      .executeTakeFirst();
+  const lastAudit = (action: string) => lastAuditEvent(api, action);
   const inHour = () => new Date(Date.now() + 3600_000).toISOString();
 
   beforeAll(async () => {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instanceLayout } from '../../src/host/layout.js';
 import { buildQemuArgs } from '../../src/host/qemu-args.js';
-import { startTestApi, type TestApi } from '../helpers/api.js';
+import { lastAuditEvent, startTestApi, type TestApi } from '../helpers/api.js';
 import { fakeSysfs, TYPICAL_ALLOW } from '../helpers/fake-sysfs.js';
 import { dialects } from '../helpers/store.js';
 
@@ -22,13 +22,7 @@ describe.each(dialects())('host device passthrough on %s (fake sysfs)', (dialect
   const gpu = {
     host_devices: { pci: ['0000:03:00.0', '0000:03:00.1'], usb: [{ vendor_id: '046d', product_id: 'c52b' }] },
   };
-  const lastAudit = (action: string) =>
-    api.store.db
-      .selectFrom('audit_events')
-      .selectAll()
-      .where('action', '=', action)
-      .orderBy('seq', 'desc')
-      .executeTakeFirst();
+  const lastAudit = (action: string) => lastAuditEvent(api, action);
 
   beforeAll(async () => {
     sys = await fakeSysfs();

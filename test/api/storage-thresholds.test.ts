@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestApi, type TestApi } from '../helpers/api.js';
+import { lastAuditEvent, startTestApi, type TestApi } from '../helpers/api.js';
 import { dialects } from '../helpers/store.js';
 
 /**
@@ -36,13 +36,7 @@ describe.runIf(process.getuid?.() === 0).each(dialects())(
     };
     const count = async (table: 'volumes' | 'servers' | 'images') =>
       (await api.store.db.selectFrom(table).select('id').execute()).length;
-    const lastAudit = (action: string) =>
-      api.store.db
-        .selectFrom('audit_events')
-        .selectAll()
-        .where('action', '=', action)
-        .orderBy('seq', 'desc')
-        .executeTakeFirst();
+    const lastAudit = (action: string) => lastAuditEvent(api, action);
 
     beforeAll(async () => {
       api = await startTestApi(dialect);

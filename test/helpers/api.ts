@@ -166,6 +166,15 @@ export async function startTestApi(dialect: Dialect, extra: Partial<PlatformOpti
   };
 }
 
+/** The newest audit row of `action`. */
+export const lastAuditEvent = (api: TestApi, action: string) =>
+  api.store.db
+    .selectFrom('audit_events')
+    .selectAll()
+    .where('action', '=', action)
+    .orderBy('seq', 'desc')
+    .executeTakeFirst();
+
 /** A server request for tests, with the fixture image and flavor filled in by the caller. */
 export const serverRequest = (imageRef: string, flavorRef: string, name = 'vm'): CreateServerInput => ({
   name,

@@ -23,6 +23,15 @@ function printDecision(format: 'table' | 'json' | 'value', a: ApprovalView): voi
   if (a.status === 'failed') process.exitCode = 1;
 }
 
+/** A request the API held for approval (202): says so on stderr and prints the approval. */
+export function printHeld(
+  format: 'table' | 'json' | 'value',
+  r: { approval: Record<string, unknown>; message: string },
+) {
+  process.stderr.write(`${r.message}\n`);
+  printObject(format, r.approval, ['id', 'kind', 'status', 'summary', 'approve_with']);
+}
+
 /** `bulwark approval list|show|approve|reject` and `approval trigger list|set` (docs/approvals.md). */
 export function registerApprovalCommands(program: Command): void {
   const approval = program.command('approval').description('Requests held for a second administrator');

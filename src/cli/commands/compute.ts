@@ -4,6 +4,7 @@ import type { BulwarkClient } from '../client.js';
 import { findByNameOrId, withClient, withFormat } from '../common.js';
 import { printList, printObject } from '../output.js';
 import { byteProgress, waitWithStatus } from '../progress.js';
+import { printHeld } from './approvals.js';
 
 type Obj = { id: string; name?: string } & Record<string, unknown>;
 const globals = (cmd: Command) =>
@@ -195,11 +196,7 @@ export function registerComputeCommands(program: Command): void {
           },
         );
         // Held for a second admin (docs/approvals.md): say so and show the approval, nothing to wait for.
-        if ('approval' in r) {
-          process.stderr.write(`${r.message}\n`);
-          printObject(g.format, r.approval, ['id', 'kind', 'status', 'summary', 'approve_with']);
-          return;
-        }
+        if ('approval' in r) return printHeld(g.format, r);
         const get = async () =>
           (await c.request<{ server: Obj }>('compute', 'GET', `/servers/${r.server.id}`)).server;
         const s = o.wait
@@ -432,10 +429,8 @@ export function registerComputeCommands(program: Command): void {
         `/servers/${s.id}/host-devices`,
         { host_devices: { pci: o.pci, usb } },
       );
-      if ('approval' in r) {
-        process.stderr.write(`${r.message}\n`);
-        printObject(g.format, r.approval, ['id', 'kind', 'status', 'summary', 'approve_with']);
-      } else printObject(g.format, r.host_devices);
+      if ('approval' in r) printHeld(g.format, r);
+      else printObject(g.format, r.host_devices);
     });
   });
   server
