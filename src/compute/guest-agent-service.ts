@@ -57,6 +57,9 @@ export class GuestAgentService {
 
   async execute(auth: AuthContext, serverId: string, request: unknown): Promise<unknown> {
     const s = await this.servers.get(auth, serverId);
+    // A quarantined server is evidence: only an administrator acts on it (compute/quarantine.ts).
+    if (s.quarantine !== null && !auth.isAdmin)
+      throw conflict(`Server ${s.id} is quarantined; only an administrator can use its guest agent.`);
     if (!this.servers.hasGuestAgent(s))
       throw conflict(
         `Server ${s.id} has no guest agent: it is off unless the flavor (hw:qemu_guest_agent=true) or the image ` +

@@ -153,4 +153,14 @@ describe.each(dialects())('guest agent API on %s', (dialect) => {
     expect((await agent(withAgent, { execute: 'guest-ping' }, eve.token)).status).toBe(404);
     expect((await api.call('GET', `${B}/${withAgent}/guest-agent/grants`, eve.token)).status).toBe(404);
   });
+
+  it('keeps a quarantined server for the admin: its owner cannot use the agent (409)', async () => {
+    const q = await api.call('POST', `/compute/v2.1/servers/${other}/os-quarantine`, admin, {
+      quarantine: { reason: 'beaconing' },
+    });
+    expect(q.status).toBe(200);
+    const r = await agent(other, { execute: 'guest-ping' });
+    expect(r.status).toBe(409);
+    expect(r.json.error.message).toMatch(/quarantined/);
+  });
 });

@@ -1,8 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { registerApprovalCommands } from '../../src/cli/commands/approvals.js';
 import { registerComputeCommands } from '../../src/cli/commands/compute.js';
+import { registerMetadataRuleCommands } from '../../src/cli/commands/metadata-rules.js';
 import { PASSWORD, startTestApi, type TestApi } from '../helpers/api.js';
 import { startCliHarness } from '../helpers/cli.js';
+import { fakeSysfs, TYPICAL_ALLOW } from '../helpers/fake-sysfs.js';
 
 /** `bulwark approval list|show|approve|reject` and `approval trigger list|set`, in-process against a listening API. */
 describe('bulwark approval CLI (SQLite)', () => {
@@ -68,5 +70,109 @@ describe('bulwark approval CLI (SQLite)', () => {
     );
     const s = await h.json('server', 'create', 'big2', '--flavor', 'apcli-huge', '--image', 'apcli-image');
     expect(s.name).toBe('big2');
+  });
+});
+
+/** `bulwark metadata-rule`, `server history` and `server host-device-add` (fake sysfs), in-process. */
+describe('bulwark metadata-rule, server history and host-device CLI (SQLite)', () => {
+  let api: TestApi;
+  let sys: Awaited<ReturnType<typeof fakeSysfs>>;
+  let h: Awaited<ReturnType<typeof startCliHarness>>;
+
+  beforeAll(async () => {
+    sys = await fakeSysfs();
+    await sys.typicalHost();
+    api = await startTestApi('sqlite', { passthrough: TYPICAL_ALLOW, sysfsRoot: sys.root });
+    await api.persona('admin', 'mdcli-admin2', 'admin');
+    const alice = await api.persona('mdcli-p', 'mdcli-alice', 'member');
+    await api.bootable(alice.token, 'mdcli');
+    h = await startCliHarness(api, registerComputeCommands, registerMetadataRuleCommands);
+  });
+  afterAll(async () => {
+    await h?.close();
+    await api?.close();
+    await sys?.remove();
+  });
+
+  it('manages rules, which then hold for server create; history shows who changed what', async () => {
+    h.loginAs('admin', api.adminPassword, 'admin');
+    const rule = await h.json(
+      'metadata-rule',
+      'create',
+      'pci-owner',
+      '--when',
+      'compliance_level=pci-dss',
+      '--require',
+      'cost_center',
+    );
+    expect(rule).toMatchObject({ id: 'pci-owner', requires: ['cost_center'], created_by: 'admin' });
+    expect((await h.json('metadata-rule', 'list')).map((r: { id: string }) => r.id)).toEqual([
+      'pci-owner',
+      'production-needs-ticket',
+    ]);
+    h.loginAs('mdcli-alice', PASSWORD, 'mdcli-p');
+    expect((await h.failure('metadata-rule', 'delete', 'pci-owner')).message).toMatch(/not authorized/);
+    const refused = await h.failure(
+      'server',
+      'create',
+      'card',
+      '--flavor',
+      'mdcli-flavor',
+      '--image',
+      'mdcli-image',
+      '--property',
+      'compliance_level=pci-dss',
+    );
+    expect(refused.message).toMatch(
+      /compliance_level=pci-dss require cost_center \(metadata rule pci-owner\)/,
+    );
+    await h.cli(
+      'server',
+      'create',
+      'card',
+      '--flavor',
+      'mdcli-flavor',
+      '--image',
+      'mdcli-image',
+      '--property',
+      'compliance_level=pci-dss',
+      '--property',
+      'cost_center=Payments',
+    );
+    await api.platform.compute.servers.settled();
+    const history = await h.json('server', 'history', 'card');
+    expect(history).toEqual([expect.objectContaining({ user_name: 'mdcli-alice', change: 'create' })]);
+    expect(history[0].diff['metadata.cost_center']).toEqual({ from: null, to: 'Payments' });
+    h.loginAs('admin', api.adminPassword, 'admin');
+    await h.cli('metadata-rule', 'delete', 'pci-owner');
+    expect((await h.json('metadata-rule', 'list')).map((r: { id: string }) => r.id)).toEqual([
+      'production-needs-ticket',
+    ]);
+  });
+
+  it('host-device-add is held for another admin and prints the approval', async () => {
+    h.loginAs('mdcli-alice', PASSWORD, 'mdcli-p');
+    await h.cli('server', 'stop', 'card');
+    await api.platform.compute.servers.settled();
+    expect((await h.failure('server', 'host-device-add', 'card', '--pci', '0000:03:00.0')).message).toMatch(
+      /not authorized/,
+    );
+    // The admin names another project's server by id.
+    const card = (await h.json('server', 'show', 'card')).id as string;
+    h.loginAs('admin', api.adminPassword, 'admin');
+    expect((await h.failure('server', 'host-device-add', card, '--usb', '046d')).message).toMatch(
+      /vendor:product/,
+    );
+    const held = await h.json(
+      'server',
+      'host-device-add',
+      card,
+      '--pci',
+      '0000:03:00.0',
+      '--pci',
+      '0000:03:00.1',
+    );
+    expect(held).toMatchObject({ kind: 'device-passthrough', status: 'pending' });
+    expect(held.summary).toMatch(/pci 0000:03:00\.0 10de:1eb8 group 14/);
   });
 });
