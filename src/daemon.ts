@@ -117,6 +117,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     maxImageBytes: config.maxImageBytes,
     defaultGroupAllowsSameGroup: config.defaultGroupAllowsSameGroup,
     serverCreateRate: config.serverCreateRate,
+    identityPolicy: config.identityPolicy,
     ...(dhcp ? { dhcp } : {}),
   });
   const { identity, audit } = platform;

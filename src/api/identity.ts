@@ -2,8 +2,10 @@ import { Type } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
 import { badRequest, forbidden, notFound } from '../errors.js';
+import { CREDENTIAL_TYPES, type Credential } from '../identity/credentials.js';
+import { mfaRules } from '../identity/mfa-rules.js';
 import { domainView, projectView, roleView, userView } from '../identity/records.js';
-import { DEFAULT_DOMAIN_ID as DEFAULT_DOMAIN } from '../identity/service.js';
+import { DEFAULT_DOMAIN_ID as DEFAULT_DOMAIN, SECOND_FACTORS } from '../identity/service.js';
 import type { AuthContext } from '../policy/context.js';
 import { sha256Hex } from '../util/ids.js';
 import { renderCatalog } from './catalog.js';
@@ -28,6 +30,19 @@ const VERSION = (publicUrl: string) => ({
   links: [{ rel: 'self', href: `${publicUrl}${PREFIX}/` }],
   'media-types': [{ base: 'application/json', type: 'application/vnd.openstack.identity-v3+json' }],
 });
+
+/** Keystone's option update: the keys sent replace the stored ones, and `null` removes a key. */
+function mergeOptions(stored: string, patch: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...(JSON.parse(stored) as Record<string, unknown>) };
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = v;
+  }
+  return out;
+}
+
+/** What a credential's blob reads as after creation. */
+export const SEALED_BLOB = '(sealed: shown only when created)';
 
 const listLinks = (req: FastifyRequest, publicUrl: string) => ({
   self: `${publicUrl}${req.url}`,
@@ -81,6 +96,11 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     { id: Opt(Id), name: Opt(Name), domain: Opt(DomainRef) },
     { additionalProperties: false },
   );
+  const UserRefFields = {
+    id: Opt(Type.String({ maxLength: 64 })),
+    name: Opt(Type.String({ maxLength: 255 })),
+    domain: Opt(DomainRef),
+  };
   const AuthBody = Type.Object(
     {
       auth: Type.Object(
@@ -92,12 +112,18 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
                 Type.Object(
                   {
                     user: Type.Object(
-                      {
-                        id: Opt(Type.String({ maxLength: 64 })),
-                        name: Opt(Type.String({ maxLength: 255 })),
-                        domain: Opt(DomainRef),
-                        password: Type.String({ maxLength: 4096 }),
-                      },
+                      { ...UserRefFields, password: Type.String({ maxLength: 4096 }) },
+                      { additionalProperties: false },
+                    ),
+                  },
+                  { additionalProperties: false },
+                ),
+              ),
+              totp: Opt(
+                Type.Object(
+                  {
+                    user: Type.Object(
+                      { ...UserRefFields, passcode: Type.String({ maxLength: 16 }) },
                       { additionalProperties: false },
                     ),
                   },
@@ -125,13 +151,16 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     { schema: { body: AuthBody }, config: { action: 'identity:issue_token', targetType: 'token' } },
     async (req, reply) => {
       const { identity: ident, scope } = (req.body as Static<typeof AuthBody>).auth;
-      const user = ident.password?.user;
-      if (!ident.methods.includes('password') || !user) {
-        throw badRequest('Only the password authentication method is enabled; send auth.identity.password.');
-      }
-      req.auditNote.attemptedUser = user.name ?? user.id ?? 'unknown';
-      const project = typeof scope === 'object' ? scope.project : undefined;
-      const { token, auth } = await identity.issueToken(user, user.password, project);
+      const named = ident.password?.user ?? ident.totp?.user;
+      req.auditNote.attemptedUser = named?.name ?? named?.id ?? 'unknown';
+      const receipt = req.headers['openstack-auth-receipt'];
+      const { token, auth } = await ctx.login.login({
+        methods: ident.methods,
+        password: ident.password && { user: ident.password.user, password: ident.password.user.password },
+        totp: ident.totp && { user: ident.totp.user, passcode: ident.totp.user.passcode },
+        receipt: typeof receipt === 'string' && receipt.length > 0 ? receipt : undefined,
+        scope: typeof scope === 'object' ? scope.project : undefined,
+      });
       req.auth = auth; // so the audit record names who logged in
       req.auditNote.targetId = auth.auditId;
       return reply
@@ -393,6 +422,25 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
   );
 
   // ---- users -----------------------------------------------------------------
+  // Keystone's MFA user options; `null` removes one (as in Keystone).
+  const UserOptions = Type.Object(
+    {
+      multi_factor_auth_enabled: Opt(Type.Union([Type.Boolean(), Type.Null()])),
+      multi_factor_auth_rules: Opt(
+        Type.Union([
+          Type.Array(
+            Type.Array(Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-z0-9_]+$' }), {
+              minItems: 1,
+              maxItems: 4,
+            }),
+            { maxItems: 10 },
+          ),
+          Type.Null(),
+        ]),
+      ),
+    },
+    { additionalProperties: false },
+  );
   const UserFields = {
     name: Name,
     domain_id: Opt(Id),
@@ -401,7 +449,7 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     default_project_id: Opt(Type.Union([Id, Type.Null()])),
     email: Opt(Type.Union([Type.String({ maxLength: 255 }), Type.Null()])),
     description: Opt(NullableString),
-    options: Opt(Type.Object({}, { additionalProperties: false })),
+    options: Opt(UserOptions),
   };
   type UserBody = {
     name?: string;
@@ -411,6 +459,7 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     default_project_id?: string | null;
     email?: string | null;
     description?: string | null;
+    options?: Record<string, unknown>;
   };
   const userTarget = (r: { params: unknown }) => ({ user_id: (r.params as { id: string }).id });
 
@@ -424,14 +473,21 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
           enabled: Opt(Type.String()),
         }),
       },
-      config: { action: 'identity:list_users' },
+      config: {
+        action: 'identity:list_users',
+        // A user may look up their own name (so the CLI's name lookups work for them); admins list all.
+        target: (r) => {
+          const name = (r.query as { name?: unknown } | undefined)?.name;
+          return { user_id: r.auth && name === r.auth.userName ? r.auth.userId : null };
+        },
+      },
     },
     async (req) => {
       const q = req.query as { name?: string; domain_id?: string };
+      const auth = req.auth!;
+      const users = await identity.listUsers({ name: q.name, domainId: q.domain_id });
       return {
-        users: (await identity.listUsers({ name: q.name, domainId: q.domain_id })).map((u) =>
-          userView(u, base),
-        ),
+        users: users.filter((u) => auth.isAdmin || u.id === auth.userId).map((u) => userView(u, base)),
         links: listLinks(req, publicUrl),
       };
     },
@@ -479,13 +535,29 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
           { additionalProperties: false },
         ),
       },
-      config: { action: 'identity:update_user', targetType: 'user' },
+      config: { action: 'identity:update_user', target: userTarget, targetType: 'user' },
     },
     async (req) => {
       const { user } = req.body as { user: UserBody };
       const id = (req.params as { id: string }).id;
-      if (user.enabled === false && id === req.auth?.userId)
-        throw badRequest('You cannot disable your own user.');
+      const auth = req.auth!;
+      if (user.enabled === false && id === auth.userId) throw badRequest('You cannot disable your own user.');
+      const old = await identity.getUser(id);
+      const options = user.options === undefined ? undefined : mergeOptions(old.options, user.options);
+      if (!auth.isAdmin) {
+        // The `self` rule: a user may set their own MFA options and nothing else here.
+        const other = Object.keys(user).filter((k) => k !== 'options');
+        if (other.length > 0)
+          throw forbidden(
+            `You may change only your own MFA options (refused: ${other.join(', ')}); change your password with \`openstack user password set\`.`,
+          );
+        if (
+          options !== undefined &&
+          mfaRules(JSON.stringify(options)).length < mfaRules(old.options).length &&
+          !auth.methods.some((m) => SECOND_FACTORS.has(m))
+        )
+          throw forbidden('Weakening your own MFA rules needs a token obtained with a second factor.');
+      }
       return {
         user: userView(
           await identity.updateUser(id, {
@@ -495,6 +567,7 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
             defaultProjectId: user.default_project_id,
             email: user.email ?? undefined,
             description: user.description ?? undefined,
+            options,
           }),
           base,
         ),
@@ -505,7 +578,9 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     `${PREFIX}/users/:id`,
     { schema: { params: IdParam }, config: { action: 'identity:delete_user', targetType: 'user' } },
     async (req, reply) => {
-      await identity.deleteUser((req.params as { id: string }).id, req.auth!.userId);
+      const id = (req.params as { id: string }).id;
+      // The user's sealed credential blobs go first (the key manager holds them, not the user row).
+      await identity.deleteUser(id, req.auth!.userId, () => ctx.credentials.purgeUser(id));
       return reply.code(204).send();
     },
   );
@@ -716,6 +791,101 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
         })),
         links: listLinks(req, publicUrl),
       };
+    },
+  );
+
+  // ---- credentials (TOTP secrets, sealed by the key manager) ------------------
+  const credentialView = (c: Credential, blob?: string) => ({
+    id: c.id,
+    user_id: c.user_id,
+    project_id: c.project_id,
+    type: c.type,
+    // The secret is shown once, in the answer that created it; it is sealed at rest.
+    blob: blob ?? SEALED_BLOB,
+    links: { self: `${base}/credentials/${c.id}` },
+  });
+  const credentialOwner = async (r: { params: unknown }) => {
+    const c = await ctx.credentials.get((r.params as { id: string }).id).catch(() => null);
+    return { user_id: c?.user_id ?? null };
+  };
+  const CredentialBody = Type.Object(
+    {
+      credential: Type.Object(
+        {
+          blob: Type.String({ minLength: 1, maxLength: 1024 }),
+          type: Type.Union(CREDENTIAL_TYPES.map((t) => Type.Literal(t))),
+          user_id: Id,
+          project_id: Opt(Type.Union([Id, Type.Null()])),
+        },
+        { additionalProperties: false },
+      ),
+    },
+    { additionalProperties: false },
+  );
+  app.post(
+    `${PREFIX}/credentials`,
+    {
+      schema: { body: CredentialBody },
+      config: {
+        action: 'identity:create_credential',
+        targetType: 'credential',
+        target: (r) => {
+          const uid = (r.body as { credential?: { user_id?: unknown } } | undefined)?.credential?.user_id;
+          return { user_id: typeof uid === 'string' ? uid : null };
+        },
+      },
+    },
+    async (req, reply) => {
+      const { credential } = req.body as Static<typeof CredentialBody>;
+      await identity.getUser(credential.user_id);
+      if (credential.project_id) await identity.getProject(credential.project_id);
+      const c = await ctx.credentials.create({
+        userId: credential.user_id,
+        projectId: credential.project_id ?? null,
+        type: credential.type,
+        blob: credential.blob,
+      });
+      req.auditNote.targetId = c.id;
+      return reply.code(201).send({ credential: credentialView(c, credential.blob) });
+    },
+  );
+  app.get(
+    `${PREFIX}/credentials`,
+    {
+      schema: {
+        querystring: Type.Object({ user_id: Opt(Type.String({ maxLength: 64 })), type: Opt(Type.String()) }),
+      },
+      config: { action: 'identity:list_credentials' },
+    },
+    async (req) => {
+      const q = req.query as { user_id?: string; type?: string };
+      const auth = req.auth!;
+      // Anyone may list, but only an admin sees other users' credentials.
+      const userId = auth.isAdmin ? q.user_id : auth.userId;
+      if (q.user_id !== undefined && userId !== q.user_id)
+        return { credentials: [], links: listLinks(req, publicUrl) };
+      return {
+        credentials: (await ctx.credentials.list({ userId, type: q.type })).map((c) => credentialView(c)),
+        links: listLinks(req, publicUrl),
+      };
+    },
+  );
+  app.get(
+    `${PREFIX}/credentials/:id`,
+    { schema: { params: IdParam }, config: { action: 'identity:get_credential', target: credentialOwner } },
+    async (req) => ({
+      credential: credentialView(await ctx.credentials.get((req.params as { id: string }).id)),
+    }),
+  );
+  app.delete(
+    `${PREFIX}/credentials/:id`,
+    {
+      schema: { params: IdParam },
+      config: { action: 'identity:delete_credential', target: credentialOwner, targetType: 'credential' },
+    },
+    async (req, reply) => {
+      await ctx.credentials.delete((req.params as { id: string }).id);
+      return reply.code(204).send();
     },
   );
 }

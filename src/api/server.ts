@@ -8,6 +8,8 @@ import type { ImageService } from '../compute/images.js';
 import type { QuarantineService } from '../compute/quarantine.js';
 import type { ServerService } from '../compute/servers.js';
 import { BulwarkError } from '../errors.js';
+import type { CredentialService } from '../identity/credentials.js';
+import type { LoginService } from '../identity/login.js';
 import type { IdentityService } from '../identity/service.js';
 import type { KeyManager } from '../keys/manager.js';
 import type { NetworkService } from '../network/networks.js';
@@ -39,6 +41,9 @@ import { registerZoneApi } from './zones.js';
 export interface ApiDeps {
   store: Store;
   identity: IdentityService;
+  /** Keystone credentials and multi-factor login (docs/identity.md). */
+  credentials: CredentialService;
+  login: LoginService;
   audit: AuditWriter;
   compute: {
     flavors: FlavorService;
@@ -147,7 +152,16 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
     if (cfg.action === undefined && req.is404) return;
     const own = { project_id: req.auth?.projectId ?? null, user_id: req.auth?.userId ?? null };
     const target = cfg.target
-      ? { ...own, ...(await cfg.target({ params: req.params, headers: req.headers })) }
+      ? {
+          ...own,
+          ...(await cfg.target({
+            params: req.params,
+            headers: req.headers,
+            query: req.query,
+            body: req.body,
+            auth: req.auth,
+          })),
+        }
       : own;
     enforce(cfg.action ?? '', req.auth, target);
   });

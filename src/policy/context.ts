@@ -11,6 +11,11 @@ export interface AuthContext {
   /** True only for the admin role on the cloud's admin project (see policy/rules.ts). */
   isAdmin: boolean;
   methods: readonly string[];
+  /**
+   * An admin-scoped token obtained without a second factor while admins must
+   * use MFA: `isAdmin` is false and only MFA enrollment is allowed (policy/rules.ts).
+   */
+  mfaPending?: boolean;
   tokenHash: string;
   auditId: string;
   issuedAt: string;
