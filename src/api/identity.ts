@@ -119,6 +119,12 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
                   { additionalProperties: false },
                 ),
               ),
+              token: Opt(
+                Type.Object(
+                  { id: Type.String({ minLength: 1, maxLength: 512 }) },
+                  { additionalProperties: false },
+                ),
+              ),
               totp: Opt(
                 Type.Object(
                   {
@@ -152,13 +158,14 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     async (req, reply) => {
       const { identity: ident, scope } = (req.body as Static<typeof AuthBody>).auth;
       const named = ident.password?.user ?? ident.totp?.user;
-      req.auditNote.attemptedUser = named?.name ?? named?.id ?? 'unknown';
+      req.auditNote.attemptedUser = named?.name ?? named?.id ?? (ident.token ? 'token' : 'unknown');
       const receipt = req.headers['openstack-auth-receipt'];
       const { token, auth } = await ctx.login.login({
         methods: ident.methods,
         password: ident.password && { user: ident.password.user, password: ident.password.user.password },
         totp: ident.totp && { user: ident.totp.user, passcode: ident.totp.user.passcode },
         receipt: typeof receipt === 'string' && receipt.length > 0 ? receipt : undefined,
+        token: ident.token?.id,
         scope: typeof scope === 'object' ? scope.project : undefined,
       });
       req.auth = auth; // so the audit record names who logged in
@@ -546,7 +553,10 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
       const options = user.options === undefined ? undefined : mergeOptions(old.options, user.options);
       if (!auth.isAdmin) {
         // The `self` rule: a user may set their own MFA options and nothing else here.
-        const other = Object.keys(user).filter((k) => k !== 'options');
+        // The CLI's `user set` always sends `enabled` as it is: only a change counts.
+        const other = Object.keys(user).filter(
+          (k) => k !== 'options' && !(k === 'enabled' && user.enabled === (old.enabled === 1)),
+        );
         if (other.length > 0)
           throw forbidden(
             `You may change only your own MFA options (refused: ${other.join(', ')}); change your password with \`openstack user password set\`.`,

@@ -6,7 +6,7 @@ import type { Store } from '../store/database.js';
 import type { UsersTable } from '../store/schema.js';
 import { nowIso, randomSecret, sha256Hex } from '../util/ids.js';
 import type { CredentialService } from './credentials.js';
-import { LOGIN_METHODS, mfaRules } from './mfa-rules.js';
+import { LOGIN_METHODS, mfaRules, TOKEN_METHOD } from './mfa-rules.js';
 import { verifyPassword } from './passwords.js';
 import { type IdentityService, loginFailed, type ProjectRef, type UserRef } from './service.js';
 
@@ -19,6 +19,8 @@ export interface LoginRequest {
   totp?: { user: UserRef; passcode: string } | undefined;
   /** The `Openstack-Auth-Receipt` header of a login that continues an earlier partial one. */
   receipt?: string | undefined;
+  /** Keystone's `token` method: the token to derive the new one from. */
+  token?: string | undefined;
   scope?: ProjectRef | undefined;
 }
 
@@ -43,6 +45,7 @@ export class LoginService {
   }
 
   async login(req: LoginRequest): Promise<{ token: string; auth: AuthContext }> {
+    if (req.methods.includes(TOKEN_METHOD)) return this.fromToken(req);
     for (const m of req.methods) {
       if (!(LOGIN_METHODS as readonly string[]).includes(m))
         throw badRequest(
@@ -106,6 +109,23 @@ export class LoginService {
     if (req.receipt !== undefined)
       await this.db.deleteFrom('auth_receipts').where('id_hash', '=', sha256Hex(req.receipt)).execute();
     return this.identity.mintToken(row.id, projectId, [...proved]);
+  }
+
+  /**
+   * Keystone's token method (re-scoping): the new token keeps the old one's
+   * factors (`token` plus its methods, as Keystone records them) and never
+   * outlives it, so it cannot stretch a session or add a factor.
+   */
+  private async fromToken(req: LoginRequest): Promise<{ token: string; auth: AuthContext }> {
+    if (req.methods.length !== 1 || req.token === undefined)
+      throw badRequest('The token method goes alone, with auth.identity.token.id.');
+    const old = await this.identity.validateToken(req.token);
+    if (!old) throw loginFailed('token method: the token is invalid, expired or revoked');
+    const projectId = await this.identity.resolveScope(old.userId, req.scope);
+    const ttl = Math.floor((Date.parse(old.expiresAt) - Date.now()) / 1000);
+    if (ttl <= 0) throw loginFailed('token method: the token expires now');
+    const methods = [TOKEN_METHOD, ...old.methods.filter((m) => m !== TOKEN_METHOD)];
+    return this.identity.mintToken(old.userId, projectId, methods, ttl);
   }
 
   /** When the account's lock ends, or null when it is not locked. */

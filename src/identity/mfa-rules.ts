@@ -1,5 +1,7 @@
 /** The Keystone auth methods a login may name (a receipt continues one, in its header). */
 export const LOGIN_METHODS = ['password', 'totp'] as const;
+/** Keystone's `token` method: a new token (e.g. another scope) from a valid one, keeping its factors. */
+export const TOKEN_METHOD = 'token';
 
 /** Keystone user options this cloud understands for MFA (`openstack user set --multi-factor-auth-rule ...`). */
 export interface MfaOptions {
