@@ -8,6 +8,7 @@ import { ServerService } from './compute/servers.js';
 import { serverCreateLimit } from './governance/rate-limits.js';
 import type { HypervisorDriver } from './host/hypervisor.js';
 import { ImageStore } from './host/image-store.js';
+import { ApplicationCredentialService } from './identity/application-credentials.js';
 import { CredentialService } from './identity/credentials.js';
 import { LoginService } from './identity/login.js';
 import { DEFAULT_IDENTITY_POLICY, type IdentityPolicy, IdentityService } from './identity/service.js';
@@ -102,7 +103,8 @@ export function buildPlatform(
   const keys = new KeyManager(store, opts.kek ?? FileKek.open(opts.dataDir), audit);
   // Keystone credentials (TOTP secrets sealed by the key manager) and multi-method login (docs/identity.md).
   const credentials = new CredentialService(store, keys);
-  const login = new LoginService(store, identity, credentials);
+  const applicationCredentials = new ApplicationCredentialService(store, identity);
+  const login = new LoginService(store, identity, credentials, applicationCredentials);
   const servers = new ServerService(
     store,
     images,
@@ -133,6 +135,7 @@ export function buildPlatform(
   return {
     identity,
     credentials,
+    applicationCredentials,
     login,
     audit,
     keys,

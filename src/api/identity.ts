@@ -2,6 +2,8 @@ import { Type } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
 import { badRequest, forbidden, notFound } from '../errors.js';
+import { ACCESS_RULE_METHODS } from '../identity/access-rules.js';
+import type { ApplicationCredential } from '../identity/application-credentials.js';
 import { CREDENTIAL_TYPES, type Credential } from '../identity/credentials.js';
 import { mfaRules } from '../identity/mfa-rules.js';
 import { domainView, projectView, roleView, userView } from '../identity/records.js';
@@ -119,6 +121,17 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
                   { additionalProperties: false },
                 ),
               ),
+              application_credential: Opt(
+                Type.Object(
+                  {
+                    id: Opt(Type.String({ maxLength: 64 })),
+                    name: Opt(Type.String({ maxLength: 255 })),
+                    user: Opt(Type.Object(UserRefFields, { additionalProperties: false })),
+                    secret: Type.String({ maxLength: 4096 }),
+                  },
+                  { additionalProperties: false },
+                ),
+              ),
               token: Opt(
                 Type.Object(
                   { id: Type.String({ minLength: 1, maxLength: 512 }) },
@@ -157,8 +170,15 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     { schema: { body: AuthBody }, config: { action: 'identity:issue_token', targetType: 'token' } },
     async (req, reply) => {
       const { identity: ident, scope } = (req.body as Static<typeof AuthBody>).auth;
-      const named = ident.password?.user ?? ident.totp?.user;
-      req.auditNote.attemptedUser = named?.name ?? named?.id ?? (ident.token ? 'token' : 'unknown');
+      const named = ident.password?.user ?? ident.totp?.user ?? ident.application_credential?.user;
+      req.auditNote.attemptedUser =
+        named?.name ??
+        named?.id ??
+        (ident.application_credential
+          ? `application credential ${ident.application_credential.id ?? ident.application_credential.name}`
+          : ident.token
+            ? 'token'
+            : 'unknown');
       const receipt = req.headers['openstack-auth-receipt'];
       const { token, auth } = await ctx.login.login({
         methods: ident.methods,
@@ -166,6 +186,7 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
         totp: ident.totp && { user: ident.totp.user, passcode: ident.totp.user.passcode },
         receipt: typeof receipt === 'string' && receipt.length > 0 ? receipt : undefined,
         token: ident.token?.id,
+        applicationCredential: ident.application_credential,
         scope: typeof scope === 'object' ? scope.project : undefined,
       });
       req.auth = auth; // so the audit record names who logged in
@@ -895,6 +916,148 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     },
     async (req, reply) => {
       await ctx.credentials.delete((req.params as { id: string }).id);
+      return reply.code(204).send();
+    },
+  );
+
+  // ---- application credentials (automation; the secret is shown once) --------
+  const roleNames = new Map<string, string>();
+  const appCredView = async (a: ApplicationCredential, secret?: string) => {
+    if (roleNames.size === 0) for (const r of await identity.listRoles()) roleNames.set(r.name, r.id);
+    return {
+      id: a.id,
+      name: a.name,
+      description: a.description,
+      user_id: a.user_id,
+      project_id: a.project_id,
+      expires_at: a.expires_at,
+      unrestricted: a.unrestricted === 1,
+      roles: (JSON.parse(a.roles) as string[]).map((name) => ({
+        id: roleNames.get(name) ?? name,
+        name,
+        domain_id: null,
+      })),
+      access_rules: JSON.parse(a.access_rules) as unknown[],
+      ...(secret === undefined ? {} : { secret }),
+      links: { self: `${base}/users/${a.user_id}/application_credentials/${a.id}` },
+    };
+  };
+  const acPath = `${PREFIX}/users/:user_id/application_credentials`;
+  const AcParams = Type.Object({ user_id: Id });
+  const AcIdParams = Type.Object({ user_id: Id, id: Id });
+  const acOwner = (r: { params: unknown }) => ({ user_id: (r.params as { user_id: string }).user_id });
+  const AcBody = Type.Object(
+    {
+      application_credential: Type.Object(
+        {
+          name: Name,
+          description: Opt(NullableString),
+          secret: Opt(Type.Union([Type.String({ minLength: 16, maxLength: 4096 }), Type.Null()])),
+          // The CLI sends `--expiration` without a zone: read as UTC (Keystone's convention).
+          expires_at: Opt(
+            Type.Union([
+              Type.String({
+                maxLength: 40,
+                pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d+)?(Z|[+-]\\d{2}:?\\d{2})?$',
+              }),
+              Type.Null(),
+            ]),
+          ),
+          roles: Opt(
+            Type.Array(
+              Type.Object(
+                { id: Opt(Id), name: Opt(Name), domain_id: Opt(Type.Null()) },
+                { additionalProperties: false },
+              ),
+              { maxItems: 16 },
+            ),
+          ),
+          access_rules: Opt(
+            Type.Array(
+              Type.Object(
+                {
+                  service: Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-z0-9-]+$' }),
+                  method: Type.Union(ACCESS_RULE_METHODS.map((m) => Type.Literal(m))),
+                  path: Type.String({ minLength: 1, maxLength: 512, pattern: '^/[^\\x00-\\x1f]*$' }),
+                },
+                { additionalProperties: false },
+              ),
+              { maxItems: 50 },
+            ),
+          ),
+          unrestricted: Opt(Type.Boolean()),
+        },
+        { additionalProperties: false },
+      ),
+    },
+    { additionalProperties: false },
+  );
+  app.post(
+    acPath,
+    {
+      schema: { params: AcParams, body: AcBody },
+      config: {
+        action: 'identity:create_application_credential',
+        target: acOwner,
+        targetType: 'application_credential',
+      },
+    },
+    async (req, reply) => {
+      const { application_credential: b } = req.body as Static<typeof AcBody>;
+      const { row, secret } = await ctx.applicationCredentials.create(req.auth!, {
+        name: b.name,
+        description: b.description ?? undefined,
+        secret: b.secret ?? undefined,
+        expiresAt: b.expires_at ?? undefined,
+        roles: b.roles,
+        accessRules: b.access_rules,
+        unrestricted: b.unrestricted,
+      });
+      req.auditNote.targetId = row.id;
+      return reply.code(201).send({ application_credential: await appCredView(row, secret) });
+    },
+  );
+  app.get(
+    acPath,
+    {
+      schema: { params: AcParams, querystring: Type.Object({ name: Opt(Type.String({ maxLength: 255 })) }) },
+      config: { action: 'identity:list_application_credentials', target: acOwner },
+    },
+    async (req) => {
+      const { user_id } = req.params as { user_id: string };
+      const rows = await ctx.applicationCredentials.list(user_id, (req.query as { name?: string }).name);
+      return {
+        application_credentials: await Promise.all(rows.map((a) => appCredView(a))),
+        links: listLinks(req, publicUrl),
+      };
+    },
+  );
+  app.get(
+    `${acPath}/:id`,
+    {
+      schema: { params: AcIdParams },
+      config: { action: 'identity:get_application_credential', target: acOwner },
+    },
+    async (req) => {
+      const p = req.params as { user_id: string; id: string };
+      return {
+        application_credential: await appCredView(await ctx.applicationCredentials.get(p.user_id, p.id)),
+      };
+    },
+  );
+  app.delete(
+    `${acPath}/:id`,
+    {
+      schema: { params: AcIdParams },
+      config: {
+        action: 'identity:delete_application_credential',
+        target: acOwner,
+        targetType: 'application_credential',
+      },
+    },
+    async (req, reply) => {
+      const p = req.params as { user_id: string; id: string };
+      await ctx.applicationCredentials.delete(p.user_id, p.id);
       return reply.code(204).send();
     },
   );

@@ -5,8 +5,9 @@ import type { AuthContext } from '../policy/context.js';
 import type { Store } from '../store/database.js';
 import type { UsersTable } from '../store/schema.js';
 import { nowIso, randomSecret, sha256Hex } from '../util/ids.js';
+import type { ApplicationCredentialService } from './application-credentials.js';
 import type { CredentialService } from './credentials.js';
-import { LOGIN_METHODS, mfaRules, TOKEN_METHOD } from './mfa-rules.js';
+import { APP_CRED_METHOD, LOGIN_METHODS, mfaRules, TOKEN_METHOD } from './mfa-rules.js';
 import { verifyPassword } from './passwords.js';
 import { type IdentityService, loginFailed, type ProjectRef, type UserRef } from './service.js';
 
@@ -21,6 +22,10 @@ export interface LoginRequest {
   receipt?: string | undefined;
   /** Keystone's `token` method: the token to derive the new one from. */
   token?: string | undefined;
+  /** Keystone's `application_credential` method. */
+  applicationCredential?:
+    | { id?: string | undefined; name?: string | undefined; user?: UserRef | undefined; secret: string }
+    | undefined;
   scope?: ProjectRef | undefined;
 }
 
@@ -38,6 +43,7 @@ export class LoginService {
     private readonly store: Store,
     private readonly identity: IdentityService,
     private readonly credentials: CredentialService,
+    private readonly appCreds: ApplicationCredentialService,
   ) {}
 
   private get db() {
@@ -46,6 +52,17 @@ export class LoginService {
 
   async login(req: LoginRequest): Promise<{ token: string; auth: AuthContext }> {
     if (req.methods.includes(TOKEN_METHOD)) return this.fromToken(req);
+    if (req.methods.includes(APP_CRED_METHOD)) {
+      const ac = req.applicationCredential;
+      if (req.methods.length !== 1 || ac === undefined)
+        throw badRequest(
+          'The application_credential method goes alone, with auth.identity.application_credential.',
+        );
+      // The token is scoped to the credential's own project; no other scope may be asked for.
+      if (req.scope?.id !== undefined || req.scope?.name !== undefined)
+        throw badRequest('An application credential token is scoped to its project: send no scope.');
+      return this.appCreds.authenticate(ac, ac.secret);
+    }
     for (const m of req.methods) {
       if (!(LOGIN_METHODS as readonly string[]).includes(m))
         throw badRequest(

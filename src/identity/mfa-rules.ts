@@ -2,6 +2,8 @@
 export const LOGIN_METHODS = ['password', 'totp'] as const;
 /** Keystone's `token` method: a new token (e.g. another scope) from a valid one, keeping its factors. */
 export const TOKEN_METHOD = 'token';
+/** Keystone's application credential method: automation's single secret, never a factor of a rule. */
+export const APP_CRED_METHOD = 'application_credential';
 
 /** Keystone user options this cloud understands for MFA (`openstack user set --multi-factor-auth-rule ...`). */
 export interface MfaOptions {

@@ -4,6 +4,7 @@ import { type AuthContext, expandRoles } from '../policy/context.js';
 import type { Store } from '../store/database.js';
 import type { ProjectsTable, UsersTable } from '../store/schema.js';
 import { keystoneId, nowIso, randomSecret, sha256Hex } from '../util/ids.js';
+import type { AccessRule } from './access-rules.js';
 import { hashPassword, verifyPassword } from './passwords.js';
 
 /** The site's login and password rules (docs/identity.md); `serve` flags set them. */
@@ -640,6 +641,7 @@ export class IdentityService {
     projectId: string | null,
     methods: readonly string[],
     ttlSeconds = this.config.tokenTtlSeconds,
+    appCredId: string | null = null,
   ): Promise<{ token: string; auth: AuthContext }> {
     const token = randomSecret(32);
     const issuedAt = new Date();
@@ -655,6 +657,7 @@ export class IdentityService {
         issued_at: issuedAt.toISOString(),
         expires_at: expiresAt.toISOString(),
         revoked_at: null,
+        app_cred_id: appCredId,
       })
       .execute();
     const auth = await this.validateToken(token);
@@ -678,6 +681,7 @@ export class IdentityService {
         't.issued_at',
         't.expires_at',
         't.revoked_at',
+        't.app_cred_id',
         'u.name as user_name',
         'u.domain_id as user_domain_id',
         'u.enabled as user_enabled',
@@ -691,8 +695,26 @@ export class IdentityService {
     if (!row || row.revoked_at !== null || row.expires_at <= nowIso()) return null;
     if (row.user_enabled !== 1 || row.domain_enabled !== 1) return null;
     if (row.project_id !== null && row.project_enabled !== 1) return null;
-    const roles =
-      row.project_id === null ? [] : expandRoles(await this.roleNamesOn(row.user_id, row.project_id));
+    let held = row.project_id === null ? [] : await this.roleNamesOn(row.user_id, row.project_id);
+    let appCred: AuthContext['appCred'];
+    if (row.app_cred_id !== null) {
+      // An application credential's token: its roles (those the user still holds), rules and expiry.
+      const ac = await this.db
+        .selectFrom('application_credentials')
+        .selectAll()
+        .where('id', '=', row.app_cred_id)
+        .executeTakeFirst();
+      if (!ac || (ac.expires_at !== null && ac.expires_at <= nowIso())) return null;
+      const granted = JSON.parse(ac.roles) as string[];
+      // Implied roles count: a member may delegate just `reader`.
+      held = expandRoles(held).filter((r) => granted.includes(r));
+      appCred = {
+        id: ac.id,
+        accessRules: JSON.parse(ac.access_rules) as AccessRule[],
+        unrestricted: ac.unrestricted === 1,
+      };
+    }
+    const roles = expandRoles(held);
     if (row.project_id !== null && roles.length === 0) return null;
     const methods = JSON.parse(row.methods) as string[];
     const adminRole =
@@ -712,6 +734,7 @@ export class IdentityService {
       roles,
       isAdmin: adminRole && !mfaPending,
       ...(mfaPending ? { mfaPending } : {}),
+      ...(appCred ? { appCred } : {}),
       methods,
       tokenHash: row.id_hash,
       auditId: row.audit_id,

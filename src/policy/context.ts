@@ -16,6 +16,12 @@ export interface AuthContext {
    * use MFA: `isAdmin` is false and only MFA enrollment is allowed (policy/rules.ts).
    */
   mfaPending?: boolean;
+  /** Set for a token made from an application credential: its access rules limit every request. */
+  appCred?: {
+    id: string;
+    accessRules: readonly { id: string; service: string; method: string; path: string }[];
+    unrestricted: boolean;
+  };
   tokenHash: string;
   auditId: string;
   issuedAt: string;

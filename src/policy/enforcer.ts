@@ -1,6 +1,13 @@
 import { forbidden, unauthorized } from '../errors.js';
 import type { AuthContext, PolicyTarget } from './context.js';
-import { type Action, isAction, MFA_ENROLLMENT_ACTIONS, POLICY, type RuleTerm } from './rules.js';
+import {
+  type Action,
+  APP_CRED_REFUSED_ACTIONS,
+  isAction,
+  MFA_ENROLLMENT_ACTIONS,
+  POLICY,
+  type RuleTerm,
+} from './rules.js';
 
 function termAllows(term: RuleTerm, auth: AuthContext | null, target: PolicyTarget): boolean {
   switch (term) {
@@ -27,6 +34,7 @@ function termAllows(term: RuleTerm, auth: AuthContext | null, target: PolicyTarg
 export function allows(action: string, auth: AuthContext | null, target: PolicyTarget = {}): boolean {
   if (!isAction(action)) return false; // deny by default
   if (auth?.mfaPending && !MFA_ENROLLMENT_ACTIONS.has(action)) return false;
+  if (auth?.appCred && !auth.appCred.unrestricted && APP_CRED_REFUSED_ACTIONS.has(action)) return false;
   return POLICY[action].some((term) => termAllows(term, auth, target));
 }
 
@@ -40,6 +48,10 @@ export const isPublic = (action: Action): boolean =>
 export function enforce(action: string, auth: AuthContext | null, target: PolicyTarget = {}): void {
   if (allows(action, auth, target)) return;
   if (auth === null) throw unauthorized('The request you have made requires authentication.');
+  if (auth.appCred && !auth.appCred.unrestricted && APP_CRED_REFUSED_ACTIONS.has(action as Action))
+    throw forbidden(
+      `A token from an application credential cannot do this (${action}): use your own login, or an --unrestricted credential.`,
+    );
   if (auth.mfaPending)
     throw forbidden(
       `Administrators must use a second factor: this token was issued without one, so it may only enroll MFA (refused: ${action}). ` +

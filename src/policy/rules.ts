@@ -180,9 +180,28 @@ export const POLICY = {
   'identity:list_credentials': ['authenticated'],
   'identity:get_credential': ['admin', 'self'],
   'identity:delete_credential': ['admin', 'self'],
+  // Application credentials are made by their owner alone (Keystone), for the token's project.
+  'identity:create_application_credential': ['self'],
+  'identity:list_application_credentials': ['admin', 'self'],
+  'identity:get_application_credential': ['admin', 'self'],
+  'identity:delete_application_credential': ['admin', 'self'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;
+
+/**
+ * What a token from a restricted application credential may not do (Keystone:
+ * it cannot make credentials): anything that would let automation outlive or
+ * widen the credential it was given.
+ */
+export const APP_CRED_REFUSED_ACTIONS: ReadonlySet<Action> = new Set<Action>([
+  'identity:create_application_credential',
+  'identity:delete_application_credential',
+  'identity:create_credential',
+  'identity:delete_credential',
+  'identity:change_password',
+  'identity:update_user',
+]);
 
 /**
  * What an admin-scoped token without a second factor may still do while

@@ -65,6 +65,8 @@ export interface TokensTable {
   issued_at: string;
   expires_at: string;
   revoked_at: string | null;
+  /** The application credential the token was made from (migration 0021): its rules apply. */
+  app_cred_id: Generated<string | null>;
 }
 
 // ---- identity hardening (issue 8, migrations 0020-0029) ----
@@ -88,6 +90,23 @@ export interface AuthReceiptsTable {
   methods: string;
   issued_at: string;
   expires_at: string;
+}
+
+/** Keystone application credential; the secret is an argon2 hash, shown once at creation. */
+export interface ApplicationCredentialsTable {
+  id: string;
+  user_id: string;
+  project_id: string;
+  name: string;
+  description: string;
+  secret_hash: string;
+  expires_at: string | null;
+  /** JSON array of role names (a subset of the creator's roles on the project). */
+  roles: string;
+  /** JSON array of `{id, service, method, path}`; empty: any request. */
+  access_rules: string;
+  unrestricted: number;
+  created_at: string;
 }
 
 export interface PasswordHistoryTable {
@@ -461,6 +480,7 @@ export interface Schema {
   credentials: CredentialsTable;
   auth_receipts: AuthReceiptsTable;
   password_history: PasswordHistoryTable;
+  application_credentials: ApplicationCredentialsTable;
   audit_events: AuditEventsTable;
   audit_head: AuditHeadTable;
 }

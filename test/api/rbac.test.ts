@@ -192,6 +192,7 @@ describe('RBAC matrix', () => {
     if (url.includes('/bulwark-zone')) return zoneSample(method, url);
     if (url.startsWith('/network')) return networkSample(method, url);
     if (url.startsWith('/identity/v3/credentials')) return credentialSample(method, url, p);
+    if (url.includes('/application_credentials')) return appCredSample(method, url, p);
     const collection = /^\/identity\/v3\/(\w+)/.exec(url)?.[1];
     const bodies: Record<string, unknown> = {
       'POST /identity/v3/projects': { project: { name: uniq('p') } },
@@ -246,6 +247,20 @@ describe('RBAC matrix', () => {
       };
     const c = await api.platform.credentials.create({ userId: owner, projectId: null, type: 'totp', blob });
     return { url: url.replace(':id', c.id), target: { user_id: owner } };
+  }
+
+  /** Application credentials: the caller's own (`self`), made for the caller's project. */
+  async function appCredSample(method: string, url: string, p: Persona) {
+    const ownerToken = (who[p].userId ? who[p].token : who.admin.token) as string;
+    const owner = api.authOf(ownerToken);
+    const values: Record<string, string> = { user_id: owner.userId };
+    if (url.includes(':id'))
+      values.id = (await api.platform.applicationCredentials.create(owner, { name: uniq('ac') })).row.id;
+    return {
+      url: url.replace(/:(\w+)/g, (_, k: string) => values[k] ?? `missing-${k}`),
+      body: method === 'POST' ? { application_credential: { name: uniq('ac') } } : undefined,
+      target: { user_id: owner.userId },
+    };
   }
 
   /** Quota routes (Nova, Cinder, Neutron): project A's quotas; resets act on a throwaway project. */
