@@ -20,6 +20,8 @@ const nextStep = async () => {
 describe('openstack CLI: MFA, receipts, replay and lockout', () => {
   let d: DaemonProcess;
   let session: NodeJS.ProcessEnv;
+  /** The CLI's environment for user `locky` of project `ops`, with no clouds.yaml. */
+  let locky: (password: string) => NodeJS.ProcessEnv;
   beforeAll(async () => {
     d = await startDaemonProcess({
       adminMfa: true,
@@ -89,19 +91,20 @@ describe('openstack CLI: MFA, receipts, replay and lockout', () => {
     await d.openstack(['project', 'create', 'ops'], session);
     await d.openstack(['user', 'create', '--password', 'Locky-password-1', 'locky'], session);
     await d.openstack(['role', 'add', '--project', 'ops', '--user', 'locky', 'member'], session);
+    locky = (password: string) => ({
+      OS_CLOUD: '',
+      OS_CLIENT_CONFIG_FILE: `${d.dataDir}/no-clouds.yaml`,
+      OS_AUTH_URL: `${d.url}/identity/v3`,
+      OS_CACERT: `${d.dataDir}/pki/ca.crt`,
+      OS_IDENTITY_API_VERSION: '3',
+      OS_USERNAME: 'locky',
+      OS_USER_DOMAIN_NAME: 'Default',
+      OS_PASSWORD: password,
+      OS_PROJECT_NAME: 'ops',
+      OS_PROJECT_DOMAIN_NAME: 'Default',
+    });
     const as = (password: string) =>
-      d.openstack(['token', 'issue', '-f', 'value', '-c', 'id'], {
-        OS_CLOUD: '',
-        OS_CLIENT_CONFIG_FILE: `${d.dataDir}/no-clouds.yaml`,
-        OS_AUTH_URL: `${d.url}/identity/v3`,
-        OS_CACERT: `${d.dataDir}/pki/ca.crt`,
-        OS_IDENTITY_API_VERSION: '3',
-        OS_USERNAME: 'locky',
-        OS_USER_DOMAIN_NAME: 'Default',
-        OS_PASSWORD: password,
-        OS_PROJECT_NAME: 'ops',
-        OS_PROJECT_DOMAIN_NAME: 'Default',
-      });
+      d.openstack(['token', 'issue', '-f', 'value', '-c', 'id'], locky(password));
     expect((await as('Locky-password-1')).code).toBe(0);
     for (let i = 0; i < 3; i++) expect((await as('wrong-password-123')).code).not.toBe(0);
     const locked = await as('Locky-password-1');
@@ -117,4 +120,51 @@ describe('openstack CLI: MFA, receipts, replay and lockout', () => {
     );
     expect(fresh.stdout).toMatch(/ops/);
   }, 120_000);
+
+  it('creates an application credential with expiry and access rules, and logs in with it', async () => {
+    const rules = JSON.stringify([{ service: 'compute', method: 'GET', path: '/v2.1/servers/**' }]);
+    const ac = JSON.parse(
+      (
+        await d.openstack(
+          [
+            'application',
+            'credential',
+            'create',
+            '--expiration',
+            '2099-01-01T00:00:00',
+            '--access-rules',
+            rules,
+            'ci-bot',
+            '-f',
+            'json',
+          ],
+          locky('Locky-password-1'),
+        )
+      ).stdout,
+    );
+    expect(ac.secret).toBeTruthy();
+    expect(ac.expires_at).toMatch(/^2099-01-01T00:00:00/);
+    const bot = {
+      OS_CLOUD: '',
+      OS_CLIENT_CONFIG_FILE: `${d.dataDir}/no-clouds.yaml`,
+      OS_AUTH_URL: `${d.url}/identity/v3`,
+      OS_CACERT: `${d.dataDir}/pki/ca.crt`,
+      OS_IDENTITY_API_VERSION: '3',
+      OS_AUTH_TYPE: 'v3applicationcredential',
+      OS_APPLICATION_CREDENTIAL_ID: ac.id,
+      OS_APPLICATION_CREDENTIAL_SECRET: ac.secret,
+    };
+    const servers = await d.openstack(['server', 'list', '-f', 'json'], bot);
+    expect(servers.code).toBe(0);
+    expect(JSON.parse(servers.stdout)).toEqual([]);
+    const net = await d.openstack(['network', 'list'], bot);
+    expect(net.code).not.toBe(0);
+    expect(net.stderr).toMatch(/access rules do not allow GET network/);
+    const listed = await d.openstack(
+      ['application', 'credential', 'list', '-f', 'json'],
+      locky('Locky-password-1'),
+    );
+    expect(JSON.parse(listed.stdout).map((c: { Name: string }) => c.Name)).toEqual(['ci-bot']);
+    expect(listed.stdout).not.toContain(ac.secret);
+  });
 });
