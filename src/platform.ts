@@ -9,6 +9,7 @@ import { serverCreateLimit } from './governance/rate-limits.js';
 import type { HypervisorDriver } from './host/hypervisor.js';
 import { ImageStore } from './host/image-store.js';
 import { ApplicationCredentialService } from './identity/application-credentials.js';
+import { BreakGlassService } from './identity/break-glass.js';
 import { CredentialService } from './identity/credentials.js';
 import { LoginService } from './identity/login.js';
 import { DEFAULT_IDENTITY_POLICY, type IdentityPolicy, IdentityService } from './identity/service.js';
@@ -105,6 +106,7 @@ export function buildPlatform(
   const credentials = new CredentialService(store, keys);
   const applicationCredentials = new ApplicationCredentialService(store, identity);
   const login = new LoginService(store, identity, credentials, applicationCredentials);
+  const breakGlass = new BreakGlassService(store, identity, audit);
   const servers = new ServerService(
     store,
     images,
@@ -136,6 +138,7 @@ export function buildPlatform(
     identity,
     credentials,
     applicationCredentials,
+    breakGlass,
     login,
     audit,
     keys,

@@ -10,6 +10,7 @@ import type { ServerService } from '../compute/servers.js';
 import { BulwarkError, forbidden } from '../errors.js';
 import { ruleMatches, serviceOf } from '../identity/access-rules.js';
 import type { ApplicationCredentialService } from '../identity/application-credentials.js';
+import type { BreakGlassService } from '../identity/break-glass.js';
 import type { CredentialService } from '../identity/credentials.js';
 import type { LoginService } from '../identity/login.js';
 import type { IdentityService } from '../identity/service.js';
@@ -25,6 +26,7 @@ import type { Store } from '../store/database.js';
 import { uuid } from '../util/ids.js';
 import type { VolumeTypeService } from '../volumes/types.js';
 import type { VolumeService } from '../volumes/volumes.js';
+import { registerBreakGlassApi } from './break-glass.js';
 import { registerBulwarkApi } from './bulwark.js';
 import type { ServiceEntry } from './catalog.js';
 import { registerComputeApi } from './compute.js';
@@ -45,6 +47,7 @@ export interface ApiDeps {
   identity: IdentityService;
   /** Keystone credentials and multi-factor login (docs/identity.md). */
   credentials: CredentialService;
+  breakGlass: BreakGlassService;
   applicationCredentials: ApplicationCredentialService;
   login: LoginService;
   audit: AuditWriter;
@@ -245,6 +248,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await registerSecretsApi(app, ctx);
   await registerQuotaApi(app, ctx);
   await registerBulwarkApi(app, ctx);
+  await registerBreakGlassApi(app, ctx);
   return app;
 }
 

@@ -36,8 +36,11 @@ export interface IdentityConfig extends IdentityPolicy {
   adminProjectName: string;
 }
 
-/** Auth methods that count as a second factor for the admin MFA rule. */
-export const SECOND_FACTORS: ReadonlySet<string> = new Set(['totp']);
+/**
+ * Auth methods that count as a second factor for the admin MFA rule: TOTP,
+ * and break-glass (its sealed, offline credential is the factor; break-glass.ts).
+ */
+export const SECOND_FACTORS: ReadonlySet<string> = new Set(['totp', 'break_glass']);
 
 export const DEFAULT_DOMAIN_ID = 'default';
 

@@ -185,6 +185,17 @@ export const POLICY = {
   'identity:list_application_credentials': ['admin', 'self'],
   'identity:get_application_credential': ['admin', 'self'],
   'identity:delete_application_credential': ['admin', 'self'],
+  // Break-glass (guide 16): opening a session is a login (public; the sealed secret and a reason decide);
+  // accounts and reviews are the cloud admin's.
+  'break_glass:create_account': ['admin'],
+  'break_glass:list_accounts': ['admin'],
+  'break_glass:delete_account': ['admin'],
+  'break_glass:open_session': ['public'],
+  'break_glass:list_reviews': ['admin'],
+  'break_glass:get_review': ['admin'],
+  'break_glass:close_review': ['admin'],
+  // The access review reads every user's roles and credentials: the cloud admin's alone.
+  'access_review:get': ['admin'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;

@@ -25,6 +25,7 @@ import * as m0011 from './migrations/0011-quotas.js';
 import * as m0012 from './migrations/0012-rate-limits.js';
 import * as m0020 from './migrations/0020-identity-mfa.js';
 import * as m0021 from './migrations/0021-application-credentials.js';
+import * as m0022 from './migrations/0022-break-glass.js';
 import type { Schema } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -64,6 +65,7 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0012-rate-limits': { up: m0012.up },
   '0020-identity-mfa': { up: m0020.up },
   '0021-application-credentials': { up: m0021.up },
+  '0022-break-glass': { up: m0022.up },
 });
 
 export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');

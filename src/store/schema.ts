@@ -109,6 +109,30 @@ export interface ApplicationCredentialsTable {
   created_at: string;
 }
 
+/** An emergency admin: its sealed credential's argon2 hash (the secret itself went offline once). */
+export interface BreakGlassAccountsTable {
+  id: string;
+  user_id: string;
+  secret_hash: string;
+  created_by: string | null;
+  created_at: string;
+}
+
+/** One break-glass use, open until an admin closes it with a post-incident note. */
+export interface BreakGlassReviewsTable {
+  id: string;
+  account_id: string;
+  user_name: string;
+  reason: string;
+  source_ip: string | null;
+  token_audit_id: string;
+  opened_at: string;
+  expires_at: string;
+  closed_at: string | null;
+  closed_by: string | null;
+  note: string | null;
+}
+
 export interface PasswordHistoryTable {
   id: string;
   user_id: string;
@@ -481,6 +505,8 @@ export interface Schema {
   auth_receipts: AuthReceiptsTable;
   password_history: PasswordHistoryTable;
   application_credentials: ApplicationCredentialsTable;
+  break_glass_accounts: BreakGlassAccountsTable;
+  break_glass_reviews: BreakGlassReviewsTable;
   audit_events: AuditEventsTable;
   audit_head: AuditHeadTable;
 }
