@@ -193,6 +193,7 @@ describe('RBAC matrix', () => {
     if (url.startsWith('/network')) return networkSample(method, url);
     if (url.startsWith('/identity/v3/credentials')) return credentialSample(method, url, p);
     if (url.includes('/application_credentials')) return appCredSample(method, url, p);
+    if (url.startsWith('/bulwark/v1/break-glass')) return breakGlassSample(method, url);
     const collection = /^\/identity\/v3\/(\w+)/.exec(url)?.[1];
     const bodies: Record<string, unknown> = {
       'POST /identity/v3/projects': { project: { name: uniq('p') } },
@@ -260,6 +261,34 @@ describe('RBAC matrix', () => {
       url: url.replace(/:(\w+)/g, (_, k: string) => values[k] ?? `missing-${k}`),
       body: method === 'POST' ? { application_credential: { name: uniq('ac') } } : undefined,
       target: { user_id: owner.userId },
+    };
+  }
+
+  /** Break-glass: a fresh emergency account per sample, and an open review from a session of it. */
+  async function breakGlassSample(method: string, url: string) {
+    const bg = api.platform.breakGlass;
+    const admin = api.authOf(who.admin.token as string);
+    const name = uniq('bg');
+    const { account, secret } = await bg.createAccount(admin, name);
+    if (url.endsWith('/sessions'))
+      return {
+        url,
+        body: { session: { name, secret, reason: 'RBAC matrix walk, emergency drill' } },
+        target: {},
+      };
+    if (url.endsWith('/accounts'))
+      return { url, body: method === 'POST' ? { account: { name: uniq('bg') } } : undefined, target: {} };
+    if (url.includes('/accounts/:id')) return { url: url.replace(':id', account.id), target: {} };
+    const { review } = await bg.use({
+      name,
+      secret,
+      reason: 'RBAC matrix walk, emergency drill',
+      sourceIp: null,
+    });
+    return {
+      url: url.replace(':id', review.id),
+      body: method === 'POST' ? { note: 'Drill finished; nothing changed.' } : undefined,
+      target: {},
     };
   }
 
