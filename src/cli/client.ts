@@ -115,6 +115,22 @@ export class BulwarkClient {
     return json as T;
   }
 
+  /**
+   * A call that needs no token (opening a break-glass session), to the Bulwark
+   * extension on the same origin as the auth URL.
+   */
+  async publicPost<T = unknown>(path: string, body: unknown): Promise<{ json: T; token: string | null }> {
+    const res = await fetch(`${new URL(this.cloud.authUrl).origin}/bulwark/v1${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      dispatcher: this.dispatcher,
+    });
+    const json: unknown = await res.json().catch(() => ({}));
+    if (res.status >= 400) throw new ApiError(res.status, errorMessage(res.status, json));
+    return { json: json as T, token: res.headers.get('x-subject-token') };
+  }
+
   async close(): Promise<void> {
     await this.dispatcher.close();
   }

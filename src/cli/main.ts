@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { ApiError } from './client.js';
 import { registerAuditCommands } from './commands/audit.js';
+import { registerBreakGlassCommands } from './commands/break-glass.js';
 import { registerComputeCommands } from './commands/compute.js';
 import { registerIdentityCommands } from './commands/identity.js';
 import { registerKeyManagerCommands } from './commands/keys.js';
@@ -17,6 +18,7 @@ registerServeCommand(program);
 registerIdentityCommands(program);
 registerComputeCommands(program);
 registerAuditCommands(program);
+registerBreakGlassCommands(program);
 registerKeyManagerCommands(program);
 registerZoneCommands(program);
 registerNetworkCommands(program);

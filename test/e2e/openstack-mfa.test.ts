@@ -5,6 +5,8 @@
  * (keystoneauth's v3multifactor plugin, receipts and all); a replayed code
  * is refused; a lockout triggers and expires.
  */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { totpCode, totpStep } from '../../src/identity/totp.js';
 import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
@@ -166,5 +168,82 @@ describe('openstack CLI: MFA, receipts, replay and lockout', () => {
     );
     expect(JSON.parse(listed.stdout).map((c: { Name: string }) => c.Name)).toEqual(['ci-bot']);
     expect(listed.stdout).not.toContain(ac.secret);
+  });
+
+  it('bulwark break-glass: sealed credential, session with a reason, critical event, review closed with a note', async () => {
+    const made = await d.bulwark(['break-glass', 'create', 'emergency', '-f', 'json'], session);
+    expect(made.code, made.stderr).toBe(0);
+    const { secret, notice } = JSON.parse(made.stdout);
+    expect(notice).toMatch(/shown once/);
+    const file = join(d.dataDir, 'sealed-envelope');
+    writeFileSync(file, `${secret}\n`, { mode: 0o600 });
+    const out = { OS_CLOUD: '', OS_AUTH_URL: `${d.url}/identity/v3`, OS_CACERT: `${d.dataDir}/pki/ca.crt` };
+    const noReason = await d.bulwark(['break-glass', 'use', 'emergency', '--secret-file', file], out);
+    expect(noReason.code).not.toBe(0);
+    expect(noReason.stderr).toMatch(/--reason/);
+    const used = await d.bulwark(
+      [
+        'break-glass',
+        'use',
+        'emergency',
+        '--reason',
+        'Primary admin MFA devices lost in outage',
+        '--secret-file',
+        file,
+        '-f',
+        'json',
+      ],
+      out,
+    );
+    expect(used.code, used.stderr).toBe(0);
+    const s = JSON.parse(used.stdout);
+    expect(Date.parse(s.expires_at) - Date.now()).toBeLessThanOrEqual(900_000);
+    // The emergency token is a full admin for the real CLI too.
+    const users = await d.openstack(['user', 'list', '-f', 'value', '-c', 'Name'], {
+      ...session,
+      OS_TOKEN: s.token,
+    });
+    expect(users.stdout).toMatch(/emergency/);
+    const events = JSON.parse(
+      (await d.bulwark(['audit', 'list', '--action', 'break_glass:use', '--format', 'json'], session)).stdout,
+    );
+    expect(events[0].reason).toMatch(
+      /^severity=critical: break-glass session for emergency .*Primary admin MFA devices lost/,
+    );
+    const open = JSON.parse(
+      (await d.bulwark(['break-glass', 'reviews', '--open', '-f', 'json'], session)).stdout,
+    );
+    expect(open).toHaveLength(1);
+    expect(open[0]).toMatchObject({ id: s.review_id, open: true, user_name: 'emergency' });
+    const closed = await d.bulwark(
+      ['break-glass', 'close', s.review_id, '--note', 'Outage over; credential rotated.', '-f', 'json'],
+      session,
+    );
+    expect(closed.code, closed.stderr).toBe(0);
+    expect(JSON.parse(closed.stdout)).toMatchObject({ open: false, closed_by: 'admin' });
+    expect(
+      JSON.parse((await d.bulwark(['break-glass', 'reviews', '--open', '-f', 'json'], session)).stdout),
+    ).toEqual([]);
+  });
+
+  it('bulwark access review lists users with roles, MFA and flags, as CSV and JSON', async () => {
+    const csv = await d.bulwark(['access', 'review', '-f', 'csv'], session);
+    expect(csv.code, csv.stderr).toBe(0);
+    const lines = csv.stdout.trim().split('\r\n');
+    expect(lines[0]).toBe(
+      'name,enabled,cloud_admin,roles,mfa_enabled,totp_credentials,application_credentials,last_login_at,password_age_days,locked,flags',
+    );
+    expect(lines.find((l) => l.startsWith('admin,'))).toMatch(
+      /^admin,true,true,"\{""admin"":\[""admin""\]\}",true,1,/,
+    );
+    const json = JSON.parse((await d.bulwark(['access', 'review', '-f', 'json'], session)).stdout);
+    const locky = json.users.find((u: { name: string }) => u.name === 'locky');
+    expect(locky).toMatchObject({
+      roles: { ops: ['member'] },
+      mfa_enabled: false,
+      application_credentials: 1,
+    });
+    const emergency = json.users.find((u: { name: string }) => u.name === 'emergency');
+    expect(emergency.flags).toContain('break-glass');
   });
 });
