@@ -34,6 +34,7 @@ import type { AuditNote, RouteInfo } from './context.js';
 import { errorBody, sendError } from './error-map.js';
 import { registerIdentityApi } from './identity.js';
 import { registerImageApi } from './image.js';
+import { registerMfaDeviceApi } from './mfa-devices.js';
 import { registerNetworkApi, registerSecurityGroupApi } from './network.js';
 import { registerQuotaApi } from './quotas.js';
 import { ApiRateLimiter, type ApiRateLimits, isQuietRefusal } from './rate-limit.js';
@@ -249,6 +250,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await registerQuotaApi(app, ctx);
   await registerBulwarkApi(app, ctx);
   await registerBreakGlassApi(app, ctx);
+  await registerMfaDeviceApi(app, ctx);
   return app;
 }
 

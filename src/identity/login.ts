@@ -27,6 +27,13 @@ export interface LoginRequest {
     | { id?: string | undefined; name?: string | undefined; user?: UserRef | undefined; secret: string }
     | undefined;
   scope?: ProjectRef | undefined;
+  /**
+   * A second factor proved outside Keystone's body (a WebAuthn assertion, a
+   * recovery code), checked after the password: null when it holds, else why not.
+   */
+  extra?:
+    | { method: 'webauthn' | 'recovery_code'; check: (userId: string) => Promise<string | null> }
+    | undefined;
 }
 
 type User = Selectable<UsersTable>;
@@ -110,11 +117,19 @@ export class LoginService {
       if (r === 'ok') proved.add('totp');
       else failure = r === 'replay' ? 'TOTP passcode replayed (already used)' : 'wrong TOTP passcode';
     }
+    if (req.extra && failure === null) {
+      const why = await req.extra.check(row.id);
+      if (why === null) proved.add(req.extra.method);
+      else failure = why;
+    }
     if (failure !== null) throw loginFailed(await this.recordFailure(row, failure));
 
     await this.identity.checkUsable(row, proved.has('password'));
     const rules = mfaRules(row.options);
-    if (rules.length > 0 && !rules.some((rule) => rule.every((m) => proved.has(m)))) {
+    // A recovery code stands in for the lost device, whichever second factor a rule names.
+    const satisfied = new Set(proved);
+    if (proved.has('recovery_code')) for (const m of ['totp', 'webauthn']) satisfied.add(m);
+    if (rules.length > 0 && !rules.some((rule) => rule.every((m) => satisfied.has(m)))) {
       throw await this.issueReceipt(row, [...proved], rules);
     }
     const projectId = await this.identity.resolveScope(row.id, req.scope);

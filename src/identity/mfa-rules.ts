@@ -1,5 +1,7 @@
 /** The Keystone auth methods a login may name (a receipt continues one, in its header). */
 export const LOGIN_METHODS = ['password', 'totp'] as const;
+/** Methods an MFA rule may name: Keystone's, plus security keys (proved on the dashboard's login). */
+export const RULE_METHODS = [...LOGIN_METHODS, 'webauthn'] as const;
 /** Keystone's `token` method: a new token (e.g. another scope) from a valid one, keeping its factors. */
 export const TOKEN_METHOD = 'token';
 /** Keystone's application credential method: automation's single secret, never a factor of a rule. */
@@ -20,6 +22,6 @@ export function mfaRules(optionsJson: string): string[][] {
   const o = JSON.parse(optionsJson) as MfaOptions;
   if (o.multi_factor_auth_enabled !== true) return [];
   return (o.multi_factor_auth_rules ?? []).filter(
-    (rule) => rule.length > 0 && rule.every((m) => (LOGIN_METHODS as readonly string[]).includes(m)),
+    (rule) => rule.length > 0 && rule.every((m) => (RULE_METHODS as readonly string[]).includes(m)),
   );
 }

@@ -38,9 +38,15 @@ export interface IdentityConfig extends IdentityPolicy {
 
 /**
  * Auth methods that count as a second factor for the admin MFA rule: TOTP,
- * and break-glass (its sealed, offline credential is the factor; break-glass.ts).
+ * security keys, recovery codes, and break-glass (its sealed, offline
+ * credential is the factor; break-glass.ts).
  */
-export const SECOND_FACTORS: ReadonlySet<string> = new Set(['totp', 'break_glass']);
+export const SECOND_FACTORS: ReadonlySet<string> = new Set([
+  'totp',
+  'webauthn',
+  'recovery_code',
+  'break_glass',
+]);
 
 export const DEFAULT_DOMAIN_ID = 'default';
 

@@ -196,6 +196,18 @@ export const POLICY = {
   'break_glass:close_review': ['admin'],
   // The access review reads every user's roles and credentials: the cloud admin's alone.
   'access_review:get': ['admin'],
+  // Security keys and recovery codes are each user's own (handlers act on the caller only); their logins
+  // are public, like Keystone's token API. The sign-in page is static.
+  'webauthn:registration_options': ['authenticated'],
+  'webauthn:register': ['authenticated'],
+  'webauthn:list': ['authenticated'],
+  'webauthn:delete': ['authenticated'],
+  'webauthn:login_options': ['public'],
+  'webauthn:login': ['public'],
+  'recovery_codes:generate': ['authenticated'],
+  'recovery_codes:status': ['authenticated'],
+  'recovery_codes:login': ['public'],
+  'dashboard:webauthn_page': ['public'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;
@@ -212,6 +224,10 @@ export const APP_CRED_REFUSED_ACTIONS: ReadonlySet<Action> = new Set<Action>([
   'identity:delete_credential',
   'identity:change_password',
   'identity:update_user',
+  'webauthn:registration_options',
+  'webauthn:register',
+  'webauthn:delete',
+  'recovery_codes:generate',
 ]);
 
 /**
@@ -234,6 +250,11 @@ export const MFA_ENROLLMENT_ACTIONS: ReadonlySet<Action> = new Set<Action>([
   'identity:list_credentials',
   'identity:get_credential',
   'identity:delete_credential',
+  'webauthn:registration_options',
+  'webauthn:register',
+  'webauthn:list',
+  'recovery_codes:generate',
+  'recovery_codes:status',
 ]);
 
 export const isAction = (s: string): s is Action => Object.hasOwn(POLICY, s);

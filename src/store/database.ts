@@ -26,6 +26,7 @@ import * as m0012 from './migrations/0012-rate-limits.js';
 import * as m0020 from './migrations/0020-identity-mfa.js';
 import * as m0021 from './migrations/0021-application-credentials.js';
 import * as m0022 from './migrations/0022-break-glass.js';
+import * as m0023 from './migrations/0023-webauthn-recovery.js';
 import type { Schema } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -66,6 +67,7 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0020-identity-mfa': { up: m0020.up },
   '0021-application-credentials': { up: m0021.up },
   '0022-break-glass': { up: m0022.up },
+  '0023-webauthn-recovery': { up: m0023.up },
 });
 
 export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');

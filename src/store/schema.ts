@@ -133,6 +133,37 @@ export interface BreakGlassReviewsTable {
   note: string | null;
 }
 
+/** A registered security key: its public key (COSE, base64url) and signature counter. */
+export interface WebauthnCredentialsTable {
+  id: string;
+  user_id: string;
+  name: string;
+  public_key: string;
+  counter: number;
+  /** JSON array of transports the authenticator reported. */
+  transports: string;
+  created_at: string;
+  last_used_at: string | null;
+}
+
+/** A single-use WebAuthn challenge (registration or login), valid two minutes. */
+export interface WebauthnChallengesTable {
+  id: string;
+  user_id: string;
+  kind: string;
+  challenge: string;
+  expires_at: string;
+}
+
+/** A one-time recovery code's argon2 hash. */
+export interface RecoveryCodesTable {
+  id: string;
+  user_id: string;
+  code_hash: string;
+  created_at: string;
+  used_at: string | null;
+}
+
 export interface PasswordHistoryTable {
   id: string;
   user_id: string;
@@ -507,6 +538,9 @@ export interface Schema {
   application_credentials: ApplicationCredentialsTable;
   break_glass_accounts: BreakGlassAccountsTable;
   break_glass_reviews: BreakGlassReviewsTable;
+  webauthn_credentials: WebauthnCredentialsTable;
+  webauthn_challenges: WebauthnChallengesTable;
+  recovery_codes: RecoveryCodesTable;
   audit_events: AuditEventsTable;
   audit_head: AuditHeadTable;
 }
