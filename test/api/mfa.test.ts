@@ -310,4 +310,45 @@ describe.each(dialects())('identity hardening on %s', (dialect) => {
     expect(expired.statusCode).toBe(401);
     expect(expired.json().error.message).toMatch(/password is expired/);
   });
+
+  it('accepts each recovery code once, with the password, in place of the second factor', async () => {
+    const u = await mfaUser();
+    const gen = await api.call('POST', '/bulwark/v1/recovery-codes', u.token, {});
+    expect(gen.status).toBe(201);
+    const codes = gen.json.recovery_codes as string[];
+    expect(codes).toHaveLength(10);
+    expect(new Set(codes).size).toBe(10);
+    const stored = await api.store.db
+      .selectFrom('recovery_codes')
+      .selectAll()
+      .where('user_id', '=', u.userId)
+      .execute();
+    expect(stored.every((r) => r.code_hash.startsWith('$argon2id$'))).toBe(true);
+    expect(JSON.stringify(stored)).not.toContain(codes[0]);
+    const use = (code: string, password = PASSWORD) =>
+      api.call('POST', '/bulwark/v1/recovery-codes/login', null, { user: ref(u.name), password, code });
+    const wrongPw = await use(codes[0]!, 'wrong-password-z');
+    expect(wrongPw.status).toBe(401);
+    const ok = await use(codes[0]!);
+    expect(ok.status).toBe(201);
+    // The user's rule is password+totp: the code stood in for the device.
+    expect(ok.json.token.methods).toEqual(['password', 'recovery_code']);
+    const again = await use(codes[0]!);
+    expect(again.status).toBe(401);
+    expect((await api.call('GET', '/bulwark/v1/recovery-codes', u.token)).json.remaining).toBe(9);
+    const reasons = (
+      await api.store.db
+        .selectFrom('audit_events')
+        .select('reason')
+        .where('action', '=', 'recovery_codes:login')
+        .where('user_name', '=', u.name)
+        .where('status', '=', 401)
+        .orderBy('seq')
+        .execute()
+    ).map((r) => r.reason);
+    expect(reasons).toEqual([
+      expect.stringMatching(/^wrong password/),
+      expect.stringMatching(/^recovery code already used|^wrong recovery code/),
+    ]);
+  });
 });
