@@ -5,10 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNTIME_PKGS=(qemu-system-x86 qemu-utils swtpm swtpm-tools ovmf nftables iproute2 procps)
-# Everything the tests drive for real: PostgreSQL, the openstack CLI, and what builds the test guests.
+# Everything the tests drive for real: PostgreSQL, the openstack CLI, what builds the test guests, and
+# Chromium (WebAuthn in a real browser; certutil trusts the test CA in its NSS database).
 TEST_PKGS=(postgresql python3-openstackclient python3-barbicanclient busybox-static qemu-guest-agent dosfstools mtools
   sbsigntool systemd-boot-efi binutils cpio syslinux syslinux-common dnsmasq iperf3 iputils-ping
-  softhsm2)
+  softhsm2
+  chromium libnss3-tools)
 
 want=("${RUNTIME_PKGS[@]}")
 [ "${1:-runtime}" = test ] && want+=("${TEST_PKGS[@]}")

@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { checkThresholds, DEFAULT_THRESHOLDS, type Thresholds } from './governance/storage-thresholds.js';
+import { DEFAULT_IDENTITY_POLICY, type IdentityPolicy } from './identity/service.js';
 import type { KekConfig } from './keys/kek.js';
 
 /** Everything `bulwark serve` needs; defaults give the single-machine platform. */
@@ -40,6 +41,8 @@ export interface DaemonConfig {
   storageThresholds: Thresholds;
   /** The site's device passthrough allow-lists, vendor:product (`--pci-passthrough-allow`, `--usb-passthrough-allow`). */
   passthrough: { pciAllowList: string[]; usbAllowList: string[] };
+  /** Admin MFA, lockout and password rules (`--admin-mfa-required`, `--lockout-*`, `--password-*`; docs/identity.md). */
+  identityPolicy: IdentityPolicy;
 }
 
 export const DEFAULT_SERVER_CREATE_RATE = 20;
@@ -101,6 +104,12 @@ export function makeConfig(opts: {
   storageRefusePercent?: string | number | undefined;
   pciPassthroughAllow?: string | undefined;
   usbPassthroughAllow?: string | undefined;
+  adminMfaRequired?: boolean | undefined;
+  lockoutFailureAttempts?: string | number | undefined;
+  lockoutDuration?: string | number | undefined;
+  passwordMinLength?: string | number | undefined;
+  passwordHistory?: string | number | undefined;
+  passwordExpiresDays?: string | number | undefined;
 }): DaemonConfig {
   const kekKind = opts.kek ?? 'file';
   if (kekKind !== 'file' && kekKind !== 'pkcs11')
@@ -134,6 +143,26 @@ export function makeConfig(opts: {
       DEFAULT_THRESHOLDS.refusePercent,
     ),
   });
+  const d = DEFAULT_IDENTITY_POLICY;
+  const identityPolicy: IdentityPolicy = {
+    adminMfaRequired: opts.adminMfaRequired ?? d.adminMfaRequired,
+    lockoutFailureAttempts: parseRate(
+      '--lockout-failure-attempts',
+      opts.lockoutFailureAttempts,
+      d.lockoutFailureAttempts,
+    ),
+    lockoutDurationSeconds: parseRate('--lockout-duration', opts.lockoutDuration, d.lockoutDurationSeconds),
+    passwordMinLength: Math.max(
+      8,
+      parseRate('--password-min-length', opts.passwordMinLength, d.passwordMinLength),
+    ),
+    passwordHistory: parseRate('--password-history', opts.passwordHistory, d.passwordHistory),
+    passwordExpiresDays: parseRate(
+      '--password-expires-days',
+      opts.passwordExpiresDays,
+      d.passwordExpiresDays,
+    ),
+  };
   const dataDir = resolve(opts.dataDir);
   const { host, port } = parseListen(opts.listen ?? '127.0.0.1:8443');
   const urlHost = host === '0.0.0.0' || host === '::' ? hostname() : host.includes(':') ? `[${host}]` : host;
@@ -167,5 +196,6 @@ export function makeConfig(opts: {
       pciAllowList: allowList('--pci-passthrough-allow', opts.pciPassthroughAllow),
       usbAllowList: allowList('--usb-passthrough-allow', opts.usbPassthroughAllow),
     },
+    identityPolicy,
   };
 }

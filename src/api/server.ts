@@ -9,18 +9,23 @@ import type { HostDeviceService } from '../compute/host-devices.js';
 import type { ImageService } from '../compute/images.js';
 import type { QuarantineService } from '../compute/quarantine.js';
 import type { ServerService } from '../compute/servers.js';
-import { BulwarkError } from '../errors.js';
+import { BulwarkError, forbidden } from '../errors.js';
 import type { ApprovalService } from '../governance/approvals.js';
 import type { MetadataRuleService } from '../governance/metadata-rules.js';
 import type { ServerHistory } from '../governance/server-history.js';
 import type { StoragePools } from '../governance/storage-thresholds.js';
+import { ruleMatches, serviceOf } from '../identity/access-rules.js';
+import type { ApplicationCredentialService } from '../identity/application-credentials.js';
+import type { BreakGlassService } from '../identity/break-glass.js';
+import type { CredentialService } from '../identity/credentials.js';
+import type { LoginService } from '../identity/login.js';
 import type { IdentityService } from '../identity/service.js';
 import type { KeyManager } from '../keys/manager.js';
 import type { NetworkService } from '../network/networks.js';
 import type { RouterService } from '../network/routers.js';
 import type { SecurityGroupService } from '../network/security-groups.js';
 import type { ZoneService } from '../network/zones.js';
-import { enforce } from '../policy/enforcer.js';
+import { enforce, isPublic } from '../policy/enforcer.js';
 import { isAction } from '../policy/rules.js';
 import type { QuotaService } from '../quotas/service.js';
 import type { Store } from '../store/database.js';
@@ -28,6 +33,7 @@ import { uuid } from '../util/ids.js';
 import type { VolumeTypeService } from '../volumes/types.js';
 import type { VolumeService } from '../volumes/volumes.js';
 import { registerApprovalApi } from './approvals.js';
+import { registerBreakGlassApi } from './break-glass.js';
 import { registerBulwarkApi } from './bulwark.js';
 import type { ServiceEntry } from './catalog.js';
 import { registerComputeApi } from './compute.js';
@@ -37,6 +43,7 @@ import { registerGuestAgentApi } from './guest-agent.js';
 import { registerHostDeviceApi } from './host-devices.js';
 import { registerIdentityApi } from './identity.js';
 import { registerImageApi } from './image.js';
+import { registerMfaDeviceApi } from './mfa-devices.js';
 import { registerNetworkApi, registerSecurityGroupApi } from './network.js';
 import { registerQuotaApi } from './quotas.js';
 import { ApiRateLimiter, type ApiRateLimits, isQuietRefusal } from './rate-limit.js';
@@ -49,6 +56,11 @@ import { registerZoneApi } from './zones.js';
 export interface ApiDeps {
   store: Store;
   identity: IdentityService;
+  /** Keystone credentials and multi-factor login (docs/identity.md). */
+  credentials: CredentialService;
+  breakGlass: BreakGlassService;
+  applicationCredentials: ApplicationCredentialService;
+  login: LoginService;
   audit: AuditWriter;
   compute: {
     flavors: FlavorService;
@@ -163,9 +175,27 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
     if (cfg.action === undefined && req.is404) return;
     const own = { project_id: req.auth?.projectId ?? null, user_id: req.auth?.userId ?? null };
     const target = cfg.target
-      ? { ...own, ...(await cfg.target({ params: req.params, headers: req.headers })) }
+      ? {
+          ...own,
+          ...(await cfg.target({
+            params: req.params,
+            headers: req.headers,
+            query: req.query,
+            body: req.body,
+            auth: req.auth,
+          })),
+        }
       : own;
     enforce(cfg.action ?? '', req.auth, target);
+    const rules = req.auth?.appCred?.accessRules ?? [];
+    if (rules.length > 0 && !isPublic(cfg.action ?? 'bulwark:version')) {
+      // An application credential with access rules allows only the requests one of them matches.
+      const at = serviceOf(services, req.url);
+      if (!at || !rules.some((r) => ruleMatches(r, { ...at, method: req.method })))
+        throw forbidden(
+          `The application credential's access rules do not allow ${req.method} ${at ? `${at.service} ${at.path}` : req.url}.`,
+        );
+    }
   });
 
   // Written before the response leaves: if the audit log cannot be written, the caller gets 503.
@@ -239,6 +269,8 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   registerServerGovernanceApi(app, ctx);
   registerGuestAgentApi(app, ctx);
   registerHostDeviceApi(app, ctx);
+  await registerBreakGlassApi(app, ctx);
+  await registerMfaDeviceApi(app, ctx);
   return app;
 }
 

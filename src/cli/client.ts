@@ -41,18 +41,19 @@ export class BulwarkClient {
   }
 
   async authenticate(): Promise<void> {
+    const user = { name: this.cloud.username, domain: { name: this.cloud.userDomainName } };
+    const { token: existing, passcode } = this.cloud;
+    const identity =
+      existing !== undefined
+        ? { methods: ['token'], token: { id: existing } }
+        : {
+            methods: passcode === undefined ? ['password'] : ['password', 'totp'],
+            password: { user: { ...user, password: this.cloud.password } },
+            ...(passcode === undefined ? {} : { totp: { user: { ...user, passcode } } }),
+          };
     const body = {
       auth: {
-        identity: {
-          methods: ['password'],
-          password: {
-            user: {
-              name: this.cloud.username,
-              domain: { name: this.cloud.userDomainName },
-              password: this.cloud.password,
-            },
-          },
-        },
+        identity,
         ...(this.cloud.projectName
           ? {
               scope: {
@@ -112,6 +113,22 @@ export class BulwarkClient {
     const json: unknown = text ? JSON.parse(text) : undefined;
     if (res.status >= 400) throw new ApiError(res.status, errorMessage(res.status, json));
     return json as T;
+  }
+
+  /**
+   * A call that needs no token (opening a break-glass session), to the Bulwark
+   * extension on the same origin as the auth URL.
+   */
+  async publicPost<T = unknown>(path: string, body: unknown): Promise<{ json: T; token: string | null }> {
+    const res = await fetch(`${new URL(this.cloud.authUrl).origin}/bulwark/v1${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      dispatcher: this.dispatcher,
+    });
+    const json: unknown = await res.json().catch(() => ({}));
+    if (res.status >= 400) throw new ApiError(res.status, errorMessage(res.status, json));
+    return { json: json as T, token: res.headers.get('x-subject-token') };
   }
 
   async close(): Promise<void> {

@@ -45,3 +45,10 @@ export function printObject(format: Format, obj: Row, columns?: readonly string[
     );
   }
 }
+
+/** RFC 4180 CSV: a header row, fields quoted when they hold a comma, quote or line break. */
+export function printCsv(columns: readonly string[], rows: readonly Row[]): void {
+  const q = (v: string) => (/[",\r\n]/.test(v) ? `"${v.replaceAll('"', '""')}"` : v);
+  const lines = [columns.map(q).join(','), ...rows.map((r) => columns.map((c) => q(cell(r[c]))).join(','))];
+  console.log(lines.join('\r\n'));
+}

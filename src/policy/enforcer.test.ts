@@ -61,4 +61,25 @@ describe('policy enforcer', () => {
   it('has at least one term for every action', () => {
     for (const [action, terms] of Object.entries(POLICY)) expect(terms.length, action).toBeGreaterThan(0);
   });
+
+  it('lets an admin token without a second factor only enroll MFA, and says how', () => {
+    const pending = ctx({ roles: expandRoles(['admin']), mfaPending: true });
+    expect(allows('identity:create_credential', pending, { user_id: 'u1' })).toBe(true);
+    expect(allows('identity:create_credential', pending, { user_id: 'u2' })).toBe(false);
+    expect(allows('compute:servers:index', pending, { project_id: 'p1' })).toBe(false);
+    expect(() => enforce('identity:list_projects', pending)).toThrow(
+      /Administrators must use a second factor/,
+    );
+  });
+
+  it('refuses credential-making to a restricted application credential token, not an unrestricted one', () => {
+    const rules: never[] = [];
+    const restricted = ctx({ appCred: { id: 'ac', accessRules: rules, unrestricted: false } });
+    const unrestricted = ctx({ appCred: { id: 'ac', accessRules: rules, unrestricted: true } });
+    const self = { user_id: 'u1' };
+    expect(allows('identity:create_application_credential', restricted, self)).toBe(false);
+    expect(allows('identity:change_password', restricted, self)).toBe(false);
+    expect(allows('identity:create_application_credential', unrestricted, self)).toBe(true);
+    expect(() => enforce('identity:create_credential', restricted, self)).toThrow(/application credential/);
+  });
 });

@@ -26,6 +26,10 @@ import * as m0012 from './migrations/0012-rate-limits.js';
 import * as m0013 from './migrations/0013-approvals.js';
 import * as m0014 from './migrations/0014-server-governance.js';
 import * as m0015 from './migrations/0015-guest-agent-grants.js';
+import * as m0020 from './migrations/0020-identity-mfa.js';
+import * as m0021 from './migrations/0021-application-credentials.js';
+import * as m0022 from './migrations/0022-break-glass.js';
+import * as m0023 from './migrations/0023-webauthn-recovery.js';
 import type { Schema } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -66,6 +70,10 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0013-approvals': { up: m0013.up },
   '0014-server-governance': { up: m0014.up },
   '0015-guest-agent-grants': { up: m0015.up },
+  '0020-identity-mfa': { up: m0020.up },
+  '0021-application-credentials': { up: m0021.up },
+  '0022-break-glass': { up: m0022.up },
+  '0023-webauthn-recovery': { up: m0023.up },
 });
 
 export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');

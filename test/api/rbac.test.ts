@@ -213,12 +213,18 @@ describe('RBAC matrix', () => {
     if (url.startsWith('/compute') || url.startsWith('/image')) return computeSample(method, url);
     if (url.includes('/bulwark-zone')) return zoneSample(method, url);
     if (url.startsWith('/network')) return networkSample(method, url);
+    if (url.startsWith('/identity/v3/credentials')) return credentialSample(method, url, p);
+    if (url.includes('/application_credentials')) return appCredSample(method, url, p);
+    if (url.startsWith('/bulwark/v1/break-glass')) return breakGlassSample(method, url, p);
+    if (url.startsWith('/bulwark/v1/webauthn') || url.startsWith('/bulwark/v1/recovery-codes'))
+      return mfaDeviceSample(method, url);
     const collection = /^\/identity\/v3\/(\w+)/.exec(url)?.[1];
     const bodies: Record<string, unknown> = {
       'POST /identity/v3/projects': { project: { name: uniq('p') } },
       'PATCH /identity/v3/projects/:id': { project: { description: 'changed' } },
       'POST /identity/v3/users': { user: { name: uniq('u'), password: PASSWORD } },
-      'PATCH /identity/v3/users/:id': { user: { description: 'changed' } },
+      // What `self` may change: its own MFA options (identity:update_user).
+      'PATCH /identity/v3/users/:id': { user: { options: { multi_factor_auth_enabled: false } } },
       'POST /identity/v3/users/:id/password': {
         user: { original_password: me.password ?? PASSWORD, password: me.password ?? PASSWORD },
       },
@@ -248,6 +254,96 @@ describe('RBAC matrix', () => {
       default:
         throw new Error(`RBAC matrix: no sample for ${key}`);
     }
+  }
+
+  /** Keystone credentials: the caller's own TOTP credential (`self`), or the admin's for callers without a user. */
+  async function credentialSample(method: string, url: string, p: Persona) {
+    const owner = who[p].userId ?? (who.admin.userId as string);
+    const blob = randomBytes(20)
+      .toString('hex')
+      .toUpperCase()
+      .replace(/[^A-Z2-7]/g, 'A')
+      .padEnd(32, 'A');
+    if (!url.includes(':id'))
+      return {
+        url,
+        body: method === 'POST' ? { credential: { type: 'totp', user_id: owner, blob } } : undefined,
+        target: method === 'POST' ? { user_id: owner } : {},
+      };
+    const c = await api.platform.credentials.create({ userId: owner, projectId: null, type: 'totp', blob });
+    return { url: url.replace(':id', c.id), target: { user_id: owner } };
+  }
+
+  /** Application credentials: the caller's own (`self`), made for the caller's project. */
+  async function appCredSample(method: string, url: string, p: Persona) {
+    const ownerToken = (who[p].userId ? who[p].token : who.admin.token) as string;
+    const owner = api.authOf(ownerToken);
+    const values: Record<string, string> = { user_id: owner.userId };
+    if (url.includes(':id'))
+      values.id = (await api.platform.applicationCredentials.create(owner, { name: uniq('ac') })).row.id;
+    return {
+      url: url.replace(/:(\w+)/g, (_, k: string) => values[k] ?? `missing-${k}`),
+      body: method === 'POST' ? { application_credential: { name: uniq('ac') } } : undefined,
+      target: { user_id: owner.userId },
+    };
+  }
+
+  /**
+   * Break-glass: one emergency account and review for the walk (argon2 is slow); a fresh one only where
+   * the admin's call consumes it (a delete, a close).
+   */
+  let bgShared: { name: string; secret: string; accountId: string; reviewId: string } | undefined;
+  async function breakGlassSample(method: string, url: string, p: Persona) {
+    const bg = api.platform.breakGlass;
+    const admin = api.authOf(who.admin.token as string);
+    const fresh = async () => {
+      const name = uniq('bg');
+      const { account, secret } = await bg.createAccount(admin, name);
+      const { review } = await bg.use({
+        name,
+        secret,
+        reason: 'RBAC matrix walk, emergency drill',
+        sourceIp: null,
+      });
+      return { name, secret, accountId: account.id, reviewId: review.id };
+    };
+    bgShared ??= await fresh();
+    const it = p === 'admin' && (method === 'DELETE' || url.endsWith('/close')) ? await fresh() : bgShared;
+    if (url.endsWith('/sessions'))
+      return {
+        url,
+        body: { session: { name: it.name, secret: it.secret, reason: 'RBAC matrix walk, emergency drill' } },
+        target: {},
+      };
+    if (url.endsWith('/accounts'))
+      return { url, body: method === 'POST' ? { account: { name: uniq('bg') } } : undefined, target: {} };
+    if (url.includes('/accounts/:id')) return { url: url.replace(':id', it.accountId), target: {} };
+    return {
+      url: url.replace(':id', it.reviewId),
+      body: method === 'POST' ? { note: 'Drill finished; nothing changed.' } : undefined,
+      target: {},
+    };
+  }
+
+  /**
+   * Security keys and recovery codes act on the caller's own. No authenticator signs here, so a key
+   * registration gets 400 (no pending challenge) and the public logins a body the schema refuses (400):
+   * what the matrix checks is that policy lets them through (test/e2e/webauthn-browser.test.ts logs in).
+   */
+  async function mfaDeviceSample(method: string, url: string) {
+    const fake = { id: 'AAAA', rawId: 'AAAA', type: 'public-key', clientExtensionResults: {} };
+    const bodies: Record<string, unknown> = {
+      'POST /bulwark/v1/webauthn/registration/options': {},
+      'POST /bulwark/v1/webauthn/registration': {
+        name: 'key',
+        response: { ...fake, response: { clientDataJSON: 'AAAA', attestationObject: 'AAAA' } },
+      },
+      'POST /bulwark/v1/webauthn/login/options': { user: { name: 'rbac-member', domain: { id: 'default' } } },
+      'POST /bulwark/v1/webauthn/login': { user: { name: 'rbac-member' }, password: PASSWORD },
+      'POST /bulwark/v1/recovery-codes': {},
+      'POST /bulwark/v1/recovery-codes/login': { user: { name: 'rbac-member' }, password: PASSWORD },
+    };
+    return { url: url.replace(':id', 'AAAA'), body: bodies[`${method} ${url}`], target: {} };
   }
 
   /** Quota routes (Nova, Cinder, Neutron): project A's quotas; resets act on a throwaway project. */
@@ -586,6 +682,7 @@ describe('RBAC matrix', () => {
     });
   }
 
+  // The walk grows with the API (hundreds of requests, argon2 logins among them).
   it('covers every route, and every answer matches the policy table', async () => {
     const routes = api.app.routeTable;
     expect(routes.length).toBeGreaterThan(30);
@@ -619,7 +716,7 @@ describe('RBAC matrix', () => {
       }
     }
     expect(results).toEqual([]);
-  });
+  }, 240_000);
 
   it('audits every refusal', async () => {
     const denied = await api.store.db
