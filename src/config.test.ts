@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { makeConfig, parseListen } from './config.js';
+import { makeConfig, parseListen, parseSiem } from './config.js';
 
 describe('config', () => {
   it('parses listen addresses', () => {
@@ -17,5 +17,27 @@ describe('config', () => {
     const c = makeConfig({ dataDir: '/tmp/x', listen: '[::1]:8443' });
     expect(c.databaseUrl).toBe('/tmp/x/bulwark.db');
     expect(c.publicUrl).toBe('https://[::1]:8443');
+  });
+});
+
+describe('SIEM flags', () => {
+  it('builds a target and refuses half a configuration with a fix', () => {
+    const c = makeConfig({ dataDir: '/tmp/x', siemTarget: 'siem.example.com:6514', siemCa: 'ca.pem' });
+    expect(c.siem).toMatchObject({
+      host: 'siem.example.com',
+      port: 6514,
+      format: 'rfc5424',
+      certFile: undefined,
+    });
+    expect(makeConfig({ dataDir: '/tmp/x' }).siem).toBeUndefined();
+    expect(() => parseSiem({ siemCa: 'ca.pem' })).toThrow(/need --siem-target/);
+    expect(() => parseSiem({ siemTarget: 'siem:6514' })).toThrow(/--siem-ca/);
+    expect(() => parseSiem({ siemTarget: 'siem', siemCa: 'c' })).toThrow(/HOST:PORT/);
+    expect(() => parseSiem({ siemTarget: 'siem:6514', siemCa: 'c', siemClientCert: 'x' })).toThrow(
+      /both --siem-client-cert/,
+    );
+    expect(() => parseSiem({ siemTarget: 'siem:6514', siemCa: 'c', siemFormat: 'xml' })).toThrow(
+      /rfc5424, cef, json/,
+    );
   });
 });

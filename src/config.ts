@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
+import { SIEM_FORMATS, type SiemFormat } from './audit/syslog.js';
 import type { KekConfig } from './keys/kek.js';
 
 /** Everything `bulwark serve` needs; defaults give the single-machine platform. */
@@ -35,6 +36,64 @@ export interface DaemonConfig {
   serverCreateRate: number;
   /** API requests per minute per token (`--api-rate`) and per source address (`--api-address-rate`); 0: no limit. */
   apiRate: { perToken: number; perAddress: number };
+  /** Audit forwarding to a SIEM over TLS (`--siem-*`, docs/siem.md); absent: none. */
+  siem: SiemTarget | undefined;
+}
+
+export interface SiemTarget {
+  host: string;
+  port: number;
+  caFile: string;
+  certFile: string | undefined;
+  keyFile: string | undefined;
+  serverName: string | undefined;
+  format: SiemFormat;
+}
+
+/** `HOST:PORT` or `[V6]:PORT`. */
+const HOST_PORT = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/;
+
+/** `--siem-*` flags into a target; refuses half a configuration (a client cert without its key, no CA). */
+export function parseSiem(o: {
+  siemTarget?: string | undefined;
+  siemCa?: string | undefined;
+  siemClientCert?: string | undefined;
+  siemClientKey?: string | undefined;
+  siemServerName?: string | undefined;
+  siemFormat?: string | undefined;
+}): SiemTarget | undefined {
+  const given = [o.siemCa, o.siemClientCert, o.siemClientKey, o.siemServerName, o.siemFormat].some(
+    (v) => v !== undefined,
+  );
+  if (o.siemTarget === undefined) {
+    if (given)
+      throw new Error(
+        '--siem-* options need --siem-target HOST:PORT (e.g. --siem-target siem.example.com:6514)',
+      );
+    return undefined;
+  }
+  const m = HOST_PORT.exec(o.siemTarget);
+  const port = Number(m?.[3]);
+  if (!m || !(port > 0 && port <= 65535))
+    throw new Error(
+      `--siem-target ${o.siemTarget} is not HOST:PORT; try --siem-target siem.example.com:6514`,
+    );
+  if (!o.siemCa)
+    throw new Error("--siem-target needs --siem-ca FILE, the CA the SIEM's certificate chains to");
+  if ((o.siemClientCert === undefined) !== (o.siemClientKey === undefined))
+    throw new Error('mutual TLS needs both --siem-client-cert FILE and --siem-client-key FILE');
+  const format = o.siemFormat ?? 'rfc5424';
+  if (!(SIEM_FORMATS as readonly string[]).includes(format))
+    throw new Error(`--siem-format ${format} is not one of ${SIEM_FORMATS.join(', ')}`);
+  return {
+    host: m[1] ?? m[2] ?? '',
+    port,
+    caFile: resolve(o.siemCa),
+    certFile: o.siemClientCert ? resolve(o.siemClientCert) : undefined,
+    keyFile: o.siemClientKey ? resolve(o.siemClientKey) : undefined,
+    serverName: o.siemServerName,
+    format: format as SiemFormat,
+  };
 }
 
 export const DEFAULT_SERVER_CREATE_RATE = 20;
@@ -54,7 +113,7 @@ export const DEFAULT_SECURE_BOOT_VARS = '/usr/share/OVMF/OVMF_VARS_4M.ms.fd';
 
 /** Parses `HOST:PORT`, `[V6]:PORT` or `PORT`; refuses anything else with a fix. */
 export function parseListen(listen: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(listen) ?? /^()()(\d{1,5})$/.exec(listen);
+  const m = HOST_PORT.exec(listen) ?? /^()()(\d{1,5})$/.exec(listen);
   const port = m ? Number(m[3]) : Number.NaN;
   if (!m || !(port >= 0 && port <= 65535)) {
     throw new Error(`--listen ${listen} is not HOST:PORT; try --listen 127.0.0.1:8443`);
@@ -80,6 +139,12 @@ export function makeConfig(opts: {
   serverCreateRate?: string | number | undefined;
   apiRate?: string | number | undefined;
   apiAddressRate?: string | number | undefined;
+  siemTarget?: string | undefined;
+  siemCa?: string | undefined;
+  siemClientCert?: string | undefined;
+  siemClientKey?: string | undefined;
+  siemServerName?: string | undefined;
+  siemFormat?: string | undefined;
 }): DaemonConfig {
   const kekKind = opts.kek ?? 'file';
   if (kekKind !== 'file' && kekKind !== 'pkcs11')
@@ -127,5 +192,6 @@ export function makeConfig(opts: {
     secureBootVars: resolve(opts.secureBootVars ?? DEFAULT_SECURE_BOOT_VARS),
     serverCreateRate,
     apiRate: { perToken, perAddress },
+    siem: parseSiem(opts),
   };
 }

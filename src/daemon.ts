@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { parse, stringify } from 'yaml';
 import { buildApi } from './api/server.js';
+import { SiemForwarder } from './audit/siem.js';
 import { type AuditWriter, systemEvent } from './audit/writer.js';
 import type { DaemonConfig } from './config.js';
 import { probeCapabilities } from './host/capabilities.js';
@@ -15,6 +16,7 @@ import { bootstrapIdentity } from './identity/bootstrap.js';
 import type { IdentityService } from './identity/service.js';
 import { openKek } from './keys/index.js';
 import { loadDataplaneState, loadDhcpState, loadGateways } from './network/dataplane-state.js';
+import { DropMonitor } from './network/drop-spikes.js';
 import { createCa, issueCertificate, type PemPair } from './pki/ca.js';
 import { buildPlatform } from './platform.js';
 import { openStore, type Store } from './store/database.js';
@@ -139,6 +141,23 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
   const { server, caFile } = await ensurePki(join(config.dataDir, 'pki'), config.host);
   // Adopt guests still running from before a restart; mark the ones that vanished; kill orphans.
   await platform.compute.servers.reconcile();
+  // SIEM forwarding reads the audit table from its cursor; unreadable certificate files stop the start.
+  const siem = config.siem
+    ? new SiemForwarder(store, {
+        host: config.siem.host,
+        port: config.siem.port,
+        ca: readFileSync(config.siem.caFile, 'utf8'),
+        ...(config.siem.certFile && config.siem.keyFile
+          ? {
+              cert: readFileSync(config.siem.certFile, 'utf8'),
+              key: readFileSync(config.siem.keyFile, 'utf8'),
+            }
+          : {}),
+        ...(config.siem.serverName ? { serverName: config.siem.serverName } : {}),
+        format: config.siem.format,
+        hostname: hostname(),
+      })
+    : undefined;
   const app = await buildApi(
     { store, ...platform, publicUrl: config.publicUrl },
     {
@@ -148,6 +167,14 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     },
   );
   await app.listen({ host: config.host, port: config.port });
+  siem?.start(audit);
+  // Firewall drop spikes (guide §13): counters read every 30 s, spikes audited as security events.
+  const drops = new DropMonitor(
+    () => dataplane.counters(),
+    async () => (await store.db.selectFrom('ports').select('id').execute()).map((p) => p.id),
+    audit,
+  );
+  drops.start(30_000);
   const publicUrl = config.publicUrl;
 
   if (adminPassword !== null) {
@@ -168,6 +195,8 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     adminPassword,
     async close() {
       clearInterval(timer);
+      drops.stop();
+      await siem?.stop();
       dataplane.close();
       // No orphan dnsmasq: the next start brings them back (leases are in the data dir).
       await dhcp?.stopAll().catch(() => undefined);

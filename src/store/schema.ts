@@ -393,7 +393,18 @@ export interface QuotaLimitsTable {
   updated_at: string;
 }
 
+// ---- SIEM forwarding and console recordings (issue 9) ----
+
+export interface SiemCursorsTable {
+  /** The destination's name (one per configured SIEM). */
+  destination: string;
+  /** Last audit sequence number the destination has confirmed. */
+  seq: number;
+  updated_at: string;
+}
+
 export interface Schema {
+  siem_cursors: SiemCursorsTable;
   quota_projects: QuotaProjectsTable;
   quota_limits: QuotaLimitsTable;
   rate_limit_events: RateLimitEventsTable;

@@ -71,6 +71,32 @@ export function registerServeCommand(program: Command): void {
       'API requests per minute per source address, IPv6 per /64 (0: no limit; default twice --api-rate)',
       process.env.BULWARK_API_ADDRESS_RATE,
     )
+    .option(
+      '--siem-target <host:port>',
+      'forward the audit log as syslog over TLS (RFC 5425) to this SIEM',
+      process.env.BULWARK_SIEM_TARGET,
+    )
+    .option(
+      '--siem-ca <file>',
+      'PEM CA the SIEM certificate must chain to (pinned)',
+      process.env.BULWARK_SIEM_CA,
+    )
+    .option(
+      '--siem-client-cert <file>',
+      'PEM client certificate for mutual TLS with the SIEM',
+      process.env.BULWARK_SIEM_CLIENT_CERT,
+    )
+    .option('--siem-client-key <file>', 'PEM key of --siem-client-cert', process.env.BULWARK_SIEM_CLIENT_KEY)
+    .option(
+      '--siem-server-name <name>',
+      'name the SIEM certificate carries, when not the target host',
+      process.env.BULWARK_SIEM_SERVER_NAME,
+    )
+    .option(
+      '--siem-format <format>',
+      'rfc5424 (structured data, default), cef or json',
+      process.env.BULWARK_SIEM_FORMAT,
+    )
     .action(
       async (o: {
         dataDir: string;
@@ -89,6 +115,12 @@ export function registerServeCommand(program: Command): void {
         serverCreateRate?: string;
         apiRate?: string;
         apiAddressRate?: string;
+        siemTarget?: string;
+        siemCa?: string;
+        siemClientCert?: string;
+        siemClientKey?: string;
+        siemServerName?: string;
+        siemFormat?: string;
       }) => {
         const config = makeConfig(o);
         const daemon = await startDaemon(config);
