@@ -36,6 +36,8 @@ export interface DaemonConfig {
   serverCreateRate: number;
   /** API requests per minute per token (`--api-rate`) and per source address (`--api-address-rate`); 0: no limit. */
   apiRate: { perToken: number; perAddress: number };
+  /** Days console recordings are kept (`--console-retention-days`, default 90). */
+  consoleRetentionDays: number;
   /** Audit forwarding to a SIEM over TLS (`--siem-*`, docs/siem.md); absent: none. */
   siem: SiemTarget | undefined;
 }
@@ -109,6 +111,13 @@ function parseRate(flag: string, value: string | number | undefined, dflt: numbe
   return n;
 }
 
+/** `--console-retention-days`: a whole number of days, at least 1 (recordings are evidence). */
+function retentionDays(value: string | number | undefined): number {
+  const n = parseRate('--console-retention-days', value, 90);
+  if (n < 1) throw new Error('--console-retention-days must be at least 1; the default is 90');
+  return n;
+}
+
 export const DEFAULT_SECURE_BOOT_VARS = '/usr/share/OVMF/OVMF_VARS_4M.ms.fd';
 
 /** Parses `HOST:PORT`, `[V6]:PORT` or `PORT`; refuses anything else with a fix. */
@@ -145,6 +154,7 @@ export function makeConfig(opts: {
   siemClientKey?: string | undefined;
   siemServerName?: string | undefined;
   siemFormat?: string | undefined;
+  consoleRetentionDays?: string | number | undefined;
 }): DaemonConfig {
   const kekKind = opts.kek ?? 'file';
   if (kekKind !== 'file' && kekKind !== 'pkcs11')
@@ -193,5 +203,6 @@ export function makeConfig(opts: {
     serverCreateRate,
     apiRate: { perToken, perAddress },
     siem: parseSiem(opts),
+    consoleRetentionDays: retentionDays(opts.consoleRetentionDays),
   };
 }

@@ -119,6 +119,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     maxImageBytes: config.maxImageBytes,
     defaultGroupAllowsSameGroup: config.defaultGroupAllowsSameGroup,
     serverCreateRate: config.serverCreateRate,
+    consoleRetentionDays: config.consoleRetentionDays,
     ...(dhcp ? { dhcp } : {}),
   });
   const { identity, audit } = platform;
@@ -175,6 +176,12 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     audit,
   );
   drops.start(30_000);
+  // Console recordings: sessions cut by a previous stop are closed as interrupted; old ones pruned hourly.
+  await platform.consoles.recover();
+  const prune = () => void platform.consoles.prune().catch((err: Error) => console.error(err.message));
+  prune();
+  const pruneTimer = setInterval(prune, 3_600_000);
+  pruneTimer.unref();
   const publicUrl = config.publicUrl;
 
   if (adminPassword !== null) {
@@ -196,6 +203,8 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     async close() {
       clearInterval(timer);
       drops.stop();
+      clearInterval(pruneTimer);
+      await platform.consoles.closeAll();
       await siem?.stop();
       dataplane.close();
       // No orphan dnsmasq: the next start brings them back (leases are in the data dir).

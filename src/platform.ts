@@ -5,6 +5,7 @@ import { ImageService } from './compute/images.js';
 import type { HostCapabilities } from './compute/properties.js';
 import { QuarantineService } from './compute/quarantine.js';
 import { ServerService } from './compute/servers.js';
+import { ConsoleService, DEFAULT_RETENTION_DAYS } from './console/recordings.js';
 import { serverCreateLimit } from './governance/rate-limits.js';
 import type { HypervisorDriver } from './host/hypervisor.js';
 import { ImageStore } from './host/image-store.js';
@@ -41,6 +42,8 @@ export interface PlatformOptions {
   kek?: KekProvider;
   /** Servers a user may create per sliding hour, counted in the store (docs/rate-limits.md); absent or 0: no limit. */
   serverCreateRate?: number;
+  /** Days console recordings are kept before they are pruned (docs/console.md); default 90. */
+  consoleRetentionDays?: number;
 }
 
 /** The platform acting on its own behalf (cleanup after a delete), never reachable by a token. */
@@ -121,7 +124,19 @@ export function buildPlatform(
   servers.quotas = quotas;
   volumes.quotas = quotas;
   securityGroups.quotas = quotas;
+  // Console sessions, all recorded (docs/console.md); recording keys belong to the admin project.
+  const consoles = new ConsoleService(store, servers, driver, keys, audit, {
+    dir: join(opts.dataDir, 'console-recordings'),
+    retentionDays: opts.consoleRetentionDays ?? DEFAULT_RETENTION_DAYS,
+    keyOwner: async () => {
+      const admin = (await identity.listProjects({ name: opts.adminProjectName }))[0];
+      if (!admin)
+        throw new Error(`the ${opts.adminProjectName} project is missing; recordings need its keys`);
+      return admin.id;
+    },
+  });
   return {
+    consoles,
     identity,
     audit,
     keys,

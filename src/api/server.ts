@@ -1,4 +1,5 @@
 import swagger from '@fastify/swagger';
+import websocket from '@fastify/websocket';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
@@ -7,6 +8,7 @@ import type { FlavorService } from '../compute/flavors.js';
 import type { ImageService } from '../compute/images.js';
 import type { QuarantineService } from '../compute/quarantine.js';
 import type { ServerService } from '../compute/servers.js';
+import type { ConsoleService } from '../console/recordings.js';
 import { BulwarkError } from '../errors.js';
 import type { IdentityService } from '../identity/service.js';
 import type { KeyManager } from '../keys/manager.js';
@@ -24,6 +26,7 @@ import type { VolumeService } from '../volumes/volumes.js';
 import { registerBulwarkApi } from './bulwark.js';
 import type { ServiceEntry } from './catalog.js';
 import { registerComputeApi } from './compute.js';
+import { registerConsoleApi } from './console.js';
 import type { AuditNote, RouteInfo } from './context.js';
 import { errorBody, sendError } from './error-map.js';
 import { registerIdentityApi } from './identity.js';
@@ -58,6 +61,8 @@ export interface ApiDeps {
   volume: { types: VolumeTypeService; volumes: VolumeService };
   /** Quotas (docs/quotas.md). */
   quotas: QuotaService;
+  /** Serial consoles and their recordings (docs/console.md). */
+  consoles: ConsoleService;
   /** Base URL clients reach us at; used in the catalog and links, never taken from Host. */
   publicUrl: string;
 }
@@ -73,7 +78,7 @@ export interface ApiOptions {
 
 const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 /** Reads that are audited like writes, whatever their outcome: handing out key material. */
-const AUDITED_READS = new Set<string>(['secret:decrypt']);
+const AUDITED_READS = new Set<string>(['secret:decrypt', 'console:recordings:replay']);
 
 /**
  * Two validators: request bodies are checked as sent (a string is never a
@@ -208,6 +213,8 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await app.register(swagger, {
     openapi: { info: { title: 'Bulwark API', version: '1' } },
   });
+  // Console sessions (docs/console.md): keystrokes are small; a paste larger than this is refused by the library.
+  await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
   await registerIdentityApi(app, ctx);
   await registerComputeApi(app, ctx);
   await registerImageApi(app, ctx);
@@ -219,6 +226,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await registerSecretsApi(app, ctx);
   await registerQuotaApi(app, ctx);
   await registerBulwarkApi(app, ctx);
+  await registerConsoleApi(app, ctx);
   return app;
 }
 

@@ -14,6 +14,7 @@ import {
   writeFile,
 } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
 import { cgroupLimitsFor, detectCgroups, type VmCgroups } from './cgroups.js';
 import { collectFile, type ForensicFile } from './forensics.js';
@@ -26,6 +27,7 @@ import type {
   VolumeKeySource,
 } from './hypervisor.js';
 import {
+  connectGuestSocket,
   createOverlay,
   type Desired,
   errno,
@@ -728,6 +730,11 @@ export class QemuDriver implements HypervisorDriver {
   async consoleLog(id: string, maxLines?: number): Promise<string> {
     const rec = await this.record(id);
     return readConsoleLog(this.layout(id).consoleLog, rec.user.uid, maxLines);
+  }
+
+  async openConsole(id: string): Promise<Duplex> {
+    const rec = await this.record(id);
+    return connectGuestSocket(this.layout(id).consoleSocket, rec.user.uid);
   }
 
   async processInfo(id: string): Promise<{ pid: number; uid: number; user: string } | null> {

@@ -172,6 +172,13 @@ export const POLICY = {
   'bulwark:openapi': ['public'],
   'audit:list': ['admin'],
   'audit:verify': ['admin'],
+
+  // Serial consoles and their recordings (docs/console.md): members open consoles of their project's
+  // servers (the service refuses quarantined ones); only the cloud admin lists or replays recordings.
+  'console:connect': ['admin', 'member'],
+  'console:recordings:list': ['admin'],
+  'console:recordings:show': ['admin'],
+  'console:recordings:replay': ['admin'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;

@@ -97,6 +97,11 @@ export function registerServeCommand(program: Command): void {
       'rfc5424 (structured data, default), cef or json',
       process.env.BULWARK_SIEM_FORMAT,
     )
+    .option(
+      '--console-retention-days <n>',
+      'days console recordings are kept before they are pruned (default 90)',
+      process.env.BULWARK_CONSOLE_RETENTION_DAYS,
+    )
     .action(
       async (o: {
         dataDir: string;
@@ -121,6 +126,7 @@ export function registerServeCommand(program: Command): void {
         siemClientKey?: string;
         siemServerName?: string;
         siemFormat?: string;
+        consoleRetentionDays?: string;
       }) => {
         const config = makeConfig(o);
         const daemon = await startDaemon(config);
