@@ -36,6 +36,8 @@ export interface DaemonConfig {
   serverCreateRate: number;
   /** API requests per minute per token (`--api-rate`) and per source address (`--api-address-rate`); 0: no limit. */
   apiRate: { perToken: number; perAddress: number };
+  /** A separate plain-HTTP listener serving only `/metrics`, unauthenticated (`--metrics-listen`); absent: none. */
+  metricsListen: { host: string; port: number } | undefined;
   /** Days console recordings are kept (`--console-retention-days`, default 90). */
   consoleRetentionDays: number;
   /** Audit forwarding to a SIEM over TLS (`--siem-*`, docs/siem.md); absent: none. */
@@ -155,6 +157,7 @@ export function makeConfig(opts: {
   siemServerName?: string | undefined;
   siemFormat?: string | undefined;
   consoleRetentionDays?: string | number | undefined;
+  metricsListen?: string | undefined;
 }): DaemonConfig {
   const kekKind = opts.kek ?? 'file';
   if (kekKind !== 'file' && kekKind !== 'pkcs11')
@@ -204,5 +207,6 @@ export function makeConfig(opts: {
     apiRate: { perToken, perAddress },
     siem: parseSiem(opts),
     consoleRetentionDays: retentionDays(opts.consoleRetentionDays),
+    metricsListen: opts.metricsListen === undefined ? undefined : parseListen(opts.metricsListen),
   };
 }

@@ -1,4 +1,5 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -176,6 +177,11 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     audit,
   );
   drops.start(30_000);
+  platform.metrics.attachDrops(() => drops.detector.latest());
+  if (siem) platform.metrics.attachSiem(() => siem.status());
+  const metricsServer = config.metricsListen
+    ? await serveMetrics(platform.metrics, config.metricsListen)
+    : undefined;
   // Console recordings: sessions cut by a previous stop are closed as interrupted; old ones pruned hourly.
   await platform.consoles.recover();
   const prune = () => void platform.consoles.prune().catch((err: Error) => console.error(err.message));
@@ -203,6 +209,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     async close() {
       clearInterval(timer);
       drops.stop();
+      await new Promise((r) => (metricsServer ? metricsServer.close(r) : r(undefined)));
       clearInterval(pruneTimer);
       await platform.consoles.closeAll();
       await siem?.stop();
@@ -217,6 +224,28 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
       await store.close();
     },
   };
+}
+
+/** `--metrics-listen`: `/metrics` only, plain HTTP, for a Prometheus that cannot hold an expiring token. */
+async function serveMetrics(
+  metrics: { text(): Promise<string>; contentType: string },
+  at: { host: string; port: number },
+): Promise<HttpServer> {
+  const srv = createHttpServer((req, res) => {
+    if (req.method !== 'GET' || req.url?.split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('only GET /metrics is served here\n');
+      return;
+    }
+    metrics.text().then(
+      (body) => res.writeHead(200, { 'content-type': metrics.contentType }).end(body),
+      () => res.writeHead(503, { 'content-type': 'text/plain' }).end('metrics unavailable\n'),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(at.port, at.host, () => resolve());
+  });
+  return srv;
 }
 
 /** Keeps clouds.yaml pointing at this start's URL (the port may differ) without touching its credentials. */

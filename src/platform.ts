@@ -13,6 +13,7 @@ import { IdentityService } from './identity/service.js';
 import type { KekProvider } from './keys/kek.js';
 import { FileKek } from './keys/kek-file.js';
 import { KeyManager } from './keys/manager.js';
+import { PlatformMetrics } from './metrics/registry.js';
 import { type DataplaneSync, NetworkService } from './network/networks.js';
 import { RouterService } from './network/routers.js';
 import { SecurityGroupService } from './network/security-groups.js';
@@ -135,8 +136,20 @@ export function buildPlatform(
       return admin.id;
     },
   });
+  // Prometheus metrics (docs/metrics.md); the daemon attaches the SIEM and firewall readings.
+  const metrics = new PlatformMetrics({
+    store,
+    audit,
+    quotas,
+    consoles,
+    pools: [
+      { name: 'instances', path: join(opts.dataDir, 'instances') },
+      { name: 'images', path: join(opts.dataDir, 'images') },
+    ],
+  });
   return {
     consoles,
+    metrics,
     identity,
     audit,
     keys,

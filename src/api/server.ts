@@ -12,6 +12,7 @@ import type { ConsoleService } from '../console/recordings.js';
 import { BulwarkError } from '../errors.js';
 import type { IdentityService } from '../identity/service.js';
 import type { KeyManager } from '../keys/manager.js';
+import type { PlatformMetrics } from '../metrics/registry.js';
 import type { NetworkService } from '../network/networks.js';
 import type { RouterService } from '../network/routers.js';
 import type { SecurityGroupService } from '../network/security-groups.js';
@@ -63,6 +64,8 @@ export interface ApiDeps {
   quotas: QuotaService;
   /** Serial consoles and their recordings (docs/console.md). */
   consoles: ConsoleService;
+  /** Prometheus metrics (docs/metrics.md). */
+  metrics: PlatformMetrics;
   /** Base URL clients reach us at; used in the catalog and links, never taken from Host. */
   publicUrl: string;
 }
@@ -197,6 +200,16 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
     }
   });
 
+  // Latency by route pattern (never the raw URL: ids would explode the label set).
+  app.addHook('onResponse', async (req, reply) => {
+    deps.metrics.observeRequest(
+      req.method,
+      req.routeOptions.url ?? 'unmatched',
+      reply.statusCode,
+      reply.elapsedTime / 1000,
+    );
+  });
+
   app.setErrorHandler((err, req, reply) => {
     req.auditNote ??= {};
     return sendError(err, req, reply);
@@ -227,6 +240,10 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await registerQuotaApi(app, ctx);
   await registerBulwarkApi(app, ctx);
   await registerConsoleApi(app, ctx);
+  app.get('/metrics', { config: { action: 'metrics:read' } }, async (_req, reply) => {
+    reply.type(deps.metrics.contentType);
+    return deps.metrics.text();
+  });
   return app;
 }
 

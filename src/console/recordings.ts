@@ -71,6 +71,11 @@ export class ConsoleService {
     return this.opts.retentionDays;
   }
 
+  /** Sessions open now. */
+  get openSessions(): number {
+    return this.open.size;
+  }
+
   async connect(
     auth: AuthContext,
     serverId: string,

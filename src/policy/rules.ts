@@ -179,6 +179,8 @@ export const POLICY = {
   'console:recordings:list': ['admin'],
   'console:recordings:show': ['admin'],
   'console:recordings:replay': ['admin'],
+  // Prometheus metrics on the API listener: the cloud admin's token (`serve --metrics-listen` is the other way).
+  'metrics:read': ['admin'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;

@@ -17,7 +17,7 @@ describe.runIf(process.getuid?.() === 0)('console sessions on a real guest', { t
   let d: DaemonProcess;
   const out = mkdtempSync(join(tmpdir(), 'bulwark-cast-'));
   beforeAll(async () => {
-    d = await startDaemonProcess();
+    d = await startDaemonProcess({ extraArgs: ['--metrics-listen', '127.0.0.1:9464'] });
   });
   afterAll(async () => {
     await stopDaemon(d);
@@ -120,5 +120,24 @@ describe.runIf(process.getuid?.() === 0)('console sessions on a real guest', { t
     expect(underPty(`asciinema cat ${cast}`)).toContain('BW-42-OK');
     const played = underPty(`asciinema play -s 100 -i 0.1 ${cast}`);
     expect(played).toContain('BW-42-OK');
+
+    // The separate metrics listener (--metrics-listen, inside the daemon's namespace) reports the session.
+    const metrics = execFileSync(
+      'nsenter',
+      [
+        `--net=/run/netns/${d.netns}`,
+        '--',
+        process.execPath,
+        '-e',
+        "fetch('http://127.0.0.1:9464/metrics').then(async (r) => process.stdout.write(r.status + '\\n' + (await r.text())))",
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(metrics.split('\n')[0]).toBe('200');
+    expect(metrics).toMatch(/^bulwark_servers\{status="ACTIVE"\} 1$/m);
+    expect(metrics).toMatch(/^bulwark_console_sessions_open 0$/m);
+    expect(metrics).toMatch(
+      /^bulwark_security_events_total\{category="console.session",severity="medium"\} 1$/m,
+    );
   });
 });

@@ -102,6 +102,11 @@ export function registerServeCommand(program: Command): void {
       'days console recordings are kept before they are pruned (default 90)',
       process.env.BULWARK_CONSOLE_RETENTION_DAYS,
     )
+    .option(
+      '--metrics-listen <host:port>',
+      'also serve Prometheus /metrics here over plain HTTP without a token (a management address; the API listener serves it to admins)',
+      process.env.BULWARK_METRICS_LISTEN,
+    )
     .action(
       async (o: {
         dataDir: string;
@@ -127,6 +132,7 @@ export function registerServeCommand(program: Command): void {
         siemServerName?: string;
         siemFormat?: string;
         consoleRetentionDays?: string;
+        metricsListen?: string;
       }) => {
         const config = makeConfig(o);
         const daemon = await startDaemon(config);
