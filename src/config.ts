@@ -57,15 +57,18 @@ export interface SiemTarget {
 /** `HOST:PORT` or `[V6]:PORT`. */
 const HOST_PORT = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/;
 
-/** `--siem-*` flags into a target; refuses half a configuration (a client cert without its key, no CA). */
-export function parseSiem(o: {
+/** The `--siem-*` flags as given. */
+export interface SiemFlags {
   siemTarget?: string | undefined;
   siemCa?: string | undefined;
   siemClientCert?: string | undefined;
   siemClientKey?: string | undefined;
   siemServerName?: string | undefined;
   siemFormat?: string | undefined;
-}): SiemTarget | undefined {
+}
+
+/** `--siem-*` flags into a target; refuses half a configuration (a client cert without its key, no CA). */
+export function parseSiem(o: SiemFlags): SiemTarget | undefined {
   const given = [o.siemCa, o.siemClientCert, o.siemClientKey, o.siemServerName, o.siemFormat].some(
     (v) => v !== undefined,
   );
@@ -132,33 +135,29 @@ export function parseListen(listen: string): { host: string; port: number } {
   return { host: m[1] || m[2] || '127.0.0.1', port };
 }
 
-export function makeConfig(opts: {
-  dataDir: string;
-  listen?: string | undefined;
-  publicUrl?: string | undefined;
-  databaseUrl?: string | undefined;
-  databaseAdminUrl?: string | undefined;
-  tokenTtlSeconds?: number | undefined;
-  logLevel?: string | undefined;
-  uplinkDevice?: string | undefined;
-  defaultGroupAllowsSameGroup?: boolean | undefined;
-  kek?: string | undefined;
-  pkcs11Module?: string | undefined;
-  pkcs11TokenLabel?: string | undefined;
-  pkcs11PinFile?: string | undefined;
-  secureBootVars?: string | undefined;
-  serverCreateRate?: string | number | undefined;
-  apiRate?: string | number | undefined;
-  apiAddressRate?: string | number | undefined;
-  siemTarget?: string | undefined;
-  siemCa?: string | undefined;
-  siemClientCert?: string | undefined;
-  siemClientKey?: string | undefined;
-  siemServerName?: string | undefined;
-  siemFormat?: string | undefined;
-  consoleRetentionDays?: string | number | undefined;
-  metricsListen?: string | undefined;
-}): DaemonConfig {
+export function makeConfig(
+  opts: {
+    dataDir: string;
+    listen?: string | undefined;
+    publicUrl?: string | undefined;
+    databaseUrl?: string | undefined;
+    databaseAdminUrl?: string | undefined;
+    tokenTtlSeconds?: number | undefined;
+    logLevel?: string | undefined;
+    uplinkDevice?: string | undefined;
+    defaultGroupAllowsSameGroup?: boolean | undefined;
+    kek?: string | undefined;
+    pkcs11Module?: string | undefined;
+    pkcs11TokenLabel?: string | undefined;
+    pkcs11PinFile?: string | undefined;
+    secureBootVars?: string | undefined;
+    serverCreateRate?: string | number | undefined;
+    apiRate?: string | number | undefined;
+    apiAddressRate?: string | number | undefined;
+    consoleRetentionDays?: string | number | undefined;
+    metricsListen?: string | undefined;
+  } & SiemFlags,
+): DaemonConfig {
   const kekKind = opts.kek ?? 'file';
   if (kekKind !== 'file' && kekKind !== 'pkcs11')
     throw new Error(`--kek ${kekKind} is not a KEK provider; use --kek file or --kek pkcs11`);

@@ -7,6 +7,21 @@ import { badRequest, unauthorized } from '../errors.js';
 import { BULWARK_PREFIX } from './bulwark.js';
 import type { ApiContext } from './server.js';
 
+/** The subprotocol a console client asks for; the server picks it, never the token one. */
+export const CONSOLE_PROTOCOL = 'bulwark.console';
+const TOKEN_PROTOCOL = 'bulwark.token.';
+
+/**
+ * Browsers cannot set headers on a WebSocket, so a console client may offer
+ * its token as a subprotocol `bulwark.token.TOKEN` next to `bulwark.console`
+ * (the Kubernetes approach): still a header, never the URL.
+ */
+export function tokenFromProtocols(header: string | string[] | undefined): string | undefined {
+  const offered = [header ?? []].flat().flatMap((h) => h.split(','));
+  const t = offered.map((p) => p.trim()).find((p) => p.startsWith(TOKEN_PROTOCOL));
+  return t ? t.slice(TOKEN_PROTOCOL.length) : undefined;
+}
+
 const IdParam = Type.Object({
   id: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.-]+$' }),
 });
@@ -31,7 +46,8 @@ const ListQuery = Type.Object(
  * Serial consoles over a WebSocket and their recordings (docs/console.md):
  *
  * - `GET /bulwark/v1/servers/{id}/console` upgraded to a WebSocket, with the
- *   token in `X-Auth-Token` (never in the URL, which access logs keep).
+ *   token in `X-Auth-Token` or, from a browser, the `bulwark.token.TOKEN`
+ *   subprotocol (never in the URL, which access logs keep).
  *   Binary or text frames from the client are keystrokes; binary frames back
  *   are the guest's output. The session and its recording are opened before
  *   the upgrade, so refusals (404, 409 quarantined or busy) are plain HTTP.

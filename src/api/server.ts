@@ -27,7 +27,7 @@ import type { VolumeService } from '../volumes/volumes.js';
 import { registerBulwarkApi } from './bulwark.js';
 import type { ServiceEntry } from './catalog.js';
 import { registerComputeApi } from './compute.js';
-import { registerConsoleApi } from './console.js';
+import { CONSOLE_PROTOCOL, registerConsoleApi, tokenFromProtocols } from './console.js';
 import type { AuditNote, RouteInfo } from './context.js';
 import { errorBody, sendError } from './error-map.js';
 import { registerIdentityApi } from './identity.js';
@@ -142,7 +142,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
     req.auditNote = {};
     reply.header('x-openstack-request-id', req.id);
     // An invalid token counts as none: public routes still answer, the rest get 401 from the policy check.
-    const token = req.headers['x-auth-token'];
+    const token = req.headers['x-auth-token'] ?? tokenFromProtocols(req.headers['sec-websocket-protocol']);
     req.auth =
       typeof token === 'string' && token.length > 0 ? await deps.identity.validateToken(token) : null;
     limiter?.check(req);
@@ -227,7 +227,13 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
     openapi: { info: { title: 'Bulwark API', version: '1' } },
   });
   // Console sessions (docs/console.md): keystrokes are small; a paste larger than this is refused by the library.
-  await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
+  await app.register(websocket, {
+    options: {
+      maxPayload: 64 * 1024,
+      // Answer with the console protocol, never echo the one carrying a token.
+      handleProtocols: (offered) => (offered.has(CONSOLE_PROTOCOL) ? CONSOLE_PROTOCOL : false),
+    },
+  });
   await registerIdentityApi(app, ctx);
   await registerComputeApi(app, ctx);
   await registerImageApi(app, ctx);

@@ -189,7 +189,7 @@ describe.each(dialects())('console API on %s', (dialect) => {
 
     const [rec] = await recordings();
     const dir = join(api.db.dir, 'console-recordings');
-    const path = join(dir, readdirSync(dir)[0] as string);
+    const path = join(dir, `${rec.id}.cast.sealed`);
     const good = readFileSync(path);
     const bad = Buffer.from(good);
     bad[bad.length - 3] = (bad[bad.length - 3] ?? 0) ^ 1;
@@ -228,5 +228,25 @@ describe.each(dialects())('console API on %s', (dialect) => {
       .executeTakeFirstOrThrow();
     expect(pruned.reason).toContain(rec.id);
     expect(existsSync(join(api.db.dir, 'console-recordings'))).toBe(true);
+  });
+
+  it('takes the token as a subprotocol from browsers, and answers with the console protocol only', async () => {
+    const viaProtocol = (token: string) =>
+      new Promise<WebSocket | number>((resolve, reject) => {
+        const ws = new WebSocket(`${base}${B}/servers/${serverId}/console`, [
+          'bulwark.console',
+          `bulwark.token.${token}`,
+        ]);
+        ws.once('open', () => resolve(ws));
+        ws.once('unexpected-response', (_q, res) => resolve(res.statusCode ?? 0));
+        ws.once('error', reject);
+      });
+    expect(await viaProtocol('not-a-valid-token')).toBe(401);
+    const ws = await viaProtocol(member.token);
+    if (typeof ws === 'number') throw new Error(`refused: ${ws}`);
+    expect(ws.protocol).toBe('bulwark.console');
+    await close(ws);
+    const recs = await ended();
+    expect(recs[0]).toMatchObject({ user_id: member.userId, server_id: serverId });
   });
 });

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { makeConfig } from '../../config.js';
+import { makeConfig, type SiemFlags } from '../../config.js';
 import { startDaemon } from '../../daemon.js';
 
 export function registerServeCommand(program: Command): void {
@@ -108,32 +108,28 @@ export function registerServeCommand(program: Command): void {
       process.env.BULWARK_METRICS_LISTEN,
     )
     .action(
-      async (o: {
-        dataDir: string;
-        listen: string;
-        publicUrl?: string;
-        databaseUrl?: string;
-        databaseAdminUrl?: string;
-        logLevel: string;
-        uplinkDevice?: string;
-        defaultGroupAllowsSameGroup: boolean;
-        kek?: string;
-        pkcs11Module?: string;
-        pkcs11TokenLabel?: string;
-        pkcs11PinFile?: string;
-        secureBootVars?: string;
-        serverCreateRate?: string;
-        apiRate?: string;
-        apiAddressRate?: string;
-        siemTarget?: string;
-        siemCa?: string;
-        siemClientCert?: string;
-        siemClientKey?: string;
-        siemServerName?: string;
-        siemFormat?: string;
-        consoleRetentionDays?: string;
-        metricsListen?: string;
-      }) => {
+      async (
+        o: {
+          dataDir: string;
+          listen: string;
+          publicUrl?: string;
+          databaseUrl?: string;
+          databaseAdminUrl?: string;
+          logLevel: string;
+          uplinkDevice?: string;
+          defaultGroupAllowsSameGroup: boolean;
+          kek?: string;
+          pkcs11Module?: string;
+          pkcs11TokenLabel?: string;
+          pkcs11PinFile?: string;
+          secureBootVars?: string;
+          serverCreateRate?: string;
+          apiRate?: string;
+          apiAddressRate?: string;
+          consoleRetentionDays?: string;
+          metricsListen?: string;
+        } & SiemFlags,
+      ) => {
         const config = makeConfig(o);
         const daemon = await startDaemon(config);
         const lines = [`Bulwark is up at ${daemon.url}`, `  identity: ${daemon.url}/identity/v3`];
