@@ -41,19 +41,21 @@ export class TestRsyslog {
     readonly ca: PemPair,
     readonly client: PemPair,
     readonly mtls: boolean,
+    /** Run inside this network namespace (a daemon's, test/helpers/daemon-process.ts); absent: the test's own. */
+    readonly netns: string | undefined,
   ) {
     this.dir = mkdtempSync(join(tmpdir(), 'bulwark-rsyslog-'));
     this.out = join(this.dir, 'received.log');
   }
 
-  static async create(opts: { mtls: boolean }): Promise<TestRsyslog> {
+  static async create(opts: { mtls: boolean; netns?: string }): Promise<TestRsyslog> {
     const ca = await createCa('Bulwark test SIEM CA');
     const client = await issueCertificate(ca, {
       commonName: 'bulwark-siem',
       names: ['bulwark-siem'],
       usage: 'client',
     });
-    const r = new TestRsyslog(await freePort(), ca, client, opts.mtls);
+    const r = new TestRsyslog(await freePort(), ca, client, opts.mtls, opts.netns);
     const server = await issueCertificate(ca, {
       commonName: '127.0.0.1',
       names: ['127.0.0.1', 'localhost'],
@@ -88,29 +90,43 @@ input(type="imtcp" address="127.0.0.1" port="${r.port}" ruleset="siem")
   /** Starts rsyslogd in the foreground and waits until its port accepts connections. */
   async start(): Promise<void> {
     const stderr: Buffer[] = [];
-    const proc = spawn(
+    const argv = [
       'rsyslogd',
-      ['-n', '-f', join(this.dir, 'rsyslog.conf'), '-i', join(this.dir, 'rsyslog.pid')],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
-    );
+      '-n',
+      '-f',
+      join(this.dir, 'rsyslog.conf'),
+      '-i',
+      join(this.dir, 'rsyslog.pid'),
+    ];
+    // nsenter execs rsyslogd, so the child is rsyslogd itself and the signals in stop() reach it.
+    const [cmd, ...args] = this.netns ? ['nsenter', `--net=/run/netns/${this.netns}`, '--', ...argv] : argv;
+    const proc = spawn(cmd as string, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     proc.stderr?.on('data', (b: Buffer) => stderr.push(b));
     this.proc = proc;
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline) {
       if (proc.exitCode !== null)
         throw new Error(`rsyslogd exited ${proc.exitCode}: ${Buffer.concat(stderr).toString()}`);
-      if (await this.listening()) return;
+      if (this.listening()) return;
       await new Promise((r) => setTimeout(r, 100));
     }
     throw new Error(`rsyslogd did not listen on ${this.port}: ${Buffer.concat(stderr).toString()}`);
   }
 
-  private listening(): Promise<boolean> {
-    return new Promise((res) => {
-      const probe = createServer();
-      probe.once('error', () => res(true));
-      probe.listen(this.port, '127.0.0.1', () => probe.close(() => res(false)));
-    });
+  /** Whether rsyslogd listens on its port, read from its own namespace's /proc/PID/net/tcp (state 0A = LISTEN). */
+  private listening(): boolean {
+    const pid = this.proc?.pid;
+    if (!pid) return false;
+    try {
+      const hexPort = this.port.toString(16).toUpperCase().padStart(4, '0');
+      const rows = readFileSync(`/proc/${pid}/net/tcp`, 'utf8').split('\n').slice(1);
+      return rows.some((l) => {
+        const f = l.trim().split(/\s+/);
+        return f[1]?.endsWith(`:${hexPort}`) === true && f[3] === '0A';
+      });
+    } catch {
+      return false;
+    }
   }
 
   /** SIGTERM and wait for the exit; rsyslog writes out what it has queued first. */
