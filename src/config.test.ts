@@ -41,3 +41,19 @@ describe('SIEM flags', () => {
     );
   });
 });
+
+describe('console retention and the metrics listener', () => {
+  it('defaults to 90 days and no separate listener; refuses nonsense with a fix', () => {
+    const c = makeConfig({ dataDir: '/tmp/x' });
+    expect(c.consoleRetentionDays).toBe(90);
+    expect(c.metricsListen).toBeUndefined();
+    expect(makeConfig({ dataDir: '/tmp/x', consoleRetentionDays: '365' }).consoleRetentionDays).toBe(365);
+    expect(() => makeConfig({ dataDir: '/tmp/x', consoleRetentionDays: '0' })).toThrow(/at least 1/);
+    expect(() => makeConfig({ dataDir: '/tmp/x', consoleRetentionDays: 'forever' })).toThrow(/whole number/);
+    expect(makeConfig({ dataDir: '/tmp/x', metricsListen: '127.0.0.1:9464' }).metricsListen).toEqual({
+      host: '127.0.0.1',
+      port: 9464,
+    });
+    expect(() => makeConfig({ dataDir: '/tmp/x', metricsListen: 'nope' })).toThrow(/HOST:PORT/);
+  });
+});
