@@ -45,6 +45,10 @@ describe('security event classification', () => {
     expect(classify(row({ action: 'network:drop_spike', method: 'SYSTEM' })).category).toBe(
       'firewall.drop_spike',
     );
+    expect(classify(row({ action: 'console:connect', method: 'SYSTEM' })).category).toBe('console.session');
+    expect(classify(row({ action: 'console:recordings:replay', method: 'GET', status: 200 })).category).toBe(
+      'console.replay',
+    );
     expect(
       classify(row({ outcome: 'failure', status: 403, reason: 'Quota exceeded for instances: …' })),
     ).toEqual({

@@ -64,7 +64,8 @@ const KNOWN: Readonly<Record<string, { category: string } & Partial<Record<Outco
   'key-manager:rotate_kek': { category: 'key.rotation', success: 'medium', failure: 'high' },
   'secret:decrypt': { category: 'secret.read', success: 'low' },
   'console:connect': { category: 'console.session', success: 'medium' },
-  'console:replay': { category: 'console.replay', success: 'medium' },
+  'console:recordings:replay': { category: 'console.replay', success: 'medium' },
+  'console:recordings_pruned': { category: 'console.retention', success: 'info' },
 };
 
 /** Actions only the cloud admin may perform: a refused attempt is a privilege escalation attempt. */

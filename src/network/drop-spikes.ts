@@ -93,6 +93,8 @@ export class DropMonitor {
   }
 
   start(intervalMs: number): void {
+    // The first reading is the baseline (and gives the drops-per-port metric its values at once).
+    void this.tick().catch(() => undefined);
     this.timer = setInterval(() => void this.tick().catch(() => undefined), intervalMs);
     this.timer.unref();
   }
