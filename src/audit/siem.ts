@@ -34,6 +34,11 @@ export interface SiemConfig {
   pollMs?: number;
   /** Longest wait between reconnect attempts (the wait doubles from 250 ms). */
   maxBackoffMs?: number;
+  /**
+   * A SIEM that stops reading (window full) or never finishes the handshake
+   * is dropped after this long and reconnected to, rather than waited on forever.
+   */
+  ioTimeoutMs?: number;
 }
 
 export interface SiemStatus {
@@ -217,10 +222,14 @@ export class SiemForwarder {
       socket.setNoDelay(true);
       socket.once('secureConnect', () => {
         socket.removeListener('error', reject);
+        socket.setTimeout(0); // idle is normal once connected; writes have their own timeout
         this.st.connected = true;
         resolve(socket);
       });
       socket.once('error', reject);
+      socket.setTimeout(this.cfg.ioTimeoutMs ?? 30_000, () =>
+        socket.destroy(new Error('the SIEM did not complete the TLS handshake in time')),
+      );
     });
   }
 
@@ -255,9 +264,18 @@ export class SiemForwarder {
         const chunk = Buffer.concat(
           rows.map((r) => frame(formatSyslog(toCadf(r, this.cfg.hostname), this.cfg.format, header))),
         );
-        await new Promise<void>((resolve, reject) =>
-          socket.write(chunk, (err) => (err ? reject(err) : resolve())),
-        );
+        await new Promise<void>((resolve, reject) => {
+          const stuck = setTimeout(() => {
+            const err = new Error('the SIEM stopped reading; reconnecting');
+            socket.destroy(err);
+            reject(err);
+          }, this.cfg.ioTimeoutMs ?? 30_000);
+          socket.write(chunk, (err) => {
+            clearTimeout(stuck);
+            if (err) reject(err);
+            else resolve();
+          });
+        });
         if (broken) throw broken;
         sent = Number(rows[rows.length - 1]?.seq ?? sent);
         inflight.push({ seq: sent, at: Date.now() });
