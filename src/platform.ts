@@ -136,6 +136,7 @@ export function buildPlatform(
       return admin.id;
     },
   });
+  quarantine.onQuarantine = (id) => consoles.cut(id, 'the server was quarantined');
   // Prometheus metrics (docs/metrics.md); the daemon attaches the SIEM and firewall readings.
   const metrics = new PlatformMetrics({
     store,

@@ -26,7 +26,8 @@ export interface ConsoleSession {
   onOutput(listener: (data: Buffer) => void): void;
   /** Called once when the guest side ends (server stopped); the session is then closed. */
   onEnd(listener: () => void): void;
-  close(): Promise<void>;
+  /** Ends the session; `why` goes into the audit record (e.g. the server was quarantined). */
+  close(why?: string): Promise<void>;
 }
 
 const meta = (r: ConsoleRecordingsTable): RecordingMeta => {
@@ -165,7 +166,7 @@ export class ConsoleService {
       note('o', d);
       for (const l of outputs) l(d);
     });
-    const close = (): Promise<void> => {
+    const close = (why?: string): Promise<void> => {
       closed ??= (async () => {
         guest.destroy();
         writer.close('');
@@ -179,7 +180,7 @@ export class ConsoleService {
         await this.audit.append(
           systemEvent({
             action: 'console:disconnect',
-            reason: `console session on ${server.name} ended, recording ${id} (${counts.in} bytes in, ${counts.out} out)`,
+            reason: `console session on ${server.name} ended${why ? ` (${why})` : ''}, recording ${id} (${counts.in} bytes in, ${counts.out} out)`,
             target: { type: 'server', id: server.id },
             actor: auth,
           }),
@@ -287,6 +288,11 @@ export class ConsoleService {
       }),
     );
     return old.length;
+  }
+
+  /** Ends the session open on a server, if any (the server is being quarantined). */
+  async cut(serverId: string, why: string): Promise<void> {
+    await this.open.get(serverId)?.close(why);
   }
 
   /** Ends every open session (daemon shutdown), so each recording gets its closing record. */
