@@ -4,6 +4,7 @@ import type { Static } from 'typebox';
 import type { WebSocket } from 'ws';
 import type { ConsoleSession } from '../console/recordings.js';
 import { badRequest, unauthorized } from '../errors.js';
+import { allows } from '../policy/enforcer.js';
 import { BULWARK_PREFIX } from './bulwark.js';
 import type { ApiContext } from './server.js';
 
@@ -83,6 +84,23 @@ export async function registerConsoleApi(app: FastifyInstance, ctx: ApiContext):
         socket.close(1011, 'no console session');
         return;
       }
+      // A session lasts only as long as its token and role would let it start: checked again every few seconds.
+      const token = req.headers['x-auth-token'] ?? tokenFromProtocols(req.headers['sec-websocket-protocol']);
+      const { id } = req.params as Static<typeof IdParam>;
+      const recheck = setInterval(async () => {
+        const auth =
+          typeof token === 'string' ? await ctx.identity.validateToken(token).catch(() => null) : null;
+        const still =
+          auth !== null &&
+          allows('console:connect', auth, { project_id: auth.projectId, user_id: auth.userId }) &&
+          (await ctx.compute.servers.getUnquarantined(auth, id).then(
+            () => true,
+            () => false,
+          ));
+        if (!still)
+          void session.close('the token or role no longer allows console access').catch(() => undefined);
+      }, consoles.recheckMs);
+      socket.once('close', () => clearInterval(recheck));
       session.onOutput((data) => socket.send(data, { binary: true }));
       session.onEnd(() => socket.close(1000, 'the guest console closed'));
       socket.on('message', (data: Buffer | ArrayBuffer | Buffer[]) => {

@@ -51,6 +51,8 @@ const meta = (r: ConsoleRecordingsTable): RecordingMeta => {
  * and a recording that cannot be started refuses the session.
  */
 export class ConsoleService {
+  /** How often an open session's token and role are checked again (api/console.ts); a revoked grant ends it. */
+  recheckMs = 10_000;
   /** Servers with a console open: QEMU's serial socket serves one client at a time. */
   private readonly open = new Map<string, ConsoleSession>();
 

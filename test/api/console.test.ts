@@ -230,6 +230,31 @@ describe.each(dialects())('console API on %s', (dialect) => {
     expect((await api.call('GET', `${B}/console/recordings/${rec.id}/cast`, admin)).status).toBe(200);
   });
 
+  it('ends a session when its user loses the role', async () => {
+    const other = await api.persona('con-proj', 'con-member2', 'member');
+    api.platform.consoles.recheckMs = 200;
+    try {
+      const s = await open(other.token);
+      if (!('ws' in s)) throw new Error(`console refused: ${s.status} ${s.body}`);
+      await until(() => s.output().includes('# '), 'prompt');
+      const closed = new Promise<number>((r) => s.ws.once('close', (code) => r(code)));
+      const role = (await api.identity.listRoles({ name: 'member' }))[0]?.id as string;
+      await api.identity.revoke(member.projectId, other.userId, role, 'test');
+      expect(await closed).toBe(1000);
+      await ended();
+      const last = await api.store.db
+        .selectFrom('audit_events')
+        .select(['reason', 'user_id'])
+        .where('action', '=', 'console:disconnect')
+        .orderBy('seq', 'desc')
+        .executeTakeFirstOrThrow();
+      expect(last).toMatchObject({ user_id: other.userId });
+      expect(last.reason).toMatch(/no longer allows console access/);
+    } finally {
+      api.platform.consoles.recheckMs = 10_000;
+    }
+  });
+
   it('prunes recordings past the retention: row, file and data key', async () => {
     const [rec] = await recordings();
     const keyId = (
