@@ -159,26 +159,33 @@ export class ConsoleService {
     const outputs: ((d: Buffer) => void)[] = [];
     const ends: (() => void)[] = [];
     let closed: Promise<void> | null = null;
-    const note = (kind: 'o' | 'i', data: Buffer) => {
-      const line = events.line(kind, data);
-      if (line) writer.append(line);
+    /** Records one event; false (and the session ends) when it cannot be recorded: nothing flows unrecorded. */
+    const note = (kind: 'o' | 'i', data: Buffer): boolean => {
+      try {
+        const line = events.line(kind, data);
+        if (line) writer.append(line);
+        return true;
+      } catch (err) {
+        void close(`the recording could not be written: ${(err as Error).message}`).catch(() => undefined);
+        return false;
+      }
     };
     guest.on('data', (d: Buffer) => {
+      if (closed) return;
       counts.out += d.length;
-      note('o', d);
-      for (const l of outputs) l(d);
+      if (note('o', d)) for (const l of outputs) l(d);
     });
     const close = (why?: string): Promise<void> => {
       closed ??= (async () => {
         guest.destroy();
-        writer.close('');
+        let complete = true;
+        try {
+          writer.close('');
+        } catch {
+          complete = false; // no closing record: kept, and replayed, as interrupted
+        }
         this.open.delete(server.id);
-        const ended = nowIso();
-        await this.store.db
-          .updateTable('console_recordings')
-          .set({ ended_at: ended, bytes_in: counts.in, bytes_out: counts.out })
-          .where('id', '=', id)
-          .execute();
+        // Audited first: a recording shows as ended only once its end is in the audit log.
         await this.audit.append(
           systemEvent({
             action: 'console:disconnect',
@@ -187,6 +194,12 @@ export class ConsoleService {
             actor: auth,
           }),
         );
+        const ended = nowIso();
+        await this.store.db
+          .updateTable('console_recordings')
+          .set({ ended_at: ended, bytes_in: counts.in, bytes_out: counts.out, interrupted: complete ? 0 : 1 })
+          .where('id', '=', id)
+          .execute();
       })();
       return closed;
     };
@@ -202,8 +215,7 @@ export class ConsoleService {
       input: (data) => {
         if (closed) return;
         counts.in += data.length;
-        note('i', data);
-        guest.write(data);
+        if (note('i', data)) guest.write(data);
       },
       onOutput: (l) => void outputs.push(l),
       onEnd: (l) => void ends.push(l),
