@@ -12,7 +12,7 @@ import { DropMonitor } from '../../src/network/drop-spikes.js';
 import { normaliseRule } from '../../src/network/model.js';
 import { openStore, type Store } from '../../src/store/database.js';
 import { type TestDb, testDb } from '../helpers/store.js';
-import { type Guest, hasTools, isRoot, Topology } from './topology.js';
+import { type Guest, guestPort, hasTools, isRoot, Topology } from './topology.js';
 
 const TABLE = 'bulwark';
 
@@ -39,15 +39,7 @@ describe.skipIf(!(isRoot() && hasTools()))('firewall drop spikes (netns, real co
       gateway: '10.91.0.1',
       mac: 'fa:16:3e:00:01:12',
     });
-    const port = (g: Guest, group: string): PortState => ({
-      id: g.portId,
-      device: g.device,
-      mac: g.mac,
-      ips: [g.ip],
-      allowedAddressPairs: [],
-      portSecurity: true,
-      groupIds: [group],
-    });
+    const port = (g: Guest, group: string): PortState => guestPort(g, { groupIds: [group] });
     const egress = normaliseRule({ direction: 'egress', ethertype: 'IPv4' });
     await applyRuleset(
       compileRuleset({
