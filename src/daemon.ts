@@ -143,6 +143,8 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
   const { server, caFile } = await ensurePki(join(config.dataDir, 'pki'), config.host);
   // Adopt guests still running from before a restart; mark the ones that vanished; kill orphans.
   await platform.compute.servers.reconcile();
+  // Sessions cut by a previous stop are closed as interrupted, before any new one can open.
+  await platform.consoles.recover();
   // SIEM forwarding reads the audit table from its cursor; unreadable certificate files stop the start.
   const siem = config.siem
     ? new SiemForwarder(store, {
@@ -182,8 +184,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
   const metricsServer = config.metricsListen
     ? await serveMetrics(platform.metrics, config.metricsListen)
     : undefined;
-  // Console recordings: sessions cut by a previous stop are closed as interrupted; old ones pruned hourly.
-  await platform.consoles.recover();
+  // Console recordings: old ones pruned hourly.
   const prune = () => void platform.consoles.prune().catch((err: Error) => console.error(err.message));
   prune();
   const pruneTimer = setInterval(prune, 3_600_000);
