@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
+import { SIEM_FORMATS, type SiemFormat } from './audit/syslog.js';
 import { checkThresholds, DEFAULT_THRESHOLDS, type Thresholds } from './governance/storage-thresholds.js';
 import { DEFAULT_IDENTITY_POLICY, type IdentityPolicy } from './identity/service.js';
 import type { KekConfig } from './keys/kek.js';
@@ -43,6 +44,71 @@ export interface DaemonConfig {
   passthrough: { pciAllowList: string[]; usbAllowList: string[] };
   /** Admin MFA, lockout and password rules (`--admin-mfa-required`, `--lockout-*`, `--password-*`; docs/identity.md). */
   identityPolicy: IdentityPolicy;
+  /** A separate plain-HTTP listener serving only `/metrics`, unauthenticated (`--metrics-listen`); absent: none. */
+  metricsListen: { host: string; port: number } | undefined;
+  /** Days console recordings are kept (`--console-retention-days`, default 90). */
+  consoleRetentionDays: number;
+  /** Audit forwarding to a SIEM over TLS (`--siem-*`, docs/siem.md); absent: none. */
+  siem: SiemTarget | undefined;
+}
+
+export interface SiemTarget {
+  host: string;
+  port: number;
+  caFile: string;
+  certFile: string | undefined;
+  keyFile: string | undefined;
+  serverName: string | undefined;
+  format: SiemFormat;
+}
+
+/** `HOST:PORT` or `[V6]:PORT`. */
+const HOST_PORT = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/;
+
+/** The `--siem-*` flags as given. */
+export interface SiemFlags {
+  siemTarget?: string | undefined;
+  siemCa?: string | undefined;
+  siemClientCert?: string | undefined;
+  siemClientKey?: string | undefined;
+  siemServerName?: string | undefined;
+  siemFormat?: string | undefined;
+}
+
+/** `--siem-*` flags into a target; refuses half a configuration (a client cert without its key, no CA). */
+export function parseSiem(o: SiemFlags): SiemTarget | undefined {
+  const given = [o.siemCa, o.siemClientCert, o.siemClientKey, o.siemServerName, o.siemFormat].some(
+    (v) => v !== undefined,
+  );
+  if (o.siemTarget === undefined) {
+    if (given)
+      throw new Error(
+        '--siem-* options need --siem-target HOST:PORT (e.g. --siem-target siem.example.com:6514)',
+      );
+    return undefined;
+  }
+  const m = HOST_PORT.exec(o.siemTarget);
+  const port = Number(m?.[3]);
+  if (!m || !(port > 0 && port <= 65535))
+    throw new Error(
+      `--siem-target ${o.siemTarget} is not HOST:PORT; try --siem-target siem.example.com:6514`,
+    );
+  if (!o.siemCa)
+    throw new Error("--siem-target needs --siem-ca FILE, the CA the SIEM's certificate chains to");
+  if ((o.siemClientCert === undefined) !== (o.siemClientKey === undefined))
+    throw new Error('mutual TLS needs both --siem-client-cert FILE and --siem-client-key FILE');
+  const format = o.siemFormat ?? 'rfc5424';
+  if (!(SIEM_FORMATS as readonly string[]).includes(format))
+    throw new Error(`--siem-format ${format} is not one of ${SIEM_FORMATS.join(', ')}`);
+  return {
+    host: m[1] ?? m[2] ?? '',
+    port,
+    caFile: resolve(o.siemCa),
+    certFile: o.siemClientCert ? resolve(o.siemClientCert) : undefined,
+    keyFile: o.siemClientKey ? resolve(o.siemClientKey) : undefined,
+    serverName: o.siemServerName,
+    format: format as SiemFormat,
+  };
 }
 
 export const DEFAULT_SERVER_CREATE_RATE = 20;
@@ -70,11 +136,18 @@ function allowList(flag: string, value: string | undefined): string[] {
   return entries;
 }
 
+/** `--console-retention-days`: a whole number of days, at least 1 (recordings are evidence). */
+function retentionDays(value: string | number | undefined): number {
+  const n = parseRate('--console-retention-days', value, 90);
+  if (n < 1) throw new Error('--console-retention-days must be at least 1; the default is 90');
+  return n;
+}
+
 export const DEFAULT_SECURE_BOOT_VARS = '/usr/share/OVMF/OVMF_VARS_4M.ms.fd';
 
 /** Parses `HOST:PORT`, `[V6]:PORT` or `PORT`; refuses anything else with a fix. */
 export function parseListen(listen: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(listen) ?? /^()()(\d{1,5})$/.exec(listen);
+  const m = HOST_PORT.exec(listen) ?? /^()()(\d{1,5})$/.exec(listen);
   const port = m ? Number(m[3]) : Number.NaN;
   if (!m || !(port >= 0 && port <= 65535)) {
     throw new Error(`--listen ${listen} is not HOST:PORT; try --listen 127.0.0.1:8443`);
@@ -82,35 +155,39 @@ export function parseListen(listen: string): { host: string; port: number } {
   return { host: m[1] || m[2] || '127.0.0.1', port };
 }
 
-export function makeConfig(opts: {
-  dataDir: string;
-  listen?: string | undefined;
-  publicUrl?: string | undefined;
-  databaseUrl?: string | undefined;
-  databaseAdminUrl?: string | undefined;
-  tokenTtlSeconds?: number | undefined;
-  logLevel?: string | undefined;
-  uplinkDevice?: string | undefined;
-  defaultGroupAllowsSameGroup?: boolean | undefined;
-  kek?: string | undefined;
-  pkcs11Module?: string | undefined;
-  pkcs11TokenLabel?: string | undefined;
-  pkcs11PinFile?: string | undefined;
-  secureBootVars?: string | undefined;
-  serverCreateRate?: string | number | undefined;
-  apiRate?: string | number | undefined;
-  apiAddressRate?: string | number | undefined;
-  storageWarnPercent?: string | number | undefined;
-  storageRefusePercent?: string | number | undefined;
-  pciPassthroughAllow?: string | undefined;
-  usbPassthroughAllow?: string | undefined;
-  adminMfaRequired?: boolean | undefined;
-  lockoutFailureAttempts?: string | number | undefined;
-  lockoutDuration?: string | number | undefined;
-  passwordMinLength?: string | number | undefined;
-  passwordHistory?: string | number | undefined;
-  passwordExpiresDays?: string | number | undefined;
-}): DaemonConfig {
+export function makeConfig(
+  opts: {
+    dataDir: string;
+    listen?: string | undefined;
+    publicUrl?: string | undefined;
+    databaseUrl?: string | undefined;
+    databaseAdminUrl?: string | undefined;
+    tokenTtlSeconds?: number | undefined;
+    logLevel?: string | undefined;
+    uplinkDevice?: string | undefined;
+    defaultGroupAllowsSameGroup?: boolean | undefined;
+    kek?: string | undefined;
+    pkcs11Module?: string | undefined;
+    pkcs11TokenLabel?: string | undefined;
+    pkcs11PinFile?: string | undefined;
+    secureBootVars?: string | undefined;
+    serverCreateRate?: string | number | undefined;
+    apiRate?: string | number | undefined;
+    apiAddressRate?: string | number | undefined;
+    storageWarnPercent?: string | number | undefined;
+    storageRefusePercent?: string | number | undefined;
+    pciPassthroughAllow?: string | undefined;
+    usbPassthroughAllow?: string | undefined;
+    adminMfaRequired?: boolean | undefined;
+    lockoutFailureAttempts?: string | number | undefined;
+    lockoutDuration?: string | number | undefined;
+    passwordMinLength?: string | number | undefined;
+    passwordHistory?: string | number | undefined;
+    passwordExpiresDays?: string | number | undefined;
+    consoleRetentionDays?: string | number | undefined;
+    metricsListen?: string | undefined;
+  } & SiemFlags,
+): DaemonConfig {
   const kekKind = opts.kek ?? 'file';
   if (kekKind !== 'file' && kekKind !== 'pkcs11')
     throw new Error(`--kek ${kekKind} is not a KEK provider; use --kek file or --kek pkcs11`);
@@ -197,5 +274,8 @@ export function makeConfig(opts: {
       usbAllowList: allowList('--usb-passthrough-allow', opts.usbPassthroughAllow),
     },
     identityPolicy,
+    siem: parseSiem(opts),
+    consoleRetentionDays: retentionDays(opts.consoleRetentionDays),
+    metricsListen: opts.metricsListen === undefined ? undefined : parseListen(opts.metricsListen),
   };
 }

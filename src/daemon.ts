@@ -1,10 +1,12 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { parse, stringify } from 'yaml';
 import { buildApi } from './api/server.js';
+import { SiemForwarder } from './audit/siem.js';
 import { type AuditWriter, systemEvent } from './audit/writer.js';
 import type { DaemonConfig } from './config.js';
 import { probeCapabilities } from './host/capabilities.js';
@@ -15,6 +17,7 @@ import { bootstrapIdentity } from './identity/bootstrap.js';
 import type { IdentityService } from './identity/service.js';
 import { openKek } from './keys/index.js';
 import { loadDataplaneState, loadDhcpState, loadGateways } from './network/dataplane-state.js';
+import { DropMonitor } from './network/drop-spikes.js';
 import { createCa, issueCertificate, type PemPair } from './pki/ca.js';
 import { buildPlatform } from './platform.js';
 import { openStore, type Store } from './store/database.js';
@@ -120,6 +123,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     storageThresholds: config.storageThresholds,
     passthrough: config.passthrough,
     identityPolicy: config.identityPolicy,
+    consoleRetentionDays: config.consoleRetentionDays,
     ...(dhcp ? { dhcp } : {}),
   });
   const { identity, audit } = platform;
@@ -142,6 +146,25 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
   const { server, caFile } = await ensurePki(join(config.dataDir, 'pki'), config.host);
   // Adopt guests still running from before a restart; mark the ones that vanished; kill orphans.
   await platform.compute.servers.reconcile();
+  // Sessions cut by a previous stop are closed as interrupted, before any new one can open.
+  await platform.consoles.recover();
+  // SIEM forwarding reads the audit table from its cursor; unreadable certificate files stop the start.
+  const siem = config.siem
+    ? new SiemForwarder(store, {
+        host: config.siem.host,
+        port: config.siem.port,
+        ca: readFileSync(config.siem.caFile, 'utf8'),
+        ...(config.siem.certFile && config.siem.keyFile
+          ? {
+              cert: readFileSync(config.siem.certFile, 'utf8'),
+              key: readFileSync(config.siem.keyFile, 'utf8'),
+            }
+          : {}),
+        ...(config.siem.serverName ? { serverName: config.siem.serverName } : {}),
+        format: config.siem.format,
+        hostname: hostname(),
+      })
+    : undefined;
   const app = await buildApi(
     { store, ...platform, publicUrl: config.publicUrl },
     {
@@ -151,6 +174,24 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     },
   );
   await app.listen({ host: config.host, port: config.port });
+  siem?.start(audit);
+  // Firewall drop spikes (guide §13): counters read every 30 s, spikes audited as security events.
+  const drops = new DropMonitor(
+    () => dataplane.counters(),
+    async () => (await store.db.selectFrom('ports').select('id').execute()).map((p) => p.id),
+    audit,
+  );
+  drops.start(30_000);
+  platform.metrics.attachDrops(() => drops.detector.latest());
+  if (siem) platform.metrics.attachSiem(() => siem.status());
+  const metricsServer = config.metricsListen
+    ? await serveMetrics(platform.metrics, config.metricsListen)
+    : undefined;
+  // Console recordings: old ones pruned hourly.
+  const prune = () => void platform.consoles.prune().catch((err: Error) => console.error(err.message));
+  prune();
+  const pruneTimer = setInterval(prune, 3_600_000);
+  pruneTimer.unref();
   const publicUrl = config.publicUrl;
 
   if (adminPassword !== null) {
@@ -171,6 +212,11 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     adminPassword,
     async close() {
       clearInterval(timer);
+      drops.stop();
+      await new Promise((r) => (metricsServer ? metricsServer.close(r) : r(undefined)));
+      clearInterval(pruneTimer);
+      await platform.consoles.closeAll();
+      await siem?.stop();
       dataplane.close();
       // No orphan dnsmasq: the next start brings them back (leases are in the data dir).
       await dhcp?.stopAll().catch(() => undefined);
@@ -182,6 +228,28 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
       await store.close();
     },
   };
+}
+
+/** `--metrics-listen`: `/metrics` only, plain HTTP, for a Prometheus that cannot hold an expiring token. */
+async function serveMetrics(
+  metrics: { text(): Promise<string>; contentType: string },
+  at: { host: string; port: number },
+): Promise<HttpServer> {
+  const srv = createHttpServer((req, res) => {
+    if (req.method !== 'GET' || req.url?.split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('only GET /metrics is served here\n');
+      return;
+    }
+    metrics.text().then(
+      (body) => res.writeHead(200, { 'content-type': metrics.contentType }).end(body),
+      () => res.writeHead(503, { 'content-type': 'text/plain' }).end('metrics unavailable\n'),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(at.port, at.host, () => resolve());
+  });
+  return srv;
 }
 
 /** Keeps clouds.yaml pointing at this start's URL (the port may differ) without touching its credentials. */

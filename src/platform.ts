@@ -8,6 +8,7 @@ import type { PassthroughConfig } from './compute/passthrough-policy.js';
 import type { HostCapabilities } from './compute/properties.js';
 import { QuarantineService } from './compute/quarantine.js';
 import { type CreateServerInput, ServerService } from './compute/servers.js';
+import { ConsoleService, DEFAULT_RETENTION_DAYS } from './console/recordings.js';
 import { ApprovalService } from './governance/approvals.js';
 import { MetadataRuleService } from './governance/metadata-rules.js';
 import { serverCreateLimit } from './governance/rate-limits.js';
@@ -25,6 +26,7 @@ import { DEFAULT_IDENTITY_POLICY, type IdentityPolicy, IdentityService } from '.
 import type { KekProvider } from './keys/kek.js';
 import { FileKek } from './keys/kek-file.js';
 import { KeyManager } from './keys/manager.js';
+import { PlatformMetrics } from './metrics/registry.js';
 import { type DataplaneSync, NetworkService } from './network/networks.js';
 import { RouterService } from './network/routers.js';
 import { SecurityGroupService } from './network/security-groups.js';
@@ -62,6 +64,8 @@ export interface PlatformOptions {
   serverCreateRate?: number;
   /** Admin MFA, lockout and password rules (docs/identity.md); absent fields take DEFAULT_IDENTITY_POLICY. */
   identityPolicy?: Partial<IdentityPolicy>;
+  /** Days console recordings are kept before they are pruned (docs/console.md); default 90. */
+  consoleRetentionDays?: number;
 }
 
 /** The platform acting on its own behalf (cleanup after a delete), never reachable by a token. */
@@ -176,7 +180,32 @@ export function buildPlatform(
     const s = await servers.create(requester, payload as CreateServerInput, approval);
     return { server: { id: s.id, name: s.name } };
   });
+  // Console sessions, all recorded (docs/console.md); recording keys belong to the admin project.
+  const consoles = new ConsoleService(store, servers, driver, keys, audit, {
+    dir: join(opts.dataDir, 'console-recordings'),
+    retentionDays: opts.consoleRetentionDays ?? DEFAULT_RETENTION_DAYS,
+    keyOwner: async () => {
+      const admin = (await identity.listProjects({ name: opts.adminProjectName }))[0];
+      if (!admin)
+        throw new Error(`the ${opts.adminProjectName} project is missing; recordings need its keys`);
+      return admin.id;
+    },
+  });
+  quarantine.onQuarantine = (id) => consoles.cut(id, 'the server was quarantined');
+  // Prometheus metrics (docs/metrics.md); the daemon attaches the SIEM and firewall readings.
+  const metrics = new PlatformMetrics({
+    store,
+    audit,
+    quotas,
+    consoles,
+    pools: [
+      { name: 'instances', path: join(opts.dataDir, 'instances') },
+      { name: 'images', path: join(opts.dataDir, 'images') },
+    ],
+  });
   return {
+    consoles,
+    metrics,
     identity,
     credentials,
     applicationCredentials,

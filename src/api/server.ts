@@ -1,4 +1,5 @@
 import swagger from '@fastify/swagger';
+import websocket from '@fastify/websocket';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
@@ -9,6 +10,7 @@ import type { HostDeviceService } from '../compute/host-devices.js';
 import type { ImageService } from '../compute/images.js';
 import type { QuarantineService } from '../compute/quarantine.js';
 import type { ServerService } from '../compute/servers.js';
+import type { ConsoleService } from '../console/recordings.js';
 import { BulwarkError, forbidden } from '../errors.js';
 import type { ApprovalService } from '../governance/approvals.js';
 import type { MetadataRuleService } from '../governance/metadata-rules.js';
@@ -21,6 +23,7 @@ import type { CredentialService } from '../identity/credentials.js';
 import type { LoginService } from '../identity/login.js';
 import type { IdentityService } from '../identity/service.js';
 import type { KeyManager } from '../keys/manager.js';
+import type { PlatformMetrics } from '../metrics/registry.js';
 import type { NetworkService } from '../network/networks.js';
 import type { RouterService } from '../network/routers.js';
 import type { SecurityGroupService } from '../network/security-groups.js';
@@ -37,6 +40,7 @@ import { registerBreakGlassApi } from './break-glass.js';
 import { registerBulwarkApi } from './bulwark.js';
 import type { ServiceEntry } from './catalog.js';
 import { registerComputeApi } from './compute.js';
+import { CONSOLE_PROTOCOL, registerConsoleApi, tokenFromProtocols } from './console.js';
 import type { AuditNote, RouteInfo } from './context.js';
 import { errorBody, sendError } from './error-map.js';
 import { registerGuestAgentApi } from './guest-agent.js';
@@ -86,6 +90,10 @@ export interface ApiDeps {
   approvals: ApprovalService;
   /** VM metadata rules and per-server change history (docs/metadata.md). */
   governance: { metadataRules: MetadataRuleService; serverHistory: ServerHistory; storage: StoragePools };
+  /** Serial consoles and their recordings (docs/console.md). */
+  consoles: ConsoleService;
+  /** Prometheus metrics (docs/metrics.md). */
+  metrics: PlatformMetrics;
   /** Base URL clients reach us at; used in the catalog and links, never taken from Host. */
   publicUrl: string;
 }
@@ -101,7 +109,7 @@ export interface ApiOptions {
 
 const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 /** Reads that are audited like writes, whatever their outcome: handing out key material. */
-const AUDITED_READS = new Set<string>(['secret:decrypt']);
+const AUDITED_READS = new Set<string>(['secret:decrypt', 'console:recordings:replay']);
 
 /**
  * Two validators: request bodies are checked as sent (a string is never a
@@ -162,7 +170,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
     req.auditNote = {};
     reply.header('x-openstack-request-id', req.id);
     // An invalid token counts as none: public routes still answer, the rest get 401 from the policy check.
-    const token = req.headers['x-auth-token'];
+    const token = req.headers['x-auth-token'] ?? tokenFromProtocols(req.headers['sec-websocket-protocol']);
     req.auth =
       typeof token === 'string' && token.length > 0 ? await deps.identity.validateToken(token) : null;
     limiter?.check(req);
@@ -238,6 +246,16 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
     }
   });
 
+  // Latency by route pattern (never the raw URL: ids would explode the label set).
+  app.addHook('onResponse', async (req, reply) => {
+    deps.metrics.observeRequest(
+      req.method,
+      req.routeOptions.url ?? 'unmatched',
+      reply.statusCode,
+      reply.elapsedTime / 1000,
+    );
+  });
+
   app.setErrorHandler((err, req, reply) => {
     req.auditNote ??= {};
     return sendError(err, req, reply);
@@ -253,6 +271,14 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
 
   await app.register(swagger, {
     openapi: { info: { title: 'Bulwark API', version: '1' } },
+  });
+  // Console sessions (docs/console.md): keystrokes are small; a paste larger than this is refused by the library.
+  await app.register(websocket, {
+    options: {
+      maxPayload: 64 * 1024,
+      // Answer with the console protocol, never echo the one carrying a token.
+      handleProtocols: (offered) => (offered.has(CONSOLE_PROTOCOL) ? CONSOLE_PROTOCOL : false),
+    },
   });
   await registerIdentityApi(app, ctx);
   await registerComputeApi(app, ctx);
@@ -271,6 +297,11 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   registerHostDeviceApi(app, ctx);
   await registerBreakGlassApi(app, ctx);
   await registerMfaDeviceApi(app, ctx);
+  await registerConsoleApi(app, ctx);
+  app.get('/metrics', { config: { action: 'metrics:read' } }, async (_req, reply) => {
+    reply.type(deps.metrics.contentType);
+    return deps.metrics.text();
+  });
   return app;
 }
 

@@ -63,6 +63,12 @@ export type AuditListener = (row: ChainedFields & { hash: string }) => void;
 export class AuditWriter {
   private tail: Promise<unknown> = Promise.resolve();
   private readonly listeners = new Set<AuditListener>();
+  private waiting = 0;
+
+  /** Appends queued behind the one being written (the audit queue depth metric). */
+  get pending(): number {
+    return this.waiting;
+  }
 
   constructor(private readonly store: Store) {}
 
@@ -73,7 +79,12 @@ export class AuditWriter {
   }
 
   append(event: AuditEvent): Promise<ChainedFields & { hash: string }> {
-    const run = this.tail.then(() => this.write(event));
+    this.waiting += 1;
+    const run = this.tail
+      .then(() => this.write(event))
+      .finally(() => {
+        this.waiting -= 1;
+      });
     this.tail = run.catch(() => undefined);
     return run;
   }

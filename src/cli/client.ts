@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { Agent, fetch } from 'undici';
+import WebSocket from 'ws';
 import type { CloudConfig } from './cloud-config.js';
 
 interface CatalogEntry {
@@ -29,15 +30,26 @@ function errorMessage(status: number, body: unknown): string {
   return `HTTP ${status}`;
 }
 
+/** An error body as JSON when it is JSON (a proxy's HTML error page is not). */
+function jsonOrUndefined(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
 /** A small client for the Bulwark API: authenticates once and routes by service type. */
 export class BulwarkClient {
   private token: string | undefined;
   private catalog: CatalogEntry[] = [];
   tokenInfo: Record<string, unknown> = {};
   private readonly dispatcher: Agent;
+  private readonly ca: string | undefined;
 
   constructor(private readonly cloud: CloudConfig) {
-    this.dispatcher = new Agent({ connect: cloud.cacert ? { ca: readFileSync(cloud.cacert, 'utf8') } : {} });
+    this.ca = cloud.cacert ? readFileSync(cloud.cacert, 'utf8') : undefined;
+    this.dispatcher = new Agent({ connect: this.ca ? { ca: this.ca } : {} });
   }
 
   async authenticate(): Promise<void> {
@@ -83,6 +95,45 @@ export class BulwarkClient {
     const url = svc?.endpoints.find((e) => e.interface === 'public')?.url;
     if (!url) throw new Error(`The service catalog has no ${type} endpoint; is the token project-scoped?`);
     return url;
+  }
+
+  /**
+   * Opens a WebSocket to a service path, the token in the X-Auth-Token header
+   * (never in the URL). Rejects with the API's refusal when the upgrade is refused.
+   */
+  async websocket(service: string, path: string): Promise<WebSocket> {
+    if (!this.token) await this.authenticate();
+    const url = `${this.endpoint(service)}${path}`.replace(/^http/, 'ws');
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, {
+        headers: { 'x-auth-token': this.token ?? '' },
+        ...(this.ca ? { ca: this.ca } : {}),
+      });
+      ws.once('open', () => resolve(ws));
+      ws.once('unexpected-response', (_req, res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => {
+          text += c.toString('utf8');
+        });
+        res.on('end', () => {
+          const status = res.statusCode ?? 0;
+          reject(new ApiError(status, errorMessage(status, jsonOrUndefined(text))));
+        });
+      });
+      ws.once('error', reject);
+    });
+  }
+
+  /** A request whose answer is text (e.g. an asciicast), not JSON. */
+  async text(service: string, path: string): Promise<string> {
+    if (!this.token) await this.authenticate();
+    const res = await fetch(`${this.endpoint(service)}${path}`, {
+      headers: { 'x-auth-token': this.token ?? '' },
+      dispatcher: this.dispatcher,
+    });
+    const text = await res.text();
+    if (res.status >= 400) throw new ApiError(res.status, errorMessage(res.status, jsonOrUndefined(text)));
+    return text;
   }
 
   async request<T = unknown>(

@@ -42,6 +42,9 @@ export class QuarantineService {
     private readonly forensicsDir: string,
   ) {}
 
+  /** Told first when a server is quarantined (console sessions end; platform.ts wires it). */
+  onQuarantine?: (serverId: string) => Promise<void>;
+
   async quarantine(auth: AuthContext, id: string, reason: string): Promise<QuarantineRecord> {
     const why = reason.trim();
     if (!why) throw badRequest('A quarantine needs a --reason: it goes into the audit log and the evidence.');
@@ -61,6 +64,8 @@ export class QuarantineService {
       .where('quarantine', 'is', null)
       .executeTakeFirst();
     if (Number(claimed.numUpdatedRows) !== 1) throw conflict(`Server ${s.id} is already quarantined.`);
+    // Whoever is on the server's console is cut off before anything else: the guest is now evidence.
+    await this.onQuarantine?.(s.id).catch(() => undefined);
     // A build or action in flight would race the steps; let it finish first.
     await this.servers.settled(s.id);
 

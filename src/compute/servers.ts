@@ -165,7 +165,7 @@ export class ServerService {
   }
 
   /** A quarantined server is evidence: only an administrator may act on it until it is lifted. */
-  private async getUnquarantined(auth: AuthContext, id: string): Promise<Server> {
+  async getUnquarantined(auth: AuthContext, id: string): Promise<Server> {
     const s = await this.get(auth, id);
     if (s.quarantine !== null && !auth.isAdmin) {
       const why = (JSON.parse(s.quarantine) as { reason?: string }).reason ?? '';

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Duplex, PassThrough } from 'node:stream';
 import { BulwarkError } from '../errors.js';
 import type { ForensicFile } from './forensics.js';
 import type {
@@ -84,6 +85,31 @@ export class FakeHypervisor implements HypervisorDriver {
     return execute in this.agentReplies
       ? { return: this.agentReplies[execute] }
       : { error: { class: 'CommandNotFound', desc: `The command ${execute} has not been found` } };
+  }
+
+  /**
+   * A shell-like console: echoes what is typed and answers each line with
+   * `fake: LINE` and a prompt, as a terminal would, so sessions can be recorded.
+   */
+  async openConsole(id: string): Promise<Duplex> {
+    if (this.guest(id).state !== 'running')
+      throw new BulwarkError('Conflict', `Server ${id} is not running.`);
+    const toGuest = new PassThrough();
+    const fromGuest = new PassThrough();
+    let line = '';
+    toGuest.on('data', (b: Buffer) => {
+      for (const ch of b.toString('utf8')) {
+        if (ch === '\r' || ch === '\n') {
+          fromGuest.write(`\r\nfake: ${line}\r\n# `);
+          line = '';
+        } else {
+          line += ch;
+          fromGuest.write(ch);
+        }
+      }
+    });
+    fromGuest.write('# ');
+    return new DuplexPair(toGuest, fromGuest);
   }
   async processInfo(id: string) {
     return this.guests.get(id)?.state === 'running' ? { pid: 1, uid: 1, user: 'fake' } : null;
@@ -198,5 +224,29 @@ export class FakeHypervisor implements HypervisorDriver {
     if (!this.diskKeySource) throw new BulwarkError('Unavailable', 'No disk key source.');
     const key = await this.diskKeySource(id);
     return key.length;
+  }
+}
+
+/** Writes go to `sink`, reads come from `source`: the two ends of a fake serial line. */
+class DuplexPair extends Duplex {
+  constructor(
+    private readonly sink: PassThrough,
+    private readonly source: PassThrough,
+  ) {
+    super();
+    source.on('data', (b: Buffer) => {
+      if (!this.push(b)) source.pause();
+    });
+    source.on('end', () => this.push(null));
+  }
+  override _read(): void {
+    this.source.resume();
+  }
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.sink.write(chunk, cb);
+  }
+  override _final(cb: () => void): void {
+    this.source.end();
+    cb();
   }
 }

@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import type { PassthroughPlan } from '../compute/passthrough-policy.js';
 import type { ForensicFile } from './forensics.js';
 
@@ -68,6 +69,11 @@ export interface HypervisorDriver {
   resume(id: string): Promise<void>;
   state(id: string): Promise<GuestState>;
   consoleLog(id: string, maxLines?: number): Promise<string>;
+  /**
+   * The interactive serial console: a byte stream to and from the guest's
+   * serial port (QEMU takes one client at a time). Only the daemon reaches it.
+   */
+  openConsole(id: string): Promise<Duplex>;
   processInfo(id: string): Promise<{ pid: number; uid: number; user: string } | null>;
   /** Memory dump (if running) and disk overlay into `destDir`, hashed; the guest should be paused. */
   forensicSnapshot(id: string, destDir: string): Promise<ForensicFile[]>;

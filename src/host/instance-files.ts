@@ -1,5 +1,6 @@
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { chmod, lchown, lstat, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { createConnection, type Socket } from 'node:net';
 import { basename, join } from 'node:path';
 import { badRequest, conflict } from '../errors.js';
 import type { GuestSpec } from './hypervisor.js';
@@ -192,6 +193,41 @@ export function readConsoleLog(path: string, owner: number, maxLines?: number): 
     const lines = text.split('\n');
     if (lines.at(-1) === '') lines.pop();
     return lines.slice(-maxLines).join('\n');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Linux O_PATH (Node does not export it): a handle on the inode itself, opened without reading. */
+const O_PATH = 0o10000000;
+
+/**
+ * Connects to a unix socket QEMU made in the guest's directory, where its
+ * user could have put a link to another process's socket: the inode is
+ * pinned with O_PATH|O_NOFOLLOW, checked to be a socket of the guest's, and
+ * connected through /proc/self/fd, so a swap after the check changes nothing.
+ */
+export async function connectGuestSocket(path: string, owner: number): Promise<Socket> {
+  let fd: number;
+  try {
+    fd = openSync(path, O_PATH | constants.O_NOFOLLOW);
+  } catch (err) {
+    throw conflict(`The guest's console is not available (${errno(err) ?? 'error'}); is the server running?`);
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isSocket() || st.uid !== owner)
+      throw conflict('The console socket is not a socket of the guest’s; refusing to connect.');
+    return await new Promise<Socket>((resolve, reject) => {
+      const sock = createConnection(`/proc/self/fd/${fd}`);
+      sock.once('connect', () => {
+        sock.removeListener('error', reject);
+        resolve(sock);
+      });
+      sock.once('error', (err) =>
+        reject(conflict(`The guest's console refused the connection (${errno(err)}).`)),
+      );
+    });
   } finally {
     closeSync(fd);
   }

@@ -14,6 +14,7 @@ import {
   writeFile,
 } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { GUEST_AGENT_SOCKET } from '../compute/guest-agent.js';
 import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
 import { cgroupLimitsFor, detectCgroups, type VmCgroups } from './cgroups.js';
@@ -28,6 +29,7 @@ import type {
   VolumeKeySource,
 } from './hypervisor.js';
 import {
+  connectGuestSocket,
   createOverlay,
   type Desired,
   errno,
@@ -736,6 +738,11 @@ export class QemuDriver implements HypervisorDriver {
     const rec = await this.record(id);
     if (!rec.spec.guestAgent) throw new BulwarkError('Conflict', `Server ${id} has no guest agent channel.`);
     return guestAgentCall(join(this.layout(id).dir, GUEST_AGENT_SOCKET), rec.user.uid, request);
+  }
+
+  async openConsole(id: string): Promise<Duplex> {
+    const rec = await this.record(id);
+    return connectGuestSocket(this.layout(id).consoleSocket, rec.user.uid);
   }
 
   async processInfo(id: string): Promise<{ pid: number; uid: number; user: string } | null> {

@@ -233,6 +233,14 @@ export const POLICY = {
   'recovery_codes:status': ['authenticated'],
   'recovery_codes:login': ['public'],
   'dashboard:webauthn_page': ['public'],
+  // Serial consoles and their recordings (docs/console.md): members open consoles of their project's
+  // servers (the service refuses quarantined ones); only the cloud admin lists or replays recordings.
+  'console:connect': ['admin', 'member'],
+  'console:recordings:list': ['admin'],
+  'console:recordings:show': ['admin'],
+  'console:recordings:replay': ['admin'],
+  // Prometheus metrics on the API listener: the cloud admin's token (`serve --metrics-listen` is the other way).
+  'metrics:read': ['admin'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;

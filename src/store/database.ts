@@ -30,6 +30,8 @@ import * as m0020 from './migrations/0020-identity-mfa.js';
 import * as m0021 from './migrations/0021-application-credentials.js';
 import * as m0022 from './migrations/0022-break-glass.js';
 import * as m0023 from './migrations/0023-webauthn-recovery.js';
+import * as m0030 from './migrations/0030-siem.js';
+import * as m0031 from './migrations/0031-console-recordings.js';
 import type { Schema } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -74,6 +76,8 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0021-application-credentials': { up: m0021.up },
   '0022-break-glass': { up: m0022.up },
   '0023-webauthn-recovery': { up: m0023.up },
+  '0030-siem': { up: m0030.up },
+  '0031-console-recordings': { up: m0031.up },
 });
 
 export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');

@@ -582,12 +582,44 @@ export interface GuestAgentGrantsTable {
   revoked_at: string | null;
 }
 
+// ---- SIEM forwarding and console recordings (issue 9) ----
+
+export interface SiemCursorsTable {
+  /** The destination's name (one per configured SIEM). */
+  destination: string;
+  /** Last audit sequence number the destination has confirmed. */
+  seq: number;
+  updated_at: string;
+}
+
+export interface ConsoleRecordingsTable {
+  id: string;
+  server_id: string;
+  server_name: string;
+  project_id: string;
+  user_id: string;
+  user_name: string;
+  started_at: string;
+  ended_at: string | null;
+  width: number;
+  height: number;
+  bytes_in: number;
+  bytes_out: number;
+  /** The key manager secret (admin project) holding this recording's data key. */
+  key_id: string;
+  /** File name under the recordings dir. */
+  file: string;
+  interrupted: number;
+}
+
 export interface Schema {
   guest_agent_grants: GuestAgentGrantsTable;
   metadata_rules: MetadataRulesTable;
   server_changes: ServerChangesTable;
   approvals: ApprovalsTable;
   approval_triggers: ApprovalTriggersTable;
+  siem_cursors: SiemCursorsTable;
+  console_recordings: ConsoleRecordingsTable;
   quota_projects: QuotaProjectsTable;
   quota_limits: QuotaLimitsTable;
   rate_limit_events: RateLimitEventsTable;

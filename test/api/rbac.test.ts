@@ -218,6 +218,11 @@ describe('RBAC matrix', () => {
     if (url.startsWith('/bulwark/v1/break-glass')) return breakGlassSample(method, url, p);
     if (url.startsWith('/bulwark/v1/webauthn') || url.startsWith('/bulwark/v1/recovery-codes'))
       return mfaDeviceSample(method, url);
+    // Consoles: the member's server (a plain GET is answered 400, not upgraded); recordings by an unknown id.
+    if (url.startsWith('/bulwark/v1/servers/'))
+      return { url: fill(url, { id: fixtures.server }), target: {} };
+    if (url.startsWith('/bulwark/v1/console/recordings/'))
+      return { url: fill(url, { id: '00000000-0000-4000-8000-000000000000' }), target: {} };
     const collection = /^\/identity\/v3\/(\w+)/.exec(url)?.[1];
     const bodies: Record<string, unknown> = {
       'POST /identity/v3/projects': { project: { name: uniq('p') } },

@@ -11,7 +11,7 @@ import { compileRuleset, type GroupState, type PortState } from '../../src/netwo
 import { loadDhcpState } from '../../src/network/dataplane-state.js';
 import { normaliseRule, tapName } from '../../src/network/model.js';
 import { startTestApi } from '../helpers/api.js';
-import { type Guest, hasTools, isRoot, Topology } from './topology.js';
+import { type Guest, guestPort, hasTools, isRoot, Topology } from './topology.js';
 
 /**
  * DHCP with a real dnsmasq on the routed "hypervisor" namespace and busybox
@@ -69,16 +69,7 @@ describe.skipIf(!canRun)('DHCP with dnsmasq and a real client (netns)', () => {
       mac: 'fa:16:3e:66:00:22',
     });
     for (const g of [known, stranger]) await topo.exec(g.netns, 'ip', ['-4', 'addr', 'flush', 'dev', 'eth0']);
-    const port = (g: Guest): PortState => ({
-      id: g.portId,
-      device: g.device,
-      mac: g.mac,
-      ips: [g.ip],
-      allowedAddressPairs: [],
-      portSecurity: true,
-      groupIds: ['open'],
-      network: NET,
-    });
+    const port = (g: Guest): PortState => guestPort(g, { groupIds: ['open'], network: NET });
     await applyRuleset(
       compileRuleset({ table: 'bulwark', ports: [port(known), port(stranger)], groups: [OPEN] }),
       {

@@ -12,7 +12,7 @@ import {
   type RouterState,
 } from '../../src/network/compile.js';
 import { normaliseRule } from '../../src/network/model.js';
-import { type Guest, hasTools, isRoot, Topology } from './topology.js';
+import { type Guest, guestPort, hasTools, isRoot, Topology } from './topology.js';
 
 /**
  * Tenant isolation with real packets: two Neutron networks on one routed host,
@@ -84,16 +84,7 @@ describe.skipIf(!canRun)('network isolation, routers and SNAT with real traffic 
     } catch {}
   });
 
-  const port = (g: Guest, network: string): PortState => ({
-    id: g.portId,
-    device: g.device,
-    mac: g.mac,
-    ips: [g.ip],
-    allowedAddressPairs: [],
-    portSecurity: true,
-    groupIds: ['open'],
-    network,
-  });
+  const port = (g: Guest, network: string): PortState => guestPort(g, { groupIds: ['open'], network });
   const apply = async (routers: RouterState[], extra: Partial<CompileInput> = {}) =>
     applyRuleset(
       compileRuleset({

@@ -6,7 +6,7 @@ import { listTables } from '../../src/host/net/nft.js';
 import { NftDataplane } from '../../src/host/net/nft-dataplane.js';
 import type { CompileInput, GroupState, PortState } from '../../src/network/compile.js';
 import { normaliseRule } from '../../src/network/model.js';
-import { type Guest, hasTools, isRoot, Topology } from './topology.js';
+import { type Guest, guestPort, hasTools, isRoot, Topology } from './topology.js';
 
 /**
  * Fail closed when nftables cannot apply a change: the real nft, behind a
@@ -35,16 +35,7 @@ describe.skipIf(!canRun)('a failed nftables apply never leaves a port open', () 
       rules: [{ direction: 'egress' }, { direction: 'ingress' }].map((r) => normaliseRule(r)),
     },
   ];
-  const port = (g: Guest, group: string): PortState => ({
-    id: g.portId,
-    device: g.device,
-    mac: g.mac,
-    ips: [g.ip],
-    allowedAddressPairs: [],
-    portSecurity: true,
-    groupIds: [group],
-    network: 'net1',
-  });
+  const port = (g: Guest, group: string): PortState => guestPort(g, { groupIds: [group], network: 'net1' });
   const tcp = async (from: Guest, to: Guest, timeoutMs = 500) =>
     (await from.agent.call('connect', { host: to.ip, port: 443, timeoutMs })).result;
 

@@ -4,6 +4,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { runNet } from '../../src/host/net/exec.js';
 import { plugPort, prepareRouter } from '../../src/host/net/links.js';
+import type { PortState } from '../../src/network/compile.js';
 import { tapName } from '../../src/network/model.js';
 
 /**
@@ -100,6 +101,18 @@ export interface Guest extends GuestSpec {
   device: string;
   agent: Agent;
 }
+
+/** The compiler's view of a guest's port: its own MAC and IPv4, port security on, then `over`. */
+export const guestPort = (g: Guest, over: Partial<PortState> = {}): PortState => ({
+  id: g.portId,
+  device: g.device,
+  mac: g.mac,
+  ips: [g.ip],
+  allowedAddressPairs: [],
+  portSecurity: true,
+  groupIds: [],
+  ...over,
+});
 
 const live = new Set<Topology>();
 process.on('exit', () => {

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { makeConfig } from '../../config.js';
+import { makeConfig, type SiemFlags } from '../../config.js';
 import { startDaemon } from '../../daemon.js';
 
 export function registerServeCommand(program: Command): void {
@@ -120,35 +120,75 @@ export function registerServeCommand(program: Command): void {
       'days until a new password expires (0: never; default 0)',
       process.env.BULWARK_PASSWORD_EXPIRES_DAYS,
     )
+    .option(
+      '--siem-target <host:port>',
+      'forward the audit log as syslog over TLS (RFC 5425) to this SIEM',
+      process.env.BULWARK_SIEM_TARGET,
+    )
+    .option(
+      '--siem-ca <file>',
+      'PEM CA the SIEM certificate must chain to (pinned)',
+      process.env.BULWARK_SIEM_CA,
+    )
+    .option(
+      '--siem-client-cert <file>',
+      'PEM client certificate for mutual TLS with the SIEM',
+      process.env.BULWARK_SIEM_CLIENT_CERT,
+    )
+    .option('--siem-client-key <file>', 'PEM key of --siem-client-cert', process.env.BULWARK_SIEM_CLIENT_KEY)
+    .option(
+      '--siem-server-name <name>',
+      'name the SIEM certificate carries, when not the target host',
+      process.env.BULWARK_SIEM_SERVER_NAME,
+    )
+    .option(
+      '--siem-format <format>',
+      'rfc5424 (structured data, default), cef or json',
+      process.env.BULWARK_SIEM_FORMAT,
+    )
+    .option(
+      '--console-retention-days <n>',
+      'days console recordings are kept before they are pruned (default 90)',
+      process.env.BULWARK_CONSOLE_RETENTION_DAYS,
+    )
+    .option(
+      '--metrics-listen <host:port>',
+      'also serve Prometheus /metrics here over plain HTTP without a token (a management address; the API listener serves it to admins)',
+      process.env.BULWARK_METRICS_LISTEN,
+    )
     .action(
-      async (o: {
-        dataDir: string;
-        listen: string;
-        publicUrl?: string;
-        databaseUrl?: string;
-        databaseAdminUrl?: string;
-        logLevel: string;
-        uplinkDevice?: string;
-        defaultGroupAllowsSameGroup: boolean;
-        kek?: string;
-        pkcs11Module?: string;
-        pkcs11TokenLabel?: string;
-        pkcs11PinFile?: string;
-        secureBootVars?: string;
-        serverCreateRate?: string;
-        apiRate?: string;
-        apiAddressRate?: string;
-        storageWarnPercent?: string;
-        storageRefusePercent?: string;
-        pciPassthroughAllow?: string;
-        usbPassthroughAllow?: string;
-        adminMfaRequired: boolean;
-        lockoutFailureAttempts?: string;
-        lockoutDuration?: string;
-        passwordMinLength?: string;
-        passwordHistory?: string;
-        passwordExpiresDays?: string;
-      }) => {
+      async (
+        o: {
+          dataDir: string;
+          listen: string;
+          publicUrl?: string;
+          databaseUrl?: string;
+          databaseAdminUrl?: string;
+          logLevel: string;
+          uplinkDevice?: string;
+          defaultGroupAllowsSameGroup: boolean;
+          kek?: string;
+          pkcs11Module?: string;
+          pkcs11TokenLabel?: string;
+          pkcs11PinFile?: string;
+          secureBootVars?: string;
+          serverCreateRate?: string;
+          apiRate?: string;
+          apiAddressRate?: string;
+          storageWarnPercent?: string;
+          storageRefusePercent?: string;
+          pciPassthroughAllow?: string;
+          usbPassthroughAllow?: string;
+          adminMfaRequired: boolean;
+          lockoutFailureAttempts?: string;
+          lockoutDuration?: string;
+          passwordMinLength?: string;
+          passwordHistory?: string;
+          passwordExpiresDays?: string;
+          consoleRetentionDays?: string;
+          metricsListen?: string;
+        } & SiemFlags,
+      ) => {
         const config = makeConfig({
           ...o,
           adminMfaRequired: o.adminMfaRequired && process.env.BULWARK_ADMIN_MFA_REQUIRED !== '0',

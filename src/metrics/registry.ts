@@ -1,0 +1,225 @@
+import { statfsSync } from 'node:fs';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { classify } from '../audit/security-events.js';
+import type { SiemStatus } from '../audit/siem.js';
+import type { AuditWriter } from '../audit/writer.js';
+import type { ConsoleService } from '../console/recordings.js';
+import type { PortDrops } from '../network/counters.js';
+import { QUOTA_RESOURCES, type QuotaService } from '../quotas/service.js';
+import type { Store } from '../store/database.js';
+
+/** What the metrics read; the daemon adds what only it has (SIEM, firewall counters). */
+export interface MetricSources {
+  store: Store;
+  audit: AuditWriter;
+  quotas: QuotaService;
+  consoles: ConsoleService;
+  /** Storage pools to report the fill of: a name and a directory on the pool's filesystem. */
+  pools: readonly { name: string; path: string }[];
+}
+
+/**
+ * The platform's Prometheus metrics (prom-client 15, docs/metrics.md). Most
+ * are read from the store when scraped, so every replica reports the same
+ * truth; request latency and security events are counted as they happen.
+ */
+export class PlatformMetrics {
+  readonly registry = new Registry();
+  private readonly latency: Histogram<'method' | 'route' | 'status'>;
+  private siem: (() => Promise<SiemStatus>) | null = null;
+  private drops: (() => ReadonlyMap<string, PortDrops>) | null = null;
+
+  constructor(src: MetricSources) {
+    const r = [this.registry];
+    this.latency = new Histogram({
+      name: 'bulwark_api_request_duration_seconds',
+      help: 'API request latency by route (the route pattern, not the URL) and status',
+      labelNames: ['method', 'route', 'status'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: r,
+    });
+    const events = new Counter({
+      name: 'bulwark_security_events_total',
+      help: 'Audit records by security category and severity (docs/siem.md)',
+      labelNames: ['category', 'severity'],
+      registers: r,
+    });
+    src.audit.onAppend((row) => {
+      const c = classify(row);
+      events.inc({ category: c.category, severity: c.severity });
+    });
+    const { store } = src;
+    new Gauge({
+      name: 'bulwark_servers',
+      help: 'Servers by status',
+      labelNames: ['status'],
+      registers: r,
+      async collect() {
+        this.reset();
+        const rows = await store.db
+          .selectFrom('servers')
+          .select(['status', (eb) => eb.fn.countAll<number | string>().as('n')])
+          .where('deleted_at', 'is', null)
+          .groupBy('status')
+          .execute();
+        for (const row of rows) this.set({ status: row.status }, Number(row.n));
+      },
+    });
+    const quotaRows = async () => {
+      const projects = await store.db.selectFrom('projects').select(['id', 'name']).execute();
+      const out: { project: string; project_id: string; resource: string; used: number; limit: number }[] =
+        [];
+      for (const p of projects) {
+        const [used, limits] = await Promise.all([src.quotas.usage(p.id), src.quotas.limits(p.id)]);
+        for (const res of QUOTA_RESOURCES)
+          out.push({ project: p.name, project_id: p.id, resource: res, used: used[res], limit: limits[res] });
+      }
+      return out;
+    };
+    new Gauge({
+      name: 'bulwark_quota_used',
+      help: 'Quota usage per project and resource',
+      labelNames: ['project', 'project_id', 'resource'],
+      registers: r,
+      async collect() {
+        this.reset();
+        for (const q of await quotaRows())
+          this.set({ project: q.project, project_id: q.project_id, resource: q.resource }, q.used);
+      },
+    });
+    new Gauge({
+      name: 'bulwark_quota_limit',
+      help: 'Quota limit per project and resource (-1: unlimited)',
+      labelNames: ['project', 'project_id', 'resource'],
+      registers: r,
+      async collect() {
+        this.reset();
+        for (const q of await quotaRows())
+          this.set({ project: q.project, project_id: q.project_id, resource: q.resource }, q.limit);
+      },
+    });
+    const pools = src.pools;
+    const fill = (kind: 'size' | 'free') =>
+      pools.flatMap((p) => {
+        try {
+          const s = statfsSync(p.path);
+          return [{ pool: p.name, bytes: (kind === 'size' ? s.blocks : s.bavail) * s.bsize }];
+        } catch {
+          return []; // not created yet: no sample rather than a wrong one
+        }
+      });
+    new Gauge({
+      name: 'bulwark_storage_pool_size_bytes',
+      help: 'Size of the filesystem each storage pool lives on',
+      labelNames: ['pool'],
+      registers: r,
+      collect() {
+        this.reset();
+        for (const f of fill('size')) this.set({ pool: f.pool }, f.bytes);
+      },
+    });
+    new Gauge({
+      name: 'bulwark_storage_pool_free_bytes',
+      help: 'Bytes still available to the daemon on each storage pool',
+      labelNames: ['pool'],
+      registers: r,
+      collect() {
+        this.reset();
+        for (const f of fill('free')) this.set({ pool: f.pool }, f.bytes);
+      },
+    });
+    new Gauge({
+      name: 'bulwark_storage_pool_used_ratio',
+      help: 'Fill of each storage pool, 0-1 (alerts at 0.80 and 0.95)',
+      labelNames: ['pool'],
+      registers: r,
+      collect() {
+        this.reset();
+        const free = new Map(fill('free').map((f) => [f.pool, f.bytes]));
+        for (const f of fill('size'))
+          if (f.bytes > 0) this.set({ pool: f.pool }, 1 - (free.get(f.pool) ?? 0) / f.bytes);
+      },
+    });
+    new Gauge({
+      name: 'bulwark_audit_queue_depth',
+      help: 'Audit appends waiting behind the one being written',
+      registers: r,
+      collect() {
+        this.set(src.audit.pending);
+      },
+    });
+    new Gauge({
+      name: 'bulwark_console_sessions_open',
+      help: 'Console sessions open now (each is being recorded)',
+      registers: r,
+      collect() {
+        this.set(src.consoles.openSessions);
+      },
+    });
+    const self = this;
+    const siemGauge = (name: string, help: string, pick: (s: SiemStatus) => number) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['destination'],
+        registers: r,
+        async collect() {
+          this.reset();
+          if (!self.siem) return;
+          const s = await self.siem();
+          this.set({ destination: s.destination }, pick(s));
+        },
+      });
+    siemGauge(
+      'bulwark_siem_lag_events',
+      'Audit events not yet confirmed delivered to the SIEM',
+      (s) => s.lag,
+    );
+    siemGauge(
+      'bulwark_siem_lag_seconds',
+      'Age of the oldest audit event not yet delivered to the SIEM (0: caught up)',
+      (s) => s.lagSeconds,
+    );
+    siemGauge('bulwark_siem_connected', '1 while the TLS connection to the SIEM is up', (s) =>
+      s.connected ? 1 : 0,
+    );
+    siemGauge(
+      'bulwark_siem_connect_failures',
+      'Failed or dropped SIEM connections since start',
+      (s) => s.connectFailures,
+    );
+    new Gauge({
+      name: 'bulwark_firewall_dropped_packets',
+      help: 'Packets the nftables rules dropped per port and cause, as last read from the counters',
+      labelNames: ['port', 'cause'],
+      registers: r,
+      collect() {
+        this.reset();
+        for (const [port, d] of self.drops?.() ?? [])
+          for (const [cause, n] of Object.entries(d)) this.set({ port, cause }, n);
+      },
+    });
+  }
+
+  /** The daemon's SIEM forwarder, when one is configured. */
+  attachSiem(status: () => Promise<SiemStatus>): void {
+    this.siem = status;
+  }
+
+  /** The firewall drop monitor's last reading. */
+  attachDrops(latest: () => ReadonlyMap<string, PortDrops>): void {
+    this.drops = latest;
+  }
+
+  observeRequest(method: string, route: string, status: number, seconds: number): void {
+    this.latency.observe({ method, route, status: String(status) }, seconds);
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
