@@ -49,6 +49,11 @@ export function cutPoint(buf: Uint8Array, final: boolean): number {
 export class Chunker {
   private carry: Buffer = Buffer.alloc(0);
 
+  /** Nothing carried over: the next block starts a chunk. */
+  get idle(): boolean {
+    return this.carry.length === 0;
+  }
+
   /** Chunks completed by `block`; the tail waits for more bytes. */
   *push(block: Buffer): Generator<Buffer> {
     let buf = this.carry.length ? Buffer.concat([this.carry, block]) : block;
