@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { AuditWriter } from './audit/writer.js';
+import { BackupService } from './backups/service.js';
 import { FlavorService } from './compute/flavors.js';
 import { ImageService } from './compute/images.js';
 import type { HostCapabilities } from './compute/properties.js';
@@ -121,7 +122,13 @@ export function buildPlatform(
   servers.quotas = quotas;
   volumes.quotas = quotas;
   securityGroups.quotas = quotas;
+  // Backups (docs/backups.md): written with the recovery public key, read only with the private one.
+  const backups = new BackupService(store, volumes, driver, keys, audit, {
+    dataDir: opts.dataDir,
+    adminProjectName: opts.adminProjectName,
+  });
   return {
+    backups,
     identity,
     audit,
     keys,

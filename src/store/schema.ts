@@ -393,10 +393,54 @@ export interface QuotaLimitsTable {
   updated_at: string;
 }
 
+// ---- backups (issue 6, migration 0040) ----------------------------------------------------------
+
+export interface BackupRepositoriesTable {
+  id: string;
+  /** `local:/path` */
+  target: string;
+  /** X25519, base64: what every backup's data key is wrapped for. */
+  recipient_public_key: string;
+  /** The chunk-id (HMAC) key, in the key manager. */
+  id_key_secret_id: string;
+  id_key_project_id: string;
+  created_by: string;
+  created_at: string;
+}
+
+export interface BackupsTable {
+  id: string;
+  project_id: string;
+  user_id: string;
+  name: string | null;
+  description: string | null;
+  /** `volume` */
+  kind: string;
+  source_id: string;
+  source_type_id: string | null;
+  /** GiB, the source's size. */
+  size: number;
+  status: string;
+  fault: string | null;
+  is_incremental: number;
+  parent_id: string | null;
+  seal_sha256: string | null;
+  object_count: number;
+  read_bytes: number;
+  stored_bytes: number;
+  duration_ms: number;
+  data_timestamp: string | null;
+  created_at: string;
+  updated_at: string;
+  deleted_at: string | null;
+}
+
 export interface Schema {
   quota_projects: QuotaProjectsTable;
   quota_limits: QuotaLimitsTable;
   rate_limit_events: RateLimitEventsTable;
+  backup_repositories: BackupRepositoriesTable;
+  backups: BackupsTable;
   secrets: SecretsTable;
   volume_types: VolumeTypesTable;
   volume_encryption_types: VolumeEncryptionTypesTable;
