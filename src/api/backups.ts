@@ -8,7 +8,9 @@ import type { ApiContext } from './server.js';
 
 const Opt = Type.Optional;
 const Pem = Type.String({ minLength: 1, maxLength: 4096 });
-const IdParam = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.-]+$' }) });
+const IdParam = Type.Object({
+  id: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.-]+$' }),
+});
 const InitBody = Type.Object(
   {
     repository: Type.Object(
@@ -46,7 +48,10 @@ export async function registerBackupApi(app: FastifyInstance, ctx: ApiContext): 
   }));
   app.post(
     repo,
-    { schema: { body: InitBody }, config: { action: 'backup:repository:init', targetType: 'backup_repository' } },
+    {
+      schema: { body: InitBody },
+      config: { action: 'backup:repository:init', targetType: 'backup_repository' },
+    },
     async (req, reply) => {
       const b = (req.body as Static<typeof InitBody>).repository;
       const r = await backups.initRepository(req.auth!, b.recipient_public_key);
@@ -55,7 +60,10 @@ export async function registerBackupApi(app: FastifyInstance, ctx: ApiContext): 
   );
   app.post(
     `${repo}/unlock`,
-    { schema: { body: UnlockBody }, config: { action: 'backup:repository:unlock', targetType: 'backup_repository' } },
+    {
+      schema: { body: UnlockBody },
+      config: { action: 'backup:repository:unlock', targetType: 'backup_repository' },
+    },
     async (req) => {
       const b = req.body as Static<typeof UnlockBody>;
       return { repository: await backups.unlock(req.auth!, b.recovery_key, b.seconds) };
@@ -71,11 +79,16 @@ export async function registerBackupApi(app: FastifyInstance, ctx: ApiContext): 
   );
   app.post(
     `${BULWARK_PREFIX}/backups/:id/verify`,
-    { schema: { params: IdParam, body: VerifyBody }, config: { action: 'backup:verify', targetType: 'backup' } },
+    {
+      schema: { params: IdParam, body: VerifyBody },
+      config: { action: 'backup:verify', targetType: 'backup' },
+    },
     async (req) => {
       const { id } = req.params as Static<typeof IdParam>;
       const b = req.body as Static<typeof VerifyBody>;
-      return { verify: { backup_id: id, ok: true, ...(await backups.verify(req.auth!, id, b.recovery_key)) } };
+      return {
+        verify: { backup_id: id, ok: true, ...(await backups.verify(req.auth!, id, b.recovery_key)) },
+      };
     },
   );
   app.post(
@@ -88,9 +101,17 @@ export async function registerBackupApi(app: FastifyInstance, ctx: ApiContext): 
       const { id } = req.params as Static<typeof IdParam>;
       const b = req.body as Static<typeof RestoreBody>;
       if (b.volume_id !== undefined && b.in_place !== true)
-        throw badRequest('Restoring over an existing volume overwrites it: say so with in_place: true (--in-place).');
-      if (b.in_place && b.volume_id === undefined) throw badRequest('in_place needs volume_id: the volume to overwrite.');
-      const out = await backups.restore(req.auth!, id, { volumeId: b.volume_id, name: b.name }, b.recovery_key);
+        throw badRequest(
+          'Restoring over an existing volume overwrites it: say so with in_place: true (--in-place).',
+        );
+      if (b.in_place && b.volume_id === undefined)
+        throw badRequest('in_place needs volume_id: the volume to overwrite.');
+      const out = await backups.restore(
+        req.auth!,
+        id,
+        { volumeId: b.volume_id, name: b.name },
+        b.recovery_key,
+      );
       return reply.code(202).send({ restore: out });
     },
   );

@@ -132,7 +132,8 @@ export function registerVolumeBackupRoutes(route: CinderRoute, ctx: ApiContext):
     { body: RestoreBody },
     async (req, reply) => {
       const r = (req.body as Static<typeof RestoreBody>).restore;
-      if (r.volume_id && r.name) throw badRequest('Give either volume_id (restore in place) or name, not both.');
+      if (r.volume_id && r.name)
+        throw badRequest('Give either volume_id (restore in place) or name, not both.');
       const out = await backups.restore(req.auth!, param(req), { volumeId: r.volume_id, name: r.name });
       return reply.code(202).send({ restore: out });
     },

@@ -76,7 +76,8 @@ const chunkName = (id: string) => `chunks/${id.slice(0, 2)}/${id}`;
 const ZEROS = Buffer.alloc(READ_BLOCK * 2);
 // Zeros never make a cut, so a zero block that starts a chunk is a whole CHUNK_MAX chunk: the
 // chunker would cut it there too. Unwritten disk space then costs one compare per 4 MiB.
-if (READ_BLOCK !== CHUNK_MAX || cutPoint(ZEROS, false) !== CHUNK_MAX) throw new Error('zero fast path broken');
+if (READ_BLOCK !== CHUNK_MAX || cutPoint(ZEROS, false) !== CHUNK_MAX)
+  throw new Error('zero fast path broken');
 const isZero = (b: Buffer) => b.length <= ZEROS.length && b.equals(ZEROS.subarray(0, b.length));
 
 export class Repository {

@@ -64,7 +64,11 @@ export class BackupService {
 
   private async repository(): Promise<{ row: RepoRow; repository: Repository }> {
     if (this.repo) return this.repo;
-    const row = await this.db.selectFrom('backup_repositories').selectAll().where('id', '=', 'default').executeTakeFirst();
+    const row = await this.db
+      .selectFrom('backup_repositories')
+      .selectAll()
+      .where('id', '=', 'default')
+      .executeTakeFirst();
     if (!row)
       throw conflict(
         'There is no backup repository yet: a cloud admin creates it with `bulwark backup repository init --recovery-key-out FILE`.',
@@ -178,9 +182,18 @@ export class BackupService {
 
   async list(
     auth: AuthContext,
-    f: { allProjects?: boolean; volumeId?: string | undefined; name?: string | undefined; status?: string | undefined },
+    f: {
+      allProjects?: boolean;
+      volumeId?: string | undefined;
+      name?: string | undefined;
+      status?: string | undefined;
+    },
   ): Promise<Backup[]> {
-    let q = this.db.selectFrom('backups').selectAll().where('deleted_at', 'is', null).orderBy('created_at', 'desc');
+    let q = this.db
+      .selectFrom('backups')
+      .selectAll()
+      .where('deleted_at', 'is', null)
+      .orderBy('created_at', 'desc');
     if (!(auth.isAdmin && f.allProjects)) q = q.where('project_id', '=', auth.projectId ?? '');
     if (f.volumeId !== undefined) q = q.where('source_id', '=', f.volumeId);
     if (f.name !== undefined) q = q.where('name', '=', f.name);
@@ -207,10 +220,20 @@ export class BackupService {
   }
 
   private async set(id: string, fields: Partial<Backup>): Promise<void> {
-    await this.db.updateTable('backups').set({ ...fields, updated_at: nowIso() }).where('id', '=', id).execute();
+    await this.db
+      .updateTable('backups')
+      .set({ ...fields, updated_at: nowIso() })
+      .where('id', '=', id)
+      .execute();
   }
 
-  private async record(auth: AuthContext, action: string, id: string, outcome: 'success' | 'failure', reason: string) {
+  private async record(
+    auth: AuthContext,
+    action: string,
+    id: string,
+    outcome: 'success' | 'failure',
+    reason: string,
+  ) {
     await this.audit
       .append(systemEvent({ action, reason, target: { type: 'backup', id }, outcome, actor: auth }))
       .catch(() => undefined);
@@ -237,12 +260,18 @@ export class BackupService {
     const { row } = await this.repository();
     const v = await this.volumes.get(auth, input.volumeId);
     if (v.status === 'in-use' && !input.force)
-      throw badRequest('Invalid volume: Volume to be backed up must be available or in-use with --force, but the current status is "in-use".');
+      throw badRequest(
+        'Invalid volume: Volume to be backed up must be available or in-use with --force, but the current status is "in-use".',
+      );
     if (v.status !== 'available' && v.status !== 'in-use')
-      throw badRequest(`Invalid volume: Volume to be backed up must be available or in-use, but the current status is "${v.status}".`);
+      throw badRequest(
+        `Invalid volume: Volume to be backed up must be available or in-use, but the current status is "${v.status}".`,
+      );
     const parent = (await this.list(auth, { volumeId: v.id, status: 'available' }))[0] ?? null;
-    if (input.incremental && !parent) throw badRequest('Invalid backup: No backups available to do an incremental backup.');
-    const held = v.status === 'available' ? await this.volumes.hold(v.id, ['available'], 'backing-up') : false;
+    if (input.incremental && !parent)
+      throw badRequest('Invalid backup: No backups available to do an incremental backup.');
+    const held =
+      v.status === 'available' ? await this.volumes.hold(v.id, ['available'], 'backing-up') : false;
     if (v.status === 'available' && !held) throw conflict(`Volume ${v.id} is busy; try again.`);
     const now = nowIso();
     const b: Backup = {
@@ -275,7 +304,13 @@ export class BackupService {
     return b;
   }
 
-  private async runBackup(auth: AuthContext, b: Backup, row: RepoRow, serverId: string | null, held: boolean) {
+  private async runBackup(
+    auth: AuthContext,
+    b: Backup,
+    row: RepoRow,
+    serverId: string | null,
+    held: boolean,
+  ) {
     const t0 = this.now();
     let disk: DiskHandle | null = null;
     let idKey: Buffer | null = null;
@@ -315,7 +350,9 @@ export class BackupService {
       );
     } catch (err) {
       const msg = err instanceof BulwarkError ? err.message : 'The backup failed; see the daemon log.';
-      await this.set(b.id, { status: 'error', fault: msg, duration_ms: this.now() - t0 }).catch(() => undefined);
+      await this.set(b.id, { status: 'error', fault: msg, duration_ms: this.now() - t0 }).catch(
+        () => undefined,
+      );
       await this.record(auth, 'volume:backups:create:done', b.id, 'failure', msg);
     } finally {
       await disk?.close().catch(() => undefined);
@@ -336,12 +373,16 @@ export class BackupService {
     if (recoveryPem !== undefined && !auth.isAdmin)
       throw new BulwarkError('Forbidden', 'Only a cloud admin may use the recovery key.');
     const b = await this.get(auth, id);
-    if (!b.seal_sha256) throw badRequest(`Backup ${id} is ${b.status}; only a finished backup can be verified.`);
+    if (!b.seal_sha256)
+      throw badRequest(`Backup ${id} is ${b.status}; only a finished backup can be verified.`);
     const { row, repository } = await this.repository();
     if (recoveryPem === undefined) return repository.verify(b.id, b.seal_sha256);
     const idKey = await this.idKey(row);
     try {
-      return await repository.verify(b.id, b.seal_sha256, { recoveryKey: await this.recoveryKey(recoveryPem), idKey });
+      return await repository.verify(b.id, b.seal_sha256, {
+        recoveryKey: await this.recoveryKey(recoveryPem),
+        idKey,
+      });
     } finally {
       idKey.fill(0);
     }
@@ -379,9 +420,13 @@ export class BackupService {
       if (to.volumeId) {
         const v = await this.volumes.get(auth, to.volumeId);
         if (v.size < b.size)
-          throw badRequest(`Invalid volume: volume ${v.id} (${v.size} GiB) is smaller than the backup (${b.size} GiB).`);
+          throw badRequest(
+            `Invalid volume: volume ${v.id} (${v.size} GiB) is smaller than the backup (${b.size} GiB).`,
+          );
         if (!(await this.volumes.hold(v.id, ['available'], 'restoring-backup')))
-          throw badRequest(`Invalid volume: Volume to be restored to must be available, but it is ${v.status}.`);
+          throw badRequest(
+            `Invalid volume: Volume to be restored to must be available, but it is ${v.status}.`,
+          );
         volumeId = v.id;
         volumeName = v.name;
       } else {
@@ -431,12 +476,21 @@ export class BackupService {
         recoveryKey,
         idKey,
         async () => ({ write: (o, d) => sink.write(o, d), close: async () => undefined }),
-        { sparse: fresh, progress: (done, total) => this.progress.set(b.id, total ? Math.floor((done * 100) / total) : 100) },
+        {
+          sparse: fresh,
+          progress: (done, total) => this.progress.set(b.id, total ? Math.floor((done * 100) / total) : 100),
+        },
       );
       await disk.close();
       disk = null;
       await this.volumes.release(volumeId, 'available');
-      await this.record(auth, 'volume:backups:restore:done', b.id, 'success', `restored to volume ${volumeId}${fresh ? ' (new)' : ' (in place)'}`);
+      await this.record(
+        auth,
+        'volume:backups:restore:done',
+        b.id,
+        'success',
+        `restored to volume ${volumeId}${fresh ? ' (new)' : ' (in place)'}`,
+      );
     } catch (err) {
       const msg = err instanceof BulwarkError ? err.message : 'The restore failed; see the daemon log.';
       await this.volumes.release(volumeId, 'error_restoring', msg).catch(() => undefined);

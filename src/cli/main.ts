@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { ApiError } from './client.js';
 import { registerAuditCommands } from './commands/audit.js';
+import { registerBackupCommands } from './commands/backups.js';
 import { registerComputeCommands } from './commands/compute.js';
 import { registerIdentityCommands } from './commands/identity.js';
 import { registerKeyManagerCommands } from './commands/keys.js';
@@ -18,6 +19,7 @@ registerIdentityCommands(program);
 registerComputeCommands(program);
 registerAuditCommands(program);
 registerKeyManagerCommands(program);
+registerBackupCommands(program);
 registerZoneCommands(program);
 registerNetworkCommands(program);
 

@@ -53,7 +53,11 @@ export async function openQcow2(
   ];
   const env = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' };
   const child = key
-    ? spawn('sh', ['-c', 'cat | "$@"', 'sh', 'qemu-nbd', ...args], { stdio: ['pipe', 'ignore', 'pipe'], env, detached: true })
+    ? spawn('sh', ['-c', 'cat | "$@"', 'sh', 'qemu-nbd', ...args], {
+        stdio: ['pipe', 'ignore', 'pipe'],
+        env,
+        detached: true,
+      })
     : spawn('qemu-nbd', args, { stdio: ['ignore', 'ignore', 'pipe'], env, detached: true });
   let stderr = '';
   let exited = false;

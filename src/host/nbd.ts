@@ -25,7 +25,10 @@ export class NbdClient {
   private waiter: (() => void) | null = null;
   private error: Error | null = null;
   private nextHandle = 1n;
-  private readonly pending = new Map<bigint, { length: number; resolve(b: Buffer): void; reject(e: Error): void }>();
+  private readonly pending = new Map<
+    bigint,
+    { length: number; resolve(b: Buffer): void; reject(e: Error): void }
+  >();
   private transmitting = false;
 
   private constructor(

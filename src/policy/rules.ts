@@ -14,7 +14,15 @@
  * - `backup-operator`: that role on the target's project (it implies reader only): may create
  *   backups, never restore or delete them (docs/backups.md).
  */
-export const RULE_TERMS = ['public', 'authenticated', 'admin', 'member', 'reader', 'self', 'backup-operator'] as const;
+export const RULE_TERMS = [
+  'public',
+  'authenticated',
+  'admin',
+  'member',
+  'reader',
+  'self',
+  'backup-operator',
+] as const;
 export type RuleTerm = (typeof RULE_TERMS)[number];
 
 export const POLICY = {

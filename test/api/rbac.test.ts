@@ -349,7 +349,9 @@ describe('RBAC matrix', () => {
     const values: Record<string, string> = { project_id: projectA };
     const write = method !== 'GET' && method !== 'HEAD';
     if (url.includes(':id') && (write || !fixtures.backup)) {
-      const b = await backups.createVolumeBackup(api.authOf(who.admin.token as string), { volumeId: await newVolume() });
+      const b = await backups.createVolumeBackup(api.authOf(who.admin.token as string), {
+        volumeId: await newVolume(),
+      });
       await backups.settled();
       if (!write) fixtures.backup = b.id;
       values.id = b.id;
@@ -358,7 +360,9 @@ describe('RBAC matrix', () => {
     const bodies: Record<string, () => Promise<unknown>> = {
       'POST /backups': async () => ({ backup: { volume_id: await newVolume(), name: uniq('b') } }),
       'POST /backups/:id/restore': async () =>
-        url.startsWith('/bulwark') ? { recovery_key: recoveryPem, name: uniq('r') } : { restore: { name: uniq('r') } },
+        url.startsWith('/bulwark')
+          ? { recovery_key: recoveryPem, name: uniq('r') }
+          : { restore: { name: uniq('r') } },
       'POST /backups/:id/verify': async () => ({}),
       'POST /backup-repository': async () => ({ repository: { recipient_public_key: recoveryPublic } }),
       'POST /backup-repository/unlock': async () => ({ recovery_key: recoveryPem, seconds: 3600 }),
@@ -565,7 +569,12 @@ describe('RBAC matrix', () => {
           return p === 'admin';
         case 'member':
           // Every persona but the reader and the backup operator holds member (the admin through role implication).
-          return valid && p !== 'reader' && p !== 'operator' && (target.project_id ?? me.projectId) === me.projectId;
+          return (
+            valid &&
+            p !== 'reader' &&
+            p !== 'operator' &&
+            (target.project_id ?? me.projectId) === me.projectId
+          );
         case 'backup-operator':
           return p === 'operator' && (target.project_id ?? me.projectId) === me.projectId;
         case 'reader':
