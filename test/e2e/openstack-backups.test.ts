@@ -293,7 +293,8 @@ describe.runIf(process.getuid?.() === 0)(
         180_000,
         2000,
       );
-      expect(log).toContain(`BW-READ:${marker.repeat(4)}`.slice(0, 'BW-READ:'.length + 64));
+      // The writer wrote `yes "$M"` lines: the restored volume starts with the marker, line after line.
+      expect(log).toMatch(new RegExp(`BW-READ:${marker}\\r?\\n${marker}\\r?\\n`));
       const done = JSON.parse(
         (await d.bulwark(['audit', 'list', '--action', 'volume:backups:restore:done', '-f', 'json'])).stdout,
       ) as { user_name: string; outcome: string; target_id: string }[];
