@@ -146,9 +146,9 @@ export class Repository {
         const index: Index = { v: 1, backup: backupId, disks: [] };
         const stats: BackupStats = { bytes: 0, chunks: 0, newChunks: 0, storedBytes: 0 };
         const total = disks.reduce((n, d) => n + d.size, 0);
-        let zeroId: string | null = null;
+        const zeroId = chunkId(idKey, ZEROS.subarray(0, CHUNK_MAX));
         const store = async (plain: Buffer, list: [string, number][], zero = false) => {
-          const id = zero ? (zeroId ??= chunkId(idKey, plain)) : chunkId(idKey, plain);
+          const id = zero ? zeroId : chunkId(idKey, plain);
           list.push([id, plain.length]);
           stats.chunks++;
           const have = known.get(id);
