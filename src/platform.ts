@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { AuditWriter } from './audit/writer.js';
+import { BackupScheduler } from './backups/scheduler.js';
 import { BackupService } from './backups/service.js';
 import { FlavorService } from './compute/flavors.js';
 import { ImageService } from './compute/images.js';
@@ -127,8 +128,10 @@ export function buildPlatform(
     dataDir: opts.dataDir,
     adminProjectName: opts.adminProjectName,
   });
+  const backupScheduler = new BackupScheduler(store, identity, backups);
   return {
     backups,
+    backupScheduler,
     identity,
     audit,
     keys,

@@ -3,6 +3,7 @@ import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { AuditWriter } from '../audit/writer.js';
+import type { BackupScheduler } from '../backups/scheduler.js';
 import type { BackupService } from '../backups/service.js';
 import type { FlavorService } from '../compute/flavors.js';
 import type { ImageService } from '../compute/images.js';
@@ -60,8 +61,9 @@ export interface ApiDeps {
   volume: { types: VolumeTypeService; volumes: VolumeService };
   /** Quotas (docs/quotas.md). */
   quotas: QuotaService;
-  /** Backups and restores (docs/backups.md). */
+  /** Backups and restores, and their schedules (docs/backups.md). */
   backups: BackupService;
+  backupScheduler: BackupScheduler;
   /** Base URL clients reach us at; used in the catalog and links, never taken from Host. */
   publicUrl: string;
 }

@@ -152,12 +152,12 @@ describe('encrypted dedup repository', () => {
     const b2 = await repo.backup('b2', idKey, [source('vol', changed)], live1);
     expect(b2.stats.newChunks).toBeGreaterThan(0);
     expect(b2.stats.newChunks).toBeLessThan(b2.stats.chunks);
-    await repo.remove('b1', b1.sealSha256, [{ id: 'b2', sealSha256: b2.sealSha256 }]);
+    await repo.remove('b1', b1.sealSha256, async () => [{ id: 'b2', sealSha256: b2.sealSha256 }]);
     await repo.verify('b2', b2.sealSha256, { recoveryKey: recovery, idKey });
     const { out, sink } = memorySink(changed.length);
     await repo.restore('b2', b2.sealSha256, recovery, idKey, async () => sink, { sparse: false });
     expect(out.equals(changed)).toBe(true);
-    await repo.remove('b2', b2.sealSha256, []);
+    await repo.remove('b2', b2.sealSha256, async () => []);
     expect(files(dir).filter((f) => !f.endsWith('/config'))).toEqual([]);
   });
 });

@@ -327,12 +327,17 @@ export class Repository {
   }
 
   /** Removes a backup and every chunk and data key no remaining backup uses. */
-  remove(backupId: string, sealSha256: string | null, remaining: { id: string; sealSha256: string }[]) {
+  remove(
+    backupId: string,
+    sealSha256: string | null,
+    /** The other live backups, asked for once no other backup or delete runs. */
+    remaining: () => Promise<{ id: string; sealSha256: string }[]>,
+  ) {
     return this.exclusive(async () => {
       const mine = sealSha256 ? await this.readSeal(backupId, sealSha256).catch(() => null) : null;
       const keep = new Set<string>();
       const keepKeys = new Set<string>();
-      for (const s of await this.seals(remaining)) {
+      for (const s of await this.seals(await remaining())) {
         keepKeys.add(s.key_id);
         for (const [id, [, k]] of Object.entries(s.chunks)) {
           keep.add(id);

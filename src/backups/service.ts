@@ -215,6 +215,7 @@ export class BackupService {
       .select(['id', 'seal_sha256'])
       .where('deleted_at', 'is', null)
       .where('seal_sha256', 'is not', null)
+      .where('status', 'not in', ['deleting', 'deleted'])
       .execute();
     return rows.map((r) => ({ id: r.id, sealSha256: r.seal_sha256 as string }));
   }
@@ -241,6 +242,11 @@ export class BackupService {
 
   // ---- backing up -------------------------------------------------------------------------
 
+  /** The volume a backup or schedule would read, as the caller may see it (404 otherwise). */
+  volumeFor(auth: AuthContext, id: string) {
+    return this.volumes.get(auth, id);
+  }
+
   /**
    * Cinder's backup create. The volume must be `available`, or `in-use`
    * with `force` (its guest is paused while it is read). `incremental`
@@ -255,6 +261,7 @@ export class BackupService {
       description?: string | null | undefined;
       incremental?: boolean;
       force?: boolean;
+      scheduleId?: string;
     },
   ): Promise<Backup> {
     const { row } = await this.repository();
@@ -273,7 +280,7 @@ export class BackupService {
     const held =
       v.status === 'available' ? await this.volumes.hold(v.id, ['available'], 'backing-up') : false;
     if (v.status === 'available' && !held) throw conflict(`Volume ${v.id} is busy; try again.`);
-    const now = nowIso();
+    const now = new Date(this.now()).toISOString();
     const b: Backup = {
       id: uuid(),
       project_id: v.project_id,
@@ -297,6 +304,7 @@ export class BackupService {
       created_at: now,
       updated_at: now,
       deleted_at: null,
+      schedule_id: input.scheduleId ?? null,
     };
     await this.db.insertInto('backups').values(b).execute();
     const serverId = (await this.volumes.attachments([v.id]))[0]?.server_id ?? null;
@@ -505,7 +513,8 @@ export class BackupService {
 
   // ---- delete -----------------------------------------------------------------------------
 
-  async delete(auth: AuthContext, id: string): Promise<void> {
+  /** Deletes a backup; `why` (e.g. retention) is audited when the platform deletes on its own. */
+  async delete(auth: AuthContext, id: string, why?: string): Promise<void> {
     const b = await this.get(auth, id);
     const r = await this.db
       .updateTable('backups')
@@ -520,9 +529,11 @@ export class BackupService {
       (async () => {
         try {
           const { repository } = await this.repository();
-          const remaining = (await this.live()).filter((x) => x.id !== b.id);
-          await repository.remove(b.id, b.seal_sha256, remaining);
+          await repository.remove(b.id, b.seal_sha256, async () =>
+            (await this.live()).filter((x) => x.id !== b.id),
+          );
           await this.set(b.id, { status: 'deleted', deleted_at: nowIso() });
+          if (why) await this.record(auth, 'volume:backups:delete', b.id, 'success', why);
         } catch (err) {
           const msg = err instanceof BulwarkError ? err.message : 'The backup could not be deleted.';
           await this.set(b.id, { status: 'error', fault: msg }).catch(() => undefined);

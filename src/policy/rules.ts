@@ -190,6 +190,10 @@ export const POLICY = {
   'backup:repository:unlock': ['admin'],
   'backup:repository:lock': ['admin'],
   'backup:verify': ['admin', 'backup-operator'],
+  // Schedules (run as the bulwark-backup identity) are set by the cloud admin; the project reads them.
+  'backup:schedules:list': ['admin', 'reader'],
+  'backup:schedules:create': ['admin'],
+  'backup:schedules:delete': ['admin'],
 
   // Bulwark extensions
   'bulwark:version': ['public'],

@@ -24,6 +24,7 @@ import * as m0010 from './migrations/0010-vtpm.js';
 import * as m0011 from './migrations/0011-quotas.js';
 import * as m0012 from './migrations/0012-rate-limits.js';
 import * as m0040 from './migrations/0040-backups.js';
+import * as m0041 from './migrations/0041-backup-schedules.js';
 import type { Schema } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -62,6 +63,7 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0011-quotas': { up: m0011.up },
   '0012-rate-limits': { up: m0012.up },
   '0040-backups': { up: m0040.up },
+  '0041-backup-schedules': { up: m0041.up },
 });
 
 export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');

@@ -433,6 +433,25 @@ export interface BackupsTable {
   created_at: string;
   updated_at: string;
   deleted_at: string | null;
+  /** The schedule that made it (migration 0041); only those are pruned by retention. */
+  schedule_id: string | null;
+}
+
+export interface BackupSchedulesTable {
+  id: string;
+  project_id: string;
+  volume_id: string;
+  name: string | null;
+  interval_minutes: number;
+  keep_last: number;
+  keep_daily: number;
+  keep_weekly: number;
+  keep_monthly: number;
+  next_run_at: string;
+  last_run_at: string | null;
+  last_error: string | null;
+  created_by: string;
+  created_at: string;
 }
 
 export interface Schema {
@@ -441,6 +460,7 @@ export interface Schema {
   rate_limit_events: RateLimitEventsTable;
   backup_repositories: BackupRepositoriesTable;
   backups: BackupsTable;
+  backup_schedules: BackupSchedulesTable;
   secrets: SecretsTable;
   volume_types: VolumeTypesTable;
   volume_encryption_types: VolumeEncryptionTypesTable;

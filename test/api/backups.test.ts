@@ -3,6 +3,8 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateRecoveryKey } from '../../src/backups/crypto.js';
+import { BackupScheduler } from '../../src/backups/scheduler.js';
+import { BackupService } from '../../src/backups/service.js';
 import { startTestApi, type TestApi } from '../helpers/api.js';
 import { dialects } from '../helpers/store.js';
 
@@ -303,5 +305,90 @@ describe.each(dialects())('backup API on %s', (dialect) => {
     await settle();
     expect((await api.call('GET', `${V}/backups/${backupId}`, admin)).status).toBe(404);
     expect((await api.call('GET', `${V}/backups/detail`, member.token)).json.backups).toHaveLength(2);
+  });
+
+  it('a schedule runs as the bulwark-backup identity and prunes to its retention policy', async () => {
+    const v = await api.call('POST', `${V}/volumes`, member.token, {
+      volume: { size: 1, name: 'scheduled' },
+    });
+    await settle();
+    const w = await api.driver.openVolumeData(v.json.volume.id, null, 'write');
+    await w.write(0, randomBytes(1024 * 1024));
+    await w.close();
+    const body = {
+      schedule: {
+        volume_id: v.json.volume.id,
+        name: 'nightly',
+        interval_minutes: 1440,
+        keep_last: 2,
+        keep_daily: 0,
+        keep_weekly: 2,
+        keep_monthly: 0,
+      },
+    };
+    expect((await api.call('POST', `${B}/backup-schedules`, member.token, body)).status).toBe(403);
+    expect((await api.call('POST', `${B}/backup-schedules`, operator.token, body)).status).toBe(403);
+    const none = { schedule: { ...body.schedule, keep_last: 0, keep_weekly: 0 } };
+    expect((await api.call('POST', `${B}/backup-schedules`, admin, none)).status).toBe(400);
+    const made = await api.call('POST', `${B}/backup-schedules`, admin, body);
+    expect(made.status).toBe(201);
+    expect((await api.call('GET', `${B}/backup-schedules`, member.token)).json.schedules).toHaveLength(1);
+    expect((await api.call('GET', `${B}/backup-schedules`, other.token)).json.schedules).toHaveLength(0);
+
+    // A clock the schedule and the service share: 20 nightly runs from Sunday 2026-03-01.
+    let clock = Date.UTC(2026, 2, 1);
+    const now = () => clock;
+    const service = new BackupService(
+      api.store,
+      api.platform.volume.volumes,
+      api.driver,
+      api.platform.keys,
+      api.platform.audit,
+      {
+        dataDir: api.db.dir,
+        adminProjectName: 'admin',
+        now,
+      },
+    );
+    const scheduler = new BackupScheduler(api.store, api.identity, service, now);
+    await api.store.db
+      .updateTable('backup_schedules')
+      .set({ next_run_at: new Date(clock).toISOString() })
+      .where('id', '=', made.json.schedule.id)
+      .execute();
+    for (let day = 0; day < 20; day++) {
+      await scheduler.tick();
+      await scheduler.tick(); // not due again the same day
+      clock += 86_400_000;
+    }
+    const after = (await api.call('GET', `${B}/backup-schedules?all_tenants=1`, admin)).json.schedules[0];
+    expect(after).toMatchObject({ last_error: null, next_run_at: '2026-03-21T00:00:00.000Z' });
+    const kept = (await api.call('GET', `${V}/backups/detail?volume_id=${v.json.volume.id}`, member.token))
+      .json.backups as {
+      name: string;
+      status: string;
+    }[];
+    // Last 2 (Mar 20, Mar 19) and the newest of the last two ISO weeks (W12: Mar 20; W11: Sunday Mar 15).
+    expect(kept.map((b) => b.name.slice('nightly-'.length, 'nightly-'.length + 10)).sort()).toEqual([
+      '2026-03-15',
+      '2026-03-19',
+      '2026-03-20',
+    ]);
+    expect(kept.every((b) => b.status === 'available')).toBe(true);
+    const who = await api.store.db
+      .selectFrom('backups')
+      .select('user_id')
+      .where('source_id', '=', v.json.volume.id)
+      .execute();
+    const identity = await scheduler.identityUser();
+    expect(new Set(who.map((r) => r.user_id))).toEqual(new Set([identity]));
+    const done = await audited('volume:backups:create:done', 'success');
+    expect(done.filter((a) => a.user_name === 'bulwark-backup')).toHaveLength(20);
+    const pruned = await audited('volume:backups:delete', 'success');
+    expect(pruned.filter((a) => a.user_name === 'bulwark-backup' && a.reason === 'retention')).toHaveLength(
+      17,
+    );
+    const del = await api.call('DELETE', `${B}/backup-schedules/${made.json.schedule.id}`, admin);
+    expect(del.status).toBe(204);
   });
 });

@@ -348,7 +348,13 @@ describe('RBAC matrix', () => {
     };
     const values: Record<string, string> = { project_id: projectA };
     const write = method !== 'GET' && method !== 'HEAD';
-    if (url.includes(':id') && (write || !fixtures.backup)) {
+    if (url.includes('/backup-schedules/:id')) {
+      const sch = await api.platform.backupScheduler.create(api.authOf(who.admin.token as string), {
+        volumeId: await newVolume(),
+        intervalMinutes: 60,
+      });
+      values.id = sch.id;
+    } else if (url.includes(':id') && (write || !fixtures.backup)) {
       const b = await backups.createVolumeBackup(api.authOf(who.admin.token as string), {
         volumeId: await newVolume(),
       });
@@ -366,6 +372,9 @@ describe('RBAC matrix', () => {
       'POST /backups/:id/verify': async () => ({}),
       'POST /backup-repository': async () => ({ repository: { recipient_public_key: recoveryPublic } }),
       'POST /backup-repository/unlock': async () => ({ recovery_key: recoveryPem, seconds: 3600 }),
+      'POST /backup-schedules': async () => ({
+        schedule: { volume_id: await newVolume(), interval_minutes: 60 },
+      }),
     };
     const body = await bodies[`${method} ${rest}`]?.();
     return {
