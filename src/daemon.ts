@@ -202,6 +202,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
   }
   const timer = setInterval(() => void identity.pruneTokens().catch(() => undefined), 3_600_000);
   timer.unref();
+  platform.backupScheduler.start(); // scheduled backups, as the backup identity (docs/backups.md)
   return {
     app,
     store,
@@ -217,6 +218,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
       clearInterval(pruneTimer);
       await platform.consoles.closeAll();
       await siem?.stop();
+      await platform.backupScheduler.stop();
       dataplane.close();
       // No orphan dnsmasq: the next start brings them back (leases are in the data dir).
       await dhcp?.stopAll().catch(() => undefined);

@@ -1,5 +1,7 @@
 import { join } from 'node:path';
 import { AuditWriter } from './audit/writer.js';
+import { BackupScheduler } from './backups/scheduler.js';
+import { BackupService } from './backups/service.js';
 import { FlavorService } from './compute/flavors.js';
 import { GuestAgentService } from './compute/guest-agent-service.js';
 import { HostDeviceService } from './compute/host-devices.js';
@@ -203,7 +205,15 @@ export function buildPlatform(
       { name: 'images', path: join(opts.dataDir, 'images') },
     ],
   });
+  // Backups (docs/backups.md): written with the recovery public key, read only with the private one.
+  const backups = new BackupService(store, volumes, driver, keys, audit, {
+    dataDir: opts.dataDir,
+    adminProjectName: opts.adminProjectName,
+  });
+  const backupScheduler = new BackupScheduler(store, identity, backups);
   return {
+    backups,
+    backupScheduler,
     consoles,
     metrics,
     identity,

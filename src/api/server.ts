@@ -4,6 +4,8 @@ import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { AuditWriter } from '../audit/writer.js';
+import type { BackupScheduler } from '../backups/scheduler.js';
+import type { BackupService } from '../backups/service.js';
 import type { FlavorService } from '../compute/flavors.js';
 import type { GuestAgentService } from '../compute/guest-agent-service.js';
 import type { HostDeviceService } from '../compute/host-devices.js';
@@ -36,6 +38,7 @@ import { uuid } from '../util/ids.js';
 import type { VolumeTypeService } from '../volumes/types.js';
 import type { VolumeService } from '../volumes/volumes.js';
 import { registerApprovalApi } from './approvals.js';
+import { registerBackupApi } from './backups.js';
 import { registerBreakGlassApi } from './break-glass.js';
 import { registerBulwarkApi } from './bulwark.js';
 import type { ServiceEntry } from './catalog.js';
@@ -94,6 +97,9 @@ export interface ApiDeps {
   consoles: ConsoleService;
   /** Prometheus metrics (docs/metrics.md). */
   metrics: PlatformMetrics;
+  /** Backups and restores, and their schedules (docs/backups.md). */
+  backups: BackupService;
+  backupScheduler: BackupScheduler;
   /** Base URL clients reach us at; used in the catalog and links, never taken from Host. */
   publicUrl: string;
 }
@@ -302,6 +308,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
     reply.type(deps.metrics.contentType);
     return deps.metrics.text();
   });
+  await registerBackupApi(app, ctx);
   return app;
 }
 

@@ -6,6 +6,7 @@ import type { Action } from '../policy/rules.js';
 import type { EncryptionType, VolumeType } from '../volumes/types.js';
 import type { Attachment, Volume } from '../volumes/volumes.js';
 import type { ApiContext } from './server.js';
+import { registerVolumeBackupRoutes } from './volume-backups.js';
 
 /**
  * Cinder v3 at `/volume/v3`, the subset the openstack CLI uses for volume
@@ -130,6 +131,15 @@ const ListQuery = Type.Object({
 });
 
 type Handler = (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
+/** Registers a Cinder route under both URL forms (see registerVolumeApi). */
+export type CinderRoute = (
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE',
+  path: string,
+  action: Action,
+  schema: Record<string, unknown>,
+  handler: Handler,
+  targetType?: string,
+) => void;
 
 export async function registerVolumeApi(app: FastifyInstance, ctx: ApiContext): Promise<void> {
   const { publicUrl } = ctx;
@@ -147,14 +157,7 @@ export async function registerVolumeApi(app: FastifyInstance, ctx: ApiContext): 
     app.get(url, { config: { action: 'volume:version' } }, async () => ({ versions: [VERSION(publicUrl)] }));
 
   /** Registers a route under both `/volume/v3` and `/volume/v3/:project_id`. */
-  const route = (
-    method: 'GET' | 'POST' | 'PUT' | 'DELETE',
-    path: string,
-    action: Action,
-    schema: Record<string, unknown>,
-    handler: Handler,
-    targetType?: string,
-  ) => {
+  const route: CinderRoute = (method, path, action, schema, handler, targetType) => {
     for (const withProject of [false, true]) {
       app.route({
         method,
@@ -425,4 +428,5 @@ export async function registerVolumeApi(app: FastifyInstance, ctx: ApiContext): 
     },
     'volume',
   );
+  registerVolumeBackupRoutes(route, ctx);
 }

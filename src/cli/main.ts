@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { ApiError } from './client.js';
 import { registerApprovalCommands } from './commands/approvals.js';
 import { registerAuditCommands } from './commands/audit.js';
+import { registerBackupCommands } from './commands/backups.js';
 import { registerBreakGlassCommands } from './commands/break-glass.js';
 import { registerComputeCommands } from './commands/compute.js';
 import { registerConsoleCommands } from './commands/console.js';
@@ -26,6 +27,7 @@ registerMetadataRuleCommands(program);
 registerBreakGlassCommands(program);
 registerConsoleCommands(program);
 registerKeyManagerCommands(program);
+registerBackupCommands(program);
 registerZoneCommands(program);
 registerNetworkCommands(program);
 

@@ -194,6 +194,48 @@ export class FakeHypervisor implements HypervisorDriver {
   async deleteVolume(id: string) {
     if (this.volumes.get(id)?.attachedTo) throw new BulwarkError('Conflict', `volume ${id} is attached`);
     this.volumes.delete(id);
+    this.volumeData.delete(id);
+  }
+  /** Volume contents, sparse: 1 MiB blocks that were written. */
+  readonly volumeData = new Map<string, Map<number, Buffer>>();
+  /** Guests paused while a backup reads their volume (the real driver pauses with QMP `stop`). */
+  readonly pausedForBackup = new Set<string>();
+  async openVolumeData(id: string, key: Buffer | null, mode: 'read' | 'write', serverId?: string | null) {
+    const v = this.volumes.get(id);
+    if (!v) throw new BulwarkError('NotFound', `volume ${id} is not on this host`);
+    if (v.encrypted !== (key !== null)) throw new BulwarkError('Conflict', 'volume key does not fit');
+    if (mode === 'write' && v.attachedTo) throw new BulwarkError('Conflict', `volume ${id} is attached`);
+    const g = serverId ? this.guests.get(serverId) : undefined;
+    const pause = mode === 'read' && g?.state === 'running';
+    if (pause && serverId) this.pausedForBackup.add(serverId);
+    const blocks = this.volumeData.get(id) ?? new Map<number, Buffer>();
+    this.volumeData.set(id, blocks);
+    const B = 1024 * 1024;
+    return {
+      size: v.bytes,
+      read: async (off: number, len: number) => {
+        const out = Buffer.alloc(len);
+        for (let b = Math.floor(off / B); b * B < off + len; b++) {
+          const blk = blocks.get(b);
+          if (blk) blk.copy(out, Math.max(0, b * B - off), Math.max(0, off - b * B));
+        }
+        return out;
+      },
+      write: async (off: number, data: Buffer) => {
+        for (let i = 0; i < data.length; ) {
+          const b = Math.floor((off + i) / B);
+          const at = (off + i) % B;
+          const n = Math.min(B - at, data.length - i);
+          const blk = blocks.get(b) ?? Buffer.alloc(B);
+          data.copy(blk, at, i, i + n);
+          blocks.set(b, blk);
+          i += n;
+        }
+      },
+      close: async () => {
+        if (serverId) this.pausedForBackup.delete(serverId);
+      },
+    };
   }
   setVolumeKeySource(source: VolumeKeySource): void {
     this.volumeKeySource = source;

@@ -1,5 +1,6 @@
 import type { Duplex } from 'node:stream';
 import type { PassthroughPlan } from '../compute/passthrough-policy.js';
+import type { DiskHandle } from './disk-export.js';
 import type { ForensicFile } from './forensics.js';
 
 /** The boundary between the compute domain and whatever runs guests (docs/host.md). */
@@ -118,6 +119,20 @@ export interface HypervisorDriver {
   detachVolume(serverId: string, volumeId: string): Promise<void>;
   /** Where the driver gets an encrypted root disk's key (define and every start); throws: no start. */
   setDiskKeySource(source: DiskKeySource): void;
+
+  // ---- backups (docs/backups.md) ----
+  /**
+   * A volume's plaintext, for a backup (`read`) or a restore (`write`). Read
+   * while attached to `serverId`'s running guest: the guest is paused (QMP
+   * `stop` drains and flushes its disks) until the handle is closed, so the
+   * image is crash-consistent. Write: only while the volume is not attached.
+   */
+  openVolumeData(
+    volumeId: string,
+    key: Buffer | null,
+    mode: 'read' | 'write',
+    serverId?: string | null,
+  ): Promise<DiskHandle>;
 }
 
 /**

@@ -18,6 +18,7 @@ import type { Duplex } from 'node:stream';
 import { GUEST_AGENT_SOCKET } from '../compute/guest-agent.js';
 import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
 import { cgroupLimitsFor, detectCgroups, type VmCgroups } from './cgroups.js';
+import { type DiskHandle, openQcow2 } from './disk-export.js';
 import { collectFile, type ForensicFile } from './forensics.js';
 import { guestAgentCall } from './guest-agent-channel.js';
 import type {
@@ -1045,6 +1046,63 @@ export class QemuDriver implements HypervisorDriver {
       if (st && st.uid !== 0) throw conflict(`Volume ${id} is attached; detach it first.`);
       await rm(path, { force: true });
     });
+  }
+
+  /**
+   * A volume's plaintext over qemu-nbd (host/disk-export.ts). Reading an
+   * attached volume of a running guest pauses the guest first (QMP `stop`
+   * drains and flushes its disks, so the file is a crash-consistent image)
+   * and opens the file without a lock; `cont` follows on close, unless the
+   * guest was already paused.
+   */
+  async openVolumeData(
+    volumeId: string,
+    key: Buffer | null,
+    mode: 'read' | 'write',
+    serverId?: string | null,
+  ): Promise<DiskHandle> {
+    const path = this.volumePath(volumeId);
+    const st = await lstat(path).catch(() => null);
+    if (!st?.isFile()) throw notFound('volume file', volumeId);
+    const attached = st.uid !== 0;
+    if (mode === 'write' && attached) throw conflict(`Volume ${volumeId} is attached; detach it first.`);
+    let resume: (() => Promise<void>) | null = null;
+    if (attached && serverId) {
+      const rec = await this.readRecord(serverId);
+      if (rec && (await this.process(rec))) {
+        await this.lock.run(serverId, async () => {
+          const qmp = await this.client(rec);
+          const status = await qmp.execute('query-status');
+          if (isObject(status) && status.running === true) {
+            await qmp.execute('stop');
+            resume = () => this.lock.run(serverId, async () => void (await qmp.execute('cont')));
+          }
+        });
+      }
+    }
+    try {
+      await checkVolumeFile(path, key !== null);
+      const h = await openQcow2(path, key, {
+        writable: mode === 'write',
+        shared: attached,
+        socketParent: this.volumesDir,
+      });
+      return {
+        size: h.size,
+        read: (o, l) => h.read(o, l),
+        write: (o, d) => h.write(o, d),
+        close: async () => {
+          try {
+            await h.close();
+          } finally {
+            await (resume as (() => Promise<void>) | null)?.();
+          }
+        },
+      };
+    } catch (err) {
+      await (resume as (() => Promise<void>) | null)?.().catch(() => undefined);
+      throw err;
+    }
   }
 
   /** The guest device a volume shows up as (informational; the guest names its disks itself). */

@@ -2,7 +2,7 @@ import type { Store } from '../store/database.js';
 import { nowIso, randomSecret } from '../util/ids.js';
 import { DEFAULT_DOMAIN_ID, type IdentityService } from './service.js';
 
-export const BUILTIN_ROLES = ['admin', 'manager', 'member', 'reader'] as const;
+export const BUILTIN_ROLES = ['admin', 'manager', 'member', 'reader', 'backup-operator'] as const;
 
 /**
  * Brings a fresh store to a usable state: the default domain, the built-in

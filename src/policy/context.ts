@@ -39,6 +39,8 @@ const IMPLIES: Readonly<Record<string, readonly string[]>> = {
   admin: ['manager', 'member', 'reader'],
   manager: ['member', 'reader'],
   member: ['reader'],
+  // Operators back up and otherwise only read (docs/backups.md).
+  'backup-operator': ['reader'],
 };
 
 export function expandRoles(names: Iterable<string>): string[] {

@@ -19,6 +19,7 @@ function termAllows(term: RuleTerm, auth: AuthContext | null, target: PolicyTarg
       return auth?.isAdmin === true;
     case 'member':
     case 'reader':
+    case 'backup-operator':
       return (
         auth !== null &&
         auth.projectId !== null &&

@@ -11,8 +11,18 @@
  *   closes OpenStack's "admin anywhere is admin everywhere" hole.
  * - `member` / `reader`: that role (or one implying it) on the target's project.
  * - `self`: the target user is the caller.
+ * - `backup-operator`: that role on the target's project (it implies reader only): may create
+ *   backups, never restore or delete them (docs/backups.md).
  */
-export const RULE_TERMS = ['public', 'authenticated', 'admin', 'member', 'reader', 'self'] as const;
+export const RULE_TERMS = [
+  'public',
+  'authenticated',
+  'admin',
+  'member',
+  'reader',
+  'self',
+  'backup-operator',
+] as const;
 export type RuleTerm = (typeof RULE_TERMS)[number];
 
 export const POLICY = {
@@ -168,6 +178,24 @@ export const POLICY = {
   'network:get_quota': ['admin', 'reader'],
   'network:update_quota': ['admin'],
   'network:delete_quota': ['admin'],
+
+  // Backups (docs/backups.md). Creating a backup is its own grant (the backup-operator role, or admin);
+  // members alone cannot. Restore and delete are the cloud admin's alone; so is everything touching
+  // the repository and its recovery key.
+  'volume:backups:list': ['admin', 'reader'],
+  'volume:backups:show': ['admin', 'reader'],
+  'volume:backups:create': ['admin', 'backup-operator'],
+  'volume:backups:delete': ['admin'],
+  'volume:backups:restore': ['admin'],
+  'backup:repository:show': ['admin'],
+  'backup:repository:init': ['admin'],
+  'backup:repository:unlock': ['admin'],
+  'backup:repository:lock': ['admin'],
+  'backup:verify': ['admin', 'backup-operator'],
+  // Schedules (run as the bulwark-backup identity) are set by the cloud admin; the project reads them.
+  'backup:schedules:list': ['admin', 'reader'],
+  'backup:schedules:create': ['admin'],
+  'backup:schedules:delete': ['admin'],
 
   // Bulwark extensions
   'bulwark:version': ['public'],

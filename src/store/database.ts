@@ -32,6 +32,8 @@ import * as m0022 from './migrations/0022-break-glass.js';
 import * as m0023 from './migrations/0023-webauthn-recovery.js';
 import * as m0030 from './migrations/0030-siem.js';
 import * as m0031 from './migrations/0031-console-recordings.js';
+import * as m0040 from './migrations/0040-backups.js';
+import * as m0041 from './migrations/0041-backup-schedules.js';
 import type { Schema } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -78,6 +80,8 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0023-webauthn-recovery': { up: m0023.up },
   '0030-siem': { up: m0030.up },
   '0031-console-recordings': { up: m0031.up },
+  '0040-backups': { up: m0040.up },
+  '0041-backup-schedules': { up: m0041.up },
 });
 
 export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');

@@ -612,7 +612,70 @@ export interface ConsoleRecordingsTable {
   interrupted: number;
 }
 
+// ---- backups (issue 6, migration 0040) ----------------------------------------------------------
+
+export interface BackupRepositoriesTable {
+  id: string;
+  /** `local:/path` */
+  target: string;
+  /** X25519, base64: what every backup's data key is wrapped for. */
+  recipient_public_key: string;
+  /** The chunk-id (HMAC) key, in the key manager. */
+  id_key_secret_id: string;
+  id_key_project_id: string;
+  created_by: string;
+  created_at: string;
+}
+
+export interface BackupsTable {
+  id: string;
+  project_id: string;
+  user_id: string;
+  name: string | null;
+  description: string | null;
+  /** `volume` */
+  kind: string;
+  source_id: string;
+  source_type_id: string | null;
+  /** GiB, the source's size. */
+  size: number;
+  status: string;
+  fault: string | null;
+  is_incremental: number;
+  parent_id: string | null;
+  seal_sha256: string | null;
+  object_count: number;
+  read_bytes: number;
+  stored_bytes: number;
+  duration_ms: number;
+  data_timestamp: string | null;
+  created_at: string;
+  updated_at: string;
+  deleted_at: string | null;
+  /** The schedule that made it (migration 0041); only those are pruned by retention. */
+  schedule_id: string | null;
+}
+
+export interface BackupSchedulesTable {
+  id: string;
+  project_id: string;
+  volume_id: string;
+  name: string | null;
+  interval_minutes: number;
+  keep_last: number;
+  keep_daily: number;
+  keep_weekly: number;
+  keep_monthly: number;
+  next_run_at: string;
+  last_run_at: string | null;
+  last_error: string | null;
+  created_by: string;
+  created_at: string;
+}
 export interface Schema {
+  backup_repositories: BackupRepositoriesTable;
+  backups: BackupsTable;
+  backup_schedules: BackupSchedulesTable;
   guest_agent_grants: GuestAgentGrantsTable;
   metadata_rules: MetadataRulesTable;
   server_changes: ServerChangesTable;

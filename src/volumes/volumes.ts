@@ -227,6 +227,23 @@ export class VolumeService {
     return this.get(auth, v.id);
   }
 
+  /**
+   * For backups (src/backups): moves the volume from one of `from` to `to`
+   * (one request wins a race), and back with `release`.
+   */
+  async hold(id: string, from: string[], to: string): Promise<boolean> {
+    return this.claim(id, from, to);
+  }
+
+  async release(id: string, status: string, fault: string | null = null): Promise<void> {
+    await this.setStatus(id, status, fault);
+  }
+
+  /** The volume's key (null: unencrypted), read on its owner's behalf; for backups and restores. */
+  keyOf(volumeId: string): Promise<Buffer | null> {
+    return this.keyFor(volumeId);
+  }
+
   /** Moves `from` → `to` only if the volume is still in `from` (one request wins a race). */
   private async claim(id: string, from: string[], to: string, db = this.db): Promise<boolean> {
     const r = await db

@@ -6,12 +6,13 @@
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateRecoveryKey } from '../../src/backups/crypto.js';
 import { POLICY, type RuleTerm } from '../../src/policy/rules.js';
 import { sha256Hex } from '../../src/util/ids.js';
 import { PASSWORD, serverRequest, startTestApi, type TestApi } from '../helpers/api.js';
 
-type Persona = 'admin' | 'member' | 'reader' | 'other' | 'expired' | 'none';
-const PERSONAS: Persona[] = ['none', 'expired', 'other', 'reader', 'member', 'admin'];
+type Persona = 'admin' | 'member' | 'reader' | 'operator' | 'other' | 'expired' | 'none';
+const PERSONAS: Persona[] = ['none', 'expired', 'other', 'reader', 'operator', 'member', 'admin'];
 
 interface Fixture {
   token: string | null;
@@ -28,13 +29,14 @@ describe('RBAC matrix', () => {
   const who = {} as Record<Persona, Fixture>;
   let projectA: string;
   let memberRole: string;
-  const fixtures = { flavor: '', image: '', server: '', network: '', subnet: '', port: '' };
+  const fixtures = { flavor: '', image: '', server: '', network: '', subnet: '', port: '', backup: '' };
   const serverInput = () => serverRequest(fixtures.image, fixtures.flavor, uniq('s'));
 
   beforeAll(async () => {
     api = await startTestApi('sqlite');
     const m = await api.persona('proj-a', 'rbac-member', 'member');
     const r = await api.persona('proj-a', 'rbac-reader', 'reader');
+    const op = await api.persona('proj-a', 'rbac-operator', 'backup-operator');
     const o = await api.persona('proj-b', 'rbac-other', 'member');
     const e = await api.persona('proj-a', 'rbac-expired', 'member');
     await api.store.db
@@ -81,6 +83,13 @@ describe('RBAC matrix', () => {
       login: again('rbac-reader', 'proj-a'),
       password: PASSWORD,
     };
+    who.operator = {
+      token: op.token,
+      userId: op.userId,
+      projectId: op.projectId,
+      login: again('rbac-operator', 'proj-a'),
+      password: PASSWORD,
+    };
     who.other = {
       token: o.token,
       userId: o.userId,
@@ -118,8 +127,17 @@ describe('RBAC matrix', () => {
       )
     ).id;
     await servers.settled();
+    // Backups (docs/backups.md): a repository, unlocked so restores can run.
+    const rk = generateRecoveryKey();
+    recoveryPem = rk.privateKeyPem;
+    recoveryPublic = rk.publicKey;
+    const adminAuth = api.authOf(who.admin.token as string);
+    await api.platform.backups.initRepository(adminAuth, rk.publicKey);
+    await api.platform.backups.unlock(adminAuth, rk.privateKeyPem, 3600);
   });
   afterAll(async () => api?.close());
+  let recoveryPem = '';
+  let recoveryPublic = '';
 
   /** Fresh throwaway resources for writes, so no request in the walk damages the fixtures. */
   const throwaway = {
@@ -209,6 +227,7 @@ describe('RBAC matrix', () => {
       const body = { rule: { id, when: { key: 'environment', value: 'staging' }, requires: ['owner'] } };
       return { url: url.replace(':id', id), body: method === 'POST' ? body : undefined, target: {} };
     }
+    if (url.includes('/backup')) return backupSample(method, url);
     if (url.startsWith('/volume') || url.includes('/os-volume_attachments')) return volumeSample(method, url);
     if (url.startsWith('/compute') || url.startsWith('/image')) return computeSample(method, url);
     if (url.includes('/bulwark-zone')) return zoneSample(method, url);
@@ -483,6 +502,54 @@ describe('RBAC matrix', () => {
     };
   }
 
+  /** Backup routes (Cinder and /bulwark/v1): a fresh backup of a fresh volume of project A per request. */
+  async function backupSample(method: string, url: string) {
+    const { volumes } = api.platform.volume;
+    const { backups } = api.platform;
+    const member = api.authOf(who.member.token as string);
+    const newVolume = async () => {
+      const v = await volumes.create(member, { size: 1, name: uniq('v') });
+      await volumes.settled();
+      return v.id;
+    };
+    const values: Record<string, string> = { project_id: projectA };
+    const write = method !== 'GET' && method !== 'HEAD';
+    if (url.includes('/backup-schedules/:id')) {
+      const sch = await api.platform.backupScheduler.create(api.authOf(who.admin.token as string), {
+        volumeId: await newVolume(),
+        intervalMinutes: 60,
+      });
+      values.id = sch.id;
+    } else if (url.includes(':id') && (write || !fixtures.backup)) {
+      const b = await backups.createVolumeBackup(api.authOf(who.admin.token as string), {
+        volumeId: await newVolume(),
+      });
+      await backups.settled();
+      if (!write) fixtures.backup = b.id;
+      values.id = b.id;
+    } else values.id = fixtures.backup;
+    const rest = url.replace(/^\/volume\/v3(\/:project_id)?/, '').replace(/^\/bulwark\/v1/, '');
+    const bodies: Record<string, () => Promise<unknown>> = {
+      'POST /backups': async () => ({ backup: { volume_id: await newVolume(), name: uniq('b') } }),
+      'POST /backups/:id/restore': async () =>
+        url.startsWith('/bulwark')
+          ? { recovery_key: recoveryPem, name: uniq('r') }
+          : { restore: { name: uniq('r') } },
+      'POST /backups/:id/verify': async () => ({}),
+      'POST /backup-repository': async () => ({ repository: { recipient_public_key: recoveryPublic } }),
+      'POST /backup-repository/unlock': async () => ({ recovery_key: recoveryPem, seconds: 3600 }),
+      'POST /backup-schedules': async () => ({
+        schedule: { volume_id: await newVolume(), interval_minutes: 60 },
+      }),
+    };
+    const body = await bodies[`${method} ${rest}`]?.();
+    return {
+      url: url.replace(/:(\w+)/g, (_, k: string) => values[k] ?? `missing-${k}`),
+      body,
+      target: url.includes(':project_id') ? { project_id: projectA } : {},
+    };
+  }
+
   /** Compute and image routes: fixtures in project A; writes act on throwaway resources. */
   async function computeSample(method: string, url: string) {
     const write = method !== 'GET' && method !== 'HEAD';
@@ -676,8 +743,15 @@ describe('RBAC matrix', () => {
         case 'admin':
           return p === 'admin';
         case 'member':
-          // Every persona but the reader holds member (the admin through role implication).
-          return valid && p !== 'reader' && (target.project_id ?? me.projectId) === me.projectId;
+          // Every persona but the reader and the backup operator holds member (the admin through role implication).
+          return (
+            valid &&
+            p !== 'reader' &&
+            p !== 'operator' &&
+            (target.project_id ?? me.projectId) === me.projectId
+          );
+        case 'backup-operator':
+          return p === 'operator' && (target.project_id ?? me.projectId) === me.projectId;
         case 'reader':
           return valid && (target.project_id ?? me.projectId) === me.projectId;
         case 'self':
@@ -688,7 +762,7 @@ describe('RBAC matrix', () => {
   }
 
   // The walk grows with the API (hundreds of requests, argon2 logins among them).
-  it('covers every route, and every answer matches the policy table', async () => {
+  it('covers every route, and every answer matches the policy table', { timeout: 300_000 }, async () => {
     const routes = api.app.routeTable;
     expect(routes.length).toBeGreaterThan(30);
     const results: string[] = [];
@@ -721,7 +795,7 @@ describe('RBAC matrix', () => {
       }
     }
     expect(results).toEqual([]);
-  }, 240_000);
+  });
 
   it('audits every refusal', async () => {
     const denied = await api.store.db

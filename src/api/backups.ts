@@ -1,0 +1,179 @@
+import { Type } from '@fastify/type-provider-typebox';
+import type { FastifyInstance } from 'fastify';
+import type { Static } from 'typebox';
+import { MAX_UNLOCK_SECONDS } from '../backups/service.js';
+import { badRequest } from '../errors.js';
+import { BULWARK_PREFIX } from './bulwark.js';
+import type { ApiContext } from './server.js';
+
+const Opt = Type.Optional;
+const Pem = Type.String({ minLength: 1, maxLength: 4096 });
+const IdParam = Type.Object({
+  id: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.-]+$' }),
+});
+const InitBody = Type.Object(
+  {
+    repository: Type.Object(
+      { recipient_public_key: Type.String({ minLength: 1, maxLength: 64 }) },
+      { additionalProperties: false },
+    ),
+  },
+  { additionalProperties: false },
+);
+const UnlockBody = Type.Object(
+  { recovery_key: Pem, seconds: Type.Integer({ minimum: 1, maximum: MAX_UNLOCK_SECONDS }) },
+  { additionalProperties: false },
+);
+const VerifyBody = Type.Object({ recovery_key: Opt(Pem) }, { additionalProperties: false });
+const RestoreBody = Type.Object(
+  {
+    recovery_key: Opt(Pem),
+    name: Opt(Type.String({ minLength: 1, maxLength: 255, pattern: '^[^\\x00-\\x1f]*$' })),
+    volume_id: Opt(Type.String({ minLength: 1, maxLength: 255 })),
+    in_place: Opt(Type.Boolean()),
+  },
+  { additionalProperties: false },
+);
+
+const Keep = Opt(Type.Integer({ minimum: 0, maximum: 1000 }));
+const ScheduleBody = Type.Object(
+  {
+    schedule: Type.Object(
+      {
+        volume_id: Type.String({ minLength: 1, maxLength: 255 }),
+        name: Opt(Type.String({ minLength: 1, maxLength: 255, pattern: '^[^\\x00-\\x1f]*$' })),
+        interval_minutes: Type.Integer({ minimum: 1, maximum: 60 * 24 * 31 }),
+        keep_last: Keep,
+        keep_daily: Keep,
+        keep_weekly: Keep,
+        keep_monthly: Keep,
+      },
+      { additionalProperties: false },
+    ),
+  },
+  { additionalProperties: false },
+);
+const ScheduleQuery = Type.Object({ all_tenants: Opt(Type.String()) }, { additionalProperties: false });
+
+/**
+ * The backup extension under /bulwark/v1 (docs/backups.md): the repository
+ * and its recovery key, verify, and restore with the key in the request.
+ * Cinder's own backup routes are in volume-backups.ts.
+ */
+export async function registerBackupApi(app: FastifyInstance, ctx: ApiContext): Promise<void> {
+  const { backups } = ctx;
+  const repo = `${BULWARK_PREFIX}/backup-repository`;
+  app.get(repo, { config: { action: 'backup:repository:show' } }, async () => ({
+    repository: await backups.showRepository(),
+  }));
+  app.post(
+    repo,
+    {
+      schema: { body: InitBody },
+      config: { action: 'backup:repository:init', targetType: 'backup_repository' },
+    },
+    async (req, reply) => {
+      const b = (req.body as Static<typeof InitBody>).repository;
+      const r = await backups.initRepository(req.auth!, b.recipient_public_key);
+      return reply.code(201).send({ repository: r });
+    },
+  );
+  app.post(
+    `${repo}/unlock`,
+    {
+      schema: { body: UnlockBody },
+      config: { action: 'backup:repository:unlock', targetType: 'backup_repository' },
+    },
+    async (req) => {
+      const b = req.body as Static<typeof UnlockBody>;
+      return { repository: await backups.unlock(req.auth!, b.recovery_key, b.seconds) };
+    },
+  );
+  app.post(
+    `${repo}/lock`,
+    { config: { action: 'backup:repository:lock', targetType: 'backup_repository' } },
+    async (_req, reply) => {
+      backups.lock();
+      return reply.code(204).send();
+    },
+  );
+  const schedules = `${BULWARK_PREFIX}/backup-schedules`;
+  app.get(
+    schedules,
+    { schema: { querystring: ScheduleQuery }, config: { action: 'backup:schedules:list' } },
+    async (req) => {
+      const q = req.query as Static<typeof ScheduleQuery>;
+      return { schedules: await ctx.backupScheduler.list(req.auth!, q.all_tenants !== undefined) };
+    },
+  );
+  app.post(
+    schedules,
+    {
+      schema: { body: ScheduleBody },
+      config: { action: 'backup:schedules:create', targetType: 'backup_schedule' },
+    },
+    async (req, reply) => {
+      const b = (req.body as Static<typeof ScheduleBody>).schedule;
+      const s = await ctx.backupScheduler.create(req.auth!, {
+        volumeId: b.volume_id,
+        name: b.name,
+        intervalMinutes: b.interval_minutes,
+        keepLast: b.keep_last,
+        keepDaily: b.keep_daily,
+        keepWeekly: b.keep_weekly,
+        keepMonthly: b.keep_monthly,
+      });
+      req.auditNote.targetId = s.id;
+      return reply.code(201).send({ schedule: s });
+    },
+  );
+  app.delete(
+    `${schedules}/:id`,
+    {
+      schema: { params: IdParam },
+      config: { action: 'backup:schedules:delete', targetType: 'backup_schedule' },
+    },
+    async (req, reply) => {
+      await ctx.backupScheduler.delete(req.auth!, (req.params as Static<typeof IdParam>).id);
+      return reply.code(204).send();
+    },
+  );
+  app.post(
+    `${BULWARK_PREFIX}/backups/:id/verify`,
+    {
+      schema: { params: IdParam, body: VerifyBody },
+      config: { action: 'backup:verify', targetType: 'backup' },
+    },
+    async (req) => {
+      const { id } = req.params as Static<typeof IdParam>;
+      const b = req.body as Static<typeof VerifyBody>;
+      return {
+        verify: { backup_id: id, ok: true, ...(await backups.verify(req.auth!, id, b.recovery_key)) },
+      };
+    },
+  );
+  app.post(
+    `${BULWARK_PREFIX}/backups/:id/restore`,
+    {
+      schema: { params: IdParam, body: RestoreBody },
+      config: { action: 'volume:backups:restore', targetType: 'backup' },
+    },
+    async (req, reply) => {
+      const { id } = req.params as Static<typeof IdParam>;
+      const b = req.body as Static<typeof RestoreBody>;
+      if (b.volume_id !== undefined && b.in_place !== true)
+        throw badRequest(
+          'Restoring over an existing volume overwrites it: say so with in_place: true (--in-place).',
+        );
+      if (b.in_place && b.volume_id === undefined)
+        throw badRequest('in_place needs volume_id: the volume to overwrite.');
+      const out = await backups.restore(
+        req.auth!,
+        id,
+        { volumeId: b.volume_id, name: b.name },
+        b.recovery_key,
+      );
+      return reply.code(202).send({ restore: out });
+    },
+  );
+}

@@ -1,0 +1,163 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CHUNK_MAX, CHUNK_MIN, Chunker } from './chunker.js';
+import { generateRecoveryKey, parseRecoveryKey } from './crypto.js';
+import { type DiskSource, Repository } from './repository.js';
+import { LocalTarget } from './target.js';
+
+const MiB = 1024 * 1024;
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function setup() {
+  const dir = mkdtempSync(join(tmpdir(), 'bw-repo-'));
+  dirs.push(dir);
+  const rk = generateRecoveryKey();
+  const repo = new Repository(new LocalTarget(dir), rk.publicKey);
+  return { dir, repo, recovery: parseRecoveryKey(rk.privateKeyPem), idKey: randomBytes(32) };
+}
+
+const source = (name: string, data: Buffer): DiskSource => ({
+  name,
+  size: data.length,
+  read: async (off, len) => Buffer.from(data.subarray(off, off + len)),
+});
+
+/** A disk image with a recognisable marker, random data and a zero run. */
+function image(marker: string): Buffer {
+  const b = Buffer.alloc(24 * MiB);
+  randomBytes(8 * MiB).copy(b, 0);
+  b.fill(Buffer.from(marker), 8 * MiB, 10 * MiB);
+  randomBytes(4 * MiB).copy(b, 16 * MiB);
+  return b;
+}
+
+const files = (d: string): string[] =>
+  readdirSync(d, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? files(join(d, e.name)) : [join(d, e.name)],
+  );
+
+function memorySink(size: number) {
+  const out = Buffer.alloc(size);
+  return {
+    out,
+    sink: { write: async (off: number, d: Buffer) => void d.copy(out, off), close: async () => undefined },
+  };
+}
+
+describe('content-defined chunker', () => {
+  it('cuts within bounds and keeps cuts after an insertion', () => {
+    const data = randomBytes(20 * MiB);
+    const cuts = (b: Buffer) => {
+      const c = new Chunker();
+      const sizes: number[] = [];
+      for (let o = 0; o < b.length; o += 3 * MiB)
+        for (const x of c.push(b.subarray(o, o + 3 * MiB))) sizes.push(x.length);
+      for (const x of c.finish()) sizes.push(x.length);
+      return sizes;
+    };
+    const a = cuts(data);
+    expect(a.reduce((n, s) => n + s, 0)).toBe(data.length);
+    for (const s of a.slice(0, -1)) expect(s >= CHUNK_MIN && s <= CHUNK_MAX).toBe(true);
+    // 100 bytes inserted near the start: the chunks after the first cut or two are the same.
+    const shifted = cuts(Buffer.concat([data.subarray(0, 1000), randomBytes(100), data.subarray(1000)]));
+    const tail = (s: number[]) => s.slice(3).join(',');
+    expect(tail(shifted)).toBe(tail(a));
+  });
+});
+
+describe('encrypted dedup repository', () => {
+  it('round-trips; an unchanged disk stores almost nothing; no plaintext and no marker in the files', async () => {
+    const { dir, repo, recovery, idKey } = setup();
+    const marker = `bw-marker-${randomBytes(6).toString('hex')}-`;
+    const disk = image(marker);
+    await repo.init(idKey);
+    const first = await repo.backup('b1', idKey, [source('vol', disk)], []);
+    expect(first.stats.bytes).toBe(disk.length);
+    expect(first.stats.storedBytes).toBeLessThan(disk.length); // zeros and the marker compress
+    const second = await repo.backup(
+      'b2',
+      idKey,
+      [source('vol', disk)],
+      [{ id: 'b1', sealSha256: first.sealSha256 }],
+    );
+    expect(second.stats.newChunks).toBe(0);
+    expect(second.stats.storedBytes).toBeLessThan(64 * 1024);
+    const needle = Buffer.from(marker);
+    const sample = disk.subarray(0, 64); // random bytes from the disk
+    for (const f of files(dir)) {
+      const b = readFileSync(f);
+      expect(b.includes(needle), f).toBe(false);
+      expect(b.includes(sample), f).toBe(false);
+      expect(statSync(f).mode & 0o077).toBe(0);
+    }
+    const { out, sink } = memorySink(disk.length);
+    await repo.restore('b2', second.sealSha256, recovery, idKey, async () => sink, { sparse: true });
+    expect(out.equals(disk)).toBe(true);
+  });
+
+  it('a tampered chunk fails verify and restore before anything is written', async () => {
+    const { dir, repo, recovery, idKey } = setup();
+    const disk = image('tamper-');
+    const b = await repo.backup('b1', idKey, [source('vol', disk)], []);
+    const chunk = files(join(dir, 'chunks'))[1]!;
+    const blob = readFileSync(chunk);
+    blob[blob.length - 40]! ^= 1;
+    writeFileSync(chunk, blob);
+    await expect(repo.verify('b1', b.sealSha256)).rejects.toThrow(/integrity check failed.*altered/);
+    await expect(repo.verify('b1', b.sealSha256, { recoveryKey: recovery, idKey })).rejects.toThrow(
+      /integrity/,
+    );
+    let opened = 0;
+    await expect(
+      repo.restore(
+        'b1',
+        b.sealSha256,
+        recovery,
+        idKey,
+        async () => {
+          opened++;
+          return memorySink(disk.length).sink;
+        },
+        { sparse: true },
+      ),
+    ).rejects.toThrow(/integrity check failed/);
+    expect(opened).toBe(0);
+  });
+
+  it('a swapped seal, a wrong recovery key or a missing chunk are refused', async () => {
+    const { dir, repo, idKey } = setup();
+    const b = await repo.backup('b1', idKey, [source('vol', image('x-'))], []);
+    await expect(repo.verify('b1', 'f'.repeat(64))).rejects.toThrow(/chunk list .* was altered/);
+    const other = parseRecoveryKey(generateRecoveryKey().privateKeyPem);
+    await expect(repo.verify('b1', b.sealSha256, { recoveryKey: other, idKey })).rejects.toThrow(
+      /does not open with this recovery key/,
+    );
+    rmSync(files(join(dir, 'chunks'))[0]!);
+    await expect(repo.verify('b1', b.sealSha256)).rejects.toThrow(/missing from the repository/);
+  });
+
+  it('removing a backup keeps the chunks another still uses and drops the rest', async () => {
+    const { dir, repo, recovery, idKey } = setup();
+    const disk = image('gc-');
+    const b1 = await repo.backup('b1', idKey, [source('vol', disk)], []);
+    const changed = Buffer.from(disk);
+    randomBytes(MiB).copy(changed, 20 * MiB);
+    const live1 = [{ id: 'b1', sealSha256: b1.sealSha256 }];
+    const b2 = await repo.backup('b2', idKey, [source('vol', changed)], live1);
+    expect(b2.stats.newChunks).toBeGreaterThan(0);
+    expect(b2.stats.newChunks).toBeLessThan(b2.stats.chunks);
+    await repo.remove('b1', b1.sealSha256, async () => [{ id: 'b2', sealSha256: b2.sealSha256 }]);
+    await repo.verify('b2', b2.sealSha256, { recoveryKey: recovery, idKey });
+    const { out, sink } = memorySink(changed.length);
+    await repo.restore('b2', b2.sealSha256, recovery, idKey, async () => sink, { sparse: false });
+    expect(out.equals(changed)).toBe(true);
+    await repo.remove('b2', b2.sealSha256, async () => []);
+    expect(files(dir).filter((f) => !f.endsWith('/config'))).toEqual([]);
+  });
+});

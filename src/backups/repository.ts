@@ -1,0 +1,357 @@
+import { createHash, type KeyObject, randomBytes } from 'node:crypto';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { CHUNK_MAX, Chunker, cutPoint } from './chunker.js';
+import {
+  CHUNK_MAGIC,
+  chunkId,
+  INDEX_MAGIC,
+  integrityError,
+  open,
+  seal,
+  sealedKeyId,
+  unwrapWithRecoveryKey,
+  type WrappedKey,
+  wrapForRecipient,
+} from './crypto.js';
+import type { BackupTarget } from './target.js';
+
+/**
+ * An encrypted, deduplicating backup repository (docs/backups.md):
+ *
+ *   config                 recipient public key; the chunk-id key wrapped for it
+ *   keys/<key id>          one backup's data key, wrapped for the recipient
+ *   chunks/<xx>/<chunk id> sealed(flag | deflate?(plaintext)), id = HMAC(id key, plaintext)
+ *   backups/<id>.index     sealed list of each disk's chunks (the restore recipe)
+ *   backups/<id>.seal      chunk id -> sha256 of its stored object and key id (no secrets;
+ *                          its own sha256 is kept in the database)
+ *
+ * Writing needs only the recipient's public key and the chunk-id key;
+ * reading anything back needs the recovery private key.
+ */
+
+export interface DiskSource {
+  name: string;
+  size: number;
+  read(offset: number, length: number): Promise<Buffer>;
+}
+
+export interface DiskSink {
+  write(offset: number, data: Buffer): Promise<void>;
+}
+
+export interface Seal {
+  v: 1;
+  backup: string;
+  key_id: string;
+  index_sha256: string;
+  /** chunk id -> [sha256 of the stored object, key id] */
+  chunks: Record<string, [string, string]>;
+}
+
+export interface BackupStats {
+  /** Plaintext bytes read from the disks. */
+  bytes: number;
+  chunks: number;
+  newChunks: number;
+  /** Bytes this backup added to the repository. */
+  storedBytes: number;
+}
+
+export interface VerifyReport {
+  chunks: number;
+  /** True when every chunk was also decrypted and its HMAC checked (recovery key given). */
+  decrypted: boolean;
+  disks: { name: string; size: number }[];
+}
+
+interface Index {
+  v: 1;
+  backup: string;
+  disks: { name: string; size: number; chunks: [string, number][] }[];
+}
+
+const READ_BLOCK = 4 * 1024 * 1024;
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const chunkName = (id: string) => `chunks/${id.slice(0, 2)}/${id}`;
+const ZEROS = Buffer.alloc(READ_BLOCK * 2);
+// Zeros never make a cut, so a zero block that starts a chunk is a whole CHUNK_MAX chunk: the
+// chunker would cut it there too. Unwritten disk space then costs one compare per 4 MiB.
+if (READ_BLOCK !== CHUNK_MAX || cutPoint(ZEROS, false) !== CHUNK_MAX)
+  throw new Error('zero fast path broken');
+const isZero = (b: Buffer) => b.length <= ZEROS.length && b.equals(ZEROS.subarray(0, b.length));
+
+export class Repository {
+  /** Writes that touch shared chunks (backup, delete) run one at a time. */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    readonly target: BackupTarget,
+    /** The recovery public key (X25519, base64). */
+    private readonly recipient: string,
+  ) {}
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Writes the config object; the chunk-id key goes in wrapped for the recipient (offline tools can verify). */
+  async init(idKey: Buffer): Promise<void> {
+    const config = {
+      v: 1,
+      recipient: this.recipient,
+      id_key: wrapForRecipient(idKey, 'id-key', this.recipient),
+    };
+    await this.target.put('config', Buffer.from(JSON.stringify(config)));
+  }
+
+  /** The seals of the backups the database vouches for, each checked against its recorded sha256. */
+  private async seals(known: { id: string; sealSha256: string }[]): Promise<Seal[]> {
+    const out: Seal[] = [];
+    for (const k of known) out.push(await this.readSeal(k.id, k.sealSha256));
+    return out;
+  }
+
+  async readSeal(backupId: string, sealSha256: string): Promise<Seal> {
+    const blob = await this.target.get(`backups/${backupId}.seal`);
+    if (sha256(blob) !== sealSha256) throw integrityError(`the chunk list of backup ${backupId} was altered`);
+    return JSON.parse(blob.toString()) as Seal;
+  }
+
+  /**
+   * Backs up `disks`: chunks already in the repository (named by any live
+   * backup's seal) are skipped; new ones are compressed, sealed under a new
+   * data key and stored. Returns the seal's sha256 for the database.
+   */
+  backup(
+    backupId: string,
+    idKey: Buffer,
+    disks: DiskSource[],
+    live: { id: string; sealSha256: string }[],
+    progress: (done: number, total: number) => void = () => undefined,
+  ): Promise<{ sealSha256: string; stats: BackupStats }> {
+    return this.exclusive(async () => {
+      const known = new Map<string, [string, string]>();
+      for (const s of await this.seals(live))
+        for (const [id, v] of Object.entries(s.chunks)) known.set(id, v);
+      const keyId = randomBytes(16).toString('hex');
+      const key = randomBytes(32);
+      try {
+        await this.target.put(
+          `keys/${keyId}`,
+          Buffer.from(JSON.stringify(wrapForRecipient(key, keyId, this.recipient))),
+        );
+        const sealed: Seal = { v: 1, backup: backupId, key_id: keyId, index_sha256: '', chunks: {} };
+        const index: Index = { v: 1, backup: backupId, disks: [] };
+        const stats: BackupStats = { bytes: 0, chunks: 0, newChunks: 0, storedBytes: 0 };
+        const total = disks.reduce((n, d) => n + d.size, 0);
+        const zeroId = chunkId(idKey, ZEROS.subarray(0, CHUNK_MAX));
+        const store = async (plain: Buffer, list: [string, number][], zero = false) => {
+          const id = zero ? zeroId : chunkId(idKey, plain);
+          list.push([id, plain.length]);
+          stats.chunks++;
+          const have = known.get(id);
+          if (have) {
+            sealed.chunks[id] = have;
+            return;
+          }
+          const packed = deflateRawSync(plain, { level: 1 });
+          const body =
+            packed.length < plain.length * 0.97
+              ? Buffer.concat([Buffer.of(1), packed])
+              : Buffer.concat([Buffer.of(0), plain]);
+          const blob = seal(CHUNK_MAGIC, key, keyId, id, body);
+          await this.target.put(chunkName(id), blob);
+          const entry: [string, string] = [sha256(blob), keyId];
+          known.set(id, entry);
+          sealed.chunks[id] = entry;
+          stats.newChunks++;
+          stats.storedBytes += blob.length;
+        };
+        for (const disk of disks) {
+          const list: [string, number][] = [];
+          const chunker = new Chunker();
+          let next = disk.size > 0 ? disk.read(0, Math.min(READ_BLOCK, disk.size)) : null;
+          for (let off = 0; next; ) {
+            const block = await next;
+            off += block.length;
+            // Read ahead while this block is hashed, compressed and sealed.
+            next = off < disk.size ? disk.read(off, Math.min(READ_BLOCK, disk.size - off)) : null;
+            if (chunker.idle && block.length === CHUNK_MAX && isZero(block)) await store(block, list, true);
+            else for (const c of chunker.push(block)) await store(c, list);
+            stats.bytes += block.length;
+            progress(stats.bytes, total);
+          }
+          for (const c of chunker.finish()) await store(c, list);
+          index.disks.push({ name: disk.name, size: disk.size, chunks: list });
+        }
+        const indexBlob = seal(
+          INDEX_MAGIC,
+          key,
+          keyId,
+          backupId,
+          deflateRawSync(Buffer.from(JSON.stringify(index))),
+        );
+        await this.target.put(`backups/${backupId}.index`, indexBlob);
+        sealed.index_sha256 = sha256(indexBlob);
+        const sealBlob = Buffer.from(JSON.stringify(sealed));
+        await this.target.put(`backups/${backupId}.seal`, sealBlob);
+        stats.storedBytes += indexBlob.length + sealBlob.length;
+        return { sealSha256: sha256(sealBlob), stats };
+      } finally {
+        key.fill(0);
+      }
+    });
+  }
+
+  /** Unwraps the data keys a seal names (all of them: any one missing or wrong fails). */
+  private async dataKeys(s: Seal, recoveryKey: KeyObject): Promise<Map<string, Buffer>> {
+    const keys = new Map<string, Buffer>();
+    const ids = new Set([s.key_id, ...Object.values(s.chunks).map(([, k]) => k)]);
+    for (const id of ids) {
+      const w = JSON.parse((await this.target.get(`keys/${id}`)).toString()) as WrappedKey;
+      if (w.id !== id) throw integrityError(`data key ${id} was swapped`);
+      keys.set(id, unwrapWithRecoveryKey(w, recoveryKey));
+    }
+    return keys;
+  }
+
+  private async readIndex(s: Seal, keys: Map<string, Buffer>): Promise<Index> {
+    const blob = await this.target.get(`backups/${s.backup}.index`);
+    if (sha256(blob) !== s.index_sha256) throw integrityError(`the index of backup ${s.backup} was altered`);
+    const key = keys.get(sealedKeyId(INDEX_MAGIC, blob, s.backup));
+    if (!key) throw integrityError(`the index of backup ${s.backup} names an unknown key`);
+    return JSON.parse(inflateRawSync(open(INDEX_MAGIC, key, s.backup, blob)).toString()) as Index;
+  }
+
+  /** A stored chunk, checked: its sha256 against the seal, AES-GCM, and the HMAC of the plaintext against its name. */
+  private async readChunk(s: Seal, id: string, keys: Map<string, Buffer>, idKey: Buffer): Promise<Buffer> {
+    const entry = s.chunks[id];
+    if (!entry) throw integrityError(`chunk ${id} is not in the backup's chunk list`);
+    const blob = await this.target.get(chunkName(id));
+    if (sha256(blob) !== entry[0]) throw integrityError(`chunk ${id} was altered`);
+    const key = keys.get(sealedKeyId(CHUNK_MAGIC, blob, id));
+    if (!key) throw integrityError(`chunk ${id} names an unknown key`);
+    const body = open(CHUNK_MAGIC, key, id, blob);
+    const plain = body[0] === 1 ? inflateRawSync(body.subarray(1)) : body.subarray(1);
+    if (chunkId(idKey, plain) !== id) throw integrityError(`chunk ${id} does not hash to its name`);
+    return plain;
+  }
+
+  /**
+   * Checks every chunk of a backup. Without the recovery key: each stored
+   * object is present and hashes to what the seal (vouched for by the
+   * database) says. With it: also decrypted (AES-GCM) and its plaintext's
+   * HMAC compared with its name, and the index read. Throws on the first fault.
+   */
+  async verify(
+    backupId: string,
+    sealSha256: string,
+    opts: { recoveryKey?: KeyObject; idKey?: Buffer } = {},
+  ): Promise<VerifyReport> {
+    const s = await this.readSeal(backupId, sealSha256);
+    const ids = Object.keys(s.chunks);
+    if (!opts.recoveryKey || !opts.idKey) {
+      const blob = await this.target.get(`backups/${backupId}.index`);
+      if (sha256(blob) !== s.index_sha256)
+        throw integrityError(`the index of backup ${backupId} was altered`);
+      for (const id of ids) {
+        const stored = await this.target.get(chunkName(id));
+        if (sha256(stored) !== s.chunks[id]![0]) throw integrityError(`chunk ${id} was altered`);
+      }
+      return { chunks: ids.length, decrypted: false, disks: [] };
+    }
+    const keys = await this.dataKeys(s, opts.recoveryKey);
+    try {
+      const index = await this.readIndex(s, keys);
+      const listed = new Set(index.disks.flatMap((d) => d.chunks.map(([id]) => id)));
+      if (listed.size !== ids.length || ids.some((id) => !listed.has(id)))
+        throw integrityError(`the chunk list of backup ${backupId} does not match its index`);
+      for (const d of index.disks) {
+        let off = 0;
+        for (const [, len] of d.chunks) off += len;
+        if (off !== d.size) throw integrityError(`disk ${d.name} of backup ${backupId} does not add up`);
+      }
+      for (const id of ids) await this.readChunk(s, id, keys, opts.idKey);
+      return {
+        chunks: ids.length,
+        decrypted: true,
+        disks: index.disks.map((d) => ({ name: d.name, size: d.size })),
+      };
+    } finally {
+      for (const k of keys.values()) k.fill(0);
+    }
+  }
+
+  /**
+   * Restores a backup: verifies all of it first (nothing is opened for
+   * writing until every chunk has authenticated), then writes each disk
+   * through the sink `open` returns, checking every chunk again as it goes.
+   * `sparse`: the sinks are new, zero-filled disks, so zero chunks are skipped.
+   */
+  async restore(
+    backupId: string,
+    sealSha256: string,
+    recoveryKey: KeyObject,
+    idKey: Buffer,
+    openSink: (disk: { name: string; size: number }) => Promise<DiskSink & { close(): Promise<void> }>,
+    opts: { sparse: boolean; progress?: (done: number, total: number) => void },
+  ): Promise<VerifyReport> {
+    const report = await this.verify(backupId, sealSha256, { recoveryKey, idKey });
+    const s = await this.readSeal(backupId, sealSha256);
+    const keys = await this.dataKeys(s, recoveryKey);
+    try {
+      const index = await this.readIndex(s, keys);
+      const total = index.disks.reduce((n, d) => n + d.size, 0);
+      let done = 0;
+      for (const d of index.disks) {
+        const sink = await openSink({ name: d.name, size: d.size });
+        try {
+          let off = 0;
+          for (const [id, len] of d.chunks) {
+            const plain = await this.readChunk(s, id, keys, idKey);
+            if (!(opts.sparse && isZero(plain))) await sink.write(off, plain);
+            off += len;
+            done += len;
+            opts.progress?.(done, total);
+          }
+        } finally {
+          await sink.close();
+        }
+      }
+      return report;
+    } finally {
+      for (const k of keys.values()) k.fill(0);
+    }
+  }
+
+  /** Removes a backup and every chunk and data key no remaining backup uses. */
+  remove(
+    backupId: string,
+    sealSha256: string | null,
+    /** The other live backups, asked for once no other backup or delete runs. */
+    remaining: () => Promise<{ id: string; sealSha256: string }[]>,
+  ) {
+    return this.exclusive(async () => {
+      const mine = sealSha256 ? await this.readSeal(backupId, sealSha256).catch(() => null) : null;
+      const keep = new Set<string>();
+      const keepKeys = new Set<string>();
+      for (const s of await this.seals(await remaining())) {
+        keepKeys.add(s.key_id);
+        for (const [id, [, k]] of Object.entries(s.chunks)) {
+          keep.add(id);
+          keepKeys.add(k);
+        }
+      }
+      await this.target.delete(`backups/${backupId}.seal`);
+      await this.target.delete(`backups/${backupId}.index`);
+      if (!mine) return;
+      for (const [id, [, k]] of Object.entries(mine.chunks)) {
+        if (!keep.has(id)) await this.target.delete(chunkName(id));
+        if (!keepKeys.has(k)) await this.target.delete(`keys/${k}`);
+      }
+      if (!keepKeys.has(mine.key_id)) await this.target.delete(`keys/${mine.key_id}`);
+    });
+  }
+}

@@ -1,0 +1,544 @@
+import type { KeyObject } from 'node:crypto';
+import { join } from 'node:path';
+import type { Selectable } from 'kysely';
+import { type AuditWriter, systemEvent } from '../audit/writer.js';
+import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
+import type { DiskHandle } from '../host/disk-export.js';
+import type { HypervisorDriver } from '../host/hypervisor.js';
+import type { KeyService } from '../keys/contract.js';
+import type { AuthContext } from '../policy/context.js';
+import type { Store } from '../store/database.js';
+import type { BackupRepositoriesTable, BackupsTable } from '../store/schema.js';
+import { nowIso, uuid } from '../util/ids.js';
+import { TaskTracker } from '../util/tasks.js';
+import type { VolumeService } from '../volumes/volumes.js';
+import { parsePublicKey, parseRecoveryKey, publicOf } from './crypto.js';
+import { Repository, type VerifyReport } from './repository.js';
+import { LocalTarget } from './target.js';
+
+export type Backup = Selectable<BackupsTable>;
+type RepoRow = Selectable<BackupRepositoriesTable>;
+
+/** Longest a recovery key stays unlocked in memory. */
+export const MAX_UNLOCK_SECONDS = 3600;
+
+/**
+ * Backups and restores (docs/backups.md). The daemon can write backups (it
+ * holds the recovery *public* key and the chunk-id key) but cannot read
+ * them: every restore needs the recovery private key, given with the request
+ * or unlocked into memory for a short time by a cloud admin. Nothing is
+ * restored before every chunk of the backup has authenticated.
+ */
+export class BackupService {
+  private readonly tasks = new TaskTracker();
+  private readonly progress = new Map<string, number>();
+  private recovery: { key: KeyObject; until: number; by: string } | null = null;
+  private repo: { row: RepoRow; repository: Repository } | null = null;
+
+  constructor(
+    private readonly store: Store,
+    private readonly volumes: VolumeService,
+    private readonly driver: HypervisorDriver,
+    private readonly keys: KeyService,
+    private readonly audit: AuditWriter,
+    private readonly opts: { dataDir: string; adminProjectName: string; now?: () => number },
+  ) {}
+
+  private get db() {
+    return this.store.db;
+  }
+
+  private now(): number {
+    return this.opts.now?.() ?? Date.now();
+  }
+
+  settled(id?: string): Promise<void> {
+    return this.tasks.settled(id);
+  }
+
+  progressOf(id: string): number | null {
+    return this.progress.get(id) ?? null;
+  }
+
+  // ---- the repository and its recovery key --------------------------------------------------
+
+  private async repository(): Promise<{ row: RepoRow; repository: Repository }> {
+    if (this.repo) return this.repo;
+    const row = await this.db
+      .selectFrom('backup_repositories')
+      .selectAll()
+      .where('id', '=', 'default')
+      .executeTakeFirst();
+    if (!row)
+      throw conflict(
+        'There is no backup repository yet: a cloud admin creates it with `bulwark backup repository init --recovery-key-out FILE`.',
+      );
+    const dir = row.target.replace(/^local:/, '');
+    this.repo = { row, repository: new Repository(new LocalTarget(dir), row.recipient_public_key) };
+    return this.repo;
+  }
+
+  async showRepository() {
+    const { row, repository } = await this.repository();
+    const live = await this.db
+      .selectFrom('backups')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('deleted_at', 'is', null)
+      .executeTakeFirstOrThrow();
+    return {
+      target: row.target,
+      recipient_public_key: row.recipient_public_key,
+      created_at: row.created_at,
+      created_by: row.created_by,
+      backups: Number(live.n),
+      stored_bytes: await repository.target.size(),
+      unlocked_until: this.unlocked() ? new Date(this.recovery!.until).toISOString() : null,
+    };
+  }
+
+  /**
+   * Creates the repository for `publicKey` (X25519, base64; the private half
+   * never reaches the daemon). Its chunk-id key is made in the key manager,
+   * owned by the admin project.
+   */
+  async initRepository(auth: AuthContext, publicKey: string) {
+    parsePublicKey(publicKey);
+    if (await this.db.selectFrom('backup_repositories').select('id').executeTakeFirst())
+      throw conflict('The backup repository exists already; its recovery key cannot be replaced.');
+    const project = await this.db
+      .selectFrom('projects')
+      .select('id')
+      .where('name', '=', this.opts.adminProjectName)
+      .executeTakeFirstOrThrow();
+    const target = `local:${join(this.opts.dataDir, 'backups')}`;
+    const secretId = await this.keys.createKey(project.id, {
+      name: 'backup repository chunk-id key',
+      bits: 256,
+      purpose: 'backup-chunk-id',
+    });
+    const idKey = await this.keys.readKeyFor(project.id, secretId);
+    try {
+      const repository = new Repository(new LocalTarget(target.slice(6)), publicKey);
+      await repository.init(idKey);
+    } finally {
+      idKey.fill(0);
+    }
+    await this.db
+      .insertInto('backup_repositories')
+      .values({
+        id: 'default',
+        target,
+        recipient_public_key: publicKey,
+        id_key_secret_id: secretId,
+        id_key_project_id: project.id,
+        created_by: auth.userId,
+        created_at: nowIso(),
+      })
+      .execute();
+    return this.showRepository();
+  }
+
+  private async recoveryKey(pem: string): Promise<KeyObject> {
+    const { row } = await this.repository();
+    const key = parseRecoveryKey(pem);
+    if (publicOf(key) !== row.recipient_public_key)
+      throw badRequest('That is not the recovery key of this backup repository.');
+    return key;
+  }
+
+  /** Holds the recovery key in memory (never on disk) for `seconds`, for restores through the Cinder API. */
+  async unlock(auth: AuthContext, pem: string, seconds: number) {
+    if (!Number.isSafeInteger(seconds) || seconds < 1 || seconds > MAX_UNLOCK_SECONDS)
+      throw badRequest(`The unlock time must be 1 to ${MAX_UNLOCK_SECONDS} seconds.`);
+    this.recovery = { key: await this.recoveryKey(pem), until: this.now() + seconds * 1000, by: auth.userId };
+    return this.showRepository();
+  }
+
+  lock(): void {
+    this.recovery = null;
+  }
+
+  private unlocked(): KeyObject | null {
+    if (this.recovery && this.recovery.until > this.now()) return this.recovery.key;
+    this.recovery = null;
+    return null;
+  }
+
+  private async restoreKey(pem: string | undefined): Promise<KeyObject> {
+    if (pem !== undefined) return this.recoveryKey(pem);
+    const k = this.unlocked();
+    if (!k)
+      throw conflict(
+        'The backup repository is locked: a restore needs the recovery key (`bulwark backup restore --recovery-key FILE`, or `bulwark backup unlock --recovery-key FILE` first).',
+      );
+    return k;
+  }
+
+  private async idKey(row: RepoRow): Promise<Buffer> {
+    return this.keys.readKeyFor(row.id_key_project_id, row.id_key_secret_id);
+  }
+
+  // ---- the catalog ------------------------------------------------------------------------
+
+  async list(
+    auth: AuthContext,
+    f: {
+      allProjects?: boolean;
+      volumeId?: string | undefined;
+      name?: string | undefined;
+      status?: string | undefined;
+    },
+  ): Promise<Backup[]> {
+    let q = this.db
+      .selectFrom('backups')
+      .selectAll()
+      .where('deleted_at', 'is', null)
+      .orderBy('created_at', 'desc');
+    if (!(auth.isAdmin && f.allProjects)) q = q.where('project_id', '=', auth.projectId ?? '');
+    if (f.volumeId !== undefined) q = q.where('source_id', '=', f.volumeId);
+    if (f.name !== undefined) q = q.where('name', '=', f.name);
+    if (f.status !== undefined) q = q.where('status', '=', f.status);
+    return q.execute();
+  }
+
+  async get(auth: AuthContext, id: string): Promise<Backup> {
+    let q = this.db.selectFrom('backups').selectAll().where('id', '=', id).where('deleted_at', 'is', null);
+    if (!auth.isAdmin) q = q.where('project_id', '=', auth.projectId ?? '');
+    const b = await q.executeTakeFirst();
+    if (!b) throw notFound('backup', id);
+    return b;
+  }
+
+  private async live(): Promise<{ id: string; sealSha256: string }[]> {
+    const rows = await this.db
+      .selectFrom('backups')
+      .select(['id', 'seal_sha256'])
+      .where('deleted_at', 'is', null)
+      .where('seal_sha256', 'is not', null)
+      .where('status', 'not in', ['deleting', 'deleted'])
+      .execute();
+    return rows.map((r) => ({ id: r.id, sealSha256: r.seal_sha256 as string }));
+  }
+
+  private async set(id: string, fields: Partial<Backup>): Promise<void> {
+    await this.db
+      .updateTable('backups')
+      .set({ ...fields, updated_at: nowIso() })
+      .where('id', '=', id)
+      .execute();
+  }
+
+  private async record(
+    auth: AuthContext,
+    action: string,
+    id: string,
+    outcome: 'success' | 'failure',
+    reason: string,
+  ) {
+    await this.audit
+      .append(systemEvent({ action, reason, target: { type: 'backup', id }, outcome, actor: auth }))
+      .catch(() => undefined);
+  }
+
+  // ---- backing up -------------------------------------------------------------------------
+
+  /** The volume a backup or schedule would read, as the caller may see it (404 otherwise). */
+  volumeFor(auth: AuthContext, id: string) {
+    return this.volumes.get(auth, id);
+  }
+
+  /**
+   * Cinder's backup create. The volume must be `available`, or `in-use`
+   * with `force` (its guest is paused while it is read). `incremental`
+   * needs an earlier backup of the volume; every backup only stores the
+   * chunks the repository lacks, so each one restores on its own.
+   */
+  async createVolumeBackup(
+    auth: AuthContext,
+    input: {
+      volumeId: string;
+      name?: string | null | undefined;
+      description?: string | null | undefined;
+      incremental?: boolean;
+      force?: boolean;
+      scheduleId?: string;
+    },
+  ): Promise<Backup> {
+    const { row } = await this.repository();
+    const v = await this.volumes.get(auth, input.volumeId);
+    if (v.status === 'in-use' && !input.force)
+      throw badRequest(
+        'Invalid volume: Volume to be backed up must be available or in-use with --force, but the current status is "in-use".',
+      );
+    if (v.status !== 'available' && v.status !== 'in-use')
+      throw badRequest(
+        `Invalid volume: Volume to be backed up must be available or in-use, but the current status is "${v.status}".`,
+      );
+    const parent = (await this.list(auth, { volumeId: v.id, status: 'available' }))[0] ?? null;
+    if (input.incremental && !parent)
+      throw badRequest('Invalid backup: No backups available to do an incremental backup.');
+    const held =
+      v.status === 'available' ? await this.volumes.hold(v.id, ['available'], 'backing-up') : false;
+    if (v.status === 'available' && !held) throw conflict(`Volume ${v.id} is busy; try again.`);
+    const now = new Date(this.now()).toISOString();
+    const b: Backup = {
+      id: uuid(),
+      project_id: v.project_id,
+      user_id: auth.userId,
+      name: input.name ?? null,
+      description: input.description ?? null,
+      kind: 'volume',
+      source_id: v.id,
+      source_type_id: v.volume_type_id,
+      size: v.size,
+      status: 'creating',
+      fault: null,
+      is_incremental: parent ? 1 : 0,
+      parent_id: parent?.id ?? null,
+      seal_sha256: null,
+      object_count: 0,
+      read_bytes: 0,
+      stored_bytes: 0,
+      duration_ms: 0,
+      data_timestamp: null,
+      created_at: now,
+      updated_at: now,
+      deleted_at: null,
+      schedule_id: input.scheduleId ?? null,
+    };
+    await this.db.insertInto('backups').values(b).execute();
+    const serverId = (await this.volumes.attachments([v.id]))[0]?.server_id ?? null;
+    this.tasks.track(b.id, this.runBackup(auth, b, row, serverId, held));
+    return b;
+  }
+
+  private async runBackup(
+    auth: AuthContext,
+    b: Backup,
+    row: RepoRow,
+    serverId: string | null,
+    held: boolean,
+  ) {
+    const t0 = this.now();
+    let disk: DiskHandle | null = null;
+    let idKey: Buffer | null = null;
+    try {
+      const { repository } = await this.repository();
+      idKey = await this.idKey(row);
+      const key = await this.volumes.keyOf(b.source_id);
+      try {
+        disk = await this.driver.openVolumeData(b.source_id, key, 'read', serverId);
+      } finally {
+        key?.fill(0);
+      }
+      const at = nowIso();
+      const src = disk;
+      const { sealSha256, stats } = await repository.backup(
+        b.id,
+        idKey,
+        [{ name: 'volume', size: src.size, read: (o, l) => src.read(o, l) }],
+        await this.live(),
+        (done, total) => this.progress.set(b.id, total ? Math.floor((done * 100) / total) : 100),
+      );
+      await this.set(b.id, {
+        status: 'available',
+        seal_sha256: sealSha256,
+        object_count: stats.chunks,
+        read_bytes: stats.bytes,
+        stored_bytes: stats.storedBytes,
+        duration_ms: this.now() - t0,
+        data_timestamp: at,
+      });
+      await this.record(
+        auth,
+        'volume:backups:create:done',
+        b.id,
+        'success',
+        `volume ${b.source_id}: ${stats.bytes} bytes read, ${stats.newChunks} of ${stats.chunks} chunks new, ${stats.storedBytes} bytes stored`,
+      );
+    } catch (err) {
+      const msg = err instanceof BulwarkError ? err.message : 'The backup failed; see the daemon log.';
+      await this.set(b.id, { status: 'error', fault: msg, duration_ms: this.now() - t0 }).catch(
+        () => undefined,
+      );
+      await this.record(auth, 'volume:backups:create:done', b.id, 'failure', msg);
+    } finally {
+      await disk?.close().catch(() => undefined);
+      idKey?.fill(0);
+      this.progress.delete(b.id);
+      if (held) await this.volumes.release(b.source_id, 'available').catch(() => undefined);
+    }
+  }
+
+  // ---- verify and restore -----------------------------------------------------------------
+
+  /**
+   * Checks every chunk of a backup: present and unaltered against the
+   * database's seal; with the recovery key (admins only) also decrypted and
+   * each plaintext's HMAC compared with its name. Throws 409 on any fault.
+   */
+  async verify(auth: AuthContext, id: string, recoveryPem?: string): Promise<VerifyReport> {
+    if (recoveryPem !== undefined && !auth.isAdmin)
+      throw new BulwarkError('Forbidden', 'Only a cloud admin may use the recovery key.');
+    const b = await this.get(auth, id);
+    if (!b.seal_sha256)
+      throw badRequest(`Backup ${id} is ${b.status}; only a finished backup can be verified.`);
+    const { row, repository } = await this.repository();
+    if (recoveryPem === undefined) return repository.verify(b.id, b.seal_sha256);
+    const idKey = await this.idKey(row);
+    try {
+      return await repository.verify(b.id, b.seal_sha256, {
+        recoveryKey: await this.recoveryKey(recoveryPem),
+        idKey,
+      });
+    } finally {
+      idKey.fill(0);
+    }
+  }
+
+  /**
+   * Cinder's restore: to a new volume (in the backup's project, of the
+   * source's type, so encrypted under a new key) unless `volumeId` names an
+   * existing, available volume to overwrite (the CLI asks for `--force`).
+   * The whole backup is verified before any volume is made or opened.
+   */
+  async restore(
+    auth: AuthContext,
+    id: string,
+    to: { volumeId?: string | null | undefined; name?: string | null | undefined },
+    recoveryPem?: string,
+  ): Promise<{ backup_id: string; volume_id: string; volume_name: string | null }> {
+    const b = await this.get(auth, id);
+    if (b.status !== 'available' || !b.seal_sha256)
+      throw badRequest(`Invalid backup: Backup status must be available, but it is ${b.status}.`);
+    const recoveryKey = await this.restoreKey(recoveryPem);
+    const { row, repository } = await this.repository();
+    const idKey = await this.idKey(row);
+    try {
+      // Everything authenticates first, or nothing is touched (the error says what failed).
+      await repository.verify(b.id, b.seal_sha256, { recoveryKey, idKey });
+    } catch (err) {
+      idKey.fill(0);
+      throw err;
+    }
+    let volumeId: string;
+    let volumeName: string | null;
+    let fresh = false;
+    try {
+      if (to.volumeId) {
+        const v = await this.volumes.get(auth, to.volumeId);
+        if (v.size < b.size)
+          throw badRequest(
+            `Invalid volume: volume ${v.id} (${v.size} GiB) is smaller than the backup (${b.size} GiB).`,
+          );
+        if (!(await this.volumes.hold(v.id, ['available'], 'restoring-backup')))
+          throw badRequest(
+            `Invalid volume: Volume to be restored to must be available, but it is ${v.status}.`,
+          );
+        volumeId = v.id;
+        volumeName = v.name;
+      } else {
+        const v = await this.volumes.create(
+          { ...auth, projectId: b.project_id },
+          { name: to.name ?? `restore-${b.id}`, size: b.size, volumeType: b.source_type_id },
+        );
+        volumeId = v.id;
+        volumeName = v.name;
+        fresh = true;
+      }
+    } catch (err) {
+      idKey.fill(0);
+      throw err;
+    }
+    await this.set(b.id, { status: 'restoring' });
+    this.tasks.track(b.id, this.runRestore(auth, b, volumeId, fresh, recoveryKey, idKey));
+    return { backup_id: b.id, volume_id: volumeId, volume_name: volumeName };
+  }
+
+  private async runRestore(
+    auth: AuthContext,
+    b: Backup,
+    volumeId: string,
+    fresh: boolean,
+    recoveryKey: KeyObject,
+    idKey: Buffer,
+  ) {
+    let disk: DiskHandle | null = null;
+    try {
+      const { repository } = await this.repository();
+      if (fresh) {
+        await this.volumes.settled(volumeId);
+        if (!(await this.volumes.hold(volumeId, ['available'], 'restoring-backup')))
+          throw new BulwarkError('Unavailable', 'The new volume could not be created.');
+      }
+      const key = await this.volumes.keyOf(volumeId);
+      try {
+        disk = await this.driver.openVolumeData(volumeId, key, 'write');
+      } finally {
+        key?.fill(0);
+      }
+      const sink = disk;
+      await repository.restore(
+        b.id,
+        b.seal_sha256 as string,
+        recoveryKey,
+        idKey,
+        async () => ({ write: (o, d) => sink.write(o, d), close: async () => undefined }),
+        {
+          sparse: fresh,
+          progress: (done, total) => this.progress.set(b.id, total ? Math.floor((done * 100) / total) : 100),
+        },
+      );
+      await disk.close();
+      disk = null;
+      await this.volumes.release(volumeId, 'available');
+      await this.record(
+        auth,
+        'volume:backups:restore:done',
+        b.id,
+        'success',
+        `restored to volume ${volumeId}${fresh ? ' (new)' : ' (in place)'}`,
+      );
+    } catch (err) {
+      const msg = err instanceof BulwarkError ? err.message : 'The restore failed; see the daemon log.';
+      await this.volumes.release(volumeId, 'error_restoring', msg).catch(() => undefined);
+      await this.record(auth, 'volume:backups:restore:done', b.id, 'failure', `volume ${volumeId}: ${msg}`);
+    } finally {
+      await disk?.close().catch(() => undefined);
+      idKey.fill(0);
+      this.progress.delete(b.id);
+      await this.set(b.id, { status: 'available' }).catch(() => undefined);
+    }
+  }
+
+  // ---- delete -----------------------------------------------------------------------------
+
+  /** Deletes a backup; `why` (e.g. retention) is audited when the platform deletes on its own. */
+  async delete(auth: AuthContext, id: string, why?: string): Promise<void> {
+    const b = await this.get(auth, id);
+    const r = await this.db
+      .updateTable('backups')
+      .set({ status: 'deleting', updated_at: nowIso() })
+      .where('id', '=', b.id)
+      .where('status', 'in', ['available', 'error'])
+      .executeTakeFirst();
+    if (Number(r.numUpdatedRows) !== 1)
+      throw badRequest(`Invalid backup: Backup status must be available or error, but it is ${b.status}.`);
+    this.tasks.track(
+      b.id,
+      (async () => {
+        try {
+          const { repository } = await this.repository();
+          await repository.remove(b.id, b.seal_sha256, async () =>
+            (await this.live()).filter((x) => x.id !== b.id),
+          );
+          await this.set(b.id, { status: 'deleted', deleted_at: nowIso() });
+          if (why) await this.record(auth, 'volume:backups:delete', b.id, 'success', why);
+        } catch (err) {
+          const msg = err instanceof BulwarkError ? err.message : 'The backup could not be deleted.';
+          await this.set(b.id, { status: 'error', fault: msg }).catch(() => undefined);
+        }
+      })(),
+    );
+  }
+}
