@@ -19,6 +19,9 @@ import { ServerPorts } from './network/server-ports.js';
 import { ZoneService } from './network/zones.js';
 import type { AuthContext } from './policy/context.js';
 import { QuotaService } from './quotas/service.js';
+import { SnapshotPolicyService } from './snapshots/policies.js';
+import { SnapshotScheduler } from './snapshots/scheduler.js';
+import { SnapshotService } from './snapshots/snapshots.js';
 import type { Store } from './store/database.js';
 import { VolumeTypeService } from './volumes/types.js';
 import { VolumeService } from './volumes/volumes.js';
@@ -41,6 +44,10 @@ export interface PlatformOptions {
   kek?: KekProvider;
   /** Servers a user may create per sliding hour, counted in the store (docs/rate-limits.md); absent or 0: no limit. */
   serverCreateRate?: number;
+  /** How often the snapshot lifecycle scheduler prunes (docs/snapshots.md); default 15 minutes. */
+  snapshotPruneIntervalMs?: number;
+  /** The clock snapshots are stamped and aged by; tests move it. */
+  clock?: () => Date;
 }
 
 /** The platform acting on its own behalf (cleanup after a delete), never reachable by a token. */
@@ -121,12 +128,17 @@ export function buildPlatform(
   servers.quotas = quotas;
   volumes.quotas = quotas;
   securityGroups.quotas = quotas;
+  // Snapshots (docs/snapshots.md): internal qcow2 snapshots, lifecycle policies and their scheduler.
+  const snapshotPolicies = new SnapshotPolicyService(store);
+  const snapshots = new SnapshotService(store, driver, audit, snapshotPolicies, volumes, servers, opts.clock);
+  const snapshotScheduler = new SnapshotScheduler(snapshots, opts.snapshotPruneIntervalMs);
   return {
     identity,
     audit,
     keys,
     quotas,
     volume: { types: volumeTypes, volumes },
+    snapshots: { snapshots, policies: snapshotPolicies, scheduler: snapshotScheduler },
     compute: { flavors, images, servers, quarantine },
     network: { networks, securityGroups, routers, zones },
   };

@@ -17,6 +17,9 @@ import type { ZoneService } from '../network/zones.js';
 import { enforce } from '../policy/enforcer.js';
 import { isAction } from '../policy/rules.js';
 import type { QuotaService } from '../quotas/service.js';
+import type { SnapshotPolicyService } from '../snapshots/policies.js';
+import type { SnapshotScheduler } from '../snapshots/scheduler.js';
+import type { SnapshotService } from '../snapshots/snapshots.js';
 import type { Store } from '../store/database.js';
 import { uuid } from '../util/ids.js';
 import type { VolumeTypeService } from '../volumes/types.js';
@@ -33,6 +36,7 @@ import { registerQuotaApi } from './quotas.js';
 import { ApiRateLimiter, type ApiRateLimits, isQuietRefusal } from './rate-limit.js';
 import { registerRouterApi } from './routers.js';
 import { registerSecretsApi } from './secrets.js';
+import { registerSnapshotApi } from './snapshots.js';
 import { registerVolumeApi } from './volumes.js';
 import { registerZoneApi } from './zones.js';
 
@@ -58,6 +62,8 @@ export interface ApiDeps {
   volume: { types: VolumeTypeService; volumes: VolumeService };
   /** Quotas (docs/quotas.md). */
   quotas: QuotaService;
+  /** Volume and server snapshots, their lifecycle policies and scheduler (docs/snapshots.md). */
+  snapshots: { snapshots: SnapshotService; policies: SnapshotPolicyService; scheduler: SnapshotScheduler };
   /** Base URL clients reach us at; used in the catalog and links, never taken from Host. */
   publicUrl: string;
 }
@@ -219,6 +225,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await registerSecretsApi(app, ctx);
   await registerQuotaApi(app, ctx);
   await registerBulwarkApi(app, ctx);
+  await registerSnapshotApi(app, ctx);
   return app;
 }
 

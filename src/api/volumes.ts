@@ -6,6 +6,7 @@ import type { Action } from '../policy/rules.js';
 import type { EncryptionType, VolumeType } from '../volumes/types.js';
 import type { Attachment, Volume } from '../volumes/volumes.js';
 import type { ApiContext } from './server.js';
+import { registerVolumeSnapshotRoutes } from './snapshots.js';
 
 /**
  * Cinder v3 at `/volume/v3`, the subset the openstack CLI uses for volume
@@ -425,4 +426,6 @@ export async function registerVolumeApi(app: FastifyInstance, ctx: ApiContext): 
     },
     'volume',
   );
+
+  registerVolumeSnapshotRoutes(route, ctx);
 }

@@ -47,6 +47,7 @@ import {
   plugVolume,
   resizeQcow2,
   unplugVolume,
+  volumeNodes,
 } from './luks.js';
 import { isLive, procInfo, qemuProcesses, sameProcess, waitGone } from './procfs.js';
 import {
@@ -64,6 +65,7 @@ import {
 import { isObject, QmpClient, QmpError } from './qmp.js';
 import { KeyedMutex, sleep } from './run.js';
 import { receiveState, type StateReceiver } from './save-state.js';
+import { fileSnapshot, liveSnapshot, liveSnapshotDelete, memorySnapshot } from './snapshots.js';
 import { ensureStateDir, killSwtpms, startSwtpm, swtpmPaths, swtpmProcesses } from './swtpm.js';
 import { deleteTaps, ensureTaps } from './taps.js';
 import { ensureVmUser, lookupVmUser, removeVmUser, userNameOf, vmUserName } from './users.js';
@@ -109,6 +111,8 @@ interface Live {
 }
 
 const GiB = 1024 ** 3;
+/** The root overlay's qcow2 node (qemu-args.ts, luks.ts#plugRootDisk): where server snapshots go. */
+const ROOT_NODE = 'disk0-fmt';
 const cgroupName = (id: string) => `vm-${id}`;
 
 /**
@@ -1193,6 +1197,90 @@ export class QemuDriver implements HypervisorDriver {
   private async releaseAllVolumes(id: string): Promise<void> {
     const rec = await this.readRecord(id).catch(() => null);
     for (const v of rec?.volumes ?? []) await this.releaseVolumeFile(id, v).catch(() => undefined);
+  }
+
+  // ---- snapshots (docs/snapshots.md) ----
+
+  /** The running guest that has `volumeId` plugged, if any. */
+  private async pluggedIn(serverId: string | null, volumeId: string) {
+    if (!serverId) return null;
+    const rec = await this.readRecord(serverId);
+    if (!rec?.volumes?.includes(volumeId) || !(await this.process(rec))) return null;
+    return this.client(rec);
+  }
+
+  /** A volume file qemu-img may open as root: regular, no backing or data file, encrypted as recorded. */
+  private async volumeFileWithKey<T>(
+    volumeId: string,
+    use: (path: string, key: Buffer | null) => Promise<T>,
+  ) {
+    const path = this.volumePath(volumeId);
+    const st = await lstat(path).catch(() => null);
+    if (!st?.isFile()) throw notFound('volume file', volumeId);
+    const key = await this.volumeKey(volumeId);
+    try {
+      await checkVolumeFile(path, key !== null);
+      return await use(path, key);
+    } finally {
+      key?.fill(0);
+    }
+  }
+
+  snapshotVolume(volumeId: string, tag: string, serverId: string | null): Promise<void> {
+    return this.lock.run(serverId ?? `volume:${volumeId}`, () =>
+      this.lock.run(`volume:${volumeId}`, async () => {
+        const qmp = await this.pluggedIn(serverId, volumeId);
+        if (qmp) return liveSnapshot(qmp, volumeNodes(volumeId).fmt, tag);
+        await this.volumeFileWithKey(volumeId, (path, key) => fileSnapshot('create', path, tag, key));
+      }),
+    );
+  }
+
+  deleteVolumeSnapshot(volumeId: string, tag: string, serverId: string | null): Promise<void> {
+    return this.lock.run(serverId ?? `volume:${volumeId}`, () =>
+      this.lock.run(`volume:${volumeId}`, async () => {
+        const qmp = await this.pluggedIn(serverId, volumeId);
+        if (qmp) return liveSnapshotDelete(qmp, volumeNodes(volumeId).fmt, tag);
+        await this.volumeFileWithKey(volumeId, (path, key) => fileSnapshot('delete', path, tag, key));
+      }),
+    );
+  }
+
+  /** Runs `use` on the guest's stopped overlay (checked as plugEncryptedRoot does) with its key, if encrypted. */
+  private async overlayWithKey(rec: GuestRecord, use: (path: string, key: Buffer | null) => Promise<void>) {
+    const L = this.layout(rec.spec.id);
+    const st = await lstat(L.overlay);
+    if (!st.isFile() || st.uid !== rec.user.uid)
+      throw conflict(`Unexpected file at ${L.overlay}; refusing to use it.`);
+    if (rec.spec.bootDisk.encrypted) await this.withDiskKey(rec.spec.id, (key) => use(L.overlay, key));
+    else await use(L.overlay, null);
+  }
+
+  snapshotServer(serverId: string, tag: string, opts: { memory: boolean }): Promise<void> {
+    return this.lock.run(serverId, async () => {
+      const rec = await this.record(serverId);
+      const running = await this.process(rec);
+      if (opts.memory) {
+        if (!running)
+          throw conflict(`Server ${serverId} is not running; a memory snapshot needs it running.`);
+        if (rec.volumes?.length)
+          throw conflict(
+            `Server ${serverId} has volumes attached; a memory snapshot covers the root disk only, so detach them first (or take a disk snapshot).`,
+          );
+        return memorySnapshot(await this.client(rec), ROOT_NODE, tag);
+      }
+      if (running) return liveSnapshot(await this.client(rec), ROOT_NODE, tag);
+      await this.overlayWithKey(rec, (path, key) => fileSnapshot('create', path, tag, key));
+    });
+  }
+
+  deleteServerSnapshot(serverId: string, tag: string): Promise<void> {
+    return this.lock.run(serverId, async () => {
+      const rec = await this.readRecord(serverId);
+      if (!rec || !existsSync(this.layout(serverId).overlay)) return;
+      if (await this.process(rec)) return liveSnapshotDelete(await this.client(rec), ROOT_NODE, tag);
+      await this.overlayWithKey(rec, (path, key) => fileSnapshot('delete', path, tag, key));
+    });
   }
 
   /** Disconnects from every guest and leaves them running (a daemon restart must not stop guests). */

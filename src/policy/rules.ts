@@ -167,6 +167,23 @@ export const POLICY = {
   'network:update_quota': ['admin'],
   'network:delete_quota': ['admin'],
 
+  // Snapshots (docs/snapshots.md): Cinder volume snapshots and Bulwark server snapshots, members write
+  // in their own project. Lifecycle policies: a project's is the cloud admin's; a server's or volume's
+  // is its members' and can only tighten the project's (snapshots/lifecycle.ts).
+  'volume:snapshots:list': ['admin', 'reader'],
+  'volume:snapshots:show': ['admin', 'reader'],
+  'volume:snapshots:create': ['admin', 'member'],
+  'volume:snapshots:delete': ['admin', 'member'],
+  'snapshot:list': ['admin', 'reader'],
+  'snapshot:show': ['admin', 'reader'],
+  'snapshot:server:create': ['admin', 'member'],
+  'snapshot:delete': ['admin', 'member'],
+  'snapshot:policy:show': ['admin', 'reader'],
+  'snapshot:policy:project:update': ['admin'],
+  'snapshot:policy:project:delete': ['admin'],
+  'snapshot:policy:resource:update': ['admin', 'member'],
+  'snapshot:policy:resource:delete': ['admin', 'member'],
+
   // Bulwark extensions
   'bulwark:version': ['public'],
   'bulwark:openapi': ['public'],

@@ -393,7 +393,53 @@ export interface QuotaLimitsTable {
   updated_at: string;
 }
 
+// ---- snapshots (0050, docs/snapshots.md) ----
+
+/** An internal qcow2 snapshot of a volume or a server's root overlay (its tag inside the file). */
+export interface SnapshotsTable {
+  id: string;
+  /** 'volume' or 'server'. */
+  kind: string;
+  /** The volume's or server's id. */
+  resource_id: string;
+  project_id: string;
+  user_id: string;
+  /** `<purpose>-<UTC timestamp>` (naming.ts). */
+  name: string;
+  purpose: string;
+  /** Required, never empty. */
+  description: string;
+  /** The snapshot's name inside the qcow2 file. */
+  tag: string;
+  /** 1: RAM and device state saved too (server snapshots of a running guest). */
+  memory: number;
+  /** GiB, as Cinder reports it (the volume's size). */
+  size: number;
+  status: string;
+  fault: string | null;
+  metadata: string;
+  created_at: string;
+  updated_at: string;
+  deleted_at: string | null;
+}
+
+/** A lifecycle policy: scope 'project' (target = project id), 'server' or 'volume' (target = its id). */
+export interface SnapshotPoliciesTable {
+  scope: string;
+  target_id: string;
+  project_id: string;
+  /** null: no limit at this scope. */
+  max_count: number | null;
+  max_age_days: number | null;
+  /** 1: at the count limit a new snapshot prunes the oldest; 0: it is refused. */
+  prune_oldest: number;
+  updated_by: string;
+  updated_at: string;
+}
+
 export interface Schema {
+  snapshots: SnapshotsTable;
+  snapshot_policies: SnapshotPoliciesTable;
   quota_projects: QuotaProjectsTable;
   quota_limits: QuotaLimitsTable;
   rate_limit_events: RateLimitEventsTable;

@@ -59,7 +59,7 @@ export const testPlatformOptions = (dataDir: string): PlatformOptions => ({
   defaultGroupAllowsSameGroup: false,
 });
 
-export async function startTestApi(dialect: Dialect): Promise<TestApi> {
+export async function startTestApi(dialect: Dialect, more: Partial<PlatformOptions> = {}): Promise<TestApi> {
   const db = await testDb(dialect);
   const store = await openStore({ url: db.url, ...(db.adminUrl ? { adminUrl: db.adminUrl } : {}) });
   const driver = new FakeHypervisor();
@@ -67,7 +67,7 @@ export async function startTestApi(dialect: Dialect): Promise<TestApi> {
     reasons: [] as string[],
     sync: async (reason: string) => void dataplane.reasons.push(reason),
   };
-  const platform = buildPlatform(store, driver, dataplane, testPlatformOptions(db.dir));
+  const platform = buildPlatform(store, driver, dataplane, { ...testPlatformOptions(db.dir), ...more });
   const { identity } = platform;
   const { adminPassword } = await bootstrapIdentity(store, identity);
   if (!adminPassword) throw new Error('bootstrap did not create admin');
@@ -159,6 +159,7 @@ export async function startTestApi(dialect: Dialect): Promise<TestApi> {
     persona,
     async close() {
       await platform.compute.servers.settled();
+      await platform.snapshots.snapshots.settled();
       await app.close();
       await store.close();
       await db.drop();
