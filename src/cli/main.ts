@@ -6,6 +6,7 @@ import { registerIdentityCommands } from './commands/identity.js';
 import { registerKeyManagerCommands } from './commands/keys.js';
 import { registerNetworkCommands } from './commands/network.js';
 import { registerServeCommand } from './commands/serve.js';
+import { registerSnapshotCommands } from './commands/snapshots.js';
 import { registerZoneCommands } from './commands/zones.js';
 
 const program = new Command('bulwark')
@@ -20,6 +21,7 @@ registerAuditCommands(program);
 registerKeyManagerCommands(program);
 registerZoneCommands(program);
 registerNetworkCommands(program);
+registerSnapshotCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const status = err instanceof ApiError ? ` (HTTP ${err.status})` : '';
