@@ -31,7 +31,7 @@ say() { echo "guests: $*" >&2; }
 
 # Host packages this script uses. dpkg-query only, so the fast path does no apt work.
 need=(apt dpkg busybox-static syslinux syslinux-common mtools dosfstools sbsigntool
-  systemd-boot-efi binutils cpio gzip qemu-utils ovmf openssl util-linux coreutils)
+  systemd-boot-efi binutils cpio gzip qemu-utils ovmf openssl util-linux coreutils qemu-guest-agent)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
@@ -55,7 +55,7 @@ resolve() {
   stamp=$({
     cd "$here" && sha256sum build.sh init.sh udhcpc.script
     echo "kernel $kpkg=$kpkgver"
-    dpkg-query -W -f='${Package}=${Version}\n' busybox-static syslinux syslinux-common systemd-boot-efi \
+    dpkg-query -W -f='${Package}=${Version}\n' busybox-static syslinux syslinux-common systemd-boot-efi qemu-guest-agent \
       sbsigntool ovmf mtools dosfstools
   } | sha256sum | cut -d' ' -f1)
 }
@@ -125,6 +125,12 @@ printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
 printf 'root:x:0:\n' > "$root/etc/group"
 printf 'export PS1='"'"'\\u@\\h:\\w\\$ '"'"'\n' > "$root/etc/profile"
 chmod 0700 "$root/root"
+# The QEMU guest agent and the libraries it links, from the host's Debian (the same release as the kernel).
+install -m 0755 /usr/sbin/qemu-ga "$root/bin/qemu-ga"
+for lib in $(ldd /usr/sbin/qemu-ga | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\/lib64\// {print $1}'); do
+  mkdir -p "$root$(dirname "$lib")"
+  cp -L "$lib" "$root$lib"
+done
 
 # Modules the guest loads, with their dependencies first. Names Debian builds
 # into the kernel (modules.builtin) are skipped; modules.dep is not in the
@@ -135,6 +141,7 @@ modules=(
   qemu_fw_cfg                       # /sys/firmware/qemu_fw_cfg: the fw_cfg run script
   vfat nls_cp437 nls_ascii nls_iso8859-1 nls_utf8 isofs  # config drives (vfat's default iocharset is ascii)
   efivarfs                          # the SecureBoot variable
+  virtio_console                    # virtio-serial: the guest agent's channel
 )
 # Loaded only when a virtio-scsi controller is present (a config drive on a
 # CD-ROM): SCSI costs ~0.4 s of boot under TCG, so guests without one skip it.

@@ -64,6 +64,18 @@ hn=${hn:-bulwark-guest}
 hostname "$hn"
 echo "$hn" > /etc/hostname
 
+# The QEMU guest agent, only when the host gave the guest its channel (virtio-serial port
+# org.qemu.guest_agent.0); the host decides which commands ever reach it.
+qga=absent
+for p in /sys/class/virtio-ports/*; do
+  [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] || continue
+  if qemu-ga -m virtio-serial -p "/dev/${p##*/}" -t /run -f /run/qemu-ga.pid -d >>"$log" 2>&1; then
+    qga=running
+  else
+    qga=failed
+  fi
+done
+
 echo "BULWARK-GUEST-READY"
 if [ -e /dev/tpm0 ]; then echo "BULWARK-TPM: present"; else echo "BULWARK-TPM: absent"; fi
 firmware=bios
@@ -88,6 +100,7 @@ fi
 echo "BULWARK-SECUREBOOT: $secureboot"
 echo "BULWARK-FIRMWARE: $firmware"
 if grep -qwE 'vmx|svm' /proc/cpuinfo; then echo "BULWARK-NESTED: available"; else echo "BULWARK-NESTED: unavailable"; fi
+echo "BULWARK-QGA: $qga"
 
 # Network: DHCP on eth0. udhcpc gives up after 5 discovers 1 s apart; once it
 # has a lease it stays in the background and renews it.

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 RUNTIME_PKGS=(qemu-system-x86 qemu-utils swtpm swtpm-tools ovmf nftables iproute2 procps)
 # Everything the tests drive for real: PostgreSQL, the openstack CLI, and what builds the test guests.
-TEST_PKGS=(postgresql python3-openstackclient python3-barbicanclient busybox-static dosfstools mtools
+TEST_PKGS=(postgresql python3-openstackclient python3-barbicanclient busybox-static qemu-guest-agent dosfstools mtools
   sbsigntool systemd-boot-efi binutils cpio syslinux syslinux-common dnsmasq iperf3 iputils-ping
   softhsm2)
 

@@ -18,4 +18,22 @@ describe('config', () => {
     expect(c.databaseUrl).toBe('/tmp/x/bulwark.db');
     expect(c.publicUrl).toBe('https://[::1]:8443');
   });
+
+  it('takes storage thresholds, and refuses ones that cannot work', () => {
+    expect(makeConfig({ dataDir: '/tmp/x' }).storageThresholds).toEqual({
+      warnPercent: 80,
+      refusePercent: 95,
+    });
+    expect(
+      makeConfig({ dataDir: '/tmp/x', storageWarnPercent: '70', storageRefusePercent: '90' })
+        .storageThresholds,
+    ).toEqual({ warnPercent: 70, refusePercent: 90 });
+    expect(() => makeConfig({ dataDir: '/tmp/x', storageWarnPercent: '96' })).toThrow(
+      /0 < warn < refuse <= 100/,
+    );
+    expect(() => makeConfig({ dataDir: '/tmp/x', storageRefusePercent: '101' })).toThrow(
+      /percentage from 1 to 100/,
+    );
+    expect(() => makeConfig({ dataDir: '/tmp/x', storageWarnPercent: 'lots' })).toThrow(/not a whole number/);
+  });
 });

@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
+import { checkThresholds, DEFAULT_THRESHOLDS, type Thresholds } from './governance/storage-thresholds.js';
 import type { KekConfig } from './keys/kek.js';
 
 /** Everything `bulwark serve` needs; defaults give the single-machine platform. */
@@ -35,6 +36,10 @@ export interface DaemonConfig {
   serverCreateRate: number;
   /** API requests per minute per token (`--api-rate`) and per source address (`--api-address-rate`); 0: no limit. */
   apiRate: { perToken: number; perAddress: number };
+  /** Storage pool thresholds in percent used (`--storage-warn-percent`, `--storage-refuse-percent`). */
+  storageThresholds: Thresholds;
+  /** The site's device passthrough allow-lists, vendor:product (`--pci-passthrough-allow`, `--usb-passthrough-allow`). */
+  passthrough: { pciAllowList: string[]; usbAllowList: string[] };
 }
 
 export const DEFAULT_SERVER_CREATE_RATE = 20;
@@ -48,6 +53,18 @@ function parseRate(flag: string, value: string | number | undefined, dflt: numbe
   if (!Number.isSafeInteger(n) || n < 0)
     throw new Error(`${flag} ${String(value)} is not a whole number; try ${flag} ${dflt} (0: no limit)`);
   return n;
+}
+
+/** `10de:1eb8,046d:c52b` → the entries, each checked as vendor:product in hex. */
+function allowList(flag: string, value: string | undefined): string[] {
+  const entries = (value ?? '')
+    .split(',')
+    .map((e) => e.trim().toLowerCase())
+    .filter(Boolean);
+  for (const e of entries)
+    if (!/^[0-9a-f]{4}:[0-9a-f]{4}$/.test(e))
+      throw new Error(`${flag} entry ${e} is not vendor:product in hex; e.g. ${flag} 10de:1eb8,10de:10f8`);
+  return entries;
 }
 
 export const DEFAULT_SECURE_BOOT_VARS = '/usr/share/OVMF/OVMF_VARS_4M.ms.fd';
@@ -80,6 +97,10 @@ export function makeConfig(opts: {
   serverCreateRate?: string | number | undefined;
   apiRate?: string | number | undefined;
   apiAddressRate?: string | number | undefined;
+  storageWarnPercent?: string | number | undefined;
+  storageRefusePercent?: string | number | undefined;
+  pciPassthroughAllow?: string | undefined;
+  usbPassthroughAllow?: string | undefined;
 }): DaemonConfig {
   const kekKind = opts.kek ?? 'file';
   if (kekKind !== 'file' && kekKind !== 'pkcs11')
@@ -99,6 +120,20 @@ export function makeConfig(opts: {
   );
   const perToken = parseRate('--api-rate', opts.apiRate, DEFAULT_API_RATE);
   const perAddress = parseRate('--api-address-rate', opts.apiAddressRate, 2 * perToken);
+  const percent = (flag: string, v: string | number | undefined, dflt: number) => {
+    const n = parseRate(flag, v, dflt);
+    if (n < 1 || n > 100)
+      throw new Error(`${flag} ${n} is not a percentage from 1 to 100; try ${flag} ${dflt}`);
+    return n;
+  };
+  const storageThresholds = checkThresholds({
+    warnPercent: percent('--storage-warn-percent', opts.storageWarnPercent, DEFAULT_THRESHOLDS.warnPercent),
+    refusePercent: percent(
+      '--storage-refuse-percent',
+      opts.storageRefusePercent,
+      DEFAULT_THRESHOLDS.refusePercent,
+    ),
+  });
   const dataDir = resolve(opts.dataDir);
   const { host, port } = parseListen(opts.listen ?? '127.0.0.1:8443');
   const urlHost = host === '0.0.0.0' || host === '::' ? hostname() : host.includes(':') ? `[${host}]` : host;
@@ -127,5 +162,10 @@ export function makeConfig(opts: {
     secureBootVars: resolve(opts.secureBootVars ?? DEFAULT_SECURE_BOOT_VARS),
     serverCreateRate,
     apiRate: { perToken, perAddress },
+    storageThresholds,
+    passthrough: {
+      pciAllowList: allowList('--pci-passthrough-allow', opts.pciPassthroughAllow),
+      usbAllowList: allowList('--usb-passthrough-allow', opts.usbPassthroughAllow),
+    },
   };
 }

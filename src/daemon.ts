@@ -117,6 +117,8 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     maxImageBytes: config.maxImageBytes,
     defaultGroupAllowsSameGroup: config.defaultGroupAllowsSameGroup,
     serverCreateRate: config.serverCreateRate,
+    storageThresholds: config.storageThresholds,
+    passthrough: config.passthrough,
     ...(dhcp ? { dhcp } : {}),
   });
   const { identity, audit } = platform;

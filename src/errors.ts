@@ -4,6 +4,8 @@
  * handler is an internal error and never shows its message or stack.
  */
 export const ErrorKinds = {
+  // Not a failure: the request is held for approval (governance/approvals.ts#ApprovalRequired).
+  Accepted: { status: 202, title: 'Accepted' },
   BadRequest: { status: 400, title: 'Bad Request' },
   Unauthorized: { status: 401, title: 'Unauthorized' },
   Forbidden: { status: 403, title: 'Forbidden' },
@@ -16,6 +18,8 @@ export const ErrorKinds = {
   TooManyRequests: { status: 429, title: 'Too Many Requests' },
   Internal: { status: 500, title: 'Internal Server Error' },
   Unavailable: { status: 503, title: 'Service Unavailable' },
+  // A storage pool past its refusal threshold (governance/storage-thresholds.ts).
+  InsufficientStorage: { status: 507, title: 'Insufficient Storage' },
 } as const;
 
 export type ErrorKind = keyof typeof ErrorKinds;

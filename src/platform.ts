@@ -1,13 +1,22 @@
 import { join } from 'node:path';
 import { AuditWriter } from './audit/writer.js';
 import { FlavorService } from './compute/flavors.js';
+import { GuestAgentService } from './compute/guest-agent-service.js';
+import { HostDeviceService } from './compute/host-devices.js';
 import { ImageService } from './compute/images.js';
+import type { PassthroughConfig } from './compute/passthrough-policy.js';
 import type { HostCapabilities } from './compute/properties.js';
 import { QuarantineService } from './compute/quarantine.js';
-import { ServerService } from './compute/servers.js';
+import { type CreateServerInput, ServerService } from './compute/servers.js';
+import { ApprovalService } from './governance/approvals.js';
+import { MetadataRuleService } from './governance/metadata-rules.js';
 import { serverCreateLimit } from './governance/rate-limits.js';
+import { ServerHistory } from './governance/server-history.js';
+import { DEFAULT_THRESHOLDS, StoragePools, type Thresholds } from './governance/storage-thresholds.js';
 import type { HypervisorDriver } from './host/hypervisor.js';
 import { ImageStore } from './host/image-store.js';
+import { planPassthrough } from './host/passthrough.js';
+import { measureFs } from './host/storage-pools.js';
 import { IdentityService } from './identity/service.js';
 import type { KekProvider } from './keys/kek.js';
 import { FileKek } from './keys/kek-file.js';
@@ -42,6 +51,12 @@ export interface PlatformOptions {
   dhcp?: DataplaneSync;
   /** The key manager's KEK (`keys/kek-*.ts`); absent: the 0600 file KEK in the data dir. */
   kek?: KekProvider;
+  /** The site's passthrough allow-lists (`--pci-passthrough-allow`, `--usb-passthrough-allow`); absent: none. */
+  passthrough?: PassthroughConfig;
+  /** Where sysfs is; tests point it at a fake tree. Default /sys. */
+  sysfsRoot?: string;
+  /** Storage pool thresholds (docs/storage-thresholds.md); absent: warn at 80%, refuse at 95%. */
+  storageThresholds?: Thresholds;
   /** Servers a user may create per sliding hour, counted in the store (docs/rate-limits.md); absent or 0: no limit. */
   serverCreateRate?: number;
   /** How often the snapshot lifecycle scheduler prunes (docs/snapshots.md); default 15 minutes. */
@@ -132,14 +147,58 @@ export function buildPlatform(
   const snapshotPolicies = new SnapshotPolicyService(store);
   const snapshots = new SnapshotService(store, driver, audit, snapshotPolicies, volumes, servers, opts.clock);
   const snapshotScheduler = new SnapshotScheduler(snapshots, opts.snapshotPruneIntervalMs);
+  // Approvals, the two-person rule (docs/approvals.md): held requests run as their requester once approved.
+  const approvals = new ApprovalService(store, audit, identity);
+  servers.approvals = approvals;
+  // VM metadata rules and change history (docs/metadata.md).
+  const metadataRules = new MetadataRuleService(store);
+  const serverHistory = new ServerHistory(store);
+  servers.metadataRules = metadataRules;
+  servers.history = serverHistory;
+  // Storage thresholds (docs/storage-thresholds.md): the filesystems holding server disks, volumes and images.
+  const instancesDir = join(opts.dataDir, 'instances');
+  const storage = new StoragePools(
+    {
+      instances: instancesDir,
+      volumes: join(instancesDir, '.volumes'),
+      images: join(opts.dataDir, 'images'),
+    },
+    opts.storageThresholds ?? DEFAULT_THRESHOLDS,
+    measureFs,
+    audit,
+  );
+  servers.storage = storage;
+  volumes.storage = storage;
+  images.storage = storage;
+  approvals.register('server-create', async (requester, payload, approval) => {
+    const s = await servers.create(requester, payload as CreateServerInput, approval);
+    return { server: { id: s.id, name: s.name } };
+  });
   return {
     identity,
     audit,
+    approvals,
+    governance: { metadataRules, serverHistory, storage },
     keys,
     quotas,
     volume: { types: volumeTypes, volumes },
+    compute: {
+      flavors,
+      images,
+      servers,
+      quarantine,
+      guestAgent: new GuestAgentService(store, servers, driver, audit),
+      // Device passthrough (docs/passthrough-and-agent.md): the site's allow-lists, the host read from sysfs.
+      hostDevices: new HostDeviceService(
+        store,
+        servers,
+        audit,
+        approvals,
+        opts.passthrough ?? { pciAllowList: [], usbAllowList: [] },
+        (caller, request, config) => planPassthrough(caller, request, config, opts.sysfsRoot ?? '/sys'),
+      ),
+    },
     snapshots: { snapshots, policies: snapshotPolicies, scheduler: snapshotScheduler },
-    compute: { flavors, images, servers, quarantine },
     network: { networks, securityGroups, routers, zones },
   };
 }

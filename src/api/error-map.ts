@@ -101,6 +101,12 @@ export function sendError(err: unknown, req: FastifyRequest, reply: FastifyReply
   const e = classify(err);
   if (e.kind === 'Internal') req.log.error({ err }, 'unhandled error');
   if (!req.auditNote.reason) req.auditNote.reason = e.auditReason;
+  // Held for approval: the answer names the approval (docs/approvals.md), in every service's style alike.
+  if (e.kind === 'Accepted')
+    return reply
+      .code(202)
+      .type('application/json')
+      .send({ ...e.details, message: e.message });
   const message = e.kind === 'Internal' ? `${e.message} (request ${req.id})` : e.message;
   return reply
     .code(e.status)

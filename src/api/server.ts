@@ -4,10 +4,16 @@ import addFormats from 'ajv-formats';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { AuditWriter } from '../audit/writer.js';
 import type { FlavorService } from '../compute/flavors.js';
+import type { GuestAgentService } from '../compute/guest-agent-service.js';
+import type { HostDeviceService } from '../compute/host-devices.js';
 import type { ImageService } from '../compute/images.js';
 import type { QuarantineService } from '../compute/quarantine.js';
 import type { ServerService } from '../compute/servers.js';
 import { BulwarkError } from '../errors.js';
+import type { ApprovalService } from '../governance/approvals.js';
+import type { MetadataRuleService } from '../governance/metadata-rules.js';
+import type { ServerHistory } from '../governance/server-history.js';
+import type { StoragePools } from '../governance/storage-thresholds.js';
 import type { IdentityService } from '../identity/service.js';
 import type { KeyManager } from '../keys/manager.js';
 import type { NetworkService } from '../network/networks.js';
@@ -24,11 +30,14 @@ import type { Store } from '../store/database.js';
 import { uuid } from '../util/ids.js';
 import type { VolumeTypeService } from '../volumes/types.js';
 import type { VolumeService } from '../volumes/volumes.js';
+import { registerApprovalApi } from './approvals.js';
 import { registerBulwarkApi } from './bulwark.js';
 import type { ServiceEntry } from './catalog.js';
 import { registerComputeApi } from './compute.js';
 import type { AuditNote, RouteInfo } from './context.js';
 import { errorBody, sendError } from './error-map.js';
+import { registerGuestAgentApi } from './guest-agent.js';
+import { registerHostDeviceApi } from './host-devices.js';
 import { registerIdentityApi } from './identity.js';
 import { registerImageApi } from './image.js';
 import { registerNetworkApi, registerSecurityGroupApi } from './network.js';
@@ -36,6 +45,7 @@ import { registerQuotaApi } from './quotas.js';
 import { ApiRateLimiter, type ApiRateLimits, isQuietRefusal } from './rate-limit.js';
 import { registerRouterApi } from './routers.js';
 import { registerSecretsApi } from './secrets.js';
+import { registerServerGovernanceApi } from './server-governance.js';
 import { registerSnapshotApi } from './snapshots.js';
 import { registerVolumeApi } from './volumes.js';
 import { registerZoneApi } from './zones.js';
@@ -49,6 +59,8 @@ export interface ApiDeps {
     images: ImageService;
     servers: ServerService;
     quarantine: QuarantineService;
+    guestAgent: GuestAgentService;
+    hostDevices: HostDeviceService;
   };
   network: {
     networks: NetworkService;
@@ -64,6 +76,10 @@ export interface ApiDeps {
   quotas: QuotaService;
   /** Volume and server snapshots, their lifecycle policies and scheduler (docs/snapshots.md). */
   snapshots: { snapshots: SnapshotService; policies: SnapshotPolicyService; scheduler: SnapshotScheduler };
+  /** Approvals, the two-person rule (docs/approvals.md). */
+  approvals: ApprovalService;
+  /** VM metadata rules and per-server change history (docs/metadata.md). */
+  governance: { metadataRules: MetadataRuleService; serverHistory: ServerHistory; storage: StoragePools };
   /** Base URL clients reach us at; used in the catalog and links, never taken from Host. */
   publicUrl: string;
 }
@@ -226,6 +242,10 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await registerQuotaApi(app, ctx);
   await registerBulwarkApi(app, ctx);
   await registerSnapshotApi(app, ctx);
+  registerApprovalApi(app, ctx);
+  registerServerGovernanceApi(app, ctx);
+  registerGuestAgentApi(app, ctx);
+  registerHostDeviceApi(app, ctx);
   return app;
 }
 

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { Selectable } from 'kysely';
 import { BulwarkError, badRequest, conflict, forbidden, notFound } from '../errors.js';
+import type { StorageGate } from '../governance/storage-thresholds.js';
 import type { ImageStore } from '../host/image-store.js';
 import type { AuthContext } from '../policy/context.js';
 import type { Store } from '../store/database.js';
@@ -83,6 +84,9 @@ export class ImageService {
     private readonly files: ImageStore,
     private readonly maxImageBytes: number,
   ) {}
+
+  /** Storage thresholds for image data (governance/storage-thresholds.ts); null: none. Set by platform.ts. */
+  storage: StorageGate | null = null;
 
   /** Images the caller can see: its project's, public and community ones, and shared ones it accepted. */
   async list(auth: AuthContext, filter: { name?: string | undefined; visibility?: string | undefined }) {
@@ -183,6 +187,7 @@ export class ImageService {
     this.checkVisibility(auth, input.visibility);
     this.checkFormats(input);
     this.checkProperties(input.properties, {});
+    await this.storage?.check('images', 'image', auth);
     const id = input.id ?? uuid();
     if (await this.store.db.selectFrom('images').select('id').where('id', '=', id).executeTakeFirst()) {
       throw conflict(`Image ID ${id} already exists.`);
@@ -264,6 +269,7 @@ export class ImageService {
     if (!img.disk_format || !img.container_format) {
       throw badRequest('Set disk_format and container_format before uploading data.');
     }
+    await this.storage?.check('images', 'image data', auth);
     const claimed = await this.store.db
       .updateTable('images')
       .set({ status: 'saving' })

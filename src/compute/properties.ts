@@ -1,4 +1,5 @@
 import { badRequest } from '../errors.js';
+import { guestAgentDecision } from './guest-agent.js';
 
 /**
  * Image properties and flavor extra specs that change how a guest runs, with
@@ -18,6 +19,9 @@ const ENUMS: Record<string, readonly string[]> = {
   'hw:tpm_model': ['tpm-tis', 'tpm-crb'],
   'hw:tpm_version': ['1.2', '2.0'],
   'hw:cpu_policy': ['shared', 'dedicated'],
+  // The guest agent (compute/guest-agent.ts): off unless one of these asks.
+  hw_qemu_guest_agent: ['yes', 'no', 'true', 'false'],
+  'hw:qemu_guest_agent': ['yes', 'no', 'true', 'false'],
 };
 
 const NON_NEGATIVE_INTS = [
@@ -87,6 +91,8 @@ export interface GuestPlan {
     writeIopsSec?: number;
     totalIopsSec?: number;
   };
+  /** A guest agent channel (docs/passthrough-and-agent.md); absent in plans stored before it existed: off. */
+  guestAgent?: boolean;
 }
 
 /** What the host can do, asked once at start-up. */
@@ -175,5 +181,6 @@ export function resolveGuestPlan(
     tpm: tpmVersion ? { version: tpmVersion, model: tpmModel ?? 'tpm-tis' } : null,
     cpu,
     io,
+    guestAgent: guestAgentDecision(specs, image).enabled,
   };
 }

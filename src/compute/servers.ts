@@ -1,6 +1,17 @@
 import { createHash } from 'node:crypto';
 import type { Kysely, Selectable } from 'kysely';
 import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
+import type { ApprovalService } from '../governance/approvals.js';
+import type { MetadataRuleService } from '../governance/metadata-rules.js';
+import type { ServerHistory } from '../governance/server-history.js';
+import {
+  checkUserMetadata,
+  type Diff,
+  isPlatformKey,
+  mapDiff,
+  platformPart,
+} from '../governance/server-metadata.js';
+import type { StorageGate } from '../governance/storage-thresholds.js';
 import type { GuestSpec, GuestState, HypervisorDriver } from '../host/hypervisor.js';
 import type { KeyService } from '../keys/contract.js';
 import type { RequestedNic, ServerPorts } from '../network/server-ports.js';
@@ -12,6 +23,7 @@ import { nowIso, uuid } from '../util/ids.js';
 import { TaskTracker } from '../util/tasks.js';
 import { extraSpecsOf, type FlavorService } from './flavors.js';
 import { type ImageService, propertiesOf } from './images.js';
+import type { PassthroughPlan } from './passthrough-policy.js';
 import { type GuestPlan, type HostCapabilities, resolveGuestPlan } from './properties.js';
 import { POWER, type ServerAction, STATUS_OF, TRANSITIONS, type VmState } from './server-states.js';
 
@@ -82,6 +94,31 @@ export class ServerService {
   /** Quotas (src/quotas); null: none enforced. Set by platform.ts. */
   quotas: QuotaGate | null = null;
 
+  /** Approvals (governance/approvals.ts): large flavors are held for a second admin. Set by platform.ts. */
+  approvals: ApprovalService | null = null;
+
+  /** Storage thresholds for server disks (governance/storage-thresholds.ts). Set by platform.ts. */
+  storage: StorageGate | null = null;
+
+  /** Required-field metadata rules and the per-server change history (docs/metadata.md). Set by platform.ts. */
+  metadataRules: MetadataRuleService | null = null;
+  history: ServerHistory | null = null;
+
+  /** Refuses metadata the rules do not allow, with every reason. */
+  private async checkRules(md: Record<string, string>): Promise<void> {
+    const broken = (await this.metadataRules?.violations(md)) ?? [];
+    if (broken.length) throw badRequest(broken.join(' '));
+  }
+
+  private record(db: Kysely<Schema>, s: Server, auth: AuthContext | null, change: string, diff: Diff) {
+    return this.history?.record(db, s, auth, change, diff);
+  }
+
+  /** A change made to a server by another service (e.g. host devices), in its history. */
+  async recordChange(s: Server, auth: AuthContext, change: string, diff: Diff): Promise<void> {
+    await this.record(this.db, s, auth, change, diff);
+  }
+
   private get db() {
     return this.store.db;
   }
@@ -92,6 +129,11 @@ export class ServerService {
   /** Counts every server created against `limit`, per user, in the insert's transaction (docs/rate-limits.md). */
   limitCreates(limit: CreateLimit): void {
     this.insertGate = (userId, insert) => limit.within(userId, insert);
+  }
+
+  /** Whether the server's guest was planned with an agent channel (docs/passthrough-and-agent.md). */
+  hasGuestAgent(s: Server): boolean {
+    return (JSON.parse(s.guest) as StoredGuest).plan.guestAgent === true;
   }
 
   hostId(s: Server): string {
@@ -148,7 +190,15 @@ export class ServerService {
     return s;
   }
 
-  async create(auth: AuthContext, input: CreateServerInput): Promise<Server> {
+  /**
+   * Creates a server. `approval` is set when an approved request runs
+   * (the `server-create` executor): triggers are not asked again.
+   */
+  async create(
+    auth: AuthContext,
+    input: CreateServerInput,
+    approval?: { id: string; approvedBy: string },
+  ): Promise<Server> {
     if (!auth.projectId) throw badRequest('A project-scoped token is needed to create a server.');
     if (input.networks === 'auto') {
       throw badRequest(
@@ -181,6 +231,25 @@ export class ServerService {
       if (Buffer.from(input.userData, 'base64').length > 65535)
         throw badRequest('user_data is larger than 64 KiB.');
     }
+    checkUserMetadata(input.metadata);
+    await this.storage?.check('instances', 'server', auth);
+    if (!approval) {
+      // Every reason to hold it goes into one approval; with none of them on, a broken metadata rule is a 400.
+      const held: string[] = [];
+      const broken = (await this.metadataRules?.violations(input.metadata)) ?? [];
+      if (broken.length && !(await this.approvals?.applies('production-without-ticket')))
+        throw badRequest(broken.join(' '));
+      held.push(...broken);
+      const big = await this.approvals?.flavorNeedsApproval(flavor);
+      if (big) held.push(big);
+      if (held.length)
+        await this.approvals?.hold(
+          auth,
+          'server-create',
+          input,
+          `create server ${input.name}: ${held.join('; ')}`,
+        );
+    }
     const guest: StoredGuest = {
       plan,
       imagePath: source.path,
@@ -209,13 +278,20 @@ export class ServerService {
       vm_state: 'building',
       host: this.host.name,
       fault: null,
-      metadata: JSON.stringify(input.metadata),
+      // Who made it and when (and who approved it) are the platform's to say, not the caller's (guide 14).
+      metadata: JSON.stringify({
+        ...input.metadata,
+        created_by: auth.userName,
+        created_at: now,
+        ...(approval ? { approved_by: approval.approvedBy } : {}),
+      }),
       hints: JSON.stringify(input.hints),
       guest: JSON.stringify(guest),
       key_name: null,
       quarantine: null,
       root_key_secret_id: null,
       tpm_secret_id: null,
+      host_devices: null,
       created_at: now,
       updated_at: now,
       launched_at: null,
@@ -230,7 +306,14 @@ export class ServerService {
         { projectId, userId: auth.userId },
         { instances: 1, cores: flavor.vcpus, ram: flavor.ram },
         'nova',
-        (tx) => tx.insertInto('servers').values(row).execute(),
+        async (tx) => {
+          await tx.insertInto('servers').values(row).execute();
+          await this.record(tx, row, auth, 'create', {
+            ...mapDiff({}, { name: row.name, flavor: flavor.name, image: img.id }),
+            ...mapDiff({}, JSON.parse(row.metadata) as Record<string, string>, 'metadata.'),
+            ...(approval ? { approval: { from: null, to: approval.id } } : {}),
+          });
+        },
       ),
     );
     if (Array.isArray(input.networks) && input.networks.length > 0) {
@@ -238,15 +321,23 @@ export class ServerService {
         await this.ports.attach(auth, row.id, input.networks, input.securityGroups);
       } catch (err) {
         // Bad network input changes nothing: the record goes too.
-        await this.db.deleteFrom('servers').where('id', '=', row.id).execute();
+        await this.unrecord(row.id);
         throw err;
       }
     } else if (input.securityGroups?.length) {
-      await this.db.deleteFrom('servers').where('id', '=', row.id).execute();
+      await this.unrecord(row.id);
       throw badRequest('Security groups apply to network ports; give the server a --network.');
     }
     this.tasks.track(row.id, this.build(row));
     return row;
+  }
+
+  /** Takes back a server that was refused after its insert: its row and its history. */
+  private async unrecord(id: string): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      await tx.deleteFrom('server_changes').where('server_id', '=', id).execute();
+      await tx.deleteFrom('servers').where('id', '=', id).execute();
+    });
   }
 
   private async specFor(s: Server): Promise<GuestSpec> {
@@ -278,6 +369,8 @@ export class ServerService {
         ? { fwCfg: { 'opt/org.bulwark/run': Buffer.from(g.userData, 'base64').toString('utf8') } }
         : {}),
       ...(nics.length ? { nics } : {}),
+      ...(g.plan.guestAgent ? { guestAgent: true } : {}),
+      ...(s.host_devices ? { hostDevices: JSON.parse(s.host_devices) as PassthroughPlan } : {}),
     };
   }
 
@@ -332,6 +425,7 @@ export class ServerService {
         `Cannot '${action}' instance ${s.id} while it is in vm_state ${s.vm_state}${s.task_state ? ` and task_state ${s.task_state}` : ''}.`,
       );
     }
+    await this.record(this.db, s, auth, `action:${action}`, { vm_state: { from: s.vm_state, to: t.to } });
     this.tasks.track(s.id, this.runAction(s, action, t.to));
   }
 
@@ -380,6 +474,7 @@ export class ServerService {
       .set({ task_state: 'deleting', updated_at: nowIso() })
       .where('id', '=', s.id)
       .execute();
+    await this.record(this.db, s, auth, 'delete', { status: { from: s.status, to: 'DELETED' } });
     // Wait for any running task so the host is never left half-built behind a deleted record.
     const running = this.tasks.running(s.id);
     this.tasks.track(
@@ -410,6 +505,9 @@ export class ServerService {
   async changeSecurityGroup(auth: AuthContext, id: string, group: string, add: boolean): Promise<void> {
     const s = await this.getUnquarantined(auth, id);
     await this.ports.changeGroup(auth, s.id, group, add);
+    await this.record(this.db, s, auth, 'security-group', {
+      security_group: add ? { from: null, to: group } : { from: group, to: null },
+    });
   }
 
   async consoleOutput(auth: AuthContext, id: string, lines: number | undefined): Promise<string> {
@@ -417,31 +515,47 @@ export class ServerService {
     return this.driver.consoleLog(s.id, lines);
   }
 
+  /** Nova's metadata update (merge) or replace; platform keys stay as they are; the rules must hold after. */
   async setMetadata(auth: AuthContext, id: string, metadata: Record<string, string>, replace: boolean) {
     const s = await this.getUnquarantined(auth, id);
-    const merged = replace
-      ? metadata
-      : { ...(JSON.parse(s.metadata) as Record<string, string>), ...metadata };
+    checkUserMetadata(metadata);
+    const current = JSON.parse(s.metadata) as Record<string, string>;
+    const merged = replace ? { ...metadata, ...platformPart(current) } : { ...current, ...metadata };
     if (Object.keys(merged).length > 128)
       throw new BulwarkError('Forbidden', 'Maximum number of metadata items exceeds 128');
-    await this.db
-      .updateTable('servers')
-      .set({ metadata: JSON.stringify(merged), updated_at: nowIso() })
-      .where('id', '=', s.id)
-      .execute();
+    await this.checkRules(merged);
+    await this.writeMetadata(auth, s, current, merged);
     return merged;
   }
 
   async deleteMetadata(auth: AuthContext, id: string, key: string) {
     const s = await this.getUnquarantined(auth, id);
-    const md = JSON.parse(s.metadata) as Record<string, string>;
-    if (!(key in md)) throw notFound('metadata item', key);
-    delete md[key];
-    await this.db
-      .updateTable('servers')
-      .set({ metadata: JSON.stringify(md), updated_at: nowIso() })
-      .where('id', '=', s.id)
-      .execute();
+    if (isPlatformKey(key))
+      throw badRequest(`Server metadata ${key} is set by the platform and cannot be removed.`);
+    const current = JSON.parse(s.metadata) as Record<string, string>;
+    if (!(key in current)) throw notFound('metadata item', key);
+    const { [key]: _gone, ...rest } = current;
+    await this.checkRules(rest);
+    await this.writeMetadata(auth, s, current, rest);
+  }
+
+  /** The new metadata and its history row, in one transaction. */
+  private async writeMetadata(
+    auth: AuthContext,
+    s: Server,
+    before: Record<string, string>,
+    after: Record<string, string>,
+  ): Promise<void> {
+    const diff = mapDiff(before, after, 'metadata.');
+    if (Object.keys(diff).length === 0) return;
+    await this.db.transaction().execute(async (tx) => {
+      await tx
+        .updateTable('servers')
+        .set({ metadata: JSON.stringify(after), updated_at: nowIso() })
+        .where('id', '=', s.id)
+        .execute();
+      await this.record(tx, s, auth, 'metadata', diff);
+    });
   }
 
   async imageInUse(imageId: string): Promise<boolean> {

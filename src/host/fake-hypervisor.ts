@@ -71,6 +71,20 @@ export class FakeHypervisor implements HypervisorDriver {
     const log = this.guest(id).log;
     return (maxLines === undefined ? log : log.slice(-maxLines)).join('\n');
   }
+  /** What the fake guests' agents answer; the real channel is host/guest-agent-channel.ts. */
+  agentReplies: Record<string, unknown> = { 'guest-ping': {}, 'guest-info': { version: 'fake' } };
+  /** Every request that reached a fake guest's agent, as sent. */
+  readonly agentRequests: string[] = [];
+  async guestAgent(id: string, request: string): Promise<unknown> {
+    const g = this.guest(id);
+    if (!g.spec.guestAgent) throw new BulwarkError('Conflict', `Server ${id} has no guest agent channel.`);
+    if (g.state !== 'running') throw new BulwarkError('Unavailable', 'The guest agent did not answer.');
+    this.agentRequests.push(request);
+    const { execute } = JSON.parse(request) as { execute: string };
+    return execute in this.agentReplies
+      ? { return: this.agentReplies[execute] }
+      : { error: { class: 'CommandNotFound', desc: `The command ${execute} has not been found` } };
+  }
   async processInfo(id: string) {
     return this.guests.get(id)?.state === 'running' ? { pid: 1, uid: 1, user: 'fake' } : null;
   }

@@ -1,3 +1,4 @@
+import type { PassthroughPlan } from '../compute/passthrough-policy.js';
 import type { ForensicFile } from './forensics.js';
 
 /** The boundary between the compute domain and whatever runs guests (docs/host.md). */
@@ -44,6 +45,10 @@ export interface GuestSpec {
   tpm?: { version: '1.2' | '2.0'; model: 'tpm-tis' | 'tpm-crb'; socketPath?: string };
   /** `ips`: the port's fixed IPs, routed to the tap; `gateways`: its IPv4 subnets' `GW/LEN` (for DHCP). */
   nics?: { tap: string; mac: string; ips: string[]; gateways?: string[] }[];
+  /** A guest agent channel on a socket in the guest's dir that only the daemon talks to (guest-agent.ts). */
+  guestAgent?: boolean;
+  /** Host PCI (VFIO) and USB devices, as decided by compute/passthrough-policy.ts. */
+  hostDevices?: Pick<PassthroughPlan, 'pci' | 'usb'>;
 }
 
 export interface HypervisorDriver {
@@ -72,6 +77,12 @@ export interface HypervisorDriver {
   reconcile(knownIds: string[]): Promise<{ adopted: string[]; vanished: string[]; orphansKilled: string[] }>;
   /** QMP events (SHUTDOWN, STOP, RESUME, RESET, ...) and EXITED when a guest's process ends. */
   onEvent(listener: (id: string, event: string, data: unknown) => void): () => void;
+  /**
+   * Sends one already-filtered request (compute/guest-agent.ts) to the guest's
+   * agent and returns its parsed reply ({return} or {error}). Unavailable when
+   * the guest has no channel or its agent does not answer in time.
+   */
+  guestAgent(id: string, request: string): Promise<unknown>;
   /** Disconnects but leaves guests running. */
   close(): Promise<void>;
 

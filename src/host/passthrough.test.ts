@@ -1,7 +1,7 @@
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { fakeSysfs, TYPICAL_ALLOW } from '../../test/helpers/fake-sysfs.js';
 import { decidePassthrough, type PassthroughConfig, passthroughArgs } from '../compute/passthrough-policy.js';
 import { BulwarkError } from '../errors.js';
 import { planPassthrough, readPciHostView, readUsbDevices } from './passthrough.js';
@@ -9,41 +9,10 @@ import { planPassthrough, readPciHostView, readUsbDevices } from './passthrough.
 const SERVER = '11111111-2222-4333-8444-555555555555';
 const admin = { userId: 'u-admin', isAdmin: true };
 const member = { userId: 'u-alice', isAdmin: false };
-const config: PassthroughConfig = {
-  pciAllowList: ['10de:1eb8', '10DE:10F8'],
-  usbAllowList: ['046d:c52b', '1050:0407'],
-};
+const config: PassthroughConfig = TYPICAL_ALLOW;
 
+let sys: Awaited<ReturnType<typeof fakeSysfs>>;
 let root: string;
-
-/** A PCI device in the fake sysfs, with the same symlinks the kernel makes. */
-async function pci(
-  addr: string,
-  o: { vendor: string; device: string; cls?: string; driver?: string | null; group?: string | null },
-): Promise<void> {
-  const dir = join(root, 'bus/pci/devices', addr);
-  await mkdir(dir, { recursive: true });
-  await writeFile(join(dir, 'vendor'), `0x${o.vendor}\n`);
-  await writeFile(join(dir, 'device'), `0x${o.device}\n`);
-  await writeFile(join(dir, 'class'), `0x${o.cls ?? '030000'}\n`);
-  if (o.driver !== null)
-    await symlink(`../../../bus/pci/drivers/${o.driver ?? 'vfio-pci'}`, join(dir, 'driver'));
-  if (o.group !== null) {
-    const g = o.group ?? '14';
-    await symlink(`../../../kernel/iommu_groups/${g}`, join(dir, 'iommu_group'));
-    const gdir = join(root, 'kernel/iommu_groups', g, 'devices');
-    await mkdir(gdir, { recursive: true });
-    await symlink(`../../../../bus/pci/devices/${addr}`, join(gdir, addr));
-  }
-}
-
-async function usb(name: string, vendor: string, product: string): Promise<void> {
-  const dir = join(root, 'bus/usb/devices', name);
-  await mkdir(dir, { recursive: true });
-  await writeFile(join(dir, 'idVendor'), `${vendor}\n`);
-  await writeFile(join(dir, 'idProduct'), `${product}\n`);
-  await mkdir(join(root, 'bus/usb/devices', `${name}:1.0`), { recursive: true }); // an interface
-}
 
 const refusal = async (p: Promise<unknown>): Promise<BulwarkError> => {
   try {
@@ -62,20 +31,12 @@ const req = (pciAddrs: string[], usbSel: { vendorId: string; productId: string }
 });
 
 beforeEach(async () => {
-  root = await mkdtemp(join(tmpdir(), 'bw-sysfs-'));
-  // A GPU and its HDMI audio function share group 14 with the root port above them.
-  await pci('0000:03:00.0', { vendor: '10de', device: '1eb8' });
-  await pci('0000:03:00.1', { vendor: '10de', device: '10f8', cls: '040300' });
-  await pci('0000:00:01.0', { vendor: '8086', device: '1901', cls: '060400', driver: 'pcieport' });
-  // A NIC alone in group 20, still on its host driver; a disk controller not on the allow-list.
-  await pci('0000:05:00.0', { vendor: '10de', device: '1eb8', driver: 'nouveau', group: '20' });
-  await pci('0000:06:00.0', { vendor: '144d', device: 'a808', cls: '010802', group: '21' });
-  await usb('1-1', '046d', 'c52b');
-  await usb('1-2', '1050', '0407');
-  await usb('2-1', '1050', '0407');
+  sys = await fakeSysfs();
+  root = sys.root;
+  await sys.typicalHost();
 });
 afterEach(async () => {
-  await rm(root, { recursive: true, force: true });
+  await sys.remove();
 });
 
 describe('PCI passthrough', () => {
@@ -124,7 +85,7 @@ describe('PCI passthrough', () => {
   });
 
   it('refuses a device with no IOMMU group, and a bridge', async () => {
-    await pci('0000:07:00.0', { vendor: '10de', device: '1eb8', group: null });
+    await sys.pci('0000:07:00.0', { vendor: '10de', device: '1eb8', group: null });
     const e = await refusal(planPassthrough(admin, req(['0000:07:00.0']), config, root));
     expect(e.message).toMatch(/no IOMMU group: enable the IOMMU/);
     const b = await refusal(
@@ -175,7 +136,7 @@ describe('USB passthrough', () => {
   });
 
   it('refuses a device not on the allow-list, an ambiguous one, a missing one and non-admins', async () => {
-    await usb('3-1', '0781', '5581');
+    await sys.usb('3-1', '0781', '5581');
     const notListed = await refusal(
       planPassthrough(admin, req([], [{ vendorId: '0781', productId: '5581' }]), config, root),
     );

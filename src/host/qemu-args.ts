@@ -1,3 +1,5 @@
+import { guestAgentArgs } from '../compute/guest-agent.js';
+import { passthroughArgs } from '../compute/passthrough-policy.js';
 import { badRequest } from '../errors.js';
 import type { GuestSpec } from './hypervisor.js';
 import { checkGuestId, type InstanceLayout } from './layout.js';
@@ -16,7 +18,7 @@ export interface QemuArgsOptions {
   accel: Accel;
   paths: Pick<
     InstanceLayout,
-    'overlay' | 'vars' | 'qmpSocket' | 'consoleSocket' | 'consoleLog' | 'pidFile' | 'fwCfgFile'
+    'dir' | 'overlay' | 'vars' | 'qmpSocket' | 'consoleSocket' | 'consoleLog' | 'pidFile' | 'fwCfgFile'
   >;
   /** The child's fd holding the base image open read-only (QEMU sees it as /dev/fdset/1). Default 3. */
   baseImageFd?: number;
@@ -253,6 +255,8 @@ export function buildQemuArgs(spec: GuestSpec, opts: QemuArgsOptions): string[] 
       json({ driver: spec.tpm.model, tpmdev: 'tpm0' }),
     );
   }
+  if (spec.guestAgent) args.push(...guestAgentArgs({ dir: paths.dir }));
+  if (spec.hostDevices) args.push(...passthroughArgs(spec.hostDevices));
   for (const [i, [name, value]] of fwCfgEntries(spec).entries()) {
     const payload =
       opts.fwCfg === 'inline' ? `string=${optValue(value)}` : `file=${optValue(paths.fwCfgFile(i))}`;

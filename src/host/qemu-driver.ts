@@ -14,9 +14,11 @@ import {
   writeFile,
 } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { GUEST_AGENT_SOCKET } from '../compute/guest-agent.js';
 import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
 import { cgroupLimitsFor, detectCgroups, type VmCgroups } from './cgroups.js';
 import { collectFile, type ForensicFile } from './forensics.js';
+import { guestAgentCall } from './guest-agent-channel.js';
 import type {
   DiskKeySource,
   GuestSpec,
@@ -732,6 +734,12 @@ export class QemuDriver implements HypervisorDriver {
   async consoleLog(id: string, maxLines?: number): Promise<string> {
     const rec = await this.record(id);
     return readConsoleLog(this.layout(id).consoleLog, rec.user.uid, maxLines);
+  }
+
+  async guestAgent(id: string, request: string): Promise<unknown> {
+    const rec = await this.record(id);
+    if (!rec.spec.guestAgent) throw new BulwarkError('Conflict', `Server ${id} has no guest agent channel.`);
+    return guestAgentCall(join(this.layout(id).dir, GUEST_AGENT_SOCKET), rec.user.uid, request);
   }
 
   async processInfo(id: string): Promise<{ pid: number; uid: number; user: string } | null> {

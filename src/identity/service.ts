@@ -45,6 +45,17 @@ const namedPatch = (patch: NamedPatch) => ({
 const loginFailed = (auditReason: string) =>
   new BulwarkError('Unauthorized', 'The request you have made requires authentication.', { auditReason });
 
+/** Who a context is for, and whether they, their domain and their project are enabled (users u, domains d, projects p). */
+const SUBJECT_COLUMNS = [
+  'u.name as user_name',
+  'u.domain_id as user_domain_id',
+  'u.enabled as user_enabled',
+  'd.enabled as domain_enabled',
+  'p.name as project_name',
+  'p.domain_id as project_domain_id',
+  'p.enabled as project_enabled',
+] as const;
+
 export class IdentityService {
   constructor(
     private readonly store: Store,
@@ -580,13 +591,7 @@ export class IdentityService {
         't.issued_at',
         't.expires_at',
         't.revoked_at',
-        'u.name as user_name',
-        'u.domain_id as user_domain_id',
-        'u.enabled as user_enabled',
-        'd.enabled as domain_enabled',
-        'p.name as project_name',
-        'p.domain_id as project_domain_id',
-        'p.enabled as project_enabled',
+        ...SUBJECT_COLUMNS,
       ])
       .where('t.id_hash', '=', sha256Hex(token))
       .executeTakeFirst();
@@ -604,15 +609,55 @@ export class IdentityService {
       projectName: row.project_name ?? null,
       projectDomainId: row.project_domain_id ?? null,
       roles,
-      isAdmin:
-        roles.includes('admin') &&
-        row.project_name === this.config.adminProjectName &&
-        row.project_domain_id === DEFAULT_DOMAIN_ID,
+      isAdmin: this.isCloudAdmin(roles, row.project_name ?? null, row.project_domain_id ?? null),
       methods: JSON.parse(row.methods) as string[],
       tokenHash: row.id_hash,
       auditId: row.audit_id,
       issuedAt: row.issued_at,
       expiresAt: row.expires_at,
+    };
+  }
+
+  /** The admin role counts as cloud-wide only on the admin project (see policy/rules.ts). */
+  private isCloudAdmin(roles: readonly string[], projectName: string | null, projectDomainId: string | null) {
+    return (
+      roles.includes('admin') &&
+      projectName === this.config.adminProjectName &&
+      projectDomainId === DEFAULT_DOMAIN_ID
+    );
+  }
+
+  /**
+   * A user's context on a project as it stands now, without a token: what an
+   * approved request runs as (governance/approvals.ts). Null when the user or
+   * project is gone or disabled, or the user no longer holds a role there.
+   */
+  async contextFor(userId: string, projectId: string, via: string): Promise<AuthContext | null> {
+    const row = await this.db
+      .selectFrom('users as u')
+      .innerJoin('domains as d', 'd.id', 'u.domain_id')
+      .innerJoin('projects as p', (j) => j.on('p.id', '=', projectId))
+      .select(SUBJECT_COLUMNS)
+      .where('u.id', '=', userId)
+      .executeTakeFirst();
+    if (row?.user_enabled !== 1 || row.domain_enabled !== 1 || row.project_enabled !== 1) return null;
+    const roles = expandRoles(await this.roleNamesOn(userId, projectId));
+    if (roles.length === 0) return null;
+    const now = nowIso();
+    return {
+      userId,
+      userName: row.user_name,
+      userDomainId: row.user_domain_id,
+      projectId,
+      projectName: row.project_name,
+      projectDomainId: row.project_domain_id,
+      roles,
+      isAdmin: this.isCloudAdmin(roles, row.project_name, row.project_domain_id),
+      methods: [via],
+      tokenHash: '',
+      auditId: '',
+      issuedAt: now,
+      expiresAt: now,
     };
   }
 

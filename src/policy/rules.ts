@@ -189,6 +189,32 @@ export const POLICY = {
   'bulwark:openapi': ['public'],
   'audit:list': ['admin'],
   'audit:verify': ['admin'],
+
+  // Governance (issue 7, docs/approvals.md): a project sees its own approvals; only a cloud admin decides,
+  // and never one they asked for (checked in governance/approvals.ts). Triggers are the cloud admin's.
+  'approval:list': ['admin', 'reader'],
+  'approval:show': ['admin', 'reader'],
+  'approval:approve': ['admin'],
+  'approval:reject': ['admin'],
+  'approval:triggers:list': ['authenticated'],
+  'approval:triggers:update': ['admin'],
+  // VM metadata (docs/metadata.md): a project reads its servers' change history; the cloud admin sets the rules.
+  'server:history': ['admin', 'reader'],
+  'metadata_rule:list': ['authenticated'],
+  'metadata_rule:create': ['admin'],
+  'metadata_rule:delete': ['admin'],
+  // Storage pools' usage and thresholds (docs/storage-thresholds.md) describe the host: the cloud admin's.
+  'storage:pools:list': ['admin'],
+  // The guest agent (docs/passthrough-and-agent.md): members send commands through the filter (read-only
+  // monitoring unless granted); only the cloud admin grants guest-exec/guest-file-* per server.
+  'server:guest_agent:execute': ['admin', 'member'],
+  'server:guest_agent:grants:list': ['admin', 'reader'],
+  'server:guest_agent:grants:create': ['admin'],
+  'server:guest_agent:grants:delete': ['admin'],
+  // Host PCI/USB device passthrough (guide 11): the cloud admin's alone (DMA reaches host memory).
+  'server:host_devices:show': ['admin'],
+  'server:host_devices:attach': ['admin'],
+  'server:host_devices:detach': ['admin'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;

@@ -23,6 +23,9 @@ import * as m0009 from './migrations/0009-volumes.js';
 import * as m0010 from './migrations/0010-vtpm.js';
 import * as m0011 from './migrations/0011-quotas.js';
 import * as m0012 from './migrations/0012-rate-limits.js';
+import * as m0013 from './migrations/0013-approvals.js';
+import * as m0014 from './migrations/0014-server-governance.js';
+import * as m0015 from './migrations/0015-guest-agent-grants.js';
 import * as m0050 from './migrations/0050-snapshots.js';
 import type { Schema } from './schema.js';
 
@@ -61,6 +64,9 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0010-vtpm': { up: m0010.up },
   '0011-quotas': { up: m0011.up },
   '0012-rate-limits': { up: m0012.up },
+  '0013-approvals': { up: m0013.up },
+  '0014-server-governance': { up: m0014.up },
+  '0015-guest-agent-grants': { up: m0015.up },
   '0050-snapshots': { up: m0050.up },
 });
 

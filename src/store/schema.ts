@@ -163,6 +163,8 @@ export interface ServersTable {
   root_key_secret_id: string | null;
   /** The key manager's id of the key encrypting the vTPM state (migration 0010); null: no vTPM. */
   tpm_secret_id: string | null;
+  /** JSON PassthroughPlan of host PCI/USB devices given to the guest (migration 0015); null: none. */
+  host_devices: string | null;
 }
 
 export interface NetworksTable {
@@ -437,9 +439,92 @@ export interface SnapshotPoliciesTable {
   updated_at: string;
 }
 
+// ---- governance: approvals (0013) ----------------------------------------------------------
+
+/** A request held for a second admin's decision (governance/approvals.ts). */
+export interface ApprovalsTable {
+  id: string;
+  /** What to run when approved, e.g. "server-create" (the registered executor). */
+  kind: string;
+  /** pending, approved (running), executed, failed or rejected. */
+  status: string;
+  project_id: string;
+  requester_id: string;
+  requester_name: string;
+  /** One line for people: what was asked for and why it needs approval. */
+  summary: string;
+  /** JSON: the request, as the executor takes it. */
+  payload: string;
+  created_at: string;
+  decided_by: string | null;
+  decided_by_name: string | null;
+  decided_at: string | null;
+  decision_reason: string | null;
+  /** JSON: what the executor returned. */
+  result: string | null;
+  error: string | null;
+  finished_at: string | null;
+}
+
+/** A trigger an admin has changed from its default; absent rows keep the default. */
+export interface ApprovalTriggersTable {
+  kind: string;
+  enabled: number;
+  /** JSON object of the trigger's thresholds, e.g. {"vcpus":16,"ram":65536}. */
+  params: string;
+  updated_by: string;
+  updated_at: string;
+}
+
+// ---- governance: server metadata rules and change history (0014) ------------------------------
+
+/** When metadata `when_key` is `when_value`, every key in `requires` (JSON array) must be set. */
+export interface MetadataRulesTable {
+  id: string;
+  when_key: string;
+  when_value: string;
+  requires: string;
+  created_by: string;
+  created_at: string;
+}
+
+/** One change to a server: who, when, what kind, and the JSON diff ({field: {from, to}}). */
+export interface ServerChangesTable {
+  id: string;
+  server_id: string;
+  project_id: string;
+  at: string;
+  user_id: string | null;
+  user_name: string | null;
+  /** create, metadata, action, security-group, delete, ... */
+  change: string;
+  diff: string;
+}
+
+// ---- governance: guest agent grants (0015) --------------------------------------------------
+
+/** An admin's grant of guest-exec / guest-file-* on one server, until expiry or revocation. */
+export interface GuestAgentGrantsTable {
+  id: string;
+  server_id: string;
+  /** JSON array of command names. */
+  commands: string;
+  granted_by: string;
+  granted_by_name: string;
+  reason: string;
+  expires_at: string;
+  created_at: string;
+  revoked_at: string | null;
+}
+
 export interface Schema {
   snapshots: SnapshotsTable;
   snapshot_policies: SnapshotPoliciesTable;
+  guest_agent_grants: GuestAgentGrantsTable;
+  metadata_rules: MetadataRulesTable;
+  server_changes: ServerChangesTable;
+  approvals: ApprovalsTable;
+  approval_triggers: ApprovalTriggersTable;
   quota_projects: QuotaProjectsTable;
   quota_limits: QuotaLimitsTable;
   rate_limit_events: RateLimitEventsTable;

@@ -1,5 +1,6 @@
 import type { Selectable } from 'kysely';
 import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
+import type { StorageGate } from '../governance/storage-thresholds.js';
 import type { HypervisorDriver } from '../host/hypervisor.js';
 import type { KeyService } from '../keys/contract.js';
 import type { AuthContext } from '../policy/context.js';
@@ -53,6 +54,9 @@ export class VolumeService {
 
   /** Quotas (src/quotas); null: none enforced. Set by platform.ts. */
   quotas: QuotaGate | null = null;
+
+  /** Storage thresholds (governance/storage-thresholds.ts); null: none. Set by platform.ts. */
+  storage: StorageGate | null = null;
 
   private get db() {
     return this.store.db;
@@ -126,6 +130,7 @@ export class VolumeService {
         })
       : null;
     const enc = type ? await this.types.encryption(type.id) : null;
+    await this.storage?.check('volumes', 'volume', auth);
     const now = nowIso();
     const row: Volume = {
       id: uuid(),

@@ -55,6 +55,7 @@ describe('RBAC matrix', () => {
       security_group_rules: -1,
     });
     memberRole = (await api.identity.listRoles({ name: 'member' }))[0]!.id;
+    api.platform.approvals.register('rbac-test', async (_requester, payload) => payload);
     const again =
       (user: string, project: string, password = PASSWORD) =>
       () =>
@@ -187,6 +188,27 @@ describe('RBAC matrix', () => {
     }
     if (/\/(os-quota-sets|quotas)\/|\/limits$/.test(url)) return quotaSample(method, url);
     if (url.startsWith('/key-manager')) return secretSample(method, url);
+    if (url.startsWith('/bulwark/v1/approval')) return approvalSample(method, url);
+    if (url === '/bulwark/v1/servers/:id/history')
+      return { url: url.replace(':id', fixtures.server), target: {} };
+    if (url.startsWith('/bulwark/v1/servers/:id/guest-agent')) return guestAgentSample(method, url);
+    if (url === '/bulwark/v1/servers/:id/host-devices')
+      return {
+        url: url.replace(':id', fixtures.server),
+        body: method === 'POST' ? { host_devices: { pci: ['0000:03:00.0'] } } : undefined,
+        target: {},
+      };
+    if (url.startsWith('/bulwark/v1/metadata-rules')) {
+      const id = uniq('rule');
+      if (method === 'DELETE')
+        await api.platform.governance.metadataRules.create(api.authOf(who.admin.token as string), {
+          id,
+          when: { key: 'environment', value: 'staging' },
+          requires: ['owner'],
+        });
+      const body = { rule: { id, when: { key: 'environment', value: 'staging' }, requires: ['owner'] } };
+      return { url: url.replace(':id', id), body: method === 'POST' ? body : undefined, target: {} };
+    }
     if (url.startsWith('/volume') || url.includes('/os-volume_attachments')) return volumeSample(method, url);
     if (url.startsWith('/compute') || url.startsWith('/image')) return computeSample(method, url);
     if (url.includes('/bulwark-zone')) return zoneSample(method, url);
@@ -246,6 +268,49 @@ describe('RBAC matrix', () => {
         : url.includes(':project_id')
           ? { project_id: projectA }
           : {},
+    };
+  }
+
+  /** Guest agent routes on the fixture server (no agent: allowed callers get 409, not 401/403). */
+  async function guestAgentSample(method: string, url: string) {
+    const expiresAt = new Date(Date.now() + 3600_000).toISOString();
+    const grantId = url.includes(':grant_id')
+      ? (
+          await api.platform.compute.guestAgent.grant(
+            api.authOf(who.admin.token as string),
+            fixtures.server,
+            {
+              commands: ['guest-exec'],
+              expiresAt,
+              reason: 'rbac',
+            },
+          )
+        ).id
+      : '';
+    const bodies: Record<string, unknown> = {
+      'POST /bulwark/v1/servers/:id/guest-agent': { execute: 'guest-ping' },
+      'POST /bulwark/v1/servers/:id/guest-agent/grants': {
+        grant: { commands: ['guest-exec'], expires_at: expiresAt, reason: 'rbac' },
+      },
+    };
+    return {
+      url: url.replace(':id', fixtures.server).replace(':grant_id', grantId),
+      body: bodies[`${method} ${url}`],
+      target: {},
+    };
+  }
+
+  /** Approval routes: a fresh approval asked for by project A's member (so the admin is never the requester). */
+  async function approvalSample(method: string, url: string) {
+    const member = api.authOf(who.member.token as string);
+    const id = url.includes(':id')
+      ? (await api.platform.approvals.submit(member, 'rbac-test', { n: 1 }, 'rbac sample')).id
+      : '';
+    const body = url.endsWith('/approve') || url.endsWith('/reject') ? { reason: 'rbac walk' } : undefined;
+    return {
+      url: url.replace(':id', id).replace(':kind', 'template-version'),
+      body: method === 'PUT' ? { trigger: { enabled: true } } : body,
+      target: {},
     };
   }
 

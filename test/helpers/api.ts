@@ -59,7 +59,7 @@ export const testPlatformOptions = (dataDir: string): PlatformOptions => ({
   defaultGroupAllowsSameGroup: false,
 });
 
-export async function startTestApi(dialect: Dialect, more: Partial<PlatformOptions> = {}): Promise<TestApi> {
+export async function startTestApi(dialect: Dialect, extra: Partial<PlatformOptions> = {}): Promise<TestApi> {
   const db = await testDb(dialect);
   const store = await openStore({ url: db.url, ...(db.adminUrl ? { adminUrl: db.adminUrl } : {}) });
   const driver = new FakeHypervisor();
@@ -67,7 +67,7 @@ export async function startTestApi(dialect: Dialect, more: Partial<PlatformOptio
     reasons: [] as string[],
     sync: async (reason: string) => void dataplane.reasons.push(reason),
   };
-  const platform = buildPlatform(store, driver, dataplane, { ...testPlatformOptions(db.dir), ...more });
+  const platform = buildPlatform(store, driver, dataplane, { ...testPlatformOptions(db.dir), ...extra });
   const { identity } = platform;
   const { adminPassword } = await bootstrapIdentity(store, identity);
   if (!adminPassword) throw new Error('bootstrap did not create admin');
@@ -166,6 +166,15 @@ export async function startTestApi(dialect: Dialect, more: Partial<PlatformOptio
     },
   };
 }
+
+/** The newest audit row of `action`. */
+export const lastAuditEvent = (api: TestApi, action: string) =>
+  api.store.db
+    .selectFrom('audit_events')
+    .selectAll()
+    .where('action', '=', action)
+    .orderBy('seq', 'desc')
+    .executeTakeFirst();
 
 /** A server request for tests, with the fixture image and flavor filled in by the caller. */
 export const serverRequest = (imageRef: string, flavorRef: string, name = 'vm'): CreateServerInput => ({

@@ -4,6 +4,7 @@ import type { BulwarkClient } from '../client.js';
 import { findByNameOrId, withClient, withFormat } from '../common.js';
 import { printList, printObject } from '../output.js';
 import { byteProgress, waitWithStatus } from '../progress.js';
+import { printHeld } from './approvals.js';
 
 type Obj = { id: string; name?: string } & Record<string, unknown>;
 const globals = (cmd: Command) =>
@@ -180,15 +181,22 @@ export function registerComputeCommands(program: Command): void {
       const g = globals(cmd);
       await withClient(g, async (c) => {
         const [f, i] = await Promise.all([findFlavor(c, o.flavor), findImage(c, o.image)]);
-        const r = await c.request<{ server: Obj }>('compute', 'POST', '/servers', {
-          server: {
-            name,
-            flavorRef: f.id,
-            imageRef: i.id,
-            metadata: kv(o.property),
-            ...(o.userData ? { user_data: readFileSync(o.userData).toString('base64') } : {}),
+        const r = await c.request<{ server: Obj } | { approval: Obj; message: string }>(
+          'compute',
+          'POST',
+          '/servers',
+          {
+            server: {
+              name,
+              flavorRef: f.id,
+              imageRef: i.id,
+              metadata: kv(o.property),
+              ...(o.userData ? { user_data: readFileSync(o.userData).toString('base64') } : {}),
+            },
           },
-        });
+        );
+        // Held for a second admin (docs/approvals.md): say so and show the approval, nothing to wait for.
+        if ('approval' in r) return printHeld(g.format, r);
         const get = async () =>
           (await c.request<{ server: Obj }>('compute', 'GET', `/servers/${r.server.id}`)).server;
         const s = o.wait
@@ -303,6 +311,135 @@ export function registerComputeCommands(program: Command): void {
       await withClient(globals(cmd), async (c) => {
         const s = await findByNameOrId<Obj>(c, 'compute', 'servers', 'server', ref);
         await c.request('compute', 'DELETE', `/servers/${s.id}/os-quarantine`);
+      });
+    });
+  withFormat(
+    server
+      .command('history <server>')
+      .description("Who changed what on a server, and when, with each change's diff (oldest first)"),
+  ).action(async (ref: string, _o, cmd: Command) => {
+    const g = globals(cmd);
+    await withClient(g, async (c) => {
+      // A deleted server is no longer found by name; its id still shows its history.
+      const id = await findByNameOrId<Obj>(c, 'compute', 'servers', 'server', ref).then(
+        (s) => String(s.id),
+        (err: unknown) => {
+          if (/^[0-9a-f-]{36}$/.test(ref)) return ref;
+          throw err;
+        },
+      );
+      const r = await c.request<{ changes: Obj[] }>('bulwark', 'GET', `/servers/${id}/history`);
+      printList(g.format, ['at', 'user_name', 'change', 'diff'], r.changes);
+    });
+  });
+  // The guest agent, through the daemon's filter (docs/passthrough-and-agent.md).
+  withFormat(
+    server
+      .command('guest-agent <server> <command>')
+      .description(
+        'Send a guest agent command through the filter (read-only monitoring unless an admin granted more)',
+      )
+      .option('--arguments <json>', "the command's arguments as a JSON object"),
+  ).action(async (ref: string, command: string, o: { arguments?: string }, cmd: Command) => {
+    const g = globals(cmd);
+    let args: unknown;
+    if (o.arguments !== undefined) {
+      try {
+        args = JSON.parse(o.arguments);
+      } catch {
+        throw new Error('--arguments must be a JSON object, e.g. \'{"path": "/bin/true"}\'.');
+      }
+    }
+    await withClient(g, async (c) => {
+      const s = await findByNameOrId<Obj>(c, 'compute', 'servers', 'server', ref);
+      const r = await c.request<{ result: { return?: unknown; error?: Obj } }>(
+        'bulwark',
+        'POST',
+        `/servers/${s.id}/guest-agent`,
+        { execute: command, ...(args === undefined ? {} : { arguments: args }) },
+      );
+      if (r.result.error)
+        throw new Error(`The guest agent answered with an error: ${JSON.stringify(r.result.error)}`);
+      const ret = r.result.return;
+      if (g.format === 'json' || typeof ret !== 'object' || ret === null || Array.isArray(ret))
+        console.log(JSON.stringify(ret ?? null, null, 2));
+      else printObject(g.format, ret as Obj);
+    });
+  });
+  withFormat(
+    server
+      .command('guest-agent-grant <server>')
+      .description('Allow guest-exec / guest-file-* on one server until an expiry (cloud admin)')
+      .requiredOption('--command <name>', 'a grantable command, e.g. guest-exec (repeatable)', collect, [])
+      .requiredOption('--expires <time>', 'ISO 8601 time the grant ends, e.g. 2026-12-01T12:00:00Z')
+      .requiredOption('--reason <text>', 'why; stored with the grant and in the audit log'),
+  ).action(async (ref: string, o: { command: string[]; expires: string; reason: string }, cmd: Command) => {
+    const g = globals(cmd);
+    await withClient(g, async (c) => {
+      const s = await findByNameOrId<Obj>(c, 'compute', 'servers', 'server', ref);
+      const r = await c.request<{ grant: Obj }>('bulwark', 'POST', `/servers/${s.id}/guest-agent/grants`, {
+        grant: { commands: o.command, expires_at: new Date(o.expires).toISOString(), reason: o.reason },
+      });
+      printObject(g.format, r.grant);
+    });
+  });
+  withFormat(
+    server.command('guest-agent-grants <server>').description("A server's guest agent grants"),
+  ).action(async (ref: string, _o, cmd: Command) => {
+    const g = globals(cmd);
+    await withClient(g, async (c) => {
+      const s = await findByNameOrId<Obj>(c, 'compute', 'servers', 'server', ref);
+      const r = await c.request<{ grants: Obj[] }>('bulwark', 'GET', `/servers/${s.id}/guest-agent/grants`);
+      printList(g.format, ['id', 'commands', 'granted_by_name', 'expires_at', 'reason'], r.grants);
+    });
+  });
+  server
+    .command('guest-agent-revoke <server> <grant>')
+    .description('End a guest agent grant now (cloud admin)')
+    .action(async (ref: string, grant: string, _o, cmd: Command) => {
+      await withClient(globals(cmd), async (c) => {
+        const s = await findByNameOrId<Obj>(c, 'compute', 'servers', 'server', ref);
+        await c.request(
+          'bulwark',
+          'DELETE',
+          `/servers/${s.id}/guest-agent/grants/${encodeURIComponent(grant)}`,
+        );
+      });
+    });
+  // Host device passthrough (cloud admin; held for a second admin's approval while that trigger is on).
+  withFormat(
+    server
+      .command('host-device-add <server>')
+      .description('Pass host PCI/USB devices through to a stopped server (cloud admin; whole IOMMU groups)')
+      .option('--pci <address>', 'a PCI address, e.g. 0000:03:00.0 (repeatable)', collect, [])
+      .option('--usb <vendor:product>', 'a USB device, e.g. 046d:c52b (repeatable)', collect, []),
+  ).action(async (ref: string, o: { pci: string[]; usb: string[] }, cmd: Command) => {
+    const g = globals(cmd);
+    const usb = o.usb.map((u) => {
+      const [vendor_id, product_id, ...rest] = u.split(':');
+      if (!vendor_id || !product_id || rest.length)
+        throw new Error(`--usb ${u}: use vendor:product, e.g. 046d:c52b.`);
+      return { vendor_id, product_id };
+    });
+    await withClient(g, async (c) => {
+      const s = await findByNameOrId<Obj>(c, 'compute', 'servers', 'server', ref);
+      const r = await c.request<{ host_devices: Obj } | { approval: Obj; message: string }>(
+        'bulwark',
+        'POST',
+        `/servers/${s.id}/host-devices`,
+        { host_devices: { pci: o.pci, usb } },
+      );
+      if ('approval' in r) printHeld(g.format, r);
+      else printObject(g.format, r.host_devices);
+    });
+  });
+  server
+    .command('host-device-remove <server>')
+    .description("Take a stopped server's host devices back (cloud admin)")
+    .action(async (ref: string, _o, cmd: Command) => {
+      await withClient(globals(cmd), async (c) => {
+        const s = await findByNameOrId<Obj>(c, 'compute', 'servers', 'server', ref);
+        await c.request('bulwark', 'DELETE', `/servers/${s.id}/host-devices`);
       });
     });
   server

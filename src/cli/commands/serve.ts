@@ -71,6 +71,26 @@ export function registerServeCommand(program: Command): void {
       'API requests per minute per source address, IPv6 per /64 (0: no limit; default twice --api-rate)',
       process.env.BULWARK_API_ADDRESS_RATE,
     )
+    .option(
+      '--storage-warn-percent <n>',
+      'storage pool use (%) at which a warning is logged and audited (default 80)',
+      process.env.BULWARK_STORAGE_WARN_PERCENT,
+    )
+    .option(
+      '--storage-refuse-percent <n>',
+      'storage pool use (%) at which new servers, volumes and images are refused (default 95)',
+      process.env.BULWARK_STORAGE_REFUSE_PERCENT,
+    )
+    .option(
+      '--pci-passthrough-allow <list>',
+      'PCI devices (vendor:product, comma-separated) an admin may pass through to guests; default none',
+      process.env.BULWARK_PCI_PASSTHROUGH_ALLOW,
+    )
+    .option(
+      '--usb-passthrough-allow <list>',
+      'USB devices (vendor:product, comma-separated) an admin may pass through to guests; default none',
+      process.env.BULWARK_USB_PASSTHROUGH_ALLOW,
+    )
     .action(
       async (o: {
         dataDir: string;
@@ -89,6 +109,10 @@ export function registerServeCommand(program: Command): void {
         serverCreateRate?: string;
         apiRate?: string;
         apiAddressRate?: string;
+        storageWarnPercent?: string;
+        storageRefusePercent?: string;
+        pciPassthroughAllow?: string;
+        usbPassthroughAllow?: string;
       }) => {
         const config = makeConfig(o);
         const daemon = await startDaemon(config);
