@@ -1,7 +1,6 @@
 import { BulwarkError } from '../errors.js';
 import { failed, qemuImgWithSecret, secretObject } from './luks.js';
 import { isObject, type QmpClient } from './qmp.js';
-import { sleep } from './run.js';
 
 /**
  * Internal qcow2 snapshots (docs/snapshots.md): the snapshot lives inside the
@@ -11,9 +10,10 @@ import { sleep } from './run.js';
  * - A file no QEMU has open: `qemu-img snapshot -c|-d TAG` as root, the key on
  *   a pipe, the image named by a `json:` filename with `backing: null` so a
  *   header rewritten by a guest's QEMU cannot make root open another file.
- * - A running guest: QMP `blockdev-snapshot-internal-sync` (disk only,
- *   crash-consistent), or the `snapshot-save` job (RAM and device state into
- *   the root overlay too, QEMU 6.0+), and `blockdev-snapshot-delete-internal-sync`.
+ * - A running guest: QMP `blockdev-snapshot-internal-sync` (crash-consistent)
+ *   and `blockdev-snapshot-delete-internal-sync`. A memory snapshot's RAM and
+ *   device state go to a separate encrypted file (state-cipher.ts): QEMU 7.2's
+ *   `snapshot-save` asserts on an encrypted qcow2.
  */
 
 /** Tags are ours (`bw-<uuid>`); anything else is refused before it reaches a command line. */
@@ -64,37 +64,6 @@ export async function liveSnapshotDelete(qmp: QmpClient, node: string, tag: stri
     await qmp.execute('blockdev-snapshot-delete-internal-sync', { device: node, name: tag });
   } catch (err) {
     if (!/not found|can't find/i.test((err as Error).message)) throw err;
-  }
-}
-
-/**
- * RAM, device state and disk `node` at one instant: QEMU's `snapshot-save`
- * job, the vmstate stored in the same (encrypted) qcow2. The guest is paused
- * by QEMU while it runs and continues afterwards.
- */
-export async function memorySnapshot(qmp: QmpClient, node: string, tag: string, timeoutMs = 600_000) {
-  checkTag(tag);
-  const jobId = `save-${tag.slice(3, 19)}`;
-  await qmp.execute('snapshot-save', { 'job-id': jobId, tag, vmstate: node, devices: [node] });
-  const deadline = Date.now() + timeoutMs;
-  try {
-    for (;;) {
-      const jobs = await qmp.execute('query-jobs');
-      const job = Array.isArray(jobs) ? jobs.find((j) => isObject(j) && j.id === jobId) : undefined;
-      if (!isObject(job)) throw new BulwarkError('Unavailable', 'The memory snapshot job vanished.');
-      if (job.status === 'concluded') {
-        if (typeof job.error === 'string')
-          throw new BulwarkError('Unavailable', `The memory snapshot failed: ${job.error}`);
-        return;
-      }
-      if (Date.now() > deadline) {
-        await qmp.execute('job-cancel', { id: jobId }).catch(() => undefined);
-        throw new BulwarkError('Unavailable', 'The memory snapshot did not finish in time.');
-      }
-      await sleep(100);
-    }
-  } finally {
-    await qmp.execute('job-dismiss', { id: jobId }).catch(() => undefined);
   }
 }
 

@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
+import { existsSync, lstatSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createQemuDriver, type QemuDriver } from '../../src/host/qemu-driver.js';
 import { runTool } from '../../src/host/run.js';
 import { listFileSnapshots } from '../../src/host/snapshots.js';
+import { decryptState } from '../../src/host/state-cipher.js';
 import { uuid } from '../../src/util/ids.js';
 import { waitFor } from '../helpers/guests.js';
 import { biosSpec, isRoot, join, MiB, makeBaseDir, scrub } from './host-helpers.js';
@@ -11,8 +13,8 @@ import { biosSpec, isRoot, join, MiB, makeBaseDir, scrub } from './host-helpers.
  * Snapshots on real qcow2 files and a real guest (TCG): internal snapshots of
  * an encrypted volume (qemu-img, the key on a pipe; live over QMP while
  * attached) and of a guest's encrypted root overlay (disk only over QMP,
- * memory with the snapshot-save job, offline with qemu-img). Snapshots stay
- * in the encrypted file: it is still LUKS and unreadable without the key.
+ * memory streamed into an AES-256-GCM file under the disk's key, offline with
+ * qemu-img). Disk snapshots stay in the LUKS file, unreadable without the key.
  */
 describe.runIf(isRoot)('snapshots on real qcow2 files and a real guest', { timeout: 180_000 }, () => {
   let base: string;
@@ -86,16 +88,25 @@ describe.runIf(isRoot)('snapshots on real qcow2 files and a real guest', { timeo
     await driver.snapshotServer(spec.id, disk, { memory: false });
     const mem = tag();
     await driver.snapshotServer(spec.id, mem, { memory: true });
-    const snaps = await listFileSnapshots(overlay());
-    expect(snaps.map((s) => s.tag)).toEqual([disk, mem]);
-    expect(snaps[0]?.vmStateBytes).toBe(0);
-    // The RAM and device state are in the (encrypted) overlay too.
-    expect(snaps[1]?.vmStateBytes).toBeGreaterThan(1 * MiB);
+    expect(await tags(overlay())).toEqual([disk, mem]);
     await stillEncrypted(overlay());
+    // RAM and device state: a root-only file, AES-256-GCM under the disk's key; no guest memory in clear.
+    const statePath = join(driver.layout(spec.id).hostDir, `${mem}.state`);
+    const st = lstatSync(statePath);
+    expect([st.uid, st.mode & 0o777]).toEqual([0, 0o600]);
+    const file = readFileSync(statePath);
+    expect(file.length).toBeGreaterThan(1 * MiB);
+    expect(file.includes(Buffer.from('Linux version'))).toBe(false);
+    const plain = decryptState(file, diskKey, mem);
+    expect(plain.subarray(0, 4).toString('latin1')).toBe('QEVM'); // QEMU's migration stream
+    expect(plain.includes(Buffer.from('Linux version'))).toBe(true);
+    expect(() => decryptState(file, randomBytes(32), mem)).toThrow(/does not open/);
+    // The guest runs on afterwards.
     expect(await driver.state(spec.id)).toBe('running');
     await driver.deleteServerSnapshot(spec.id, disk);
     await driver.deleteServerSnapshot(spec.id, mem);
     expect(await tags(overlay())).toEqual([]);
+    expect(existsSync(statePath)).toBe(false);
   });
 
   it('an attached volume is snapshotted live; memory snapshots are refused while volumes are attached', async () => {
