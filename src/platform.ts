@@ -32,6 +32,7 @@ import { SnapshotPolicyService } from './snapshots/policies.js';
 import { SnapshotScheduler } from './snapshots/scheduler.js';
 import { SnapshotService } from './snapshots/snapshots.js';
 import type { Store } from './store/database.js';
+import { TemplateService } from './templates/templates.js';
 import { VolumeTypeService } from './volumes/types.js';
 import { VolumeService } from './volumes/volumes.js';
 
@@ -113,7 +114,8 @@ export function buildPlatform(
   const zones = new ZoneService(store, dataplane);
   const serverPorts = new ServerPorts(store, networks, securityGroups);
   const flavors = new FlavorService(store);
-  const images = new ImageService(store, new ImageStore(join(opts.dataDir, 'images')), opts.maxImageBytes);
+  const imageStore = new ImageStore(join(opts.dataDir, 'images'));
+  const images = new ImageService(store, imageStore, opts.maxImageBytes);
   // The key manager; `keys` is also the KeyService other rooms read keys through, on the owner's behalf.
   const keys = new KeyManager(store, opts.kek ?? FileKek.open(opts.dataDir), audit);
   const servers = new ServerService(
@@ -174,6 +176,10 @@ export function buildPlatform(
     const s = await servers.create(requester, payload as CreateServerInput, approval);
     return { server: { id: s.id, name: s.name } };
   });
+  // Templates (docs/templates.md): pinned, immutable, versions approved by a second admin.
+  const templates = new TemplateService(store, images, (id) => imageStore.path(id), approvals);
+  images.immutable = (id) => templates.immutable(id);
+  servers.bootGate = (imageId, path) => templates.checkBoot(imageId, path);
   return {
     identity,
     audit,
@@ -199,6 +205,7 @@ export function buildPlatform(
       ),
     },
     snapshots: { snapshots, policies: snapshotPolicies, scheduler: snapshotScheduler },
+    templates,
     network: { networks, securityGroups, routers, zones },
   };
 }

@@ -1240,24 +1240,26 @@ export class QemuDriver implements HypervisorDriver {
     }
   }
 
+  /** Under the volume's lock, and its server's first when attached (the order attach/detach take them in). */
+  private volumeLocked(volumeId: string, serverId: string | null, fn: () => Promise<void>): Promise<void> {
+    const inner = () => this.lock.run(`volume:${volumeId}`, fn);
+    return serverId ? this.lock.run(serverId, inner) : inner();
+  }
+
   snapshotVolume(volumeId: string, tag: string, serverId: string | null): Promise<void> {
-    return this.lock.run(serverId ?? `volume:${volumeId}`, () =>
-      this.lock.run(`volume:${volumeId}`, async () => {
-        const qmp = await this.pluggedIn(serverId, volumeId);
-        if (qmp) return liveSnapshot(qmp, volumeNodes(volumeId).fmt, tag);
-        await this.volumeFileWithKey(volumeId, (path, key) => fileSnapshot('create', path, tag, key));
-      }),
-    );
+    return this.volumeLocked(volumeId, serverId, async () => {
+      const qmp = await this.pluggedIn(serverId, volumeId);
+      if (qmp) return liveSnapshot(qmp, volumeNodes(volumeId).fmt, tag);
+      await this.volumeFileWithKey(volumeId, (path, key) => fileSnapshot('create', path, tag, key));
+    });
   }
 
   deleteVolumeSnapshot(volumeId: string, tag: string, serverId: string | null): Promise<void> {
-    return this.lock.run(serverId ?? `volume:${volumeId}`, () =>
-      this.lock.run(`volume:${volumeId}`, async () => {
-        const qmp = await this.pluggedIn(serverId, volumeId);
-        if (qmp) return liveSnapshotDelete(qmp, volumeNodes(volumeId).fmt, tag);
-        await this.volumeFileWithKey(volumeId, (path, key) => fileSnapshot('delete', path, tag, key));
-      }),
-    );
+    return this.volumeLocked(volumeId, serverId, async () => {
+      const qmp = await this.pluggedIn(serverId, volumeId);
+      if (qmp) return liveSnapshotDelete(qmp, volumeNodes(volumeId).fmt, tag);
+      await this.volumeFileWithKey(volumeId, (path, key) => fileSnapshot('delete', path, tag, key));
+    });
   }
 
   /** Runs `use` on the guest's stopped overlay (checked as plugEncryptedRoot does) with its key, if encrypted. */

@@ -183,6 +183,11 @@ export const POLICY = {
   'snapshot:policy:project:delete': ['admin'],
   'snapshot:policy:resource:update': ['admin', 'member'],
   'snapshot:policy:resource:delete': ['admin', 'member'],
+  // Templates (docs/templates.md): only cloud admins make template versions (a second admin approves
+  // through the approvals API); anyone with a token sees what templates exist.
+  'template:create': ['admin'],
+  'template:list': ['authenticated'],
+  'template:show': ['authenticated'],
 
   // Bulwark extensions
   'bulwark:version': ['public'],

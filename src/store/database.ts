@@ -27,6 +27,7 @@ import * as m0013 from './migrations/0013-approvals.js';
 import * as m0014 from './migrations/0014-server-governance.js';
 import * as m0015 from './migrations/0015-guest-agent-grants.js';
 import * as m0050 from './migrations/0050-snapshots.js';
+import * as m0051 from './migrations/0051-templates.js';
 import type { Schema } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -68,6 +69,7 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0014-server-governance': { up: m0014.up },
   '0015-guest-agent-grants': { up: m0015.up },
   '0050-snapshots': { up: m0050.up },
+  '0051-templates': { up: m0051.up },
 });
 
 export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');

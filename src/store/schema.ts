@@ -517,7 +517,27 @@ export interface GuestAgentGrantsTable {
   revoked_at: string | null;
 }
 
+/** A template version: an image pinned by its data's sha256, usable once approved (0051, docs/templates.md). */
+export interface TemplatesTable {
+  id: string;
+  name: string;
+  /** 1, 2, ... per name. */
+  version: number;
+  image_id: string;
+  /** The image data's sha256 when the version was made; every boot checks the file against it. */
+  sha256: string;
+  description: string;
+  /** pending (waiting for a second admin), approved. */
+  status: string;
+  created_by: string;
+  approval_id: string | null;
+  approved_by: string | null;
+  approved_at: string | null;
+  created_at: string;
+}
+
 export interface Schema {
+  templates: TemplatesTable;
   snapshots: SnapshotsTable;
   snapshot_policies: SnapshotPoliciesTable;
   guest_agent_grants: GuestAgentGrantsTable;

@@ -212,7 +212,8 @@ describe('RBAC matrix', () => {
     if (url.startsWith('/volume') || url.includes('/os-volume_attachments')) return volumeSample(method, url);
     if (url.startsWith('/compute') || url.startsWith('/image')) return computeSample(method, url);
     if (url.includes('/bulwark-zone')) return zoneSample(method, url);
-    if (/^\/bulwark\/v1\/(snapshot|servers\/)/.test(url)) return snapshotSample(method, url);
+    if (/^\/bulwark\/v1\/(snapshot|servers\/[^/]+\/snapshots)/.test(url)) return snapshotSample(method, url);
+    if (url.startsWith('/bulwark/v1/templates')) return templateSample(method, url);
     if (url.startsWith('/network')) return networkSample(method, url);
     const collection = /^\/identity\/v3\/(\w+)/.exec(url)?.[1];
     const bodies: Record<string, unknown> = {
@@ -510,6 +511,27 @@ describe('RBAC matrix', () => {
     return { url: url.replace(':id', id), body, target: {} };
   }
 
+  /** Templates: a fresh uploaded image of the admin's for each write; a template version to show. */
+  async function templateSample(method: string, url: string) {
+    const adminAuth = api.authOf(who.admin.token as string);
+    const { images } = api.platform.compute;
+    const image = async () => {
+      const img = await images.create(adminAuth, {
+        name: uniq('tpl'),
+        disk_format: 'raw',
+        container_format: 'bare',
+        properties: {},
+      });
+      await images.upload(adminAuth, img.id, Readable.from([randomBytes(4096)]));
+      return img.id;
+    };
+    if (method === 'POST')
+      return { url, body: { template: { name: uniq('t'), image_id: await image() } }, target: {} };
+    if (!url.includes(':id')) return { url, target: {} };
+    const t = await api.platform.templates.create(adminAuth, { name: uniq('t'), imageId: await image() });
+    return { url: url.replace(':id', t.template.id), target: {} };
+  }
+
   /** Network routes: a fixture network in project A; writes act on throwaway resources. */
   /** Security zone routes (network extension): throwaway zones and rules; writes are admin-only. */
   async function zoneSample(method: string, url: string) {
@@ -676,7 +698,7 @@ describe('RBAC matrix', () => {
       }
     }
     expect(results).toEqual([]);
-  });
+  }, 300_000); // the walk grows with the API: every route × six personas
 
   it('audits every refusal', async () => {
     const denied = await api.store.db
