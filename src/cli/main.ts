@@ -9,6 +9,7 @@ import { registerMetadataRuleCommands } from './commands/metadata-rules.js';
 import { registerNetworkCommands } from './commands/network.js';
 import { registerServeCommand } from './commands/serve.js';
 import { registerSnapshotCommands } from './commands/snapshots.js';
+import { registerTemplateCommands } from './commands/templates.js';
 import { registerZoneCommands } from './commands/zones.js';
 
 const program = new Command('bulwark')
@@ -26,6 +27,7 @@ registerKeyManagerCommands(program);
 registerZoneCommands(program);
 registerNetworkCommands(program);
 registerSnapshotCommands(program);
+registerTemplateCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const status = err instanceof ApiError ? ` (HTTP ${err.status})` : '';
