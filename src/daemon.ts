@@ -203,6 +203,8 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
   const timer = setInterval(() => void identity.pruneTokens().catch(() => undefined), 3_600_000);
   timer.unref();
   platform.backupScheduler.start(); // scheduled backups, as the backup identity (docs/backups.md)
+  // Snapshot lifecycle (docs/snapshots.md): prunes what is past its policy's age or count, audited.
+  platform.snapshots.scheduler.start();
   return {
     app,
     store,
@@ -219,11 +221,13 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
       await platform.consoles.closeAll();
       await siem?.stop();
       await platform.backupScheduler.stop();
+      await platform.snapshots.scheduler.stop();
       dataplane.close();
       // No orphan dnsmasq: the next start brings them back (leases are in the data dir).
       await dhcp?.stopAll().catch(() => undefined);
       await app.close();
       await platform.compute.servers.settled();
+      await platform.snapshots.snapshots.settled();
       // Guests keep running across daemon restarts; only our QMP connections close.
       await driver.close();
       await platform.keys.close();

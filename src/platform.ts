@@ -36,7 +36,11 @@ import { ServerPorts } from './network/server-ports.js';
 import { ZoneService } from './network/zones.js';
 import type { AuthContext } from './policy/context.js';
 import { QuotaService } from './quotas/service.js';
+import { SnapshotPolicyService } from './snapshots/policies.js';
+import { SnapshotScheduler } from './snapshots/scheduler.js';
+import { SnapshotService } from './snapshots/snapshots.js';
 import type { Store } from './store/database.js';
+import { TemplateService } from './templates/templates.js';
 import { VolumeTypeService } from './volumes/types.js';
 import { VolumeService } from './volumes/volumes.js';
 
@@ -68,6 +72,10 @@ export interface PlatformOptions {
   identityPolicy?: Partial<IdentityPolicy>;
   /** Days console recordings are kept before they are pruned (docs/console.md); default 90. */
   consoleRetentionDays?: number;
+  /** How often the snapshot lifecycle scheduler prunes (docs/snapshots.md); default 15 minutes. */
+  snapshotPruneIntervalMs?: number;
+  /** The clock snapshots are stamped and aged by; tests move it. */
+  clock?: () => Date;
 }
 
 /** The platform acting on its own behalf (cleanup after a delete), never reachable by a token. */
@@ -120,7 +128,8 @@ export function buildPlatform(
   const zones = new ZoneService(store, dataplane);
   const serverPorts = new ServerPorts(store, networks, securityGroups);
   const flavors = new FlavorService(store);
-  const images = new ImageService(store, new ImageStore(join(opts.dataDir, 'images')), opts.maxImageBytes);
+  const imageStore = new ImageStore(join(opts.dataDir, 'images'));
+  const images = new ImageService(store, imageStore, opts.maxImageBytes);
   // The key manager; `keys` is also the KeyService other rooms read keys through, on the owner's behalf.
   const keys = new KeyManager(store, opts.kek ?? FileKek.open(opts.dataDir), audit);
   // Keystone credentials (TOTP secrets sealed by the key manager) and multi-method login (docs/identity.md).
@@ -155,6 +164,10 @@ export function buildPlatform(
   servers.quotas = quotas;
   volumes.quotas = quotas;
   securityGroups.quotas = quotas;
+  // Snapshots (docs/snapshots.md): internal qcow2 snapshots, lifecycle policies and their scheduler.
+  const snapshotPolicies = new SnapshotPolicyService(store);
+  const snapshots = new SnapshotService(store, driver, audit, snapshotPolicies, volumes, servers, opts.clock);
+  const snapshotScheduler = new SnapshotScheduler(snapshots, opts.snapshotPruneIntervalMs);
   // Approvals, the two-person rule (docs/approvals.md): held requests run as their requester once approved.
   const approvals = new ApprovalService(store, audit, identity);
   servers.approvals = approvals;
@@ -211,6 +224,10 @@ export function buildPlatform(
     adminProjectName: opts.adminProjectName,
   });
   const backupScheduler = new BackupScheduler(store, identity, backups);
+  // Templates (docs/templates.md): pinned, immutable, versions approved by a second admin.
+  const templates = new TemplateService(store, images, (id) => imageStore.path(id), approvals);
+  images.immutable = (id) => templates.immutable(id);
+  servers.bootGate = (imageId, path) => templates.checkBoot(imageId, path);
   return {
     backups,
     backupScheduler,
@@ -243,6 +260,8 @@ export function buildPlatform(
         (caller, request, config) => planPassthrough(caller, request, config, opts.sysfsRoot ?? '/sys'),
       ),
     },
+    snapshots: { snapshots, policies: snapshotPolicies, scheduler: snapshotScheduler },
+    templates,
     network: { networks, securityGroups, routers, zones },
   };
 }

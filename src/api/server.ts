@@ -33,7 +33,11 @@ import type { ZoneService } from '../network/zones.js';
 import { enforce, isPublic } from '../policy/enforcer.js';
 import { isAction } from '../policy/rules.js';
 import type { QuotaService } from '../quotas/service.js';
+import type { SnapshotPolicyService } from '../snapshots/policies.js';
+import type { SnapshotScheduler } from '../snapshots/scheduler.js';
+import type { SnapshotService } from '../snapshots/snapshots.js';
 import type { Store } from '../store/database.js';
+import type { TemplateService } from '../templates/templates.js';
 import { uuid } from '../util/ids.js';
 import type { VolumeTypeService } from '../volumes/types.js';
 import type { VolumeService } from '../volumes/volumes.js';
@@ -57,6 +61,8 @@ import { ApiRateLimiter, type ApiRateLimits, isQuietRefusal } from './rate-limit
 import { registerRouterApi } from './routers.js';
 import { registerSecretsApi } from './secrets.js';
 import { registerServerGovernanceApi } from './server-governance.js';
+import { registerSnapshotApi } from './snapshots.js';
+import { registerTemplateApi } from './templates.js';
 import { registerVolumeApi } from './volumes.js';
 import { registerZoneApi } from './zones.js';
 
@@ -89,6 +95,10 @@ export interface ApiDeps {
   volume: { types: VolumeTypeService; volumes: VolumeService };
   /** Quotas (docs/quotas.md). */
   quotas: QuotaService;
+  /** Volume and server snapshots, their lifecycle policies and scheduler (docs/snapshots.md). */
+  snapshots: { snapshots: SnapshotService; policies: SnapshotPolicyService; scheduler: SnapshotScheduler };
+  /** Templates: pinned, immutable, approved versions (docs/templates.md). */
+  templates: TemplateService;
   /** Approvals, the two-person rule (docs/approvals.md). */
   approvals: ApprovalService;
   /** VM metadata rules and per-server change history (docs/metadata.md). */
@@ -297,6 +307,8 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await registerSecretsApi(app, ctx);
   await registerQuotaApi(app, ctx);
   await registerBulwarkApi(app, ctx);
+  await registerSnapshotApi(app, ctx);
+  registerTemplateApi(app, ctx);
   registerApprovalApi(app, ctx);
   registerServerGovernanceApi(app, ctx);
   registerGuestAgentApi(app, ctx);

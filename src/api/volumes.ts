@@ -6,6 +6,7 @@ import type { Action } from '../policy/rules.js';
 import type { EncryptionType, VolumeType } from '../volumes/types.js';
 import type { Attachment, Volume } from '../volumes/volumes.js';
 import type { ApiContext } from './server.js';
+import { registerVolumeSnapshotRoutes } from './snapshots.js';
 import { registerVolumeBackupRoutes } from './volume-backups.js';
 
 /**
@@ -429,4 +430,6 @@ export async function registerVolumeApi(app: FastifyInstance, ctx: ApiContext): 
     'volume',
   );
   registerVolumeBackupRoutes(route, ctx);
+
+  registerVolumeSnapshotRoutes(route, ctx);
 }

@@ -11,6 +11,8 @@ import { registerKeyManagerCommands } from './commands/keys.js';
 import { registerMetadataRuleCommands } from './commands/metadata-rules.js';
 import { registerNetworkCommands } from './commands/network.js';
 import { registerServeCommand } from './commands/serve.js';
+import { registerSnapshotCommands } from './commands/snapshots.js';
+import { registerTemplateCommands } from './commands/templates.js';
 import { registerZoneCommands } from './commands/zones.js';
 
 const program = new Command('bulwark')
@@ -30,6 +32,8 @@ registerKeyManagerCommands(program);
 registerBackupCommands(program);
 registerZoneCommands(program);
 registerNetworkCommands(program);
+registerSnapshotCommands(program);
+registerTemplateCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const status = err instanceof ApiError ? ` (HTTP ${err.status})` : '';

@@ -87,6 +87,8 @@ export class ImageService {
 
   /** Storage thresholds for image data (governance/storage-thresholds.ts); null: none. Set by platform.ts. */
   storage: StorageGate | null = null;
+  /** Refuses changes to an image that must not change (templates, docs/templates.md); null: none. Set by platform.ts. */
+  immutable: ((imageId: string) => Promise<void>) | null = null;
 
   /** Images the caller can see: its project's, public and community ones, and shared ones it accepted. */
   async list(auth: AuthContext, filter: { name?: string | undefined; visibility?: string | undefined }) {
@@ -220,6 +222,7 @@ export class ImageService {
 
   async update(auth: AuthContext, id: string, patch: ImagePatch): Promise<Image> {
     const img = await this.owned(auth, id);
+    await this.immutable?.(img.id);
     this.checkVisibility(auth, patch.visibility);
     this.checkFormats(patch);
     if (
@@ -264,6 +267,7 @@ export class ImageService {
    */
   async upload(auth: AuthContext, id: string, body: Readable): Promise<Image> {
     const img = await this.owned(auth, id);
+    await this.immutable?.(img.id);
     if (img.status !== 'queued')
       throw conflict(`Image ${id} already has data (status ${img.status}); create a new image.`);
     if (!img.disk_format || !img.container_format) {
@@ -325,6 +329,7 @@ export class ImageService {
 
   async delete(auth: AuthContext, id: string, inUse: (id: string) => Promise<boolean>): Promise<void> {
     const img = await this.owned(auth, id);
+    await this.immutable?.(img.id);
     if (img.protected) throw forbidden(`Image ${id} is protected; unset protected before deleting it.`);
     if (await inUse(id)) throw conflict(`Image ${id} is in use by a server; delete the server first.`);
     await this.store.db.deleteFrom('images').where('id', '=', id).execute();

@@ -96,6 +96,16 @@ export class ServerService {
 
   /** Approvals (governance/approvals.ts): large flavors are held for a second admin. Set by platform.ts. */
   approvals: ApprovalService | null = null;
+  /**
+   * Checked before a server is made from an image and before every boot
+   * (templates: approved, file still matches its pinned sha256; docs/templates.md).
+   * Throws to refuse. Set by platform.ts.
+   */
+  bootGate: ((imageId: string, imagePath: string) => Promise<void>) | null = null;
+
+  private async checkBoot(s: Server): Promise<void> {
+    await this.bootGate?.(s.image_id, (JSON.parse(s.guest) as StoredGuest).imagePath);
+  }
 
   /** Storage thresholds for server disks (governance/storage-thresholds.ts). Set by platform.ts. */
   storage: StorageGate | null = null;
@@ -217,6 +227,7 @@ export class ServerService {
         : err;
     });
     const img = source.image;
+    await this.bootGate?.(img.id, source.path);
     if (flavor.ram < img.min_ram)
       throw badRequest(`Flavor's memory is too small for requested image (needs ${img.min_ram} MiB).`);
     const virtualGiB = Math.ceil((img.virtual_size ?? 0) / 2 ** 30);
@@ -381,6 +392,7 @@ export class ServerService {
       this.checkSecureBootHost(plan);
       await this.createTpmKey(s, plan);
       await this.createRootDiskKey(s);
+      await this.checkBoot(s);
       await this.driver.define(await this.specFor(s));
       await this.driver.start(s.id);
       await this.setState(s.id, { vm_state: 'active', task_state: null, launched_at: nowIso() });
@@ -433,6 +445,7 @@ export class ServerService {
     try {
       switch (action) {
         case 'start':
+          await this.checkBoot(s);
           await this.driver.define(await this.specFor(s));
           await this.driver.start(s.id);
           break;
@@ -452,6 +465,7 @@ export class ServerService {
           await this.driver.suspend(s.id);
           break;
         case 'resume':
+          await this.checkBoot(s);
           await this.driver.resume(s.id);
           break;
       }

@@ -267,6 +267,48 @@ export class FakeHypervisor implements HypervisorDriver {
     const key = await this.diskKeySource(id);
     return key.length;
   }
+
+  // ---- snapshots: tags per volume or server; keys checked as the real driver needs them ----
+  /** Snapshot tags by `volume:<id>` / `server:<id>`. */
+  readonly snapshots = new Map<string, Set<string>>();
+  private tags(key: string) {
+    const set = this.snapshots.get(key) ?? new Set<string>();
+    this.snapshots.set(key, set);
+    return set;
+  }
+  /** Makes the next snapshot fail with this message, as a full disk would. */
+  failNextSnapshot: string | undefined;
+  private failIfAsked() {
+    const msg = this.failNextSnapshot;
+    this.failNextSnapshot = undefined;
+    if (msg) throw new BulwarkError('Unavailable', msg);
+  }
+  async snapshotVolume(volumeId: string, tag: string) {
+    this.failIfAsked();
+    const v = this.volumes.get(volumeId);
+    if (!v) throw new BulwarkError('NotFound', `volume ${volumeId} is not on this host`);
+    if (!this.volumeKeySource) throw new BulwarkError('Unavailable', 'No volume key source.');
+    if ((await this.volumeKeySource(volumeId)) === null && v.encrypted)
+      throw new BulwarkError('Conflict', 'volume key does not fit');
+    this.tags(`volume:${volumeId}`).add(tag);
+  }
+  async deleteVolumeSnapshot(volumeId: string, tag: string) {
+    this.snapshots.get(`volume:${volumeId}`)?.delete(tag);
+  }
+  async snapshotServer(serverId: string, tag: string, opts: { memory: boolean }) {
+    this.failIfAsked();
+    const g = this.guest(serverId);
+    if (opts.memory && g.state !== 'running')
+      throw new BulwarkError(
+        'Conflict',
+        `Server ${serverId} is not running; a memory snapshot needs it running.`,
+      );
+    if (g.spec.bootDisk.encrypted) await this.diskKeyFor(serverId);
+    this.tags(`server:${serverId}`).add(tag);
+  }
+  async deleteServerSnapshot(serverId: string, tag: string) {
+    this.snapshots.get(`server:${serverId}`)?.delete(tag);
+  }
 }
 
 /** Writes go to `sink`, reads come from `source`: the two ends of a fake serial line. */

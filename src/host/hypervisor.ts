@@ -133,6 +133,21 @@ export interface HypervisorDriver {
     mode: 'read' | 'write',
     serverId?: string | null,
   ): Promise<DiskHandle>;
+  // ---- snapshots (docs/snapshots.md): internal qcow2 snapshots, encrypted like their source ----
+  /**
+   * Snapshot `tag` of a volume (its key from the volume key source): live over
+   * QMP when `serverId`'s running guest has it plugged, else with qemu-img.
+   */
+  snapshotVolume(volumeId: string, tag: string, serverId: string | null): Promise<void>;
+  /** Removes a volume snapshot; one already gone is fine. */
+  deleteVolumeSnapshot(volumeId: string, tag: string, serverId: string | null): Promise<void>;
+  /**
+   * Snapshot `tag` of a server's root overlay; `memory`: RAM and device state
+   * too (the guest must be running, with no volumes attached).
+   */
+  snapshotServer(serverId: string, tag: string, opts: { memory: boolean }): Promise<void>;
+  /** Removes a server snapshot; one already gone (or a guest no longer defined) is fine. */
+  deleteServerSnapshot(serverId: string, tag: string): Promise<void>;
 }
 
 /**

@@ -90,9 +90,10 @@ function runQemuImg(
   });
 }
 
-const secretObject = ['--object', 'secret,id=sec0,file=/dev/stdin,format=raw'];
+/** qemu-img's `sec0` secret object, read from the pipe `qemuImgWithSecret` makes. */
+export const secretObject = ['--object', 'secret,id=sec0,file=/dev/stdin,format=raw'];
 
-const failed = (what: string, stderr: string) =>
+export const failed = (what: string, stderr: string) =>
   new BulwarkError('Unavailable', `${what} failed: ${stderr.replace(/^qemu-img: /, '').trim()}`);
 
 /** Creates a qcow2 of `bytes`, LUKS-encrypted with `key` when given. */

@@ -52,6 +52,7 @@ import {
   plugVolume,
   resizeQcow2,
   unplugVolume,
+  volumeNodes,
 } from './luks.js';
 import { isLive, procInfo, qemuProcesses, sameProcess, waitGone } from './procfs.js';
 import {
@@ -69,6 +70,8 @@ import {
 import { isObject, QmpClient, QmpError } from './qmp.js';
 import { KeyedMutex, sleep } from './run.js';
 import { receiveState, type StateReceiver } from './save-state.js';
+import { fileSnapshot, liveSnapshot, liveSnapshotDelete } from './snapshots.js';
+import { stateCipher } from './state-cipher.js';
 import { ensureStateDir, killSwtpms, startSwtpm, swtpmPaths, swtpmProcesses } from './swtpm.js';
 import { deleteTaps, ensureTaps } from './taps.js';
 import { ensureVmUser, lookupVmUser, removeVmUser, userNameOf, vmUserName } from './users.js';
@@ -114,6 +117,8 @@ interface Live {
 }
 
 const GiB = 1024 ** 3;
+/** The root overlay's qcow2 node (qemu-args.ts, luks.ts#plugRootDisk): where server snapshots go. */
+const ROOT_NODE = 'disk0-fmt';
 const cgroupName = (id: string) => `vm-${id}`;
 
 /**
@@ -632,18 +637,7 @@ export class QemuDriver implements HypervisorDriver {
         receiver = await receiveState(L.migrateSocket, rec.user, part);
         // Stopped first, the RAM is copied in one pass.
         await qmp.execute('stop');
-        await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 16 * GiB }).catch(() => undefined);
-        await qmp.execute('migrate', { uri: `unix:${L.migrateSocket}` });
-        for (const deadline = Date.now() + 10 * 60_000; ; ) {
-          const m = await qmp.execute('query-migrate');
-          const status = isObject(m) && typeof m.status === 'string' ? m.status : 'unknown';
-          if (status === 'completed') break;
-          if (status === 'failed' || status === 'cancelled' || Date.now() > deadline) {
-            const desc = isObject(m) && typeof m['error-desc'] === 'string' ? m['error-desc'] : status;
-            throw new Error(`saving the guest's state failed: ${desc}`);
-          }
-          await sleep(50);
-        }
+        await this.migrateOut(qmp, L.migrateSocket);
         await receiver.done;
         const live = this.live.get(id);
         if (live) live.expectExit = true;
@@ -662,6 +656,22 @@ export class QemuDriver implements HypervisorDriver {
         await receiver?.close();
       }
     });
+  }
+
+  /** Streams the (stopped) guest's RAM and device state to the receiver on `socket`; waits for the end. */
+  private async migrateOut(qmp: Qmp, socket: string): Promise<void> {
+    await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 16 * GiB }).catch(() => undefined);
+    await qmp.execute('migrate', { uri: `unix:${socket}` });
+    for (const deadline = Date.now() + 10 * 60_000; ; ) {
+      const m = await qmp.execute('query-migrate');
+      const status = isObject(m) && typeof m.status === 'string' ? m.status : 'unknown';
+      if (status === 'completed') return;
+      if (status === 'failed' || status === 'cancelled' || Date.now() > deadline) {
+        const desc = isObject(m) && typeof m['error-desc'] === 'string' ? m['error-desc'] : status;
+        throw new Error(`saving the guest's state failed: ${desc}`);
+      }
+      await sleep(50);
+    }
   }
 
   resume(id: string): Promise<void> {
@@ -1266,6 +1276,140 @@ export class QemuDriver implements HypervisorDriver {
   private async releaseAllVolumes(id: string): Promise<void> {
     const rec = await this.readRecord(id).catch(() => null);
     for (const v of rec?.volumes ?? []) await this.releaseVolumeFile(id, v).catch(() => undefined);
+  }
+
+  // ---- snapshots (docs/snapshots.md) ----
+
+  /** The running guest that has `volumeId` plugged, if any. */
+  private async pluggedIn(serverId: string | null, volumeId: string) {
+    if (!serverId) return null;
+    const rec = await this.readRecord(serverId);
+    if (!rec?.volumes?.includes(volumeId) || !(await this.process(rec))) return null;
+    return this.client(rec);
+  }
+
+  /** A volume file qemu-img may open as root: regular, no backing or data file, encrypted as recorded. */
+  private async volumeFileWithKey<T>(
+    volumeId: string,
+    use: (path: string, key: Buffer | null) => Promise<T>,
+  ) {
+    const path = this.volumePath(volumeId);
+    const st = await lstat(path).catch(() => null);
+    if (!st?.isFile()) throw notFound('volume file', volumeId);
+    const key = await this.volumeKey(volumeId);
+    try {
+      await checkVolumeFile(path, key !== null);
+      return await use(path, key);
+    } finally {
+      key?.fill(0);
+    }
+  }
+
+  /** Under the volume's lock, and its server's first when attached (the order attach/detach take them in). */
+  private volumeLocked(volumeId: string, serverId: string | null, fn: () => Promise<void>): Promise<void> {
+    const inner = () => this.lock.run(`volume:${volumeId}`, fn);
+    return serverId ? this.lock.run(serverId, inner) : inner();
+  }
+
+  snapshotVolume(volumeId: string, tag: string, serverId: string | null): Promise<void> {
+    return this.volumeLocked(volumeId, serverId, async () => {
+      const qmp = await this.pluggedIn(serverId, volumeId);
+      if (qmp) return liveSnapshot(qmp, volumeNodes(volumeId).fmt, tag);
+      await this.volumeFileWithKey(volumeId, (path, key) => fileSnapshot('create', path, tag, key));
+    });
+  }
+
+  deleteVolumeSnapshot(volumeId: string, tag: string, serverId: string | null): Promise<void> {
+    return this.volumeLocked(volumeId, serverId, async () => {
+      const qmp = await this.pluggedIn(serverId, volumeId);
+      if (qmp) return liveSnapshotDelete(qmp, volumeNodes(volumeId).fmt, tag);
+      await this.volumeFileWithKey(volumeId, (path, key) => fileSnapshot('delete', path, tag, key));
+    });
+  }
+
+  /** Runs `use` on the guest's stopped overlay (checked as plugEncryptedRoot does) with its key, if encrypted. */
+  private async overlayWithKey(rec: GuestRecord, use: (path: string, key: Buffer | null) => Promise<void>) {
+    const L = this.layout(rec.spec.id);
+    const st = await lstat(L.overlay);
+    if (!st.isFile() || st.uid !== rec.user.uid)
+      throw conflict(`Unexpected file at ${L.overlay}; refusing to use it.`);
+    if (rec.spec.bootDisk.encrypted) await this.withDiskKey(rec.spec.id, (key) => use(L.overlay, key));
+    else await use(L.overlay, null);
+  }
+
+  snapshotServer(serverId: string, tag: string, opts: { memory: boolean }): Promise<void> {
+    return this.lock.run(serverId, async () => {
+      const rec = await this.record(serverId);
+      const running = await this.process(rec);
+      if (opts.memory) {
+        if (!running)
+          throw conflict(`Server ${serverId} is not running; a memory snapshot needs it running.`);
+        if (rec.volumes?.length)
+          throw conflict(
+            `Server ${serverId} has volumes attached; a memory snapshot covers the root disk only, so detach them first (or take a disk snapshot).`,
+          );
+        return this.memorySnapshot(rec, await this.client(rec), tag);
+      }
+      if (running) return liveSnapshot(await this.client(rec), ROOT_NODE, tag);
+      await this.overlayWithKey(rec, (path, key) => fileSnapshot('create', path, tag, key));
+    });
+  }
+
+  /** Where a memory snapshot's encrypted state lives: the guest's root-only host dir. */
+  private memoryStatePath(serverId: string, tag: string): string {
+    if (!/^bw-[0-9a-f-]{36}$/.test(tag)) throw badRequest(`Bad snapshot tag ${JSON.stringify(tag)}.`);
+    return join(this.layout(serverId).hostDir, `${tag}.state`);
+  }
+
+  /**
+   * Disk and memory at one instant: the guest is stopped, its disk gets an
+   * internal snapshot, its RAM and device state stream over the migration
+   * socket into a root-only file encrypted under the disk's key
+   * (state-cipher.ts), and it continues if it ran before.
+   */
+  private async memorySnapshot(rec: GuestRecord, qmp: Qmp, tag: string): Promise<void> {
+    if (!rec.spec.bootDisk.encrypted)
+      throw conflict(
+        `Server ${rec.spec.id} has an unencrypted disk; memory snapshots are kept only encrypted.`,
+      );
+    const L = this.layout(rec.spec.id);
+    const state = this.memoryStatePath(rec.spec.id, tag);
+    const part = `${state}.part`;
+    const before = await qmp.queryStatus();
+    let receiver: StateReceiver | undefined;
+    let diskTaken = false;
+    try {
+      receiver = await this.withDiskKey(rec.spec.id, (key) =>
+        receiveState(L.migrateSocket, rec.user, part, stateCipher(key, tag)),
+      );
+      await qmp.execute('stop');
+      await liveSnapshot(qmp, ROOT_NODE, tag);
+      diskTaken = true;
+      await this.migrateOut(qmp, L.migrateSocket);
+      await receiver.done;
+      await rename(part, state);
+    } catch (err) {
+      await rm(part, { force: true });
+      if (diskTaken) await liveSnapshotDelete(qmp, ROOT_NODE, tag).catch(() => undefined);
+      throw err instanceof BulwarkError
+        ? err
+        : new BulwarkError('Unavailable', `The memory snapshot failed: ${(err as Error).message}`, {
+            cause: err,
+          });
+    } finally {
+      await receiver?.close();
+      if (before.running) await qmp.execute('cont').catch(() => undefined);
+    }
+  }
+
+  deleteServerSnapshot(serverId: string, tag: string): Promise<void> {
+    return this.lock.run(serverId, async () => {
+      const rec = await this.readRecord(serverId);
+      await rm(this.memoryStatePath(serverId, tag), { force: true });
+      if (!rec || !existsSync(this.layout(serverId).overlay)) return;
+      if (await this.process(rec)) return liveSnapshotDelete(await this.client(rec), ROOT_NODE, tag);
+      await this.overlayWithKey(rec, (path, key) => fileSnapshot('delete', path, tag, key));
+    });
   }
 
   /** Disconnects from every guest and leaves them running (a daemon restart must not stop guests). */

@@ -1,6 +1,7 @@
 import { createWriteStream } from 'node:fs';
 import { chmod, lchown, unlink } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import type { Transform } from 'node:stream';
 import type { VmUser } from './users.js';
 
 /**
@@ -20,6 +21,8 @@ export async function receiveState(
   socketPath: string,
   owner: VmUser,
   outPath: string,
+  /** Applied to the stream on its way to disk (memory snapshots encrypt it: state-cipher.ts). */
+  through?: Transform,
 ): Promise<StateReceiver> {
   await unlink(socketPath).catch(() => undefined);
   // `flush`: fsync before the stream closes, so 'close' means the state is on disk.
@@ -38,7 +41,13 @@ export async function receiveState(
         out.destroy(err);
         reject(err);
       });
-      conn.pipe(out);
+      if (through) {
+        through.on('error', (err) => {
+          out.destroy(err);
+          reject(err);
+        });
+        conn.pipe(through).pipe(out);
+      } else conn.pipe(out);
     });
   });
   done.catch(() => undefined);

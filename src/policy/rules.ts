@@ -196,6 +196,27 @@ export const POLICY = {
   'backup:schedules:list': ['admin', 'reader'],
   'backup:schedules:create': ['admin'],
   'backup:schedules:delete': ['admin'],
+  // Snapshots (docs/snapshots.md): Cinder volume snapshots and Bulwark server snapshots, members write
+  // in their own project. Lifecycle policies: a project's is the cloud admin's; a server's or volume's
+  // is its members' and can only tighten the project's (snapshots/lifecycle.ts).
+  'volume:snapshots:list': ['admin', 'reader'],
+  'volume:snapshots:show': ['admin', 'reader'],
+  'volume:snapshots:create': ['admin', 'member'],
+  'volume:snapshots:delete': ['admin', 'member'],
+  'snapshot:list': ['admin', 'reader'],
+  'snapshot:show': ['admin', 'reader'],
+  'snapshot:server:create': ['admin', 'member'],
+  'snapshot:delete': ['admin', 'member'],
+  'snapshot:policy:show': ['admin', 'reader'],
+  'snapshot:policy:project:update': ['admin'],
+  'snapshot:policy:project:delete': ['admin'],
+  'snapshot:policy:resource:update': ['admin', 'member'],
+  'snapshot:policy:resource:delete': ['admin', 'member'],
+  // Templates (docs/templates.md): only cloud admins make template versions (a second admin approves
+  // through the approvals API); anyone with a token sees what templates exist.
+  'template:create': ['admin'],
+  'template:list': ['authenticated'],
+  'template:show': ['authenticated'],
 
   // Bulwark extensions
   'bulwark:version': ['public'],

@@ -34,6 +34,8 @@ import * as m0030 from './migrations/0030-siem.js';
 import * as m0031 from './migrations/0031-console-recordings.js';
 import * as m0040 from './migrations/0040-backups.js';
 import * as m0041 from './migrations/0041-backup-schedules.js';
+import * as m0050 from './migrations/0050-snapshots.js';
+import * as m0051 from './migrations/0051-templates.js';
 import type { Schema } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -82,6 +84,8 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0031-console-recordings': { up: m0031.up },
   '0040-backups': { up: m0040.up },
   '0041-backup-schedules': { up: m0041.up },
+  '0050-snapshots': { up: m0050.up },
+  '0051-templates': { up: m0051.up },
 });
 
 export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');

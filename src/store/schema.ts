@@ -504,6 +504,50 @@ export interface QuotaLimitsTable {
   updated_at: string;
 }
 
+// ---- snapshots (0050, docs/snapshots.md) ----
+
+/** An internal qcow2 snapshot of a volume or a server's root overlay (its tag inside the file). */
+export interface SnapshotsTable {
+  id: string;
+  /** 'volume' or 'server'. */
+  kind: string;
+  /** The volume's or server's id. */
+  resource_id: string;
+  project_id: string;
+  user_id: string;
+  /** `<purpose>-<UTC timestamp>` (naming.ts). */
+  name: string;
+  purpose: string;
+  /** Required, never empty. */
+  description: string;
+  /** The snapshot's name inside the qcow2 file. */
+  tag: string;
+  /** 1: RAM and device state saved too (server snapshots of a running guest). */
+  memory: number;
+  /** GiB, as Cinder reports it (the volume's size). */
+  size: number;
+  status: string;
+  fault: string | null;
+  metadata: string;
+  created_at: string;
+  updated_at: string;
+  deleted_at: string | null;
+}
+
+/** A lifecycle policy: scope 'project' (target = project id), 'server' or 'volume' (target = its id). */
+export interface SnapshotPoliciesTable {
+  scope: string;
+  target_id: string;
+  project_id: string;
+  /** null: no limit at this scope. */
+  max_count: number | null;
+  max_age_days: number | null;
+  /** 1: at the count limit a new snapshot prunes the oldest; 0: it is refused. */
+  prune_oldest: number;
+  updated_by: string;
+  updated_at: string;
+}
+
 // ---- governance: approvals (0013) ----------------------------------------------------------
 
 /** A request held for a second admin's decision (governance/approvals.ts). */
@@ -672,10 +716,32 @@ export interface BackupSchedulesTable {
   created_by: string;
   created_at: string;
 }
+/** A template version: an image pinned by its data's sha256, usable once approved (0051, docs/templates.md). */
+export interface TemplatesTable {
+  id: string;
+  name: string;
+  /** 1, 2, ... per name. */
+  version: number;
+  image_id: string;
+  /** The image data's sha256 when the version was made; every boot checks the file against it. */
+  sha256: string;
+  description: string;
+  /** pending (waiting for a second admin), approved. */
+  status: string;
+  created_by: string;
+  approval_id: string | null;
+  approved_by: string | null;
+  approved_at: string | null;
+  created_at: string;
+}
+
 export interface Schema {
   backup_repositories: BackupRepositoriesTable;
   backups: BackupsTable;
   backup_schedules: BackupSchedulesTable;
+  templates: TemplatesTable;
+  snapshots: SnapshotsTable;
+  snapshot_policies: SnapshotPoliciesTable;
   guest_agent_grants: GuestAgentGrantsTable;
   metadata_rules: MetadataRulesTable;
   server_changes: ServerChangesTable;

@@ -292,6 +292,18 @@ export class VolumeService {
 
   async delete(auth: AuthContext, id: string): Promise<void> {
     const v = await this.get(auth, id);
+    // Cinder's rule: a volume with snapshots is not deleted (its snapshots live inside its file).
+    const snaps = await this.db
+      .selectFrom('snapshots')
+      .select('id')
+      .where('kind', '=', 'volume')
+      .where('resource_id', '=', v.id)
+      .where('deleted_at', 'is', null)
+      .execute();
+    if (snaps.length)
+      throw badRequest(
+        `Invalid volume: Volume ${v.id} has ${snaps.length} snapshot(s); delete them first (openstack volume snapshot delete).`,
+      );
     if (!(await this.claim(v.id, ['available', 'error', 'error_deleting'], 'deleting')))
       throw badRequest(
         `Invalid volume: Volume status must be available or error or error_restoring or error_extending or error_managing and must not be migrating, attached, belong to a group, have snapshots, awaiting a transfer, or be disassociated from snapshots after volume transfer. (status ${v.status})`,

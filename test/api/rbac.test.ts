@@ -231,6 +231,8 @@ describe('RBAC matrix', () => {
     if (url.startsWith('/volume') || url.includes('/os-volume_attachments')) return volumeSample(method, url);
     if (url.startsWith('/compute') || url.startsWith('/image')) return computeSample(method, url);
     if (url.includes('/bulwark-zone')) return zoneSample(method, url);
+    if (/^\/bulwark\/v1\/(snapshot|servers\/[^/]+\/snapshots)/.test(url)) return snapshotSample(method, url);
+    if (url.startsWith('/bulwark/v1/templates')) return templateSample(method, url);
     if (url.startsWith('/network')) return networkSample(method, url);
     if (url.startsWith('/identity/v3/credentials')) return credentialSample(method, url, p);
     if (url.includes('/application_credentials')) return appCredSample(method, url, p);
@@ -469,6 +471,12 @@ describe('RBAC matrix', () => {
       control_location: 'front-end',
     };
     const values: Record<string, string> = { project_id: projectA, encryption_id: 'provider' };
+    const newSnapshot = async (volumeId: string) => {
+      const { snapshots } = api.platform.snapshots;
+      const s = await snapshots.create(member, 'volume', volumeId, { name: 'rbac', description: 'matrix' });
+      await snapshots.settled();
+      return s.snapshot.id;
+    };
     if (url.includes('/os-volume_attachments')) {
       values.id = fixtures.server;
       values.volume_id = await newVolume();
@@ -485,7 +493,8 @@ describe('RBAC matrix', () => {
         await types.createEncryption(t.id, luks);
       values.id = t.id;
     } else if (url.includes('/volumes/:id')) values.id = await newVolume();
-    const bodies: Record<string, unknown> = {
+    else if (url.includes('/snapshots/:id')) values.id = await newSnapshot(await newVolume());
+    const bodies: Record<string, unknown | (() => Promise<unknown>)> = {
       'POST /types': { volume_type: { name: uniq('t') } },
       'PUT /types/:id': { volume_type: { description: 'changed' } },
       'POST /types/:id/encryption': { encryption: luks },
@@ -493,11 +502,15 @@ describe('RBAC matrix', () => {
       'POST /volumes': { volume: { size: 1, name: uniq('v') } },
       'PUT /volumes/:id': { volume: { name: uniq('v') } },
       'POST /volumes/:id/action': { 'os-extend': { new_size: 2 } },
+      'POST /snapshots': async () => ({
+        snapshot: { volume_id: await newVolume(), name: 'rbac', description: 'matrix' },
+      }),
     };
     const rest = url.replace(/^\/volume\/v3(\/:project_id)?/, '');
+    const body = bodies[`${method} ${rest}`];
     return {
       url: url.replace(/:(\w+)/g, (_, k: string) => values[k] ?? `missing-${k}`),
-      body: bodies[`${method} ${rest}`],
+      body: typeof body === 'function' ? await body() : body,
       target: url.includes(':project_id') ? { project_id: projectA } : {},
     };
   }
@@ -619,6 +632,72 @@ describe('RBAC matrix', () => {
         : {}),
       target: {},
     };
+  }
+
+  /**
+   * Snapshot extensions (/bulwark/v1): server snapshots of a throwaway server in
+   * project A, lifecycle policies of project A, its fixture server and a volume.
+   */
+  async function snapshotSample(method: string, url: string) {
+    const write = method !== 'GET' && method !== 'HEAD';
+    const member = api.authOf(who.member.token as string);
+    const { snapshots } = api.platform.snapshots;
+    const { servers } = api.platform.compute;
+    const server = async () => {
+      const id = write ? (await servers.create(member, serverInput())).id : fixtures.server;
+      await servers.settled();
+      return id;
+    };
+    const policy = { snapshot_policy: { max_count: 50, max_age_days: 365 } };
+    if (url.includes('/snapshot-policies/projects/'))
+      return {
+        url: url.replace(':project_id', projectA),
+        body: method === 'PUT' ? policy : undefined,
+        target: { project_id: projectA },
+      };
+    let id = 'missing';
+    if (url.includes('/snapshot-policies/volumes/')) {
+      const v = await api.platform.volume.volumes.create(member, { size: 1, name: uniq('v') });
+      await api.platform.volume.volumes.settled();
+      id = v.id;
+    } else if (url.includes('/snapshot-policies/servers/') || url.includes('/servers/:id'))
+      id = await server();
+    else if (url.includes('/snapshots/:id')) {
+      const s = await snapshots.create(member, 'server', await server(), {
+        name: 'rbac',
+        description: 'matrix',
+      });
+      await snapshots.settled();
+      id = s.snapshot.id;
+    }
+    const body =
+      url.endsWith('/snapshots') && method === 'POST'
+        ? { snapshot: { name: 'rbac', description: 'matrix' } }
+        : method === 'PUT'
+          ? policy
+          : undefined;
+    return { url: url.replace(':id', id), body, target: {} };
+  }
+
+  /** Templates: a fresh uploaded image of the admin's for each write; a template version to show. */
+  async function templateSample(method: string, url: string) {
+    const adminAuth = api.authOf(who.admin.token as string);
+    const { images } = api.platform.compute;
+    const image = async () => {
+      const img = await images.create(adminAuth, {
+        name: uniq('tpl'),
+        disk_format: 'raw',
+        container_format: 'bare',
+        properties: {},
+      });
+      await images.upload(adminAuth, img.id, Readable.from([randomBytes(4096)]));
+      return img.id;
+    };
+    if (method === 'POST')
+      return { url, body: { template: { name: uniq('t'), image_id: await image() } }, target: {} };
+    if (!url.includes(':id')) return { url, target: {} };
+    const t = await api.platform.templates.create(adminAuth, { name: uniq('t'), imageId: await image() });
+    return { url: url.replace(':id', t.template.id), target: {} };
   }
 
   /** Network routes: a fixture network in project A; writes act on throwaway resources. */

@@ -169,6 +169,7 @@ export async function startTestApi(
     persona,
     async close() {
       await platform.compute.servers.settled();
+      await platform.snapshots.snapshots.settled();
       await app.close();
       await store.close();
       await db.drop();

@@ -26,7 +26,7 @@ async function findFlavor(c: BulwarkClient, ref: string): Promise<Obj> {
   return f;
 }
 
-async function findImage(c: BulwarkClient, ref: string): Promise<Obj> {
+export async function findImage(c: BulwarkClient, ref: string): Promise<Obj> {
   const list = await c.request<{ images: Obj[] }>('image', 'GET', '/v2/images');
   const matches = list.images.filter((x) => x.id === ref || x.name === ref);
   if (matches.length !== 1)
