@@ -227,6 +227,8 @@ export class SiemForwarder {
         resolve(socket);
       });
       socket.once('error', reject);
+      // Closed before the handshake finished (peer gone, or stop()): settle, never hang the loop.
+      socket.once('close', () => reject(new Error('the connection closed during the TLS handshake')));
       socket.setTimeout(this.cfg.ioTimeoutMs ?? 30_000, () =>
         socket.destroy(new Error('the SIEM did not complete the TLS handshake in time')),
       );

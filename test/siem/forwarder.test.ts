@@ -68,7 +68,7 @@ describe('SIEM forwarder refusals', () => {
     const s = await run(port, pinned.certPem);
     expect(s.confirmedSeq).toBe(0);
     expect(s.connectFailures).toBeGreaterThan(0);
-    expect(s.lastError).toMatch(/certificate/i);
+    expect(s.lastError, String(s.lastError)).toMatch(/certificate/i);
     expect(received).toBe(0);
   });
 
