@@ -726,7 +726,7 @@ export interface TemplatesTable {
   /** The image data's sha256 when the version was made; every boot checks the file against it. */
   sha256: string;
   description: string;
-  /** pending (waiting for a second admin), approved. */
+  /** pending (waiting for a second admin), approved; shown as rejected when its approval was rejected. */
   status: string;
   created_by: string;
   approval_id: string | null;

@@ -123,20 +123,35 @@ export class TemplateService {
     return { template: { id: t.id, name: t.name, version: t.version } };
   }
 
+  /** Templates with a pending version shown as `rejected` once its approval was rejected (it never becomes usable). */
+  private query() {
+    return this.db
+      .selectFrom('templates as t')
+      .leftJoin('approvals as a', 'a.id', 't.approval_id')
+      .selectAll('t')
+      .select('a.status as approval_status');
+  }
+
+  private static withDecision(r: Template & { approval_status: string | null }): Template {
+    const { approval_status, ...t } = r;
+    return t.status === 'pending' && approval_status === 'rejected' ? { ...t, status: 'rejected' } : t;
+  }
+
   async list(filter: { name?: string | undefined }): Promise<Template[]> {
-    let q = this.db.selectFrom('templates').selectAll().orderBy('name').orderBy('version');
-    if (filter.name) q = q.where('name', '=', filter.name);
-    return q.execute();
+    let q = this.query().orderBy('t.name').orderBy('t.version');
+    if (filter.name) q = q.where('t.name', '=', filter.name);
+    return (await q.execute()).map(TemplateService.withDecision);
   }
 
   async get(id: string): Promise<Template> {
-    const t = await this.db.selectFrom('templates').selectAll().where('id', '=', id).executeTakeFirst();
+    const t = await this.query().where('t.id', '=', id).executeTakeFirst();
     if (!t) throw notFound('template', id);
-    return t;
+    return TemplateService.withDecision(t);
   }
 
-  ofImage(imageId: string): Promise<Template | undefined> {
-    return this.db.selectFrom('templates').selectAll().where('image_id', '=', imageId).executeTakeFirst();
+  async ofImage(imageId: string): Promise<Template | undefined> {
+    const t = await this.query().where('t.image_id', '=', imageId).executeTakeFirst();
+    return t && TemplateService.withDecision(t);
   }
 
   /** ImageService's guard: a template's image never changes. */
@@ -156,6 +171,10 @@ export class TemplateService {
   async checkBoot(imageId: string, path: string): Promise<void> {
     const t = await this.ofImage(imageId);
     if (!t) return;
+    if (t.status === 'rejected')
+      throw conflict(
+        `Template ${t.name} v${t.version} was rejected (approval ${t.approval_id}); it cannot be used.`,
+      );
     if (t.status !== 'approved')
       throw conflict(
         `Template ${t.name} v${t.version} is waiting for a second administrator's approval (approval ${t.approval_id}); it cannot be used yet.`,

@@ -132,6 +132,17 @@ describe.each(dialects())('template API on %s', (dialect) => {
     expect((await createServer(admin, next.imageId)).status).toBe(409);
     expect((await createServer(member.token, imageId, 'web-2')).status).toBe(202);
     await api.platform.compute.servers.settled();
+    // Rejected by the second admin: shown as rejected, never usable.
+    const no = await api.call('POST', `${B}/approvals/${r.json.approval.id}/reject`, admin2, {
+      reason: 'not hardened',
+    });
+    expect(no.status).toBe(200);
+    expect(
+      (await api.call('GET', `${B}/templates/${r.json.template.id}`, member.token)).json.template.status,
+    ).toBe('rejected');
+    const refused = await createServer(admin, next.imageId);
+    expect(refused.status).toBe(409);
+    expect(JSON.stringify(refused.json)).toMatch(/was rejected/);
   });
 
   it('a file that no longer matches its pinned sha256 is refused at create and at every boot', async () => {
