@@ -841,7 +841,7 @@ describe('RBAC matrix', () => {
   }
 
   // The walk grows with the API (hundreds of requests, argon2 logins among them).
-  it('covers every route, and every answer matches the policy table', { timeout: 300_000 }, async () => {
+  it('covers every route, and every answer matches the policy table', { timeout: 600_000 }, async () => {
     const routes = api.app.routeTable;
     expect(routes.length).toBeGreaterThan(30);
     const results: string[] = [];
