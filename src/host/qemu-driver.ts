@@ -130,6 +130,8 @@ const cgroupName = (id: string) => `vm-${id}`;
  */
 export class QemuDriver implements HypervisorDriver {
   private readonly lock = new KeyedMutex();
+  /** QEMU's chardev serves one client at a time: one guest agent request per guest at a time. */
+  private readonly agentLock = new KeyedMutex();
   private readonly live = new Map<string, Live>();
   private readonly connecting = new Map<string, Promise<Qmp>>();
   private readonly listeners = new Set<(id: string, event: string, data: unknown) => void>();
@@ -748,7 +750,9 @@ export class QemuDriver implements HypervisorDriver {
   async guestAgent(id: string, request: string): Promise<unknown> {
     const rec = await this.record(id);
     if (!rec.spec.guestAgent) throw new BulwarkError('Conflict', `Server ${id} has no guest agent channel.`);
-    return guestAgentCall(join(this.layout(id).dir, GUEST_AGENT_SOCKET), rec.user.uid, request);
+    return this.agentLock.run(id, () =>
+      guestAgentCall(join(this.layout(id).dir, GUEST_AGENT_SOCKET), rec.user.uid, request),
+    );
   }
 
   async openConsole(id: string): Promise<Duplex> {

@@ -112,33 +112,12 @@ describe('bulwark metadata-rule, server history and host-device CLI (SQLite)', (
     ]);
     h.loginAs('mdcli-alice', PASSWORD, 'mdcli-p');
     expect((await h.failure('metadata-rule', 'delete', 'pci-owner')).message).toMatch(/not authorized/);
-    const refused = await h.failure(
-      'server',
-      'create',
-      'card',
-      '--flavor',
-      'mdcli-flavor',
-      '--image',
-      'mdcli-image',
-      '--property',
-      'compliance_level=pci-dss',
-    );
+    const card = ['server', 'create', 'card', '--flavor', 'mdcli-flavor', '--image', 'mdcli-image'];
+    const refused = await h.failure(...card, '--property', 'compliance_level=pci-dss');
     expect(refused.message).toMatch(
       /compliance_level=pci-dss require cost_center \(metadata rule pci-owner\)/,
     );
-    await h.cli(
-      'server',
-      'create',
-      'card',
-      '--flavor',
-      'mdcli-flavor',
-      '--image',
-      'mdcli-image',
-      '--property',
-      'compliance_level=pci-dss',
-      '--property',
-      'cost_center=Payments',
-    );
+    await h.cli(...card, '--property', 'compliance_level=pci-dss', '--property', 'cost_center=Payments');
     await api.platform.compute.servers.settled();
     const history = await h.json('server', 'history', 'card');
     expect(history).toEqual([expect.objectContaining({ user_name: 'mdcli-alice', change: 'create' })]);

@@ -3,6 +3,10 @@
  * `openstack` CLI and `bulwark` against the real daemon (docs/metadata.md,
  * docs/approvals.md). One real guest boots (TCG) for the accepted server.
  */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
 import { guestImage } from '../helpers/guests.js';
@@ -12,8 +16,15 @@ describe.runIf(process.getuid?.() === 0)(
   { timeout: 300_000 },
   () => {
     let d: DaemonProcess;
+    // The volumes pool is a 4 MiB tmpfs of this suite's own (docs/storage-thresholds.md).
+    const dataDir = mkdtempSync(join(tmpdir(), 'bulwark-e2e-gov-'));
+    const volumesPool = join(dataDir, 'instances', '.volumes');
+    let mounted = false;
     beforeAll(async () => {
-      d = await startDaemonProcess();
+      mkdirSync(volumesPool, { recursive: true });
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m,mode=0700', 'tmpfs', volumesPool]);
+      mounted = true;
+      d = await startDaemonProcess({ dataDir });
       await d.os('flavor', 'create', '--vcpus', '1', '--ram', '256', '--disk', '1', 'tiny');
       await d.os(
         'image',
@@ -29,7 +40,11 @@ describe.runIf(process.getuid?.() === 0)(
         'tiny-bios',
       );
     });
-    afterAll(() => stopDaemon(d));
+    afterAll(async () => {
+      if (mounted) execFileSync('umount', ['-l', volumesPool]);
+      if (d) await stopDaemon(d);
+      else rmSync(dataDir, { recursive: true, force: true });
+    });
 
     const create = (...extra: string[]) =>
       d.openstack(['server', 'create', '--flavor', 'tiny', '--image', 'tiny-bios', ...extra]);
@@ -160,6 +175,22 @@ describe.runIf(process.getuid?.() === 0)(
         'success',
         'denied',
       ]);
+    });
+
+    it('refuses openstack volume create in a pool past 95% with the reason, and creates nothing', async () => {
+      const s = statfsSync(volumesPool);
+      const used = (s.blocks - s.bfree) * s.bsize;
+      const usable = used + s.bavail * s.bsize;
+      writeFileSync(join(volumesPool, 'filler'), Buffer.alloc(Math.ceil(usable * 0.97) - used));
+      const r = await d.openstack(['volume', 'create', '--size', '1', 'v-full']);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(
+        /Storage pool volumes \(.*\.volumes\) is 9\d(\.\d)?% used .* at or above its 95% limit/,
+      );
+      expect(await d.osJson('volume', 'list')).toEqual([]);
+      rmSync(join(volumesPool, 'filler'));
+      const ok = await d.openstack(['volume', 'create', '--size', '1', 'v-ok']);
+      expect(ok.code, ok.stderr).toBe(0);
     });
 
     it('holds a server on a flavor above the size trigger: pending in bulwark approval list, nothing created', async () => {

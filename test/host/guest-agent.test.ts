@@ -56,6 +56,9 @@ describe.runIf(isRoot)('guest agent channel with real guests', () => {
     expect(names).toContain('guest-exec');
     // An unknown command is the agent's own error, passed back as a reply.
     expect((await ask(withAgent.id, 'guest-no-such')).error.class).toBe('CommandNotFound');
+    // QEMU's chardev takes one client at a time: requests at once are taken in turn, each answered.
+    const many = await Promise.all([1, 2, 3].map(() => ask(withAgent.id, 'guest-ping')));
+    expect(many).toEqual([{ return: {} }, { return: {} }, { return: {} }]);
   });
 
   it('has no channel when not asked for', async () => {
