@@ -19,6 +19,9 @@ import {
   Opt,
   Password,
   PREFIX,
+  RefText,
+  UserRef,
+  UserRefFields,
 } from './identity-schemas.js';
 import type { ApiContext } from './server.js';
 
@@ -86,11 +89,6 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     { id: Opt(Id), name: Opt(Name), domain: Opt(DomainRef) },
     { additionalProperties: false },
   );
-  const UserRefFields = {
-    id: Opt(Type.String({ maxLength: 64 })),
-    name: Opt(Type.String({ maxLength: 255 })),
-    domain: Opt(DomainRef),
-  };
   const AuthBody = Type.Object(
     {
       auth: Type.Object(
@@ -112,9 +110,9 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
               application_credential: Opt(
                 Type.Object(
                   {
-                    id: Opt(Type.String({ maxLength: 64 })),
-                    name: Opt(Type.String({ maxLength: 255 })),
-                    user: Opt(Type.Object(UserRefFields, { additionalProperties: false })),
+                    id: Opt(RefText(64)),
+                    name: Opt(RefText(255)),
+                    user: Opt(UserRef),
                     secret: Type.String({ maxLength: 4096 }),
                   },
                   { additionalProperties: false },
