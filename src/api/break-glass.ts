@@ -61,7 +61,7 @@ export async function registerBreakGlassApi(app: FastifyInstance, ctx: ApiContex
     {
       session: Type.Object(
         {
-          name: Type.String({ minLength: 1, maxLength: 64 }),
+          name: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_.-]+$' }),
           secret: Type.String({ minLength: 1, maxLength: 256 }),
           reason: Type.String({ minLength: 1, maxLength: 2000 }),
         },

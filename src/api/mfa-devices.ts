@@ -7,31 +7,12 @@ import { RecoveryCodeService } from '../identity/recovery-codes.js';
 import { relyingParty, WebAuthnService } from '../identity/webauthn.js';
 import type { AuthContext } from '../policy/context.js';
 import { BULWARK_PREFIX } from './bulwark.js';
+import { ProjectRef, UserRef } from './identity-schemas.js';
 import type { ApiContext } from './server.js';
 
 const WA = `${BULWARK_PREFIX}/webauthn`;
 const Opt = Type.Optional;
 const B64u = (max: number) => Type.String({ minLength: 1, maxLength: max, pattern: '^[A-Za-z0-9_-]+$' });
-const Domain = Type.Object(
-  { id: Opt(Type.String({ maxLength: 64 })), name: Opt(Type.String({ maxLength: 255 })) },
-  { additionalProperties: false },
-);
-const UserRef = Type.Object(
-  {
-    id: Opt(Type.String({ maxLength: 64 })),
-    name: Opt(Type.String({ maxLength: 255 })),
-    domain: Opt(Domain),
-  },
-  { additionalProperties: false },
-);
-const Scope = Type.Object(
-  {
-    id: Opt(Type.String({ maxLength: 64 })),
-    name: Opt(Type.String({ maxLength: 255 })),
-    domain: Opt(Domain),
-  },
-  { additionalProperties: false },
-);
 const Extensions = Type.Object(
   { credProps: Opt(Type.Object({ rk: Opt(Type.Boolean()) }, { additionalProperties: false })) },
   { additionalProperties: false },
@@ -174,7 +155,7 @@ export async function registerMfaDeviceApi(app: FastifyInstance, ctx: ApiContext
     {
       user: UserRef,
       password: Type.String({ maxLength: 4096 }),
-      project: Opt(Scope),
+      project: Opt(ProjectRef),
       response: AuthenticationResponse,
     },
     { additionalProperties: false },
@@ -222,7 +203,7 @@ export async function registerMfaDeviceApi(app: FastifyInstance, ctx: ApiContext
       user: UserRef,
       password: Type.String({ maxLength: 4096 }),
       code: Type.String({ maxLength: 64 }),
-      project: Opt(Scope),
+      project: Opt(ProjectRef),
     },
     { additionalProperties: false },
   );

@@ -53,6 +53,13 @@ export function systemEvent(e: {
   };
 }
 
+/**
+ * PostgreSQL text cannot hold U+0000, and a caller chooses some of what is
+ * recorded (a login's user name, a library's parse error): replace it, so a
+ * crafted request is recorded instead of turning every answer into 503.
+ */
+const storable = (s: string) => s.replaceAll('\u0000', '\uFFFD');
+
 export type AuditListener = (row: ChainedFields & { hash: string }) => void;
 
 /**
@@ -112,7 +119,7 @@ export class AuditWriter {
           time: nowIso(),
           request_id: e.requestId,
           user_id: e.userId,
-          user_name: e.userName,
+          user_name: e.userName === null ? null : storable(e.userName),
           project_id: e.projectId,
           roles: e.roles.join(','),
           source_ip: e.sourceIp,
@@ -123,7 +130,7 @@ export class AuditWriter {
           target_id: e.targetId,
           outcome: e.outcome,
           status: e.status,
-          reason: e.reason === null ? null : e.reason.slice(0, 2000),
+          reason: e.reason === null ? null : storable(e.reason).slice(0, 2000),
           prev_hash: head.hash,
         };
         const full = { ...fields, hash: chainHash(fields) };

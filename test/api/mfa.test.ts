@@ -351,4 +351,10 @@ describe.each(dialects())('identity hardening on %s', (dialect) => {
       expect.stringMatching(/^recovery code already used|^wrong recovery code/),
     ]);
   });
+
+  it('refuses control characters in the names a login looks up (400, nothing queried)', async () => {
+    const res = await auth('evil\u0000name', { password: 'whatever-password' });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error.message).toMatch(/Invalid input/);
+  });
 });

@@ -84,30 +84,30 @@ describe('WebAuthn sign-in page in Chromium with a virtual authenticator', () =>
     expect(csp).toContain("default-src 'none'");
     expect(csp).toContain("script-src 'self'");
     expect(await page.evaluate('window.isSecureContext')).toBe(true);
-  });
+  }, 120_000);
 
   it('registers a security key after a password sign-in, then signs in with password + key', async () => {
     await page.fill('#user', 'keyholder');
     await page.fill('#password', 'Key-holder-pass-1');
     await page.fill('#project', 'web');
     await page.click('#password-login');
-    await expect.poll(() => status().textContent()).toBe('Signed in with password.');
+    await expect.poll(() => status().textContent(), { timeout: 30_000 }).toBe('Signed in with password.');
     await page.click('#register');
-    await expect.poll(() => status().textContent(), { timeout: 15_000 }).toBe('Security key registered.');
+    await expect.poll(() => status().textContent(), { timeout: 30_000 }).toBe('Security key registered.');
     await page.click('#key-login');
     await expect
-      .poll(() => status().textContent(), { timeout: 15_000 })
+      .poll(() => status().textContent(), { timeout: 30_000 })
       .toBe('Signed in with security key: password,webauthn');
     const events = JSON.parse(
       (await d.bulwark(['audit', 'list', '--action', 'webauthn:login', '--format', 'json'])).stdout,
     );
     expect(events[0]).toMatchObject({ user_name: 'keyholder', outcome: 'success' });
-  });
+  }, 120_000);
 
   it('refuses the key with a wrong password, and audits why', async () => {
     await page.fill('#password', 'not-the-password');
     await page.click('#key-login');
-    await expect.poll(() => status().textContent(), { timeout: 15_000 }).toMatch(/^error: .*authentication/);
+    await expect.poll(() => status().textContent(), { timeout: 30_000 }).toMatch(/^error: .*authentication/);
     const events = JSON.parse(
       (
         await d.bulwark([
@@ -124,5 +124,5 @@ describe('WebAuthn sign-in page in Chromium with a virtual authenticator', () =>
     );
     expect(events[0]).toMatchObject({ user_name: 'keyholder', status: 401 });
     expect(events[0].reason).toMatch(/^wrong password/);
-  });
+  }, 120_000);
 });
