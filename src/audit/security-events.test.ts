@@ -38,7 +38,13 @@ describe('security event classification', () => {
       category: 'authentication.failure',
       severity: 'medium',
     });
-    expect(classify(row({ action: 'identity:break_glass' })).severity).toBe('critical');
+    expect(classify(row({ action: 'break_glass:use', method: 'SYSTEM' }))).toEqual({
+      category: 'break_glass',
+      severity: 'critical',
+    });
+    expect(
+      classify(row({ action: 'break_glass:open_session', outcome: 'denied', status: 401 })).severity,
+    ).toBe('critical');
     expect(classify(row({ action: 'compute:servers:quarantine:isolate', outcome: 'failure' })).severity).toBe(
       'critical',
     );

@@ -4,7 +4,7 @@ import type { AuditEventsTable } from '../store/schema.js';
 /**
  * Which audit records are security events, and how severe (guide §13 "Key
  * events to monitor"). Pure: one table of known actions plus three rules
- * that hold for any action, so a new action (e.g. `identity:break_glass`)
+ * that hold for any action, so a new action (e.g. `break_glass:use`)
  * slots in as one row.
  */
 export const SEVERITIES = ['critical', 'high', 'medium', 'low', 'info'] as const;
@@ -47,12 +47,20 @@ const KNOWN: Readonly<Record<string, { category: string } & Partial<Record<Outco
     failure: 'medium',
     denied: 'medium',
   },
-  'identity:break_glass': {
+  // Every break-glass use and attempt (identity/break-glass.ts), and the API call that opened it.
+  'break_glass:use': {
     category: 'break_glass',
     success: 'critical',
     failure: 'critical',
     denied: 'critical',
   },
+  'break_glass:open_session': {
+    category: 'break_glass',
+    success: 'critical',
+    failure: 'critical',
+    denied: 'critical',
+  },
+  'break_glass:close_review': { category: 'break_glass.review', success: 'medium' },
   'compute:servers:quarantine:create': { category: 'quarantine', success: 'high', failure: 'high' },
   'compute:servers:quarantine:suspend': { category: 'quarantine', success: 'high', failure: 'critical' },
   'compute:servers:quarantine:isolate': { category: 'quarantine', success: 'high', failure: 'critical' },
