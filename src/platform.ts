@@ -213,10 +213,7 @@ export function buildPlatform(
     audit,
     quotas,
     consoles,
-    pools: [
-      { name: 'instances', path: join(opts.dataDir, 'instances') },
-      { name: 'images', path: join(opts.dataDir, 'images') },
-    ],
+    storage,
   });
   // Backups (docs/backups.md): written with the recovery public key, read only with the private one.
   const backups = new BackupService(store, volumes, driver, keys, audit, {

@@ -1,9 +1,9 @@
-import { statfsSync } from 'node:fs';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { classify } from '../audit/security-events.js';
 import type { SiemStatus } from '../audit/siem.js';
 import type { AuditWriter } from '../audit/writer.js';
 import type { ConsoleService } from '../console/recordings.js';
+import type { PoolStatus, StoragePools } from '../governance/storage-thresholds.js';
 import type { PortDrops } from '../network/counters.js';
 import { QUOTA_RESOURCES, type QuotaService } from '../quotas/service.js';
 import type { Store } from '../store/database.js';
@@ -14,8 +14,8 @@ export interface MetricSources {
   audit: AuditWriter;
   quotas: QuotaService;
   consoles: ConsoleService;
-  /** Storage pools to report the fill of: a name and a directory on the pool's filesystem. */
-  pools: readonly { name: string; path: string }[];
+  /** The storage pools the thresholds guard (docs/storage-thresholds.md); a scrape that sees one cross a threshold audits it. */
+  storage: StoragePools;
 }
 
 /**
@@ -98,48 +98,38 @@ export class PlatformMetrics {
           this.set({ project: q.project, project_id: q.project_id, resource: q.resource }, q.limit);
       },
     });
-    const pools = src.pools;
-    const fill = (kind: 'size' | 'free') =>
-      pools.flatMap((p) => {
-        try {
-          const s = statfsSync(p.path);
-          return [{ pool: p.name, bytes: (kind === 'size' ? s.blocks : s.bavail) * s.bsize }];
-        } catch {
-          return []; // not created yet: no sample rather than a wrong one
-        }
+    const poolGauge = (name: string, help: string, pick: (p: PoolStatus) => number | null) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['pool'],
+        registers: r,
+        async collect() {
+          this.reset();
+          for (const p of await src.storage.list()) {
+            const v = pick(p);
+            if (v !== null) this.set({ pool: p.name }, v);
+          }
+        },
       });
-    new Gauge({
-      name: 'bulwark_storage_pool_size_bytes',
-      help: 'Size of the filesystem each storage pool lives on',
-      labelNames: ['pool'],
-      registers: r,
-      collect() {
-        this.reset();
-        for (const f of fill('size')) this.set({ pool: f.pool }, f.bytes);
+    poolGauge(
+      'bulwark_storage_pool_size_bytes',
+      'Size of the filesystem each storage pool lives on',
+      (p) => p.total_bytes,
+    );
+    poolGauge(
+      'bulwark_storage_pool_free_bytes',
+      'Bytes still available to the daemon on each storage pool',
+      (p) => p.available_bytes,
+    );
+    poolGauge(
+      'bulwark_storage_pool_used_ratio',
+      'Fill of each storage pool, 0-1 (alerts at 0.80 and 0.95)',
+      (p) => {
+        const usable = p.used_bytes + p.available_bytes;
+        return usable > 0 ? p.used_bytes / usable : null;
       },
-    });
-    new Gauge({
-      name: 'bulwark_storage_pool_free_bytes',
-      help: 'Bytes still available to the daemon on each storage pool',
-      labelNames: ['pool'],
-      registers: r,
-      collect() {
-        this.reset();
-        for (const f of fill('free')) this.set({ pool: f.pool }, f.bytes);
-      },
-    });
-    new Gauge({
-      name: 'bulwark_storage_pool_used_ratio',
-      help: 'Fill of each storage pool, 0-1 (alerts at 0.80 and 0.95)',
-      labelNames: ['pool'],
-      registers: r,
-      collect() {
-        this.reset();
-        const free = new Map(fill('free').map((f) => [f.pool, f.bytes]));
-        for (const f of fill('size'))
-          if (f.bytes > 0) this.set({ pool: f.pool }, 1 - (free.get(f.pool) ?? 0) / f.bytes);
-      },
-    });
+    );
     new Gauge({
       name: 'bulwark_audit_queue_depth',
       help: 'Audit appends waiting behind the one being written',
