@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
+import { DEFAULT_IDENTITY_POLICY, type IdentityPolicy } from './identity/service.js';
 import type { KekConfig } from './keys/kek.js';
 
 /** Everything `bulwark serve` needs; defaults give the single-machine platform. */
@@ -35,6 +36,8 @@ export interface DaemonConfig {
   serverCreateRate: number;
   /** API requests per minute per token (`--api-rate`) and per source address (`--api-address-rate`); 0: no limit. */
   apiRate: { perToken: number; perAddress: number };
+  /** Admin MFA, lockout and password rules (`--admin-mfa-required`, `--lockout-*`, `--password-*`; docs/identity.md). */
+  identityPolicy: IdentityPolicy;
 }
 
 export const DEFAULT_SERVER_CREATE_RATE = 20;
@@ -80,6 +83,12 @@ export function makeConfig(opts: {
   serverCreateRate?: string | number | undefined;
   apiRate?: string | number | undefined;
   apiAddressRate?: string | number | undefined;
+  adminMfaRequired?: boolean | undefined;
+  lockoutFailureAttempts?: string | number | undefined;
+  lockoutDuration?: string | number | undefined;
+  passwordMinLength?: string | number | undefined;
+  passwordHistory?: string | number | undefined;
+  passwordExpiresDays?: string | number | undefined;
 }): DaemonConfig {
   const kekKind = opts.kek ?? 'file';
   if (kekKind !== 'file' && kekKind !== 'pkcs11')
@@ -99,6 +108,26 @@ export function makeConfig(opts: {
   );
   const perToken = parseRate('--api-rate', opts.apiRate, DEFAULT_API_RATE);
   const perAddress = parseRate('--api-address-rate', opts.apiAddressRate, 2 * perToken);
+  const d = DEFAULT_IDENTITY_POLICY;
+  const identityPolicy: IdentityPolicy = {
+    adminMfaRequired: opts.adminMfaRequired ?? d.adminMfaRequired,
+    lockoutFailureAttempts: parseRate(
+      '--lockout-failure-attempts',
+      opts.lockoutFailureAttempts,
+      d.lockoutFailureAttempts,
+    ),
+    lockoutDurationSeconds: parseRate('--lockout-duration', opts.lockoutDuration, d.lockoutDurationSeconds),
+    passwordMinLength: Math.max(
+      8,
+      parseRate('--password-min-length', opts.passwordMinLength, d.passwordMinLength),
+    ),
+    passwordHistory: parseRate('--password-history', opts.passwordHistory, d.passwordHistory),
+    passwordExpiresDays: parseRate(
+      '--password-expires-days',
+      opts.passwordExpiresDays,
+      d.passwordExpiresDays,
+    ),
+  };
   const dataDir = resolve(opts.dataDir);
   const { host, port } = parseListen(opts.listen ?? '127.0.0.1:8443');
   const urlHost = host === '0.0.0.0' || host === '::' ? hostname() : host.includes(':') ? `[${host}]` : host;
@@ -127,5 +156,6 @@ export function makeConfig(opts: {
     secureBootVars: resolve(opts.secureBootVars ?? DEFAULT_SECURE_BOOT_VARS),
     serverCreateRate,
     apiRate: { perToken, perAddress },
+    identityPolicy,
   };
 }

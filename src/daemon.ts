@@ -117,6 +117,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     maxImageBytes: config.maxImageBytes,
     defaultGroupAllowsSameGroup: config.defaultGroupAllowsSameGroup,
     serverCreateRate: config.serverCreateRate,
+    identityPolicy: config.identityPolicy,
     ...(dhcp ? { dhcp } : {}),
   });
   const { identity, audit } = platform;
@@ -186,10 +187,11 @@ function refreshCloudsYaml(config: DaemonConfig, url: string) {
   const path = join(config.dataDir, 'clouds.yaml');
   if (!existsSync(path)) return;
   const doc: unknown = parse(readFileSync(path, 'utf8'));
-  const auth = (doc as { clouds?: { bulwark?: { auth?: Record<string, unknown> } } } | null)?.clouds?.bulwark
-    ?.auth;
-  if (!auth || auth.auth_url === `${url}/identity/v3`) return;
-  auth.auth_url = `${url}/identity/v3`;
+  const clouds =
+    (doc as { clouds?: Record<string, { auth?: Record<string, unknown> }> } | null)?.clouds ?? {};
+  const stale = Object.values(clouds).filter((c) => c.auth && c.auth.auth_url !== `${url}/identity/v3`);
+  if (stale.length === 0) return;
+  for (const c of stale) if (c.auth) c.auth.auth_url = `${url}/identity/v3`;
   writeSecret(path, stringify(doc));
 }
 
@@ -212,5 +214,16 @@ function writeCloudsYaml(config: DaemonConfig, url: string, password: string, ca
       },
     },
   };
-  writeSecret(join(config.dataDir, 'clouds.yaml'), stringify(doc));
+  // The same admin with password + TOTP (docs/identity.md): `OS_CLOUD=bulwark-mfa openstack --os-passcode CODE ...`.
+  // The methods list lives here because this CLI reads `--os-auth-methods a,b` as one string.
+  const mfa = {
+    ...doc.clouds.bulwark,
+    auth: { ...doc.clouds.bulwark.auth },
+    auth_type: 'v3multifactor',
+    auth_methods: ['v3password', 'v3totp'],
+  };
+  writeSecret(
+    join(config.dataDir, 'clouds.yaml'),
+    stringify({ clouds: { ...doc.clouds, 'bulwark-mfa': mfa } }),
+  );
 }

@@ -24,7 +24,7 @@ export class BulwarkError extends Error {
   readonly kind: ErrorKind;
   /** Extra response headers, e.g. Retry-After or Openstack-Auth-Receipt. */
   readonly headers: Readonly<Record<string, string>>;
-  /** Extra body fields merged next to the message (Keystone receipts use this). */
+  /** Extra body fields: beside the message (Nova, Neutron, Barbican) or beside `error` (Keystone receipts). */
   readonly details: Readonly<Record<string, unknown>> | undefined;
   /** What the audit log records when it differs from what the caller may be told. */
   readonly auditReason: string;

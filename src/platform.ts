@@ -8,7 +8,10 @@ import { ServerService } from './compute/servers.js';
 import { serverCreateLimit } from './governance/rate-limits.js';
 import type { HypervisorDriver } from './host/hypervisor.js';
 import { ImageStore } from './host/image-store.js';
-import { IdentityService } from './identity/service.js';
+import { ApplicationCredentialService } from './identity/application-credentials.js';
+import { CredentialService } from './identity/credentials.js';
+import { LoginService } from './identity/login.js';
+import { DEFAULT_IDENTITY_POLICY, type IdentityPolicy, IdentityService } from './identity/service.js';
 import type { KekProvider } from './keys/kek.js';
 import { FileKek } from './keys/kek-file.js';
 import { KeyManager } from './keys/manager.js';
@@ -41,6 +44,8 @@ export interface PlatformOptions {
   kek?: KekProvider;
   /** Servers a user may create per sliding hour, counted in the store (docs/rate-limits.md); absent or 0: no limit. */
   serverCreateRate?: number;
+  /** Admin MFA, lockout and password rules (docs/identity.md); absent fields take DEFAULT_IDENTITY_POLICY. */
+  identityPolicy?: Partial<IdentityPolicy>;
 }
 
 /** The platform acting on its own behalf (cleanup after a delete), never reachable by a token. */
@@ -68,6 +73,8 @@ export function buildPlatform(
   opts: PlatformOptions,
 ) {
   const identity = new IdentityService(store, {
+    ...DEFAULT_IDENTITY_POLICY,
+    ...opts.identityPolicy,
     tokenTtlSeconds: opts.tokenTtlSeconds,
     adminProjectName: opts.adminProjectName,
   });
@@ -94,6 +101,10 @@ export function buildPlatform(
   const images = new ImageService(store, new ImageStore(join(opts.dataDir, 'images')), opts.maxImageBytes);
   // The key manager; `keys` is also the KeyService other rooms read keys through, on the owner's behalf.
   const keys = new KeyManager(store, opts.kek ?? FileKek.open(opts.dataDir), audit);
+  // Keystone credentials (TOTP secrets sealed by the key manager) and multi-method login (docs/identity.md).
+  const credentials = new CredentialService(store, keys);
+  const applicationCredentials = new ApplicationCredentialService(store, identity);
+  const login = new LoginService(store, identity, credentials, applicationCredentials);
   const servers = new ServerService(
     store,
     images,
@@ -123,6 +134,9 @@ export function buildPlatform(
   securityGroups.quotas = quotas;
   return {
     identity,
+    credentials,
+    applicationCredentials,
+    login,
     audit,
     keys,
     quotas,

@@ -9,6 +9,10 @@ export interface RouteConfig {
   target?: (req: {
     params: unknown;
     headers: Record<string, unknown>;
+    query?: unknown;
+    /** The body as sent (not yet validated: policy runs first), for rules on what a write names. */
+    body?: unknown;
+    auth?: AuthContext | null;
   }) => PolicyTarget | Promise<PolicyTarget>;
   /** The audit target type, e.g. "project"; the id comes from `audit.targetId` or the `:id` param. */
   targetType?: string;

@@ -58,7 +58,8 @@ export function errorBody(
       // barbicanclient shows `title: description`.
       return { code: status, title, description: message, ...details };
     default:
-      return { error: { code: status, title, message, ...details } };
+      // Keystone puts extra fields beside `error`: a receipt's `receipt` and `required_auth_methods`.
+      return { error: { code: status, title, message }, ...details };
   }
 }
 

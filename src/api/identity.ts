@@ -2,8 +2,12 @@ import { Type } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
 import { badRequest, forbidden, notFound } from '../errors.js';
+import { ACCESS_RULE_METHODS } from '../identity/access-rules.js';
+import type { ApplicationCredential } from '../identity/application-credentials.js';
+import { CREDENTIAL_TYPES, type Credential } from '../identity/credentials.js';
+import { mfaRules } from '../identity/mfa-rules.js';
 import { domainView, projectView, roleView, userView } from '../identity/records.js';
-import { DEFAULT_DOMAIN_ID as DEFAULT_DOMAIN } from '../identity/service.js';
+import { DEFAULT_DOMAIN_ID as DEFAULT_DOMAIN, SECOND_FACTORS } from '../identity/service.js';
 import type { AuthContext } from '../policy/context.js';
 import { sha256Hex } from '../util/ids.js';
 import { renderCatalog } from './catalog.js';
@@ -28,6 +32,19 @@ const VERSION = (publicUrl: string) => ({
   links: [{ rel: 'self', href: `${publicUrl}${PREFIX}/` }],
   'media-types': [{ base: 'application/json', type: 'application/vnd.openstack.identity-v3+json' }],
 });
+
+/** Keystone's option update: the keys sent replace the stored ones, and `null` removes a key. */
+function mergeOptions(stored: string, patch: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...(JSON.parse(stored) as Record<string, unknown>) };
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = v;
+  }
+  return out;
+}
+
+/** What a credential's blob reads as after creation. */
+export const SEALED_BLOB = '(sealed: shown only when created)';
 
 const listLinks = (req: FastifyRequest, publicUrl: string) => ({
   self: `${publicUrl}${req.url}`,
@@ -81,6 +98,11 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     { id: Opt(Id), name: Opt(Name), domain: Opt(DomainRef) },
     { additionalProperties: false },
   );
+  const UserRefFields = {
+    id: Opt(Type.String({ maxLength: 64 })),
+    name: Opt(Type.String({ maxLength: 255 })),
+    domain: Opt(DomainRef),
+  };
   const AuthBody = Type.Object(
     {
       auth: Type.Object(
@@ -92,12 +114,35 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
                 Type.Object(
                   {
                     user: Type.Object(
-                      {
-                        id: Opt(Type.String({ maxLength: 64 })),
-                        name: Opt(Type.String({ maxLength: 255 })),
-                        domain: Opt(DomainRef),
-                        password: Type.String({ maxLength: 4096 }),
-                      },
+                      { ...UserRefFields, password: Type.String({ maxLength: 4096 }) },
+                      { additionalProperties: false },
+                    ),
+                  },
+                  { additionalProperties: false },
+                ),
+              ),
+              application_credential: Opt(
+                Type.Object(
+                  {
+                    id: Opt(Type.String({ maxLength: 64 })),
+                    name: Opt(Type.String({ maxLength: 255 })),
+                    user: Opt(Type.Object(UserRefFields, { additionalProperties: false })),
+                    secret: Type.String({ maxLength: 4096 }),
+                  },
+                  { additionalProperties: false },
+                ),
+              ),
+              token: Opt(
+                Type.Object(
+                  { id: Type.String({ minLength: 1, maxLength: 512 }) },
+                  { additionalProperties: false },
+                ),
+              ),
+              totp: Opt(
+                Type.Object(
+                  {
+                    user: Type.Object(
+                      { ...UserRefFields, passcode: Type.String({ maxLength: 16 }) },
                       { additionalProperties: false },
                     ),
                   },
@@ -125,13 +170,25 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     { schema: { body: AuthBody }, config: { action: 'identity:issue_token', targetType: 'token' } },
     async (req, reply) => {
       const { identity: ident, scope } = (req.body as Static<typeof AuthBody>).auth;
-      const user = ident.password?.user;
-      if (!ident.methods.includes('password') || !user) {
-        throw badRequest('Only the password authentication method is enabled; send auth.identity.password.');
-      }
-      req.auditNote.attemptedUser = user.name ?? user.id ?? 'unknown';
-      const project = typeof scope === 'object' ? scope.project : undefined;
-      const { token, auth } = await identity.issueToken(user, user.password, project);
+      const named = ident.password?.user ?? ident.totp?.user ?? ident.application_credential?.user;
+      req.auditNote.attemptedUser =
+        named?.name ??
+        named?.id ??
+        (ident.application_credential
+          ? `application credential ${ident.application_credential.id ?? ident.application_credential.name}`
+          : ident.token
+            ? 'token'
+            : 'unknown');
+      const receipt = req.headers['openstack-auth-receipt'];
+      const { token, auth } = await ctx.login.login({
+        methods: ident.methods,
+        password: ident.password && { user: ident.password.user, password: ident.password.user.password },
+        totp: ident.totp && { user: ident.totp.user, passcode: ident.totp.user.passcode },
+        receipt: typeof receipt === 'string' && receipt.length > 0 ? receipt : undefined,
+        token: ident.token?.id,
+        applicationCredential: ident.application_credential,
+        scope: typeof scope === 'object' ? scope.project : undefined,
+      });
       req.auth = auth; // so the audit record names who logged in
       req.auditNote.targetId = auth.auditId;
       return reply
@@ -393,6 +450,25 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
   );
 
   // ---- users -----------------------------------------------------------------
+  // Keystone's MFA user options; `null` removes one (as in Keystone).
+  const UserOptions = Type.Object(
+    {
+      multi_factor_auth_enabled: Opt(Type.Union([Type.Boolean(), Type.Null()])),
+      multi_factor_auth_rules: Opt(
+        Type.Union([
+          Type.Array(
+            Type.Array(Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-z0-9_]+$' }), {
+              minItems: 1,
+              maxItems: 4,
+            }),
+            { maxItems: 10 },
+          ),
+          Type.Null(),
+        ]),
+      ),
+    },
+    { additionalProperties: false },
+  );
   const UserFields = {
     name: Name,
     domain_id: Opt(Id),
@@ -401,7 +477,7 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     default_project_id: Opt(Type.Union([Id, Type.Null()])),
     email: Opt(Type.Union([Type.String({ maxLength: 255 }), Type.Null()])),
     description: Opt(NullableString),
-    options: Opt(Type.Object({}, { additionalProperties: false })),
+    options: Opt(UserOptions),
   };
   type UserBody = {
     name?: string;
@@ -411,6 +487,7 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     default_project_id?: string | null;
     email?: string | null;
     description?: string | null;
+    options?: Record<string, unknown>;
   };
   const userTarget = (r: { params: unknown }) => ({ user_id: (r.params as { id: string }).id });
 
@@ -424,14 +501,21 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
           enabled: Opt(Type.String()),
         }),
       },
-      config: { action: 'identity:list_users' },
+      config: {
+        action: 'identity:list_users',
+        // A user may look up their own name (so the CLI's name lookups work for them); admins list all.
+        target: (r) => {
+          const name = (r.query as { name?: unknown } | undefined)?.name;
+          return { user_id: r.auth && name === r.auth.userName ? r.auth.userId : null };
+        },
+      },
     },
     async (req) => {
       const q = req.query as { name?: string; domain_id?: string };
+      const auth = req.auth!;
+      const users = await identity.listUsers({ name: q.name, domainId: q.domain_id });
       return {
-        users: (await identity.listUsers({ name: q.name, domainId: q.domain_id })).map((u) =>
-          userView(u, base),
-        ),
+        users: users.filter((u) => auth.isAdmin || u.id === auth.userId).map((u) => userView(u, base)),
         links: listLinks(req, publicUrl),
       };
     },
@@ -479,13 +563,32 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
           { additionalProperties: false },
         ),
       },
-      config: { action: 'identity:update_user', targetType: 'user' },
+      config: { action: 'identity:update_user', target: userTarget, targetType: 'user' },
     },
     async (req) => {
       const { user } = req.body as { user: UserBody };
       const id = (req.params as { id: string }).id;
-      if (user.enabled === false && id === req.auth?.userId)
-        throw badRequest('You cannot disable your own user.');
+      const auth = req.auth!;
+      if (user.enabled === false && id === auth.userId) throw badRequest('You cannot disable your own user.');
+      const old = await identity.getUser(id);
+      const options = user.options === undefined ? undefined : mergeOptions(old.options, user.options);
+      if (!auth.isAdmin) {
+        // The `self` rule: a user may set their own MFA options and nothing else here.
+        // The CLI's `user set` always sends `enabled` as it is: only a change counts.
+        const other = Object.keys(user).filter(
+          (k) => k !== 'options' && !(k === 'enabled' && user.enabled === (old.enabled === 1)),
+        );
+        if (other.length > 0)
+          throw forbidden(
+            `You may change only your own MFA options (refused: ${other.join(', ')}); change your password with \`openstack user password set\`.`,
+          );
+        if (
+          options !== undefined &&
+          mfaRules(JSON.stringify(options)).length < mfaRules(old.options).length &&
+          !auth.methods.some((m) => SECOND_FACTORS.has(m))
+        )
+          throw forbidden('Weakening your own MFA rules needs a token obtained with a second factor.');
+      }
       return {
         user: userView(
           await identity.updateUser(id, {
@@ -495,6 +598,7 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
             defaultProjectId: user.default_project_id,
             email: user.email ?? undefined,
             description: user.description ?? undefined,
+            options,
           }),
           base,
         ),
@@ -505,7 +609,9 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
     `${PREFIX}/users/:id`,
     { schema: { params: IdParam }, config: { action: 'identity:delete_user', targetType: 'user' } },
     async (req, reply) => {
-      await identity.deleteUser((req.params as { id: string }).id, req.auth!.userId);
+      const id = (req.params as { id: string }).id;
+      // The user's sealed credential blobs go first (the key manager holds them, not the user row).
+      await identity.deleteUser(id, req.auth!.userId, () => ctx.credentials.purgeUser(id));
       return reply.code(204).send();
     },
   );
@@ -716,6 +822,243 @@ export async function registerIdentityApi(app: FastifyInstance, ctx: ApiContext)
         })),
         links: listLinks(req, publicUrl),
       };
+    },
+  );
+
+  // ---- credentials (TOTP secrets, sealed by the key manager) ------------------
+  const credentialView = (c: Credential, blob?: string) => ({
+    id: c.id,
+    user_id: c.user_id,
+    project_id: c.project_id,
+    type: c.type,
+    // The secret is shown once, in the answer that created it; it is sealed at rest.
+    blob: blob ?? SEALED_BLOB,
+    links: { self: `${base}/credentials/${c.id}` },
+  });
+  const credentialOwner = async (r: { params: unknown }) => {
+    const c = await ctx.credentials.get((r.params as { id: string }).id).catch(() => null);
+    return { user_id: c?.user_id ?? null };
+  };
+  const CredentialBody = Type.Object(
+    {
+      credential: Type.Object(
+        {
+          blob: Type.String({ minLength: 1, maxLength: 1024 }),
+          type: Type.Union(CREDENTIAL_TYPES.map((t) => Type.Literal(t))),
+          user_id: Id,
+          project_id: Opt(Type.Union([Id, Type.Null()])),
+        },
+        { additionalProperties: false },
+      ),
+    },
+    { additionalProperties: false },
+  );
+  app.post(
+    `${PREFIX}/credentials`,
+    {
+      schema: { body: CredentialBody },
+      config: {
+        action: 'identity:create_credential',
+        targetType: 'credential',
+        target: (r) => {
+          const uid = (r.body as { credential?: { user_id?: unknown } } | undefined)?.credential?.user_id;
+          return { user_id: typeof uid === 'string' ? uid : null };
+        },
+      },
+    },
+    async (req, reply) => {
+      const { credential } = req.body as Static<typeof CredentialBody>;
+      await identity.getUser(credential.user_id);
+      if (credential.project_id) await identity.getProject(credential.project_id);
+      const c = await ctx.credentials.create({
+        userId: credential.user_id,
+        projectId: credential.project_id ?? null,
+        type: credential.type,
+        blob: credential.blob,
+      });
+      req.auditNote.targetId = c.id;
+      return reply.code(201).send({ credential: credentialView(c, credential.blob) });
+    },
+  );
+  app.get(
+    `${PREFIX}/credentials`,
+    {
+      schema: {
+        querystring: Type.Object({ user_id: Opt(Type.String({ maxLength: 64 })), type: Opt(Type.String()) }),
+      },
+      config: { action: 'identity:list_credentials' },
+    },
+    async (req) => {
+      const q = req.query as { user_id?: string; type?: string };
+      const auth = req.auth!;
+      // Anyone may list, but only an admin sees other users' credentials.
+      const userId = auth.isAdmin ? q.user_id : auth.userId;
+      if (q.user_id !== undefined && userId !== q.user_id)
+        return { credentials: [], links: listLinks(req, publicUrl) };
+      return {
+        credentials: (await ctx.credentials.list({ userId, type: q.type })).map((c) => credentialView(c)),
+        links: listLinks(req, publicUrl),
+      };
+    },
+  );
+  app.get(
+    `${PREFIX}/credentials/:id`,
+    { schema: { params: IdParam }, config: { action: 'identity:get_credential', target: credentialOwner } },
+    async (req) => ({
+      credential: credentialView(await ctx.credentials.get((req.params as { id: string }).id)),
+    }),
+  );
+  app.delete(
+    `${PREFIX}/credentials/:id`,
+    {
+      schema: { params: IdParam },
+      config: { action: 'identity:delete_credential', target: credentialOwner, targetType: 'credential' },
+    },
+    async (req, reply) => {
+      await ctx.credentials.delete((req.params as { id: string }).id);
+      return reply.code(204).send();
+    },
+  );
+
+  // ---- application credentials (automation; the secret is shown once) --------
+  const roleNames = new Map<string, string>();
+  const appCredView = async (a: ApplicationCredential, secret?: string) => {
+    if (roleNames.size === 0) for (const r of await identity.listRoles()) roleNames.set(r.name, r.id);
+    return {
+      id: a.id,
+      name: a.name,
+      description: a.description,
+      user_id: a.user_id,
+      project_id: a.project_id,
+      expires_at: a.expires_at,
+      unrestricted: a.unrestricted === 1,
+      roles: (JSON.parse(a.roles) as string[]).map((name) => ({
+        id: roleNames.get(name) ?? name,
+        name,
+        domain_id: null,
+      })),
+      access_rules: JSON.parse(a.access_rules) as unknown[],
+      ...(secret === undefined ? {} : { secret }),
+      links: { self: `${base}/users/${a.user_id}/application_credentials/${a.id}` },
+    };
+  };
+  const acPath = `${PREFIX}/users/:user_id/application_credentials`;
+  const AcParams = Type.Object({ user_id: Id });
+  const AcIdParams = Type.Object({ user_id: Id, id: Id });
+  const acOwner = (r: { params: unknown }) => ({ user_id: (r.params as { user_id: string }).user_id });
+  const AcBody = Type.Object(
+    {
+      application_credential: Type.Object(
+        {
+          name: Name,
+          description: Opt(NullableString),
+          secret: Opt(Type.Union([Type.String({ minLength: 16, maxLength: 4096 }), Type.Null()])),
+          // The CLI sends `--expiration` without a zone: read as UTC (Keystone's convention).
+          expires_at: Opt(
+            Type.Union([
+              Type.String({
+                maxLength: 40,
+                pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d+)?(Z|[+-]\\d{2}:?\\d{2})?$',
+              }),
+              Type.Null(),
+            ]),
+          ),
+          roles: Opt(
+            Type.Array(
+              Type.Object(
+                { id: Opt(Id), name: Opt(Name), domain_id: Opt(Type.Null()) },
+                { additionalProperties: false },
+              ),
+              { maxItems: 16 },
+            ),
+          ),
+          access_rules: Opt(
+            Type.Array(
+              Type.Object(
+                {
+                  service: Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-z0-9-]+$' }),
+                  method: Type.Union(ACCESS_RULE_METHODS.map((m) => Type.Literal(m))),
+                  path: Type.String({ minLength: 1, maxLength: 512, pattern: '^/[^\\x00-\\x1f]*$' }),
+                },
+                { additionalProperties: false },
+              ),
+              { maxItems: 50 },
+            ),
+          ),
+          unrestricted: Opt(Type.Boolean()),
+        },
+        { additionalProperties: false },
+      ),
+    },
+    { additionalProperties: false },
+  );
+  app.post(
+    acPath,
+    {
+      schema: { params: AcParams, body: AcBody },
+      config: {
+        action: 'identity:create_application_credential',
+        target: acOwner,
+        targetType: 'application_credential',
+      },
+    },
+    async (req, reply) => {
+      const { application_credential: b } = req.body as Static<typeof AcBody>;
+      const { row, secret } = await ctx.applicationCredentials.create(req.auth!, {
+        name: b.name,
+        description: b.description ?? undefined,
+        secret: b.secret ?? undefined,
+        expiresAt: b.expires_at ?? undefined,
+        roles: b.roles,
+        accessRules: b.access_rules,
+        unrestricted: b.unrestricted,
+      });
+      req.auditNote.targetId = row.id;
+      return reply.code(201).send({ application_credential: await appCredView(row, secret) });
+    },
+  );
+  app.get(
+    acPath,
+    {
+      schema: { params: AcParams, querystring: Type.Object({ name: Opt(Type.String({ maxLength: 255 })) }) },
+      config: { action: 'identity:list_application_credentials', target: acOwner },
+    },
+    async (req) => {
+      const { user_id } = req.params as { user_id: string };
+      const rows = await ctx.applicationCredentials.list(user_id, (req.query as { name?: string }).name);
+      return {
+        application_credentials: await Promise.all(rows.map((a) => appCredView(a))),
+        links: listLinks(req, publicUrl),
+      };
+    },
+  );
+  app.get(
+    `${acPath}/:id`,
+    {
+      schema: { params: AcIdParams },
+      config: { action: 'identity:get_application_credential', target: acOwner },
+    },
+    async (req) => {
+      const p = req.params as { user_id: string; id: string };
+      return {
+        application_credential: await appCredView(await ctx.applicationCredentials.get(p.user_id, p.id)),
+      };
+    },
+  );
+  app.delete(
+    `${acPath}/:id`,
+    {
+      schema: { params: AcIdParams },
+      config: {
+        action: 'identity:delete_application_credential',
+        target: acOwner,
+        targetType: 'application_credential',
+      },
+    },
+    async (req, reply) => {
+      const p = req.params as { user_id: string; id: string };
+      await ctx.applicationCredentials.delete(p.user_id, p.id);
+      return reply.code(204).send();
     },
   );
 }

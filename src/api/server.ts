@@ -7,14 +7,18 @@ import type { FlavorService } from '../compute/flavors.js';
 import type { ImageService } from '../compute/images.js';
 import type { QuarantineService } from '../compute/quarantine.js';
 import type { ServerService } from '../compute/servers.js';
-import { BulwarkError } from '../errors.js';
+import { BulwarkError, forbidden } from '../errors.js';
+import { ruleMatches, serviceOf } from '../identity/access-rules.js';
+import type { ApplicationCredentialService } from '../identity/application-credentials.js';
+import type { CredentialService } from '../identity/credentials.js';
+import type { LoginService } from '../identity/login.js';
 import type { IdentityService } from '../identity/service.js';
 import type { KeyManager } from '../keys/manager.js';
 import type { NetworkService } from '../network/networks.js';
 import type { RouterService } from '../network/routers.js';
 import type { SecurityGroupService } from '../network/security-groups.js';
 import type { ZoneService } from '../network/zones.js';
-import { enforce } from '../policy/enforcer.js';
+import { enforce, isPublic } from '../policy/enforcer.js';
 import { isAction } from '../policy/rules.js';
 import type { QuotaService } from '../quotas/service.js';
 import type { Store } from '../store/database.js';
@@ -39,6 +43,10 @@ import { registerZoneApi } from './zones.js';
 export interface ApiDeps {
   store: Store;
   identity: IdentityService;
+  /** Keystone credentials and multi-factor login (docs/identity.md). */
+  credentials: CredentialService;
+  applicationCredentials: ApplicationCredentialService;
+  login: LoginService;
   audit: AuditWriter;
   compute: {
     flavors: FlavorService;
@@ -147,9 +155,27 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
     if (cfg.action === undefined && req.is404) return;
     const own = { project_id: req.auth?.projectId ?? null, user_id: req.auth?.userId ?? null };
     const target = cfg.target
-      ? { ...own, ...(await cfg.target({ params: req.params, headers: req.headers })) }
+      ? {
+          ...own,
+          ...(await cfg.target({
+            params: req.params,
+            headers: req.headers,
+            query: req.query,
+            body: req.body,
+            auth: req.auth,
+          })),
+        }
       : own;
     enforce(cfg.action ?? '', req.auth, target);
+    const rules = req.auth?.appCred?.accessRules ?? [];
+    if (rules.length > 0 && !isPublic(cfg.action ?? 'bulwark:version')) {
+      // An application credential with access rules allows only the requests one of them matches.
+      const at = serviceOf(services, req.url);
+      if (!at || !rules.some((r) => ruleMatches(r, { ...at, method: req.method })))
+        throw forbidden(
+          `The application credential's access rules do not allow ${req.method} ${at ? `${at.service} ${at.path}` : req.url}.`,
+        );
+    }
   });
 
   // Written before the response leaves: if the audit log cannot be written, the caller gets 503.

@@ -41,18 +41,19 @@ export class BulwarkClient {
   }
 
   async authenticate(): Promise<void> {
+    const user = { name: this.cloud.username, domain: { name: this.cloud.userDomainName } };
+    const { token: existing, passcode } = this.cloud;
+    const identity =
+      existing !== undefined
+        ? { methods: ['token'], token: { id: existing } }
+        : {
+            methods: passcode === undefined ? ['password'] : ['password', 'totp'],
+            password: { user: { ...user, password: this.cloud.password } },
+            ...(passcode === undefined ? {} : { totp: { user: { ...user, passcode } } }),
+          };
     const body = {
       auth: {
-        identity: {
-          methods: ['password'],
-          password: {
-            user: {
-              name: this.cloud.username,
-              domain: { name: this.cloud.userDomainName },
-              password: this.cloud.password,
-            },
-          },
-        },
+        identity,
         ...(this.cloud.projectName
           ? {
               scope: {

@@ -12,6 +12,10 @@ export interface CloudConfig {
   userDomainName: string;
   projectDomainName: string;
   cacert: string | undefined;
+  /** A TOTP code (`OS_PASSCODE`): the login sends password + TOTP, as `v3multifactor` does. */
+  passcode?: string | undefined;
+  /** An existing token (`OS_TOKEN`): re-scoped with Keystone's token method instead of a password login. */
+  token?: string | undefined;
 }
 
 const candidates = (env: NodeJS.ProcessEnv) =>
@@ -46,15 +50,18 @@ export function loadCloudConfig(env: NodeJS.ProcessEnv = process.env, cloudName 
   const authUrl = pick('OS_AUTH_URL', 'auth_url');
   const username = pick('OS_USERNAME', 'username');
   const password = pick('OS_PASSWORD', 'password');
-  if (!authUrl || !username || password === undefined) {
+  const token = pick('OS_TOKEN', 'token');
+  if (!authUrl || (token === undefined && (!username || password === undefined))) {
     throw new Error(
-      'No credentials: set OS_CLOUD (with clouds.yaml) or OS_AUTH_URL, OS_USERNAME and OS_PASSWORD',
+      'No credentials: set OS_CLOUD (with clouds.yaml) or OS_AUTH_URL, OS_USERNAME and OS_PASSWORD (or OS_TOKEN)',
     );
   }
   return {
     authUrl: authUrl.replace(/\/+$/, ''),
-    username,
-    password,
+    username: username ?? '',
+    password: password ?? '',
+    passcode: str(env.OS_PASSCODE),
+    token,
     projectName: pick('OS_PROJECT_NAME', 'project_name'),
     userDomainName: pick('OS_USER_DOMAIN_NAME', 'user_domain_name') ?? 'Default',
     projectDomainName: pick('OS_PROJECT_DOMAIN_NAME', 'project_domain_name') ?? 'Default',

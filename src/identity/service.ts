@@ -4,14 +4,40 @@ import { type AuthContext, expandRoles } from '../policy/context.js';
 import type { Store } from '../store/database.js';
 import type { ProjectsTable, UsersTable } from '../store/schema.js';
 import { keystoneId, nowIso, randomSecret, sha256Hex } from '../util/ids.js';
+import type { AccessRule } from './access-rules.js';
 import { hashPassword, verifyPassword } from './passwords.js';
 
-export interface IdentityConfig {
+/** The site's login and password rules (docs/identity.md); `serve` flags set them. */
+export interface IdentityPolicy {
+  /** Admin-scoped tokens need a second factor; without one they may only enroll one. */
+  adminMfaRequired: boolean;
+  /** Keystone's `lockout_failure_attempts` (0: never lock) and `lockout_duration` in seconds. */
+  lockoutFailureAttempts: number;
+  lockoutDurationSeconds: number;
+  /** Password rules: minimum length, how many previous passwords may not be reused, days until expiry (0: never). */
+  passwordMinLength: number;
+  passwordHistory: number;
+  passwordExpiresDays: number;
+}
+
+export const DEFAULT_IDENTITY_POLICY: IdentityPolicy = {
+  adminMfaRequired: true,
+  lockoutFailureAttempts: 5,
+  lockoutDurationSeconds: 900,
+  passwordMinLength: 12,
+  passwordHistory: 3,
+  passwordExpiresDays: 0,
+};
+
+export interface IdentityConfig extends IdentityPolicy {
   /** Token lifetime in seconds (Keystone's default is one hour). */
   tokenTtlSeconds: number;
   /** The project whose admin role makes a cloud administrator. */
   adminProjectName: string;
 }
+
+/** Auth methods that count as a second factor for the admin MFA rule. */
+export const SECOND_FACTORS: ReadonlySet<string> = new Set(['totp']);
 
 export const DEFAULT_DOMAIN_ID = 'default';
 
@@ -42,7 +68,7 @@ const namedPatch = (patch: NamedPatch) => ({
 });
 
 /** Failed logins all look alike to the caller; the audit log keeps the real reason. */
-const loginFailed = (auditReason: string) =>
+export const loginFailed = (auditReason: string) =>
   new BulwarkError('Unauthorized', 'The request you have made requires authentication.', { auditReason });
 
 export class IdentityService {
@@ -259,21 +285,64 @@ export class IdentityService {
       throw conflict(
         `Conflict occurred attempting to store user - Duplicate entry found with name ${input.name} at domain ID ${input.domainId}.`,
       );
-    const row = {
-      id: keystoneId(),
-      name: input.name,
-      domain_id: input.domainId,
-      password_hash: input.password === undefined ? null : await hashPassword(input.password),
-      enabled: input.enabled === false ? 0 : 1,
-      default_project_id: input.defaultProjectId ?? null,
-      email: input.email ?? null,
-      description: input.description ?? '',
-      options: '{}',
-      created_at: nowIso(),
-      password_expires_at: null,
+    const id = keystoneId();
+    const pw = input.password === undefined ? null : await this.newPassword(id, input.password);
+    await this.db.transaction().execute(async (tx) => {
+      await tx
+        .insertInto('users')
+        .values({
+          id,
+          name: input.name,
+          domain_id: input.domainId,
+          enabled: input.enabled === false ? 0 : 1,
+          default_project_id: input.defaultProjectId ?? null,
+          email: input.email ?? null,
+          description: input.description ?? '',
+          options: '{}',
+          created_at: nowIso(),
+          ...(pw ? pw.columns : { password_hash: null, password_expires_at: null }),
+        })
+        .execute();
+      if (pw) await tx.insertInto('password_history').values(pw.history).execute();
+    });
+    return this.getUser(id);
+  }
+
+  /**
+   * Applies the password rules to a new password for `userId` (length, not one
+   * of the last `passwordHistory`) and returns the columns and history row to write.
+   */
+  private async newPassword(userId: string, password: string) {
+    const { passwordMinLength: min, passwordHistory: keep, passwordExpiresDays: days } = this.config;
+    if (password.length < min)
+      throw badRequest(
+        `The password is too short: use at least ${min} characters (a passphrase works well).`,
+      );
+    if (keep > 0) {
+      const previous = await this.db
+        .selectFrom('password_history')
+        .select('password_hash')
+        .where('user_id', '=', userId)
+        .orderBy('created_at', 'desc')
+        .limit(keep)
+        .execute();
+      for (const p of previous) {
+        if (await verifyPassword(p.password_hash, password))
+          throw badRequest(
+            `The new password cannot be identical to a previous password: the last ${keep} passwords may not be reused.`,
+          );
+      }
+    }
+    const hash = await hashPassword(password);
+    const now = new Date();
+    return {
+      columns: {
+        password_hash: hash,
+        password_changed_at: now.toISOString(),
+        password_expires_at: days > 0 ? new Date(now.getTime() + days * 86_400_000).toISOString() : null,
+      },
+      history: { id: keystoneId(), user_id: userId, password_hash: hash, created_at: now.toISOString() },
     };
-    await this.db.insertInto('users').values(row).execute();
-    return row;
   }
 
   async updateUser(
@@ -285,6 +354,8 @@ export class IdentityService {
       defaultProjectId?: string | null | undefined;
       email?: string | undefined;
       description?: string | undefined;
+      /** The whole new options object (the API merges the caller's keys into the old one). */
+      options?: Record<string, unknown> | undefined;
     },
   ) {
     const u = await this.getUser(id);
@@ -298,13 +369,39 @@ export class IdentityService {
       if (dup) throw conflict(`A user named ${patch.name} already exists in this domain.`);
     }
     if (patch.defaultProjectId) await this.getProject(patch.defaultProjectId);
+    const pw = patch.password === undefined ? null : await this.newPassword(id, patch.password);
+    const keep = this.config.passwordHistory;
     await this.db.transaction().execute(async (tx) => {
+      if (pw) {
+        await tx.insertInto('password_history').values(pw.history).execute();
+        const old = await tx
+          .selectFrom('password_history')
+          .select('id')
+          .where('user_id', '=', id)
+          .orderBy('created_at', 'desc')
+          .offset(Math.max(keep, 1))
+          .limit(1000)
+          .execute();
+        if (old.length > 0)
+          await tx
+            .deleteFrom('password_history')
+            .where(
+              'id',
+              'in',
+              old.map((o) => o.id),
+            )
+            .execute();
+      }
       await tx
         .updateTable('users')
         .set({
           ...(patch.name !== undefined ? { name: patch.name } : {}),
-          ...(patch.password !== undefined ? { password_hash: await hashPassword(patch.password) } : {}),
-          ...(patch.enabled !== undefined ? { enabled: patch.enabled ? 1 : 0 } : {}),
+          ...(pw ? pw.columns : {}),
+          ...(patch.options !== undefined ? { options: JSON.stringify(patch.options) } : {}),
+          // Enabling a user is how an administrator lifts a lockout (as in Keystone).
+          ...(patch.enabled !== undefined
+            ? { enabled: patch.enabled ? 1 : 0, ...(patch.enabled ? { failed_auth_count: 0 } : {}) }
+            : {}),
           ...(patch.defaultProjectId !== undefined ? { default_project_id: patch.defaultProjectId } : {}),
           ...(patch.email !== undefined ? { email: patch.email } : {}),
           ...(patch.description !== undefined ? { description: patch.description } : {}),
@@ -332,9 +429,10 @@ export class IdentityService {
     await this.updateUser(id, { password });
   }
 
-  async deleteUser(id: string, callerId: string) {
+  async deleteUser(id: string, callerId: string, beforeDelete?: () => Promise<void>) {
     await this.getUser(id);
     if (id === callerId) throw badRequest('You cannot delete your own user; ask another administrator.');
+    await beforeDelete?.();
     await this.db.transaction().execute(async (tx) => {
       await tx.deleteFrom('tokens').where('user_id', '=', id).execute();
       await tx.deleteFrom('role_assignments').where('user_id', '=', id).execute();
@@ -477,36 +575,23 @@ export class IdentityService {
 
   // ---- tokens ---------------------------------------------------------------
 
-  /** Keystone's password method plus optional project scope. Returns the new token and its context. */
-  async issueToken(
-    user: UserRef,
-    password: string,
-    scope: ProjectRef | undefined,
-  ): Promise<{ token: string; auth: AuthContext }> {
-    let row: Selectable<UsersTable> | undefined;
-    if (user.id !== undefined) {
-      row = await this.db.selectFrom('users').selectAll().where('id', '=', user.id).executeTakeFirst();
-    } else if (user.name !== undefined) {
-      let domainId: string | undefined;
-      try {
-        domainId = await this.resolveDomainId(user.domain);
-      } catch {
-        domainId = undefined;
-      }
-      if (domainId !== undefined) {
-        row = await this.db
-          .selectFrom('users')
-          .selectAll()
-          .where('name', '=', user.name)
-          .where('domain_id', '=', domainId)
-          .executeTakeFirst();
-      }
-    } else {
-      throw badRequest('Expecting to find user id or name in auth.identity.password.user.');
-    }
-    const passwordOk = await verifyPassword(row?.password_hash ?? null, password);
-    if (!row) throw loginFailed('unknown user');
-    if (!passwordOk) throw loginFailed('wrong password');
+  /** The user a Keystone method names (by id, or by name within a domain); undefined when none matches. */
+  async findUser(user: UserRef): Promise<Selectable<UsersTable> | undefined> {
+    if (user.id !== undefined)
+      return this.db.selectFrom('users').selectAll().where('id', '=', user.id).executeTakeFirst();
+    if (user.name === undefined) throw badRequest('Expecting to find user id or name in the auth method.');
+    const domainId = await this.resolveDomainId(user.domain).catch(() => undefined);
+    if (domainId === undefined) return undefined;
+    return this.db
+      .selectFrom('users')
+      .selectAll()
+      .where('name', '=', user.name)
+      .where('domain_id', '=', domainId)
+      .executeTakeFirst();
+  }
+
+  /** Refuses a login for a disabled user or domain, or an expired password. */
+  async checkUsable(row: Selectable<UsersTable>, usedPassword: boolean): Promise<void> {
     if (row.enabled !== 1) throw loginFailed('user is disabled');
     const domain = await this.db
       .selectFrom('domains')
@@ -514,49 +599,65 @@ export class IdentityService {
       .where('id', '=', row.domain_id)
       .executeTakeFirst();
     if (domain?.enabled !== 1) throw loginFailed('user domain is disabled');
-    if (row.password_expires_at !== null && row.password_expires_at <= nowIso())
-      throw loginFailed('password expired');
+    if (usedPassword && row.password_expires_at !== null && row.password_expires_at <= nowIso())
+      throw new BulwarkError(
+        'Unauthorized',
+        'The password is expired and needs to be changed for user: ' +
+          `${row.id}. Change it with \`openstack user password set\`, or ask an administrator.`,
+        { auditReason: 'password expired' },
+      );
+  }
 
-    let projectId: string | null = null;
-    if (scope && (scope.id !== undefined || scope.name !== undefined)) {
-      let project: Selectable<ProjectsTable> | undefined;
-      if (scope.id !== undefined) {
+  /** The project a login asks to be scoped to; the user needs a role on it. */
+  async resolveScope(userId: string, scope: ProjectRef | undefined): Promise<string | null> {
+    if (!scope || (scope.id === undefined && scope.name === undefined)) return null;
+    let project: Selectable<ProjectsTable> | undefined;
+    if (scope.id !== undefined) {
+      project = await this.db
+        .selectFrom('projects')
+        .selectAll()
+        .where('id', '=', scope.id)
+        .executeTakeFirst();
+    } else {
+      const domainId = await this.resolveDomainId(scope.domain).catch(() => undefined);
+      if (domainId !== undefined) {
         project = await this.db
           .selectFrom('projects')
           .selectAll()
-          .where('id', '=', scope.id)
+          .where('name', '=', scope.name ?? '')
+          .where('domain_id', '=', domainId)
           .executeTakeFirst();
-      } else {
-        const domainId = await this.resolveDomainId(scope.domain).catch(() => undefined);
-        if (domainId !== undefined) {
-          project = await this.db
-            .selectFrom('projects')
-            .selectAll()
-            .where('name', '=', scope.name ?? '')
-            .where('domain_id', '=', domainId)
-            .executeTakeFirst();
-        }
       }
-      if (project?.enabled !== 1) throw loginFailed('scope project not found or disabled');
-      if ((await this.roleNamesOn(row.id, project.id)).length === 0)
-        throw loginFailed('user has no role on the scope project');
-      projectId = project.id;
     }
+    if (project?.enabled !== 1) throw loginFailed('scope project not found or disabled');
+    if ((await this.roleNamesOn(userId, project.id)).length === 0)
+      throw loginFailed('user has no role on the scope project');
+    return project.id;
+  }
 
+  /** Issues a token for an authenticated user; `methods` are the factors the login proved. */
+  async mintToken(
+    userId: string,
+    projectId: string | null,
+    methods: readonly string[],
+    ttlSeconds = this.config.tokenTtlSeconds,
+    appCredId: string | null = null,
+  ): Promise<{ token: string; auth: AuthContext }> {
     const token = randomSecret(32);
     const issuedAt = new Date();
-    const expiresAt = new Date(issuedAt.getTime() + this.config.tokenTtlSeconds * 1000);
+    const expiresAt = new Date(issuedAt.getTime() + ttlSeconds * 1000);
     await this.db
       .insertInto('tokens')
       .values({
         id_hash: sha256Hex(token),
-        user_id: row.id,
+        user_id: userId,
         project_id: projectId,
-        methods: JSON.stringify(['password']),
+        methods: JSON.stringify(methods),
         audit_id: randomSecret(16),
         issued_at: issuedAt.toISOString(),
         expires_at: expiresAt.toISOString(),
         revoked_at: null,
+        app_cred_id: appCredId,
       })
       .execute();
     const auth = await this.validateToken(token);
@@ -580,6 +681,7 @@ export class IdentityService {
         't.issued_at',
         't.expires_at',
         't.revoked_at',
+        't.app_cred_id',
         'u.name as user_name',
         'u.domain_id as user_domain_id',
         'u.enabled as user_enabled',
@@ -593,9 +695,35 @@ export class IdentityService {
     if (!row || row.revoked_at !== null || row.expires_at <= nowIso()) return null;
     if (row.user_enabled !== 1 || row.domain_enabled !== 1) return null;
     if (row.project_id !== null && row.project_enabled !== 1) return null;
-    const roles =
-      row.project_id === null ? [] : expandRoles(await this.roleNamesOn(row.user_id, row.project_id));
+    let held = row.project_id === null ? [] : await this.roleNamesOn(row.user_id, row.project_id);
+    let appCred: AuthContext['appCred'];
+    if (row.app_cred_id !== null) {
+      // An application credential's token: its roles (those the user still holds), rules and expiry.
+      const ac = await this.db
+        .selectFrom('application_credentials')
+        .selectAll()
+        .where('id', '=', row.app_cred_id)
+        .executeTakeFirst();
+      if (!ac || (ac.expires_at !== null && ac.expires_at <= nowIso())) return null;
+      const granted = JSON.parse(ac.roles) as string[];
+      // Implied roles count: a member may delegate just `reader`.
+      held = expandRoles(held).filter((r) => granted.includes(r));
+      appCred = {
+        id: ac.id,
+        accessRules: JSON.parse(ac.access_rules) as AccessRule[],
+        unrestricted: ac.unrestricted === 1,
+      };
+    }
+    const roles = expandRoles(held);
     if (row.project_id !== null && roles.length === 0) return null;
+    const methods = JSON.parse(row.methods) as string[];
+    const adminRole =
+      roles.includes('admin') &&
+      row.project_name === this.config.adminProjectName &&
+      row.project_domain_id === DEFAULT_DOMAIN_ID;
+    // Admins must use MFA: without a second factor the token may only enroll one (policy/rules.ts).
+    const mfaPending =
+      adminRole && this.config.adminMfaRequired && !methods.some((m) => SECOND_FACTORS.has(m));
     return {
       userId: row.user_id,
       userName: row.user_name,
@@ -604,11 +732,10 @@ export class IdentityService {
       projectName: row.project_name ?? null,
       projectDomainId: row.project_domain_id ?? null,
       roles,
-      isAdmin:
-        roles.includes('admin') &&
-        row.project_name === this.config.adminProjectName &&
-        row.project_domain_id === DEFAULT_DOMAIN_ID,
-      methods: JSON.parse(row.methods) as string[],
+      isAdmin: adminRole && !mfaPending,
+      ...(mfaPending ? { mfaPending } : {}),
+      ...(appCred ? { appCred } : {}),
+      methods,
       tokenHash: row.id_hash,
       auditId: row.audit_id,
       issuedAt: row.issued_at,

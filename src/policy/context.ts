@@ -11,6 +11,17 @@ export interface AuthContext {
   /** True only for the admin role on the cloud's admin project (see policy/rules.ts). */
   isAdmin: boolean;
   methods: readonly string[];
+  /**
+   * An admin-scoped token obtained without a second factor while admins must
+   * use MFA: `isAdmin` is false and only MFA enrollment is allowed (policy/rules.ts).
+   */
+  mfaPending?: boolean;
+  /** Set for a token made from an application credential: its access rules limit every request. */
+  appCred?: {
+    id: string;
+    accessRules: readonly { id: string; service: string; method: string; path: string }[];
+    unrestricted: boolean;
+  };
   tokenHash: string;
   auditId: string;
   issuedAt: string;

@@ -1,6 +1,13 @@
 import { forbidden, unauthorized } from '../errors.js';
 import type { AuthContext, PolicyTarget } from './context.js';
-import { type Action, isAction, POLICY, type RuleTerm } from './rules.js';
+import {
+  type Action,
+  APP_CRED_REFUSED_ACTIONS,
+  isAction,
+  MFA_ENROLLMENT_ACTIONS,
+  POLICY,
+  type RuleTerm,
+} from './rules.js';
 
 function termAllows(term: RuleTerm, auth: AuthContext | null, target: PolicyTarget): boolean {
   switch (term) {
@@ -26,6 +33,8 @@ function termAllows(term: RuleTerm, auth: AuthContext | null, target: PolicyTarg
 /** True when the policy table lets `auth` perform `action` on `target`. */
 export function allows(action: string, auth: AuthContext | null, target: PolicyTarget = {}): boolean {
   if (!isAction(action)) return false; // deny by default
+  if (auth?.mfaPending && !MFA_ENROLLMENT_ACTIONS.has(action)) return false;
+  if (auth?.appCred && !auth.appCred.unrestricted && APP_CRED_REFUSED_ACTIONS.has(action)) return false;
   return POLICY[action].some((term) => termAllows(term, auth, target));
 }
 
@@ -39,5 +48,15 @@ export const isPublic = (action: Action): boolean =>
 export function enforce(action: string, auth: AuthContext | null, target: PolicyTarget = {}): void {
   if (allows(action, auth, target)) return;
   if (auth === null) throw unauthorized('The request you have made requires authentication.');
+  if (auth.appCred && !auth.appCred.unrestricted && APP_CRED_REFUSED_ACTIONS.has(action as Action))
+    throw forbidden(
+      `A token from an application credential cannot do this (${action}): use your own login, or an --unrestricted credential.`,
+    );
+  if (auth.mfaPending)
+    throw forbidden(
+      `Administrators must use a second factor: this token was issued without one, so it may only enroll MFA (refused: ${action}). ` +
+        'Enroll TOTP with `openstack credential create --type totp USER SECRET`, then log in with ' +
+        '--os-auth-type v3multifactor --os-auth-methods v3password,v3totp --os-passcode CODE (docs/identity.md).',
+    );
   throw forbidden(`You are not authorized to perform the requested action: ${action}.`);
 }

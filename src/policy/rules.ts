@@ -33,10 +33,12 @@ export const POLICY = {
   'identity:create_project': ['admin'],
   'identity:update_project': ['admin'],
   'identity:delete_project': ['admin'],
-  'identity:list_users': ['admin'],
+  // `self`: a user may look themselves up by name (the CLI resolves names so), see docs/identity.md.
+  'identity:list_users': ['admin', 'self'],
   'identity:get_user': ['admin', 'self'],
   'identity:create_user': ['admin'],
-  'identity:update_user': ['admin'],
+  // `self`: only the caller's own MFA options (the handler refuses any other field).
+  'identity:update_user': ['admin', 'self'],
   'identity:delete_user': ['admin'],
   'identity:change_password': ['self'],
   'identity:list_user_projects': ['admin', 'self'],
@@ -172,8 +174,55 @@ export const POLICY = {
   'bulwark:openapi': ['public'],
   'audit:list': ['admin'],
   'audit:verify': ['admin'],
+
+  // Identity hardening (issue 8, docs/identity.md): Keystone credentials (TOTP secrets) are their owner's.
+  'identity:create_credential': ['admin', 'self'],
+  'identity:list_credentials': ['authenticated'],
+  'identity:get_credential': ['admin', 'self'],
+  'identity:delete_credential': ['admin', 'self'],
+  // Application credentials are made by their owner alone (Keystone), for the token's project.
+  'identity:create_application_credential': ['self'],
+  'identity:list_application_credentials': ['admin', 'self'],
+  'identity:get_application_credential': ['admin', 'self'],
+  'identity:delete_application_credential': ['admin', 'self'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;
+
+/**
+ * What a token from a restricted application credential may not do (Keystone:
+ * it cannot make credentials): anything that would let automation outlive or
+ * widen the credential it was given.
+ */
+export const APP_CRED_REFUSED_ACTIONS: ReadonlySet<Action> = new Set<Action>([
+  'identity:create_application_credential',
+  'identity:delete_application_credential',
+  'identity:create_credential',
+  'identity:delete_credential',
+  'identity:change_password',
+  'identity:update_user',
+]);
+
+/**
+ * What an admin-scoped token without a second factor may still do while
+ * admins must use MFA: look itself up and enroll or manage its own factors
+ * (each action's own rule still applies), nothing else.
+ */
+export const MFA_ENROLLMENT_ACTIONS: ReadonlySet<Action> = new Set<Action>([
+  'identity:version',
+  'identity:issue_token',
+  'identity:validate_token',
+  'identity:revoke_token',
+  'identity:list_auth_projects',
+  'identity:get_auth_catalog',
+  'identity:get_user',
+  'identity:list_users',
+  'identity:update_user',
+  'identity:change_password',
+  'identity:create_credential',
+  'identity:list_credentials',
+  'identity:get_credential',
+  'identity:delete_credential',
+]);
 
 export const isAction = (s: string): s is Action => Object.hasOwn(POLICY, s);

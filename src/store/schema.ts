@@ -35,6 +35,11 @@ export interface UsersTable {
   options: string;
   created_at: string;
   password_expires_at: string | null;
+  /** Keystone lockout: failures since the last success, and when the last one was (migration 0020). */
+  failed_auth_count: Generated<number>;
+  failed_auth_at: string | null;
+  last_login_at: string | null;
+  password_changed_at: string | null;
 }
 
 export interface RolesTable {
@@ -60,6 +65,55 @@ export interface TokensTable {
   issued_at: string;
   expires_at: string;
   revoked_at: string | null;
+  /** The application credential the token was made from (migration 0021): its rules apply. */
+  app_cred_id: Generated<string | null>;
+}
+
+// ---- identity hardening (issue 8, migrations 0020-0029) ----
+
+/** A Keystone credential; its blob is a key-manager secret (sealed), never stored here. */
+export interface CredentialsTable {
+  id: string;
+  user_id: string;
+  project_id: string | null;
+  type: string;
+  secret_id: string;
+  /** The last TOTP time step accepted: a code for this step or an earlier one is a replay. */
+  totp_last_step: number | null;
+  created_at: string;
+}
+
+/** A partial login (one factor done); only the receipt's SHA-256 is kept. */
+export interface AuthReceiptsTable {
+  id_hash: string;
+  user_id: string;
+  methods: string;
+  issued_at: string;
+  expires_at: string;
+}
+
+/** Keystone application credential; the secret is an argon2 hash, shown once at creation. */
+export interface ApplicationCredentialsTable {
+  id: string;
+  user_id: string;
+  project_id: string;
+  name: string;
+  description: string;
+  secret_hash: string;
+  expires_at: string | null;
+  /** JSON array of role names (a subset of the creator's roles on the project). */
+  roles: string;
+  /** JSON array of `{id, service, method, path}`; empty: any request. */
+  access_rules: string;
+  unrestricted: number;
+  created_at: string;
+}
+
+export interface PasswordHistoryTable {
+  id: string;
+  user_id: string;
+  password_hash: string;
+  created_at: string;
 }
 
 export interface AuditEventsTable {
@@ -423,6 +477,10 @@ export interface Schema {
   roles: RolesTable;
   role_assignments: RoleAssignmentsTable;
   tokens: TokensTable;
+  credentials: CredentialsTable;
+  auth_receipts: AuthReceiptsTable;
+  password_history: PasswordHistoryTable;
+  application_credentials: ApplicationCredentialsTable;
   audit_events: AuditEventsTable;
   audit_head: AuditHeadTable;
 }

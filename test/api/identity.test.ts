@@ -65,7 +65,11 @@ describe.each(dialects())('identity API on %s', (dialect) => {
       .where('status', '=', 401)
       .execute();
     expect(events.map((e) => e.reason)).toEqual(
-      expect.arrayContaining(['wrong password', 'unknown user', 'user has no role on the scope project']),
+      expect.arrayContaining([
+        expect.stringMatching(/^wrong password \(failure 1 of 5 before lockout\)$/),
+        'unknown user',
+        'user has no role on the scope project',
+      ]),
     );
     expect(events.every((e) => e.source_ip === '127.0.0.1')).toBe(true);
   });

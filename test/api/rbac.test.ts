@@ -191,12 +191,15 @@ describe('RBAC matrix', () => {
     if (url.startsWith('/compute') || url.startsWith('/image')) return computeSample(method, url);
     if (url.includes('/bulwark-zone')) return zoneSample(method, url);
     if (url.startsWith('/network')) return networkSample(method, url);
+    if (url.startsWith('/identity/v3/credentials')) return credentialSample(method, url, p);
+    if (url.includes('/application_credentials')) return appCredSample(method, url, p);
     const collection = /^\/identity\/v3\/(\w+)/.exec(url)?.[1];
     const bodies: Record<string, unknown> = {
       'POST /identity/v3/projects': { project: { name: uniq('p') } },
       'PATCH /identity/v3/projects/:id': { project: { description: 'changed' } },
       'POST /identity/v3/users': { user: { name: uniq('u'), password: PASSWORD } },
-      'PATCH /identity/v3/users/:id': { user: { description: 'changed' } },
+      // What `self` may change: its own MFA options (identity:update_user).
+      'PATCH /identity/v3/users/:id': { user: { options: { multi_factor_auth_enabled: false } } },
       'POST /identity/v3/users/:id/password': {
         user: { original_password: me.password ?? PASSWORD, password: me.password ?? PASSWORD },
       },
@@ -226,6 +229,38 @@ describe('RBAC matrix', () => {
       default:
         throw new Error(`RBAC matrix: no sample for ${key}`);
     }
+  }
+
+  /** Keystone credentials: the caller's own TOTP credential (`self`), or the admin's for callers without a user. */
+  async function credentialSample(method: string, url: string, p: Persona) {
+    const owner = who[p].userId ?? (who.admin.userId as string);
+    const blob = randomBytes(20)
+      .toString('hex')
+      .toUpperCase()
+      .replace(/[^A-Z2-7]/g, 'A')
+      .padEnd(32, 'A');
+    if (!url.includes(':id'))
+      return {
+        url,
+        body: method === 'POST' ? { credential: { type: 'totp', user_id: owner, blob } } : undefined,
+        target: method === 'POST' ? { user_id: owner } : {},
+      };
+    const c = await api.platform.credentials.create({ userId: owner, projectId: null, type: 'totp', blob });
+    return { url: url.replace(':id', c.id), target: { user_id: owner } };
+  }
+
+  /** Application credentials: the caller's own (`self`), made for the caller's project. */
+  async function appCredSample(method: string, url: string, p: Persona) {
+    const ownerToken = (who[p].userId ? who[p].token : who.admin.token) as string;
+    const owner = api.authOf(ownerToken);
+    const values: Record<string, string> = { user_id: owner.userId };
+    if (url.includes(':id'))
+      values.id = (await api.platform.applicationCredentials.create(owner, { name: uniq('ac') })).row.id;
+    return {
+      url: url.replace(/:(\w+)/g, (_, k: string) => values[k] ?? `missing-${k}`),
+      body: method === 'POST' ? { application_credential: { name: uniq('ac') } } : undefined,
+      target: { user_id: owner.userId },
+    };
   }
 
   /** Quota routes (Nova, Cinder, Neutron): project A's quotas; resets act on a throwaway project. */

@@ -4,7 +4,7 @@ import { buildApi } from '../../src/api/server.js';
 import type { CreateServerInput } from '../../src/compute/servers.js';
 import { FakeHypervisor } from '../../src/host/fake-hypervisor.js';
 import { bootstrapIdentity } from '../../src/identity/bootstrap.js';
-import type { IdentityService } from '../../src/identity/service.js';
+import type { IdentityPolicy, IdentityService } from '../../src/identity/service.js';
 import { buildPlatform, type Platform, type PlatformOptions } from '../../src/platform.js';
 import type { AuthContext } from '../../src/policy/context.js';
 import type { Dialect, Store } from '../../src/store/database.js';
@@ -57,9 +57,14 @@ export const testPlatformOptions = (dataDir: string): PlatformOptions => ({
   capabilities: { uefi: true, secureBoot: true, tpm: true, cpus: 4 },
   maxImageBytes: 64 * 1024 * 1024,
   defaultGroupAllowsSameGroup: false,
+  // Suites about other rooms log the admin in with a password only; test/api/mfa.test.ts keeps admin MFA on.
+  identityPolicy: { adminMfaRequired: false },
 });
 
-export async function startTestApi(dialect: Dialect): Promise<TestApi> {
+export async function startTestApi(
+  dialect: Dialect,
+  opts: { identityPolicy?: Partial<IdentityPolicy> } = {},
+): Promise<TestApi> {
   const db = await testDb(dialect);
   const store = await openStore({ url: db.url, ...(db.adminUrl ? { adminUrl: db.adminUrl } : {}) });
   const driver = new FakeHypervisor();
@@ -67,7 +72,11 @@ export async function startTestApi(dialect: Dialect): Promise<TestApi> {
     reasons: [] as string[],
     sync: async (reason: string) => void dataplane.reasons.push(reason),
   };
-  const platform = buildPlatform(store, driver, dataplane, testPlatformOptions(db.dir));
+  const base = testPlatformOptions(db.dir);
+  const platform = buildPlatform(store, driver, dataplane, {
+    ...base,
+    identityPolicy: { ...base.identityPolicy, ...opts.identityPolicy },
+  });
   const { identity } = platform;
   const { adminPassword } = await bootstrapIdentity(store, identity);
   if (!adminPassword) throw new Error('bootstrap did not create admin');

@@ -61,7 +61,7 @@ export async function removeNetns(name: string): Promise<void> {
  * share an nftables table, a tap or a route.
  */
 export async function startDaemonProcess(
-  opts: { dataDir?: string; extraArgs?: string[]; netns?: string } = {},
+  opts: { dataDir?: string; extraArgs?: string[]; netns?: string; adminMfa?: boolean } = {},
 ): Promise<DaemonProcess> {
   if (!existsSync(join(REPO, 'dist', 'cli', 'main.js')))
     throw new Error('dist/ is missing: run `npm run build` first');
@@ -82,6 +82,8 @@ export async function startDaemonProcess(
       dataDir,
       '--listen',
       '127.0.0.1:0',
+      // Suites about other rooms log the admin in with a password only; test/e2e/openstack-mfa.test.ts keeps it on.
+      ...(opts.adminMfa ? [] : ['--no-admin-mfa-required']),
       ...(opts.extraArgs ?? []),
     ],
     {

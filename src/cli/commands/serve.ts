@@ -71,6 +71,35 @@ export function registerServeCommand(program: Command): void {
       'API requests per minute per source address, IPv6 per /64 (0: no limit; default twice --api-rate)',
       process.env.BULWARK_API_ADDRESS_RATE,
     )
+    .option(
+      '--no-admin-mfa-required',
+      'let admin-scoped tokens act without a second factor (default: admins must use MFA; env BULWARK_ADMIN_MFA_REQUIRED=0)',
+    )
+    .option(
+      '--lockout-failure-attempts <n>',
+      'failed logins that lock an account (0: never; default 5)',
+      process.env.BULWARK_LOCKOUT_FAILURE_ATTEMPTS,
+    )
+    .option(
+      '--lockout-duration <seconds>',
+      'how long a locked account stays locked (default 900)',
+      process.env.BULWARK_LOCKOUT_DURATION,
+    )
+    .option(
+      '--password-min-length <n>',
+      'shortest password accepted (at least 8; default 12)',
+      process.env.BULWARK_PASSWORD_MIN_LENGTH,
+    )
+    .option(
+      '--password-history <n>',
+      'previous passwords a user may not reuse (default 3)',
+      process.env.BULWARK_PASSWORD_HISTORY,
+    )
+    .option(
+      '--password-expires-days <n>',
+      'days until a new password expires (0: never; default 0)',
+      process.env.BULWARK_PASSWORD_EXPIRES_DAYS,
+    )
     .action(
       async (o: {
         dataDir: string;
@@ -89,8 +118,17 @@ export function registerServeCommand(program: Command): void {
         serverCreateRate?: string;
         apiRate?: string;
         apiAddressRate?: string;
+        adminMfaRequired: boolean;
+        lockoutFailureAttempts?: string;
+        lockoutDuration?: string;
+        passwordMinLength?: string;
+        passwordHistory?: string;
+        passwordExpiresDays?: string;
       }) => {
-        const config = makeConfig(o);
+        const config = makeConfig({
+          ...o,
+          adminMfaRequired: o.adminMfaRequired && process.env.BULWARK_ADMIN_MFA_REQUIRED !== '0',
+        });
         const daemon = await startDaemon(config);
         const lines = [`Bulwark is up at ${daemon.url}`, `  identity: ${daemon.url}/identity/v3`];
         if (daemon.adminPassword) {
@@ -105,6 +143,13 @@ export function registerServeCommand(program: Command): void {
           `  CA certificate: ${join(config.dataDir, 'pki', 'ca.crt')}`,
           `  CLI: export OS_CLIENT_CONFIG_FILE=${join(config.dataDir, 'clouds.yaml')} OS_CLOUD=bulwark; openstack token issue`,
         );
+        if (config.identityPolicy.adminMfaRequired)
+          lines.push(
+            '  admins must use MFA: until you enroll TOTP, an admin token may only enroll it (docs/identity.md):',
+            '    SECRET=$(head -c 20 /dev/urandom | base32); openstack credential create --type totp admin "$SECRET"',
+            '    openstack user set --multi-factor-auth-rule password,totp --enable-multi-factor-auth admin',
+            '    then: openstack --os-auth-type v3multifactor --os-auth-methods v3password,v3totp --os-passcode CODE ...',
+          );
         console.log(lines.join('\n'));
         const stop = async () => {
           await daemon.close();
