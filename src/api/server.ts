@@ -7,6 +7,8 @@ import type { FlavorService } from '../compute/flavors.js';
 import type { ImageService } from '../compute/images.js';
 import type { QuarantineService } from '../compute/quarantine.js';
 import type { ServerService } from '../compute/servers.js';
+import { DEFAULT_WEB_DIR } from '../dashboard/assets.js';
+import { sessionToken } from '../dashboard/session.js';
 import { BulwarkError, forbidden } from '../errors.js';
 import { ruleMatches, serviceOf } from '../identity/access-rules.js';
 import type { ApplicationCredentialService } from '../identity/application-credentials.js';
@@ -29,6 +31,7 @@ import { registerBulwarkApi } from './bulwark.js';
 import type { ServiceEntry } from './catalog.js';
 import { registerComputeApi } from './compute.js';
 import type { AuditNote, RouteInfo } from './context.js';
+import { registerDashboardApi } from './dashboard.js';
 import { errorBody, sendError } from './error-map.js';
 import { registerIdentityApi } from './identity.js';
 import { registerImageApi } from './image.js';
@@ -77,6 +80,8 @@ export interface ApiOptions {
   bodyLimit?: number;
   /** Requests per minute per token and per source address (docs/rate-limits.md); absent: no limit. */
   rateLimits?: ApiRateLimits;
+  /** The built web dashboard served at /dashboard (docs/dashboard.md); default web/dist. */
+  webDir?: string;
 }
 
 const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -142,9 +147,10 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
     req.auditNote = {};
     reply.header('x-openstack-request-id', req.id);
     // An invalid token counts as none: public routes still answer, the rest get 401 from the policy check.
-    const token = req.headers['x-auth-token'];
-    req.auth =
-      typeof token === 'string' && token.length > 0 ? await deps.identity.validateToken(token) : null;
+    // The dashboard's session cookie counts only with its CSRF header (dashboard/session.ts).
+    const header = req.headers['x-auth-token'];
+    const token = typeof header === 'string' && header.length > 0 ? header : sessionToken(req);
+    req.auth = token !== null ? await deps.identity.validateToken(token) : null;
     limiter?.check(req);
   });
 
@@ -245,6 +251,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await registerSecretsApi(app, ctx);
   await registerQuotaApi(app, ctx);
   await registerBulwarkApi(app, ctx);
+  await registerDashboardApi(app, ctx, opts.webDir ?? DEFAULT_WEB_DIR);
   return app;
 }
 

@@ -185,6 +185,13 @@ export const POLICY = {
   'identity:list_application_credentials': ['admin', 'self'],
   'identity:get_application_credential': ['admin', 'self'],
   'identity:delete_application_credential': ['admin', 'self'],
+
+  // Web dashboard (docs/dashboard.md): the page and its login are public; the page then calls the
+  // APIs above under their own rules. A session is the caller's own token.
+  'dashboard:page': ['public'],
+  'dashboard:session:create': ['public'],
+  'dashboard:session:show': ['authenticated'],
+  'dashboard:session:delete': ['authenticated'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;
