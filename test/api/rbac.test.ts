@@ -185,6 +185,7 @@ describe('RBAC matrix', () => {
     if (url === '/identity/v3/role_assignments') {
       return { url: `${url}?user.id=${who.member.userId}`, target: { user_id: who.member.userId! } };
     }
+    if (url.startsWith('/dashboard')) return dashboardSample(method, url, p);
     if (/\/(os-quota-sets|quotas)\/|\/limits$/.test(url)) return quotaSample(method, url);
     if (url.startsWith('/key-manager')) return secretSample(method, url);
     if (url.startsWith('/volume') || url.includes('/os-volume_attachments')) return volumeSample(method, url);
@@ -261,6 +262,20 @@ describe('RBAC matrix', () => {
       body: method === 'POST' ? { application_credential: { name: uniq('ac') } } : undefined,
       target: { user_id: owner.userId },
     };
+  }
+
+  /**
+   * The dashboard: its page (built or not), a login as the member, and the
+   * caller's own session; logging out revokes a fresh token of the caller's,
+   * never the one the walk goes on with.
+   */
+  async function dashboardSample(method: string, url: string, p: Persona) {
+    const me = who[p];
+    if (url === '/dashboard/session' && method === 'POST')
+      return { url, body: { username: 'rbac-member', password: PASSWORD, project: 'proj-a' }, target: {} };
+    if (url === '/dashboard/session' && method === 'DELETE' && me.login && p !== 'expired')
+      return { url, target: {}, headers: { 'x-auth-token': await me.login() } };
+    return { url: url.replace('*', 'project/compute/instances'), target: {} };
   }
 
   /** Quota routes (Nova, Cinder, Neutron): project A's quotas; resets act on a throwaway project. */

@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useState } from 'react';
 import { Navigate, NavLink, Route, Routes, useNavigate } from 'react-router';
-import { ApiError, api, type Session } from './api';
+import { ApiError, api, csrfToken, type Session } from './api';
 import { AuditPage } from './pages/Audit';
 import { FlavorsPage } from './pages/Flavors';
 import { ImagesPage } from './pages/Images';
@@ -92,6 +92,8 @@ export function App() {
   const [session, setSession] = useState<Session | null | undefined>(undefined);
   const navigate = useNavigate();
   useEffect(() => {
+    // No CSRF cookie, no session: show the login without asking (and without an audited refusal).
+    if (!csrfToken()) return setSession(null);
     api<{ session: Session }>('GET', '/dashboard/session').then(
       (r) => setSession(r.session),
       (e: unknown) => {
