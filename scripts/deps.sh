@@ -8,7 +8,7 @@ RUNTIME_PKGS=(qemu-system-x86 qemu-utils swtpm swtpm-tools ovmf nftables iproute
 # Everything the tests drive for real: PostgreSQL, the openstack CLI, and what builds the test guests.
 TEST_PKGS=(postgresql python3-openstackclient python3-barbicanclient busybox-static dosfstools mtools
   sbsigntool systemd-boot-efi binutils cpio syslinux syslinux-common dnsmasq iperf3 iputils-ping
-  softhsm2)
+  softhsm2 chromium)
 
 want=("${RUNTIME_PKGS[@]}")
 [ "${1:-runtime}" = test ] && want+=("${TEST_PKGS[@]}")
@@ -35,3 +35,5 @@ fi
 
 echo "==> building"
 npx tsc -p tsconfig.json
+# The web dashboard (web/, docs/dashboard.md), served by the daemon at /dashboard.
+npx vite build --config web/vite.config.ts --logLevel warn

@@ -21,7 +21,8 @@ const setCookies = (h: unknown): Map<string, string> => {
   const list = Array.isArray(h) ? h : typeof h === 'string' ? [h] : [];
   return new Map(list.map((c: string) => [c.slice(0, c.indexOf('=')), c]));
 };
-const valueOf = (cookie: string | undefined) => cookie?.slice(cookie.indexOf('=') + 1).split(';')[0] ?? '';
+const cookieValue = (cookie: string | undefined) =>
+  cookie?.slice(cookie.indexOf('=') + 1).split(';')[0] ?? '';
 
 describe('dashboard session', () => {
   let api: TestApi;
@@ -89,8 +90,8 @@ describe('dashboard session', () => {
     const session = cookies.get(SESSION_COOKIE)!;
     expect(session).toMatch(/; HttpOnly; Path=\/; Secure; SameSite=Strict; Max-Age=\d+/);
     expect(cookies.get(CSRF_COOKIE)).not.toMatch(/HttpOnly/);
-    token = valueOf(session);
-    csrf = valueOf(cookies.get(CSRF_COOKIE));
+    token = cookieValue(session);
+    csrf = cookieValue(cookies.get(CSRF_COOKIE));
     expect(csrf).toBe(csrfTokenFor(token));
     expect(JSON.stringify(ok.json())).not.toContain(token);
     // The same code again is a replay, even with a fresh receipt.
