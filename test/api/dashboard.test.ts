@@ -103,6 +103,17 @@ describe('dashboard session', () => {
     expect(replay.statusCode).toBe(401);
   });
 
+  it('takes no login a cross-site form can send (JSON only)', async () => {
+    const form = await app.inject({
+      method: 'POST',
+      url: '/dashboard/session',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      payload: `username=webby&password=${PASSWORD}`,
+    });
+    expect(form.statusCode).toBe(415);
+    expect(form.headers['set-cookie']).toBeUndefined();
+  });
+
   it('takes the cookie only with its CSRF header, on reads and writes alike', async () => {
     const call = (method: 'GET' | 'POST', headers: Record<string, string>) =>
       app.inject({
