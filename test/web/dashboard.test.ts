@@ -259,6 +259,37 @@ describe.runIf(process.getuid?.() === 0)('web dashboard in Chromium', { timeout:
     expect((await seriousA11yViolations(page)).map((v) => v.id)).toContain('label');
   });
 
+  it('gives a member only the project pages, their own resources, and the API refusal on admin actions', async () => {
+    await d.openstack(['project', 'create', 'web'], asSession);
+    await d.openstack(['user', 'create', '--password', 'Alice-password-1', 'alice'], asSession);
+    await d.openstack(['role', 'add', '--project', 'web', '--user', 'alice', 'member'], asSession);
+    const ctx = await b.browser.newContext({ ignoreHTTPSErrors: true });
+    try {
+      const p = await ctx.newPage();
+      await p.goto(`${d.url}/dashboard/`);
+      await p.locator('input[name=username]').fill('alice');
+      await p.locator('input[name=password]').fill('Alice-password-1');
+      await p.getByRole('button', { name: 'Log in' }).click();
+      await p.getByRole('heading', { name: 'Instances' }).waitFor();
+      expect(await p.getByText('project web').count()).toBe(1);
+      expect(await p.getByRole('navigation').getByRole('link', { name: 'Flavors' }).count()).toBe(0);
+      await p.goto(`${d.url}/dashboard/project/network/security-groups`);
+      await p.getByRole('link', { name: 'Manage Rules of default' }).waitFor();
+      expect(await p.getByText('web-servers').count()).toBe(0);
+      // The page is there for anyone; the API says no, and the page shows why.
+      await p.goto(`${d.url}/dashboard/admin/compute/flavors`);
+      const form = p.getByRole('form', { name: 'Create Flavor' });
+      await form.locator('input[name=name]').fill('not-allowed');
+      await form.getByRole('button', { name: 'Create Flavor' }).click();
+      await expect.poll(() => form.getByRole('alert').textContent()).toMatch(/HTTP 403/);
+      expect((await osJson('flavor', 'list')).map((f: { Name: string }) => f.Name)).not.toContain(
+        'not-allowed',
+      );
+    } finally {
+      await ctx.close();
+    }
+  });
+
   it('deletes the instance, then logs out: the session token is revoked', async () => {
     const server = (await osJson('server', 'show', 'web1')).id as string;
     await d.openstack(['server', 'remove', 'volume', 'web1', 'secret-data'], asSession);
