@@ -43,6 +43,15 @@ describe.runIf(process.getuid?.() === 0)('web dashboard in Chromium', { timeout:
     d = await startDaemonProcess();
     await d.os('flavor', 'create', '--vcpus', '1', '--ram', '128', '--disk', '1', 'tiny');
     await d.os('image', 'create', '--disk-format', 'raw', '--file', guestImage('bios.raw'), 'tiny-bios');
+    await d.os(
+      'image',
+      'create',
+      '--disk-format',
+      'raw',
+      '--file',
+      guestImage('uefi-signed.raw'),
+      'tiny-uefi',
+    );
     await d.os('network', 'create', 'private-net');
     await d.os(
       'subnet',
@@ -191,6 +200,23 @@ describe.runIf(process.getuid?.() === 0)('web dashboard in Chromium', { timeout:
       .waitFor();
     const flavor = await osJson('flavor', 'show', 'secure-vm-medium');
     expect(flavor.properties).toMatchObject({ 'hw:tpm_model': 'tpm-crb', 'hw:tpm_version': '2.0' });
+  });
+
+  it('sets the Secure Boot properties of an image', async () => {
+    await go('/admin/compute/images');
+    const form = page.getByRole('form', { name: 'Set Boot Properties' });
+    await form.locator('select[name=image]').selectOption({ label: 'tiny-uefi' });
+    await form.locator('select[name=hw_firmware_type]').selectOption('uefi');
+    await form.locator('select[name=hw_machine_type]').selectOption('q35');
+    await form.locator('select[name=os_secure_boot]').selectOption('required');
+    await form.getByRole('button', { name: 'Save' }).click();
+    await page.getByRole('row', { name: /tiny-uefi active .* uefi q35 required/ }).waitFor();
+    const image = await osJson('image', 'show', 'tiny-uefi');
+    expect(image.properties).toMatchObject({
+      hw_firmware_type: 'uefi',
+      hw_machine_type: 'q35',
+      os_secure_boot: 'required',
+    });
   });
 
   it('creates an encrypted volume type and volume: Encryption: Yes; attaches it', async () => {
