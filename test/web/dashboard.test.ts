@@ -16,6 +16,8 @@ import { guestImage } from '../helpers/guests.js';
 
 const SECRET = 'JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP';
 const SHOTS = join(REPO, 'docs', 'screenshots');
+/** How long a page may take to show an API answer on a busy, shared host. */
+const SLOW = { timeout: 30_000, interval: 250 };
 
 describe.runIf(process.getuid?.() === 0)('web dashboard in Chromium', { timeout: 240_000 }, () => {
   let d: DaemonProcess;
@@ -102,11 +104,13 @@ describe.runIf(process.getuid?.() === 0)('web dashboard in Chromium', { timeout:
     const right = totpCode(SECRET, totpStep(Date.now()));
     await passcode.fill(right === '000000' ? '111111' : '000000');
     await page.getByRole('button', { name: 'Verify' }).click();
-    await expect.poll(() => page.getByRole('alert').textContent()).toMatch(/authentication|TOTP|passcode/i);
+    await expect
+      .poll(() => page.getByRole('alert').textContent(), SLOW)
+      .toMatch(/authentication|TOTP|passcode/i);
     await passcode.fill(right);
     await page.getByRole('button', { name: 'Verify' }).click();
     await page.getByRole('heading', { name: 'Instances' }).waitFor();
-    await expect.poll(() => page.getByText(/Session expires in \d+/).count()).toBe(1);
+    await expect.poll(() => page.getByText(/Session expires in \d+/).count(), SLOW).toBe(1);
 
     // The token is HttpOnly (script sees only the CSRF cookie), Secure and SameSite=Strict.
     const cookies = await b.context.cookies();
@@ -142,7 +146,7 @@ describe.runIf(process.getuid?.() === 0)('web dashboard in Chromium', { timeout:
     await add.locator('select[name=remote]').selectOption('cidr');
     await add.locator('input[name=cidr]').fill('10.0.0.0/33');
     await add.getByRole('button', { name: 'Add' }).click();
-    await expect.poll(() => add.getByRole('alert').textContent()).toMatch(/10\.0\.0\.0\/33.*HTTP 400/);
+    await expect.poll(() => add.getByRole('alert').textContent(), SLOW).toMatch(/10\.0\.0\.0\/33.*HTTP 400/);
     await add.locator('input[name=cidr]').fill('10.0.0.0/8');
     await add.getByRole('button', { name: 'Add' }).click();
     const row = page.getByRole('row', { name: /Ingress IPv4 tcp 443 10\.0\.0\.0\/8/ });
@@ -176,9 +180,9 @@ describe.runIf(process.getuid?.() === 0)('web dashboard in Chromium', { timeout:
     await page.getByRole('heading', { name: 'Instance: web1' }).waitFor();
     const edit = page.getByRole('group', { name: 'Edit Security Groups' });
     await edit.getByRole('checkbox', { name: 'web-servers' }).check();
-    await expect.poll(() => page.locator('dd').nth(4).textContent()).toMatch(/web-servers/);
+    await expect.poll(() => page.locator('dd').nth(4).textContent(), SLOW).toMatch(/web-servers/);
     await edit.getByRole('checkbox', { name: 'default' }).uncheck();
-    await expect.poll(() => page.locator('dd').nth(4).textContent()).toBe('web-servers');
+    await expect.poll(() => page.locator('dd').nth(4).textContent(), SLOW).toBe('web-servers');
     const server = await osJson('server', 'show', 'web1');
     expect(server.status).toBe('ACTIVE');
     expect(JSON.stringify(server.security_groups)).toContain('web-servers');
@@ -240,7 +244,7 @@ describe.runIf(process.getuid?.() === 0)('web dashboard in Chromium', { timeout:
       .toMatch(/available/);
     await page.getByRole('link', { name: 'secret-data' }).click();
     await page.getByRole('heading', { name: 'Volume: secret-data' }).waitFor();
-    await expect.poll(() => page.locator('dl').textContent()).toMatch(/Encryption\s*Yes/);
+    await expect.poll(() => page.locator('dl').textContent(), SLOW).toMatch(/Encryption\s*Yes/);
     const attach = page.getByRole('form', { name: 'Attach Volume' });
     await attach.locator('select[name=server]').selectOption({ label: 'web1' });
     await attach.getByRole('button', { name: 'Attach Volume' }).click();
@@ -307,10 +311,18 @@ describe.runIf(process.getuid?.() === 0)('web dashboard in Chromium', { timeout:
       const form = p.getByRole('form', { name: 'Create Flavor' });
       await form.locator('input[name=name]').fill('not-allowed');
       await form.getByRole('button', { name: 'Create Flavor' }).click();
-      await expect.poll(() => form.getByRole('alert').textContent()).toMatch(/HTTP 403/);
+      await expect.poll(() => form.getByRole('alert').textContent(), SLOW).toMatch(/HTTP 403/);
       expect((await osJson('flavor', 'list')).map((f: { Name: string }) => f.Name)).not.toContain(
         'not-allowed',
       );
+      // A session revoked while the page is open sends the page back to the login.
+      const token = (await ctx.cookies()).find((c) => c.name === '__Host-bulwark-session')!.value;
+      expect((await d.openstack(['token', 'revoke', token], asSession)).code).toBe(0);
+      const ended = p.waitForResponse((r) => r.url().includes('/volume/v3/volumes'));
+      await p.getByRole('navigation').getByRole('link', { name: 'Volumes' }).click();
+      expect((await ended).status()).toBe(401);
+      await p.getByRole('heading', { name: 'Log in to Bulwark' }).waitFor();
+      await p.getByText('Your session expired; log in again.').waitFor();
     } finally {
       await ctx.close();
     }

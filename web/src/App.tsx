@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useState } from 'react';
 import { Navigate, NavLink, Route, Routes, useNavigate } from 'react-router';
-import { ApiError, api, csrfToken, type Session } from './api';
+import { ApiError, api, csrfToken, SESSION_ENDED, type Session } from './api';
 import { AuditPage } from './pages/Audit';
 import { FlavorsPage } from './pages/Flavors';
 import { ImagesPage } from './pages/Images';
@@ -102,12 +102,19 @@ export function App() {
       },
     );
   }, []);
+  const [notice, setNotice] = useState<string | null>(null);
   const expired = useCallback(() => {
+    setNotice('Your session expired; log in again.');
     setSession(null);
-    navigate('/login?expired=1');
+    navigate('/login');
   }, [navigate]);
+  useEffect(() => {
+    window.addEventListener(SESSION_ENDED, expired);
+    return () => window.removeEventListener(SESSION_ENDED, expired);
+  }, [expired]);
   const logout = async () => {
     await api('DELETE', '/dashboard/session').catch(() => undefined);
+    setNotice(null);
     setSession(null);
     navigate('/login');
   };
@@ -117,7 +124,7 @@ export function App() {
     return (
       <main>
         <Routes>
-          <Route path="/login" element={<LoginPage onLogin={setSession} />} />
+          <Route path="/login" element={<LoginPage notice={notice} onLogin={setSession} />} />
           <Route path="*" element={<Navigate to="/login" replace />} />
         </Routes>
       </main>

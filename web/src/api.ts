@@ -15,6 +15,8 @@ export class ApiError extends Error {
 }
 
 const CSRF_COOKIE = '__Host-bulwark-csrf';
+/** Fired when the API answers 401 to a session request. */
+export const SESSION_ENDED = 'bulwark:session-ended';
 
 export function csrfToken(): string {
   for (const part of document.cookie.split(';')) {
@@ -63,6 +65,8 @@ export async function api<T = Json>(
   } catch {
     json = null;
   }
+  // The session ended (expired or revoked) while the page was open: the app goes back to the login.
+  if (res.status === 401 && path !== '/dashboard/session') window.dispatchEvent(new Event(SESSION_ENDED));
   if (!res.ok)
     throw new ApiError(res.status, reasonOf(json, `${res.status} ${res.statusText}`), json, res.headers);
   return json as T;

@@ -98,7 +98,7 @@ export function AuditPage() {
       {events.data === null ? (
         <Loading what="audit events" />
       ) : (
-        <table>
+        <table className="wrap">
           <caption>Latest audit events (newest first)</caption>
           <thead>
             <tr>

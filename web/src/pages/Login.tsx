@@ -1,5 +1,5 @@
 import { type FormEvent, useState } from 'react';
-import { useNavigate, useSearchParams } from 'react-router';
+import { useNavigate } from 'react-router';
 import { ApiError, api, type Session } from '../api';
 import { ErrorBox, Field } from '../ui';
 
@@ -7,17 +7,14 @@ import { ErrorBox, Field } from '../ui';
  * Password first; when the account's MFA rules want a second factor the API
  * answers 401 with an auth receipt, and the TOTP step sends it back.
  */
-export function LoginPage({ onLogin }: { onLogin: (s: Session) => void }) {
-  const [params] = useSearchParams();
+export function LoginPage({ notice, onLogin }: { notice: string | null; onLogin: (s: Session) => void }) {
   const navigate = useNavigate();
   const [username, setUsername] = useState('');
   const [password, setPassword] = useState('');
   const [project, setProject] = useState('');
   const [passcode, setPasscode] = useState('');
   const [receipt, setReceipt] = useState<string | null>(null);
-  const [error, setError] = useState<string | null>(
-    params.get('expired') ? 'Your session expired; log in again.' : null,
-  );
+  const [error, setError] = useState<string | null>(notice);
   const [busy, setBusy] = useState(false);
 
   const submit = async (e: FormEvent) => {

@@ -3,9 +3,10 @@ import { get, type Session } from '../api';
 import { useLoad } from '../hooks';
 import { ErrorBox, Field, Loading, Page } from '../ui';
 
-type Detail = Record<string, { limit: number; in_use: number } | string>;
-const rows = (d: Detail) =>
-  Object.entries(d).filter((e): e is [string, { limit: number; in_use: number }] => typeof e[1] === 'object');
+/** Nova and Cinder say `in_use`, Neutron says `used`. */
+type Usage = { limit: number; in_use?: number; used?: number };
+type Detail = Record<string, Usage | string>;
+const rows = (d: Detail) => Object.entries(d).filter((e): e is [string, Usage] => typeof e[1] === 'object');
 
 function QuotaTable({ title, detail }: { title: string; detail: Detail }) {
   return (
@@ -22,7 +23,7 @@ function QuotaTable({ title, detail }: { title: string; detail: Detail }) {
         {rows(detail).map(([k, v]) => (
           <tr key={k}>
             <td>{k}</td>
-            <td>{v.in_use}</td>
+            <td>{v.in_use ?? v.used ?? '-'}</td>
             <td>{v.limit === -1 ? 'Unlimited' : v.limit}</td>
           </tr>
         ))}
