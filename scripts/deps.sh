@@ -37,3 +37,5 @@ fi
 
 echo "==> building"
 npx tsc -p tsconfig.json
+# The web dashboard (web/, docs/dashboard.md), served by the daemon at /dashboard.
+npx vite build --config web/vite.config.ts --logLevel warn

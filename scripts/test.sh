@@ -10,7 +10,8 @@ if [ -f guests/build.sh ]; then
 fi
 echo "==> typecheck and lint"
 npx tsc -p tsconfig.test.json
-npx biome check src test
+npx tsc -p web/tsconfig.json
+npx biome check src test web
 echo "==> tests"
 mkdir -p .test-artifacts
 status=0

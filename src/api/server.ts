@@ -13,6 +13,8 @@ import type { ImageService } from '../compute/images.js';
 import type { QuarantineService } from '../compute/quarantine.js';
 import type { ServerService } from '../compute/servers.js';
 import type { ConsoleService } from '../console/recordings.js';
+import { DEFAULT_WEB_DIR } from '../dashboard/assets.js';
+import { sessionToken } from '../dashboard/session.js';
 import { BulwarkError, forbidden } from '../errors.js';
 import type { ApprovalService } from '../governance/approvals.js';
 import type { MetadataRuleService } from '../governance/metadata-rules.js';
@@ -49,6 +51,7 @@ import type { ServiceEntry } from './catalog.js';
 import { registerComputeApi } from './compute.js';
 import { CONSOLE_PROTOCOL, registerConsoleApi, tokenFromProtocols } from './console.js';
 import type { AuditNote, RouteInfo } from './context.js';
+import { registerDashboardApi } from './dashboard.js';
 import { errorBody, sendError } from './error-map.js';
 import { registerGuestAgentApi } from './guest-agent.js';
 import { registerHostDeviceApi } from './host-devices.js';
@@ -121,6 +124,8 @@ export interface ApiOptions {
   bodyLimit?: number;
   /** Requests per minute per token and per source address (docs/rate-limits.md); absent: no limit. */
   rateLimits?: ApiRateLimits;
+  /** The built web dashboard served at /dashboard (docs/dashboard.md); default web/dist. */
+  webDir?: string;
 }
 
 const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -186,9 +191,11 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
     req.auditNote = {};
     reply.header('x-openstack-request-id', req.id);
     // An invalid token counts as none: public routes still answer, the rest get 401 from the policy check.
-    const token = req.headers['x-auth-token'] ?? tokenFromProtocols(req.headers['sec-websocket-protocol']);
-    req.auth =
-      typeof token === 'string' && token.length > 0 ? await deps.identity.validateToken(token) : null;
+    // A browser's WebSocket cannot send headers: it names the token as a subprotocol (docs/console.md). The
+    // dashboard's session cookie counts only with its CSRF header (dashboard/session.ts).
+    const header = req.headers['x-auth-token'] ?? tokenFromProtocols(req.headers['sec-websocket-protocol']);
+    const token = typeof header === 'string' && header.length > 0 ? header : sessionToken(req);
+    req.auth = token !== null ? await deps.identity.validateToken(token) : null;
     limiter?.check(req);
   });
 
@@ -321,6 +328,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
     return deps.metrics.text();
   });
   await registerBackupApi(app, ctx);
+  await registerDashboardApi(app, ctx, opts.webDir ?? DEFAULT_WEB_DIR);
   return app;
 }
 

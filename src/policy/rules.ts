@@ -290,6 +290,13 @@ export const POLICY = {
   'console:recordings:replay': ['admin'],
   // Prometheus metrics on the API listener: the cloud admin's token (`serve --metrics-listen` is the other way).
   'metrics:read': ['admin'],
+
+  // Web dashboard (docs/dashboard.md): the page and its login are public; the page then calls the
+  // APIs above under their own rules. A session is the caller's own token.
+  'dashboard:page': ['public'],
+  'dashboard:session:create': ['public'],
+  'dashboard:session:show': ['authenticated'],
+  'dashboard:session:delete': ['authenticated'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;

@@ -204,6 +204,7 @@ describe('RBAC matrix', () => {
     if (url === '/identity/v3/role_assignments') {
       return { url: `${url}?user.id=${who.member.userId}`, target: { user_id: who.member.userId! } };
     }
+    if (url.startsWith('/dashboard')) return dashboardSample(method, url, p);
     if (/\/(os-quota-sets|quotas)\/|\/limits$/.test(url)) return quotaSample(method, url);
     if (url.startsWith('/key-manager')) return secretSample(method, url);
     if (url.startsWith('/bulwark/v1/approval')) return approvalSample(method, url);
@@ -370,6 +371,20 @@ describe('RBAC matrix', () => {
       'POST /bulwark/v1/recovery-codes/login': { user: { name: 'rbac-member' }, password: PASSWORD },
     };
     return { url: url.replace(':id', 'AAAA'), body: bodies[`${method} ${url}`], target: {} };
+  }
+
+  /**
+   * The dashboard: its page (built or not), a login as the member, and the
+   * caller's own session; logging out revokes a fresh token of the caller's,
+   * never the one the walk goes on with.
+   */
+  async function dashboardSample(method: string, url: string, p: Persona) {
+    const me = who[p];
+    if (url === '/dashboard/session' && method === 'POST')
+      return { url, body: { username: 'rbac-member', password: PASSWORD, project: 'proj-a' }, target: {} };
+    if (url === '/dashboard/session' && method === 'DELETE' && me.login && p !== 'expired')
+      return { url, target: {}, headers: { 'x-auth-token': await me.login() } };
+    return { url: url.replace('*', 'project/compute/instances'), target: {} };
   }
 
   /** Quota routes (Nova, Cinder, Neutron): project A's quotas; resets act on a throwaway project. */

@@ -194,7 +194,11 @@ export function registerServeCommand(program: Command): void {
           adminMfaRequired: o.adminMfaRequired && process.env.BULWARK_ADMIN_MFA_REQUIRED !== '0',
         });
         const daemon = await startDaemon(config);
-        const lines = [`Bulwark is up at ${daemon.url}`, `  identity: ${daemon.url}/identity/v3`];
+        const lines = [
+          `Bulwark is up at ${daemon.url}`,
+          `  identity: ${daemon.url}/identity/v3`,
+          `  dashboard: ${daemon.url}/dashboard/`,
+        ];
         if (daemon.adminPassword) {
           lines.push(
             `  bootstrap admin: user "admin", password ${daemon.adminPassword}`,
