@@ -1,11 +1,15 @@
 import { join } from 'node:path';
 import { AuditWriter } from './audit/writer.js';
 import { FlavorService } from './compute/flavors.js';
+import { HostService } from './compute/hosts.js';
 import { ImageService } from './compute/images.js';
 import type { HostCapabilities } from './compute/properties.js';
 import { QuarantineService } from './compute/quarantine.js';
+import type { Resources } from './compute/scheduler/index.js';
+import { ServerGroupService } from './compute/server-groups.js';
 import { ServerService } from './compute/servers.js';
 import { serverCreateLimit } from './governance/rate-limits.js';
+import { probeCapacity } from './host/capabilities.js';
 import type { HypervisorDriver } from './host/hypervisor.js';
 import { ImageStore } from './host/image-store.js';
 import { IdentityService } from './identity/service.js';
@@ -29,6 +33,8 @@ export interface PlatformOptions {
   adminProjectName: string;
   hostName: string;
   capabilities: HostCapabilities;
+  /** What the local host offers the scheduler; absent: probed from this machine (docs/multi-host.md). */
+  hostCapacity?: Resources;
   maxImageBytes: number;
   /** Neutron's allow-from-same-group ingress rule in `default` (off: the spec's block-all-ingress). */
   defaultGroupAllowsSameGroup: boolean;
@@ -104,6 +110,25 @@ export function buildPlatform(
     SYSTEM,
     keys, // vTPM state keys
   );
+  // Multi-host (docs/multi-host.md): this machine is the one local host; agents join as more hosts.
+  const hosts = new HostService(store);
+  const groups = new ServerGroupService(store);
+  let local: Promise<unknown> | undefined;
+  const registerLocalHost = () => {
+    local ??= hosts.register({
+      name: opts.hostName,
+      local: true,
+      capacity: opts.hostCapacity ?? probeCapacity(opts.dataDir),
+      features: [
+        ...(opts.capabilities.uefi ? ['uefi'] : []),
+        ...(opts.capabilities.secureBoot ? ['secure-boot'] : []),
+        ...(opts.capabilities.tpm ? ['tpm'] : []),
+      ],
+    });
+    return local;
+  };
+  servers.groups = groups;
+  servers.beforePlacement = registerLocalHost;
   if (opts.serverCreateRate) servers.limitCreates(serverCreateLimit(store, opts.serverCreateRate));
   const quarantine = new QuarantineService(
     store,
@@ -121,13 +146,14 @@ export function buildPlatform(
   servers.quotas = quotas;
   volumes.quotas = quotas;
   securityGroups.quotas = quotas;
+  groups.quotas = quotas;
   return {
     identity,
     audit,
     keys,
     quotas,
     volume: { types: volumeTypes, volumes },
-    compute: { flavors, images, servers, quarantine },
+    compute: { flavors, images, servers, quarantine, hosts, groups, registerLocalHost },
     network: { networks, securityGroups, routers, zones },
   };
 }

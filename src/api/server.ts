@@ -4,8 +4,10 @@ import addFormats from 'ajv-formats';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { AuditWriter } from '../audit/writer.js';
 import type { FlavorService } from '../compute/flavors.js';
+import type { HostService } from '../compute/hosts.js';
 import type { ImageService } from '../compute/images.js';
 import type { QuarantineService } from '../compute/quarantine.js';
+import type { ServerGroupService } from '../compute/server-groups.js';
 import type { ServerService } from '../compute/servers.js';
 import { BulwarkError } from '../errors.js';
 import type { IdentityService } from '../identity/service.js';
@@ -45,6 +47,9 @@ export interface ApiDeps {
     images: ImageService;
     servers: ServerService;
     quarantine: QuarantineService;
+    /** Hypervisor hosts and Nova server groups (docs/multi-host.md). */
+    hosts: HostService;
+    groups: ServerGroupService;
   };
   network: {
     networks: NetworkService;

@@ -167,6 +167,12 @@ export const POLICY = {
   'network:update_quota': ['admin'],
   'network:delete_quota': ['admin'],
 
+  // Server groups and hosts (issue 10, docs/multi-host.md): Nova's defaults; hosts and join tokens are admin only.
+  'compute:os-server-groups:index': ['admin', 'reader'],
+  'compute:os-server-groups:show': ['admin', 'reader'],
+  'compute:os-server-groups:create': ['admin', 'member'],
+  'compute:os-server-groups:delete': ['admin', 'member'],
+
   // Bulwark extensions
   'bulwark:version': ['public'],
   'bulwark:openapi': ['public'],

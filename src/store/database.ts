@@ -23,6 +23,7 @@ import * as m0009 from './migrations/0009-volumes.js';
 import * as m0010 from './migrations/0010-vtpm.js';
 import * as m0011 from './migrations/0011-quotas.js';
 import * as m0012 from './migrations/0012-rate-limits.js';
+import * as m0060 from './migrations/0060-multihost.js';
 import type { Schema } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -60,6 +61,7 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0010-vtpm': { up: m0010.up },
   '0011-quotas': { up: m0011.up },
   '0012-rate-limits': { up: m0012.up },
+  '0060-multihost': { up: m0060.up },
 });
 
 export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');

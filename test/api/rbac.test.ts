@@ -324,6 +324,17 @@ describe('RBAC matrix', () => {
     const fill = (u: string, values: Record<string, string>) =>
       u.replace(/:(\w+)/g, (_, k: string) => values[k] ?? `missing-${k}`);
     const spec = 'quota:disk_read_bytes_sec';
+    if (url.includes('/os-server-groups')) {
+      // Throwaway groups only: clear the walk's earlier ones so the 10-group quota never answers instead.
+      await api.store.db.deleteFrom('server_groups').execute();
+      const g = (
+        await api.platform.compute.groups.create(member, { name: uniq('g'), policy: 'anti-affinity' })
+      ).id;
+      const bodies: Record<string, unknown> = {
+        'POST /compute/v2.1/os-server-groups': { server_group: { name: uniq('g'), policies: ['affinity'] } },
+      };
+      return { url: fill(url, { id: g }), body: bodies[`${method} ${url}`], target: {} };
+    }
     if (url.includes('/flavors')) {
       const f =
         write && url.includes(':id')

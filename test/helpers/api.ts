@@ -55,6 +55,8 @@ export const testPlatformOptions = (dataDir: string): PlatformOptions => ({
   adminProjectName: 'admin',
   hostName: 'test-host',
   capabilities: { uefi: true, secureBoot: true, tpm: true, cpus: 4 },
+  // A declared size, so API tests do not depend on this machine's (x4 vCPU overcommit: 256 vCPUs).
+  hostCapacity: { vcpus: 64, ramMiB: 256 * 1024, diskGiB: 4096 },
   maxImageBytes: 64 * 1024 * 1024,
   defaultGroupAllowsSameGroup: false,
 });
