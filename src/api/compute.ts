@@ -28,8 +28,9 @@ const IdParam = Type.Object({ id: Uuid });
 const VERSION = (url: string) => ({
   id: 'v2.1',
   status: 'CURRENT',
-  // The highest microversion any route offers (server groups); other routes answer 2.1 only.
-  version: '2.64',
+  // 2.1: the version clients negotiate for every route. Server groups also take 2.15-2.64 when asked
+  // (soft policies, policy + rules), but advertising 2.64 would make SDK clients send it everywhere.
+  version: '2.1',
   min_version: '2.1',
   updated: '2013-07-23T11:33:21Z',
   links: [{ rel: 'self', href: `${url}${PREFIX}/` }],
