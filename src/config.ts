@@ -35,6 +35,10 @@ export interface DaemonConfig {
   serverCreateRate: number;
   /** API requests per minute per token (`--api-rate`) and per source address (`--api-address-rate`); 0: no limit. */
   apiRate: { perToken: number; perAddress: number };
+  /** The mutual-TLS endpoint host agents report to (`--agent-listen`; docs/multi-host.md); unset: none. */
+  agentListen: { host: string; port: number } | undefined;
+  /** Seconds between agent reports; a host that misses three is marked down (`--heartbeat-interval`). */
+  heartbeatSeconds: number;
 }
 
 export const DEFAULT_SERVER_CREATE_RATE = 20;
@@ -53,11 +57,13 @@ function parseRate(flag: string, value: string | number | undefined, dflt: numbe
 export const DEFAULT_SECURE_BOOT_VARS = '/usr/share/OVMF/OVMF_VARS_4M.ms.fd';
 
 /** Parses `HOST:PORT`, `[V6]:PORT` or `PORT`; refuses anything else with a fix. */
-export function parseListen(listen: string): { host: string; port: number } {
+export function parseListen(listen: string, flag = '--listen'): { host: string; port: number } {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(listen) ?? /^()()(\d{1,5})$/.exec(listen);
   const port = m ? Number(m[3]) : Number.NaN;
   if (!m || !(port >= 0 && port <= 65535)) {
-    throw new Error(`--listen ${listen} is not HOST:PORT; try --listen 127.0.0.1:8443`);
+    throw new Error(
+      `${flag} ${listen} is not HOST:PORT; try ${flag} 127.0.0.1:${flag === '--listen' ? 8443 : 8444}`,
+    );
   }
   return { host: m[1] || m[2] || '127.0.0.1', port };
 }
@@ -80,6 +86,8 @@ export function makeConfig(opts: {
   serverCreateRate?: string | number | undefined;
   apiRate?: string | number | undefined;
   apiAddressRate?: string | number | undefined;
+  agentListen?: string | undefined;
+  heartbeatInterval?: string | number | undefined;
 }): DaemonConfig {
   const kekKind = opts.kek ?? 'file';
   if (kekKind !== 'file' && kekKind !== 'pkcs11')
@@ -127,5 +135,7 @@ export function makeConfig(opts: {
     secureBootVars: resolve(opts.secureBootVars ?? DEFAULT_SECURE_BOOT_VARS),
     serverCreateRate,
     apiRate: { perToken, perAddress },
+    agentListen: opts.agentListen ? parseListen(opts.agentListen, '--agent-listen') : undefined,
+    heartbeatSeconds: Math.max(1, parseRate('--heartbeat-interval', opts.heartbeatInterval, 10)),
   };
 }

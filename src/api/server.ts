@@ -4,6 +4,7 @@ import addFormats from 'ajv-formats';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { AuditWriter } from '../audit/writer.js';
 import type { FlavorService } from '../compute/flavors.js';
+import type { HostEnrollment } from '../compute/host-enrollment.js';
 import type { HostService } from '../compute/hosts.js';
 import type { ImageService } from '../compute/images.js';
 import type { QuarantineService } from '../compute/quarantine.js';
@@ -28,6 +29,7 @@ import type { ServiceEntry } from './catalog.js';
 import { registerComputeApi } from './compute.js';
 import type { AuditNote, RouteInfo } from './context.js';
 import { errorBody, sendError } from './error-map.js';
+import { registerHostApi } from './hosts.js';
 import { registerIdentityApi } from './identity.js';
 import { registerImageApi } from './image.js';
 import { registerNetworkApi, registerSecurityGroupApi } from './network.js';
@@ -51,6 +53,8 @@ export interface ApiDeps {
     hosts: HostService;
     groups: ServerGroupService;
   };
+  /** Agent enrollment with the platform CA (docs/multi-host.md); absent: joins answer 503. */
+  enrollment?: HostEnrollment;
   network: {
     networks: NetworkService;
     securityGroups: SecurityGroupService;
@@ -224,6 +228,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await registerSecretsApi(app, ctx);
   await registerQuotaApi(app, ctx);
   await registerBulwarkApi(app, ctx);
+  registerHostApi(app, ctx);
   return app;
 }
 

@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { ApiError } from './client.js';
 import { registerAuditCommands } from './commands/audit.js';
 import { registerComputeCommands } from './commands/compute.js';
+import { registerHostCommands } from './commands/hosts.js';
 import { registerIdentityCommands } from './commands/identity.js';
 import { registerKeyManagerCommands } from './commands/keys.js';
 import { registerNetworkCommands } from './commands/network.js';
@@ -20,6 +21,7 @@ registerAuditCommands(program);
 registerKeyManagerCommands(program);
 registerZoneCommands(program);
 registerNetworkCommands(program);
+registerHostCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const status = err instanceof ApiError ? ` (HTTP ${err.status})` : '';

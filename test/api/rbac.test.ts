@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createCsr } from '../../src/pki/ca.js';
 import { POLICY, type RuleTerm } from '../../src/policy/rules.js';
 import { sha256Hex } from '../../src/util/ids.js';
 import { PASSWORD, serverRequest, startTestApi, type TestApi } from '../helpers/api.js';
@@ -185,6 +186,15 @@ describe('RBAC matrix', () => {
     if (url === '/identity/v3/role_assignments') {
       return { url: `${url}?user.id=${who.member.userId}`, target: { user_id: who.member.userId! } };
     }
+    if (url === '/bulwark/v1/agent/join') {
+      // Public: a fresh one-time token and CSR each time is the credential (docs/multi-host.md).
+      const t = await api.enrollment.createToken(api.authOf(who.admin.token as string), uniq('h'));
+      const { csrPem } = await createCsr('rbac');
+      const report = { capacity: { vcpus: 1, ramMiB: 1, diskGiB: 1 }, features: [] };
+      return { url, body: { join: { token: t.token, csr: csrPem, ...report } }, target: {} };
+    }
+    if (url === '/bulwark/v1/host-join-tokens')
+      return { url, body: { join_token: { host: uniq('h') } }, target: {} };
     if (/\/(os-quota-sets|quotas)\/|\/limits$/.test(url)) return quotaSample(method, url);
     if (url.startsWith('/key-manager')) return secretSample(method, url);
     if (url.startsWith('/volume') || url.includes('/os-volume_attachments')) return volumeSample(method, url);

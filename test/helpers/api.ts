@@ -1,10 +1,12 @@
 import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from '../../src/api/server.js';
+import { HostEnrollment } from '../../src/compute/host-enrollment.js';
 import type { CreateServerInput } from '../../src/compute/servers.js';
 import { FakeHypervisor } from '../../src/host/fake-hypervisor.js';
 import { bootstrapIdentity } from '../../src/identity/bootstrap.js';
 import type { IdentityService } from '../../src/identity/service.js';
+import { createCa, type PemPair } from '../../src/pki/ca.js';
 import { buildPlatform, type Platform, type PlatformOptions } from '../../src/platform.js';
 import type { AuthContext } from '../../src/policy/context.js';
 import type { Dialect, Store } from '../../src/store/database.js';
@@ -23,6 +25,9 @@ export interface TestApi {
   identity: IdentityService;
   platform: Platform;
   driver: FakeHypervisor;
+  /** The platform CA agents enroll with, and the enrollment service using it. */
+  ca: PemPair;
+  enrollment: HostEnrollment;
   /** Every firewall sync the API asked for, with its reason. */
   dataplane: { reasons: string[] };
   db: TestDb;
@@ -73,7 +78,10 @@ export async function startTestApi(dialect: Dialect): Promise<TestApi> {
   const { identity } = platform;
   const { adminPassword } = await bootstrapIdentity(store, identity);
   if (!adminPassword) throw new Error('bootstrap did not create admin');
-  const app = await buildApi({ store, ...platform, publicUrl: PUBLIC_URL });
+  // A platform CA of its own, so agent enrollment runs as in the daemon.
+  const ca = await createCa('Bulwark test CA');
+  const enrollment = new HostEnrollment(store, platform.compute.hosts, ca);
+  const app = await buildApi({ store, ...platform, enrollment, publicUrl: PUBLIC_URL });
   await app.ready();
   const contexts = new Map<string, AuthContext>();
 
@@ -150,6 +158,8 @@ export async function startTestApi(dialect: Dialect): Promise<TestApi> {
     driver,
     dataplane,
     db,
+    ca,
+    enrollment,
     adminPassword,
     login,
     authOf(token) {

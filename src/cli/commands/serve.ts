@@ -71,6 +71,16 @@ export function registerServeCommand(program: Command): void {
       'API requests per minute per source address, IPv6 per /64 (0: no limit; default twice --api-rate)',
       process.env.BULWARK_API_ADDRESS_RATE,
     )
+    .option(
+      '--agent-listen <host:port>',
+      'mutual-TLS endpoint for host agents (bulwark agent) to report to (default: none, single host)',
+      process.env.BULWARK_AGENT_LISTEN,
+    )
+    .option(
+      '--heartbeat-interval <seconds>',
+      'seconds between agent reports; a host missing three is marked down (default 10)',
+      process.env.BULWARK_HEARTBEAT_INTERVAL,
+    )
     .action(
       async (o: {
         dataDir: string;
@@ -89,6 +99,8 @@ export function registerServeCommand(program: Command): void {
         serverCreateRate?: string;
         apiRate?: string;
         apiAddressRate?: string;
+        agentListen?: string;
+        heartbeatInterval?: string;
       }) => {
         const config = makeConfig(o);
         const daemon = await startDaemon(config);
@@ -105,6 +117,7 @@ export function registerServeCommand(program: Command): void {
           `  CA certificate: ${join(config.dataDir, 'pki', 'ca.crt')}`,
           `  CLI: export OS_CLIENT_CONFIG_FILE=${join(config.dataDir, 'clouds.yaml')} OS_CLOUD=bulwark; openstack token issue`,
         );
+        if (daemon.agentUrl) lines.push(`  agent endpoint (mutual TLS): ${daemon.agentUrl}`);
         console.log(lines.join('\n'));
         const stop = async () => {
           await daemon.close();
