@@ -27,18 +27,28 @@ export function schedule(
     else passed.push(h);
   }
   if (passed.length === 0) return { ok: false, rejected };
-  const score = new Map<string, number>(passed.map((h) => [h.name, 0]));
+  // Scores in a flat array (this runs per placement over every host: bench/scheduler.ts).
+  const score = new Float64Array(passed.length);
+  const raw = new Float64Array(passed.length);
   for (const w of weighers) {
-    const raw = passed.map((h) => w.weigh(h, req, membersOn.get(h.name) ?? 0));
-    const lo = Math.min(...raw);
-    const span = Math.max(...raw) - lo;
-    passed.forEach((h, i) => {
-      const norm = span === 0 ? 0 : ((raw[i] as number) - lo) / span;
-      score.set(h.name, (score.get(h.name) ?? 0) + w.multiplier * norm);
-    });
+    let lo = Number.POSITIVE_INFINITY;
+    let hi = Number.NEGATIVE_INFINITY;
+    for (let i = 0; i < passed.length; i++) {
+      const h = passed[i] as HostView;
+      const v = w.weigh(h, req, membersOn.get(h.name) ?? 0);
+      raw[i] = v;
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+    const span = hi - lo;
+    if (span === 0) continue;
+    for (let i = 0; i < passed.length; i++)
+      score[i] = (score[i] as number) + (w.multiplier * ((raw[i] as number) - lo)) / span;
   }
-  const ranked = passed
-    .map((h) => h.name)
-    .sort((a, b) => (score.get(b) ?? 0) - (score.get(a) ?? 0) || a.localeCompare(b));
-  return { ok: true, ranked };
+  const order = Array.from(passed.keys()).sort(
+    (a, b) =>
+      (score[b] as number) - (score[a] as number) ||
+      ((passed[a] as HostView).name < (passed[b] as HostView).name ? -1 : 1),
+  );
+  return { ok: true, ranked: order.map((i) => (passed[i] as HostView).name) };
 }
