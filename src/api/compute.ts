@@ -6,7 +6,7 @@ import { extraSpecsOf } from '../compute/flavors.js';
 import { quarantineOf } from '../compute/quarantine.js';
 import type { ServerAction } from '../compute/server-states.js';
 import type { Server } from '../compute/servers.js';
-import { BulwarkError, badRequest, forbidden, notFound } from '../errors.js';
+import { badRequest, forbidden, notFound } from '../errors.js';
 import { registerComputeSecurityGroupApi } from './compute-security-groups.js';
 import { registerQuarantineApi } from './quarantine.js';
 import type { ApiContext } from './server.js';

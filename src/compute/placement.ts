@@ -17,6 +17,8 @@ export interface ClaimRequest extends Omit<PlacementRequest, 'group'> {
   serverId: string;
   /** The server group the server joins (already checked to be the caller's). */
   groupId?: string;
+  /** Hosts this control plane can build on (those with a hypervisor driver); others are not candidates. */
+  eligible: ReadonlySet<string>;
 }
 
 /**
@@ -69,8 +71,9 @@ export async function claimPlacement(
     .orderBy('name')
     .$if(locking, (q) => q.forUpdate())
     .execute();
-  const { serverId: _, groupId: __, ...want } = req;
-  const result = schedule(await HostService.views(tx, hosts), { ...want, ...(group ? { group } : {}) });
+  const { serverId: _, groupId: __, eligible, ...want } = req;
+  const candidates = hosts.filter((h) => eligible.has(h.name));
+  const result = schedule(await HostService.views(tx, candidates), { ...want, ...(group ? { group } : {}) });
   if (!result.ok) return result;
   await tx
     .insertInto('placements')

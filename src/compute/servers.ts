@@ -318,6 +318,7 @@ export class ServerService {
         resources: { vcpus: flavor.vcpus, ramMiB: flavor.ram, diskGiB: flavor.disk },
         features,
         ...(groupId ? { groupId } : {}),
+        eligible: new Set(this.drivers.keys()),
       });
       if (placed.ok) {
         row.host = placed.ranked[0] as string;

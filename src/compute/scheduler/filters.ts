@@ -30,11 +30,11 @@ export const FILTERS: readonly HostFilter[] = [
   {
     // Hard affinity: once a member is placed, every other member goes to its host.
     name: 'ServerGroupAffinityFilter',
-    passes: (h, r, on) => r.group?.policy !== 'affinity' || r.group.memberHosts.length === 0 || on > 0,
+    passes: (_h, r, on) => r.group?.policy !== 'affinity' || r.group.memberHosts.length === 0 || on > 0,
   },
   {
     // Hard anti-affinity: at most max_server_per_host members per host (1 unless the rule says more).
     name: 'ServerGroupAntiAffinityFilter',
-    passes: (h, r, on) => r.group?.policy !== 'anti-affinity' || on < (r.group.maxServerPerHost ?? 1),
+    passes: (_h, r, on) => r.group?.policy !== 'anti-affinity' || on < (r.group.maxServerPerHost ?? 1),
   },
 ];
