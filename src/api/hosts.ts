@@ -64,6 +64,30 @@ export function registerHostApi(app: FastifyInstance, ctx: ApiContext): void {
   app.get(`${BULWARK_PREFIX}/hosts`, { config: { action: 'bulwark:hosts:list' } }, async () => ({
     hosts: (await hosts.list()).map(view),
   }));
+  const NameParam = Type.Object({ name: Type.String({ minLength: 1, maxLength: 63 }) });
+  const StateBody = Type.Object(
+    {
+      host: Type.Object(
+        { state: Type.Union([Type.Literal('up'), Type.Literal('disabled')]) },
+        { additionalProperties: false },
+      ),
+    },
+    { additionalProperties: false },
+  );
+  // An admin takes a host out of scheduling (disabled) or back in; its servers are not touched.
+  app.patch(
+    `${BULWARK_PREFIX}/hosts/:name`,
+    {
+      schema: { params: NameParam, body: StateBody },
+      config: { action: 'bulwark:hosts:update', targetType: 'host' },
+    },
+    async (req) => {
+      const { name } = req.params as Static<typeof NameParam>;
+      await hosts.setState(name, (req.body as Static<typeof StateBody>).host.state);
+      req.auditNote.targetId = name;
+      return { host: view(await hosts.get(name)) };
+    },
+  );
   app.post(
     `${BULWARK_PREFIX}/host-join-tokens`,
     {

@@ -173,6 +173,7 @@ export const POLICY = {
   'compute:os-server-groups:create': ['admin', 'member'],
   'compute:os-server-groups:delete': ['admin', 'member'],
   'bulwark:hosts:list': ['admin'],
+  'bulwark:hosts:update': ['admin'],
   'bulwark:hosts:join_token:create': ['admin'],
   // The one-time join token in the body is the credential (compute/host-enrollment.ts).
   'bulwark:agent:join': ['public'],

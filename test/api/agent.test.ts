@@ -181,6 +181,25 @@ describe.each(dialects())('host agents on %s', (dialect) => {
     expect((await api.platform.compute.hosts.get('agent-1')).vcpus).toBe(before.vcpus);
   });
 
+  it('an admin disables a host (reports keep it disabled) and enables it; unknown hosts are 404', async () => {
+    const off = await api.call('PATCH', '/bulwark/v1/hosts/agent-1', undefined, {
+      host: { state: 'disabled' },
+    });
+    expect(off.status).toBe(200);
+    expect(off.json.host.state).toBe('disabled');
+    await sendHeartbeat(endpoint, agent, report);
+    expect((await api.platform.compute.hosts.get('agent-1')).state).toBe('disabled');
+    const bad = await api.call('PATCH', '/bulwark/v1/hosts/agent-1', undefined, { host: { state: 'down' } });
+    expect(bad.status).toBe(400);
+    expect(
+      (await api.call('PATCH', '/bulwark/v1/hosts/nope', undefined, { host: { state: 'up' } })).status,
+    ).toBe(404);
+    expect(
+      (await api.call('PATCH', '/bulwark/v1/hosts/agent-1', undefined, { host: { state: 'up' } })).json.host
+        .state,
+    ).toBe('up');
+  });
+
   it('marks a host that stops reporting down; the scheduler skips it; a report brings it back', async () => {
     await api.store.db
       .updateTable('hosts')

@@ -193,6 +193,10 @@ describe('RBAC matrix', () => {
       const report = { capacity: { vcpus: 1, ramMiB: 1, diskGiB: 1 }, features: [] };
       return { url, body: { join: { token: t.token, csr: csrPem, ...report } }, target: {} };
     }
+    if (url === '/bulwark/v1/hosts/:name') {
+      await api.platform.compute.registerLocalHost();
+      return { url: '/bulwark/v1/hosts/test-host', body: { host: { state: 'up' } }, target: {} };
+    }
     if (url === '/bulwark/v1/host-join-tokens')
       return { url, body: { join_token: { host: uniq('h') } }, target: {} };
     if (/\/(os-quota-sets|quotas)\/|\/limits$/.test(url)) return quotaSample(method, url);
@@ -575,7 +579,7 @@ describe('RBAC matrix', () => {
       }
     }
     expect(results).toEqual([]);
-  });
+  }, 180_000); // thousands of requests: slow on a loaded CI machine
 
   it('audits every refusal', async () => {
     const denied = await api.store.db

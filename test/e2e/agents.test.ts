@@ -141,5 +141,10 @@ describe.runIf(process.getuid?.() === 0)('bulwark agent on three netns hosts', {
       1000,
     );
     expect((await hostList()).find((h) => h.name === 'hv-1')?.state).toBe('up');
+    // An admin takes hv-1 out of scheduling; its agent's reports keep it out.
+    const off = await d!.bulwark(['host', 'disable', 'hv-1']);
+    expect(off.code, off.stderr).toBe(0);
+    await new Promise((r) => setTimeout(r, 2500));
+    expect((await hostList()).find((h) => h.name === 'hv-1')?.state).toBe('disabled');
   });
 });

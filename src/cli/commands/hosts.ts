@@ -39,6 +39,25 @@ export function registerHostCommands(program: Command): void {
       });
     },
   );
+  for (const [verb, state, what] of [
+    ['disable', 'disabled', 'Take a host out of scheduling (its servers keep running)'],
+    ['enable', 'up', 'Put a disabled host back into scheduling'],
+  ] as const) {
+    withFormat(host.command(`${verb} <name>`).description(what)).action(
+      async (name: string, _o: unknown, cmd: Command) => {
+        const g = globals(cmd);
+        await withClient(g, async (c) => {
+          const r = await c.request<{ host: Record<string, unknown> }>(
+            'bulwark',
+            'PATCH',
+            `/hosts/${encodeURIComponent(name)}`,
+            { host: { state } },
+          );
+          printObject(g.format, r.host, ['name', 'state', 'zone', 'last_heartbeat']);
+        });
+      },
+    );
+  }
   const tokens = host.command('join-token').description('One-time tokens agents join with');
   withFormat(
     tokens
