@@ -125,6 +125,10 @@ export function buildPlatform(
         ...(opts.capabilities.tpm ? ['tpm'] : []),
       ],
     });
+    // A failed registration (the database was away) is tried again on the next create.
+    local.catch(() => {
+      local = undefined;
+    });
     return local;
   };
   servers.groups = groups;
