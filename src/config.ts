@@ -50,6 +50,10 @@ export interface DaemonConfig {
   consoleRetentionDays: number;
   /** Audit forwarding to a SIEM over TLS (`--siem-*`, docs/siem.md); absent: none. */
   siem: SiemTarget | undefined;
+  /** The mutual-TLS endpoint host agents report to (`--agent-listen`; docs/multi-host.md); unset: none. */
+  agentListen: { host: string; port: number } | undefined;
+  /** Seconds between agent reports; a host that misses three is marked down (`--heartbeat-interval`). */
+  heartbeatSeconds: number;
 }
 
 export interface SiemTarget {
@@ -146,11 +150,13 @@ function retentionDays(value: string | number | undefined): number {
 export const DEFAULT_SECURE_BOOT_VARS = '/usr/share/OVMF/OVMF_VARS_4M.ms.fd';
 
 /** Parses `HOST:PORT`, `[V6]:PORT` or `PORT`; refuses anything else with a fix. */
-export function parseListen(listen: string): { host: string; port: number } {
+export function parseListen(listen: string, flag = '--listen'): { host: string; port: number } {
   const m = HOST_PORT.exec(listen) ?? /^()()(\d{1,5})$/.exec(listen);
   const port = m ? Number(m[3]) : Number.NaN;
   if (!m || !(port >= 0 && port <= 65535)) {
-    throw new Error(`--listen ${listen} is not HOST:PORT; try --listen 127.0.0.1:8443`);
+    throw new Error(
+      `${flag} ${listen} is not HOST:PORT; try ${flag} 127.0.0.1:${flag === '--listen' ? 8443 : 8444}`,
+    );
   }
   return { host: m[1] || m[2] || '127.0.0.1', port };
 }
@@ -186,6 +192,8 @@ export function makeConfig(
     passwordExpiresDays?: string | number | undefined;
     consoleRetentionDays?: string | number | undefined;
     metricsListen?: string | undefined;
+    agentListen?: string | undefined;
+    heartbeatInterval?: string | number | undefined;
   } & SiemFlags,
 ): DaemonConfig {
   const kekKind = opts.kek ?? 'file';
@@ -276,6 +284,9 @@ export function makeConfig(
     identityPolicy,
     siem: parseSiem(opts),
     consoleRetentionDays: retentionDays(opts.consoleRetentionDays),
-    metricsListen: opts.metricsListen === undefined ? undefined : parseListen(opts.metricsListen),
+    metricsListen:
+      opts.metricsListen === undefined ? undefined : parseListen(opts.metricsListen, '--metrics-listen'),
+    agentListen: opts.agentListen ? parseListen(opts.agentListen, '--agent-listen') : undefined,
+    heartbeatSeconds: Math.max(1, parseRate('--heartbeat-interval', opts.heartbeatInterval, 10)),
   };
 }

@@ -8,7 +8,9 @@ import { parse, stringify } from 'yaml';
 import { buildApi } from './api/server.js';
 import { SiemForwarder } from './audit/siem.js';
 import { type AuditWriter, systemEvent } from './audit/writer.js';
+import { HostEnrollment } from './compute/host-enrollment.js';
 import type { DaemonConfig } from './config.js';
+import { startAgentServer } from './host/agent/server.js';
 import { probeCapabilities } from './host/capabilities.js';
 import { DnsmasqDhcp, dnsmasqAvailable } from './host/net/dhcp.js';
 import { NftDataplane, setGateways } from './host/net/index.js';
@@ -31,6 +33,8 @@ export interface Daemon {
   config: DaemonConfig;
   /** Set only on the first start, when the admin was created. */
   adminPassword: string | null;
+  /** The mutual-TLS agent endpoint (`--agent-listen`), if any. */
+  agentUrl: string | null;
   close(): Promise<void>;
 }
 
@@ -43,6 +47,7 @@ const writeSecret = (path: string, data: string) => {
 async function ensurePki(
   dir: string,
   host: string,
+  extraNames: string[] = [],
 ): Promise<{ ca: PemPair; server: PemPair; caFile: string }> {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const caFile = join(dir, 'ca.crt');
@@ -57,7 +62,9 @@ async function ensurePki(
   }
   const names = [
     ...new Set(
-      ['localhost', '127.0.0.1', '::1', hostname(), host].filter((n) => n !== '0.0.0.0' && n !== '::'),
+      ['localhost', '127.0.0.1', '::1', hostname(), host, ...extraNames].filter(
+        (n) => n !== '0.0.0.0' && n !== '::',
+      ),
     ),
   ];
   const server = await issueCertificate(ca, { commonName: host, names, usage: 'server' });
@@ -65,6 +72,8 @@ async function ensurePki(
   writeSecret(join(dir, 'server.key'), server.keyPem);
   return { ca, server, caFile };
 }
+
+const urlHost = (h: string) => (h.includes(':') ? `[${h}]` : h);
 
 /** Asks the kernel for a free port, so `--listen HOST:0` can be published in the catalog. */
 function freePort(host: string): Promise<number> {
@@ -143,7 +152,14 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
   // DHCP (dnsmasq per network): start missing servers, kill stale ones. A failure leaves guests without leases, not open.
   await dhcp?.sync('daemon start').catch((err: Error) => console.error(err.message));
   const { adminPassword } = await bootstrapIdentity(store, identity);
-  const { server, caFile } = await ensurePki(join(config.dataDir, 'pki'), config.host);
+  const { ca, server, caFile } = await ensurePki(
+    join(config.dataDir, 'pki'),
+    config.host,
+    config.agentListen ? [config.agentListen.host] : [],
+  );
+  // Multi-host (docs/multi-host.md): this machine is a host; agents join with tokens signed by the CA.
+  await platform.compute.registerLocalHost();
+  const enrollment = new HostEnrollment(store, platform.compute.hosts, ca);
   // Adopt guests still running from before a restart; mark the ones that vanished; kill orphans.
   await platform.compute.servers.reconcile();
   // Sessions cut by a previous stop are closed as interrupted, before any new one can open.
@@ -166,7 +182,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
       })
     : undefined;
   const app = await buildApi(
-    { store, ...platform, publicUrl: config.publicUrl },
+    { store, ...platform, enrollment, publicUrl: config.publicUrl },
     {
       https: { key: server.keyPem, cert: server.certPem + readFileSync(caFile, 'utf8') },
       logger: opts.logger ?? false,
@@ -205,6 +221,34 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
   platform.backupScheduler.start(); // scheduled backups, as the backup identity (docs/backups.md)
   // Snapshot lifecycle (docs/snapshots.md): prunes what is past its policy's age or count, audited.
   platform.snapshots.scheduler.start();
+  const agents = config.agentListen
+    ? await startAgentServer({ ca, server, ...config.agentListen, hosts: platform.compute.hosts })
+    : null;
+  const agentUrl =
+    agents && config.agentListen ? `https://${urlHost(config.agentListen.host)}:${agents.port}` : null;
+  // A host that misses three reports is down (the scheduler skips it), audited once when it goes.
+  const staleTimer = setInterval(
+    () =>
+      void platform.compute.hosts
+        .markStale(3 * config.heartbeatSeconds * 1000)
+        .then((down) =>
+          Promise.all(
+            down.map((h) =>
+              audit.append(
+                systemEvent({
+                  action: 'host:down',
+                  reason: `no report for ${3 * config.heartbeatSeconds} s`,
+                  target: { type: 'host', id: h },
+                  outcome: 'failure',
+                }),
+              ),
+            ),
+          ),
+        )
+        .catch(() => undefined),
+    config.heartbeatSeconds * 1000,
+  );
+  staleTimer.unref();
   return {
     app,
     store,
@@ -213,6 +257,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     url: publicUrl,
     config,
     adminPassword,
+    agentUrl,
     async close() {
       clearInterval(timer);
       drops.stop();
@@ -222,6 +267,8 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
       await siem?.stop();
       await platform.backupScheduler.stop();
       await platform.snapshots.scheduler.stop();
+      clearInterval(staleTimer);
+      await agents?.close();
       dataplane.close();
       // No orphan dnsmasq: the next start brings them back (leases are in the data dir).
       await dhcp?.stopAll().catch(() => undefined);

@@ -5,10 +5,13 @@ import { BackupService } from './backups/service.js';
 import { FlavorService } from './compute/flavors.js';
 import { GuestAgentService } from './compute/guest-agent-service.js';
 import { HostDeviceService } from './compute/host-devices.js';
+import { HostService } from './compute/hosts.js';
 import { ImageService } from './compute/images.js';
 import type { PassthroughConfig } from './compute/passthrough-policy.js';
 import type { HostCapabilities } from './compute/properties.js';
 import { QuarantineService } from './compute/quarantine.js';
+import type { Resources } from './compute/scheduler/index.js';
+import { ServerGroupService } from './compute/server-groups.js';
 import { type CreateServerInput, ServerService } from './compute/servers.js';
 import { ConsoleService, DEFAULT_RETENTION_DAYS } from './console/recordings.js';
 import { ApprovalService } from './governance/approvals.js';
@@ -16,6 +19,7 @@ import { MetadataRuleService } from './governance/metadata-rules.js';
 import { serverCreateLimit } from './governance/rate-limits.js';
 import { ServerHistory } from './governance/server-history.js';
 import { DEFAULT_THRESHOLDS, StoragePools, type Thresholds } from './governance/storage-thresholds.js';
+import { probeCapacity } from './host/capabilities.js';
 import type { HypervisorDriver } from './host/hypervisor.js';
 import { ImageStore } from './host/image-store.js';
 import { planPassthrough } from './host/passthrough.js';
@@ -50,6 +54,8 @@ export interface PlatformOptions {
   adminProjectName: string;
   hostName: string;
   capabilities: HostCapabilities;
+  /** What the local host offers the scheduler; absent: probed from this machine (docs/multi-host.md). */
+  hostCapacity?: Resources;
   maxImageBytes: number;
   /** Neutron's allow-from-same-group ingress rule in `default` (off: the spec's block-all-ingress). */
   defaultGroupAllowsSameGroup: boolean;
@@ -147,6 +153,29 @@ export function buildPlatform(
     SYSTEM,
     keys, // vTPM state keys
   );
+  // Multi-host (docs/multi-host.md): this machine is the one local host; agents join as more hosts.
+  const hosts = new HostService(store);
+  const groups = new ServerGroupService(store);
+  let local: Promise<unknown> | undefined;
+  const registerLocalHost = () => {
+    local ??= hosts.register({
+      name: opts.hostName,
+      local: true,
+      capacity: opts.hostCapacity ?? probeCapacity(opts.dataDir),
+      features: [
+        ...(opts.capabilities.uefi ? ['uefi'] : []),
+        ...(opts.capabilities.secureBoot ? ['secure-boot'] : []),
+        ...(opts.capabilities.tpm ? ['tpm'] : []),
+      ],
+    });
+    // A failed registration (the database was away) is tried again on the next create.
+    local.catch(() => {
+      local = undefined;
+    });
+    return local;
+  };
+  servers.groups = groups;
+  servers.beforePlacement = registerLocalHost;
   if (opts.serverCreateRate) servers.limitCreates(serverCreateLimit(store, opts.serverCreateRate));
   const quarantine = new QuarantineService(
     store,
@@ -164,6 +193,7 @@ export function buildPlatform(
   servers.quotas = quotas;
   volumes.quotas = quotas;
   securityGroups.quotas = quotas;
+  groups.quotas = quotas;
   // Snapshots (docs/snapshots.md): internal qcow2 snapshots, lifecycle policies and their scheduler.
   const snapshotPolicies = new SnapshotPolicyService(store);
   const snapshots = new SnapshotService(store, driver, audit, snapshotPolicies, volumes, servers, opts.clock);
@@ -246,6 +276,9 @@ export function buildPlatform(
       images,
       servers,
       quarantine,
+      hosts,
+      groups,
+      registerLocalHost,
       guestAgent: new GuestAgentService(store, servers, driver, audit),
       // Device passthrough (docs/passthrough-and-agent.md): the site's allow-lists, the host read from sysfs.
       hostDevices: new HostDeviceService(

@@ -6,10 +6,11 @@ import { extraSpecsOf } from '../compute/flavors.js';
 import { quarantineOf } from '../compute/quarantine.js';
 import type { ServerAction } from '../compute/server-states.js';
 import type { Server } from '../compute/servers.js';
-import { BulwarkError, badRequest, forbidden, notFound } from '../errors.js';
+import { badRequest, forbidden, notFound } from '../errors.js';
 import { registerComputeSecurityGroupApi } from './compute-security-groups.js';
 import { registerQuarantineApi } from './quarantine.js';
 import type { ApiContext } from './server.js';
+import { GROUPS_MAX_MINOR, microversionOf, registerServerGroupApi } from './server-groups.js';
 import { registerVolumeAttachmentApi } from './volume-attachments.js';
 
 const PREFIX = '/compute/v2.1';
@@ -27,6 +28,8 @@ const IdParam = Type.Object({ id: Uuid });
 const VERSION = (url: string) => ({
   id: 'v2.1',
   status: 'CURRENT',
+  // 2.1: the version clients negotiate for every route. Server groups also take 2.15-2.64 when asked
+  // (soft policies, policy + rules), but advertising 2.64 would make SDK clients send it everywhere.
   version: '2.1',
   min_version: '2.1',
   updated: '2013-07-23T11:33:21Z',
@@ -42,22 +45,20 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
   registerComputeSecurityGroupApi(app, ctx, PREFIX);
   registerQuarantineApi(app, ctx, PREFIX);
   registerVolumeAttachmentApi(app, ctx, PREFIX);
+  registerServerGroupApi(app, ctx, PREFIX);
 
-  // Only microversion 2.1 is offered; a request for another gets Nova's 406.
+  // Microversion 2.1 everywhere; server groups also offer up to 2.64 (policy + rules). Others: Nova's 406.
   app.addHook('onRequest', async (req, reply) => {
     if (!req.url.startsWith('/compute')) return;
+    const max = req.url.startsWith(`${PREFIX}/os-server-groups`) ? GROUPS_MAX_MINOR : 1;
     reply
       .header('openstack-api-version', 'compute 2.1')
       .header('x-openstack-nova-api-version', '2.1')
       .header('vary', 'OpenStack-API-Version');
-    const asked = req.headers['openstack-api-version'] ?? req.headers['x-openstack-nova-api-version'];
-    const v = typeof asked === 'string' ? asked.replace(/^compute\s+/i, '').trim() : undefined;
-    if (v && v !== '2.1' && v.toLowerCase() !== 'latest' && v.toLowerCase() !== 'min') {
-      throw new BulwarkError(
-        'NotAcceptable',
-        `Version ${v} is not supported by the API. Minimum is 2.1 and maximum is 2.1.`,
-      );
-    }
+    const minor = microversionOf(req, max);
+    reply
+      .header('openstack-api-version', `compute 2.${minor}`)
+      .header('x-openstack-nova-api-version', `2.${minor}`);
   });
 
   const links = (kind: string, id: string) => [

@@ -9,8 +9,11 @@ import type { BackupService } from '../backups/service.js';
 import type { FlavorService } from '../compute/flavors.js';
 import type { GuestAgentService } from '../compute/guest-agent-service.js';
 import type { HostDeviceService } from '../compute/host-devices.js';
+import type { HostEnrollment } from '../compute/host-enrollment.js';
+import type { HostService } from '../compute/hosts.js';
 import type { ImageService } from '../compute/images.js';
 import type { QuarantineService } from '../compute/quarantine.js';
+import type { ServerGroupService } from '../compute/server-groups.js';
 import type { ServerService } from '../compute/servers.js';
 import type { ConsoleService } from '../console/recordings.js';
 import { DEFAULT_WEB_DIR } from '../dashboard/assets.js';
@@ -55,6 +58,7 @@ import { registerDashboardApi } from './dashboard.js';
 import { errorBody, sendError } from './error-map.js';
 import { registerGuestAgentApi } from './guest-agent.js';
 import { registerHostDeviceApi } from './host-devices.js';
+import { registerHostApi } from './hosts.js';
 import { registerIdentityApi } from './identity.js';
 import { registerImageApi } from './image.js';
 import { registerMfaDeviceApi } from './mfa-devices.js';
@@ -85,7 +89,12 @@ export interface ApiDeps {
     quarantine: QuarantineService;
     guestAgent: GuestAgentService;
     hostDevices: HostDeviceService;
+    /** Hypervisor hosts and Nova server groups (docs/multi-host.md). */
+    hosts: HostService;
+    groups: ServerGroupService;
   };
+  /** Agent enrollment with the platform CA (docs/multi-host.md); absent: joins answer 503. */
+  enrollment?: HostEnrollment;
   network: {
     networks: NetworkService;
     securityGroups: SecurityGroupService;
@@ -329,6 +338,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   });
   await registerBackupApi(app, ctx);
   await registerDashboardApi(app, ctx, opts.webDir ?? DEFAULT_WEB_DIR);
+  registerHostApi(app, ctx);
   return app;
 }
 

@@ -6,6 +6,7 @@ import { registerBackupCommands } from './commands/backups.js';
 import { registerBreakGlassCommands } from './commands/break-glass.js';
 import { registerComputeCommands } from './commands/compute.js';
 import { registerConsoleCommands } from './commands/console.js';
+import { registerHostCommands } from './commands/hosts.js';
 import { registerIdentityCommands } from './commands/identity.js';
 import { registerKeyManagerCommands } from './commands/keys.js';
 import { registerMetadataRuleCommands } from './commands/metadata-rules.js';
@@ -34,6 +35,7 @@ registerZoneCommands(program);
 registerNetworkCommands(program);
 registerSnapshotCommands(program);
 registerTemplateCommands(program);
+registerHostCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const status = err instanceof ApiError ? ` (HTTP ${err.status})` : '';

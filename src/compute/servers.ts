@@ -24,7 +24,10 @@ import { TaskTracker } from '../util/tasks.js';
 import { extraSpecsOf, type FlavorService } from './flavors.js';
 import { type ImageService, propertiesOf } from './images.js';
 import type { PassthroughPlan } from './passthrough-policy.js';
+import { claimPlacement, releasePlacement } from './placement.js';
 import { type GuestPlan, type HostCapabilities, resolveGuestPlan } from './properties.js';
+import { NO_VALID_HOST } from './scheduler/index.js';
+import type { ServerGroupService } from './server-groups.js';
 import { POWER, type ServerAction, STATUS_OF, TRANSITIONS, type VmState } from './server-states.js';
 
 export type Server = Selectable<ServersTable>;
@@ -86,13 +89,39 @@ export class ServerService {
     /** The key manager, for vTPM state keys; null: vTPM servers go to ERROR (never an unencrypted TPM). */
     private readonly keys: KeyService | null = null,
   ) {
-    driver.onEvent((id, event, data) => void this.onGuestEvent(id, event, data));
-    driver.setTpmKeySource((id) => this.tpmKey(id));
-    driver.setDiskKeySource((id) => this.rootDiskKey(id));
+    this.attachHost(host.name, driver);
   }
 
   /** Quotas (src/quotas); null: none enforced. Set by platform.ts. */
   quotas: QuotaGate | null = null;
+  /** Server groups, for `--hint group=<id>` (src/compute/server-groups.ts); null: hints refused. Set by platform.ts. */
+  groups: ServerGroupService | null = null;
+  /** Runs before the first placement (the platform registers the local host); set by platform.ts. */
+  beforePlacement: () => Promise<unknown> = async () => undefined;
+
+  /** The hypervisor driver of each host this control plane can act on (the local one first). */
+  private readonly drivers = new Map<string, HypervisorDriver>();
+
+  /** Makes `name`'s servers run on `driver` (the local host, or a connected agent's host). */
+  attachHost(name: string, driver: HypervisorDriver): void {
+    driver.onEvent((id, event, data) => void this.onGuestEvent(id, event, data));
+    driver.setTpmKeySource((id) => this.tpmKey(id));
+    driver.setDiskKeySource((id) => this.rootDiskKey(id));
+    this.drivers.set(name, driver);
+  }
+
+  /** The driver of the host the server is placed on; none connected: a clear error, never another host. */
+  private driverOf(s: Pick<Server, 'id' | 'host'>): HypervisorDriver {
+    const d = s.host ? this.drivers.get(s.host) : undefined;
+    if (!d)
+      throw new BulwarkError(
+        'Unavailable',
+        s.host
+          ? `Server ${s.id} is on host ${s.host}, which has no hypervisor connected to this control plane.`
+          : `Server ${s.id} is not placed on any host.`,
+      );
+    return d;
+  }
 
   /** Approvals (governance/approvals.ts): large flavors are held for a second admin. Set by platform.ts. */
   approvals: ApprovalService | null = null;
@@ -188,7 +217,16 @@ export class ServerService {
 
   /** Records what the host says the guest is doing now (after work done outside a Nova action). */
   async refreshState(id: string): Promise<void> {
-    const state = await this.driver.state(id).catch((): GuestState => 'missing');
+    const s = await this.db
+      .selectFrom('servers')
+      .select(['id', 'host'])
+      .where('id', '=', id)
+      .executeTakeFirst();
+    const state = s
+      ? await this.driverOf(s)
+          .state(id)
+          .catch((): GuestState => 'missing')
+      : 'missing';
     await this.setState(id, { vm_state: vmStateOf(state), task_state: null });
   }
 
@@ -215,9 +253,7 @@ export class ServerService {
         "networks 'auto' needs a default network, which this platform does not allocate; pass --network NAME or --nic none.",
       );
     }
-    if (input.hints.group !== undefined) {
-      throw badRequest(`Server group ${String(input.hints.group)} not found.`);
-    }
+    const groupId = await this.groupOf(auth, input.hints.group);
     const flavor = await this.flavors.get(input.flavorRef).catch(() => {
       throw badRequest(`Flavor ${input.flavorRef} could not be found.`);
     });
@@ -287,7 +323,7 @@ export class ServerService {
       task_state: 'scheduling',
       power_state: POWER.NOSTATE,
       vm_state: 'building',
-      host: this.host.name,
+      host: null,
       fault: null,
       // Who made it and when (and who approved it) are the platform's to say, not the caller's (guide 14).
       metadata: JSON.stringify({
@@ -309,6 +345,7 @@ export class ServerService {
       deleted_at: null,
     };
     const projectId = auth.projectId;
+    await this.beforePlacement();
     await this.insertGate(auth.userId, (db) =>
       // Quota (src/quotas): checked and inserted in one transaction under the project's lock.
       withQuota(
@@ -318,7 +355,7 @@ export class ServerService {
         { instances: 1, cores: flavor.vcpus, ram: flavor.ram },
         'nova',
         async (tx) => {
-          await tx.insertInto('servers').values(row).execute();
+          await this.insertPlaced(tx, row, plan, groupId);
           await this.record(tx, row, auth, 'create', {
             ...mapDiff({}, { name: row.name, flavor: flavor.name, image: img.id }),
             ...mapDiff({}, JSON.parse(row.metadata) as Record<string, string>, 'metadata.'),
@@ -339,7 +376,7 @@ export class ServerService {
       await this.unrecord(row.id);
       throw badRequest('Security groups apply to network ports; give the server a --network.');
     }
-    this.tasks.track(row.id, this.build(row));
+    if (row.host) this.tasks.track(row.id, this.build(row));
     return row;
   }
 
@@ -349,6 +386,65 @@ export class ServerService {
       await tx.deleteFrom('server_changes').where('server_id', '=', id).execute();
       await tx.deleteFrom('servers').where('id', '=', id).execute();
     });
+  }
+
+  /** The group a `--hint group=<id>` names: the caller's own, else 400 (another project's is not found). */
+  private async groupOf(auth: AuthContext, hint: unknown): Promise<string | undefined> {
+    if (hint === undefined) return undefined;
+    const id = Array.isArray(hint) && hint.length === 1 ? hint[0] : hint;
+    if (typeof id !== 'string' || !this.groups)
+      throw badRequest(`Invalid server group hint ${JSON.stringify(hint)}.`);
+    const g = await this.groups.get(auth, id).catch(() => {
+      throw badRequest(`Server group ${id} not found.`);
+    });
+    return g.id;
+  }
+
+  /**
+   * Inserts the server and claims its host in one transaction
+   * (compute/placement.ts). No host: the record is ERROR with Nova's fault
+   * and nothing is built (the create still answers 202, as Nova's does).
+   */
+  private insertPlaced(db: Kysely<Schema>, row: Server, plan: GuestPlan, groupId: string | undefined) {
+    const flavor = JSON.parse(row.flavor) as { vcpus: number; ram: number; disk: number };
+    const secureBoot = plan.firmware.type === 'uefi' && plan.firmware.secureBoot;
+    const features = [
+      ...(plan.firmware.type === 'uefi' ? ['uefi'] : []),
+      ...(secureBoot ? ['secure-boot'] : []),
+      ...(plan.tpm ? ['tpm'] : []),
+    ];
+    const work = async (tx: Kysely<Schema>) => {
+      await tx.insertInto('servers').values(row).execute();
+      const placed = await claimPlacement(tx, this.store.dialect, {
+        serverId: row.id,
+        resources: { vcpus: flavor.vcpus, ramMiB: flavor.ram, diskGiB: flavor.disk },
+        features,
+        ...(groupId ? { groupId } : {}),
+        eligible: new Set(this.drivers.keys()),
+      });
+      if (placed.ok) {
+        row.host = placed.ranked[0] as string;
+        await tx.updateTable('servers').set({ host: row.host }).where('id', '=', row.id).execute();
+        return;
+      }
+      const noSecureBoot = secureBoot && (placed.rejected.FeatureFilter ?? 0) > 0;
+      Object.assign(row, {
+        status: 'ERROR',
+        vm_state: 'error',
+        task_state: null,
+        fault: JSON.stringify({
+          code: noSecureBoot ? 400 : 500,
+          message: noSecureBoot ? SECURE_BOOT_MISSING : NO_VALID_HOST,
+          created: nowIso(),
+        }),
+      });
+      await tx
+        .updateTable('servers')
+        .set({ status: row.status, vm_state: row.vm_state, task_state: null, fault: row.fault })
+        .where('id', '=', row.id)
+        .execute();
+    };
+    return db.isTransaction ? work(db) : db.transaction().execute(work);
   }
 
   private async specFor(s: Server): Promise<GuestSpec> {
@@ -393,11 +489,16 @@ export class ServerService {
       await this.createTpmKey(s, plan);
       await this.createRootDiskKey(s);
       await this.checkBoot(s);
-      await this.driver.define(await this.specFor(s));
-      await this.driver.start(s.id);
+      const driver = this.driverOf(s);
+      await driver.define(await this.specFor(s));
+      await driver.start(s.id);
       await this.setState(s.id, { vm_state: 'active', task_state: null, launched_at: nowIso() });
     } catch (err) {
-      await this.driver.undefine(s.id).catch(() => undefined);
+      if (s.host)
+        await this.drivers
+          .get(s.host)
+          ?.undefine(s.id)
+          .catch(() => undefined);
       await this.setState(s.id, { vm_state: 'error', task_state: null, fault: JSON.stringify(faultOf(err)) });
     }
   }
@@ -442,36 +543,37 @@ export class ServerService {
   }
 
   private async runAction(s: Server, action: ServerAction, to: VmState): Promise<void> {
+    const driver = this.drivers.get(s.host ?? '') ?? this.driver;
     try {
       switch (action) {
         case 'start':
           await this.checkBoot(s);
-          await this.driver.define(await this.specFor(s));
-          await this.driver.start(s.id);
+          await driver.define(await this.specFor(s));
+          await driver.start(s.id);
           break;
         case 'stop':
-          await this.driver.shutdown(s.id, { timeoutMs: 10_000 });
+          await driver.shutdown(s.id, { timeoutMs: 10_000 });
           break;
         case 'reboot':
-          await this.driver.reboot(s.id);
+          await driver.reboot(s.id);
           break;
         case 'pause':
-          await this.driver.pause(s.id);
+          await driver.pause(s.id);
           break;
         case 'unpause':
-          await this.driver.unpause(s.id);
+          await driver.unpause(s.id);
           break;
         case 'suspend':
-          await this.driver.suspend(s.id);
+          await driver.suspend(s.id);
           break;
         case 'resume':
           await this.checkBoot(s);
-          await this.driver.resume(s.id);
+          await driver.resume(s.id);
           break;
       }
       await this.setState(s.id, { vm_state: to, task_state: null });
     } catch (err) {
-      const state = await this.driver.state(s.id).catch((): GuestState => 'missing');
+      const state = await driver.state(s.id).catch((): GuestState => 'missing');
       await this.setState(s.id, { vm_state: vmStateOf(state), task_state: null });
       await this.db
         .updateTable('servers')
@@ -498,7 +600,14 @@ export class ServerService {
   }
 
   private async destroy(id: string): Promise<void> {
-    await this.driver.undefine(id);
+    const placed = await this.db
+      .selectFrom('servers')
+      .select(['id', 'host'])
+      .where('id', '=', id)
+      .executeTakeFirst();
+    // A server that never got a host (no valid host) has nothing to undefine.
+    if (placed?.host) await this.driverOf(placed).undefine(id);
+    await releasePlacement(this.db, id);
     await this.deleteTpmKey(id);
     await this.deleteRootDiskKey(id);
     await this.ports.detachAll(id, this.system);
@@ -526,7 +635,7 @@ export class ServerService {
 
   async consoleOutput(auth: AuthContext, id: string, lines: number | undefined): Promise<string> {
     const s = await this.get(auth, id);
-    return this.driver.consoleLog(s.id, lines);
+    return this.driverOf(s).consoleLog(s.id, lines);
   }
 
   /** Nova's metadata update (merge) or replace; platform keys stay as they are; the rules must hold after. */
@@ -603,10 +712,7 @@ export class ServerService {
   /** Secure Boot the plan relies on must be there: otherwise ERROR, never a boot without it. */
   private checkSecureBootHost(plan: GuestPlan): void {
     if (plan.firmware.type === 'uefi' && plan.firmware.secureBoot && !this.host.capabilities.secureBoot)
-      throw new BulwarkError(
-        'Unavailable',
-        'Secure Boot is not supported by host: the image requires it (os_secure_boot=required) and this host has no Secure Boot firmware (OVMF_CODE_4M.secboot.fd). The server was not booted without it.',
-      );
+      throw new BulwarkError('Unavailable', SECURE_BOOT_MISSING);
   }
 
   /** A vTPM server's state key: made once, at build, by the key manager, owned by the server's project. */
@@ -700,13 +806,20 @@ export class ServerService {
    * and let the driver kill any QEMU it does not know (no orphans).
    */
   async reconcile(): Promise<{ adopted: string[]; vanished: string[]; orphansKilled: string[] }> {
-    const rows = await this.db.selectFrom('servers').selectAll().where('deleted_at', 'is', null).execute();
-    const result = await this.driver.reconcile(rows.map((r) => r.id));
+    // This machine's servers, and those no host took (nothing runs for them; only deletes to finish).
+    const rows = await this.db
+      .selectFrom('servers')
+      .selectAll()
+      .where('deleted_at', 'is', null)
+      .where((eb) => eb.or([eb('host', '=', this.host.name), eb('host', 'is', null)]))
+      .execute();
+    const result = await this.driver.reconcile(rows.filter((r) => r.host).map((r) => r.id));
     for (const r of rows) {
       if (r.task_state === 'deleting') {
         await this.destroy(r.id);
         continue;
       }
+      if (!r.host) continue;
       if (r.vm_state === 'building') {
         await this.driver.undefine(r.id).catch(() => undefined);
         await this.setState(r.id, {
@@ -795,6 +908,9 @@ export class ServerService {
     await this.db.updateTable('servers').set({ root_key_secret_id: null }).where('id', '=', id).execute();
   }
 }
+
+const SECURE_BOOT_MISSING =
+  'Secure Boot is not supported by host: the image requires it (os_secure_boot=required) and this host has no Secure Boot firmware (OVMF_CODE_4M.secboot.fd). The server was not booted without it.';
 
 /** What the record should say given what the host sees. */
 function vmStateOf(state: GuestState): VmState {

@@ -1,5 +1,5 @@
-import { existsSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { existsSync, statfsSync } from 'node:fs';
+import { availableParallelism, totalmem } from 'node:os';
 import type { HostCapabilities } from '../compute/properties.js';
 
 const OVMF = '/usr/share/OVMF';
@@ -19,5 +19,15 @@ export function probeCapabilities(opts: { secureBootVars?: string } = {}): HostC
       existsSync(opts.secureBootVars ?? `${OVMF}/OVMF_VARS_4M.ms.fd`),
     tpm: onPath('swtpm'),
     cpus: availableParallelism(),
+  };
+}
+
+/** What this machine offers the scheduler: its CPUs, RAM, and the size of the file system holding `dir`. */
+export function probeCapacity(dir: string): { vcpus: number; ramMiB: number; diskGiB: number } {
+  const fs = statfsSync(dir);
+  return {
+    vcpus: availableParallelism(),
+    ramMiB: Math.floor(totalmem() / 2 ** 20),
+    diskGiB: Math.floor((fs.blocks * fs.bsize) / 2 ** 30),
   };
 }

@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { randomBytes, webcrypto } from 'node:crypto';
+import { createHash, randomBytes, webcrypto } from 'node:crypto';
 import { isIP } from 'node:net';
 import * as x509 from '@peculiar/x509';
 
@@ -51,14 +51,63 @@ export async function createCa(commonName: string): Promise<PemPair> {
   };
 }
 
+interface LeafOptions {
+  commonName: string;
+  names?: readonly string[];
+  usage: 'server' | 'client';
+  days?: number;
+}
+
 /** Issues a leaf certificate signed by `ca` for a server or a client (mTLS). */
-export async function issueCertificate(
-  ca: PemPair,
-  opts: { commonName: string; names?: readonly string[]; usage: 'server' | 'client'; days?: number },
-): Promise<PemPair> {
+export async function issueCertificate(ca: PemPair, opts: LeafOptions): Promise<PemPair> {
+  const keys = await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']);
+  return {
+    certPem: await signLeaf(ca, keys.publicKey, opts),
+    keyPem: `${(await exportKey(keys.privateKey)).trim()}\n`,
+  };
+}
+
+/** A key pair and a PKCS#10 request for it: the key never leaves the host that made it (an agent). */
+export async function createCsr(commonName: string): Promise<{ csrPem: string; keyPem: string }> {
+  const keys = await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']);
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    name: `CN=${commonName}`,
+    keys,
+    signingAlgorithm: ALG,
+  });
+  return { csrPem: csr.toString('pem'), keyPem: `${(await exportKey(keys.privateKey)).trim()}\n` };
+}
+
+/**
+ * Signs a PKCS#10 request (its self-signature must verify, proving the key is
+ * held). Only the request's public key is used: the name, usage and lifetime
+ * are the caller's, never the requester's.
+ */
+export async function signCsr(ca: PemPair, csrPem: string, opts: LeafOptions): Promise<string> {
+  return signLeaf(ca, await csrPublicKey(csrPem), opts);
+}
+
+/** The public key of a PKCS#10 request whose self-signature verifies; anything else throws, saying why. */
+export async function csrPublicKey(csrPem: string): Promise<CryptoKey> {
+  let csr: x509.Pkcs10CertificateRequest;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(csrPem);
+  } catch {
+    throw new Error('not a PEM PKCS#10 certificate request');
+  }
+  if (!(await csr.verify())) throw new Error("the certificate request's signature does not verify");
+  return csr.publicKey.export();
+}
+
+/** SHA-256 of a certificate's DER, hex: how a host's certificate is pinned (hosts.cert_fingerprint). */
+export function certFingerprint(pemOrDer: string | Buffer): string {
+  const der = typeof pemOrDer === 'string' ? Buffer.from(x509.PemConverter.decodeFirst(pemOrDer)) : pemOrDer;
+  return createHash('sha256').update(der).digest('hex');
+}
+
+async function signLeaf(ca: PemPair, publicKey: CryptoKey, opts: LeafOptions): Promise<string> {
   const caCert = new x509.X509Certificate(ca.certPem);
   const caKey = await importKey(ca.keyPem);
-  const keys = await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']);
   const names = opts.names ?? [];
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: serial(),
@@ -67,7 +116,7 @@ export async function issueCertificate(
     notBefore: new Date(Date.now() - DAY),
     notAfter: new Date(Date.now() + (opts.days ?? 825) * DAY),
     signingKey: caKey,
-    publicKey: keys.publicKey,
+    publicKey,
     signingAlgorithm: ALG,
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
@@ -86,12 +135,9 @@ export async function issueCertificate(
             ),
           ]
         : []),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      await x509.SubjectKeyIdentifierExtension.create(publicKey),
       await x509.AuthorityKeyIdentifierExtension.create(caCert),
     ],
   });
-  return {
-    certPem: `${cert.toString('pem').trim()}\n`,
-    keyPem: `${(await exportKey(keys.privateKey)).trim()}\n`,
-  };
+  return `${cert.toString('pem').trim()}\n`;
 }

@@ -217,6 +217,16 @@ export const POLICY = {
   'template:create': ['admin'],
   'template:list': ['authenticated'],
   'template:show': ['authenticated'],
+  // Server groups and hosts (issue 10, docs/multi-host.md): Nova's defaults; hosts and join tokens are admin only.
+  'compute:os-server-groups:index': ['admin', 'reader'],
+  'compute:os-server-groups:show': ['admin', 'reader'],
+  'compute:os-server-groups:create': ['admin', 'member'],
+  'compute:os-server-groups:delete': ['admin', 'member'],
+  'bulwark:hosts:list': ['admin'],
+  'bulwark:hosts:update': ['admin'],
+  'bulwark:hosts:join_token:create': ['admin'],
+  // The one-time join token in the body is the credential (compute/host-enrollment.ts).
+  'bulwark:agent:join': ['public'],
 
   // Bulwark extensions
   'bulwark:version': ['public'],

@@ -735,7 +735,75 @@ export interface TemplatesTable {
   created_at: string;
 }
 
+// ---- Multi-host (issue 10, migration 0060) ---------------------------------------------------
+
+/** A hypervisor host the scheduler may place on. JSON columns: aggregates, features (string[]), ratios. */
+export interface HostsTable {
+  name: string;
+  zone: string;
+  aggregates: string;
+  features: string;
+  vcpus: number;
+  ram_mib: number;
+  disk_gib: number;
+  ratios: string;
+  /** up | down (missed heartbeats) | disabled (by an admin). */
+  state: string;
+  /** The agent's last health report (JSON). */
+  health: string;
+  /** 1: this daemon's own machine (the in-process agent). */
+  local: number;
+  /** SHA-256 of the agent's client certificate (DER, hex); null for the local host. */
+  cert_fingerprint: string | null;
+  last_heartbeat: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+/** One claim per placed server: what it takes from its host. Deleted with the server. */
+export interface PlacementsTable {
+  server_id: string;
+  host: string;
+  vcpus: number;
+  ram_mib: number;
+  disk_gib: number;
+  created_at: string;
+}
+
+/** A Nova server group. rules: JSON (e.g. {"max_server_per_host": 2}). */
+export interface ServerGroupsTable {
+  id: string;
+  name: string;
+  project_id: string;
+  user_id: string;
+  policy: string;
+  rules: string;
+  created_at: string;
+}
+
+export interface ServerGroupMembersTable {
+  server_id: string;
+  group_id: string;
+  created_at: string;
+}
+
+/** A one-time agent join token (its SHA-256 only), for one host name, until it expires or is used. */
+export interface HostJoinTokensTable {
+  id: string;
+  token_hash: string;
+  host_name: string;
+  created_by: string;
+  expires_at: string;
+  used_at: string | null;
+  created_at: string;
+}
+
 export interface Schema {
+  hosts: HostsTable;
+  placements: PlacementsTable;
+  server_groups: ServerGroupsTable;
+  server_group_members: ServerGroupMembersTable;
+  host_join_tokens: HostJoinTokensTable;
   backup_repositories: BackupRepositoriesTable;
   backups: BackupsTable;
   backup_schedules: BackupSchedulesTable;

@@ -287,6 +287,8 @@ describe.each(dialects())('compute and image API on %s (fake hypervisor)', (dial
       expect(
         (await api.call('DELETE', `/compute/v2.1/servers/${r.json.server.id}`, member.token)).status,
       ).toBe(204);
+      // The delete finishes in the background: let it, so the next test counts a settled list.
+      await api.platform.compute.servers.settled();
     });
 
     it.each([

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateRecoveryKey } from '../../src/backups/crypto.js';
+import { createCsr } from '../../src/pki/ca.js';
 import { POLICY, type RuleTerm } from '../../src/policy/rules.js';
 import { sha256Hex } from '../../src/util/ids.js';
 import { PASSWORD, serverRequest, startTestApi, type TestApi } from '../helpers/api.js';
@@ -205,6 +206,19 @@ describe('RBAC matrix', () => {
       return { url: `${url}?user.id=${who.member.userId}`, target: { user_id: who.member.userId! } };
     }
     if (url.startsWith('/dashboard')) return dashboardSample(method, url, p);
+    if (url === '/bulwark/v1/agent/join') {
+      // Public: a fresh one-time token and CSR each time is the credential (docs/multi-host.md).
+      const t = await api.enrollment.createToken(api.authOf(who.admin.token as string), uniq('h'));
+      const { csrPem } = await createCsr('rbac');
+      const report = { capacity: { vcpus: 1, ramMiB: 1, diskGiB: 1 }, features: [] };
+      return { url, body: { join: { token: t.token, csr: csrPem, ...report } }, target: {} };
+    }
+    if (url === '/bulwark/v1/hosts/:name') {
+      await api.platform.compute.registerLocalHost();
+      return { url: '/bulwark/v1/hosts/test-host', body: { host: { state: 'up' } }, target: {} };
+    }
+    if (url === '/bulwark/v1/host-join-tokens')
+      return { url, body: { join_token: { host: uniq('h') } }, target: {} };
     if (/\/(os-quota-sets|quotas)\/|\/limits$/.test(url)) return quotaSample(method, url);
     if (url.startsWith('/key-manager')) return secretSample(method, url);
     if (url.startsWith('/bulwark/v1/approval')) return approvalSample(method, url);
@@ -585,6 +599,17 @@ describe('RBAC matrix', () => {
     const fill = (u: string, values: Record<string, string>) =>
       u.replace(/:(\w+)/g, (_, k: string) => values[k] ?? `missing-${k}`);
     const spec = 'quota:disk_read_bytes_sec';
+    if (url.includes('/os-server-groups')) {
+      // Throwaway groups only: clear the walk's earlier ones so the 10-group quota never answers instead.
+      await api.store.db.deleteFrom('server_groups').execute();
+      const g = (
+        await api.platform.compute.groups.create(member, { name: uniq('g'), policy: 'anti-affinity' })
+      ).id;
+      const bodies: Record<string, unknown> = {
+        'POST /compute/v2.1/os-server-groups': { server_group: { name: uniq('g'), policies: ['affinity'] } },
+      };
+      return { url: fill(url, { id: g }), body: bodies[`${method} ${url}`], target: {} };
+    }
     if (url.includes('/flavors')) {
       const f =
         write && url.includes(':id')

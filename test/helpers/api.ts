@@ -1,10 +1,12 @@
 import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from '../../src/api/server.js';
+import { HostEnrollment } from '../../src/compute/host-enrollment.js';
 import type { CreateServerInput } from '../../src/compute/servers.js';
 import { FakeHypervisor } from '../../src/host/fake-hypervisor.js';
 import { bootstrapIdentity } from '../../src/identity/bootstrap.js';
 import type { IdentityPolicy, IdentityService } from '../../src/identity/service.js';
+import { createCa, type PemPair } from '../../src/pki/ca.js';
 import { buildPlatform, type Platform, type PlatformOptions } from '../../src/platform.js';
 import type { AuthContext } from '../../src/policy/context.js';
 import type { Dialect, Store } from '../../src/store/database.js';
@@ -23,6 +25,9 @@ export interface TestApi {
   identity: IdentityService;
   platform: Platform;
   driver: FakeHypervisor;
+  /** The platform CA agents enroll with, and the enrollment service using it. */
+  ca: PemPair;
+  enrollment: HostEnrollment;
   /** Every firewall sync the API asked for, with its reason. */
   dataplane: { reasons: string[] };
   db: TestDb;
@@ -55,6 +60,8 @@ export const testPlatformOptions = (dataDir: string): PlatformOptions => ({
   adminProjectName: 'admin',
   hostName: 'test-host',
   capabilities: { uefi: true, secureBoot: true, tpm: true, cpus: 4 },
+  // A declared size, so API tests do not depend on this machine's (x4 vCPU overcommit: 256 vCPUs).
+  hostCapacity: { vcpus: 64, ramMiB: 256 * 1024, diskGiB: 4096 },
   maxImageBytes: 64 * 1024 * 1024,
   defaultGroupAllowsSameGroup: false,
   // Suites about other rooms log the admin in with a password only; test/api/mfa.test.ts keeps admin MFA on.
@@ -81,7 +88,10 @@ export async function startTestApi(
   const { identity } = platform;
   const { adminPassword } = await bootstrapIdentity(store, identity);
   if (!adminPassword) throw new Error('bootstrap did not create admin');
-  const app = await buildApi({ store, ...platform, publicUrl: PUBLIC_URL });
+  // A platform CA of its own, so agent enrollment runs as in the daemon.
+  const ca = await createCa('Bulwark test CA');
+  const enrollment = new HostEnrollment(store, platform.compute.hosts, ca);
+  const app = await buildApi({ store, ...platform, enrollment, publicUrl: PUBLIC_URL });
   await app.ready();
   const contexts = new Map<string, AuthContext>();
 
@@ -158,6 +168,8 @@ export async function startTestApi(
     driver,
     dataplane,
     db,
+    ca,
+    enrollment,
     adminPassword,
     login,
     authOf(token) {

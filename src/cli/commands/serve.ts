@@ -156,6 +156,16 @@ export function registerServeCommand(program: Command): void {
       'also serve Prometheus /metrics here over plain HTTP without a token (a management address; the API listener serves it to admins)',
       process.env.BULWARK_METRICS_LISTEN,
     )
+    .option(
+      '--agent-listen <host:port>',
+      'mutual-TLS endpoint for host agents (bulwark agent) to report to (default: none, single host)',
+      process.env.BULWARK_AGENT_LISTEN,
+    )
+    .option(
+      '--heartbeat-interval <seconds>',
+      'seconds between agent reports; a host missing three is marked down (default 10)',
+      process.env.BULWARK_HEARTBEAT_INTERVAL,
+    )
     .action(
       async (
         o: {
@@ -187,6 +197,8 @@ export function registerServeCommand(program: Command): void {
           passwordExpiresDays?: string;
           consoleRetentionDays?: string;
           metricsListen?: string;
+          agentListen?: string;
+          heartbeatInterval?: string;
         } & SiemFlags,
       ) => {
         const config = makeConfig({
@@ -218,6 +230,7 @@ export function registerServeCommand(program: Command): void {
             '    openstack user set --multi-factor-auth-rule password,totp --enable-multi-factor-auth admin',
             '    then: openstack --os-auth-type v3multifactor --os-auth-methods v3password,v3totp --os-passcode CODE ...',
           );
+        if (daemon.agentUrl) lines.push(`  agent endpoint (mutual TLS): ${daemon.agentUrl}`);
         console.log(lines.join('\n'));
         const stop = async () => {
           await daemon.close();

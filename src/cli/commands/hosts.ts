@@ -1,0 +1,143 @@
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import type { HostReport } from '../../compute/hosts.js';
+import { joinControlPlane, loadIdentity, saveIdentity, sendHeartbeat } from '../../host/agent/client.js';
+import { probeCapabilities, probeCapacity } from '../../host/capabilities.js';
+import { withClient, withFormat } from '../common.js';
+import { printList, printObject } from '../output.js';
+
+const globals = (cmd: Command) =>
+  cmd.optsWithGlobals<{ osCloud?: string; format: 'table' | 'json' | 'value' }>();
+
+/** What this machine reports: its size and what it can offer guests (docs/multi-host.md). */
+function localReport(dataDir: string): HostReport {
+  const caps = probeCapabilities();
+  return {
+    capacity: probeCapacity(dataDir),
+    features: [
+      ...(caps.uefi ? ['uefi'] : []),
+      ...(caps.secureBoot ? ['secure-boot'] : []),
+      ...(caps.tpm ? ['tpm'] : []),
+    ],
+    health: { uptime_s: Math.round(process.uptime()) },
+  };
+}
+
+/** `bulwark host ...` (admin) and `bulwark agent` (runs on each hypervisor host). */
+export function registerHostCommands(program: Command): void {
+  const host = program.command('host').description('Hypervisor hosts and agent enrollment (admin)');
+  withFormat(host.command('list').description('List hosts, their capacity, state and last report')).action(
+    async (_o, cmd: Command) => {
+      const g = globals(cmd);
+      await withClient(g, async (c) => {
+        const { hosts } = await c.request<{ hosts: Record<string, unknown>[] }>('bulwark', 'GET', '/hosts');
+        printList(
+          g.format,
+          ['name', 'state', 'zone', 'local', 'capacity', 'features', 'last_heartbeat'],
+          hosts,
+        );
+      });
+    },
+  );
+  for (const [verb, state, what] of [
+    ['disable', 'disabled', 'Take a host out of scheduling (its servers keep running)'],
+    ['enable', 'up', 'Put a disabled host back into scheduling'],
+  ] as const) {
+    withFormat(host.command(`${verb} <name>`).description(what)).action(
+      async (name: string, _o: unknown, cmd: Command) => {
+        const g = globals(cmd);
+        await withClient(g, async (c) => {
+          const r = await c.request<{ host: Record<string, unknown> }>(
+            'bulwark',
+            'PATCH',
+            `/hosts/${encodeURIComponent(name)}`,
+            { host: { state } },
+          );
+          printObject(g.format, r.host, ['name', 'state', 'zone', 'last_heartbeat']);
+        });
+      },
+    );
+  }
+  const tokens = host.command('join-token').description('One-time tokens agents join with');
+  withFormat(
+    tokens
+      .command('create')
+      .description('Create a one-time, expiring join token for one host name')
+      .requiredOption('--host <name>', 'the name the host will have')
+      .option('--ttl <seconds>', 'seconds until the token expires (at most 86400)', '3600'),
+  ).action(async (o: { host: string; ttl: string }, cmd: Command) => {
+    const g = globals(cmd);
+    const ttl = Number(o.ttl);
+    if (!Number.isSafeInteger(ttl)) throw new Error(`--ttl ${o.ttl} is not a whole number of seconds`);
+    await withClient(g, async (c) => {
+      const r = await c.request<{ join_token: Record<string, unknown> }>(
+        'bulwark',
+        'POST',
+        '/host-join-tokens',
+        {
+          join_token: { host: o.host, ttl },
+        },
+      );
+      printObject(g.format, r.join_token, ['host', 'token', 'expires_at', 'ca_hash']);
+      if (g.format === 'table')
+        console.error(
+          `On the host: bulwark agent --control-plane URL --endpoint AGENT_URL --data-dir DIR --token ${String(r.join_token.token)} --ca-hash ${String(r.join_token.ca_hash)}`,
+        );
+    });
+  });
+
+  program
+    .command('agent')
+    .description('Run the host agent: join once with a token, then report over mutual TLS')
+    .requiredOption('--data-dir <dir>', "the agent's directory (its key 0600 and certificates)")
+    .requiredOption(
+      '--control-plane <url>',
+      'the control plane API, e.g. https://cp.example:8443 (join only)',
+    )
+    .requiredOption('--endpoint <url>', "the control plane's agent endpoint (bulwark serve --agent-listen)")
+    .option('--token <token>', 'one-time join token (bulwark host join-token create); first start only')
+    .option('--ca-hash <sha256:hex>', "the platform CA's hash printed with the token; first start only")
+    .option('--interval <seconds>', 'seconds between reports', '10')
+    .action(
+      async (o: {
+        dataDir: string;
+        controlPlane: string;
+        endpoint: string;
+        token?: string;
+        caHash?: string;
+        interval: string;
+      }) => {
+        const dir = resolve(o.dataDir);
+        let id = loadIdentity(dir);
+        if (!id) {
+          if (!o.token || !o.caHash)
+            throw new Error(
+              `no agent identity in ${dir}: pass --token and --ca-hash from \`bulwark host join-token create\``,
+            );
+          id = await joinControlPlane({
+            controlPlane: o.controlPlane,
+            token: o.token,
+            caHash: o.caHash,
+            report: localReport(dir),
+          });
+          saveIdentity(dir, id);
+          console.log(`joined as host ${id.name}; certificate in ${dir}/agent.crt`);
+        }
+        const every = Math.max(1, Number(o.interval) || 10) * 1000;
+        const me = id;
+        const beat = () =>
+          sendHeartbeat(o.endpoint, me, localReport(dir)).catch((err: Error) =>
+            console.error(`report failed: ${err.message}`),
+          );
+        await beat();
+        console.log(`Bulwark agent ${me.name} reporting to ${o.endpoint} every ${every / 1000} s`);
+        const timer = setInterval(() => void beat(), every);
+        const stop = () => {
+          clearInterval(timer);
+          process.exit(0);
+        };
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      },
+    );
+}
