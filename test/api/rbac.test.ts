@@ -595,7 +595,7 @@ describe('RBAC matrix', () => {
     });
   }
 
-  it('covers every route, and every answer matches the policy table', { timeout: 240_000 }, async () => {
+  it('covers every route, and every answer matches the policy table', { timeout: 600_000 }, async () => {
     const routes = api.app.routeTable;
     expect(routes.length).toBeGreaterThan(30);
     const results: string[] = [];
