@@ -8,7 +8,8 @@
  *   npx tsc -p tsconfig.json && node bench/backup.mjs [--size-mib 2048] [--dir /var/tmp]
  *
  * Both read the same file; Bulwark's daemon reads volumes through qemu-nbd
- * instead (not measured here). Prints a Markdown table (for BENCHMARKS.md).
+ * instead (not measured here). Both restores write every byte (restic 0.14 has no --sparse).
+ * Prints a Markdown table (for BENCHMARKS.md).
  */
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -114,7 +115,7 @@ async function bulwarkRun() {
         repo.restore('same', live[2].sealSha256, parseRecoveryKey(rk.privateKeyPem), idKey, async () => ({
           write: async (o, d) => void (await f.write(d, 0, d.length, o)),
           close: async () => undefined,
-        }), { sparse: true }),
+        }), { sparse: false }),
       );
       await f.close();
       out.restoreOk = (await sha(target)) === (await sha(image));
@@ -141,7 +142,7 @@ function resticRun() {
       out.incrSize = du(repo);
       out.same = await secs(backup);
       const target = join(work, 'restic-restore');
-      out.restore = await secs(() => restic('restore', 'latest', '--sparse', '--target', target));
+      out.restore = await secs(() => restic('restore', 'latest', '--target', target));
       out.restoreOk = (await sha(join(target, image))) === (await sha(image));
       rmSync(target, { recursive: true, force: true });
     },

@@ -71,6 +71,7 @@ interface Index {
 }
 
 const READ_BLOCK = 4 * 1024 * 1024;
+const PROBE = 64 * 1024;
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const chunkName = (id: string) => `chunks/${id.slice(0, 2)}/${id}`;
 const ZEROS = Buffer.alloc(READ_BLOCK * 2);
@@ -156,9 +157,13 @@ export class Repository {
             sealed.chunks[id] = have;
             return;
           }
-          const packed = deflateRawSync(plain, { level: 1 });
+          // Compress only what a 64 KiB sample says will shrink: random data (media, already
+          // compressed or encrypted files) would cost deflate's time for nothing.
+          const sample = plain.subarray(0, PROBE);
+          const worth = deflateRawSync(sample, { level: 1 }).length < sample.length * 0.9;
+          const packed = worth ? deflateRawSync(plain, { level: 1 }) : plain;
           const body =
-            packed.length < plain.length * 0.97
+            worth && packed.length < plain.length * 0.97
               ? Buffer.concat([Buffer.of(1), packed])
               : Buffer.concat([Buffer.of(0), plain]);
           const blob = seal(CHUNK_MAGIC, key, keyId, id, body);

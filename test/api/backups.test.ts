@@ -307,7 +307,9 @@ describe.each(dialects())('backup API on %s', (dialect) => {
     expect((await api.call('GET', `${V}/backups/detail`, member.token)).json.backups).toHaveLength(2);
   });
 
-  it('a schedule runs as the bulwark-backup identity and prunes to its retention policy', async () => {
+  it('a schedule runs as the bulwark-backup identity and prunes to its retention policy', {
+    timeout: 300_000,
+  }, async () => {
     const v = await api.call('POST', `${V}/volumes`, member.token, {
       volume: { size: 1, name: 'scheduled' },
     });

@@ -56,8 +56,9 @@ describe.runIf(process.getuid?.() === 0)(
       // Generous: the shared test host is often loaded (a 1 GiB volume under TCG, read through qemu-nbd).
       waitFor(`${kind} ${name} ${want}`, async () => (await status(kind, name)) === want, 400_000, 1000);
     const console = (vm: string) => os('console', 'log', 'show', vm);
-    const guestScript = (name: string, body: string[]) => {
-      const f = join(d.dataDir, name);
+    /** Boots a tiny guest whose user data waits for /dev/vdb and runs `body` (with $M the marker), then attaches `volume`. */
+    const bootWith = async (vm: string, volume: string, body: string[]) => {
+      const f = join(d.dataDir, `${vm}.sh`);
       writeFileSync(
         f,
         [
@@ -67,7 +68,11 @@ describe.runIf(process.getuid?.() === 0)(
           ...body,
         ].join('\n'),
       );
-      return f;
+      await os(
+        ...['server', 'create', '--flavor', 'tiny', '--image', 'tiny-bios', '--network', 'bak-net'],
+        ...['--user-data', f, '--wait', vm],
+      );
+      await os('server', 'add', 'volume', vm, volume);
     };
     const volumeFile = (id: string) => join(d.dataDir, 'instances', '.volumes', `${id}.qcow2`);
     let backupId = '';
@@ -130,24 +135,7 @@ describe.runIf(process.getuid?.() === 0)(
       );
       await os('network', 'create', 'bak-net');
       await os('subnet', 'create', '--network', 'bak-net', '--subnet-range', '10.19.0.0/24', 'bak-subnet');
-      const writer = guestScript('writer.sh', [
-        'yes "$M" | head -c 2097152 > /dev/vdb; sync; echo BW-BAK-WRITTEN',
-      ]);
-      await os(
-        'server',
-        'create',
-        '--flavor',
-        'tiny',
-        '--image',
-        'tiny-bios',
-        '--network',
-        'bak-net',
-        '--user-data',
-        writer,
-        '--wait',
-        'vm',
-      );
-      await os('server', 'add', 'volume', 'vm', 'data-vol');
+      await bootWith('vm', 'data-vol', ['yes "$M" | head -c 2097152 > /dev/vdb; sync; echo BW-BAK-WRITTEN']);
       await waitFor(
         'the guest to write',
         async () => (await console('vm')).includes('BW-BAK-WRITTEN'),
@@ -269,22 +257,7 @@ describe.runIf(process.getuid?.() === 0)(
         1000,
       );
       expect((await os('volume', 'show', 'restored', '-c', 'encrypted', '-f', 'value')).trim()).toBe('True');
-      const reader = guestScript('reader.sh', ['echo "BW-READ:$(head -c 64 /dev/vdb)"']);
-      await os(
-        'server',
-        'create',
-        '--flavor',
-        'tiny',
-        '--image',
-        'tiny-bios',
-        '--network',
-        'bak-net',
-        '--user-data',
-        reader,
-        '--wait',
-        'vm2',
-      );
-      await os('server', 'add', 'volume', 'vm2', 'restored');
+      await bootWith('vm2', 'restored', ['echo "BW-READ:$(head -c 64 /dev/vdb)"']);
       const log = await waitFor(
         'the guest to read',
         async () => {
