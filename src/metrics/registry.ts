@@ -130,6 +130,40 @@ export class PlatformMetrics {
         return usable > 0 ? p.used_bytes / usable : null;
       },
     );
+    // Backups per schedule (docs/backups.md): the newest successful one, and the age the schedule allows.
+    const schedules = () =>
+      store.db
+        .selectFrom('backup_schedules as s')
+        .leftJoin('backups as b', (j) =>
+          j
+            .onRef('b.schedule_id', '=', 's.id')
+            .on('b.status', '=', 'available')
+            .on('b.deleted_at', 'is', null),
+        )
+        .select(['s.id', 's.interval_minutes', (eb) => eb.fn.max('b.created_at').as('last')])
+        .groupBy(['s.id', 's.interval_minutes'])
+        .execute();
+    new Gauge({
+      name: 'bulwark_backup_last_success_timestamp_seconds',
+      help: "Unix time of each backup schedule's newest successful backup",
+      labelNames: ['policy'],
+      registers: r,
+      async collect() {
+        this.reset();
+        for (const s of await schedules())
+          if (s.last) this.set({ policy: s.id }, Math.floor(Date.parse(String(s.last)) / 1000));
+      },
+    });
+    new Gauge({
+      name: 'bulwark_backup_policy_max_age_seconds',
+      help: "The age a schedule's newest backup may reach: twice its interval (one missed run tolerated)",
+      labelNames: ['policy'],
+      registers: r,
+      async collect() {
+        this.reset();
+        for (const s of await schedules()) this.set({ policy: s.id }, 2 * s.interval_minutes * 60);
+      },
+    });
     new Gauge({
       name: 'bulwark_audit_queue_depth',
       help: 'Audit appends waiting behind the one being written',

@@ -75,6 +75,69 @@ describe.each(dialects())('metrics on %s', (dialect) => {
     expect(text).toMatch(/^bulwark_console_sessions_open 0$/m);
   });
 
+  it('reports each backup schedule: its newest successful backup and the age it allows', async () => {
+    const now = new Date();
+    const ago = (min: number) => new Date(now.getTime() - min * 60_000).toISOString();
+    await api.store.db
+      .insertInto('backup_schedules')
+      .values({
+        id: 'sched-metrics',
+        project_id: member.projectId,
+        volume_id: 'vol-metrics',
+        name: 'nightly',
+        interval_minutes: 60,
+        keep_last: 3,
+        keep_daily: 0,
+        keep_weekly: 0,
+        keep_monthly: 0,
+        next_run_at: now.toISOString(),
+        last_run_at: ago(30),
+        last_error: null,
+        created_by: 'test',
+        created_at: ago(300),
+      })
+      .execute();
+    const backup = (id: string, status: string, createdMin: number) => ({
+      id,
+      project_id: member.projectId,
+      user_id: 'u',
+      name: null,
+      description: null,
+      kind: 'volume',
+      source_id: 'vol-metrics',
+      source_type_id: null,
+      size: 1,
+      status,
+      fault: null,
+      is_incremental: 0,
+      parent_id: null,
+      seal_sha256: null,
+      object_count: 0,
+      read_bytes: 0,
+      stored_bytes: 0,
+      duration_ms: 0,
+      data_timestamp: ago(createdMin),
+      created_at: ago(createdMin),
+      updated_at: ago(createdMin),
+      deleted_at: null,
+      schedule_id: 'sched-metrics',
+    });
+    // The newest one failed: the metric must report the newest *successful* backup.
+    await api.store.db
+      .insertInto('backups')
+      .values([
+        backup('b-old', 'available', 120),
+        backup('b-new', 'available', 90),
+        backup('b-bad', 'error', 10),
+      ])
+      .execute();
+    const text = await scrape();
+    const last = sample(text, 'bulwark_backup_last_success_timestamp_seconds', { policy: 'sched-metrics' });
+    expect(last).toBe(Math.floor(Date.parse(ago(90)) / 1000));
+    // Twice the interval: one missed run is tolerated, the second raises BulwarkBackupTooOld.
+    expect(sample(text, 'bulwark_backup_policy_max_age_seconds', { policy: 'sched-metrics' })).toBe(7200);
+  });
+
   it('passes promtool check metrics', async () => {
     const text = await scrape();
     const r = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
