@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useState } from 'react';
 import { Navigate, NavLink, Route, Routes, useNavigate } from 'react-router';
 import { ApiError, api, csrfToken, SESSION_ENDED, type Session } from './api';
+import { ApprovalsPage } from './pages/Approvals';
 import { AuditPage } from './pages/Audit';
 import { FlavorsPage } from './pages/Flavors';
 import { ImagesPage } from './pages/Images';
@@ -10,6 +11,7 @@ import { LoginPage } from './pages/Login';
 import { QuotasPage } from './pages/Quotas';
 import { SecurityGroupDetail } from './pages/SecurityGroupDetail';
 import { SecurityGroupsPage } from './pages/SecurityGroups';
+import { TwoFactorPage } from './pages/TwoFactor';
 import { UsersPage } from './pages/Users';
 import { VolumeDetail } from './pages/VolumeDetail';
 import { VolumesPage } from './pages/Volumes';
@@ -21,6 +23,7 @@ const PROJECT_NAV: readonly NavSection[] = [
   ['Compute', [['Instances', '/project/compute/instances']]],
   ['Network', [['Security Groups', '/project/network/security-groups']]],
   ['Volumes', [['Volumes', '/project/volumes']]],
+  ['Account', [['Two-Factor', '/account/two-factor']]],
 ];
 const ADMIN_NAV: readonly NavSection[] = [
   [
@@ -37,6 +40,7 @@ const ADMIN_NAV: readonly NavSection[] = [
       ['Quotas and Usage', '/admin/quotas'],
       ['Users', '/admin/users'],
       ['Audit Log', '/admin/audit'],
+      ['Approvals', '/admin/approvals'],
     ],
   ],
 ];
@@ -150,12 +154,14 @@ export function App() {
           <Route path="/project/network/security-groups/:id" element={<SecurityGroupDetail />} />
           <Route path="/project/volumes" element={<VolumesPage />} />
           <Route path="/project/volumes/:id" element={<VolumeDetail />} />
+          <Route path="/account/two-factor" element={<TwoFactorPage session={session} />} />
           <Route path="/admin/compute/flavors" element={<FlavorsPage />} />
           <Route path="/admin/compute/images" element={<ImagesPage />} />
           <Route path="/admin/volume/volume-types" element={<VolumeTypesPage />} />
           <Route path="/admin/quotas" element={<QuotasPage session={session} />} />
           <Route path="/admin/users" element={<UsersPage />} />
           <Route path="/admin/audit" element={<AuditPage />} />
+          <Route path="/admin/approvals" element={<ApprovalsPage />} />
           <Route path="*" element={<Navigate to="/project/compute/instances" replace />} />
         </Routes>
       </main>

@@ -4,6 +4,7 @@ import { del, get, post } from '../api';
 import { useAction, useLoad, usePoll } from '../hooks';
 import { Details, ErrorBox, Field, Loading, Page, Progress } from '../ui';
 import { listServers } from './Instances';
+import { VolumeBackups, VolumeSnapshots } from './VolumeProtection';
 import { type Volume, volumeBusy } from './Volumes';
 
 export function VolumeDetail() {
@@ -78,6 +79,8 @@ export function VolumeDetail() {
       )}
       {act.busy && <Progress label="Working on the volume" />}
       <ErrorBox error={act.error} />
+      <VolumeSnapshots volume={v} />
+      <VolumeBackups volume={v} />
     </Page>
   );
 }
