@@ -6,6 +6,7 @@ import type { LifecyclePolicy } from '../snapshots/lifecycle.js';
 import type { PolicyScope } from '../snapshots/policies.js';
 import type { Snapshot } from '../snapshots/snapshots.js';
 import { BULWARK_PREFIX } from './bulwark.js';
+import { cinderListQuery } from './cinder-query.js';
 import type { ApiContext } from './server.js';
 
 /**
@@ -61,19 +62,7 @@ const PolicyBody = Type.Object(
   },
   { additionalProperties: false },
 );
-const CinderListQuery = Type.Object({
-  name: Opt(Type.String()),
-  status: Opt(Type.String()),
-  volume_id: Opt(Type.String()),
-  all_tenants: Opt(Type.String()),
-  project_id: Opt(Type.String()),
-  limit: Opt(Type.Integer({ minimum: 0 })),
-  marker: Opt(Type.String()),
-  sort: Opt(Type.String()),
-  sort_key: Opt(Type.String()),
-  sort_dir: Opt(Type.String()),
-  offset: Opt(Type.Integer({ minimum: 0 })),
-});
+const CinderListQuery = cinderListQuery({ volume_id: Opt(Type.String()), project_id: Opt(Type.String()) });
 const ListQuery = Type.Object(
   {
     kind: Opt(Type.Union([Type.Literal('server'), Type.Literal('volume')])),

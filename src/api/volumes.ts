@@ -5,6 +5,7 @@ import { BulwarkError, notFound } from '../errors.js';
 import type { Action } from '../policy/rules.js';
 import type { EncryptionType, VolumeType } from '../volumes/types.js';
 import type { Attachment, Volume } from '../volumes/volumes.js';
+import { cinderListQuery } from './cinder-query.js';
 import type { ApiContext } from './server.js';
 import { registerVolumeSnapshotRoutes } from './snapshots.js';
 import { registerVolumeBackupRoutes } from './volume-backups.js';
@@ -118,18 +119,7 @@ const ActionBody = Type.Object(
   },
   { additionalProperties: false },
 );
-const ListQuery = Type.Object({
-  name: Opt(Type.String()),
-  status: Opt(Type.String()),
-  all_tenants: Opt(Type.String()),
-  is_public: Opt(Type.String()),
-  limit: Opt(Type.Integer({ minimum: 0 })),
-  marker: Opt(Type.String()),
-  sort: Opt(Type.String()),
-  sort_key: Opt(Type.String()),
-  sort_dir: Opt(Type.String()),
-  offset: Opt(Type.Integer({ minimum: 0 })),
-});
+const ListQuery = cinderListQuery({ is_public: Opt(Type.String()) });
 
 type Handler = (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
 /** Registers a Cinder route under both URL forms (see registerVolumeApi). */
