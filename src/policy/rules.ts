@@ -217,6 +217,9 @@ export const POLICY = {
   'template:create': ['admin'],
   'template:list': ['authenticated'],
   'template:show': ['authenticated'],
+  // Clones (docs/clones.md): a member asks for a clone of their project's server; it is held for a
+  // second admin (approval kind server-clone), who can never be the requester.
+  'server:clone': ['admin', 'member'],
 
   // Bulwark extensions
   'bulwark:version': ['public'],
