@@ -1341,13 +1341,15 @@ export class QemuDriver implements HypervisorDriver {
         if (await this.process(to)) throw conflict(`Server ${toId} is running; its disk cannot be replaced.`);
         if (from.spec.bootDisk.imagePath !== to.spec.bootDisk.imagePath)
           throw conflict("A clone boots from its source's image; the images differ.");
-        const dst = to.spec.bootDisk.encrypted ? await this.withDiskKey(toId, async (k) => k) : null;
         const L = this.layout(toId);
-        await this.overlayWithKey(from, (source, src) =>
-          placeFile(L, to.user, L.overlay, (tmp) =>
-            copyRootOverlay(source, to.spec.bootDisk, tmp, { src, dst }),
-          ),
-        );
+        // Inside withDiskKey: it wipes the key once its callback is done.
+        const copy = (dst: Buffer | null) =>
+          this.overlayWithKey(from, (source, src) =>
+            placeFile(L, to.user, L.overlay, (tmp) =>
+              copyRootOverlay(source, to.spec.bootDisk, tmp, { src, dst }),
+            ),
+          );
+        await (to.spec.bootDisk.encrypted ? this.withDiskKey(toId, copy) : copy(null));
       }),
     );
   }

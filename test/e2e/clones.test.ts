@@ -50,8 +50,11 @@ describe.runIf(process.getuid?.() === 0)('clones: fresh identity per server', { 
     return r.stdout;
   };
   const consoleOf = (vm: string) => d.os('console', 'log', 'show', vm);
-  const status = async (vm: string) =>
-    JSON.parse(await osAs('carol', 'server', 'show', vm, '-f', 'json')).status;
+  const status = async (vm: string) => {
+    const s = JSON.parse(await osAs('carol', 'server', 'show', vm, '-f', 'json'));
+    if (s.status === 'ERROR') throw new Error(`${vm} in ERROR: ${JSON.stringify(s.fault)}`);
+    return s.status as string;
+  };
   /** Waits for boot number `n` (1-based) of `vm` to show its identity, and returns it. */
   const boot = (vm: string, n: number) =>
     waitFor(
