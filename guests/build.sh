@@ -31,7 +31,7 @@ say() { echo "guests: $*" >&2; }
 
 # Host packages this script uses. dpkg-query only, so the fast path does no apt work.
 need=(apt dpkg busybox-static syslinux syslinux-common mtools dosfstools sbsigntool
-  systemd-boot-efi binutils cpio gzip qemu-utils ovmf openssl util-linux coreutils qemu-guest-agent)
+  systemd-boot-efi binutils cpio gzip qemu-utils ovmf openssl util-linux coreutils qemu-guest-agent dropbear-bin)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
@@ -55,7 +55,7 @@ resolve() {
   stamp=$({
     cd "$here" && sha256sum build.sh init.sh udhcpc.script
     echo "kernel $kpkg=$kpkgver"
-    dpkg-query -W -f='${Package}=${Version}\n' busybox-static syslinux syslinux-common systemd-boot-efi qemu-guest-agent \
+    dpkg-query -W -f='${Package}=${Version}\n' busybox-static syslinux syslinux-common systemd-boot-efi qemu-guest-agent dropbear-bin \
       sbsigntool ovmf mtools dosfstools
   } | sha256sum | cut -d' ' -f1)
 }
@@ -125,9 +125,12 @@ printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
 printf 'root:x:0:\n' > "$root/etc/group"
 printf 'export PS1='"'"'\\u@\\h:\\w\\$ '"'"'\n' > "$root/etc/profile"
 chmod 0700 "$root/root"
-# The QEMU guest agent and the libraries it links, from the host's Debian (the same release as the kernel).
+# The QEMU guest agent and dropbearkey (the first-boot SSH host key), with the libraries
+# they link, from the host's Debian (the same release as the kernel).
 install -m 0755 /usr/sbin/qemu-ga "$root/bin/qemu-ga"
-for lib in $(ldd /usr/sbin/qemu-ga | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\/lib64\// {print $1}'); do
+install -m 0755 /usr/bin/dropbearkey "$root/bin/dropbearkey"
+for lib in $(ldd /usr/sbin/qemu-ga /usr/bin/dropbearkey |
+  awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\/lib64\// {print $1}' | sort -u); do
   mkdir -p "$root$(dirname "$lib")"
   cp -L "$lib" "$root$lib"
 done

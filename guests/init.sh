@@ -53,13 +53,30 @@ for label in config-2 CONFIG-2; do
   if mount -r "$dev" /mnt/config 2>>"$log"; then cfgdrive=/mnt/config; break; fi
 done
 
-# Hostname: fw_cfg, then the command line, then the config drive's meta_data.json.
+# The cloud-init NoCloud seed: a block device labelled cidata, read-only; its meta-data
+# holds `instance-id: <server uuid>` and `local-hostname: <name>`.
+mkdir -p /mnt/seed
+seed=
+for label in cidata CIDATA; do
+  dev=$(findfs "LABEL=$label" 2>/dev/null) || continue
+  if mount -r "$dev" /mnt/seed 2>>"$log"; then seed=/mnt/seed; break; fi
+done
+# meta NAME: the value of "NAME: value" in the seed's meta-data.
+meta() {
+  [ -n "$seed" ] && [ -f "$seed/meta-data" ] || return 0
+  sed -n "s/^$1:[[:space:]]*\([A-Za-z0-9._-]*\).*/\1/p" "$seed/meta-data" | head -n 1
+}
+instance_id=$(meta instance-id)
+
+# Hostname: fw_cfg, then the command line, then the config drive's meta_data.json, then the seed.
+
 hn=$(fwfile hostname | tr -cd 'A-Za-z0-9.-')
 [ -n "$hn" ] || hn=$(arg bulwark.hostname | tr -cd 'A-Za-z0-9.-')
 if [ -z "$hn" ] && [ -n "$cfgdrive" ] && [ -f "$cfgdrive/openstack/latest/meta_data.json" ]; then
   hn=$(sed -n 's/.*"hostname"[[:space:]]*:[[:space:]]*"\([A-Za-z0-9.-]*\)".*/\1/p' \
     "$cfgdrive/openstack/latest/meta_data.json" | head -n 1)
 fi
+[ -n "$hn" ] || hn=$(meta local-hostname)
 hn=${hn:-bulwark-guest}
 hostname "$hn"
 echo "$hn" > /etc/hostname
@@ -101,6 +118,42 @@ echo "BULWARK-SECUREBOOT: $secureboot"
 echo "BULWARK-FIRMWARE: $firmware"
 if grep -qwE 'vmx|svm' /proc/cpuinfo; then echo "BULWARK-NESTED: available"; else echo "BULWARK-NESTED: unavailable"; fi
 echo "BULWARK-QGA: $qga"
+
+# First-boot identity, made here in the guest and kept on the boot disk (the FAT
+# labelled BULWARK or BULWARKEFI) in /bulwark-id: a random machine-id and an
+# ed25519 SSH host key (dropbearkey). Later boots of the same disk show the same
+# ones; a new instance-id (a clone, or a disk copied to another server) or a
+# missing file makes new ones, as cloud-init does for per-instance host keys.
+# Without a boot disk (direct kernel boot) they live in /run and last one boot.
+idroot=/run
+for label in BULWARK BULWARKEFI; do
+  dev=$(findfs "LABEL=$label" 2>/dev/null) || continue
+  mkdir -p /mnt/boot
+  if mount -t vfat "$dev" /mnt/boot 2>>"$log"; then idroot=/mnt/boot; break; fi
+done
+id=$idroot/bulwark-id
+identity=kept
+if [ ! -s "$id/machine-id" ] || [ ! -s "$id/host-key" ]; then
+  identity=first-boot
+elif [ -n "$instance_id" ] && [ "$(cat "$id/instance-id" 2>/dev/null)" != "$instance_id" ]; then
+  identity=reset # this disk was another instance's (a clone's copy)
+fi
+if [ "$identity" != kept ]; then
+  rm -rf "$id"
+  mkdir -p "$id"
+  od -An -tx1 -N16 /dev/urandom | tr -d ' \n' > "$id/machine-id"
+  dropbearkey -t ed25519 -f "$id/host-key" >>"$log" 2>&1
+  printf '%s' "$instance_id" > "$id/instance-id"
+  sync
+fi
+machine_id=$(cat "$id/machine-id")
+printf '%s\n' "$machine_id" > /etc/machine-id
+host_key=$(dropbearkey -y -f "$id/host-key" 2>>"$log" | sed -n 's/^Fingerprint: //p')
+[ "$idroot" = /run ] || umount /mnt/boot 2>>"$log"
+echo "BULWARK-INSTANCE-ID=${instance_id:-none}"
+echo "BULWARK-MACHINE-ID=${machine_id:-none}"
+echo "BULWARK-HOST-KEY=${host_key:-none}"
+echo "BULWARK-IDENTITY=$identity"
 
 # Network: DHCP on eth0. udhcpc gives up after 5 discovers 1 s apart; once it
 # has a lease it stays in the background and renews it.

@@ -276,5 +276,37 @@ for tpm in crb:q35 tis:pc; do
   [ -f "$tmp/tpm-$model.swtpm.pid" ] && kill "$(cat "$tmp/tpm-$model.swtpm.pid")" 2>/dev/null || true
 done
 
+# 11. NoCloud seed and first-boot identity: made once on the disk, kept, made again for a new instance-id.
+if selected identity; then
+  qemu-img create -q -f qcow2 -F raw -b "$out/bios.raw" "$tmp/identity.qcow2"
+  seed() { # seed INSTANCE-ID: a cidata FAT with meta-data, as src/host/nocloud.ts builds it
+    rm -f "$tmp/seed.img"
+    printf 'instance-id: %s\nlocal-hostname: seeded\n' "$1" > "$tmp/meta-data"
+    mkfs.vfat -C -n CIDATA "$tmp/seed.img" 1024 >/dev/null && mcopy -i "$tmp/seed.img" "$tmp/meta-data" ::/meta-data
+  }
+  ident() { tr -d '\r' < "$log" | grep -aE '^BULWARK-(INSTANCE-ID|MACHINE-ID|HOST-KEY)=' | tr '\n' ' '; }
+  boot_id() { # boot_id N: one boot of the disk with the current seed, powered off by fw_cfg
+    start "identity-$1" -machine pc -drive "if=none,id=d0,file=$tmp/identity.qcow2,format=qcow2" \
+      -device virtio-blk-pci,drive=d0,bootindex=1 -drive "if=none,id=s0,file=$tmp/seed.img,format=raw,readonly=on" \
+      -device virtio-blk-pci,drive=s0 -fw_cfg name=opt/org.bulwark/mode,string=poweroff
+    wait_for '^BULWARK-IDENTITY=' 90 && wait_exit 30
+  }
+  rc=0
+  seed 11111111-aaaa
+  boot_id 1 && expect '^BULWARK-INSTANCE-ID=11111111-aaaa$' && expect '^BULWARK-IDENTITY=first-boot$' &&
+    expect '^BULWARK-MACHINE-ID=[0-9a-f]{32}$' && expect '^BULWARK-HOST-KEY=SHA256:' || rc=1
+  first=$(ident)
+  boot_id 2 && expect '^BULWARK-IDENTITY=kept$' || rc=1
+  [ "$(ident)" = "$first" ] || { echo "    second boot: $(ident) != $first"; rc=1; }
+  seed 22222222-bbbb
+  boot_id 3 && expect '^BULWARK-IDENTITY=reset$' || rc=1
+  third=$(ident)
+  for k in MACHINE-ID HOST-KEY; do
+    a=$(echo "$first" | grep -oE "$k=[^ ]+") b=$(echo "$third" | grep -oE "$k=[^ ]+")
+    [ -n "$a" ] && [ "$a" != "$b" ] || { echo "    new instance-id kept $a"; rc=1; }
+  done
+  report $rc "cidata seed: instance-id shown; machine-id and host key made at first boot, kept, made again for a new instance-id"
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -4,13 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RUNTIME_PKGS=(qemu-system-x86 qemu-utils swtpm swtpm-tools ovmf nftables iproute2 procps)
+# dosfstools + mtools: each server's cloud-init NoCloud seed (src/host/nocloud.ts).
+RUNTIME_PKGS=(qemu-system-x86 qemu-utils swtpm swtpm-tools ovmf nftables iproute2 procps dosfstools mtools)
 # Everything the tests drive for real: PostgreSQL, the openstack CLI, what builds the test guests, and
 # Chromium (WebAuthn in a real browser; certutil trusts the test CA in its NSS database).
 TEST_PKGS=(postgresql python3-openstackclient python3-barbicanclient busybox-static qemu-guest-agent dosfstools mtools
   sbsigntool systemd-boot-efi binutils cpio syslinux syslinux-common dnsmasq iperf3 iputils-ping
   softhsm2 rsyslog rsyslog-gnutls asciinema prometheus restic
-  chromium libnss3-tools)
+  chromium libnss3-tools dropbear-bin)
 
 want=("${RUNTIME_PKGS[@]}")
 [ "${1:-runtime}" = test ] && want+=("${TEST_PKGS[@]}")

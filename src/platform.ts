@@ -225,6 +225,12 @@ export function buildPlatform(
     const s = await servers.create(requester, payload as CreateServerInput, approval);
     return { server: { id: s.id, name: s.name } };
   });
+  // Clones (docs/clones.md): a copy of a stopped server's disk under a new key, once a second admin approves.
+  approvals.register('server-clone', async (requester, payload, approval) => {
+    const p = payload as { sourceId: string; name: string };
+    const s = await servers.clone(requester, p.sourceId, p.name, approval);
+    return { server: { id: s.id, name: s.name } };
+  });
   // Console sessions, all recorded (docs/console.md); recording keys belong to the admin project.
   const consoles = new ConsoleService(store, servers, driver, keys, audit, {
     dir: join(opts.dataDir, 'console-recordings'),

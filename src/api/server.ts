@@ -51,6 +51,7 @@ import { registerBackupApi } from './backups.js';
 import { registerBreakGlassApi } from './break-glass.js';
 import { registerBulwarkApi } from './bulwark.js';
 import type { ServiceEntry } from './catalog.js';
+import { registerCloneApi } from './clones.js';
 import { registerComputeApi } from './compute.js';
 import { CONSOLE_PROTOCOL, registerConsoleApi, tokenFromProtocols } from './console.js';
 import type { AuditNote, RouteInfo } from './context.js';
@@ -325,6 +326,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await registerBulwarkApi(app, ctx);
   await registerSnapshotApi(app, ctx);
   registerTemplateApi(app, ctx);
+  registerCloneApi(app, ctx);
   registerApprovalApi(app, ctx);
   registerServerGovernanceApi(app, ctx);
   registerGuestAgentApi(app, ctx);

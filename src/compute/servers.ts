@@ -246,6 +246,8 @@ export class ServerService {
     auth: AuthContext,
     input: CreateServerInput,
     approval?: { id: string; approvedBy: string },
+    /** clone(): the stopped server whose disk the new one starts from. */
+    cloneOf?: Server,
   ): Promise<Server> {
     if (!auth.projectId) throw badRequest('A project-scoped token is needed to create a server.');
     if (input.networks === 'auto') {
@@ -331,6 +333,7 @@ export class ServerService {
         created_by: auth.userName,
         created_at: now,
         ...(approval ? { approved_by: approval.approvedBy } : {}),
+        ...(cloneOf ? { cloned_from: cloneOf.id } : {}),
       }),
       hints: JSON.stringify(input.hints),
       guest: JSON.stringify(guest),
@@ -376,8 +379,49 @@ export class ServerService {
       await this.unrecord(row.id);
       throw badRequest('Security groups apply to network ports; give the server a --network.');
     }
-    if (row.host) this.tasks.track(row.id, this.build(row));
+    if (row.host) this.tasks.track(row.id, this.build(row, cloneOf?.id));
     return row;
+  }
+
+  /**
+   * Clones a stopped server (docs/clones.md): always held for a second admin
+   * (approval kind `server-clone`) unless that trigger is off. The clone is a
+   * new server from the source's image and flavor with a copy of its disk,
+   * re-encrypted under its own new key; nothing else is copied: no user data,
+   * ports, metadata, vTPM state or UEFI variables. Its NoCloud instance-id is
+   * its own UUID, so the guest makes a new machine-id and host keys.
+   */
+  async clone(
+    auth: AuthContext,
+    sourceId: string,
+    name: string,
+    approval?: { id: string; approvedBy: string },
+  ): Promise<Server> {
+    const src = await this.getUnquarantined(auth, sourceId);
+    if (!approval && (await this.approvals?.applies('server-clone')))
+      await this.approvals?.hold(
+        auth,
+        'server-clone',
+        { sourceId: src.id, name },
+        `clone ${src.name} as ${name}`,
+      );
+    if (src.vm_state !== 'stopped')
+      throw conflict(`Server ${src.name} is ${src.status}; stop it first, so its disk is copied at rest.`);
+    return this.create(
+      auth,
+      {
+        name,
+        imageRef: src.image_id,
+        flavorRef: src.flavor_id,
+        metadata: {},
+        hints: {},
+        userData: undefined,
+        networks: 'none',
+        securityGroups: undefined,
+      },
+      approval,
+      src,
+    );
   }
 
   /** Takes back a server that was refused after its insert: its row and its history. */
@@ -476,12 +520,13 @@ export class ServerService {
         ? { fwCfg: { 'opt/org.bulwark/run': Buffer.from(g.userData, 'base64').toString('utf8') } }
         : {}),
       ...(nics.length ? { nics } : {}),
+      cloudInit: true,
       ...(g.plan.guestAgent ? { guestAgent: true } : {}),
       ...(s.host_devices ? { hostDevices: JSON.parse(s.host_devices) as PassthroughPlan } : {}),
     };
   }
 
-  private async build(s: Server): Promise<void> {
+  private async build(s: Server, cloneOf?: string): Promise<void> {
     try {
       await this.setState(s.id, { task_state: 'spawning' });
       const plan = (JSON.parse(s.guest) as StoredGuest).plan;
@@ -491,6 +536,7 @@ export class ServerService {
       await this.checkBoot(s);
       const driver = this.driverOf(s);
       await driver.define(await this.specFor(s));
+      if (cloneOf) await driver.copyRootDisk(cloneOf, s.id);
       await driver.start(s.id);
       await this.setState(s.id, { vm_state: 'active', task_state: null, launched_at: nowIso() });
     } catch (err) {

@@ -131,6 +131,14 @@ export class FakeHypervisor implements HypervisorDriver {
   async undefine(id: string) {
     this.guests.delete(id);
   }
+  /** Which disk each clone's was copied from. */
+  readonly copiedDisks = new Map<string, string>();
+  async copyRootDisk(fromId: string, toId: string) {
+    if (this.guest(fromId).state !== 'shutoff')
+      throw new BulwarkError('Conflict', `Server ${fromId} is running; stop it before cloning it.`);
+    this.guest(toId);
+    this.copiedDisks.set(toId, fromId);
+  }
   async reconcile(knownIds: string[]) {
     const known = new Set(knownIds);
     const orphansKilled = [...this.guests.keys()].filter((id) => !known.has(id));

@@ -37,6 +37,11 @@ export interface GuestSpec {
     writeIopsSec?: number;
     totalIopsSec?: number;
   };
+  /**
+   * A cloud-init NoCloud seed disk (label `cidata`, read-only) with `instance-id` = `id`
+   * and `local-hostname` from `name` (nocloud.ts); never secrets.
+   */
+  cloudInit?: boolean;
   /** fw_cfg blobs by name (opt/...), e.g. `opt/org.bulwark/run` for user data. */
   fwCfg?: Record<string, string>;
   /**
@@ -117,6 +122,11 @@ export interface HypervisorDriver {
   attachVolume(serverId: string, volumeId: string): Promise<{ device: string }>;
   /** Unplugs (the guest must let go) and forgets the volume; idempotent. */
   detachVolume(serverId: string, volumeId: string): Promise<void>;
+  /**
+   * Replaces `toId`'s (defined, stopped) root overlay with a copy of stopped
+   * `fromId`'s, re-encrypted under `toId`'s own disk key (docs/clones.md).
+   */
+  copyRootDisk(fromId: string, toId: string): Promise<void>;
   /** Where the driver gets an encrypted root disk's key (define and every start); throws: no start. */
   setDiskKeySource(source: DiskKeySource): void;
 

@@ -31,6 +31,8 @@ export interface InstanceLayout {
   migrateSocket: string;
   /** The file holding fw_cfg entry number `i` (entries sorted by name). */
   fwCfgFile: (i: number) => string;
+  /** The cloud-init NoCloud seed disk (nocloud.ts), attached read-only. */
+  seed: string;
   hostDir: string;
   record: string;
   stderrLog: string;
@@ -54,6 +56,7 @@ export function instanceLayout(baseDir: string, id: string): InstanceLayout {
     pidFile: join(dir, 'qemu.pid'),
     migrateSocket: join(dir, 'migrate.sock'),
     fwCfgFile: (i) => join(dir, `fw_cfg-${i}`),
+    seed: join(dir, 'seed.img'),
     hostDir,
     record: join(hostDir, 'guest.json'),
     stderrLog: join(hostDir, 'qemu.log'),

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { createCipheriv, randomBytes } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { BulwarkError } from '../errors.js';
 import { isObject, type QmpClient } from './qmp.js';
@@ -339,4 +340,74 @@ export async function plugRootDisk(
     bootindex: 1,
     ...(bus ? { bus } : {}),
   });
+}
+
+/**
+ * QEMU secret objects `src` and `dst` holding `keys`' passphrases, each
+ * AES-256-CBC encrypted (its ciphertext may be on the command line) under a
+ * one-off master secret `sec0` that crosses the stdin pipe only
+ * (qemuImgWithSecret). The master is 24 random bytes, so its passphrase form
+ * (base64) is the 32 bytes AES-256 needs. A null key gives no object.
+ */
+function wrappedSecrets(keys: { src: Buffer | null; dst: Buffer | null }): {
+  master: Buffer;
+  args: string[];
+} {
+  const master = randomBytes(24);
+  const aesKey = luksPassphrase(master);
+  const args = [...secretObject];
+  for (const [id, key] of Object.entries(keys)) {
+    if (!key) continue;
+    const iv = randomBytes(16);
+    const c = createCipheriv('aes-256-cbc', aesKey, iv);
+    const data = Buffer.concat([c.update(luksPassphrase(key)), c.final()]).toString('base64');
+    args.push(
+      '--object',
+      `secret,id=${id},data=${data},format=base64,keyid=sec0,iv=${iv.toString('base64')}`,
+    );
+  }
+  return { master, args };
+}
+
+/**
+ * Copies a stopped guest's root overlay to `target` for a clone (docs/clones.md):
+ * a new qcow2 over the same base image holding only what differs from it
+ * (`-B`), re-encrypted under the clone's own key (`keys.dst`), never the
+ * source's. The plaintext exists only inside qemu-img.
+ */
+export async function copyRootOverlay(
+  source: string,
+  base: { imagePath: string; imageFormat: 'raw' | 'qcow2' },
+  target: string,
+  keys: { src: Buffer | null; dst: Buffer | null },
+): Promise<void> {
+  const { master, args } = wrappedSecrets(keys);
+  const image = [
+    'driver=qcow2',
+    'file.driver=file',
+    `file.filename=${source.replaceAll(',', ',,')}`,
+    `backing.driver=${base.imageFormat}`,
+    'backing.file.driver=file',
+    `backing.file.filename=${base.imagePath.replaceAll(',', ',,')}`,
+    ...(keys.src ? ['encrypt.key-secret=src'] : []),
+  ].join(',');
+  const r = await qemuImgWithSecret(
+    [
+      'convert',
+      ...args,
+      '--image-opts',
+      image,
+      '-O',
+      'qcow2',
+      '-B',
+      base.imagePath,
+      '-F',
+      base.imageFormat,
+      ...(keys.dst ? ['-o', LUKS_OPTIONS.replace('key-secret=sec0', 'key-secret=dst')] : []),
+      target,
+    ],
+    master,
+    600_000,
+  );
+  if (r.code !== 0) throw failed('Copying the disk for the clone', r.stderr);
 }

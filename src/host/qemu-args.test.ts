@@ -27,6 +27,17 @@ const blockdevs = (args: string[]) => values(args, '-blockdev').map((v) => JSON.
 const devices = (args: string[]) => values(args, '-device').map((v) => JSON.parse(v));
 
 describe('buildQemuArgs', () => {
+  it('attaches the cloud-init seed read-only and never as a boot device', () => {
+    const args = build({ cloudInit: true });
+    expect(blockdevs(args).filter((b) => String(b['node-name']).startsWith('seed'))).toEqual([
+      { driver: 'file', 'node-name': 'seed-file', filename: paths.seed, 'read-only': true },
+      { driver: 'raw', 'node-name': 'seed', file: 'seed-file', 'read-only': true },
+    ]);
+    const seed = devices(args).find((d) => d.id === 'seed0');
+    expect(seed).toEqual({ driver: 'virtio-blk-pci', id: 'seed0', drive: 'seed' });
+    expect(build()).not.toContain(paths.seed);
+  });
+
   it('starts from nothing: no defaults, no display, no user config, full sandbox, paused', () => {
     const args = build();
     for (const flag of ['-nodefaults', '-no-user-config', '-nographic', '-S', '-no-shutdown'])

@@ -18,7 +18,15 @@ export interface QemuArgsOptions {
   accel: Accel;
   paths: Pick<
     InstanceLayout,
-    'dir' | 'overlay' | 'vars' | 'qmpSocket' | 'consoleSocket' | 'consoleLog' | 'pidFile' | 'fwCfgFile'
+    | 'dir'
+    | 'overlay'
+    | 'vars'
+    | 'qmpSocket'
+    | 'consoleSocket'
+    | 'consoleLog'
+    | 'pidFile'
+    | 'fwCfgFile'
+    | 'seed'
   >;
   /** The child's fd holding the base image open read-only (QEMU sees it as /dev/fdset/1). Default 3. */
   baseImageFd?: number;
@@ -255,6 +263,16 @@ export function buildQemuArgs(spec: GuestSpec, opts: QemuArgsOptions): string[] 
       json({ driver: spec.tpm.model, tpmdev: 'tpm0' }),
     );
   }
+  if (spec.cloudInit)
+    // The NoCloud seed: read-only, never a boot device (no bootindex; -boot strict=on).
+    args.push(
+      '-blockdev',
+      json({ driver: 'file', 'node-name': 'seed-file', filename: paths.seed, 'read-only': true }),
+      '-blockdev',
+      json({ driver: 'raw', 'node-name': 'seed', file: 'seed-file', 'read-only': true }),
+      '-device',
+      json({ driver: 'virtio-blk-pci', id: 'seed0', drive: 'seed' }),
+    );
   if (spec.guestAgent) args.push(...guestAgentArgs({ dir: paths.dir }));
   if (spec.hostDevices) args.push(...passthroughArgs(spec.hostDevices));
   for (const [i, [name, value]] of fwCfgEntries(spec).entries()) {

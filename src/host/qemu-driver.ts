@@ -46,6 +46,7 @@ import { probeAccel } from './kvm-probe.js';
 import { GUEST_ID, HOST_DIR, type InstanceLayout, instanceLayout } from './layout.js';
 import {
   checkVolumeFile,
+  copyRootOverlay,
   createEncryptedOverlay,
   createQcow2,
   plugRootDisk,
@@ -54,6 +55,7 @@ import {
   unplugVolume,
   volumeNodes,
 } from './luks.js';
+import { buildSeed } from './nocloud.js';
 import { isLive, procInfo, qemuProcesses, sameProcess, waitGone } from './procfs.js';
 import {
   type Accel,
@@ -270,6 +272,8 @@ export class QemuDriver implements HypervisorDriver {
           if (f.startsWith('fw_cfg-')) await unlink(join(L.dir, f)).catch(() => undefined);
         for (const [i, [, value]] of fwCfgEntries(spec).entries())
           await placeFile(L, user, L.fwCfgFile(i), (tmp) => writeFile(tmp, value, { mode: 0o600 }));
+        if (spec.cloudInit) await placeFile(L, user, L.seed, (tmp) => buildSeed(tmp, spec, L.staging));
+        else await unlink(L.seed).catch(() => undefined);
         await this.writeRecord({
           version: 1,
           spec,
@@ -1329,6 +1333,29 @@ export class QemuDriver implements HypervisorDriver {
       if (qmp) return liveSnapshotDelete(qmp, volumeNodes(volumeId).fmt, tag);
       await this.volumeFileWithKey(volumeId, (path, key) => fileSnapshot('delete', path, tag, key));
     });
+  }
+
+  copyRootDisk(fromId: string, toId: string): Promise<void> {
+    return this.lock.run(fromId, () =>
+      this.lock.run(toId, async () => {
+        const from = await this.record(fromId);
+        const to = await this.record(toId);
+        if (await this.process(from))
+          throw conflict(`Server ${fromId} is running; stop it before cloning it.`);
+        if (await this.process(to)) throw conflict(`Server ${toId} is running; its disk cannot be replaced.`);
+        if (from.spec.bootDisk.imagePath !== to.spec.bootDisk.imagePath)
+          throw conflict("A clone boots from its source's image; the images differ.");
+        const L = this.layout(toId);
+        // Inside withDiskKey: it wipes the key once its callback is done.
+        const copy = (dst: Buffer | null) =>
+          this.overlayWithKey(from, (source, src) =>
+            placeFile(L, to.user, L.overlay, (tmp) =>
+              copyRootOverlay(source, to.spec.bootDisk, tmp, { src, dst }),
+            ),
+          );
+        await (to.spec.bootDisk.encrypted ? this.withDiskKey(toId, copy) : copy(null));
+      }),
+    );
   }
 
   /** Runs `use` on the guest's stopped overlay (checked as plugEncryptedRoot does) with its key, if encrypted. */

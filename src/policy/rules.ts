@@ -227,6 +227,9 @@ export const POLICY = {
   'bulwark:hosts:join_token:create': ['admin'],
   // The one-time join token in the body is the credential (compute/host-enrollment.ts).
   'bulwark:agent:join': ['public'],
+  // Clones (docs/clones.md): a member asks for a clone of their project's server; it is held for a
+  // second admin (approval kind server-clone), who can never be the requester.
+  'server:clone': ['admin', 'member'],
 
   // Bulwark extensions
   'bulwark:version': ['public'],

@@ -231,6 +231,13 @@ describe('RBAC matrix', () => {
         body: method === 'POST' ? { host_devices: { pci: ['0000:03:00.0'] } } : undefined,
         target: {},
       };
+    // A clone request of the member's server: held for approval (202), nothing is cloned.
+    if (url === '/bulwark/v1/servers/:id/clone')
+      return {
+        url: url.replace(':id', fixtures.server),
+        body: { clone: { name: uniq('clone') } },
+        target: {},
+      };
     if (url.startsWith('/bulwark/v1/metadata-rules')) {
       const id = uniq('rule');
       if (method === 'DELETE')

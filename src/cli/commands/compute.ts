@@ -148,6 +148,22 @@ export function registerComputeCommands(program: Command): void {
   });
 
   const server = program.command('server').description('Servers (virtual machines)');
+  /** The server, once ACTIVE when `wait` (with progress; ERROR fails with its fault). */
+  const untilActive = async (c: BulwarkClient, what: string, id: string, wait: boolean | undefined) => {
+    const get = async () => (await c.request<{ server: Obj }>('compute', 'GET', `/servers/${id}`)).server;
+    if (!wait) return get();
+    return waitWithStatus(
+      what,
+      get,
+      (v) =>
+        v.status === 'ACTIVE'
+          ? ''
+          : v.status === 'ERROR'
+            ? `server went to ERROR: ${String((v.fault as { message?: string } | undefined)?.message ?? 'no reason given')}`
+            : null,
+      serverStatus,
+    );
+  };
   withFormat(server.command('list')).action(async (_o, cmd: Command) => {
     const g = globals(cmd);
     await withClient(g, async (c) =>
@@ -197,25 +213,33 @@ export function registerComputeCommands(program: Command): void {
         );
         // Held for a second admin (docs/approvals.md): say so and show the approval, nothing to wait for.
         if ('approval' in r) return printHeld(g.format, r);
-        const get = async () =>
-          (await c.request<{ server: Obj }>('compute', 'GET', `/servers/${r.server.id}`)).server;
-        const s = o.wait
-          ? await waitWithStatus(
-              `creating ${name}`,
-              get,
-              (v) =>
-                v.status === 'ACTIVE'
-                  ? ''
-                  : v.status === 'ERROR'
-                    ? `server went to ERROR: ${String((v.fault as { message?: string } | undefined)?.message ?? 'no reason given')}`
-                    : null,
-              serverStatus,
-            )
-          : await get();
-        printObject(g.format, s);
+        printObject(g.format, await untilActive(c, `creating ${name}`, String(r.server.id), o.wait));
       });
     },
   );
+  // Clones (docs/clones.md): held for a second admin; `--wait` waits when the trigger is off.
+  withFormat(
+    server
+      .command('clone <source>')
+      .description(
+        'Clone a stopped server: a copy of its disk with a fresh identity (a second admin approves)',
+      )
+      .requiredOption('--name <name>', "the clone's name")
+      .option('--wait', 'wait until the clone is ACTIVE, showing progress'),
+  ).action(async (ref: string, o: { name: string; wait?: boolean }, cmd: Command) => {
+    const g = globals(cmd);
+    await withClient(g, async (c) => {
+      const src = await findByNameOrId<Obj>(c, 'compute', 'servers', 'server', ref);
+      const r = await c.request<{ server: Obj } | { approval: Obj; message: string }>(
+        'bulwark',
+        'POST',
+        `/servers/${src.id}/clone`,
+        { clone: { name: o.name } },
+      );
+      if ('approval' in r) return printHeld(g.format, r);
+      printObject(g.format, await untilActive(c, `cloning ${ref} as ${o.name}`, String(r.server.id), o.wait));
+    });
+  });
   const action = (verb: string, body: unknown, want: string) =>
     server
       .command(`${verb} <server>`)
