@@ -120,10 +120,15 @@ describe.skipIf(!canRun)('security zones with real traffic (netns)', () => {
     port(u1, 'untrusted'),
     port(u2, 'untrusted'),
   ];
+  // The host offers guests no TCP/UDP service by default; open DNS here so host access has something to reach.
+  const hostServices = { tcp: [53], udp: [], icmpEcho: true };
   const apply = (ps: PortState[], zones: ZonePolicy[] = POLICY) =>
-    applyRuleset(compileRuleset({ table: TABLE, ports: ps, groups: [OPEN, STATELESS_OPEN], zones }), {
-      netns: topo.hv,
-    });
+    applyRuleset(
+      compileRuleset({ table: TABLE, ports: ps, groups: [OPEN, STATELESS_OPEN], zones, hostServices }),
+      {
+        netns: topo.hv,
+      },
+    );
   const tcp = async (from: Guest, to: string, p: number, timeoutMs = BLOCKED_MS) =>
     (await from.agent.call('connect', { host: to, port: p, timeoutMs })).result;
   const counter = async (name: string) =>
@@ -239,7 +244,9 @@ describe.skipIf(!canRun)('security zones with real traffic (netns)', () => {
             const { network: _n, ...rest } = p as PortState & { network?: string };
             return device ? [{ ...rest, device }] : [];
           });
-          await applyRuleset(compileRuleset({ table: TABLE, ...state, ports }), { netns: topo.hv });
+          await applyRuleset(compileRuleset({ table: TABLE, ...state, ports, hostServices }), {
+            netns: topo.hv,
+          });
         },
       };
       const admin: AuthContext = {
