@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # dosfstools + mtools: each server's cloud-init NoCloud seed (src/host/nocloud.ts).
-RUNTIME_PKGS=(qemu-system-x86 qemu-utils swtpm swtpm-tools ovmf nftables iproute2 procps dosfstools mtools)
+RUNTIME_PKGS=(qemu-system-x86 qemu-utils swtpm swtpm-tools ovmf nftables iproute2 procps genisoimage)
 # Everything the tests drive for real: PostgreSQL, the openstack CLI, what builds the test guests, and
 # Chromium (WebAuthn in a real browser; certutil trusts the test CA in its NSS database).
 TEST_PKGS=(postgresql python3-openstackclient python3-barbicanclient busybox-static qemu-guest-agent dosfstools mtools

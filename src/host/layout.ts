@@ -56,7 +56,7 @@ export function instanceLayout(baseDir: string, id: string): InstanceLayout {
     pidFile: join(dir, 'qemu.pid'),
     migrateSocket: join(dir, 'migrate.sock'),
     fwCfgFile: (i) => join(dir, `fw_cfg-${i}`),
-    seed: join(dir, 'seed.img'),
+    seed: join(dir, 'seed.iso'),
     hostDir,
     record: join(hostDir, 'guest.json'),
     stderrLog: join(hostDir, 'qemu.log'),

@@ -15,18 +15,17 @@ describe('NoCloud seed', () => {
     expect(nocloudMetaData({ id, name: '***' })).toBe(`instance-id: ${id}\nlocal-hostname: server\n`);
   });
 
-  it('builds a FAT disk labelled CIDATA holding only meta-data', async () => {
+  it('builds an ISO 9660 image labelled cidata holding only meta-data (a CD-ROM: volumes keep /dev/vdb)', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'bw-seed-'));
     try {
-      const img = join(dir, 'seed.img');
+      const img = join(dir, 'seed.iso');
       await buildSeed(img, { id, name: 'web-1' }, dir);
-      const label = await runTool('mlabel', ['-s', '-i', img, '::']);
-      expect(label.stdout).toContain('CIDATA');
-      const ls = await runTool('mdir', ['-b', '-i', img, '::/']);
-      expect(ls.stdout.trim().split('\n')).toEqual(['::/meta-data']);
-      const out = join(dir, 'out');
-      expect((await runTool('mcopy', ['-i', img, '::/meta-data', out])).code).toBe(0);
-      expect(await readFile(out, 'utf8')).toBe(nocloudMetaData({ id, name: 'web-1' }));
+      const info = await runTool('isoinfo', ['-d', '-i', img]);
+      expect(info.stdout).toMatch(/^Volume id: cidata$/m);
+      const ls = await runTool('isoinfo', ['-R', '-f', '-i', img]);
+      expect(ls.stdout.trim().split('\n')).toEqual(['/meta-data']);
+      const out = await runTool('isoinfo', ['-R', '-x', '/meta-data', '-i', img]);
+      expect(out.stdout).toBe(nocloudMetaData({ id, name: 'web-1' }));
       // The staging copy of meta-data is gone.
       await expect(readFile(join(dir, 'meta-data'))).rejects.toThrow();
     } finally {

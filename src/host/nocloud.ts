@@ -4,15 +4,15 @@ import type { GuestSpec } from './hypervisor.js';
 import { runTool } from './run.js';
 
 /**
- * cloud-init's NoCloud seed (docs/clones.md): a small FAT disk labelled
- * `cidata` holding `meta-data`, attached read-only. The instance-id is the
+ * cloud-init's NoCloud seed (docs/clones.md): an ISO 9660 image labelled
+ * `cidata` holding `meta-data`, attached as a read-only CD-ROM (so it takes no
+ * /dev/vdX name from the volumes). The instance-id is the
  * server's own UUID, so every server, and every clone, has a fresh one; guests
  * make per-instance identity (machine-id, SSH host keys) again when it
  * changes. It holds no secrets: anything in it is readable by the guest's
  * every process.
  */
-export const SEED_LABEL = 'CIDATA';
-const SEED_KIB = 1024;
+export const SEED_LABEL = 'cidata';
 
 /** The seed's meta-data (YAML); the hostname is cut down to what a hostname may hold. */
 export function nocloudMetaData(spec: Pick<GuestSpec, 'id' | 'name'>): string {
@@ -25,7 +25,7 @@ export function nocloudMetaData(spec: Pick<GuestSpec, 'id' | 'name'>): string {
   return `instance-id: ${spec.id}\nlocal-hostname: ${host}\n`;
 }
 
-/** Builds the seed image at `path` (mkfs.vfat, then mcopy: nothing is mounted on the host). */
+/** Builds the seed image at `path` with genisoimage (Rock Ridge keeps the name `meta-data`; nothing is mounted). */
 export async function buildSeed(
   path: string,
   spec: Pick<GuestSpec, 'id' | 'name'>,
@@ -33,15 +33,18 @@ export async function buildSeed(
 ): Promise<void> {
   const meta = join(workDir, 'meta-data');
   await writeFile(meta, nocloudMetaData(spec), { mode: 0o600 });
-  const steps: [string, string[]][] = [
-    ['mkfs.vfat', ['-C', '-n', SEED_LABEL, path, String(SEED_KIB)]],
-    ['mcopy', ['-i', path, meta, '::/meta-data']],
-  ];
   try {
-    for (const [cmd, args] of steps) {
-      const r = await runTool(cmd, args);
-      if (r.code !== 0) throw new Error(`${cmd} failed building the cloud-init seed: ${r.stderr.trim()}`);
-    }
+    const r = await runTool('genisoimage', [
+      '-quiet',
+      '-output',
+      path,
+      '-volid',
+      SEED_LABEL,
+      '-rock',
+      '-joliet',
+      meta,
+    ]);
+    if (r.code !== 0) throw new Error(`genisoimage failed building the cloud-init seed: ${r.stderr.trim()}`);
   } finally {
     await rm(meta, { force: true });
   }

@@ -33,8 +33,13 @@ describe('buildQemuArgs', () => {
       { driver: 'file', 'node-name': 'seed-file', filename: paths.seed, 'read-only': true },
       { driver: 'raw', 'node-name': 'seed', file: 'seed-file', 'read-only': true },
     ]);
-    const seed = devices(args).find((d) => d.id === 'seed0');
-    expect(seed).toEqual({ driver: 'virtio-blk-pci', id: 'seed0', drive: 'seed' });
+    // A CD-ROM on its own virtio-scsi controller, as Nova's config drive: it takes no /dev/vdX name,
+    // so the first volume stays /dev/vdb.
+    expect(devices(args).filter((d) => String(d.id).startsWith('seed'))).toEqual([
+      { driver: 'virtio-scsi-pci', id: 'seedscsi' },
+      { driver: 'scsi-cd', id: 'seed0', bus: 'seedscsi.0', drive: 'seed' },
+    ]);
+    expect(devices(args).some((d) => d.driver === 'virtio-blk-pci' && d.drive === 'seed')).toBe(false);
     expect(build()).not.toContain(paths.seed);
   });
 

@@ -264,14 +264,17 @@ export function buildQemuArgs(spec: GuestSpec, opts: QemuArgsOptions): string[] 
     );
   }
   if (spec.cloudInit)
-    // The NoCloud seed: read-only, never a boot device (no bootindex; -boot strict=on).
+    // The NoCloud seed: a read-only CD-ROM on its own virtio-scsi controller, never a boot device (no
+    // bootindex; -boot strict=on). Not virtio-blk: it would take /dev/vdb and move every volume.
     args.push(
       '-blockdev',
       json({ driver: 'file', 'node-name': 'seed-file', filename: paths.seed, 'read-only': true }),
       '-blockdev',
       json({ driver: 'raw', 'node-name': 'seed', file: 'seed-file', 'read-only': true }),
       '-device',
-      json({ driver: 'virtio-blk-pci', id: 'seed0', drive: 'seed' }),
+      json({ driver: 'virtio-scsi-pci', id: 'seedscsi' }),
+      '-device',
+      json({ driver: 'scsi-cd', id: 'seed0', bus: 'seedscsi.0', drive: 'seed' }),
     );
   if (spec.guestAgent) args.push(...guestAgentArgs({ dir: paths.dir }));
   if (spec.hostDevices) args.push(...passthroughArgs(spec.hostDevices));
