@@ -228,7 +228,7 @@ export function registerServeCommand(program: Command): void {
             '  admins must use MFA: until you enroll TOTP, an admin token may only enroll it (docs/identity.md):',
             '    SECRET=$(head -c 20 /dev/urandom | base32); openstack credential create --type totp admin "$SECRET"',
             '    openstack user set --multi-factor-auth-rule password,totp --enable-multi-factor-auth admin',
-            '    then: openstack --os-auth-type v3multifactor --os-auth-methods v3password,v3totp --os-passcode CODE ...',
+            '    then: OS_CLOUD=bulwark-mfa openstack --os-auth-type v3multifactor --os-passcode CODE ... (the cloud names both methods)',
           );
         if (daemon.agentUrl) lines.push(`  agent endpoint (mutual TLS): ${daemon.agentUrl}`);
         console.log(lines.join('\n'));
