@@ -83,6 +83,32 @@ export function scrub(baseDir: string, ids: Iterable<string>, cgroupPaths: (id: 
   rmSync(baseDir, { recursive: true, force: true });
 }
 
+/** What a real-driver suite's teardown needs of its driver. */
+interface DriverToTearDown {
+  undefine(id: string): Promise<unknown>;
+  close(): Promise<unknown>;
+  cgroups: { paths(name: string): string[] };
+}
+
+/**
+ * A real-driver suite's afterAll: undefine its guests and close the driver, each bounded (a test that
+ * failed mid-operation may still hold a guest's lock), run `beforeScrub` (e.g. kill stray swtpm), then scrub.
+ */
+export async function teardownDriver(
+  driver: DriverToTearDown,
+  baseDir: string,
+  ids: Iterable<string>,
+  beforeScrub?: () => Promise<void>,
+): Promise<void> {
+  const cg = driver.cgroups;
+  const bounded = (p: Promise<unknown>) =>
+    Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, 15_000))]);
+  for (const id of ids) await bounded(driver.undefine(id));
+  await bounded(driver.close());
+  await beforeScrub?.();
+  scrub(baseDir, ids, (id) => cg.paths(`vm-${id}`));
+}
+
 /** Runs a command as another user; returns its exit status and output. */
 export function runAs(user: string, cmd: string[]): { status: number | null; out: string } {
   const r = spawnSync('runuser', ['-u', user, '--', ...cmd], { encoding: 'utf8', timeout: 15_000 });

@@ -21,8 +21,8 @@ import {
   procStatus,
   runAs,
   SNAKEOIL_VARS,
-  scrub,
   sh,
+  teardownDriver,
   userExists,
   waitConsole,
 } from './host-helpers.js';
@@ -71,13 +71,7 @@ describe.runIf(isRoot)('QEMU driver with real guests', () => {
   });
 
   afterAll(async () => {
-    const cg = driver.cgroups;
-    // Bounded: a test that failed mid-operation may still hold a guest's lock; scrub() then cleans up.
-    const bounded = (p: Promise<unknown>) =>
-      Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, 15_000))]);
-    for (const id of ids) await bounded(driver.undefine(id));
-    await bounded(driver.close());
-    scrub(base, ids, (id) => cg.paths(`vm-${id}`));
+    await teardownDriver(driver, base, ids);
   });
 
   it('boots a BIOS guest as its own user, sandboxed, confined by its cgroup, without nested virt', async () => {

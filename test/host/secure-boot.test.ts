@@ -14,7 +14,7 @@ import {
   pidsMentioning,
   procCmdline,
   SNAKEOIL_VARS,
-  scrub,
+  teardownDriver,
   userExists,
 } from './host-helpers.js';
 
@@ -52,12 +52,7 @@ describe.runIf(isRoot)('Secure Boot policy (real OVMF)', () => {
   });
 
   afterAll(async () => {
-    const cg = driver.cgroups;
-    const bounded = (p: Promise<unknown>) =>
-      Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, 15_000))]);
-    for (const id of ids) await bounded(driver.undefine(id));
-    await bounded(driver.close());
-    scrub(base, ids, (id) => cg.paths(`vm-${id}`));
+    await teardownDriver(driver, base, ids);
   });
 
   it('refuses a Secure Boot guest when the enrolled-keys variable store is missing (fail closed)', async () => {

@@ -7,7 +7,7 @@ import { listFileSnapshots } from '../../src/host/snapshots.js';
 import { decryptState } from '../../src/host/state-cipher.js';
 import { uuid } from '../../src/util/ids.js';
 import { waitFor } from '../helpers/guests.js';
-import { biosSpec, isRoot, join, MiB, makeBaseDir, scrub } from './host-helpers.js';
+import { biosSpec, isRoot, join, MiB, makeBaseDir, teardownDriver } from './host-helpers.js';
 
 /**
  * Snapshots on real qcow2 files and a real guest (TCG): internal snapshots of
@@ -57,11 +57,7 @@ describe.runIf(isRoot)('snapshots on real qcow2 files and a real guest', { timeo
     });
   });
   afterAll(async () => {
-    const bounded = (p: Promise<unknown>) =>
-      Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, 15_000))]);
-    await bounded(driver.undefine(spec.id));
-    await bounded(driver.close());
-    scrub(base, [spec.id], (id) => driver.cgroups.paths(`vm-${id}`));
+    await teardownDriver(driver, base, [spec.id]);
   });
 
   it('snapshots a detached encrypted volume with qemu-img; a wrong key makes none', async () => {

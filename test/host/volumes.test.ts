@@ -8,7 +8,16 @@ import { vmUserName } from '../../src/host/users.js';
 import { uuid } from '../../src/util/ids.js';
 import { guestImage, waitFor } from '../helpers/guests.js';
 import { filesUnder } from '../helpers/leaks.js';
-import { biosSpec, isRoot, join, MiB, makeBaseDir, procCmdline, runAs, scrub } from './host-helpers.js';
+import {
+  biosSpec,
+  isRoot,
+  join,
+  MiB,
+  makeBaseDir,
+  procCmdline,
+  runAs,
+  teardownDriver,
+} from './host-helpers.js';
 
 /**
  * Encrypted volumes on a real guest: QEMU native LUKS, the key passed only
@@ -77,11 +86,7 @@ describe.runIf(isRoot)('encrypted volumes on a real guest', () => {
   });
 
   afterAll(async () => {
-    const bounded = (p: Promise<unknown>) =>
-      Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, 15_000))]);
-    await bounded(driver.undefine(spec.id));
-    await bounded(driver.close());
-    scrub(base, [spec.id], (id) => driver.cgroups.paths(`vm-${id}`));
+    await teardownDriver(driver, base, [spec.id]);
   });
 
   it('creates the volume as LUKS (aes-xts-plain64) qcow2, root-only, the key through a pipe', async () => {
@@ -193,11 +198,7 @@ describe.runIf(isRoot)('encrypted root disk on a real guest', () => {
     });
   });
   afterAll(async () => {
-    const bounded = (p: Promise<unknown>) =>
-      Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, 15_000))]);
-    await bounded(driver.undefine(spec.id));
-    await bounded(driver.close());
-    scrub(base, [spec.id], (id) => driver.cgroups.paths(`vm-${id}`));
+    await teardownDriver(driver, base, [spec.id]);
   });
 
   const scan = () => {

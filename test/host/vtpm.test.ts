@@ -25,8 +25,8 @@ import {
   join,
   makeBaseDir,
   pidsMentioning,
-  scrub,
   sh,
+  teardownDriver,
   userExists,
   waitConsole,
 } from './host-helpers.js';
@@ -129,14 +129,10 @@ describe.runIf(isRoot)('vTPM with encrypted state (real guests, swtpm)', () => {
   });
 
   afterAll(async () => {
-    const cg = driver.cgroups;
-    const bounded = (p: Promise<unknown>) =>
-      Promise.race([p.catch(() => undefined), new Promise((r) => setTimeout(r, 15_000))]);
-    for (const id of ids) await bounded(driver.undefine(id));
-    await bounded(driver.close());
-    for (const pid of (await swtpmProcesses(base)).values())
-      for (const p of pid) spawnSync('kill', ['-9', String(p.pid)]);
-    scrub(base, ids, (id) => cg.paths(`vm-${id}`));
+    await teardownDriver(driver, base, ids, async () => {
+      for (const pid of (await swtpmProcesses(base)).values())
+        for (const p of pid) spawnSync('kill', ['-9', String(p.pid)]);
+    });
   });
 
   it('refuses to start a vTPM guest without its key: no key source, a failing one, a short key', async () => {
