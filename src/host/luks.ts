@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { createCipheriv, randomBytes } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { BulwarkError } from '../errors.js';
-import { isObject, type QmpClient } from './qmp.js';
+import { isObject, QmpError, type QmpClient } from './qmp.js';
 import { sleep } from './run.js';
 
 /**
@@ -247,9 +247,27 @@ export async function unplugVolume(qmp: QmpClient, volumeId: string, timeoutMs =
   const nodes = await qmp.execute('query-named-block-nodes', { flat: true }).catch(() => []);
   const has = (name: string) =>
     Array.isArray(nodes) && nodes.some((b) => isObject(b) && b['node-name'] === name);
-  if (has(n.fmt)) await qmp.execute('blockdev-del', { 'node-name': n.fmt });
-  if (has(n.file)) await qmp.execute('blockdev-del', { 'node-name': n.file });
+  const deadline = Date.now() + timeoutMs;
+  if (has(n.fmt)) await blockdevDel(qmp, n.fmt, deadline);
+  if (has(n.file)) await blockdevDel(qmp, n.file, deadline);
   await qmp.execute('object-del', { id: n.secret }).catch(() => undefined);
+}
+
+/**
+ * The device leaves /machine/peripheral before QEMU drops its reference to
+ * the block backend (that happens in a later main-loop turn), so a
+ * blockdev-del right after can meet "is in use": retry until the deadline.
+ */
+async function blockdevDel(qmp: QmpClient, node: string, deadline: number): Promise<void> {
+  for (;;) {
+    try {
+      await qmp.execute('blockdev-del', { 'node-name': node });
+      return;
+    } catch (err) {
+      if (!(err instanceof QmpError) || !/is in use/.test(err.message) || Date.now() > deadline) throw err;
+      await sleep(50);
+    }
+  }
 }
 
 // ---- encrypted root disks ----------------------------------------------------------------------
