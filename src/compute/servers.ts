@@ -274,7 +274,12 @@ export class ServerService {
         `Flavor's disk is too small for requested image (needs ${Math.max(virtualGiB, img.min_disk)} GiB).`,
       );
     }
-    const plan = resolveGuestPlan(propertiesOf(img), extraSpecsOf(flavor), this.host.capabilities);
+    const plan = resolveGuestPlan(
+      propertiesOf(img),
+      extraSpecsOf(flavor),
+      this.host.capabilities,
+      flavor.ram,
+    );
     if (input.userData !== undefined) {
       if (!/^[A-Za-z0-9+/]*={0,2}$/.test(input.userData)) throw badRequest('user_data must be base64.');
       if (Buffer.from(input.userData, 'base64').length > 65535)
@@ -505,6 +510,7 @@ export class ServerService {
       name: s.name,
       vcpus: flavor.vcpus,
       memoryMiB: flavor.ram,
+      ...(g.plan.memoryMaxMiB !== undefined ? { memoryMaxMiB: g.plan.memoryMaxMiB } : {}),
       machine: g.plan.machine,
       firmware: g.plan.firmware,
       bootDisk: {
