@@ -59,6 +59,18 @@ interface StoredGuest {
   userData: string | null;
 }
 
+/** What a guest plan makes of a guest: machine, firmware, limits (cgroup, throttle), CPU features, vTPM. */
+export const planSpec = (
+  plan: GuestPlan,
+): Pick<GuestSpec, 'machine' | 'firmware' | 'cpu' | 'io' | 'memoryMaxMiB' | 'tpm'> => ({
+  machine: plan.machine,
+  firmware: plan.firmware,
+  cpu: plan.cpu,
+  io: plan.io,
+  ...(plan.memoryMaxMiB !== undefined ? { memoryMaxMiB: plan.memoryMaxMiB } : {}),
+  ...(plan.tpm ? { tpm: { version: plan.tpm.version, model: plan.tpm.model } } : {}),
+});
+
 /** Fault messages the user can act on, by what went wrong. */
 const faultOf = (err: unknown) => ({
   code: err instanceof BulwarkError ? err.status : 500,
@@ -510,18 +522,13 @@ export class ServerService {
       name: s.name,
       vcpus: flavor.vcpus,
       memoryMiB: flavor.ram,
-      ...(g.plan.memoryMaxMiB !== undefined ? { memoryMaxMiB: g.plan.memoryMaxMiB } : {}),
-      machine: g.plan.machine,
-      firmware: g.plan.firmware,
+      ...planSpec(g.plan),
       bootDisk: {
         imagePath: g.imagePath,
         imageFormat: g.imageFormat,
         sizeGiB: flavor.disk,
         ...(s.root_key_secret_id ? { encrypted: true } : {}),
       },
-      cpu: g.plan.cpu,
-      io: g.plan.io,
-      ...(g.plan.tpm ? { tpm: { version: g.plan.tpm.version, model: g.plan.tpm.model } } : {}),
       ...(g.userData
         ? { fwCfg: { 'opt/org.bulwark/run': Buffer.from(g.userData, 'base64').toString('utf8') } }
         : {}),
