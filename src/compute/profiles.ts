@@ -89,8 +89,10 @@ export class ProfileService {
       result.server = { id: s.id, name: s.name, status: s.status };
       return result;
     } catch (err) {
-      // Refused (quota, approval rule, bad network): the flavor made for it goes too.
-      if (!existing) await this.flavors.delete(flavor.id).catch(() => undefined);
+      // Refused (quota, metadata rule, bad network): the flavor made for it goes too. Held for
+      // approval (Accepted): kept, the approved create boots on it.
+      const held = err instanceof BulwarkError && err.kind === 'Accepted';
+      if (!existing && !held) await this.flavors.delete(flavor.id).catch(() => undefined);
       throw err;
     }
   }
