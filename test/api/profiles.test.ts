@@ -192,6 +192,36 @@ describe.each(dialects())('VM profiles on %s', (dialect) => {
     });
   });
 
+  it('an import held for approval keeps the flavor it made; the approved create boots on it', async () => {
+    const second = (await api.persona('admin', 'prof-admin2', 'admin')).token;
+    const adminImage = (await api.bootable(admin, 'prof-big')).imageId;
+    // 17 vCPUs is above the flavor-size trigger's 16 (docs/approvals.md).
+    const big = {
+      name: 'big',
+      cpus: 17,
+      memory: 256,
+      disks: [{ name: 'root', size_gb: 1, image: adminImage }],
+    };
+    const before = await counts();
+    const held = await api.call('POST', P, admin, { profile: big, create_flavor: true });
+    expect(held.status).toBe(202);
+    expect(held.json.approval).toMatchObject({ kind: 'server-create', status: 'pending' });
+    expect(await counts()).toEqual({ ...before, flavors: before.flavors + 1 });
+    const approved = await api.call(
+      'POST',
+      `/bulwark/v1/approvals/${held.json.approval.id}/approve`,
+      second,
+      {
+        reason: 'capacity planned',
+      },
+    );
+    expect(approved.status).toBe(200);
+    await api.platform.compute.servers.settled();
+    expect(await counts()).toEqual({ ...before, flavors: before.flavors + 1, servers: before.servers + 1 });
+    const server = api.driver.guests.get(approved.json.approval.result.server.id)?.spec;
+    expect(server).toMatchObject({ name: 'big', vcpus: 17 });
+  });
+
   /** Each refused profile, the status and what the message must say. */
   const refusals: [string, (p: Record<string, any>) => unknown, number, RegExp][] = [
     ['an unknown top-level field', (p) => ({ ...p, sneaky: 1 }), 400, /unknown field \/sneaky/],
