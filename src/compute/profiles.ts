@@ -60,7 +60,7 @@ export class ProfileService {
     resolveGuestPlan(propertiesOf(image), want.extraSpecs, this.host, want.ram);
     const network = p.network ? await this.network(auth, p.network) : null;
     const existing = await this.matchingFlavor(auth, want);
-    const flavorName = existing?.name ?? `profile-${p.name}`;
+    const flavorName = existing?.name ?? (await this.freeFlavorName(`profile-${p.name}`));
     if (!existing && !opts.createFlavor)
       throw conflict(
         `No flavor has this profile's size and limits. An administrator can create it: ${flavorCreateCommand(flavorName, want)} (or import with create_flavor as an administrator).`,
@@ -191,13 +191,18 @@ export class ProfileService {
       .sort((a, b) => (a.name < b.name ? -1 : 1))[0];
   }
 
-  /** A private flavor for the profile (administrators only); a name already taken gets a suffix. */
-  private async createFlavor(name: string, want: ProfileFlavor): Promise<Flavor> {
+  /** `name`, or with a suffix when a flavor already has it. */
+  private async freeFlavorName(name: string): Promise<string> {
     const taken = new Set((await this.flavors.list({ includePrivate: true })).map((f) => f.name));
     let unique = name;
     for (let i = 2; taken.has(unique); i++) unique = `${name}-${i}`;
+    return unique;
+  }
+
+  /** A private flavor for the profile (administrators only). */
+  private async createFlavor(name: string, want: ProfileFlavor): Promise<Flavor> {
     const f = await this.flavors.create({
-      name: unique,
+      name,
       vcpus: want.vcpus,
       ram: want.ram,
       disk: want.disk,
