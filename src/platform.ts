@@ -8,6 +8,7 @@ import { HostDeviceService } from './compute/host-devices.js';
 import { HostService } from './compute/hosts.js';
 import { ImageService } from './compute/images.js';
 import type { PassthroughConfig } from './compute/passthrough-policy.js';
+import { ProfileService } from './compute/profiles.js';
 import type { HostCapabilities } from './compute/properties.js';
 import { QuarantineService } from './compute/quarantine.js';
 import type { Resources } from './compute/scheduler/index.js';
@@ -298,6 +299,8 @@ export function buildPlatform(
     },
     snapshots: { snapshots, policies: snapshotPolicies, scheduler: snapshotScheduler },
     templates,
+    // VM profiles (docs/profiles.md): Hyper-NixOS JSON profiles in and out, onto flavors, images and zones.
+    profiles: new ProfileService(store, flavors, images, servers, networks, zones, opts.capabilities),
     network: { networks, securityGroups, routers, zones },
   };
 }

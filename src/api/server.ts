@@ -12,6 +12,7 @@ import type { HostDeviceService } from '../compute/host-devices.js';
 import type { HostEnrollment } from '../compute/host-enrollment.js';
 import type { HostService } from '../compute/hosts.js';
 import type { ImageService } from '../compute/images.js';
+import type { ProfileService } from '../compute/profiles.js';
 import type { QuarantineService } from '../compute/quarantine.js';
 import type { ServerGroupService } from '../compute/server-groups.js';
 import type { ServerService } from '../compute/servers.js';
@@ -64,6 +65,7 @@ import { registerIdentityApi } from './identity.js';
 import { registerImageApi } from './image.js';
 import { registerMfaDeviceApi } from './mfa-devices.js';
 import { registerNetworkApi, registerSecurityGroupApi } from './network.js';
+import { registerProfileApi } from './profiles.js';
 import { registerQuotaApi } from './quotas.js';
 import { ApiRateLimiter, type ApiRateLimits, isQuietRefusal } from './rate-limit.js';
 import { registerRouterApi } from './routers.js';
@@ -112,6 +114,8 @@ export interface ApiDeps {
   snapshots: { snapshots: SnapshotService; policies: SnapshotPolicyService; scheduler: SnapshotScheduler };
   /** Templates: pinned, immutable, approved versions (docs/templates.md). */
   templates: TemplateService;
+  /** VM profiles: Hyper-NixOS JSON in and out (docs/profiles.md). */
+  profiles: ProfileService;
   /** Approvals, the two-person rule (docs/approvals.md). */
   approvals: ApprovalService;
   /** VM metadata rules and per-server change history (docs/metadata.md). */
@@ -140,7 +144,7 @@ export interface ApiOptions {
 
 const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 /** Reads that are audited like writes, whatever their outcome: handing out key material. */
-const AUDITED_READS = new Set<string>(['secret:decrypt', 'console:recordings:replay']);
+const AUDITED_READS = new Set<string>(['secret:decrypt', 'console:recordings:replay', 'profile:export']);
 
 /**
  * Two validators: request bodies are checked as sent (a string is never a
@@ -327,6 +331,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await registerSnapshotApi(app, ctx);
   registerTemplateApi(app, ctx);
   registerCloneApi(app, ctx);
+  registerProfileApi(app, ctx);
   registerApprovalApi(app, ctx);
   registerServerGovernanceApi(app, ctx);
   registerGuestAgentApi(app, ctx);

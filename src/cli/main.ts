@@ -11,6 +11,7 @@ import { registerIdentityCommands } from './commands/identity.js';
 import { registerKeyManagerCommands } from './commands/keys.js';
 import { registerMetadataRuleCommands } from './commands/metadata-rules.js';
 import { registerNetworkCommands } from './commands/network.js';
+import { registerProfileCommands } from './commands/profiles.js';
 import { registerServeCommand } from './commands/serve.js';
 import { registerSnapshotCommands } from './commands/snapshots.js';
 import { registerTemplateCommands } from './commands/templates.js';
@@ -36,6 +37,7 @@ registerNetworkCommands(program);
 registerSnapshotCommands(program);
 registerTemplateCommands(program);
 registerHostCommands(program);
+registerProfileCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const status = err instanceof ApiError ? ` (HTTP ${err.status})` : '';

@@ -139,4 +139,22 @@ describe('image properties and flavor extra specs', () => {
       resolveGuestPlan({}, { 'hw:cpu_policy': 'dedicated', 'hw:cpu_cores_pinned': '7' }, host),
     ).toThrow(/does not exist/);
   });
+
+  it('CPU features: allow-listed, the host must have what is turned on, QEMU names; memory_max_mb floor', () => {
+    const flagged = { ...host, cpuFlags: ['aes', 'sse4_2'] };
+    expect(resolveGuestPlan({}, { 'hw:cpu_features': '+aes,+sse4_2,-avx' }, flagged).cpu.features).toEqual([
+      '+aes',
+      '-avx',
+      '+sse4.2',
+    ]);
+    expect(() => resolveGuestPlan({}, { 'hw:cpu_features': '+avx2' }, flagged)).toThrow(
+      /host's CPU does not have/,
+    );
+    expect(() => validateExtraSpecs({ 'hw:cpu_features': '+vmx' })).toThrow(/vmx is refused: nested/);
+    expect(() => validateExtraSpecs({ 'hw:cpu_features': '-md_clear' })).toThrow(/weakens isolation/);
+    expect(() => validateExtraSpecs({ 'hw:cpu_features': 'aes' })).toThrow(/\+feature or -feature/);
+    expect(() => validateExtraSpecs({ 'hw:cpu_features': '+pdpe1gb' })).toThrow(/allow-list/);
+    expect(resolveGuestPlan({}, { 'quota:memory_max_mb': '516' }, host, 256).memoryMaxMiB).toBe(516);
+    expect(() => resolveGuestPlan({}, { 'quota:memory_max_mb': '515' }, host, 256)).toThrow(/at least 516/);
+  });
 });

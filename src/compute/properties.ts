@@ -1,4 +1,6 @@
 import { badRequest } from '../errors.js';
+import { memoryLimitBytes } from '../host/cgroups.js';
+import { parseCpuFeatures, qemuCpuFeatures } from './cpu-features.js';
 import { guestAgentDecision } from './guest-agent.js';
 
 /**
@@ -32,12 +34,16 @@ const NON_NEGATIVE_INTS = [
   'quota:disk_write_iops_sec',
   'quota:disk_total_iops_sec',
   'quota:cpu_quota_percent',
+  // Bulwark's: the guest cgroup's memory.max in MiB (docs/profiles.md); at least RAM + QEMU's overhead.
+  'quota:memory_max_mb',
 ] as const;
 
 export const FLAVOR_EXTRA_SPEC_KEYS: readonly string[] = [
   ...Object.keys(ENUMS).filter((k) => k.includes(':')),
   ...NON_NEGATIVE_INTS,
   'hw:cpu_cores_pinned',
+  // Bulwark's: allow-listed CPU features on top of the base model, `+aes,-avx` (compute/cpu-features.ts).
+  'hw:cpu_features',
 ];
 
 function checkEnum(key: string, value: string): void {
@@ -71,6 +77,7 @@ export function validateExtraSpecs(specs: Record<string, unknown>): void {
     if (key === 'quota:cpu_quota_percent' && (Number(value) < 1 || Number(value) > 100_000)) {
       throw badRequest('quota:cpu_quota_percent must be between 1 and 100000.');
     }
+    if (key === 'hw:cpu_features') parseCpuFeatures(value);
     if (key === 'hw:cpu_cores_pinned' && !/^\d{1,4}(,\d{1,4})*$/.test(value)) {
       throw badRequest(`hw:cpu_cores_pinned must list host CPU numbers, e.g. 0,1; got '${value}'.`);
     }
@@ -82,7 +89,10 @@ export interface GuestPlan {
   machine: 'pc' | 'q35';
   firmware: { type: 'bios' } | { type: 'uefi'; secureBoot: boolean };
   tpm: { version: '1.2' | '2.0'; model: 'tpm-tis' | 'tpm-crb' } | null;
-  cpu: { pinning?: number[]; quotaPercent?: number };
+  /** `features`: QEMU `-cpu` options, e.g. `+aes` (compute/cpu-features.ts). */
+  cpu: { pinning?: number[]; quotaPercent?: number; features?: string[] };
+  /** The guest cgroup's memory.max in MiB (`quota:memory_max_mb`); absent: RAM + QEMU's overhead. */
+  memoryMaxMiB?: number;
   io: {
     readBytesSec?: number;
     writeBytesSec?: number;
@@ -101,7 +111,12 @@ export interface HostCapabilities {
   uefi: boolean;
   tpm: boolean;
   cpus: number;
+  /** The host CPU's /proc/cpuinfo flags; absent: none, so no extra CPU feature can be turned on. */
+  cpuFlags?: readonly string[];
 }
+
+/** The smallest memory.max (MiB) a guest with `ramMiB` of RAM can run in (host/cgroups.ts). */
+export const memoryFloorMiB = (ramMiB: number): number => memoryLimitBytes(ramMiB) / 2 ** 20;
 
 /**
  * Merges image properties and flavor extra specs the way Nova does, but
@@ -112,6 +127,8 @@ export function resolveGuestPlan(
   image: Record<string, unknown>,
   specs: Record<string, string>,
   host: HostCapabilities,
+  /** The flavor's RAM, for `quota:memory_max_mb`'s floor. */
+  ramMiB?: number,
 ): GuestPlan {
   const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
   const both = (imgKey: string, specKey: string): string | undefined => {
@@ -162,6 +179,13 @@ export function resolveGuestPlan(
   }
   const quota = num('quota:cpu_quota_percent');
   if (quota !== undefined) cpu.quotaPercent = quota;
+  if (specs['hw:cpu_features'])
+    cpu.features = qemuCpuFeatures(parseCpuFeatures(specs['hw:cpu_features']), host.cpuFlags ?? []);
+  const memoryMax = num('quota:memory_max_mb');
+  if (memoryMax !== undefined && ramMiB !== undefined && memoryMax < memoryFloorMiB(ramMiB))
+    throw badRequest(
+      `quota:memory_max_mb=${memoryMax} is below what a guest with ${ramMiB} MiB of RAM needs: at least ${memoryFloorMiB(ramMiB)} (RAM + QEMU's overhead).`,
+    );
   const io: GuestPlan['io'] = {};
   const ioMap = [
     ['quota:disk_read_bytes_sec', 'readBytesSec'],
@@ -180,6 +204,7 @@ export function resolveGuestPlan(
     firmware: firmwareType === 'uefi' ? { type: 'uefi', secureBoot: useSecureBoot } : { type: 'bios' },
     tpm: tpmVersion ? { version: tpmVersion, model: tpmModel ?? 'tpm-tis' } : null,
     cpu,
+    ...(memoryMax !== undefined ? { memoryMaxMiB: memoryMax } : {}),
     io,
     guestAgent: guestAgentDecision(specs, image).enabled,
   };

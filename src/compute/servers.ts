@@ -59,6 +59,18 @@ interface StoredGuest {
   userData: string | null;
 }
 
+/** What a guest plan makes of a guest: machine, firmware, limits (cgroup, throttle), CPU features, vTPM. */
+export const planSpec = (
+  plan: GuestPlan,
+): Pick<GuestSpec, 'machine' | 'firmware' | 'cpu' | 'io' | 'memoryMaxMiB' | 'tpm'> => ({
+  machine: plan.machine,
+  firmware: plan.firmware,
+  cpu: plan.cpu,
+  io: plan.io,
+  ...(plan.memoryMaxMiB !== undefined ? { memoryMaxMiB: plan.memoryMaxMiB } : {}),
+  ...(plan.tpm ? { tpm: { version: plan.tpm.version, model: plan.tpm.model } } : {}),
+});
+
 /** Fault messages the user can act on, by what went wrong. */
 const faultOf = (err: unknown) => ({
   code: err instanceof BulwarkError ? err.status : 500,
@@ -274,7 +286,12 @@ export class ServerService {
         `Flavor's disk is too small for requested image (needs ${Math.max(virtualGiB, img.min_disk)} GiB).`,
       );
     }
-    const plan = resolveGuestPlan(propertiesOf(img), extraSpecsOf(flavor), this.host.capabilities);
+    const plan = resolveGuestPlan(
+      propertiesOf(img),
+      extraSpecsOf(flavor),
+      this.host.capabilities,
+      flavor.ram,
+    );
     if (input.userData !== undefined) {
       if (!/^[A-Za-z0-9+/]*={0,2}$/.test(input.userData)) throw badRequest('user_data must be base64.');
       if (Buffer.from(input.userData, 'base64').length > 65535)
@@ -505,17 +522,13 @@ export class ServerService {
       name: s.name,
       vcpus: flavor.vcpus,
       memoryMiB: flavor.ram,
-      machine: g.plan.machine,
-      firmware: g.plan.firmware,
+      ...planSpec(g.plan),
       bootDisk: {
         imagePath: g.imagePath,
         imageFormat: g.imageFormat,
         sizeGiB: flavor.disk,
         ...(s.root_key_secret_id ? { encrypted: true } : {}),
       },
-      cpu: g.plan.cpu,
-      io: g.plan.io,
-      ...(g.plan.tpm ? { tpm: { version: g.plan.tpm.version, model: g.plan.tpm.model } } : {}),
       ...(g.userData
         ? { fwCfg: { 'opt/org.bulwark/run': Buffer.from(g.userData, 'base64').toString('utf8') } }
         : {}),

@@ -1,5 +1,6 @@
-import { existsSync, statfsSync } from 'node:fs';
+import { existsSync, readFileSync, statfsSync } from 'node:fs';
 import { availableParallelism, totalmem } from 'node:os';
+import { cpuinfoFlags } from '../compute/cpu-features.js';
 import type { HostCapabilities } from '../compute/properties.js';
 
 const OVMF = '/usr/share/OVMF';
@@ -19,6 +20,7 @@ export function probeCapabilities(opts: { secureBootVars?: string } = {}): HostC
       existsSync(opts.secureBootVars ?? `${OVMF}/OVMF_VARS_4M.ms.fd`),
     tpm: onPath('swtpm'),
     cpus: availableParallelism(),
+    cpuFlags: cpuinfoFlags(readFileSync('/proc/cpuinfo', 'utf8')),
   };
 }
 

@@ -69,6 +69,8 @@ describe('cgroup limits from a flavor', () => {
   it('pinning becomes a sorted cpuset', () => {
     expect(cgroupLimitsFor(spec({ cpu: { pinning: [3, 1, 3] } })).cpus).toEqual([1, 3]);
     expect(cgroupLimitsFor(spec()).cpus).toBeNull();
+    // A profile's memory_max_mb (quota:memory_max_mb) replaces the default limit.
+    expect(cgroupLimitsFor(spec({ memoryMaxMiB: 3000 })).memoryBytes).toBe(3000 * MiB);
   });
 });
 

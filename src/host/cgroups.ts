@@ -59,7 +59,7 @@ export interface CgroupLimits {
 export function cgroupLimitsFor(spec: GuestSpec): CgroupLimits {
   const pins = spec.cpu?.pinning;
   return {
-    memoryBytes: memoryLimitBytes(spec.memoryMiB),
+    memoryBytes: spec.memoryMaxMiB !== undefined ? spec.memoryMaxMiB * MiB : memoryLimitBytes(spec.memoryMiB),
     cpuQuotaUs: cpuQuotaUs(spec),
     cpuPeriodUs: CPU_PERIOD_US,
     cpus: pins?.length ? [...new Set(pins)].sort((a, b) => a - b) : null,

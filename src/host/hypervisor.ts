@@ -12,6 +12,8 @@ export interface GuestSpec {
   name: string;
   vcpus: number;
   memoryMiB: number;
+  /** The cgroup's memory.max in MiB (a profile's `memory_max_mb`); absent: memoryLimitBytes(memoryMiB). */
+  memoryMaxMiB?: number;
   machine: 'pc' | 'q35';
   firmware: { type: 'bios' } | { type: 'uefi'; secureBoot: boolean };
   /** The driver makes a per-VM qcow2 overlay backed by the image, sized to sizeGiB (0 = image size). */
@@ -26,8 +28,11 @@ export interface GuestSpec {
      */
     encrypted?: boolean;
   };
-  /** `pinning`: host CPUs (hw:cpu_policy=dedicated); `quotaPercent`: CFS quota in percent of one CPU. */
-  cpu?: { pinning?: number[]; quotaPercent?: number };
+  /**
+   * `pinning`: host CPUs (hw:cpu_policy=dedicated); `quotaPercent`: CFS quota in percent of one CPU;
+   * `features`: allow-listed QEMU `-cpu` options (`+aes`), started with `enforce`.
+   */
+  cpu?: { pinning?: number[]; quotaPercent?: number; features?: string[] };
   /** Nova's quota:disk_* limits; 0 or absent = unlimited. */
   io?: {
     readBytesSec?: number;

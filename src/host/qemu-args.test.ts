@@ -71,6 +71,12 @@ describe('buildQemuArgs', () => {
     expect(value(kvm, '-accel')).toBe('kvm');
   });
 
+  it('adds allow-listed CPU features with enforce, so QEMU refuses one it cannot give', () => {
+    expect(value(build({ cpu: { features: ['+aes', '-avx'] } }), '-cpu')).toBe(
+      'qemu64,-vmx,-svm,+aes,-avx,enforce',
+    );
+  });
+
   it('has QMP and a serial console that is both logged and a socket', () => {
     const args = build();
     const chardevs = values(args, '-chardev');
@@ -224,6 +230,10 @@ describe('buildQemuArgs', () => {
       [{ io: { totalBytesSec: 10, readBytesSec: 5 } }, /cannot be combined/],
       [{ cpu: { pinning: [-1] } }, /CPU/],
       [{ cpu: { quotaPercent: 0 } }, /quota/],
+      [{ cpu: { features: ['+vmx'] } }, /not allowed/],
+      [{ cpu: { features: ['-md-clear'] } }, /not allowed/],
+      [{ cpu: { features: ['+aes,+vmx'] } }, /not allowed/],
+      [{ memoryMiB: 256, memoryMaxMiB: 300 }, /at least 516 MiB/],
     ];
     for (const [spec, why] of bad)
       expect(() => validateGuestSpec({ ...base, ...spec }), String(why)).toThrow(why);

@@ -1,6 +1,8 @@
+import { featuresFromQemu } from '../compute/cpu-features.js';
 import { guestAgentArgs } from '../compute/guest-agent.js';
 import { passthroughArgs } from '../compute/passthrough-policy.js';
 import { badRequest } from '../errors.js';
+import { memoryLimitBytes } from './cgroups.js';
 import type { GuestSpec } from './hypervisor.js';
 import { checkGuestId, type InstanceLayout } from './layout.js';
 
@@ -99,6 +101,10 @@ export function validateGuestSpec(spec: GuestSpec): void {
     throw badRequest('The boot disk size must be a whole number of GiB (0 = the image size).');
   for (const c of spec.cpu?.pinning ?? [])
     if (!Number.isSafeInteger(c) || c < 0) throw badRequest(`Bad host CPU number ${c} in the pinning.`);
+  const floor = memoryLimitBytes(spec.memoryMiB) / 2 ** 20;
+  if (spec.memoryMaxMiB !== undefined && (!posInt(spec.memoryMaxMiB) || spec.memoryMaxMiB < floor))
+    throw badRequest(`The memory limit must be at least ${floor} MiB (RAM + QEMU's overhead).`);
+  featuresFromQemu(spec.cpu?.features ?? []);
   const q = spec.cpu?.quotaPercent;
   if (q !== undefined && (!posInt(q) || q > 100_000))
     throw badRequest('The CPU quota must be a whole percentage from 1 to 100000.');
@@ -179,7 +185,11 @@ export function buildQemuArgs(spec: GuestSpec, opts: QemuArgsOptions): string[] 
     opts.accel === 'tcg' ? `tcg,tb-size=${TCG_TB_SIZE_MIB}` : 'kvm',
     // Nested virtualisation off: the guest never sees VMX (Intel) or SVM (AMD).
     '-cpu',
-    opts.accel === 'kvm' ? 'host,-vmx,-svm' : 'qemu64,-vmx,-svm',
+    // Extra features (allow-listed) with `enforce`: QEMU refuses to start if it cannot give one.
+    [
+      opts.accel === 'kvm' ? 'host,-vmx,-svm' : 'qemu64,-vmx,-svm',
+      ...(spec.cpu?.features?.length ? [...spec.cpu.features, 'enforce'] : []),
+    ].join(','),
     '-m',
     `${spec.memoryMiB}M`,
     '-smp',

@@ -310,6 +310,12 @@ export const POLICY = {
   'dashboard:session:create': ['public'],
   'dashboard:session:show': ['authenticated'],
   'dashboard:session:delete': ['authenticated'],
+
+  // VM profiles (issue 12 item 5, docs/profiles.md): members import profiles as servers of their project
+  // and export their project's servers (another project's: 404); letting an import create a flavor is
+  // the cloud admin's (checked in compute/profiles.ts).
+  'profile:import': ['admin', 'member'],
+  'profile:export': ['admin', 'member'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;

@@ -238,6 +238,22 @@ describe('RBAC matrix', () => {
         body: { clone: { name: uniq('clone') } },
         target: {},
       };
+    // Profiles (docs/profiles.md): a dry-run import that matches the fixture flavor; export of the member's server.
+    if (url === '/bulwark/v1/profiles')
+      return {
+        url,
+        body: {
+          profile: {
+            name: uniq('prof'),
+            cpus: 1,
+            memory: 256,
+            disks: [{ name: 'root', size_gb: 1, image: 'rbac-image' }],
+          },
+          dry_run: true,
+        },
+        target: {},
+      };
+    if (url === '/bulwark/v1/profiles/:id') return { url: url.replace(':id', fixtures.server), target: {} };
     if (url.startsWith('/bulwark/v1/metadata-rules')) {
       const id = uniq('rule');
       if (method === 'DELETE')

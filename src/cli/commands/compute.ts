@@ -41,6 +41,23 @@ export async function findImage(c: BulwarkClient, ref: string): Promise<Obj> {
 const serverStatus = (s: Obj) =>
   `${String(s.status)}${s['OS-EXT-STS:task_state'] ? ` (${String(s['OS-EXT-STS:task_state'])})` : ''}`;
 
+/** The server, once ACTIVE when `wait` (progress on stderr); ERROR fails with its fault. */
+export const untilActive = async (c: BulwarkClient, what: string, id: string, wait: boolean | undefined) => {
+  const get = async () => (await c.request<{ server: Obj }>('compute', 'GET', `/servers/${id}`)).server;
+  if (!wait) return get();
+  return waitWithStatus(
+    what,
+    get,
+    (v) =>
+      v.status === 'ACTIVE'
+        ? ''
+        : v.status === 'ERROR'
+          ? `server went to ERROR: ${String((v.fault as { message?: string } | undefined)?.message ?? 'no reason given')}`
+          : null,
+    serverStatus,
+  );
+};
+
 export function registerComputeCommands(program: Command): void {
   const flavor = program.command('flavor').description('Flavors (machine sizes)');
   withFormat(flavor.command('list').description('List flavors')).action(async (_o, cmd: Command) => {
@@ -149,21 +166,6 @@ export function registerComputeCommands(program: Command): void {
 
   const server = program.command('server').description('Servers (virtual machines)');
   /** The server, once ACTIVE when `wait` (with progress; ERROR fails with its fault). */
-  const untilActive = async (c: BulwarkClient, what: string, id: string, wait: boolean | undefined) => {
-    const get = async () => (await c.request<{ server: Obj }>('compute', 'GET', `/servers/${id}`)).server;
-    if (!wait) return get();
-    return waitWithStatus(
-      what,
-      get,
-      (v) =>
-        v.status === 'ACTIVE'
-          ? ''
-          : v.status === 'ERROR'
-            ? `server went to ERROR: ${String((v.fault as { message?: string } | undefined)?.message ?? 'no reason given')}`
-            : null,
-      serverStatus,
-    );
-  };
   withFormat(server.command('list')).action(async (_o, cmd: Command) => {
     const g = globals(cmd);
     await withClient(g, async (c) =>
