@@ -851,7 +851,13 @@ export class ServerService {
    * process vanished, finish interrupted deletes, fail interrupted builds,
    * and let the driver kill any QEMU it does not know (no orphans).
    */
-  async reconcile(): Promise<{ adopted: string[]; vanished: string[]; orphansKilled: string[] }> {
+  async reconcile(): Promise<{
+    adopted: string[];
+    vanished: string[];
+    orphansKilled: string[];
+    /** This host's undeleted servers afterwards. */
+    local: string[];
+  }> {
     // This machine's servers, and those no host took (nothing runs for them; only deletes to finish).
     const rows = await this.db
       .selectFrom('servers')
@@ -862,7 +868,18 @@ export class ServerService {
     const result = await this.driver.reconcile(rows.filter((r) => r.host).map((r) => r.id));
     for (const r of rows) {
       if (r.task_state === 'deleting') {
-        await this.destroy(r.id);
+        // A delete that cannot finish now must not stop the daemon: ERROR, saying so, deletable again.
+        await this.destroy(r.id).catch((err: Error) =>
+          this.setState(r.id, {
+            vm_state: 'error',
+            task_state: null,
+            fault: JSON.stringify({
+              code: 500,
+              message: `The daemon restarted while this server was being deleted and finishing the delete failed (${err.message}); delete it again.`,
+              created: nowIso(),
+            }),
+          }),
+        );
         continue;
       }
       if (!r.host) continue;
@@ -887,7 +904,8 @@ export class ServerService {
           task_state: null,
         });
     }
-    return result;
+    const local = rows.filter((r) => r.host && r.task_state !== 'deleting').map((r) => r.id);
+    return { ...result, local };
   }
 
   // ---- encrypted root disks (docs/volumes.md) ---------------------------------------------------
