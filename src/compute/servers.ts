@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Kysely, Selectable } from 'kysely';
+import { type AuditWriter, systemEvent } from '../audit/writer.js';
 import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
 import type { ApprovalService } from '../governance/approvals.js';
 import type { MetadataRuleService } from '../governance/metadata-rules.js';
@@ -142,6 +143,9 @@ export class ServerService {
   /** Required-field metadata rules and the per-server change history (docs/metadata.md). Set by platform.ts. */
   metadataRules: MetadataRuleService | null = null;
   history: ServerHistory | null = null;
+
+  /** Where a guest's crash is recorded as a security-relevant event (docs/reliability.md). Set by platform.ts. */
+  audit: AuditWriter | null = null;
 
   /** Refuses metadata the rules do not allow, with every reason. */
   private async checkRules(md: Record<string, string>): Promise<void> {
@@ -743,14 +747,42 @@ export class ServerService {
     if (event === 'SECURE_BOOT_DENIED') return this.onSecureBootDenied(id, data);
     if (event !== 'SHUTDOWN' && event !== 'EXITED') return;
     if (this.tasks.running(id)) return;
-    await this.db
+    // QEMU gone while the guest should run (crashed, killed, OOM): SHUTOFF as Nova's power sync has it,
+    // but with a fault saying so, and audited; `server start` brings it back.
+    const crashed = event === 'EXITED' && (data as { expected?: boolean } | undefined)?.expected === false;
+    const fault = crashed
+      ? JSON.stringify({
+          code: 500,
+          message:
+            "The server's QEMU process ended without being asked to (it crashed or was killed); the server is SHUTOFF. Start it again with `openstack server start`; the host's log says why it ended.",
+          created: nowIso(),
+        })
+      : null;
+    const r = await this.db
       .updateTable('servers')
-      .set({ vm_state: 'stopped', status: 'SHUTOFF', power_state: POWER.SHUTDOWN, updated_at: nowIso() })
+      .set({
+        vm_state: 'stopped',
+        status: 'SHUTOFF',
+        power_state: POWER.SHUTDOWN,
+        updated_at: nowIso(),
+        ...(fault ? { fault } : {}),
+      })
       .where('id', '=', id)
       .where('vm_state', '=', 'active')
       .where('task_state', 'is', null)
-      .execute()
+      .executeTakeFirst()
       .catch(() => undefined);
+    if (crashed && Number(r?.numUpdatedRows ?? 0) === 1)
+      await this.audit
+        ?.append(
+          systemEvent({
+            action: 'server:crashed',
+            reason: 'the QEMU process ended unexpectedly',
+            target: { type: 'server', id },
+            outcome: 'failure',
+          }),
+        )
+        .catch(() => undefined);
   }
 
   // ---- vTPM keys and Secure Boot (docs/compute.md) --------------------------------------------
