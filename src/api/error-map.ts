@@ -122,7 +122,7 @@ const DB_GONE_TEXT =
  * (each write is one transaction) and the same request works once the
  * outage ends, with no restart (the pool reconnects by itself).
  */
-function hostOutage(err: unknown): BulwarkError | null {
+export function hostOutage(err: unknown): BulwarkError | null {
   for (
     let e = err as { code?: unknown; message?: unknown; cause?: unknown } | undefined, n = 0;
     e && n < 5;
