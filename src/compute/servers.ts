@@ -930,10 +930,22 @@ export class ServerService {
       }
       const state = await this.driver.state(r.id).catch((): GuestState => 'missing');
       const vm = vmStateOf(state);
+      // Its QEMU ended while the daemon was away, unasked: say so, as a crash seen live does (onGuestEvent).
+      const lost = r.vm_state === 'active' && vm === 'stopped' && result.vanished.includes(r.id);
       if (vm !== r.vm_state || r.task_state !== null)
         await this.setState(r.id, {
           vm_state: vm === 'error' && r.vm_state === 'stopped' ? 'stopped' : vm,
           task_state: null,
+          ...(lost
+            ? {
+                fault: JSON.stringify({
+                  code: 500,
+                  message:
+                    "The server's QEMU process was gone when the daemon restarted (it crashed or was killed, or the host rebooted); the server is SHUTOFF. Start it again with `openstack server start`.",
+                  created: nowIso(),
+                }),
+              }
+            : {}),
         });
     }
     const local = rows.filter((r) => r.host && r.task_state !== 'deleting').map((r) => r.id);
