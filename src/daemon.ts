@@ -18,6 +18,7 @@ import { createQemuDriver } from './host/qemu-driver.js';
 import { bootstrapIdentity } from './identity/bootstrap.js';
 import type { IdentityService } from './identity/service.js';
 import { openKek } from './keys/index.js';
+import { sweepOrphanKeys } from './keys/orphan-keys.js';
 import { loadDataplaneState, loadDhcpState, loadGateways } from './network/dataplane-state.js';
 import { DropMonitor } from './network/drop-spikes.js';
 import { createCa, issueCertificate, type PemPair } from './pki/ca.js';
@@ -160,8 +161,17 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
   // Multi-host (docs/multi-host.md): this machine is a host; agents join with tokens signed by the CA.
   await platform.compute.registerLocalHost();
   const enrollment = new HostEnrollment(store, platform.compute.hosts, ca);
-  // Adopt guests still running from before a restart; mark the ones that vanished; kill orphans.
-  await platform.compute.servers.reconcile();
+  // After a restart (docs/reliability.md): keys a killed task left unreferenced go first, before any build
+  // resumes; then guests still running are adopted, vanished ones marked, orphans killed, and interrupted
+  // server and volume tasks finished or failed with a fault.
+  const sweptKeys = await sweepOrphanKeys(store, platform.keys);
+  const servers = await platform.compute.servers.reconcile();
+  const volumes = await platform.volume.volumes.reconcile(servers.local);
+  const resumed = Object.entries(volumes).map(([state, ids]) => `${ids.length} ${state}`);
+  if (sweptKeys.length || servers.orphansKilled.length || servers.vanished.length || resumed.length)
+    console.error(
+      `Recovered after a restart: ${servers.orphansKilled.length} orphan guest(s) removed, ${servers.vanished.length} vanished, ${sweptKeys.length} orphan key(s) deleted, volumes ${resumed.join(', ') || 'all settled'}.`,
+    );
   // Sessions cut by a previous stop are closed as interrupted, before any new one can open.
   await platform.consoles.recover();
   // SIEM forwarding reads the audit table from its cursor; unreadable certificate files stop the start.

@@ -176,6 +176,7 @@ export function buildPlatform(
     return local;
   };
   servers.groups = groups;
+  servers.audit = audit;
   servers.beforePlacement = registerLocalHost;
   if (opts.serverCreateRate) servers.limitCreates(serverCreateLimit(store, opts.serverCreateRate));
   const quarantine = new QuarantineService(

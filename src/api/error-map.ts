@@ -89,6 +89,8 @@ export function classify(err: unknown): BulwarkError {
             : (fe.message ?? 'Bad request');
     return new BulwarkError(kind, msg);
   }
+  const outage = hostOutage(err);
+  if (outage) return outage;
   return new BulwarkError(
     'Internal',
     'An unexpected error prevented the server from fulfilling your request.',
@@ -96,6 +98,55 @@ export function classify(err: unknown): BulwarkError {
       cause: err,
     },
   );
+}
+
+// PostgreSQL's "the server went away" codes (admin shutdown, crash, starting up, connection failures).
+const DB_GONE = new Set([
+  '57P01',
+  '57P02',
+  '57P03',
+  '08000',
+  '08001',
+  '08003',
+  '08004',
+  '08006',
+  'ECONNREFUSED',
+]);
+const DB_GONE_TEXT =
+  /Connection terminated|terminating connection|the database system is (starting|shutting) up/i;
+
+/**
+ * An outage of what the daemon stands on, in words an operator can act on
+ * (docs/reliability.md): the database away (PostgreSQL restarting), or the
+ * data dir's filesystem full. Both are 503s: nothing half-done was kept
+ * (each write is one transaction) and the same request works once the
+ * outage ends, with no restart (the pool reconnects by itself).
+ */
+export function hostOutage(err: unknown): BulwarkError | null {
+  for (
+    let e = err as { code?: unknown; message?: unknown; cause?: unknown } | undefined, n = 0;
+    e && n < 5;
+    n++
+  ) {
+    const code = typeof e.code === 'string' ? e.code : '';
+    const text = typeof e.message === 'string' ? e.message : '';
+    if (code === 'ENOSPC' || code === 'SQLITE_FULL' || /ENOSPC|database or disk is full/.test(text))
+      return new BulwarkError(
+        'Unavailable',
+        "The data directory's filesystem is full, so the change could not be written (nothing was changed). Free space there or grow it; Bulwark carries on as soon as there is room.",
+        { cause: err },
+      );
+    // A socket that is not there (PostgreSQL over its Unix socket, stopped) or refuses: the only peer requests connect to.
+    const connectFailed = (e as { syscall?: unknown }).syscall === 'connect';
+    if (DB_GONE.has(code) || DB_GONE_TEXT.test(text) || connectFailed)
+      return new BulwarkError(
+        'Unavailable',
+        'The database is unavailable (it may be restarting), so the request was not carried out. Try again in a moment; Bulwark reconnects on its own.',
+        { cause: err },
+      );
+    e = e.cause as typeof e;
+  }
+  return null;
 }
 
 export function sendError(err: unknown, req: FastifyRequest, reply: FastifyReply) {

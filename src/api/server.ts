@@ -57,7 +57,7 @@ import { registerComputeApi } from './compute.js';
 import { CONSOLE_PROTOCOL, registerConsoleApi, tokenFromProtocols } from './console.js';
 import type { AuditNote, RouteInfo } from './context.js';
 import { registerDashboardApi } from './dashboard.js';
-import { errorBody, sendError } from './error-map.js';
+import { errorBody, hostOutage, sendError } from './error-map.js';
 import { registerGuestAgentApi } from './guest-agent.js';
 import { registerHostDeviceApi } from './host-devices.js';
 import { registerHostApi } from './hosts.js';
@@ -270,14 +270,16 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
         reason: status < 400 ? null : (req.auditNote?.reason ?? null),
       });
       return payload;
-    } catch {
+    } catch (err) {
       reply.code(503).type('application/json');
+      // Why, when it is the database away or the disk full: the operator's next step.
+      const why = hostOutage(err)?.message;
       return JSON.stringify(
         errorBody(
           req.url,
           503,
           'Service Unavailable',
-          'The audit log could not be written; nothing was confirmed.',
+          `The audit log could not be written; nothing was confirmed.${why ? ` ${why}` : ''}`,
         ),
       );
     }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Kysely, Selectable } from 'kysely';
+import { type AuditWriter, systemEvent } from '../audit/writer.js';
 import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
 import type { ApprovalService } from '../governance/approvals.js';
 import type { MetadataRuleService } from '../governance/metadata-rules.js';
@@ -154,6 +155,9 @@ export class ServerService {
   /** Required-field metadata rules and the per-server change history (docs/metadata.md). Set by platform.ts. */
   metadataRules: MetadataRuleService | null = null;
   history: ServerHistory | null = null;
+
+  /** Where a guest's crash is recorded as a security-relevant event (docs/reliability.md). Set by platform.ts. */
+  audit: AuditWriter | null = null;
 
   /** Refuses metadata the rules do not allow, with every reason. */
   private async checkRules(md: Record<string, string>): Promise<void> {
@@ -756,14 +760,42 @@ export class ServerService {
     if (event === 'SECURE_BOOT_DENIED') return this.onSecureBootDenied(id, data);
     if (event !== 'SHUTDOWN' && event !== 'EXITED') return;
     if (this.tasks.running(id)) return;
-    await this.db
+    // QEMU gone while the guest should run (crashed, killed, OOM): SHUTOFF as Nova's power sync has it,
+    // but with a fault saying so, and audited; `server start` brings it back.
+    const crashed = event === 'EXITED' && (data as { expected?: boolean } | undefined)?.expected === false;
+    const fault = crashed
+      ? JSON.stringify({
+          code: 500,
+          message:
+            "The server's QEMU process ended without being asked to (it crashed or was killed); the server is SHUTOFF. Start it again with `openstack server start`; the host's log says why it ended.",
+          created: nowIso(),
+        })
+      : null;
+    const r = await this.db
       .updateTable('servers')
-      .set({ vm_state: 'stopped', status: 'SHUTOFF', power_state: POWER.SHUTDOWN, updated_at: nowIso() })
+      .set({
+        vm_state: 'stopped',
+        status: 'SHUTOFF',
+        power_state: POWER.SHUTDOWN,
+        updated_at: nowIso(),
+        ...(fault ? { fault } : {}),
+      })
       .where('id', '=', id)
       .where('vm_state', '=', 'active')
       .where('task_state', 'is', null)
-      .execute()
+      .executeTakeFirst()
       .catch(() => undefined);
+    if (crashed && Number(r?.numUpdatedRows ?? 0) === 1)
+      await this.audit
+        ?.append(
+          systemEvent({
+            action: 'server:crashed',
+            reason: 'the QEMU process ended unexpectedly',
+            target: { type: 'server', id },
+            outcome: 'failure',
+          }),
+        )
+        .catch(() => undefined);
   }
 
   // ---- vTPM keys and Secure Boot (docs/compute.md) --------------------------------------------
@@ -864,7 +896,13 @@ export class ServerService {
    * process vanished, finish interrupted deletes, fail interrupted builds,
    * and let the driver kill any QEMU it does not know (no orphans).
    */
-  async reconcile(): Promise<{ adopted: string[]; vanished: string[]; orphansKilled: string[] }> {
+  async reconcile(): Promise<{
+    adopted: string[];
+    vanished: string[];
+    orphansKilled: string[];
+    /** This host's undeleted servers afterwards. */
+    local: string[];
+  }> {
     // This machine's servers, and those no host took (nothing runs for them; only deletes to finish).
     const rows = await this.db
       .selectFrom('servers')
@@ -875,7 +913,18 @@ export class ServerService {
     const result = await this.driver.reconcile(rows.filter((r) => r.host).map((r) => r.id));
     for (const r of rows) {
       if (r.task_state === 'deleting') {
-        await this.destroy(r.id);
+        // A delete that cannot finish now must not stop the daemon: ERROR, saying so, deletable again.
+        await this.destroy(r.id).catch((err: Error) =>
+          this.setState(r.id, {
+            vm_state: 'error',
+            task_state: null,
+            fault: JSON.stringify({
+              code: 500,
+              message: `The daemon restarted while this server was being deleted and finishing the delete failed (${err.message}); delete it again.`,
+              created: nowIso(),
+            }),
+          }),
+        );
         continue;
       }
       if (!r.host) continue;
@@ -894,13 +943,26 @@ export class ServerService {
       }
       const state = await this.driver.state(r.id).catch((): GuestState => 'missing');
       const vm = vmStateOf(state);
+      // Its QEMU ended while the daemon was away, unasked: say so, as a crash seen live does (onGuestEvent).
+      const lost = r.vm_state === 'active' && vm === 'stopped' && result.vanished.includes(r.id);
       if (vm !== r.vm_state || r.task_state !== null)
         await this.setState(r.id, {
           vm_state: vm === 'error' && r.vm_state === 'stopped' ? 'stopped' : vm,
           task_state: null,
+          ...(lost
+            ? {
+                fault: JSON.stringify({
+                  code: 500,
+                  message:
+                    "The server's QEMU process was gone when the daemon restarted (it crashed or was killed, or the host rebooted); the server is SHUTOFF. Start it again with `openstack server start`.",
+                  created: nowIso(),
+                }),
+              }
+            : {}),
         });
     }
-    return result;
+    const local = rows.filter((r) => r.host && r.task_state !== 'deleting').map((r) => r.id);
+    return { ...result, local };
   }
 
   // ---- encrypted root disks (docs/volumes.md) ---------------------------------------------------

@@ -2,12 +2,14 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
 import {
+  type DatabaseConnection,
   Kysely,
   type Migration,
   type MigrationProvider,
   Migrator,
   PostgresDialect,
   SqliteDialect,
+  SqliteDriver,
   sql,
 } from 'kysely';
 import pg from 'pg';
@@ -108,7 +110,28 @@ function connect(url: string): Kysely<Schema> {
   raw.pragma('foreign_keys = ON');
   raw.pragma('busy_timeout = 5000');
   raw.pragma('synchronous = NORMAL');
-  return new Kysely<Schema>({ dialect: new SqliteDialect({ database: raw }) });
+  return new Kysely<Schema>({ dialect: new SqliteDialectKeepingCause(raw) });
+}
+
+/**
+ * SQLite ends a transaction by itself on some errors (SQLITE_FULL when the
+ * disk is full, SQLITE_IOERR): Kysely's ROLLBACK then fails with "no
+ * transaction is active", and that error would replace the one that says
+ * what is wrong (src/api/error-map.ts turns a full disk into a clear 503).
+ */
+class SqliteDialectKeepingCause extends SqliteDialect {
+  constructor(private readonly raw: SqliteDatabase.Database) {
+    super({ database: raw });
+  }
+
+  override createDriver() {
+    const raw = this.raw;
+    return new (class extends SqliteDriver {
+      override async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+        if (raw.inTransaction) await super.rollbackTransaction(connection);
+      }
+    })({ database: raw });
+  }
 }
 
 class StaticProvider implements MigrationProvider {

@@ -184,11 +184,14 @@ export class VolumeService {
             'Unavailable',
             'The key manager is not available; an encrypted volume cannot be created.',
           );
-        const secretId = await this.keys.createKey(v.project_id, {
-          name: `volume ${v.id}`,
-          bits,
-          purpose: 'volume-encryption',
-        });
+        // A build resumed after a restart keeps the key it already made.
+        const secretId =
+          v.key_secret_id ??
+          (await this.keys.createKey(v.project_id, {
+            name: `volume ${v.id}`,
+            bits,
+            purpose: 'volume-encryption',
+          }));
         await this.db
           .updateTable('volumes')
           .set({ key_secret_id: secretId })
@@ -308,23 +311,22 @@ export class VolumeService {
       throw badRequest(
         `Invalid volume: Volume status must be available or error or error_restoring or error_extending or error_managing and must not be migrating, attached, belong to a group, have snapshots, awaiting a transfer, or be disassociated from snapshots after volume transfer. (status ${v.status})`,
       );
-    this.tasks.track(
-      v.id,
-      (async () => {
-        try {
-          // The key first: once it is gone the data is unreadable, even if removing the file failed.
-          if (v.key_secret_id) {
-            if (!this.keys) throw new BulwarkError('Unavailable', 'The key manager is not available.');
-            await this.keys.deleteKeyFor(v.project_id, v.key_secret_id);
-          }
-          await this.driver.deleteVolume(v.id);
-          await this.setStatus(v.id, 'deleted', null, { deleted_at: nowIso() });
-        } catch (err) {
-          const msg = err instanceof BulwarkError ? err.message : 'The volume could not be deleted.';
-          await this.setStatus(v.id, 'error_deleting', msg).catch(() => undefined);
-        }
-      })(),
-    );
+    this.tasks.track(v.id, this.remove(v));
+  }
+
+  private async remove(v: Volume): Promise<void> {
+    try {
+      // The key first: once it is gone the data is unreadable, even if removing the file failed.
+      if (v.key_secret_id) {
+        if (!this.keys) throw new BulwarkError('Unavailable', 'The key manager is not available.');
+        await this.keys.deleteKeyFor(v.project_id, v.key_secret_id);
+      }
+      await this.driver.deleteVolume(v.id);
+      await this.setStatus(v.id, 'deleted', null, { deleted_at: nowIso() });
+    } catch (err) {
+      const msg = err instanceof BulwarkError ? err.message : 'The volume could not be deleted.';
+      await this.setStatus(v.id, 'error_deleting', msg).catch(() => undefined);
+    }
   }
 
   // ---- attachments (Nova's os-volume_attachments) ----------------------------------------------
@@ -416,4 +418,92 @@ export class VolumeService {
       await this.setStatus(a.volume_id, 'available');
     }
   }
+
+  /**
+   * After a daemon restart, before the API serves (docs/reliability.md): no
+   * volume stays in a state whose task died with the old process. Creates
+   * and deletes are resumed; an interrupted attach is undone (the guest may
+   * have it plugged, the record does not) and an interrupted detach is done
+   * again; interrupted extends and backups give the volume back as it was,
+   * saying so in its fault; an interrupted restore is an error (its data is
+   * partly written). `servers` are this host's undeleted servers, whose
+   * guests an interrupted attach may have reached.
+   */
+  async reconcile(servers: string[]): Promise<Record<string, string[]>> {
+    const stuck = await this.db
+      .selectFrom('volumes')
+      .selectAll()
+      .where('deleted_at', 'is', null)
+      .where('status', 'in', [...INTERRUPTIBLE])
+      .execute();
+    const done: Record<string, string[]> = {};
+    for (const v of stuck) {
+      done[v.status] = [...(done[v.status] ?? []), v.id];
+      const attached = await this.db
+        .selectFrom('volume_attachments')
+        .select('server_id')
+        .where('volume_id', '=', v.id)
+        .executeTakeFirst();
+      const restarted = `The daemon restarted during the volume's ${v.status}`;
+      switch (v.status) {
+        case 'creating': {
+          // A file the old build finished is made again; an unfinished one is thrown away by createVolume.
+          await this.driver.deleteVolume(v.id).catch(() => undefined);
+          const type = v.volume_type_id
+            ? await this.types.encryption(v.volume_type_id).catch(() => null)
+            : null;
+          this.tasks.track(v.id, this.build(v, type?.key_size === 512 ? 512 : 256));
+          break;
+        }
+        case 'deleting':
+          this.tasks.track(v.id, this.remove(v));
+          break;
+        case 'attaching':
+          if (attached) await this.setStatus(v.id, 'in-use');
+          else {
+            for (const s of servers) await this.driver.detachVolume(s, v.id).catch(() => undefined);
+            await this.setStatus(v.id, 'available', `${restarted}; it was not attached, attach it again.`);
+          }
+          break;
+        case 'detaching':
+          if (!attached) await this.setStatus(v.id, 'available');
+          else
+            await this.driver.detachVolume(attached.server_id, v.id).then(
+              async () => {
+                await this.db.deleteFrom('volume_attachments').where('volume_id', '=', v.id).execute();
+                await this.setStatus(v.id, 'available');
+              },
+              (err: Error) =>
+                this.setStatus(v.id, 'in-use', `${restarted}; detaching again failed: ${err.message}`),
+            );
+          break;
+        case 'extending':
+        case 'backing-up':
+          await this.setStatus(
+            v.id,
+            attached ? 'in-use' : 'available',
+            `${restarted}; it was not finished, try again.`,
+          );
+          break;
+        default:
+          await this.setStatus(
+            v.id,
+            'error_restoring',
+            `${restarted}; its data is incomplete, restore it again.`,
+          );
+      }
+    }
+    return done;
+  }
 }
+
+/** States a background task holds a volume in; a restart leaves them with no task (see reconcile). */
+const INTERRUPTIBLE = [
+  'creating',
+  'deleting',
+  'attaching',
+  'detaching',
+  'extending',
+  'backing-up',
+  'restoring-backup',
+];

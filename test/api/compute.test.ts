@@ -362,6 +362,7 @@ describe.each(dialects())('compute and image API on %s (fake hypervisor)', (dial
       expect(r.orphansKilled).toEqual(['orphan']);
       expect(r.vanished).toEqual([sid]);
       expect((await server(sid)).status).toBe('SHUTOFF');
+      expect((await server(sid)).fault.message).toMatch(/QEMU process was gone when the daemon restarted/);
     });
 
     it('keeps images in use, deletes servers, then the image', async () => {

@@ -61,7 +61,14 @@ export async function removeNetns(name: string): Promise<void> {
  * share an nftables table, a tap or a route.
  */
 export async function startDaemonProcess(
-  opts: { dataDir?: string; extraArgs?: string[]; netns?: string; adminMfa?: boolean } = {},
+  opts: {
+    dataDir?: string;
+    extraArgs?: string[];
+    netns?: string;
+    adminMfa?: boolean;
+    /** More environment for the daemon (e.g. a PATH with a wrapped tool, test/e2e/faults.test.ts). */
+    env?: NodeJS.ProcessEnv;
+  } = {},
 ): Promise<DaemonProcess> {
   if (!existsSync(join(REPO, 'dist', 'cli', 'main.js')))
     throw new Error('dist/ is missing: run `npm run build` first');
@@ -89,7 +96,7 @@ export async function startDaemonProcess(
     {
       stdio: ['ignore', 'pipe', 'pipe'],
       // The KVM probe boots a real kernel: on hosts where KVM only looks usable, that picks TCG.
-      env: { ...process.env, BULWARK_PROBE_KERNEL: join(REPO, 'guests', 'out', 'vmlinuz') },
+      env: { ...process.env, BULWARK_PROBE_KERNEL: join(REPO, 'guests', 'out', 'vmlinuz'), ...opts.env },
     },
   );
   let output = '';

@@ -7,7 +7,11 @@ import { join } from 'node:path';
 /** A throwaway PostgreSQL cluster from Debian's package, owned by this test run. */
 export interface PgCluster {
   url: string;
+  /** The same server over its Unix socket, reachable from any network namespace. */
+  socketUrl: string;
   stop(): void;
+  /** Stops the server (fast shutdown: sessions are cut) and starts it again after `downMs`. */
+  restart(downMs: number): Promise<void>;
 }
 
 const BIN = '/usr/lib/postgresql/15/bin';
@@ -39,20 +43,28 @@ export async function startPgCluster(): Promise<PgCluster> {
   const data = join(dir, 'data');
   asPg('initdb', ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8']);
   const port = await freePort();
-  asPg('pg_ctl', [
-    '-D',
-    data,
-    '-l',
-    join(dir, 'log'),
-    '-w',
-    '-t',
-    '60',
-    'start',
-    '-o',
-    `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${dir} -c fsync=off -c max_connections=300`,
-  ]);
+  const start = () =>
+    asPg('pg_ctl', [
+      '-D',
+      data,
+      '-l',
+      join(dir, 'log'),
+      '-w',
+      '-t',
+      '60',
+      'start',
+      '-o',
+      `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${dir} -c fsync=off -c max_connections=300`,
+    ]);
+  start();
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    socketUrl: `postgres://postgres@/postgres?host=${encodeURIComponent(dir)}&port=${port}`,
+    async restart(downMs: number) {
+      asPg('pg_ctl', ['-D', data, '-m', 'fast', '-w', 'stop']);
+      await new Promise((r) => setTimeout(r, downMs));
+      start();
+    },
     stop() {
       spawnSync('runuser', ['-u', 'postgres', '--', `${BIN}/pg_ctl`, '-D', data, '-m', 'immediate', 'stop'], {
         encoding: 'utf8',
