@@ -310,6 +310,9 @@ export const POLICY = {
   'dashboard:session:create': ['public'],
   'dashboard:session:show': ['authenticated'],
   'dashboard:session:delete': ['authenticated'],
+  // Dashboard consoles (docs/dashboard.md): a browser WebSocket cannot carry the CSRF header, so the
+  // page first trades its CSRF-checked session for a single-use ticket to one server's console.
+  'console:ticket': ['admin', 'member'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;
@@ -357,6 +360,10 @@ export const MFA_ENROLLMENT_ACTIONS: ReadonlySet<Action> = new Set<Action>([
   'webauthn:list',
   'recovery_codes:generate',
   'recovery_codes:status',
+  // The dashboard's restricted session: it can load the page's own session and log out, so the
+  // bootstrap admin can enroll a factor in the browser (docs/dashboard.md).
+  'dashboard:session:show',
+  'dashboard:session:delete',
 ]);
 
 export const isAction = (s: string): s is Action => Object.hasOwn(POLICY, s);
