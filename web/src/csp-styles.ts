@@ -1,42 +1,41 @@
 /**
  * xterm.js writes its theme and cell-size rules as text into `<style>`
- * elements, which the dashboard's `style-src 'self'` refuses (no
- * 'unsafe-inline'). Text set on a `<style>` element goes instead into a
- * constructed stylesheet adopted by the document: CSSOM, which the CSP allows,
- * and no inline style is ever parsed. The element itself stays empty.
+ * elements it makes with `document.createElement('style')`. The dashboard's
+ * `style-src 'self'` (no 'unsafe-inline') refuses any inline `<style>`, even an
+ * empty one, so on this page such an element is an inert, hidden stand-in whose
+ * text goes into a constructed stylesheet adopted by the document: CSSOM, which
+ * the CSP allows, and no inline style is ever parsed.
  */
-const native = Object.getOwnPropertyDescriptor(Node.prototype, 'textContent')!;
-const sheets = new Map<HTMLStyleElement, CSSStyleSheet>();
+const sheets = new Map<HTMLElement, CSSStyleSheet>();
 
-function sheetOf(el: HTMLStyleElement): CSSStyleSheet {
-  let sheet = sheets.get(el);
-  if (!sheet) {
-    sheet = new CSSStyleSheet();
-    sheets.set(el, sheet);
-    document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet];
-  }
-  return sheet;
+function standIn(doc: Document, create: Document['createElement']): HTMLElement {
+  const el = create.call(doc, 'bulwark-style');
+  el.hidden = true;
+  const sheet = new CSSStyleSheet();
+  sheets.set(el, sheet);
+  doc.adoptedStyleSheets = [...doc.adoptedStyleSheets, sheet];
+  let text = '';
+  Object.defineProperty(el, 'textContent', {
+    get: () => text,
+    set: (css: string) => {
+      text = css;
+      sheet.replaceSync(css);
+    },
+  });
+  return el;
 }
 
 let installed = false;
 export function routeStyleTextToCssom(): void {
   if (installed) return;
   installed = true;
-  Object.defineProperty(HTMLStyleElement.prototype, 'textContent', {
-    configurable: true,
-    get(this: HTMLStyleElement) {
-      const sheet = sheets.get(this);
-      return sheet
-        ? Array.from(sheet.cssRules, (r) => r.cssText).join('\n')
-        : (native.get!.call(this) as string);
-    },
-    set(this: HTMLStyleElement, css: string) {
-      sheetOf(this).replaceSync(css);
-    },
-  });
+  const create = Document.prototype.createElement;
+  Document.prototype.createElement = function (this: Document, tag: string, opts?: ElementCreationOptions) {
+    return tag.toLowerCase() === 'style' ? standIn(this, create) : create.call(this, tag, opts);
+  } as Document['createElement'];
 }
 
-/** Drops the sheets of style elements no longer in the document (a closed terminal's). */
+/** Drops the sheets of stand-ins no longer in the document (a closed terminal's). */
 export function dropDetachedSheets(): void {
   const gone = new Set<CSSStyleSheet>();
   for (const [el, sheet] of sheets) {
