@@ -24,7 +24,9 @@ export function UsersPage() {
       get<{ credentials: { user_id: string; type: string }[] }>('/identity/v3/credentials?type=totp').then(
         (r) => r.credentials,
       ),
-      get<{ users: Reviewed[] }>('/bulwark/v1/access-review').then((r) => r.users),
+      get<{ access_review: { users: Reviewed[] } }>('/bulwark/v1/access-review').then(
+        (r) => r.access_review.users,
+      ),
     ]);
     const enrolled = new Set(creds.map((c) => c.user_id));
     const byId = new Map(review.map((r) => [r.id, r]));
