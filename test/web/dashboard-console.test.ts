@@ -194,7 +194,11 @@ describe.runIf(process.getuid?.() === 0)(
       await page.getByText(/^Connected\./).waitFor(SLOW);
       const screen = page.locator('.xterm-rows');
       await page.locator('.xterm').click();
+      // Keys typed while the guest still boots are lost: wait for its shell's prompt first.
       await page.keyboard.press('Enter');
+      await expect
+        .poll(() => screen.textContent(), { timeout: 180_000, interval: 500 })
+        .toMatch(/root@con1:\/#\s*$/);
       await page.keyboard.type('echo BW-$((6*7))-OK');
       await page.keyboard.press('Enter');
       await expect.poll(() => screen.textContent(), { timeout: 60_000, interval: 250 }).toContain('BW-42-OK');
@@ -240,7 +244,7 @@ describe.runIf(process.getuid?.() === 0)(
           .join(''),
       ).toContain('BW-42-OK');
       await d.openstack(['server', 'delete', '--wait', 'con1'], asSession);
-    }, 180_000);
+    }, 360_000);
 
     it('logs in with the password and a one-time recovery code', async () => {
       await go('/account/two-factor');
