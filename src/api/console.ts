@@ -3,7 +3,10 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
 import type { WebSocket } from 'ws';
 import type { ConsoleSession } from '../console/recordings.js';
-import { badRequest, unauthorized } from '../errors.js';
+import { ConsoleTickets, ticketFromProtocols } from '../dashboard/console-tickets.js';
+import { sessionToken } from '../dashboard/session.js';
+import { badRequest, forbidden, unauthorized } from '../errors.js';
+import { relyingParty } from '../identity/webauthn.js';
 import { allows } from '../policy/enforcer.js';
 import { BULWARK_PREFIX } from './bulwark.js';
 import type { ApiContext } from './server.js';
@@ -58,12 +61,47 @@ const ListQuery = Type.Object(
 export async function registerConsoleApi(app: FastifyInstance, ctx: ApiContext): Promise<void> {
   const { consoles } = ctx;
   const sessions = new WeakMap<FastifyRequest, ConsoleSession>();
+  // The token each upgrade authenticated with, for the periodic recheck (a ticket stands for one).
+  const tokens = new WeakMap<FastifyRequest, string>();
+  const tickets = new ConsoleTickets();
+  // The dashboard's origins: the public URL's, and the `localhost` one WebAuthn needs on loopback.
+  const origins = new Set([new URL(ctx.publicUrl).origin, relyingParty(ctx.publicUrl).origin]);
+
+  app.post(
+    `${BULWARK_PREFIX}/servers/:id/console/tickets`,
+    { schema: { params: IdParam }, config: { action: 'console:ticket', targetType: 'server' } },
+    async (req, reply) => {
+      const origin = req.headers.origin;
+      if (!origin || !origins.has(origin))
+        throw forbidden(
+          "Console tickets are for the dashboard's own pages (this request's Origin is not the dashboard's); use `bulwark console SERVER`.",
+        );
+      const header = req.headers['x-auth-token'];
+      const token = typeof header === 'string' && header.length > 0 ? header : sessionToken(req);
+      if (token === null) throw unauthorized('The request you have made requires authentication.');
+      const { id } = req.params as Static<typeof IdParam>;
+      await ctx.compute.servers.get(req.auth!, id); // another project's server: 404, no ticket
+      return reply.code(201).send(tickets.issue({ token, userId: req.auth!.userId, serverId: id, origin }));
+    },
+  );
 
   app.route({
     method: 'GET',
     url: `${BULWARK_PREFIX}/servers/:id/console`,
     schema: { params: IdParam, querystring: ConsoleQuery },
     config: { action: 'console:connect', targetType: 'server' },
+    // A dashboard ticket (above) stands in for the session it was issued to: same server, same Origin, once.
+    onRequest: async (req) => {
+      const ticket = ticketFromProtocols(req.headers['sec-websocket-protocol']);
+      if (req.auth || ticket === undefined) return;
+      const { id } = req.params as Static<typeof IdParam>;
+      const t = tickets.redeem(ticket, { serverId: id, origin: req.headers.origin });
+      const auth = await ctx.identity.validateToken(t.token);
+      if (!auth || auth.userId !== t.userId)
+        throw unauthorized('Console ticket refused (its session ended): log in again.');
+      req.auth = auth;
+      tokens.set(req, t.token);
+    },
     preHandler: async (req) => {
       if (req.headers.upgrade?.toLowerCase() !== 'websocket')
         throw badRequest('Open this URL as a WebSocket (e.g. `bulwark console SERVER`).');
@@ -85,7 +123,10 @@ export async function registerConsoleApi(app: FastifyInstance, ctx: ApiContext):
         return;
       }
       // A session lasts only as long as its token and role would let it start: checked again every few seconds.
-      const token = req.headers['x-auth-token'] ?? tokenFromProtocols(req.headers['sec-websocket-protocol']);
+      const token =
+        tokens.get(req) ??
+        req.headers['x-auth-token'] ??
+        tokenFromProtocols(req.headers['sec-websocket-protocol']);
       const { id } = req.params as Static<typeof IdParam>;
       const recheck = setInterval(async () => {
         const auth =

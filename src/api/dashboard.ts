@@ -1,10 +1,14 @@
 import { Type } from '@fastify/type-provider-typebox';
+import type { AuthenticationResponseJSON } from '@simplewebauthn/server';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
 import { DASHBOARD_HEADERS, dashboardAsset } from '../dashboard/assets.js';
 import { clearedCookies, sessionCookies, sessionToken } from '../dashboard/session.js';
 import { BulwarkError } from '../errors.js';
+import { RecoveryCodeService } from '../identity/recovery-codes.js';
+import { relyingParty, WebAuthnService } from '../identity/webauthn.js';
 import type { AuthContext } from '../policy/context.js';
+import { AuthenticationResponse } from './mfa-devices.js';
 import type { ApiContext } from './server.js';
 
 const Opt = <T extends Parameters<typeof Type.Optional>[0]>(t: T) => Type.Optional(t);
@@ -13,6 +17,10 @@ const LoginBody = Type.Object(
     username: Type.String({ minLength: 1, maxLength: 255 }),
     password: Opt(Type.String({ minLength: 1, maxLength: 4096 })),
     passcode: Opt(Type.String({ minLength: 1, maxLength: 16 })),
+    /** With the password: a security key's assertion to `POST /bulwark/v1/webauthn/login/options`'s challenge. */
+    webauthn: Opt(AuthenticationResponse),
+    /** With the password: one of the user's one-time recovery codes, instead of their device. */
+    recovery_code: Opt(Type.String({ minLength: 1, maxLength: 64 })),
     /** The project to work in; absent: the user's default project, else their first. */
     project: Opt(Type.String({ minLength: 1, maxLength: 255 })),
     domain: Opt(Type.String({ minLength: 1, maxLength: 255 })),
@@ -26,6 +34,8 @@ const sessionView = (a: AuthContext) => ({
   roles: a.roles,
   is_admin: a.isAdmin,
   methods: a.methods,
+  // An admin without a second factor while admins must use one: the session may only enroll one.
+  mfa_pending: a.mfaPending === true,
   issued_at: a.issuedAt,
   expires_at: a.expiresAt,
 });
@@ -44,6 +54,8 @@ export async function registerDashboardApi(
   webDir: string,
 ): Promise<void> {
   const { identity, login } = ctx;
+  const webauthn = new WebAuthnService(ctx.store, identity, login, relyingParty(ctx.publicUrl));
+  const recovery = new RecoveryCodeService(ctx.store, login);
 
   const page = async (req: FastifyRequest, reply: FastifyReply) => {
     reply.headers(DASHBOARD_HEADERS);
@@ -69,17 +81,35 @@ export async function registerDashboardApi(
       const b = req.body as Static<typeof LoginBody>;
       req.auditNote.attemptedUser = b.username;
       const user = { name: b.username, domain: { name: b.domain ?? 'Default' } };
-      const receipt = req.headers['openstack-auth-receipt'];
-      const methods = [...(b.password ? ['password'] : []), ...(b.passcode ? ['totp'] : [])];
-      if (methods.length === 0) throw new BulwarkError('BadRequest', 'Send a password or a passcode.');
-      let { token, auth } = await login.login({
-        methods,
-        password: b.password === undefined ? undefined : { user, password: b.password },
-        totp: b.passcode === undefined ? undefined : { user, passcode: b.passcode },
-        receipt: typeof receipt === 'string' && receipt.length > 0 ? receipt : undefined,
-        scope:
-          b.project === undefined ? undefined : { name: b.project, domain: { name: b.domain ?? 'Default' } },
-      });
+      const scope =
+        b.project === undefined ? undefined : { name: b.project, domain: { name: b.domain ?? 'Default' } };
+      let { token, auth } = await (async () => {
+        if (b.webauthn !== undefined || b.recovery_code !== undefined) {
+          if (b.password === undefined || b.passcode !== undefined || (b.webauthn && b.recovery_code))
+            throw new BulwarkError(
+              'BadRequest',
+              'Send the password with either a security-key assertion or a recovery code.',
+            );
+          return b.webauthn !== undefined
+            ? webauthn.loginWithKey({
+                user,
+                password: b.password,
+                response: b.webauthn as AuthenticationResponseJSON,
+                scope,
+              })
+            : recovery.loginWithCode({ user, password: b.password, code: b.recovery_code!, scope });
+        }
+        const receipt = req.headers['openstack-auth-receipt'];
+        const methods = [...(b.password ? ['password'] : []), ...(b.passcode ? ['totp'] : [])];
+        if (methods.length === 0) throw new BulwarkError('BadRequest', 'Send a password or a passcode.');
+        return login.login({
+          methods,
+          password: b.password === undefined ? undefined : { user, password: b.password },
+          totp: b.passcode === undefined ? undefined : { user, passcode: b.passcode },
+          receipt: typeof receipt === 'string' && receipt.length > 0 ? receipt : undefined,
+          scope,
+        });
+      })();
       if (auth.projectId === null) {
         // No project named: re-scope (Keystone's token method, same factors and expiry) to the
         // user's default project, else their first; the unscoped token goes.

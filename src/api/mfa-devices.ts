@@ -33,7 +33,8 @@ const RegistrationResponse = Type.Object(
   },
   { additionalProperties: false },
 );
-const AuthenticationResponse = Type.Object(
+/** A WebAuthn assertion as the browser's `PublicKeyCredential.toJSON()` gives it. */
+export const AuthenticationResponse = Type.Object(
   {
     id: B64u(1024),
     rawId: B64u(1024),

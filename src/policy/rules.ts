@@ -316,6 +316,10 @@ export const POLICY = {
   // the cloud admin's (checked in compute/profiles.ts).
   'profile:import': ['admin', 'member'],
   'profile:export': ['admin', 'member'],
+
+  // Dashboard consoles (docs/dashboard.md): a browser WebSocket cannot carry the CSRF header, so the
+  // page first trades its CSRF-checked session for a single-use ticket to one server's console.
+  'console:ticket': ['admin', 'member'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;
@@ -363,6 +367,10 @@ export const MFA_ENROLLMENT_ACTIONS: ReadonlySet<Action> = new Set<Action>([
   'webauthn:list',
   'recovery_codes:generate',
   'recovery_codes:status',
+  // The dashboard's restricted session: it can load the page's own session and log out, so the
+  // bootstrap admin can enroll a factor in the browser (docs/dashboard.md).
+  'dashboard:session:show',
+  'dashboard:session:delete',
 ]);
 
 export const isAction = (s: string): s is Action => Object.hasOwn(POLICY, s);

@@ -8,7 +8,8 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { startTestApi, type TestApi } from '../helpers/api.js';
+import { CSRF_COOKIE, csrfTokenFor, SESSION_COOKIE } from '../../src/dashboard/session.js';
+import { PUBLIC_URL, startTestApi, type TestApi } from '../helpers/api.js';
 import { dialects } from '../helpers/store.js';
 
 type Opened = { ws: WebSocket; output: () => string } | { status: number; body: string };
@@ -301,5 +302,73 @@ describe.each(dialects())('console API on %s', (dialect) => {
     await close(ws);
     const recs = await ended();
     expect(recs[0]).toMatchObject({ user_id: member.userId, server_id: serverId });
+  });
+
+  it('opens a dashboard console with a single-use ticket bound to the session, the server and the Origin', async () => {
+    const origin = new URL(PUBLIC_URL).origin;
+    const session = {
+      cookie: `${SESSION_COOKIE}=${member.token}; ${CSRF_COOKIE}=${csrfTokenFor(member.token)}`,
+    };
+    const ask = (headers: Record<string, string>, id = serverId) =>
+      api.app.inject({ method: 'POST', url: `${B}/servers/${id}/console/tickets`, headers });
+    // A foreign page cannot get one: without the CSRF header the cookie is no session; a foreign Origin is refused.
+    expect((await ask({ ...session, origin })).statusCode).toBe(401);
+    const withCsrf = { ...session, 'x-csrf-token': csrfTokenFor(member.token) };
+    expect((await ask({ ...withCsrf, origin: 'https://evil.test' })).statusCode).toBe(403);
+    expect((await ask(withCsrf)).statusCode).toBe(403);
+    const other = await api.persona('con-other2', 'con-other2', 'member');
+    const otherVm = (
+      await api.call('POST', '/compute/v2.1/servers', other.token, {
+        server: { name: 'other-vm', ...(await api.bootable(other.token, 'con2')) },
+      })
+    ).json.server?.id as string | undefined;
+    expect((await ask({ ...withCsrf, origin }, otherVm ?? 'missing')).statusCode).toBe(404);
+    const ticket = async () => {
+      const r = await ask({ ...withCsrf, origin });
+      expect(r.statusCode).toBe(201);
+      return (r.json() as { ticket: string }).ticket;
+    };
+    let out = '';
+    const viaTicket = (t: string, o: string | undefined, id = serverId) =>
+      new Promise<WebSocket | number>((resolve, reject) => {
+        const ws = new WebSocket(
+          `${base}${B}/servers/${id}/console`,
+          ['bulwark.console', `bulwark.ticket.${t}`],
+          {
+            ...(o ? { origin: o } : {}),
+          },
+        );
+        ws.on('message', (d: Buffer) => {
+          out += d.toString('utf8');
+        });
+        ws.once('open', () => resolve(ws));
+        ws.once('unexpected-response', (_q, res) => resolve(res.statusCode ?? 0));
+        ws.once('error', reject);
+      });
+    // Wrong Origin, another server, no Origin: refused, and each try spends the ticket.
+    const t1 = await ticket();
+    expect(await viaTicket(t1, 'https://evil.test')).toBe(401);
+    expect(await viaTicket(t1, origin)).toBe(401);
+    expect(await viaTicket(await ticket(), origin, otherVm ?? 'missing')).toBe(401);
+    expect(await viaTicket(await ticket(), undefined)).toBe(401);
+    expect(await viaTicket('made-up-ticket', origin)).toBe(401);
+    const before = (await recordings()).length;
+    const t2 = await ticket();
+    const ws = await viaTicket(t2, origin);
+    if (typeof ws === 'number') throw new Error(`refused: ${ws}`);
+    expect(ws.protocol).toBe('bulwark.console');
+    await until(() => out.includes('# '), 'prompt');
+    ws.send('echo via-ticket\r');
+    await until(() => out.includes('fake: echo via-ticket'), 'command output');
+    await close(ws);
+    // Recorded like any other session, as the session's user; the spent ticket opens nothing.
+    const recs = await ended();
+    expect(recs).toHaveLength(before + 1);
+    expect(recs[0]).toMatchObject({
+      user_id: member.userId,
+      server_id: serverId,
+      bytes_in: 'echo via-ticket\r'.length,
+    });
+    expect(await viaTicket(t2, origin)).toBe(401);
   });
 });

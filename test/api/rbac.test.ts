@@ -10,7 +10,7 @@ import { generateRecoveryKey } from '../../src/backups/crypto.js';
 import { createCsr } from '../../src/pki/ca.js';
 import { POLICY, type RuleTerm } from '../../src/policy/rules.js';
 import { sha256Hex } from '../../src/util/ids.js';
-import { PASSWORD, serverRequest, startTestApi, type TestApi } from '../helpers/api.js';
+import { PASSWORD, PUBLIC_URL, serverRequest, startTestApi, type TestApi } from '../helpers/api.js';
 
 type Persona = 'admin' | 'member' | 'reader' | 'operator' | 'other' | 'expired' | 'none';
 const PERSONAS: Persona[] = ['none', 'expired', 'other', 'reader', 'operator', 'member', 'admin'];
@@ -277,6 +277,13 @@ describe('RBAC matrix', () => {
     if (url.startsWith('/bulwark/v1/break-glass')) return breakGlassSample(method, url, p);
     if (url.startsWith('/bulwark/v1/webauthn') || url.startsWith('/bulwark/v1/recovery-codes'))
       return mfaDeviceSample(method, url);
+    // A dashboard console ticket comes only to the dashboard's own Origin.
+    if (url === '/bulwark/v1/servers/:id/console/tickets')
+      return {
+        url: fill(url, { id: fixtures.server }),
+        target: {},
+        headers: { origin: new URL(PUBLIC_URL).origin },
+      };
     // Consoles: the member's server (a plain GET is answered 400, not upgraded); recordings by an unknown id.
     if (url.startsWith('/bulwark/v1/servers/'))
       return { url: fill(url, { id: fixtures.server }), target: {} };

@@ -5,74 +5,30 @@
  * that namespace too and trusts the daemon's CA through its own NSS database,
  * so the page is a secure context on https://localhost (the RP ID).
  */
-import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { addVirtualAuthenticator, launchBrowser, type TestBrowser } from '../helpers/browser.js';
 import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
 
 describe('WebAuthn sign-in page in Chromium with a virtual authenticator', () => {
   let d: DaemonProcess;
-  let browser: Browser;
+  let b: TestBrowser;
   let page: Page;
-  let home: string;
   let origin: string;
   beforeAll(async () => {
     d = await startDaemonProcess();
     await d.os('project', 'create', 'web');
     await d.os('user', 'create', '--password', 'Key-holder-pass-1', 'keyholder');
     await d.os('role', 'add', '--project', 'web', '--user', 'keyholder', 'member');
-    home = mkdtempSync(join(tmpdir(), 'bulwark-chromium-'));
-    const nss = `sql:${join(home, '.pki', 'nssdb')}`;
-    execFileSync('mkdir', ['-p', join(home, '.pki', 'nssdb')]);
-    execFileSync('certutil', ['-d', nss, '-N', '--empty-password']);
-    execFileSync('certutil', [
-      '-d',
-      nss,
-      '-A',
-      '-n',
-      'bulwark-test-ca',
-      '-t',
-      'C,,',
-      '-i',
-      join(d.dataDir, 'pki', 'ca.crt'),
-    ]);
-    const wrapper = join(home, 'chromium-in-netns');
-    writeFileSync(wrapper, `#!/bin/sh\nexec nsenter --net=/run/netns/${d.netns} -- /usr/bin/chromium "$@"\n`);
-    chmodSync(wrapper, 0o755);
-    browser = await chromium.launch({
-      executablePath: wrapper,
-      env: { ...process.env, HOME: home },
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
-    page = await browser.newPage();
+    b = await launchBrowser(d.netns, { trustCa: join(d.dataDir, 'pki', 'ca.crt') });
+    page = b.page;
     origin = d.url.replace('127.0.0.1', 'localhost');
-    const cdp = await page.context().newCDPSession(page);
-    await cdp.send('WebAuthn.enable');
-    await cdp.send('WebAuthn.addVirtualAuthenticator', {
-      options: {
-        protocol: 'ctap2',
-        transport: 'usb',
-        hasResidentKey: false,
-        hasUserVerification: true,
-        isUserVerified: true,
-        automaticPresenceSimulation: true,
-      },
-    });
+    await addVirtualAuthenticator(page);
   }, 120_000);
   afterAll(async () => {
-    await browser?.close();
+    await b?.close();
     await stopDaemon(d);
-    if (home) rmSync(home, { recursive: true, force: true });
   });
 
   const status = () => page.locator('#status');

@@ -1,4 +1,5 @@
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,8 +21,29 @@ export interface TestBrowser {
   close(): Promise<void>;
 }
 
-export async function launchBrowser(netns: string): Promise<TestBrowser> {
+/**
+ * `trustCa`: a CA certificate Chromium trusts through its own NSS database (in
+ * a throwaway HOME), so pages are free of certificate errors: WebAuthn refuses
+ * to run on a page with one, whatever `ignoreHTTPSErrors` says.
+ */
+export async function launchBrowser(netns: string, opts: { trustCa?: string } = {}): Promise<TestBrowser> {
   const dir = mkdtempSync(join(tmpdir(), 'bulwark-chromium-'));
+  if (opts.trustCa) {
+    const db = join(dir, '.pki', 'nssdb');
+    mkdirSync(db, { recursive: true });
+    execFileSync('certutil', ['-d', `sql:${db}`, '-N', '--empty-password']);
+    execFileSync('certutil', [
+      '-d',
+      `sql:${db}`,
+      '-A',
+      '-n',
+      'bulwark-test-ca',
+      '-t',
+      'C,,',
+      '-i',
+      opts.trustCa,
+    ]);
+  }
   // Playwright drives Chromium over a pipe, which survives nsenter's exec.
   const wrapper = join(dir, 'chromium-in-netns');
   writeFileSync(wrapper, `#!/bin/sh\nexec nsenter --net=/run/netns/${netns} -- ${CHROMIUM} "$@"\n`);
@@ -30,6 +52,7 @@ export async function launchBrowser(netns: string): Promise<TestBrowser> {
   const browser = await chromium.launch({
     executablePath: wrapper,
     headless: true,
+    ...(opts.trustCa ? { env: { ...process.env, HOME: dir } } : {}),
     args: [
       '--no-sandbox',
       '--disable-gpu',
@@ -88,3 +111,32 @@ export async function seriousA11yViolations(page: Page): Promise<AxeViolation[]>
   });
   return violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
 }
+
+/** Chromium's virtual security key (CDP WebAuthn domain) for `page`: user-verifying, always present. */
+export async function addVirtualAuthenticator(page: Page): Promise<void> {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('WebAuthn.enable');
+  await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2',
+      transport: 'usb',
+      hasResidentKey: false,
+      hasUserVerification: true,
+      isUserVerified: true,
+      automaticPresenceSimulation: true,
+    },
+  });
+}
+
+/** The openstack/bulwark CLIs' environment for a Keystone token, e.g. a dashboard session's. */
+export const tokenCliEnv = (d: { url: string; dataDir: string }, token: string): NodeJS.ProcessEnv => ({
+  OS_CLOUD: '',
+  OS_CLIENT_CONFIG_FILE: join(d.dataDir, 'no-clouds.yaml'),
+  OS_AUTH_URL: `${d.url}/identity/v3`,
+  OS_CACERT: join(d.dataDir, 'pki', 'ca.crt'),
+  OS_IDENTITY_API_VERSION: '3',
+  OS_AUTH_TYPE: 'v3token',
+  OS_TOKEN: token,
+  OS_PROJECT_NAME: 'admin',
+  OS_PROJECT_DOMAIN_NAME: 'Default',
+});

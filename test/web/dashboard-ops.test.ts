@@ -78,7 +78,7 @@ describe.runIf(process.getuid?.() === 0)(
       await page
         .locator('input[name=password]')
         .fill(readFileSync(join(d.dataDir, 'admin-password'), 'utf8').trim());
-      await page.getByRole('button', { name: 'Log in' }).click();
+      await page.getByRole('button', { name: 'Log in', exact: true }).click();
       await page.getByRole('heading', { name: 'Instances' }).waitFor();
     }, 180_000);
     afterAll(async () => {

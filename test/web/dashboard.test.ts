@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { totpCode, totpStep } from '../../src/identity/totp.js';
-import { launchBrowser, seriousA11yViolations, type TestBrowser } from '../helpers/browser.js';
+import { launchBrowser, seriousA11yViolations, type TestBrowser, tokenCliEnv } from '../helpers/browser.js';
 import { type DaemonProcess, REPO, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
 import { guestImage } from '../helpers/guests.js';
 
@@ -97,7 +97,7 @@ describe.runIf(process.getuid?.() === 0)('web dashboard in Chromium', { timeout:
     const password = readFileSync(join(d.dataDir, 'admin-password'), 'utf8').trim();
     await page.locator('input[name=username]').fill('admin');
     await page.locator('input[name=password]').fill(password);
-    await page.getByRole('button', { name: 'Log in' }).click();
+    await page.getByRole('button', { name: 'Log in', exact: true }).click();
     const passcode = page.locator('input[name=passcode]');
     await passcode.waitFor();
     await accessible('login-totp');
@@ -117,17 +117,7 @@ describe.runIf(process.getuid?.() === 0)('web dashboard in Chromium', { timeout:
     const session = cookies.find((c) => c.name === '__Host-bulwark-session');
     expect(session).toMatchObject({ httpOnly: true, secure: true, sameSite: 'Strict', path: '/' });
     expect(await page.evaluate('document.cookie')).not.toContain(session!.value);
-    asSession = {
-      OS_CLOUD: '',
-      OS_CLIENT_CONFIG_FILE: join(d.dataDir, 'no-clouds.yaml'),
-      OS_AUTH_URL: `${d.url}/identity/v3`,
-      OS_CACERT: join(d.dataDir, 'pki', 'ca.crt'),
-      OS_IDENTITY_API_VERSION: '3',
-      OS_AUTH_TYPE: 'v3token',
-      OS_TOKEN: session!.value,
-      OS_PROJECT_NAME: 'admin',
-      OS_PROJECT_DOMAIN_NAME: 'Default',
-    };
+    asSession = tokenCliEnv(d, session!.value);
     const token = await osJson('token', 'issue');
     expect(token.project_id).toBeTruthy();
   });
@@ -299,7 +289,7 @@ describe.runIf(process.getuid?.() === 0)('web dashboard in Chromium', { timeout:
       await p.goto(`${d.url}/dashboard/`);
       await p.locator('input[name=username]').fill('alice');
       await p.locator('input[name=password]').fill('Alice-password-1');
-      await p.getByRole('button', { name: 'Log in' }).click();
+      await p.getByRole('button', { name: 'Log in', exact: true }).click();
       await p.getByRole('heading', { name: 'Instances' }).waitFor();
       expect(await p.getByText('project web').count()).toBe(1);
       expect(await p.getByRole('navigation').getByRole('link', { name: 'Flavors' }).count()).toBe(0);

@@ -3,6 +3,7 @@ import { Navigate, NavLink, Route, Routes, useNavigate } from 'react-router';
 import { ApiError, api, csrfToken, SESSION_ENDED, type Session } from './api';
 import { ApprovalsPage } from './pages/Approvals';
 import { AuditPage } from './pages/Audit';
+import { ConsolePage } from './pages/Console';
 import { FlavorsPage } from './pages/Flavors';
 import { ImagesPage } from './pages/Images';
 import { InstanceDetail } from './pages/InstanceDetail';
@@ -11,6 +12,7 @@ import { LoginPage } from './pages/Login';
 import { QuotasPage } from './pages/Quotas';
 import { SecurityGroupDetail } from './pages/SecurityGroupDetail';
 import { SecurityGroupsPage } from './pages/SecurityGroups';
+import { ServerGroupsPage } from './pages/ServerGroups';
 import { TwoFactorPage } from './pages/TwoFactor';
 import { UsersPage } from './pages/Users';
 import { VolumeDetail } from './pages/VolumeDetail';
@@ -20,7 +22,13 @@ import { VolumeTypesPage } from './pages/VolumeTypes';
 type NavSection = readonly [string, readonly (readonly [string, string])[]];
 
 const PROJECT_NAV: readonly NavSection[] = [
-  ['Compute', [['Instances', '/project/compute/instances']]],
+  [
+    'Compute',
+    [
+      ['Instances', '/project/compute/instances'],
+      ['Server Groups', '/project/compute/server-groups'],
+    ],
+  ],
   ['Network', [['Security Groups', '/project/network/security-groups']]],
   ['Volumes', [['Volumes', '/project/volumes']]],
   ['Account', [['Two-Factor', '/account/two-factor']]],
@@ -64,11 +72,16 @@ function Expiry({ at, onExpired }: { at: string; onExpired: () => void }) {
   );
 }
 
+/** An admin's session without a second factor (while admins must use one) may only enroll one. */
+const ENROLL_NAV: readonly NavSection[] = [['Account', [['Two-Factor', '/account/two-factor']]]];
+
 function Nav({ session }: { session: Session }) {
-  const groups: [string, readonly NavSection[]][] = [
-    ['Project', PROJECT_NAV],
-    ...(session.is_admin ? [['Admin', ADMIN_NAV] as [string, readonly NavSection[]]] : []),
-  ];
+  const groups: [string, readonly NavSection[]][] = session.mfa_pending
+    ? [['Enroll', ENROLL_NAV]]
+    : [
+        ['Project', PROJECT_NAV],
+        ...(session.is_admin ? [['Admin', ADMIN_NAV] as [string, readonly NavSection[]]] : []),
+      ];
   return (
     <nav aria-label="Main">
       {groups.map(([top, sections]) => (
@@ -147,23 +160,38 @@ export function App() {
       </header>
       <Nav session={session} />
       <main>
-        <Routes>
-          <Route path="/project/compute/instances" element={<InstancesPage session={session} />} />
-          <Route path="/project/compute/instances/:id" element={<InstanceDetail session={session} />} />
-          <Route path="/project/network/security-groups" element={<SecurityGroupsPage />} />
-          <Route path="/project/network/security-groups/:id" element={<SecurityGroupDetail />} />
-          <Route path="/project/volumes" element={<VolumesPage />} />
-          <Route path="/project/volumes/:id" element={<VolumeDetail />} />
-          <Route path="/account/two-factor" element={<TwoFactorPage session={session} />} />
-          <Route path="/admin/compute/flavors" element={<FlavorsPage />} />
-          <Route path="/admin/compute/images" element={<ImagesPage />} />
-          <Route path="/admin/volume/volume-types" element={<VolumeTypesPage />} />
-          <Route path="/admin/quotas" element={<QuotasPage session={session} />} />
-          <Route path="/admin/users" element={<UsersPage />} />
-          <Route path="/admin/audit" element={<AuditPage />} />
-          <Route path="/admin/approvals" element={<ApprovalsPage />} />
-          <Route path="*" element={<Navigate to="/project/compute/instances" replace />} />
-        </Routes>
+        {session.mfa_pending ? (
+          <>
+            <p className="restricted" role="note">
+              Administrators must use a second factor. This session can only enroll one: add an authenticator
+              app or a security key below, then log out and log in again with it.
+            </p>
+            <Routes>
+              <Route path="/account/two-factor" element={<TwoFactorPage session={session} />} />
+              <Route path="*" element={<Navigate to="/account/two-factor" replace />} />
+            </Routes>
+          </>
+        ) : (
+          <Routes>
+            <Route path="/project/compute/instances" element={<InstancesPage session={session} />} />
+            <Route path="/project/compute/instances/:id" element={<InstanceDetail session={session} />} />
+            <Route path="/project/compute/instances/:id/console" element={<ConsolePage />} />
+            <Route path="/project/compute/server-groups" element={<ServerGroupsPage />} />
+            <Route path="/project/network/security-groups" element={<SecurityGroupsPage />} />
+            <Route path="/project/network/security-groups/:id" element={<SecurityGroupDetail />} />
+            <Route path="/project/volumes" element={<VolumesPage />} />
+            <Route path="/project/volumes/:id" element={<VolumeDetail />} />
+            <Route path="/account/two-factor" element={<TwoFactorPage session={session} />} />
+            <Route path="/admin/compute/flavors" element={<FlavorsPage />} />
+            <Route path="/admin/compute/images" element={<ImagesPage />} />
+            <Route path="/admin/volume/volume-types" element={<VolumeTypesPage />} />
+            <Route path="/admin/quotas" element={<QuotasPage session={session} />} />
+            <Route path="/admin/users" element={<UsersPage />} />
+            <Route path="/admin/audit" element={<AuditPage />} />
+            <Route path="/admin/approvals" element={<ApprovalsPage />} />
+            <Route path="*" element={<Navigate to="/project/compute/instances" replace />} />
+          </Routes>
+        )}
       </main>
     </div>
   );

@@ -83,6 +83,8 @@ export interface Session {
   roles: string[];
   is_admin: boolean;
   methods: string[];
+  /** An admin without a second factor while admins must use one: only enrollment works. */
+  mfa_pending: boolean;
   issued_at: string;
   expires_at: string;
 }

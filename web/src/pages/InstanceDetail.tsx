@@ -1,5 +1,5 @@
 import { type FormEvent, useCallback, useState } from 'react';
-import { useNavigate, useParams } from 'react-router';
+import { Link, useNavigate, useParams } from 'react-router';
 import { del, get, post, type Session } from '../api';
 import { useAction, useLoad, usePoll } from '../hooks';
 import { Details, ErrorBox, Field, Loading, Page, Progress } from '../ui';
@@ -153,6 +153,10 @@ export function InstanceDetail({ session }: { session: Session }) {
         </button>
       </fieldset>
       <ErrorBox error={act.error} />
+      <p>
+        <Link to={`/project/compute/instances/${id}/console`}>Console</Link> (serial console; sessions are
+        recorded)
+      </p>
       <EditSecurityGroups server={s} onChanged={reload} />
       {session.is_admin && (
         <section aria-labelledby="quarantine-title">

@@ -4,6 +4,7 @@ import { get, post, type Session } from '../api';
 import { useAction, useLoad, usePoll } from '../hooks';
 import { ErrorBox, Field, Loading, Page, Progress } from '../ui';
 import { listGroups } from './SecurityGroups';
+import { listServerGroups } from './ServerGroups';
 
 export interface Server {
   id: string;
@@ -28,18 +29,26 @@ export const listServers = () =>
 
 function LaunchForm({ onLaunched }: { onLaunched: () => void }) {
   const opts = useLoad(async () => {
-    const [flavors, images, networks, groups] = await Promise.all([
+    const [flavors, images, networks, groups, serverGroups] = await Promise.all([
       get('/compute/v2.1/flavors/detail').then((r) => r.flavors as { id: string; name: string }[]),
       get('/image/v2/images').then((r) => r.images as { id: string; name: string; status: string }[]),
       get('/network/v2.0/networks').then((r) => r.networks as { id: string; name: string }[]),
       listGroups(),
+      listServerGroups(),
     ]);
-    return { flavors, images: images.filter((i) => i.status === 'active'), networks, groups };
+    return {
+      flavors,
+      images: images.filter((i) => i.status === 'active'),
+      networks,
+      groups,
+      serverGroups,
+    };
   });
   const [name, setName] = useState('');
   const [flavor, setFlavor] = useState('');
   const [image, setImage] = useState('');
   const [network, setNetwork] = useState('');
+  const [serverGroup, setServerGroup] = useState('');
   const [groups, setGroups] = useState<string[]>(['default']);
   const [meta, setMeta] = useState<[string, string][]>([['', '']]);
   const launch = useAction();
@@ -54,7 +63,8 @@ function LaunchForm({ onLaunched }: { onLaunched: () => void }) {
       security_groups: groups.map((g) => ({ name: g })),
       ...(Object.keys(metadata).length > 0 ? { metadata } : {}),
     };
-    if (await launch.run(() => post('/compute/v2.1/servers', { server }))) {
+    const hints = serverGroup ? { 'os:scheduler_hints': { group: serverGroup } } : {};
+    if (await launch.run(() => post('/compute/v2.1/servers', { server, ...hints }))) {
       setName('');
       onLaunched();
     }
@@ -94,6 +104,16 @@ function LaunchForm({ onLaunched }: { onLaunched: () => void }) {
           {o.networks.map((n) => (
             <option key={n.id} value={n.id}>
               {n.name}
+            </option>
+          ))}
+        </select>
+      </Field>
+      <Field label="Server Group">
+        <select name="server-group" value={serverGroup} onChange={(e) => setServerGroup(e.target.value)}>
+          <option value="">No server group</option>
+          {o.serverGroups.map((g) => (
+            <option key={g.id} value={g.id}>
+              {g.name} ({g.policy})
             </option>
           ))}
         </select>

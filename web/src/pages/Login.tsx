@@ -2,10 +2,12 @@ import { type FormEvent, useState } from 'react';
 import { useNavigate } from 'react-router';
 import { ApiError, api, type Session } from '../api';
 import { ErrorBox, Field } from '../ui';
+import { assertKey } from '../webauthn';
 
 /**
  * Password first; when the account's MFA rules want a second factor the API
- * answers 401 with an auth receipt, and the TOTP step sends it back.
+ * answers 401 with an auth receipt, and the TOTP step sends it back. Or the
+ * password with a security key's assertion, or with a one-time recovery code.
  */
 export function LoginPage({ notice, onLogin }: { notice: string | null; onLogin: (s: Session) => void }) {
   const navigate = useNavigate();
@@ -13,9 +15,32 @@ export function LoginPage({ notice, onLogin }: { notice: string | null; onLogin:
   const [password, setPassword] = useState('');
   const [project, setProject] = useState('');
   const [passcode, setPasscode] = useState('');
+  const [recoveryCode, setRecoveryCode] = useState('');
   const [receipt, setReceipt] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(notice);
   const [busy, setBusy] = useState(false);
+
+  const withKey = async () => {
+    setBusy(true);
+    setError(null);
+    try {
+      const user = { name: username, domain: { id: 'default' } };
+      const options = await api('POST', '/bulwark/v1/webauthn/login/options', { user });
+      const webauthn = await assertKey(options);
+      const r = await api<{ session: Session }>('POST', '/dashboard/session', {
+        username,
+        password,
+        webauthn,
+        ...(project ? { project } : {}),
+      });
+      onLogin(r.session);
+      navigate('/project/compute/instances');
+    } catch (err) {
+      setError(err instanceof Error ? err.message : String(err));
+    } finally {
+      setBusy(false);
+    }
+  };
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
@@ -25,6 +50,7 @@ export function LoginPage({ notice, onLogin }: { notice: string | null; onLogin:
       const body = {
         username,
         ...(receipt ? { passcode } : { password }),
+        ...(!receipt && recoveryCode ? { recovery_code: recoveryCode } : {}),
         ...(project ? { project } : {}),
       };
       const r = await api<{ session: Session }>(
@@ -34,7 +60,7 @@ export function LoginPage({ notice, onLogin }: { notice: string | null; onLogin:
         receipt ? { 'openstack-auth-receipt': receipt } : {},
       );
       onLogin(r.session);
-      navigate('/project/compute/instances');
+      navigate(r.session.mfa_pending ? '/account/two-factor' : '/project/compute/instances');
     } catch (err) {
       const next = err instanceof ApiError ? err.headers.get('openstack-auth-receipt') : null;
       if (next) {
@@ -78,6 +104,14 @@ export function LoginPage({ notice, onLogin }: { notice: string | null; onLogin:
             <Field label="Project (optional)">
               <input name="project" value={project} onChange={(e) => setProject(e.target.value)} />
             </Field>
+            <Field label="Recovery code (optional, instead of your device)">
+              <input
+                name="recovery-code"
+                autoComplete="off"
+                value={recoveryCode}
+                onChange={(e) => setRecoveryCode(e.target.value)}
+              />
+            </Field>
           </>
         ) : (
           <>
@@ -99,6 +133,11 @@ export function LoginPage({ notice, onLogin }: { notice: string | null; onLogin:
         <button type="submit" disabled={busy}>
           {busy ? 'Logging in…' : receipt ? 'Verify' : 'Log in'}
         </button>
+        {receipt === null && (
+          <button type="button" disabled={busy || !username || !password} onClick={withKey}>
+            Log in with a security key
+          </button>
+        )}
       </form>
     </section>
   );

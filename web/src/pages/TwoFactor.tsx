@@ -1,7 +1,9 @@
-import { type FormEvent, useState } from 'react';
-import { api, get, post, type Session } from '../api';
+import QRCode from 'qrcode';
+import { type FormEvent, useEffect, useState } from 'react';
+import { api, del, get, post, type Session } from '../api';
 import { useAction, useLoad } from '../hooks';
 import { Details, ErrorBox, Field, Loading, Page } from '../ui';
+import { createKey } from '../webauthn';
 
 const B32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 
@@ -31,6 +33,144 @@ async function totp(secret: string, step: number): Promise<string> {
   const o = h[19]! & 0xf;
   const n = ((h[o]! & 0x7f) << 24) | (h[o + 1]! << 16) | (h[o + 2]! << 8) | h[o + 3]!;
   return String(n % 1_000_000).padStart(6, '0');
+}
+
+/** The key URI as a QR code, drawn into a data: URL (the CSP's img-src allows data:, nothing inline runs). */
+function QrImage({ uri }: { uri: string }) {
+  const [src, setSrc] = useState<string | null>(null);
+  useEffect(() => {
+    let live = true;
+    QRCode.toDataURL(uri, { errorCorrectionLevel: 'M', margin: 2, width: 200 }).then(
+      (u) => live && setSrc(u),
+    );
+    return () => {
+      live = false;
+    };
+  }, [uri]);
+  return src ? (
+    <img className="qr" src={src} alt="QR code of the key URI: scan it with the authenticator app" />
+  ) : null;
+}
+
+interface KeyRow {
+  id: string;
+  name: string;
+  created_at: string;
+  last_used_at: string | null;
+}
+
+/** Security keys (WebAuthn): register one in this browser, list and remove them. */
+function SecurityKeys() {
+  const keys = useLoad(() =>
+    get<{ credentials: KeyRow[] }>('/bulwark/v1/webauthn/credentials').then((r) => r.credentials),
+  );
+  const [name, setName] = useState('');
+  const act = useAction();
+  const register = async (e: FormEvent) => {
+    e.preventDefault();
+    const ok = await act.run(async () => {
+      const options = await post('/bulwark/v1/webauthn/registration/options');
+      await post('/bulwark/v1/webauthn/registration', { name, response: await createKey(options) });
+    });
+    if (ok) {
+      setName('');
+      keys.reload();
+    }
+  };
+  return (
+    <section aria-labelledby="keys-title">
+      <h2 id="keys-title">Security keys</h2>
+      <ErrorBox error={keys.error} />
+      {keys.data === null ? (
+        <Loading what="security keys" />
+      ) : keys.data.length === 0 ? (
+        <p>No security key registered.</p>
+      ) : (
+        <table>
+          <caption>Your security keys</caption>
+          <thead>
+            <tr>
+              <th scope="col">Name</th>
+              <th scope="col">Registered</th>
+              <th scope="col">Last used</th>
+              <th scope="col">Actions</th>
+            </tr>
+          </thead>
+          <tbody>
+            {keys.data.map((k) => (
+              <tr key={k.id}>
+                <td>{k.name}</td>
+                <td>{k.created_at}</td>
+                <td>{k.last_used_at ?? 'Never'}</td>
+                <td>
+                  <button
+                    type="button"
+                    className="danger"
+                    aria-label={`Remove ${k.name}`}
+                    disabled={act.busy}
+                    onClick={async () => {
+                      if (await act.run(() => del(`/bulwark/v1/webauthn/credentials/${k.id}`))) keys.reload();
+                    }}
+                  >
+                    Remove
+                  </button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      <form onSubmit={register} className="inline-form" aria-label="Register a security key">
+        <Field label="Key name">
+          <input name="key-name" required value={name} onChange={(e) => setName(e.target.value)} />
+        </Field>
+        <button type="submit" disabled={act.busy}>
+          Register a security key
+        </button>
+      </form>
+      <ErrorBox error={act.error} />
+    </section>
+  );
+}
+
+/** One-time recovery codes: a new set replaces the old one and is shown once. */
+function RecoveryCodes() {
+  const left = useLoad(() =>
+    get<{ remaining: number }>('/bulwark/v1/recovery-codes').then((r) => r.remaining),
+  );
+  const [codes, setCodes] = useState<string[] | null>(null);
+  const act = useAction();
+  return (
+    <section aria-labelledby="codes-title">
+      <h2 id="codes-title">Recovery codes</h2>
+      <p>Unused codes: {left.data ?? '…'}. Each works once, with your password, when your device is lost.</p>
+      <button
+        type="button"
+        disabled={act.busy}
+        onClick={async () => {
+          await act.run(async () => {
+            setCodes((await post<{ recovery_codes: string[] }>('/bulwark/v1/recovery-codes')).recovery_codes);
+          });
+          left.reload();
+        }}
+      >
+        Generate new recovery codes
+      </button>
+      {codes && (
+        <div role="status">
+          <p>Shown once: store them offline. The earlier codes no longer work.</p>
+          <ul className="codes" aria-label="Recovery codes">
+            {codes.map((c) => (
+              <li key={c}>
+                <code>{c}</code>
+              </li>
+            ))}
+          </ul>
+        </div>
+      )}
+      <ErrorBox error={act.error ?? left.error} />
+    </section>
+  );
 }
 
 interface UserOptions {
@@ -84,6 +224,7 @@ export function TwoFactorPage({ session }: { session: Session }) {
   if (state.error) return <ErrorBox error={state.error} />;
   if (!state.data) return <Loading what="your factors" />;
   const rules = state.data.options.multi_factor_auth_rules ?? [];
+  const uri = `otpauth://totp/Bulwark:${encodeURIComponent(session.user.name)}?secret=${secret}&issuer=Bulwark`;
   return (
     <Page title="Two-Factor Authentication">
       <Details
@@ -110,13 +251,11 @@ export function TwoFactorPage({ session }: { session: Session }) {
             Add this secret to your authenticator app (TOTP, SHA-1, 6 digits, 30 seconds). It is shown only
             now; the platform stores it sealed.
           </p>
+          <QrImage uri={uri} />
           <Details
             rows={[
               ['Secret', <code key="s">{secret}</code>],
-              [
-                'Key URI',
-                <code key="u">{`otpauth://totp/Bulwark:${encodeURIComponent(session.user.name)}?secret=${secret}&issuer=Bulwark`}</code>,
-              ],
+              ['Key URI', <code key="u">{uri}</code>],
             ]}
           />
           <Field label="Code from the app">
@@ -136,6 +275,8 @@ export function TwoFactorPage({ session }: { session: Session }) {
         </form>
       )}
       <ErrorBox error={act.error} />
+      <SecurityKeys />
+      <RecoveryCodes />
     </Page>
   );
 }

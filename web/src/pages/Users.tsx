@@ -9,17 +9,28 @@ interface User {
   options: { multi_factor_auth_enabled?: boolean; multi_factor_auth_rules?: string[][] };
 }
 
+/** The access review's view of a user (docs/identity.md, Access review). */
+interface Reviewed {
+  id: string;
+  last_login_at: string | null;
+  flags: string[];
+}
+
 /** Users and whether their login needs a second factor (Keystone's MFA options, docs/identity.md). */
 export function UsersPage() {
   const users = useLoad(async () => {
-    const [u, creds] = await Promise.all([
+    const [u, creds, review] = await Promise.all([
       get<{ users: User[] }>('/identity/v3/users').then((r) => r.users),
       get<{ credentials: { user_id: string; type: string }[] }>('/identity/v3/credentials?type=totp').then(
         (r) => r.credentials,
       ),
+      get<{ access_review: { users: Reviewed[] } }>('/bulwark/v1/access-review').then(
+        (r) => r.access_review.users,
+      ),
     ]);
     const enrolled = new Set(creds.map((c) => c.user_id));
-    return u.map((x) => ({ ...x, totp: enrolled.has(x.id) }));
+    const byId = new Map(review.map((r) => [r.id, r]));
+    return u.map((x) => ({ ...x, totp: enrolled.has(x.id), review: byId.get(x.id) }));
   });
   return (
     <Page title="Users">
@@ -36,6 +47,8 @@ export function UsersPage() {
               <th scope="col">MFA Required</th>
               <th scope="col">MFA Rules</th>
               <th scope="col">TOTP Enrolled</th>
+              <th scope="col">Last Login</th>
+              <th scope="col">Review Flags</th>
             </tr>
           </thead>
           <tbody>
@@ -48,6 +61,8 @@ export function UsersPage() {
                   {(u.options.multi_factor_auth_rules ?? []).map((r) => r.join(' + ')).join('; ') || '-'}
                 </td>
                 <td>{u.totp ? 'Yes' : 'No'}</td>
+                <td>{u.review?.last_login_at ?? 'Never'}</td>
+                <td>{u.review?.flags.join(', ') || 'None'}</td>
               </tr>
             ))}
           </tbody>
