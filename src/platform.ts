@@ -10,6 +10,7 @@ import { ImageService } from './compute/images.js';
 import type { PassthroughConfig } from './compute/passthrough-policy.js';
 import type { HostCapabilities } from './compute/properties.js';
 import { QuarantineService } from './compute/quarantine.js';
+import { ComplianceService } from './compliance/service.js';
 import type { Resources } from './compute/scheduler/index.js';
 import { ServerGroupService } from './compute/server-groups.js';
 import { type CreateServerInput, ServerService } from './compute/servers.js';
@@ -20,6 +21,7 @@ import { serverCreateLimit } from './governance/rate-limits.js';
 import { ServerHistory } from './governance/server-history.js';
 import { DEFAULT_THRESHOLDS, StoragePools, type Thresholds } from './governance/storage-thresholds.js';
 import { probeCapacity } from './host/capabilities.js';
+import { processConfinement, probeHardening, REAL_ROOTS } from './host/hardening.js';
 import type { HypervisorDriver } from './host/hypervisor.js';
 import { ImageStore } from './host/image-store.js';
 import { planPassthrough } from './host/passthrough.js';
@@ -80,6 +82,11 @@ export interface PlatformOptions {
   consoleRetentionDays?: number;
   /** How often the snapshot lifecycle scheduler prunes (docs/snapshots.md); default 15 minutes. */
   snapshotPruneIntervalMs?: number;
+  /** Where /proc and /etc are for the compliance host checks (docs/compliance.md); tests point them at fake trees. */
+  procRoot?: string;
+  etcRoot?: string;
+  /** The API's rate limits as `serve` set them, for the compliance check; absent: the API has no limiter. */
+  apiRate?: { perToken: number; perAddress: number };
   /** The clock snapshots are stamped and aged by; tests move it. */
   clock?: () => Date;
 }
@@ -261,7 +268,38 @@ export function buildPlatform(
   const templates = new TemplateService(store, images, (id) => imageStore.path(id), approvals);
   images.immutable = (id) => templates.immutable(id);
   servers.bootGate = (imageId, path) => templates.checkBoot(imageId, path);
+  // Compliance (docs/compliance.md): the catalogue's live checks over this platform and this host.
+  const roots = {
+    proc: opts.procRoot ?? REAL_ROOTS.proc,
+    sys: opts.sysfsRoot ?? REAL_ROOTS.sys,
+    etc: opts.etcRoot ?? REAL_ROOTS.etc,
+  };
+  const compliance = new ComplianceService(
+    {
+      store,
+      identity,
+      storage,
+      approvals,
+      metadataRules,
+      driver,
+      settings: {
+        dataDir: opts.dataDir,
+        localHost: opts.hostName,
+        capabilities: opts.capabilities,
+        serverCreateRate: opts.serverCreateRate ?? 0,
+        apiRate: opts.apiRate ?? null,
+        consoleRetentionDays: opts.consoleRetentionDays ?? DEFAULT_RETENTION_DAYS,
+        storageThresholds: opts.storageThresholds ?? DEFAULT_THRESHOLDS,
+        passthrough: opts.passthrough ?? { pciAllowList: [], usbAllowList: [] },
+        defaultGroupAllowsSameGroup: opts.defaultGroupAllowsSameGroup,
+      },
+      confinement: (pid) => processConfinement(roots.proc, pid),
+      now: opts.clock ?? (() => new Date()),
+    },
+    (sysctls) => probeHardening(roots, sysctls),
+  );
   return {
+    compliance,
     backups,
     backupScheduler,
     consoles,

@@ -15,6 +15,7 @@ import type { ImageService } from '../compute/images.js';
 import type { QuarantineService } from '../compute/quarantine.js';
 import type { ServerGroupService } from '../compute/server-groups.js';
 import type { ServerService } from '../compute/servers.js';
+import type { ComplianceService } from '../compliance/service.js';
 import type { ConsoleService } from '../console/recordings.js';
 import { DEFAULT_WEB_DIR } from '../dashboard/assets.js';
 import { sessionToken } from '../dashboard/session.js';
@@ -52,6 +53,7 @@ import { registerBreakGlassApi } from './break-glass.js';
 import { registerBulwarkApi } from './bulwark.js';
 import type { ServiceEntry } from './catalog.js';
 import { registerCloneApi } from './clones.js';
+import { registerComplianceApi } from './compliance.js';
 import { registerComputeApi } from './compute.js';
 import { CONSOLE_PROTOCOL, registerConsoleApi, tokenFromProtocols } from './console.js';
 import type { AuditNote, RouteInfo } from './context.js';
@@ -112,6 +114,8 @@ export interface ApiDeps {
   snapshots: { snapshots: SnapshotService; policies: SnapshotPolicyService; scheduler: SnapshotScheduler };
   /** Templates: pinned, immutable, approved versions (docs/templates.md). */
   templates: TemplateService;
+  /** Compliance: the control catalogue, live checks and their history (docs/compliance.md). */
+  compliance: ComplianceService;
   /** Approvals, the two-person rule (docs/approvals.md). */
   approvals: ApprovalService;
   /** VM metadata rules and per-server change history (docs/metadata.md). */
@@ -326,6 +330,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await registerBulwarkApi(app, ctx);
   await registerSnapshotApi(app, ctx);
   registerTemplateApi(app, ctx);
+  registerComplianceApi(app, ctx);
   registerCloneApi(app, ctx);
   registerApprovalApi(app, ctx);
   registerServerGovernanceApi(app, ctx);

@@ -1,0 +1,172 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+/**
+ * Reads what a hypervisor host's hardening checks need (docs/compliance.md,
+ * "Host hardening"): sysctls, the kernel command line, sshd's configuration,
+ * auditd and its rules, KVM's nested flag, AppArmor and seccomp, and the
+ * sockets listening. Only reads files, under roots tests point at a fake
+ * tree; compliance/host-checks.ts decides what the readings mean. It runs
+ * where the host is: the daemon for its own machine.
+ */
+export interface HostRoots {
+  proc: string;
+  sys: string;
+  etc: string;
+}
+
+export const REAL_ROOTS: HostRoots = { proc: '/proc', sys: '/sys', etc: '/etc' };
+
+export interface Listener {
+  proto: 'tcp' | 'udp';
+  address: string;
+  port: number;
+}
+
+export interface HardeningFacts {
+  collected_at: string;
+  /** Each asked-for sysctl's value; null when the kernel has no such file. */
+  sysctls: Record<string, string | null>;
+  cmdline: string | null;
+  /** sshd's effective settings (lowercase keys, first value wins as in sshd); null: no sshd_config. */
+  sshd: { files: string[]; settings: Record<string, string> } | null;
+  auditd: { running: boolean; ruleFiles: string[]; rules: string[] };
+  /** /sys/module/<m>/parameters/nested per KVM module; null when the module is not loaded. */
+  nested: { kvm_intel: string | null; kvm_amd: string | null };
+  apparmor: string | null;
+  seccompActions: string | null;
+  listening: Listener[];
+}
+
+const read = (p: string) => readFile(p, 'utf8').then((t) => t.trim(), () => null);
+const list = (d: string) => readdir(d).catch((): string[] => []);
+
+export async function probeHardening(roots: HostRoots, sysctls: readonly string[]): Promise<HardeningFacts> {
+  const values = await Promise.all(sysctls.map((n) => read(join(roots.proc, 'sys', ...n.split('.')))));
+  const [cmdline, sshd, auditd, intel, amd, apparmor, seccompActions, listening] = await Promise.all([
+    read(join(roots.proc, 'cmdline')),
+    readSshd(join(roots.etc, 'ssh', 'sshd_config')),
+    readAuditd(roots),
+    read(join(roots.sys, 'module', 'kvm_intel', 'parameters', 'nested')),
+    read(join(roots.sys, 'module', 'kvm_amd', 'parameters', 'nested')),
+    read(join(roots.sys, 'module', 'apparmor', 'parameters', 'enabled')),
+    read(join(roots.proc, 'sys', 'kernel', 'seccomp', 'actions_avail')),
+    readListeners(join(roots.proc, 'net')),
+  ]);
+  return {
+    collected_at: new Date().toISOString(),
+    sysctls: Object.fromEntries(sysctls.map((n, i) => [n, values[i] ?? null])),
+    cmdline,
+    sshd,
+    auditd,
+    nested: { kvm_intel: intel, kvm_amd: amd },
+    apparmor,
+    seccompActions,
+    listening,
+  };
+}
+
+/** sshd_config with its `Include`s (relative to /etc/ssh, globs of `*` in the last part), first value wins. */
+async function readSshd(main: string): Promise<HardeningFacts['sshd']> {
+  const text = await read(main);
+  if (text === null) return null;
+  const settings: Record<string, string> = {};
+  const files: string[] = [];
+  const walk = async (file: string, body: string, depth: number): Promise<void> => {
+    files.push(file);
+    for (const raw of body.split('\n')) {
+      const line = raw.trim();
+      if (!line || line.startsWith('#')) continue;
+      const [key = '', ...rest] = line.split(/\s+/);
+      const k = key.toLowerCase();
+      // A Match block applies to some connections only; the defaults are what precedes it.
+      if (k === 'match') return;
+      if (k === 'include' && depth < 4) {
+        for (const pattern of rest) {
+          const p = pattern.startsWith('/') ? pattern : join(dirname(main), pattern);
+          for (const f of await glob(p)) {
+            const inc = await read(f);
+            if (inc !== null) await walk(f, inc, depth + 1);
+          }
+        }
+        continue;
+      }
+      if (!(k in settings)) settings[k] = rest.join(' ').toLowerCase();
+    }
+  };
+  await walk(main, text, 0);
+  return { files, settings };
+}
+
+async function glob(pattern: string): Promise<string[]> {
+  const name = basename(pattern);
+  if (!name.includes('*')) return [pattern];
+  const re = new RegExp(`^${name.split('*').map(escapeRe).join('.*')}$`);
+  const dir = dirname(pattern);
+  return (await list(dir))
+    .filter((f) => re.test(f))
+    .sort()
+    .map((f) => join(dir, f));
+}
+
+const escapeRe = (s: string) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&');
+
+async function readAuditd(roots: HostRoots): Promise<HardeningFacts['auditd']> {
+  const pids = (await list(roots.proc)).filter((p) => /^\d+$/.test(p));
+  const comms = await Promise.all(pids.map((p) => read(join(roots.proc, p, 'comm'))));
+  const dir = join(roots.etc, 'audit', 'rules.d');
+  const ruleFiles = [
+    ...(await glob(join(dir, '*.rules'))),
+    join(roots.etc, 'audit', 'audit.rules'),
+  ];
+  const rules: string[] = [];
+  const found: string[] = [];
+  for (const f of ruleFiles) {
+    const t = await read(f);
+    if (t === null) continue;
+    found.push(f);
+    rules.push(...t.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#')));
+  }
+  return { running: comms.includes('auditd'), ruleFiles: found, rules };
+}
+
+/** LISTEN TCP sockets and bound UDP sockets from /proc/net/{tcp,tcp6,udp,udp6}. */
+async function readListeners(net: string): Promise<Listener[]> {
+  const out: Listener[] = [];
+  for (const [file, proto, state] of [
+    ['tcp', 'tcp', '0A'],
+    ['tcp6', 'tcp', '0A'],
+    ['udp', 'udp', '07'],
+    ['udp6', 'udp', '07'],
+  ] as const) {
+    const t = await read(join(net, file));
+    for (const line of (t ?? '').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      const [addr, portHex] = (f[1] ?? '').split(':');
+      if (f[3] !== state || !addr || !portHex) continue;
+      out.push({ proto, address: addr, port: Number.parseInt(portHex, 16) });
+    }
+  }
+  return out;
+}
+
+/** What /proc says of a guest process's confinement (escape hardening): its uid, seccomp mode, cgroup. */
+export async function processConfinement(
+  procRoot: string,
+  pid: number,
+): Promise<{ uid: number | null; seccomp: number | null; cgroup: string | null } | null> {
+  const status = await read(join(procRoot, String(pid), 'status'));
+  if (status === null) return null;
+  const num = (re: RegExp) => {
+    const m = re.exec(status)?.[1];
+    return m === undefined ? null : Number(m);
+  };
+  const cgroup = await read(join(procRoot, String(pid), 'cgroup'));
+  // cgroup v2: one `0::/path` line; v1: take the memory hierarchy's path, where the guest's limit is.
+  const lines = (cgroup ?? '').split('\n');
+  const path =
+    lines.find((l) => l.startsWith('0::'))?.slice(3) ??
+    lines.find((l) => /:memory:/.test(l))?.replace(/^[^:]*:[^:]*:/, '') ??
+    null;
+  return { uid: num(/^Uid:\s+(\d+)/m), seccomp: num(/^Seccomp:\s+(\d+)/m), cgroup: path };
+}
