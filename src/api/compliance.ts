@@ -69,10 +69,7 @@ export function registerComplianceApi(app: FastifyInstance, ctx: ApiContext): vo
     { schema: { params: IdParam, querystring: ReportQuery }, config: { action: 'compliance:runs:report' } },
     async (req) => {
       const q = req.query as { framework: Framework; format?: (typeof REPORT_FORMATS)[number] };
-      const report = compliance.report(
-        await compliance.get((req.params as { id: string }).id),
-        q.framework,
-      );
+      const report = compliance.report(await compliance.get((req.params as { id: string }).id), q.framework);
       const format = q.format ?? 'json';
       return format === 'json' ? { report } : { report: { format, content: renderReport(report, format) } };
     },

@@ -43,7 +43,8 @@ export const CONTROLS: readonly Control[] = [
   c({
     id: 'disk-encryption',
     title: 'VM disks and volumes encrypted at rest',
-    description: "Every server's root disk is LUKS-encrypted under its own key; every volume has an encrypted type.",
+    description:
+      "Every server's root disk is LUKS-encrypted under its own key; every volume has an encrypted type.",
     priority: 'high',
     effort: 'high',
     rating: 'matrix',
@@ -56,7 +57,8 @@ export const CONTROLS: readonly Control[] = [
   c({
     id: 'admin-mfa',
     title: 'MFA for administrators',
-    description: 'The site requires a second factor for admin tokens, and every cloud admin has one enrolled.',
+    description:
+      'The site requires a second factor for admin tokens, and every cloud admin has one enrolled.',
     priority: 'high',
     effort: 'medium',
     rating: 'matrix',
@@ -69,7 +71,8 @@ export const CONTROLS: readonly Control[] = [
   c({
     id: 'password-policy',
     title: 'Password and lockout rules',
-    description: 'Accounts lock after at most 10 failed attempts for at least 30 minutes; passwords are at least 12 characters.',
+    description:
+      'Accounts lock after at most 10 failed attempts for at least 30 minutes; passwords are at least 12 characters.',
     priority: 'high',
     effort: 'low',
     rating: 'section',
@@ -81,25 +84,29 @@ export const CONTROLS: readonly Control[] = [
   c({
     id: 'access-review',
     title: 'Access review: no stale or disabled accounts holding roles',
-    description: 'Enabled accounts unused for 90 days, and disabled accounts that still hold roles, are removed.',
+    description:
+      'Enabled accounts unused for 90 days, and disabled accounts that still hold roles, are removed.',
     priority: 'medium',
     effort: 'low',
     rating: 'section',
     source: 'guide §8 Operational Security: Access Reviews',
     scope: 'platform',
-    remediation: 'Review bulwark break-glass review output; disable or remove the listed accounts, or revoke their roles.',
+    remediation:
+      'Review bulwark break-glass review output; disable or remove the listed accounts, or revoke their roles.',
     mappings: { 'pci-dss': ['7.2.4', '8.2.6'], hipaa: ['164.312(a)(1)'], soc2: ['CC6.2', 'CC6.3'] },
   }),
   c({
     id: 'backup-encryption',
     title: 'Backups encrypted',
-    description: 'Backup repositories seal every chunk for a recovery key the daemon never holds; every backup is sealed.',
+    description:
+      'Backup repositories seal every chunk for a recovery key the daemon never holds; every backup is sealed.',
     priority: 'high',
     effort: 'low',
     rating: 'matrix',
     source: 'guide §2 VM Backup Operations; Best Practices 6 Backup Encryption',
     scope: 'platform',
-    remediation: 'Delete backups without a seal and take them again into an encrypted repository (docs/backups.md).',
+    remediation:
+      'Delete backups without a seal and take them again into an encrypted repository (docs/backups.md).',
     mappings: {
       'pci-dss': ['3.5.1'],
       hipaa: ['164.312(a)(2)(iv)', '164.308(a)(7)(ii)(A)'],
@@ -109,13 +116,15 @@ export const CONTROLS: readonly Control[] = [
   c({
     id: 'backup-freshness',
     title: 'Scheduled backups run on time',
-    description: "Each backup schedule's volume has a successful backup younger than twice the schedule's interval.",
+    description:
+      "Each backup schedule's volume has a successful backup younger than twice the schedule's interval.",
     priority: 'medium',
     effort: 'low',
     rating: 'section',
     source: 'guide §2 VM Backup Operations; Quick Security Checklist: Backups encrypted and tested',
     scope: 'platform',
-    remediation: "Look at the schedule's last_error (bulwark backup schedule list); fix the target or volume and run a backup.",
+    remediation:
+      "Look at the schedule's last_error (bulwark backup schedule list); fix the target or volume and run a backup.",
     mappings: { 'pci-dss': ['12.10.1'], hipaa: ['164.308(a)(7)(ii)(A)'], soc2: ['A1.2'] },
   }),
   c({
@@ -145,7 +154,8 @@ export const CONTROLS: readonly Control[] = [
   c({
     id: 'storage-thresholds',
     title: 'Storage pools below their warning threshold',
-    description: 'The filesystems holding disks, volumes and images are under the warn percentage; the refuse limit is at most 95%.',
+    description:
+      'The filesystems holding disks, volumes and images are under the warn percentage; the refuse limit is at most 95%.',
     priority: 'medium',
     effort: 'low',
     rating: 'section',
@@ -157,7 +167,8 @@ export const CONTROLS: readonly Control[] = [
   c({
     id: 'snapshot-lifecycle',
     title: 'Snapshot lifecycle policies',
-    description: 'Every project holding snapshots has a lifecycle policy (count or age limit), so old copies of data are disposed of.',
+    description:
+      'Every project holding snapshots has a lifecycle policy (count or age limit), so old copies of data are disposed of.',
     priority: 'medium',
     effort: 'low',
     rating: 'matrix',
@@ -175,19 +186,22 @@ export const CONTROLS: readonly Control[] = [
     rating: 'matrix',
     source: 'guide §7 Network Isolation and Security Zones; Best Practices 2 Network Segmentation',
     scope: 'platform',
-    remediation: 'Replace the listed zone rules with ones naming a protocol and port range (openstack bulwark zone rule create ...).',
+    remediation:
+      'Replace the listed zone rules with ones naming a protocol and port range (openstack bulwark zone rule create ...).',
     mappings: { 'pci-dss': ['1.3.1', '1.4.1'], hipaa: ['164.312(e)(1)'], soc2: ['CC6.6'] },
   }),
   c({
     id: 'default-deny-ingress',
     title: 'Default-deny ingress',
-    description: "New projects' default group blocks all ingress, and no security group opens every port to the whole Internet.",
+    description:
+      "New projects' default group blocks all ingress, and no security group opens every port to the whole Internet.",
     priority: 'high',
     effort: 'medium',
     rating: 'section',
     source: 'platform: Security Groups; guide §7 Network Isolation',
     scope: 'platform',
-    remediation: 'Run serve without --default-group-allows-same-group; narrow the listed rules to the ports and sources needed.',
+    remediation:
+      'Run serve without --default-group-allows-same-group; narrow the listed rules to the ports and sources needed.',
     mappings: { 'pci-dss': ['1.3.1', '1.4.2'], hipaa: ['164.312(e)(1)'], soc2: ['CC6.6'] },
   }),
   c({
@@ -199,31 +213,36 @@ export const CONTROLS: readonly Control[] = [
     rating: 'section',
     source: 'platform: Security Groups; guide Quick Security Checklist: Firewall rules reviewed',
     scope: 'platform',
-    remediation: 'openstack security group rule delete <rule>; allow 22/3389 only from a bastion or VPN prefix.',
+    remediation:
+      'openstack security group rule delete <rule>; allow 22/3389 only from a bastion or VPN prefix.',
     mappings: { 'pci-dss': ['1.3.1', '1.4.2'], hipaa: ['164.312(e)(1)'], soc2: ['CC6.6'] },
   }),
   c({
     id: 'escape-hardening',
     title: 'VM escape hardening: per-VM user, seccomp, cgroups',
-    description: 'Each running guest process runs as its own non-root user, under a seccomp filter, in its own cgroup.',
+    description:
+      'Each running guest process runs as its own non-root user, under a seccomp filter, in its own cgroup.',
     priority: 'high',
     effort: 'medium',
     rating: 'section',
     source: 'guide §8 VM Escape Prevention; platform: Hypervisor Isolation',
     scope: 'platform',
-    remediation: 'Restart the listed servers (openstack server stop/start) so they run under the hardened launcher (docs/host.md).',
+    remediation:
+      'Restart the listed servers (openstack server stop/start) so they run under the hardened launcher (docs/host.md).',
     mappings: { 'pci-dss': ['2.2.3', '2.2.6'], hipaa: ['164.312(a)(1)'], soc2: ['CC6.1', 'CC6.8'] },
   }),
   c({
     id: 'template-only-clones',
     title: 'Clones need approval; servers come from approved templates',
-    description: 'The server-clone approval trigger is on, and once templates exist every server boots from an approved template version.',
+    description:
+      'The server-clone approval trigger is on, and once templates exist every server boots from an approved template version.',
     priority: 'high',
     effort: 'medium',
     rating: 'section',
     source: 'guide §9 VM Clone Operations; §18 VM Template Management',
     scope: 'platform',
-    remediation: 'bulwark approval trigger enable server-clone; rebuild the listed servers from an approved template.',
+    remediation:
+      'bulwark approval trigger enable server-clone; rebuild the listed servers from an approved template.',
     mappings: { 'pci-dss': ['2.2.1', '6.5.1'], hipaa: ['164.312(c)(1)'], soc2: ['CC8.1'] },
   }),
   c({
@@ -235,7 +254,8 @@ export const CONTROLS: readonly Control[] = [
     rating: 'section',
     source: 'guide §10 Guest Agent Security',
     scope: 'platform',
-    remediation: 'Revoke the listed grants (bulwark server guest-agent revoke) and grant guest-exec only for the task at hand.',
+    remediation:
+      'Revoke the listed grants (bulwark server guest-agent revoke) and grant guest-exec only for the task at hand.',
     mappings: { 'pci-dss': ['7.2.2'], hipaa: ['164.312(a)(1)'], soc2: ['CC6.3'] },
   }),
   c({
@@ -247,7 +267,8 @@ export const CONTROLS: readonly Control[] = [
     rating: 'section',
     source: 'guide §11 USB and PCI Device Passthrough (PRIVILEGED)',
     scope: 'platform',
-    remediation: 'Detach the listed devices, or add them to --pci-passthrough-allow / --usb-passthrough-allow after review.',
+    remediation:
+      'Detach the listed devices, or add them to --pci-passthrough-allow / --usb-passthrough-allow after review.',
     mappings: { 'pci-dss': ['2.2.6'], hipaa: ['164.312(a)(1)'], soc2: ['CC6.7', 'CC6.8'] },
   }),
   c({
@@ -259,19 +280,22 @@ export const CONTROLS: readonly Control[] = [
     rating: 'matrix',
     source: 'guide §12 VM Console Session Recording',
     scope: 'platform',
-    remediation: 'serve --console-retention-days 90 (or more); a recording older than retention means the pruner is not running.',
+    remediation:
+      'serve --console-retention-days 90 (or more); a recording older than retention means the pruner is not running.',
     mappings: { 'pci-dss': ['10.2.1', '10.2.1.2', '10.5.1'], hipaa: ['164.312(b)'], soc2: ['CC7.2'] },
   }),
   c({
     id: 'siem-forwarding',
     title: 'Audit forwarded to a SIEM',
-    description: 'The audit log is forwarded over TLS, and the oldest undelivered event is under 5 minutes old.',
+    description:
+      'The audit log is forwarded over TLS, and the oldest undelivered event is under 5 minutes old.',
     priority: 'medium',
     effort: 'high',
     rating: 'matrix',
     source: 'guide §13 Centralized Logging and SIEM Integration',
     scope: 'platform',
-    remediation: 'serve --siem-target HOST:PORT --siem-ca FILE; if lagging, check the SIEM is reachable (docs/siem.md).',
+    remediation:
+      'serve --siem-target HOST:PORT --siem-ca FILE; if lagging, check the SIEM is reachable (docs/siem.md).',
     mappings: { 'pci-dss': ['10.3.3', '10.4.1.1'], hipaa: ['164.312(b)'], soc2: ['CC7.2', 'CC7.3'] },
   }),
   c({
@@ -295,7 +319,8 @@ export const CONTROLS: readonly Control[] = [
     rating: 'section',
     source: 'guide §16 Emergency Procedures and Break-Glass Access',
     scope: 'platform',
-    remediation: 'bulwark break-glass create ...; close the listed sessions with a review note (bulwark break-glass review close).',
+    remediation:
+      'bulwark break-glass create ...; close the listed sessions with a review note (bulwark break-glass review close).',
     mappings: { 'pci-dss': ['8.2.2', '10.2.1.2'], hipaa: ['164.312(a)(2)(ii)'], soc2: ['CC6.3', 'CC7.4'] },
   }),
   c({
@@ -325,13 +350,15 @@ export const CONTROLS: readonly Control[] = [
   c({
     id: 'audit-chain',
     title: 'Audit chain intact',
-    description: 'Every audit row hashes to the next from the first to the head; no row is missing or changed.',
+    description:
+      'Every audit row hashes to the next from the first to the head; no row is missing or changed.',
     priority: 'medium',
     effort: 'low',
     rating: 'section',
     source: 'guide §20 Compliance mapping: Requirement 10, §164.312(b), CC7.2',
     scope: 'platform',
-    remediation: 'Treat as an incident: the named row was changed or removed; restore the audit table from backup and investigate.',
+    remediation:
+      'Treat as an incident: the named row was changed or removed; restore the audit table from backup and investigate.',
     mappings: { 'pci-dss': ['10.3.2', '10.3.4'], hipaa: ['164.312(b)', '164.312(c)(1)'], soc2: ['CC7.2'] },
   }),
   c({
@@ -343,7 +370,8 @@ export const CONTROLS: readonly Control[] = [
     rating: 'section',
     source: 'platform: vTPM, Secure Boot (UEFI)',
     scope: 'platform',
-    remediation: 'Install ovmf and swtpm on the listed hosts (scripts/deps.sh) and restart the daemon or agent.',
+    remediation:
+      'Install ovmf and swtpm on the listed hosts (scripts/deps.sh) and restart the daemon or agent.',
     mappings: { 'pci-dss': ['2.2.6'], hipaa: ['164.312(c)(1)'], soc2: ['CC6.8'] },
   }),
   c({
@@ -374,13 +402,15 @@ export const CONTROLS: readonly Control[] = [
   c({
     id: 'host-auditd',
     title: 'Host auditd with the watch rules',
-    description: 'auditd runs and its rules watch the data dir, /etc/shadow, /var/log/auth.log and /etc/nftables.conf.',
+    description:
+      'auditd runs and its rules watch the data dir, /etc/shadow, /var/log/auth.log and /etc/nftables.conf.',
     priority: 'high',
     effort: 'low',
     rating: 'section',
     source: 'guide Host Hardening: Audit Logging; Quick Security Checklist: Audit logging configured',
     scope: 'host',
-    remediation: 'apt-get install auditd; add the missing -w rules to /etc/audit/rules.d/bulwark.rules; augenrules --load.',
+    remediation:
+      'apt-get install auditd; add the missing -w rules to /etc/audit/rules.d/bulwark.rules; augenrules --load.',
     mappings: { 'pci-dss': ['10.2.1', '10.2.2'], hipaa: ['164.312(b)'], soc2: ['CC7.2'] },
   }),
   c({
@@ -392,7 +422,8 @@ export const CONTROLS: readonly Control[] = [
     rating: 'section',
     source: 'guide §8 VM Escape Prevention (options kvm_intel nested=0)',
     scope: 'host',
-    remediation: 'echo "options kvm_intel nested=0" > /etc/modprobe.d/bulwark.conf (kvm_amd likewise); reload the module.',
+    remediation:
+      'echo "options kvm_intel nested=0" > /etc/modprobe.d/bulwark.conf (kvm_amd likewise); reload the module.',
     mappings: { 'pci-dss': ['2.2.6'], hipaa: [], soc2: ['CC6.8'] },
   }),
   c({
@@ -402,7 +433,8 @@ export const CONTROLS: readonly Control[] = [
     priority: 'high',
     effort: 'medium',
     rating: 'section',
-    source: 'guide §8 VM Escape Prevention; Best Practices 2 AppArmor Profiles; Quick Security Checklist: AppArmor profiles active',
+    source:
+      'guide §8 VM Escape Prevention; Best Practices 2 AppArmor Profiles; Quick Security Checklist: AppArmor profiles active',
     scope: 'host',
     remediation: 'Boot with apparmor=1 security=apparmor and a kernel built with CONFIG_SECCOMP_FILTER.',
     mappings: { 'pci-dss': ['2.2.3', '2.2.6'], hipaa: [], soc2: ['CC6.8'] },

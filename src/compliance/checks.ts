@@ -1,6 +1,10 @@
 import type { SiemStatus } from '../audit/siem.js';
 import { verifyAuditChain } from '../audit/verify.js';
-import { type PassthroughConfig, type PassthroughPlan, vendorProduct } from '../compute/passthrough-policy.js';
+import {
+  type PassthroughConfig,
+  type PassthroughPlan,
+  vendorProduct,
+} from '../compute/passthrough-policy.js';
 import type { HostCapabilities } from '../compute/properties.js';
 import type { ApprovalService } from '../governance/approvals.js';
 import type { MetadataRuleService } from '../governance/metadata-rules.js';
@@ -43,7 +47,9 @@ export interface CheckDeps {
   /** The SIEM forwarder's status; null when no SIEM is configured. */
   siem: (() => Promise<SiemStatus>) | null;
   /** A guest process's uid, seccomp mode and cgroup from /proc (host/hardening.ts). */
-  confinement: (pid: number) => Promise<{ uid: number | null; seccomp: number | null; cgroup: string | null } | null>;
+  confinement: (
+    pid: number,
+  ) => Promise<{ uid: number | null; seccomp: number | null; cgroup: string | null } | null>;
   now: () => Date;
 }
 
@@ -89,7 +95,8 @@ const opensTcp = (r: WorldRule, port: number) =>
   (r.protocol === null || ['tcp', '6', 'any'].includes(r.protocol)) &&
   (r.port_range_min === null || (r.port_range_min <= port && (r.port_range_max ?? r.port_range_min) >= port));
 const allPorts = (r: WorldRule) =>
-  (r.protocol === null || r.protocol === 'any') ||
+  r.protocol === null ||
+  r.protocol === 'any' ||
   (['tcp', 'udp', '6', '17'].includes(r.protocol) &&
     (r.port_range_min === null || (r.port_range_min <= 1 && (r.port_range_max ?? 0) >= 65535)));
 
@@ -121,20 +128,37 @@ export const PLATFORM_CHECKS: Record<string, Check> = {
     const review = await accessReview(d.store, d.identity.config);
     const offenders: Offender[] = review.users
       .filter((u) => u.enabled && u.flags.includes('admin-without-mfa'))
-      .map((u) => ({ type: 'user', id: u.id, name: u.name, detail: 'cloud admin without an enrolled, enforced second factor' }));
+      .map((u) => ({
+        type: 'user',
+        id: u.id,
+        name: u.name,
+        detail: 'cloud admin without an enrolled, enforced second factor',
+      }));
     if (!d.identity.config.adminMfaRequired)
-      offenders.unshift(setting('admin_mfa_required', 'admin tokens are accepted without a second factor (--no-admin-mfa-required)'));
+      offenders.unshift(
+        setting(
+          'admin_mfa_required',
+          'admin tokens are accepted without a second factor (--no-admin-mfa-required)',
+        ),
+      );
     const admins = review.users.filter((u) => u.cloud_admin && !u.break_glass).length;
-    return byOffenders(offenders, `the admin MFA setting and ${admins} cloud admins`, 'admins can act without MFA', {
-      admin_mfa_required: d.identity.config.adminMfaRequired,
-    });
+    return byOffenders(
+      offenders,
+      `the admin MFA setting and ${admins} cloud admins`,
+      'admins can act without MFA',
+      {
+        admin_mfa_required: d.identity.config.adminMfaRequired,
+      },
+    );
   },
 
   async 'password-policy'(d) {
     const c = d.identity.config;
     const offenders: Offender[] = [];
     if (c.lockoutFailureAttempts < 1 || c.lockoutFailureAttempts > 10)
-      offenders.push(setting('lockout_failure_attempts', `${c.lockoutFailureAttempts} (want 1 to 10; 0 is off)`));
+      offenders.push(
+        setting('lockout_failure_attempts', `${c.lockoutFailureAttempts} (want 1 to 10; 0 is off)`),
+      );
     if (c.lockoutDurationSeconds < 1800)
       offenders.push(setting('lockout_duration', `${c.lockoutDurationSeconds} s (want at least 1800)`));
     if (c.passwordMinLength < 12)
@@ -153,7 +177,14 @@ export const PLATFORM_CHECKS: Record<string, Check> = {
       if (u.flags.includes('disabled-with-roles'))
         return [{ type: 'user', id: u.id, name: u.name, detail: 'disabled but still holds roles' }];
       if (u.enabled && hasRoles && !u.break_glass && u.flags.includes('stale'))
-        return [{ type: 'user', id: u.id, name: u.name, detail: `no login for over ${review.options.staleDays} days` }];
+        return [
+          {
+            type: 'user',
+            id: u.id,
+            name: u.name,
+            detail: `no login for over ${review.options.staleDays} days`,
+          },
+        ];
       return [];
     });
     return byOffenders(offenders, `${review.users.length} users`, 'stale or disabled accounts hold roles');
@@ -173,16 +204,29 @@ export const PLATFORM_CHECKS: Record<string, Check> = {
     const offenders: Offender[] = [
       ...repos
         .filter((r) => !r.recipient_public_key)
-        .map((r) => ({ type: 'backup_repository', id: r.id, name: r.target, detail: 'no recovery public key to seal for' })),
+        .map((r) => ({
+          type: 'backup_repository',
+          id: r.id,
+          name: r.target,
+          detail: 'no recovery public key to seal for',
+        })),
       ...backups
         .filter((b) => b.status === 'available' && !b.seal_sha256)
         .map((b) => ({ type: 'backup', id: b.id, name: b.name, detail: 'available but carries no seal' })),
     ];
-    return byOffenders(offenders, `${repos.length} repositories, ${backups.length} backups`, 'unsealed backups');
+    return byOffenders(
+      offenders,
+      `${repos.length} repositories, ${backups.length} backups`,
+      'unsealed backups',
+    );
   },
 
   async 'backup-freshness'(d) {
-    const schedules = await d.store.db.selectFrom('backup_schedules').selectAll().orderBy('created_at').execute();
+    const schedules = await d.store.db
+      .selectFrom('backup_schedules')
+      .selectAll()
+      .orderBy('created_at')
+      .execute();
     if (schedules.length === 0)
       return notApplicable('backup schedules', 'no backup schedule exists, so no backup can be late');
     const now = d.now().getTime();
@@ -208,7 +252,11 @@ export const PLATFORM_CHECKS: Record<string, Check> = {
             : `volume ${s.volume_id}: no successful backup since the schedule was made (${s.created_at})${s.last_error ? `; last error: ${s.last_error}` : ''}`,
         });
     }
-    return byOffenders(offenders, `${schedules.length} backup schedules`, 'backups older than their schedule allows');
+    return byOffenders(
+      offenders,
+      `${schedules.length} backup schedules`,
+      'backups older than their schedule allows',
+    );
   },
 
   async 'restore-admin-only'() {
@@ -246,9 +294,16 @@ export const PLATFORM_CHECKS: Record<string, Check> = {
     const pools = await d.storage.list();
     const offenders: Offender[] = pools
       .filter((p) => p.state !== 'ok')
-      .map((p) => ({ type: 'storage_pool', id: p.name, name: p.path, detail: `${p.used_percent}% used (${p.state}; warn at ${p.warn_percent}%)` }));
+      .map((p) => ({
+        type: 'storage_pool',
+        id: p.name,
+        name: p.path,
+        detail: `${p.used_percent}% used (${p.state}; warn at ${p.warn_percent}%)`,
+      }));
     if (d.settings.storageThresholds.refusePercent > 95)
-      offenders.push(setting('storage_refuse_percent', `${d.settings.storageThresholds.refusePercent}% (want at most 95)`));
+      offenders.push(
+        setting('storage_refuse_percent', `${d.settings.storageThresholds.refusePercent}% (want at most 95)`),
+      );
     return byOffenders(offenders, `${pools.length} storage pools`, 'storage pools past their threshold', {
       pools: pools.map((p) => ({ name: p.name, used_percent: p.used_percent, state: p.state })),
     });
@@ -269,7 +324,12 @@ export const PLATFORM_CHECKS: Record<string, Check> = {
     return byOffenders(
       rows
         .filter((r) => !covered.has(r.project_id))
-        .map((r) => ({ type: 'project', id: r.project_id, name: r.name, detail: `${Number(r.n)} snapshots, no lifecycle policy` })),
+        .map((r) => ({
+          type: 'project',
+          id: r.project_id,
+          name: r.name,
+          detail: `${Number(r.n)} snapshots, no lifecycle policy`,
+        })),
       `${rows.length} projects holding snapshots`,
       'snapshots kept without a lifecycle policy',
     );
@@ -283,16 +343,33 @@ export const PLATFORM_CHECKS: Record<string, Check> = {
     if (networks.length === 0) return notApplicable('networks and zone rules', 'no networks exist');
     const offenders = rules
       .filter((r) => r.protocol === 'any')
-      .map((r) => ({ type: 'zone_rule', id: r.id, name: `${r.from_zone} -> ${r.to_zone}`, detail: 'opens every protocol and port between the zones' }));
-    return byOffenders(offenders, `${networks.length} networks in ${new Set(networks.map((n) => n.zone)).size} zones, ${rules.length} zone rules`, 'zone rules that open everything');
+      .map((r) => ({
+        type: 'zone_rule',
+        id: r.id,
+        name: `${r.from_zone} -> ${r.to_zone}`,
+        detail: 'opens every protocol and port between the zones',
+      }));
+    return byOffenders(
+      offenders,
+      `${networks.length} networks in ${new Set(networks.map((n) => n.zone)).size} zones, ${rules.length} zone rules`,
+      'zone rules that open everything',
+    );
   },
 
   async 'default-deny-ingress'(d) {
-    const offenders: Offender[] = (await worldIngress(d))
-      .filter(allPorts)
-      .map((r) => ({ type: 'security_group_rule', id: r.id, name: r.group_name, detail: `ingress ${r.protocol ?? 'any'} all ports from ${source(r)} (group ${r.group_id})` }));
+    const offenders: Offender[] = (await worldIngress(d)).filter(allPorts).map((r) => ({
+      type: 'security_group_rule',
+      id: r.id,
+      name: r.group_name,
+      detail: `ingress ${r.protocol ?? 'any'} all ports from ${source(r)} (group ${r.group_id})`,
+    }));
     if (d.settings.defaultGroupAllowsSameGroup)
-      offenders.unshift(setting('default_group_allows_same_group', "new projects' default group allows ingress from its members"));
+      offenders.unshift(
+        setting(
+          'default_group_allows_same_group',
+          "new projects' default group allows ingress from its members",
+        ),
+      );
     return byOffenders(offenders, 'ingress rules of every security group', 'ingress open to everyone');
   },
 
@@ -306,7 +383,11 @@ export const PLATFORM_CHECKS: Record<string, Check> = {
         detail: `ingress tcp ${p} from ${source(r)} (group ${r.group_id}, project ${r.project_id})`,
       })),
     );
-    return byOffenders(offenders, `${rules.length} ingress rules open to any source`, 'SSH or RDP reachable from anywhere');
+    return byOffenders(
+      offenders,
+      `${rules.length} ingress rules open to any source`,
+      'SSH or RDP reachable from anywhere',
+    );
   },
 
   async 'escape-hardening'(d) {
@@ -327,28 +408,52 @@ export const PLATFORM_CHECKS: Record<string, Check> = {
       if (c.uid === null || c.uid === 0) bad(`guest process ${p.pid} runs as root`);
       else if (uids.has(c.uid)) bad(`guest process shares uid ${c.uid} with server ${uids.get(c.uid)}`);
       else uids.set(c.uid, s.id);
-      if (c.seccomp !== 2) bad(`guest process ${p.pid} has no seccomp filter (Seccomp: ${c.seccomp ?? 'absent'})`);
-      if (!c.cgroup?.endsWith(`/vm-${s.id}`)) bad(`guest process ${p.pid} is in cgroup ${c.cgroup ?? '?'}, not its own`);
+      if (c.seccomp !== 2)
+        bad(`guest process ${p.pid} has no seccomp filter (Seccomp: ${c.seccomp ?? 'absent'})`);
+      if (!c.cgroup?.endsWith(`/vm-${s.id}`))
+        bad(`guest process ${p.pid} is in cgroup ${c.cgroup ?? '?'}, not its own`);
     }
-    if (running === 0) return notApplicable(`${servers.length} servers on ${d.settings.localHost}`, 'no guest is running on this host');
-    return byOffenders(offenders, `${running} running guests on ${d.settings.localHost}`, 'guests without per-VM user, seccomp or cgroup');
+    if (running === 0)
+      return notApplicable(
+        `${servers.length} servers on ${d.settings.localHost}`,
+        'no guest is running on this host',
+      );
+    return byOffenders(
+      offenders,
+      `${running} running guests on ${d.settings.localHost}`,
+      'guests without per-VM user, seccomp or cgroup',
+    );
   },
 
   async 'template-only-clones'(d) {
     const offenders: Offender[] = [];
     if (!(await d.approvals.applies('server-clone')))
       offenders.push(setting('approval_trigger:server-clone', 'clones run without a second admin'));
-    const templates = await d.store.db.selectFrom('templates').select(['image_id']).where('status', '=', 'approved').execute();
+    const templates = await d.store.db
+      .selectFrom('templates')
+      .select(['image_id'])
+      .where('status', '=', 'approved')
+      .execute();
     const servers = await liveServers(d);
     if (templates.length > 0) {
       const ok = new Set(templates.map((t) => t.image_id));
       for (const s of servers)
         if (!ok.has(s.image_id))
-          offenders.push({ type: 'server', id: s.id, name: s.name, detail: `image ${s.image_id} is not an approved template version` });
+          offenders.push({
+            type: 'server',
+            id: s.id,
+            name: s.name,
+            detail: `image ${s.image_id} is not an approved template version`,
+          });
     }
-    return byOffenders(offenders, `the server-clone trigger; ${servers.length} servers against ${templates.length} approved template versions`, 'clones or servers outside the template process', {
-      approved_templates: templates.length,
-    });
+    return byOffenders(
+      offenders,
+      `the server-clone trigger; ${servers.length} servers against ${templates.length} approved template versions`,
+      'clones or servers outside the template process',
+      {
+        approved_templates: templates.length,
+      },
+    );
   },
 
   async 'guest-agent-limits'(d) {
@@ -362,8 +467,17 @@ export const PLATFORM_CHECKS: Record<string, Check> = {
     const offenders = grants
       .filter((g) => (JSON.parse(g.commands) as string[]).includes('guest-exec'))
       .filter((g) => Date.parse(g.expires_at) - Date.parse(g.created_at) > DAY)
-      .map((g) => ({ type: 'guest_agent_grant', id: g.id, name: g.server_id, detail: `guest-exec granted by ${g.granted_by_name} until ${g.expires_at}` }));
-    return byOffenders(offenders, `${grants.length} active guest agent grants`, 'long-lived guest-exec grants');
+      .map((g) => ({
+        type: 'guest_agent_grant',
+        id: g.id,
+        name: g.server_id,
+        detail: `guest-exec granted by ${g.granted_by_name} until ${g.expires_at}`,
+      }));
+    return byOffenders(
+      offenders,
+      `${grants.length} active guest agent grants`,
+      'long-lived guest-exec grants',
+    );
   },
 
   async 'passthrough-control'(d) {
@@ -373,14 +487,28 @@ export const PLATFORM_CHECKS: Record<string, Check> = {
     const offenders = servers.flatMap((s) => {
       const plan = JSON.parse(s.host_devices ?? '{}') as PassthroughPlan;
       return [
-        ...(plan.pci ?? []).filter((x) => !pci.has(vendorProduct(x))).map((x) => `PCI ${x.address} (${vendorProduct(x)})`),
-        ...(plan.usb ?? []).filter((x) => !usb.has(vendorProduct(x))).map((x) => `USB ${x.sysName} (${vendorProduct(x)})`),
-      ].map((detail) => ({ type: 'server', id: s.id, name: s.name, detail: `${detail} is not on the allow-list` }));
+        ...(plan.pci ?? [])
+          .filter((x) => !pci.has(vendorProduct(x)))
+          .map((x) => `PCI ${x.address} (${vendorProduct(x)})`),
+        ...(plan.usb ?? [])
+          .filter((x) => !usb.has(vendorProduct(x)))
+          .map((x) => `USB ${x.sysName} (${vendorProduct(x)})`),
+      ].map((detail) => ({
+        type: 'server',
+        id: s.id,
+        name: s.name,
+        detail: `${detail} is not on the allow-list`,
+      }));
     });
-    return byOffenders(offenders, `${servers.length} servers with host devices`, 'devices passed through outside the allow-lists', {
-      pci_allow_list: [...pci],
-      usb_allow_list: [...usb],
-    });
+    return byOffenders(
+      offenders,
+      `${servers.length} servers with host devices`,
+      'devices passed through outside the allow-lists',
+      {
+        pci_allow_list: [...pci],
+        usb_allow_list: [...usb],
+      },
+    );
   },
 
   async 'console-recording'(d) {
@@ -395,20 +523,41 @@ export const PLATFORM_CHECKS: Record<string, Check> = {
       .where('started_at', '<', cutoff)
       .execute();
     for (const r of stale)
-      offenders.push({ type: 'console_recording', id: r.id, name: r.server_name, detail: `from ${r.started_at}, past the ${days}-day retention` });
-    const total = await d.store.db.selectFrom('console_recordings').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirst();
-    return byOffenders(offenders, `the retention setting and ${Number(total?.n ?? 0)} recordings`, 'recordings not kept as required', {
-      console_retention_days: days,
-    });
+      offenders.push({
+        type: 'console_recording',
+        id: r.id,
+        name: r.server_name,
+        detail: `from ${r.started_at}, past the ${days}-day retention`,
+      });
+    const total = await d.store.db
+      .selectFrom('console_recordings')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .executeTakeFirst();
+    return byOffenders(
+      offenders,
+      `the retention setting and ${Number(total?.n ?? 0)} recordings`,
+      'recordings not kept as required',
+      {
+        console_retention_days: days,
+      },
+    );
   },
 
   async 'siem-forwarding'(d) {
     if (!d.siem)
-      return byOffenders([setting('siem_target', 'no SIEM is configured (--siem-target)')], 'the SIEM configuration', 'audit is not forwarded');
+      return byOffenders(
+        [setting('siem_target', 'no SIEM is configured (--siem-target)')],
+        'the SIEM configuration',
+        'audit is not forwarded',
+      );
     const s = await d.siem();
     const offenders: Offender[] = [];
     if (s.lagSeconds > 300)
-      offenders.push({ type: 'siem_destination', id: s.destination, detail: `${s.lag} events undelivered, oldest ${Math.round(s.lagSeconds)} s old${s.lastError ? `; last error: ${s.lastError}` : ''}` });
+      offenders.push({
+        type: 'siem_destination',
+        id: s.destination,
+        detail: `${s.lag} events undelivered, oldest ${Math.round(s.lagSeconds)} s old${s.lastError ? `; last error: ${s.lastError}` : ''}`,
+      });
     return byOffenders(offenders, `SIEM destination ${s.destination}`, 'the SIEM is behind', {
       connected: s.connected,
       confirmed_seq: s.confirmedSeq,
@@ -425,9 +574,14 @@ export const PLATFORM_CHECKS: Record<string, Check> = {
     if (rules.length === 0) offenders.push(setting('metadata_rules', 'no rule requires any server metadata'));
     for (const s of servers) {
       const missing = await d.metadataRules.violations(JSON.parse(s.metadata) as Record<string, string>);
-      if (missing.length) offenders.push({ type: 'server', id: s.id, name: s.name, detail: missing.join('; ') });
+      if (missing.length)
+        offenders.push({ type: 'server', id: s.id, name: s.name, detail: missing.join('; ') });
     }
-    return byOffenders(offenders, `${rules.length} metadata rules over ${servers.length} servers`, 'servers missing required metadata');
+    return byOffenders(
+      offenders,
+      `${rules.length} metadata rules over ${servers.length} servers`,
+      'servers missing required metadata',
+    );
   },
 
   async 'break-glass'(d) {
@@ -446,16 +600,23 @@ export const PLATFORM_CHECKS: Record<string, Check> = {
       name: r.user_name,
       detail: `used ${r.opened_at} ("${r.reason}"), ended ${r.expires_at}, not reviewed`,
     }));
-    if (accounts.length === 0) offenders.unshift(setting('break_glass_accounts', 'no break-glass account exists'));
-    return byOffenders(offenders, `${accounts.length} break-glass accounts and their sessions`, 'no emergency access, or unreviewed use');
+    if (accounts.length === 0)
+      offenders.unshift(setting('break_glass_accounts', 'no break-glass account exists'));
+    return byOffenders(
+      offenders,
+      `${accounts.length} break-glass accounts and their sessions`,
+      'no emergency access, or unreviewed use',
+    );
   },
 
   async 'rate-limits'(d) {
     const { serverCreateRate, apiRate } = d.settings;
     const offenders: Offender[] = [];
     if (serverCreateRate <= 0) offenders.push(setting('server_create_rate', 'no limit on server creation'));
-    if (!apiRate || apiRate.perToken <= 0) offenders.push(setting('api_rate', 'no per-token API request limit'));
-    if (!apiRate || apiRate.perAddress <= 0) offenders.push(setting('api_address_rate', 'no per-address API request limit'));
+    if (!apiRate || apiRate.perToken <= 0)
+      offenders.push(setting('api_rate', 'no per-token API request limit'));
+    if (!apiRate || apiRate.perAddress <= 0)
+      offenders.push(setting('api_address_rate', 'no per-address API request limit'));
     return byOffenders(offenders, 'server-create and API rate settings', 'rate limits off', {
       server_create_rate: serverCreateRate,
       api_rate: apiRate,
@@ -474,17 +635,34 @@ export const PLATFORM_CHECKS: Record<string, Check> = {
     const offenders: Offender[] = v.failure
       ? [{ type: 'audit_event', id: String(v.failure.seq), name: v.failure.id, detail: v.failure.problem }]
       : [];
-    return byOffenders(offenders, `${v.checked} audit rows from the first to the head`, 'the audit chain is broken', {
-      rows_checked: v.checked,
-    });
+    return byOffenders(
+      offenders,
+      `${v.checked} audit rows from the first to the head`,
+      'the audit chain is broken',
+      {
+        rows_checked: v.checked,
+      },
+    );
   },
 
   async 'vtpm-secure-boot'(d) {
-    const hosts = await d.store.db.selectFrom('hosts').selectAll().where('local', '=', 0).where('state', '=', 'up').execute();
+    const hosts = await d.store.db
+      .selectFrom('hosts')
+      .selectAll()
+      .where('local', '=', 0)
+      .where('state', '=', 'up')
+      .execute();
     const { capabilities: cap, localHost } = d.settings;
     const offenders: Offender[] = [];
     const missing = (host: string, has: (f: string) => boolean) =>
-      ['secure-boot', 'tpm'].filter((f) => !has(f)).map((f) => ({ type: 'host', id: host, name: host, detail: `no ${f === 'tpm' ? 'vTPM (swtpm)' : 'UEFI Secure Boot'}` }));
+      ['secure-boot', 'tpm']
+        .filter((f) => !has(f))
+        .map((f) => ({
+          type: 'host',
+          id: host,
+          name: host,
+          detail: `no ${f === 'tpm' ? 'vTPM (swtpm)' : 'UEFI Secure Boot'}`,
+        }));
     offenders.push(...missing(localHost, (f) => (f === 'tpm' ? cap.tpm : cap.secureBoot)));
     for (const h of hosts) {
       const features = JSON.parse(h.features) as string[];

@@ -68,7 +68,9 @@ export const HOST_CHECKS: Record<
       if (v === null || v === undefined) return [`${name} is absent (want ${want})`];
       return ok(Number(v)) ? [] : [`${name} = ${v} (want ${want})`];
     });
-    return result(host, problems, `${SYSCTL_BASELINE.length} sysctls under /proc/sys`, { sysctls: f.sysctls });
+    return result(host, problems, `${SYSCTL_BASELINE.length} sysctls under /proc/sys`, {
+      sysctls: f.sysctls,
+    });
   },
   'host-ssh-key-only': (host, f) => {
     if (!f.sshd) return notApplicable('/etc/ssh/sshd_config', 'sshd is not installed on this host');
@@ -89,14 +91,21 @@ export const HOST_CHECKS: Record<
     const watched = (path: string) =>
       f.auditd.rules.some((r) => {
         const m = /(?:^|\s)-w\s+(\S+)/.exec(r);
-        return m?.[1] !== undefined && m[1].replace(/\/+$/, '') === path.replace(/\/+$/, '') && /-p\s+\S*w/.test(r);
+        return (
+          m?.[1] !== undefined && m[1].replace(/\/+$/, '') === path.replace(/\/+$/, '') && /-p\s+\S*w/.test(r)
+        );
       });
     for (const p of auditWatches(dataDir)) if (!watched(p)) problems.push(`no -w ${p} -p wa rule`);
-    return result(host, problems, `auditd process; ${f.auditd.ruleFiles.join(', ') || 'no audit rule files'}`, {
-      auditd_running: f.auditd.running,
-      rule_files: f.auditd.ruleFiles,
-      rules: f.auditd.rules.length,
-    });
+    return result(
+      host,
+      problems,
+      `auditd process; ${f.auditd.ruleFiles.join(', ') || 'no audit rule files'}`,
+      {
+        auditd_running: f.auditd.running,
+        rule_files: f.auditd.ruleFiles,
+        rules: f.auditd.rules.length,
+      },
+    );
   },
   'host-nested-virt': (host, f) => {
     const loaded = Object.entries(f.nested).filter(([, v]) => v !== null);
@@ -105,9 +114,7 @@ export const HOST_CHECKS: Record<
         '/sys/module/kvm_intel, /sys/module/kvm_amd',
         'neither kvm_intel nor kvm_amd is loaded on this host (no hardware virtualisation to nest)',
       );
-    const problems = loaded
-      .filter(([, v]) => v === 'Y' || v === '1')
-      .map(([m, v]) => `${m} nested = ${v}`);
+    const problems = loaded.filter(([, v]) => v === 'Y' || v === '1').map(([m, v]) => `${m} nested = ${v}`);
     return result(host, problems, loaded.map(([m]) => `/sys/module/${m}/parameters/nested`).join(', '), {
       nested: f.nested,
     });
@@ -116,18 +123,26 @@ export const HOST_CHECKS: Record<
     const problems: string[] = [];
     if (!f.seccompActions?.split(/\s+/).includes('kill_process'))
       problems.push('seccomp filters are not available (no kernel/seccomp/actions_avail)');
-    if (f.apparmor !== 'Y') problems.push(`AppArmor is not enabled (module parameter: ${f.apparmor ?? 'absent'})`);
-    return result(host, problems, '/proc/sys/kernel/seccomp/actions_avail, /sys/module/apparmor/parameters/enabled', {
-      seccomp_actions: f.seccompActions,
-      apparmor: f.apparmor,
-    });
+    if (f.apparmor !== 'Y')
+      problems.push(`AppArmor is not enabled (module parameter: ${f.apparmor ?? 'absent'})`);
+    return result(
+      host,
+      problems,
+      '/proc/sys/kernel/seccomp/actions_avail, /sys/module/apparmor/parameters/enabled',
+      {
+        seccomp_actions: f.seccompActions,
+        apparmor: f.apparmor,
+      },
+    );
   },
   'host-hardened-kernel': (host, f) => {
-    if (f.cmdline === null) return notApplicable('/proc/cmdline', 'the kernel command line could not be read');
+    if (f.cmdline === null)
+      return notApplicable('/proc/cmdline', 'the kernel command line could not be read');
     const args = f.cmdline.split(/\s+/);
     const problems: string[] = [];
     if (!args.includes('vsyscall=none')) problems.push('vsyscall=none is not on the kernel command line');
-    if (args.includes('mitigations=off')) problems.push('mitigations=off turns CPU vulnerability mitigations off');
+    if (args.includes('mitigations=off'))
+      problems.push('mitigations=off turns CPU vulnerability mitigations off');
     return result(host, problems, '/proc/cmdline', { cmdline: f.cmdline });
   },
   'host-unneeded-services': (host, f) => {

@@ -105,7 +105,11 @@ export class ComplianceService {
   private async hostFacts(): Promise<Map<string, HardeningFacts | null>> {
     const facts = new Map<string, HardeningFacts | null>();
     facts.set(this.deps.settings.localHost, await this.probeLocal(SYSCTL_BASELINE.map((s) => s.name)));
-    const agents = await this.deps.store.db.selectFrom('hosts').select('name').where('local', '=', 0).execute();
+    const agents = await this.deps.store.db
+      .selectFrom('hosts')
+      .select('name')
+      .where('local', '=', 0)
+      .execute();
     for (const a of agents) facts.set(a.name, null);
     return facts;
   }

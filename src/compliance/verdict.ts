@@ -45,4 +45,10 @@ export const notApplicable = (
   checked: string,
   reason: string,
   observed: Record<string, unknown> = {},
-): { verdict: Verdict } & Evidence => ({ verdict: 'not_applicable', checked, reason, offenders: [], observed });
+): { verdict: Verdict } & Evidence => ({
+  verdict: 'not_applicable',
+  checked,
+  reason,
+  offenders: [],
+  observed,
+});

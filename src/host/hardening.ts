@@ -38,14 +38,18 @@ export interface HardeningFacts {
   listening: Listener[];
 }
 
-const read = (p: string) => readFile(p, 'utf8').then((t) => t.trim(), () => null);
+const read = (p: string) =>
+  readFile(p, 'utf8').then(
+    (t) => t.trim(),
+    () => null,
+  );
 const list = (d: string) => readdir(d).catch((): string[] => []);
 
 export async function probeHardening(roots: HostRoots, sysctls: readonly string[]): Promise<HardeningFacts> {
   const values = await Promise.all(sysctls.map((n) => read(join(roots.proc, 'sys', ...n.split('.')))));
   const [cmdline, sshd, auditd, intel, amd, apparmor, seccompActions, listening] = await Promise.all([
     read(join(roots.proc, 'cmdline')),
-    readSshd(join(roots.etc, 'ssh', 'sshd_config')),
+    readSshd(roots.etc),
     readAuditd(roots),
     read(join(roots.sys, 'module', 'kvm_intel', 'parameters', 'nested')),
     read(join(roots.sys, 'module', 'kvm_amd', 'parameters', 'nested')),
@@ -66,8 +70,12 @@ export async function probeHardening(roots: HostRoots, sysctls: readonly string[
   };
 }
 
-/** sshd_config with its `Include`s (relative to /etc/ssh, globs of `*` in the last part), first value wins. */
-async function readSshd(main: string): Promise<HardeningFacts['sshd']> {
+/**
+ * sshd_config with its `Include`s (relative ones from /etc/ssh, absolute ones under /etc re-rooted; `*`
+ * globs in the last part), the first value of each keyword winning as in sshd.
+ */
+async function readSshd(etc: string): Promise<HardeningFacts['sshd']> {
+  const main = join(etc, 'ssh', 'sshd_config');
   const text = await read(main);
   if (text === null) return null;
   const settings: Record<string, string> = {};
@@ -83,7 +91,11 @@ async function readSshd(main: string): Promise<HardeningFacts['sshd']> {
       if (k === 'match') return;
       if (k === 'include' && depth < 4) {
         for (const pattern of rest) {
-          const p = pattern.startsWith('/') ? pattern : join(dirname(main), pattern);
+          const p = pattern.startsWith('/etc/')
+            ? join(etc, pattern.slice('/etc/'.length))
+            : pattern.startsWith('/')
+              ? pattern
+              : join(etc, 'ssh', pattern);
           for (const f of await glob(p)) {
             const inc = await read(f);
             if (inc !== null) await walk(f, inc, depth + 1);
@@ -115,17 +127,19 @@ async function readAuditd(roots: HostRoots): Promise<HardeningFacts['auditd']> {
   const pids = (await list(roots.proc)).filter((p) => /^\d+$/.test(p));
   const comms = await Promise.all(pids.map((p) => read(join(roots.proc, p, 'comm'))));
   const dir = join(roots.etc, 'audit', 'rules.d');
-  const ruleFiles = [
-    ...(await glob(join(dir, '*.rules'))),
-    join(roots.etc, 'audit', 'audit.rules'),
-  ];
+  const ruleFiles = [...(await glob(join(dir, '*.rules'))), join(roots.etc, 'audit', 'audit.rules')];
   const rules: string[] = [];
   const found: string[] = [];
   for (const f of ruleFiles) {
     const t = await read(f);
     if (t === null) continue;
     found.push(f);
-    rules.push(...t.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#')));
+    rules.push(
+      ...t
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l && !l.startsWith('#')),
+    );
   }
   return { running: comms.includes('auditd'), ruleFiles: found, rules };
 }
