@@ -1,4 +1,4 @@
-import { FRAMEWORK_NAMES } from './catalogue.js';
+import { CONTROLS, FRAMEWORK_NAMES } from './catalogue.js';
 import type { Report } from './service.js';
 import type { CheckResult } from './verdict.js';
 
@@ -87,4 +87,17 @@ function html(r: Report): string {
 ${rows}
 </tbody></table></body></html>
 `;
+}
+
+/** The catalogue as the Markdown table docs/compliance.md carries (a test keeps the page equal to the data). */
+export function catalogueTable(): string {
+  const list = (xs: readonly string[]) => xs.join(', ') || '—';
+  return [
+    '| Control | Priority / effort | Scope | PCI DSS v4.0 | HIPAA | SOC 2 |',
+    '|---|---|---|---|---|---|',
+    ...CONTROLS.map(
+      (c) =>
+        `| \`${c.id}\` ${c.title} | ${c.priority} / ${c.effort}${c.rating === 'matrix' ? ' (matrix)' : ''} | ${c.scope} | ${list(c.mappings['pci-dss'])} | ${list(c.mappings.hipaa)} | ${list(c.mappings.soc2)} |`,
+    ),
+  ].join('\n');
 }

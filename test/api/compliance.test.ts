@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -5,6 +6,7 @@ import { SiemForwarder } from '../../src/audit/siem.js';
 import { CONTROLS, FRAMEWORKS } from '../../src/compliance/catalogue.js';
 import { PLATFORM_CHECKS } from '../../src/compliance/checks.js';
 import { HOST_CHECKS } from '../../src/compliance/host-checks.js';
+import { catalogueTable } from '../../src/compliance/render.js';
 import type { CheckResult } from '../../src/compliance/verdict.js';
 import { POLICY } from '../../src/policy/rules.js';
 import { lastAuditEvent, serverRequest, startTestApi, type TestApi } from '../helpers/api.js';
@@ -76,6 +78,10 @@ describe.each(dialects())('compliance checks on %s', (dialect) => {
       for (const p of c.mappings['pci-dss']) expect(p).toMatch(/^\d{1,2}(\.\d{1,2}){1,3}$/);
       for (const s of c.mappings.soc2) expect(s).toMatch(/^(CC\d\.\d|A1\.\d|C1\.\d)$/);
     }
+    // docs/compliance.md carries the catalogue exactly as the data has it.
+    const doc = readFileSync(new URL('../../docs/compliance.md', import.meta.url), 'utf8');
+    expect(doc).toContain(catalogueTable());
+    for (const c of CONTROLS) expect(doc, c.id).toMatch(new RegExp(`^\\| \`${c.id}\` `, 'm'));
     const hipaa = await api.call('GET', '/bulwark/v1/compliance/controls?framework=hipaa', admin);
     expect(hipaa.json.controls.every((c: any) => c.mappings.hipaa.length > 0)).toBe(true);
     expect(hipaa.json.controls.length).toBeLessThan(CONTROLS.length);

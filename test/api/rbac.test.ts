@@ -30,7 +30,16 @@ describe('RBAC matrix', () => {
   const who = {} as Record<Persona, Fixture>;
   let projectA: string;
   let memberRole: string;
-  const fixtures = { flavor: '', image: '', server: '', network: '', subnet: '', port: '', backup: '', complianceRun: '' };
+  const fixtures = {
+    flavor: '',
+    image: '',
+    server: '',
+    network: '',
+    subnet: '',
+    port: '',
+    backup: '',
+    complianceRun: '',
+  };
   const serverInput = () => serverRequest(fixtures.image, fixtures.flavor, uniq('s'));
 
   beforeAll(async () => {
@@ -754,7 +763,10 @@ describe('RBAC matrix', () => {
     if (!url.includes(':id')) return { url, target: {} };
     fixtures.complianceRun ||= (await api.platform.compliance.run(api.authOf(who.admin.token as string))).id;
     const filled = url.replace(':id', fixtures.complianceRun);
-    return { url: filled.endsWith('/report') ? `${filled}?framework=pci-dss&format=html` : filled, target: {} };
+    return {
+      url: filled.endsWith('/report') ? `${filled}?framework=pci-dss&format=html` : filled,
+      target: {},
+    };
   }
 
   /** Network routes: a fixture network in project A; writes act on throwaway resources. */

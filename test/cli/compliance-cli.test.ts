@@ -21,7 +21,9 @@ describe('bulwark compliance CLI (SQLite)', () => {
     api = await startTestApi('sqlite');
     dir = await mkdtemp(join(tmpdir(), 'bw-cmp-cli-'));
     await api.persona('cmpcli-p', 'cmpcli-member', 'member');
-    const g = await api.call('POST', '/network/v2.0/security-groups', undefined, { security_group: { name: EVIL } });
+    const g = await api.call('POST', '/network/v2.0/security-groups', undefined, {
+      security_group: { name: EVIL },
+    });
     expect(g.status).toBe(201);
     const r = await api.call('POST', '/network/v2.0/security-group-rules', undefined, {
       security_group_rule: {
@@ -43,7 +45,9 @@ describe('bulwark compliance CLI (SQLite)', () => {
   });
 
   it('lists the catalogue, all of it or one framework', async () => {
-    expect((await h.json('compliance', 'controls')).map((c: { id: string }) => c.id)).toEqual(CONTROLS.map((c) => c.id));
+    expect((await h.json('compliance', 'controls')).map((c: { id: string }) => c.id)).toEqual(
+      CONTROLS.map((c) => c.id),
+    );
     const pci = await h.json('compliance', 'controls', '--framework', 'pci-dss');
     expect(pci.find((c: any) => c.id === 'disk-encryption')['pci-dss']).toBe('3.5.1, 3.5.1.2');
     expect(await h.cli('compliance', 'controls')).toMatch(/admin-ports-exposed/);
@@ -59,7 +63,10 @@ describe('bulwark compliance CLI (SQLite)', () => {
           expect(rep.framework).toBe(fw);
           expect(rep.rows.map((r: any) => r.control.id)).toEqual(mapped.map((c) => c.id));
           const exposed = rep.rows.find((r: any) => r.control.id === 'admin-ports-exposed');
-          expect(exposed.result).toMatchObject({ verdict: 'fail', offenders: [expect.objectContaining({ id: ruleId, name: EVIL })] });
+          expect(exposed.result).toMatchObject({
+            verdict: 'fail',
+            offenders: [expect.objectContaining({ id: ruleId, name: EVIL })],
+          });
           expect(exposed.result.checked_at).toMatch(/^\d{4}-\d\d-\d\dT/);
           continue;
         }

@@ -14,13 +14,17 @@ const globals = (cmd: Command) =>
 export function registerComplianceCommands(program: Command): void {
   const compliance = program
     .command('compliance')
-    .description('Compliance: controls mapped to PCI DSS, HIPAA and SOC 2, checked live against this platform');
+    .description(
+      'Compliance: controls mapped to PCI DSS, HIPAA and SOC 2, checked live against this platform',
+    );
 
   withFormat(
     compliance
       .command('controls')
       .description('List the control catalogue (admin)')
-      .addOption(new Option('--framework <framework>', 'only the controls one framework maps').choices(FRAMEWORKS)),
+      .addOption(
+        new Option('--framework <framework>', 'only the controls one framework maps').choices(FRAMEWORKS),
+      ),
   ).action(async (o: { framework?: string }, cmd: Command) => {
     const g = globals(cmd);
     await withClient(g, async (c) => {
@@ -41,8 +45,12 @@ export function registerComplianceCommands(program: Command): void {
 
   compliance
     .command('report')
-    .description('Check every control now, keep the run, and print one framework\'s report with its evidence (admin)')
-    .addOption(new Option('--framework <framework>', 'the framework').choices(FRAMEWORKS).makeOptionMandatory())
+    .description(
+      "Check every control now, keep the run, and print one framework's report with its evidence (admin)",
+    )
+    .addOption(
+      new Option('--framework <framework>', 'the framework').choices(FRAMEWORKS).makeOptionMandatory(),
+    )
     .addOption(new Option('--format <format>', 'report format').choices(REPORT_FORMATS).default('markdown'))
     .option('--output <file>', 'write the report to a file instead of standard output')
     .action(async (o: { framework: string; format: string; output?: string }, cmd: Command) => {
@@ -79,7 +87,11 @@ export function registerComplianceCommands(program: Command): void {
         'GET',
         `/compliance/runs?limit=${encodeURIComponent(o.limit)}`,
       );
-      printList(g.format, ['id', 'created_at', 'created_by_name', 'passed', 'failed', 'not_applicable'], runs);
+      printList(
+        g.format,
+        ['id', 'created_at', 'created_by_name', 'passed', 'failed', 'not_applicable'],
+        runs,
+      );
     });
   });
 }
