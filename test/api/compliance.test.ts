@@ -3,6 +3,7 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SiemForwarder } from '../../src/audit/siem.js';
+import { generateRecoveryKey } from '../../src/backups/crypto.js';
 import { CONTROLS, FRAMEWORKS } from '../../src/compliance/catalogue.js';
 import { PLATFORM_CHECKS } from '../../src/compliance/checks.js';
 import { HOST_CHECKS } from '../../src/compliance/host-checks.js';
@@ -421,6 +422,9 @@ describe.each(dialects())('compliance checks on %s', (dialect) => {
     expect((await check('snapshot-lifecycle')).verdict).toBe('pass');
 
     expect((await check('backup-freshness')).verdict).toBe('not_applicable');
+    expect((await check('backup-encryption')).verdict).toBe('not_applicable');
+    await api.platform.backups.initRepository(auth, generateRecoveryKey().publicKey);
+    expect((await check('backup-encryption')).verdict).toBe('pass');
     const sched = await api.platform.backupScheduler.create(auth, { volumeId: vol.id, intervalMinutes: 60 });
     expect((await check('backup-freshness')).verdict).toBe('pass');
     shift = 3 * 3600_000; // three hours on: no backup within twice the hour
@@ -443,7 +447,6 @@ describe.each(dialects())('compliance checks on %s', (dialect) => {
       verdict: 'not_applicable',
       reason: expect.stringMatching(/no DR drill record/),
     });
-    expect(r['backup-encryption']?.verdict).toBe('not_applicable');
     // The harness keeps the default 900 s lockout: shorter than PCI's 30 minutes.
     expect(r['password-policy']?.offenders.map((o) => o.id)).toEqual(['lockout_duration']);
   });
