@@ -273,7 +273,7 @@ describe.runIf(process.getuid?.() === 0)('web dashboard in Chromium', { timeout:
       ['quotas', '/admin/quotas'],
       ['users', '/admin/users'],
       ['audit-log', '/admin/audit'],
-      ['compliance-empty', '/admin/compliance'],
+      ['compliance', '/admin/compliance'],
     ];
     for (const [name, path] of pages) {
       await go(path);
