@@ -1,6 +1,6 @@
 import type { SiemStatus } from '../audit/siem.js';
 import { notFound } from '../errors.js';
-import type { HardeningFacts } from '../host/hardening.js';
+import { type HardeningFacts, reportedFacts } from '../host/hardening.js';
 import type { AuthContext } from '../policy/context.js';
 import { nowIso, uuid } from '../util/ids.js';
 import { CONTROLS, type Control, controlsFor, type Framework } from './catalogue.js';
@@ -101,33 +101,41 @@ export class ComplianceService {
     return out;
   }
 
-  /** The local host's readings, and a null for each agent host (agents do not send hardening readings yet). */
-  private async hostFacts(): Promise<Map<string, HardeningFacts | null>> {
-    const facts = new Map<string, HardeningFacts | null>();
+  /** The local host's readings, taken now, and each agent host's from its last report (or why there are none). */
+  private async hostFacts(): Promise<Map<string, HardeningFacts | string>> {
+    const facts = new Map<string, HardeningFacts | string>();
     facts.set(this.deps.settings.localHost, await this.probeLocal(SYSCTL_BASELINE.map((s) => s.name)));
     const agents = await this.deps.store.db
       .selectFrom('hosts')
-      .select('name')
+      .select(['name', 'state', 'health', 'last_heartbeat'])
       .where('local', '=', 0)
+      .orderBy('name')
       .execute();
-    for (const a of agents) facts.set(a.name, null);
+    for (const a of agents)
+      facts.set(
+        a.name,
+        a.state === 'down'
+          ? `the agent host is down (last report ${a.last_heartbeat ?? 'never'})`
+          : (reportedFacts(a.health) ?? 'the agent sent no hardening readings in its reports'),
+      );
     return facts;
   }
 
   /** One control over all hosts: fail if any fails, pass if any passes, else not applicable. */
-  private acrossHosts(id: string, hosts: Map<string, HardeningFacts | null>) {
+  private acrossHosts(id: string, hosts: Map<string, HardeningFacts | string>) {
     const check = HOST_CHECKS[id];
     if (!check) throw new Error(`control ${id} has no host check`);
     const per = [...hosts].map(([host, f]) =>
-      f
-        ? { host, ...check(host, f, { dataDir: this.deps.settings.dataDir }) }
+      typeof f !== 'string'
+        ? { host, ...check(host, f, { dataDir: this.deps.settings.dataDir }), collected_at: f.collected_at }
         : {
             host,
             verdict: 'not_applicable' as Verdict,
             checked: `host ${host}`,
-            reason: 'an agent host: its readings are not collected by this daemon',
+            reason: f,
             offenders: [],
             observed: {},
+            collected_at: null,
           },
     );
     const verdict: Verdict = per.some((p) => p.verdict === 'fail')
@@ -140,7 +148,9 @@ export class ComplianceService {
       checked: per.map((p) => `${p.host}: ${p.checked}`).join('; '),
       reason: per.map((p) => `${p.host}: ${p.verdict} (${p.reason})`).join('; '),
       offenders: per.flatMap((p) => p.offenders),
-      observed: Object.fromEntries(per.map((p) => [p.host, { verdict: p.verdict, ...p.observed }])),
+      observed: Object.fromEntries(
+        per.map((p) => [p.host, { verdict: p.verdict, collected_at: p.collected_at, ...p.observed }]),
+      ),
     };
   }
 

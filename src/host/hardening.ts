@@ -1,5 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { Type } from 'typebox';
+import { Value } from 'typebox/value';
 
 /**
  * Reads what a hypervisor host's hardening checks need (docs/compliance.md,
@@ -7,7 +9,8 @@ import { basename, dirname, join } from 'node:path';
  * auditd and its rules, KVM's nested flag, AppArmor and seccomp, and the
  * sockets listening. Only reads files, under roots tests point at a fake
  * tree; compliance/host-checks.ts decides what the readings mean. It runs
- * where the host is: the daemon for its own machine.
+ * where the host is: the daemon for its own machine, each agent for its own
+ * (sent in its reports as `health.hardening`, checked by FactsSchema).
  */
 export interface HostRoots {
   proc: string;
@@ -37,6 +40,49 @@ export interface HardeningFacts {
   seccompActions: string | null;
   listening: Listener[];
 }
+
+const Str = Type.String({ maxLength: 4096 });
+const Maybe = Type.Union([Str, Type.Null()]);
+/** What an agent may send as its readings; anything else is ignored as no readings. */
+export const FactsSchema = Type.Object({
+  collected_at: Str,
+  sysctls: Type.Record(Type.String({ maxLength: 128 }), Maybe),
+  cmdline: Maybe,
+  sshd: Type.Union([
+    Type.Null(),
+    Type.Object({ files: Type.Array(Str), settings: Type.Record(Type.String({ maxLength: 64 }), Str) }),
+  ]),
+  auditd: Type.Object({ running: Type.Boolean(), ruleFiles: Type.Array(Str), rules: Type.Array(Str) }),
+  nested: Type.Object({ kvm_intel: Maybe, kvm_amd: Maybe }),
+  apparmor: Maybe,
+  seccompActions: Maybe,
+  listening: Type.Array(
+    Type.Object({
+      proto: Type.Union([Type.Literal('tcp'), Type.Literal('udp')]),
+      address: Str,
+      port: Type.Integer(),
+    }),
+  ),
+});
+
+/** An agent's reported readings (its host row's health JSON), or null when it sent none or junk. */
+export function reportedFacts(healthJson: string): HardeningFacts | null {
+  try {
+    const h = (JSON.parse(healthJson) as { hardening?: unknown }).hardening;
+    return Value.Check(FactsSchema, h) ? (h as HardeningFacts) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The readings as an agent sends them: only watch rules, one entry per listening port (reports are small). */
+export const compactFacts = (f: HardeningFacts): HardeningFacts => ({
+  ...f,
+  auditd: { ...f.auditd, rules: f.auditd.rules.filter((r) => /(?:^|\s)-w\s/.test(r)).slice(0, 200) },
+  listening: f.listening.filter(
+    (l, i, all) => all.findIndex((o) => o.proto === l.proto && o.port === l.port) === i,
+  ),
+});
 
 const read = (p: string) =>
   readFile(p, 'utf8').then(

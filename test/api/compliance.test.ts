@@ -6,9 +6,10 @@ import { SiemForwarder } from '../../src/audit/siem.js';
 import { generateRecoveryKey } from '../../src/backups/crypto.js';
 import { CONTROLS, FRAMEWORKS } from '../../src/compliance/catalogue.js';
 import { PLATFORM_CHECKS } from '../../src/compliance/checks.js';
-import { HOST_CHECKS } from '../../src/compliance/host-checks.js';
+import { HOST_CHECKS, SYSCTL_BASELINE } from '../../src/compliance/host-checks.js';
 import { catalogueTable } from '../../src/compliance/render.js';
 import type { CheckResult } from '../../src/compliance/verdict.js';
+import { compactFacts, probeHardening } from '../../src/host/hardening.js';
 import { POLICY } from '../../src/policy/rules.js';
 import { lastAuditEvent, serverRequest, startTestApi, type TestApi } from '../helpers/api.js';
 import { fakeHost } from '../helpers/fake-host.js';
@@ -436,6 +437,32 @@ describe.each(dialects())('compliance checks on %s', (dialect) => {
     await api.platform.snapshots.snapshots.delete(auth, snapshot.id, 'volume');
     await api.platform.snapshots.snapshots.settled();
     await api.platform.volume.volumes.delete(auth, vol.id);
+  });
+
+  it('agent hosts: judged from the readings in their reports; none sent is not applicable; a weak agent fails', async () => {
+    const agentHost = await fakeHost(api.db.dir);
+    try {
+      const capacity = { vcpus: 8, ramMiB: 8192, diskGiB: 100 };
+      const { hosts } = api.platform.compute;
+      await hosts.register({ name: 'cmp-agent-a', capacity, features: ['uefi', 'secure-boot', 'tpm'] });
+      let r = await run();
+      expect(r['host-sysctls']?.verdict).toBe('pass');
+      expect(r['host-sysctls']?.reason).toMatch(/cmp-agent-a: not_applicable \(the agent sent no hardening readings/);
+      await agentHost.sysctl('kernel.dmesg_restrict', '0');
+      const facts = compactFacts(await probeHardening(agentHost.roots, SYSCTL_BASELINE.map((x) => x.name)));
+      await hosts.heartbeat('cmp-agent-a', { capacity, features: ['uefi', 'secure-boot', 'tpm'], health: { hardening: facts } });
+      r = await run();
+      expect(r['host-sysctls']?.offenders).toEqual([
+        { type: 'host', id: 'cmp-agent-a', name: 'cmp-agent-a', detail: 'kernel.dmesg_restrict = 0 (want 1)' },
+      ]);
+      expect(r['host-auditd']?.verdict).toBe('pass');
+      // Junk in place of readings counts as none.
+      await hosts.heartbeat('cmp-agent-a', { capacity, features: ['uefi', 'secure-boot', 'tpm'], health: { hardening: { sysctls: 1 } } });
+      expect((await check('host-sysctls')).verdict).toBe('pass');
+    } finally {
+      await api.store.db.deleteFrom('hosts').where('name', '=', 'cmp-agent-a').execute();
+      await agentHost.cleanup();
+    }
   });
 
   it('settings that pass here: rate limits, retention, vTPM and Secure Boot; DR drill is not applicable', async () => {
