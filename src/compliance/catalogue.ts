@@ -92,7 +92,7 @@ export const CONTROLS: readonly Control[] = [
     source: 'guide §8 Operational Security: Access Reviews',
     scope: 'platform',
     remediation:
-      'Review bulwark break-glass review output; disable or remove the listed accounts, or revoke their roles.',
+      'Review bulwark access review; disable or remove the listed accounts, or revoke their roles.',
     mappings: { 'pci-dss': ['7.2.4', '8.2.6'], hipaa: ['164.312(a)(1)'], soc2: ['CC6.2', 'CC6.3'] },
   }),
   c({
@@ -187,7 +187,7 @@ export const CONTROLS: readonly Control[] = [
     source: 'guide §7 Network Isolation and Security Zones; Best Practices 2 Network Segmentation',
     scope: 'platform',
     remediation:
-      'Replace the listed zone rules with ones naming a protocol and port range (openstack bulwark zone rule create ...).',
+      'Replace the listed zone rules with ones naming a protocol and port (bulwark zone rule remove <id>; bulwark zone rule add ... --protocol tcp --dst-port 443).',
     mappings: { 'pci-dss': ['1.3.1', '1.4.1'], hipaa: ['164.312(e)(1)'], soc2: ['CC6.6'] },
   }),
   c({
@@ -242,7 +242,7 @@ export const CONTROLS: readonly Control[] = [
     source: 'guide §9 VM Clone Operations; §18 VM Template Management',
     scope: 'platform',
     remediation:
-      'bulwark approval trigger enable server-clone; rebuild the listed servers from an approved template.',
+      'bulwark approval trigger set server-clone --enable; rebuild the listed servers from an approved template.',
     mappings: { 'pci-dss': ['2.2.1', '6.5.1'], hipaa: ['164.312(c)(1)'], soc2: ['CC8.1'] },
   }),
   c({
@@ -255,7 +255,7 @@ export const CONTROLS: readonly Control[] = [
     source: 'guide §10 Guest Agent Security',
     scope: 'platform',
     remediation:
-      'Revoke the listed grants (bulwark server guest-agent revoke) and grant guest-exec only for the task at hand.',
+      'Revoke the listed grants (bulwark server guest-agent-revoke <server> <grant>) and grant guest-exec only for the task at hand.',
     mappings: { 'pci-dss': ['7.2.2'], hipaa: ['164.312(a)(1)'], soc2: ['CC6.3'] },
   }),
   c({
@@ -320,7 +320,7 @@ export const CONTROLS: readonly Control[] = [
     source: 'guide §16 Emergency Procedures and Break-Glass Access',
     scope: 'platform',
     remediation:
-      'bulwark break-glass create ...; close the listed sessions with a review note (bulwark break-glass review close).',
+      'bulwark break-glass create <name>; close the listed sessions with a note (bulwark break-glass close <review> --note ...).',
     mappings: { 'pci-dss': ['8.2.2', '10.2.1.2'], hipaa: ['164.312(a)(2)(ii)'], soc2: ['CC6.3', 'CC7.4'] },
   }),
   c({
