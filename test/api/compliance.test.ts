@@ -447,17 +447,37 @@ describe.each(dialects())('compliance checks on %s', (dialect) => {
       await hosts.register({ name: 'cmp-agent-a', capacity, features: ['uefi', 'secure-boot', 'tpm'] });
       let r = await run();
       expect(r['host-sysctls']?.verdict).toBe('pass');
-      expect(r['host-sysctls']?.reason).toMatch(/cmp-agent-a: not_applicable \(the agent sent no hardening readings/);
+      expect(r['host-sysctls']?.reason).toMatch(
+        /cmp-agent-a: not_applicable \(the agent sent no hardening readings/,
+      );
       await agentHost.sysctl('kernel.dmesg_restrict', '0');
-      const facts = compactFacts(await probeHardening(agentHost.roots, SYSCTL_BASELINE.map((x) => x.name)));
-      await hosts.heartbeat('cmp-agent-a', { capacity, features: ['uefi', 'secure-boot', 'tpm'], health: { hardening: facts } });
+      const facts = compactFacts(
+        await probeHardening(
+          agentHost.roots,
+          SYSCTL_BASELINE.map((x) => x.name),
+        ),
+      );
+      await hosts.heartbeat('cmp-agent-a', {
+        capacity,
+        features: ['uefi', 'secure-boot', 'tpm'],
+        health: { hardening: facts },
+      });
       r = await run();
       expect(r['host-sysctls']?.offenders).toEqual([
-        { type: 'host', id: 'cmp-agent-a', name: 'cmp-agent-a', detail: 'kernel.dmesg_restrict = 0 (want 1)' },
+        {
+          type: 'host',
+          id: 'cmp-agent-a',
+          name: 'cmp-agent-a',
+          detail: 'kernel.dmesg_restrict = 0 (want 1)',
+        },
       ]);
       expect(r['host-auditd']?.verdict).toBe('pass');
       // Junk in place of readings counts as none.
-      await hosts.heartbeat('cmp-agent-a', { capacity, features: ['uefi', 'secure-boot', 'tpm'], health: { hardening: { sysctls: 1 } } });
+      await hosts.heartbeat('cmp-agent-a', {
+        capacity,
+        features: ['uefi', 'secure-boot', 'tpm'],
+        health: { hardening: { sysctls: 1 } },
+      });
       expect((await check('host-sysctls')).verdict).toBe('pass');
     } finally {
       await api.store.db.deleteFrom('hosts').where('name', '=', 'cmp-agent-a').execute();
