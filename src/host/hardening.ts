@@ -222,11 +222,12 @@ export async function processConfinement(
     return m === undefined ? null : Number(m);
   };
   const cgroup = await read(join(procRoot, String(pid), 'cgroup'));
-  // cgroup v2: one `0::/path` line; v1: take the memory hierarchy's path, where the guest's limit is.
+  // v1 (or hybrid, whose v2 line is then the bare root): the memory hierarchy, where the guest's limit is;
+  // pure v2: the one `0::/path` line.
   const lines = (cgroup ?? '').split('\n');
   const path =
+    lines.find((l) => /^\d+:memory:/.test(l))?.replace(/^\d+:memory:/, '') ??
     lines.find((l) => l.startsWith('0::'))?.slice(3) ??
-    lines.find((l) => /:memory:/.test(l))?.replace(/^[^:]*:[^:]*:/, '') ??
     null;
   return { uid: num(/^Uid:\s+(\d+)/m), seccomp: num(/^Seccomp:\s+(\d+)/m), cgroup: path };
 }
