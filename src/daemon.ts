@@ -134,6 +134,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     passthrough: config.passthrough,
     identityPolicy: config.identityPolicy,
     consoleRetentionDays: config.consoleRetentionDays,
+    apiRate: config.apiRate,
     ...(dhcp ? { dhcp } : {}),
   });
   const { identity, audit } = platform;
@@ -210,6 +211,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
   drops.start(30_000);
   platform.metrics.attachDrops(() => drops.detector.latest());
   if (siem) platform.metrics.attachSiem(() => siem.status());
+  if (siem) platform.compliance.attachSiem(() => siem.status());
   const metricsServer = config.metricsListen
     ? await serveMetrics(platform.metrics, config.metricsListen)
     : undefined;

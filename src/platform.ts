@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { AuditWriter } from './audit/writer.js';
 import { BackupScheduler } from './backups/scheduler.js';
 import { BackupService } from './backups/service.js';
+import { ComplianceService } from './compliance/service.js';
 import { FlavorService } from './compute/flavors.js';
 import { GuestAgentService } from './compute/guest-agent-service.js';
 import { HostDeviceService } from './compute/host-devices.js';
@@ -21,6 +22,7 @@ import { serverCreateLimit } from './governance/rate-limits.js';
 import { ServerHistory } from './governance/server-history.js';
 import { DEFAULT_THRESHOLDS, StoragePools, type Thresholds } from './governance/storage-thresholds.js';
 import { probeCapacity } from './host/capabilities.js';
+import { probeHardening, processConfinement, REAL_ROOTS } from './host/hardening.js';
 import type { HypervisorDriver } from './host/hypervisor.js';
 import { ImageStore } from './host/image-store.js';
 import { planPassthrough } from './host/passthrough.js';
@@ -81,6 +83,11 @@ export interface PlatformOptions {
   consoleRetentionDays?: number;
   /** How often the snapshot lifecycle scheduler prunes (docs/snapshots.md); default 15 minutes. */
   snapshotPruneIntervalMs?: number;
+  /** Where /proc and /etc are for the compliance host checks (docs/compliance.md); tests point them at fake trees. */
+  procRoot?: string;
+  etcRoot?: string;
+  /** The API's rate limits as `serve` set them, for the compliance check; absent: the API has no limiter. */
+  apiRate?: { perToken: number; perAddress: number };
   /** The clock snapshots are stamped and aged by; tests move it. */
   clock?: () => Date;
 }
@@ -263,7 +270,38 @@ export function buildPlatform(
   const templates = new TemplateService(store, images, (id) => imageStore.path(id), approvals);
   images.immutable = (id) => templates.immutable(id);
   servers.bootGate = (imageId, path) => templates.checkBoot(imageId, path);
+  // Compliance (docs/compliance.md): the catalogue's live checks over this platform and this host.
+  const roots = {
+    proc: opts.procRoot ?? REAL_ROOTS.proc,
+    sys: opts.sysfsRoot ?? REAL_ROOTS.sys,
+    etc: opts.etcRoot ?? REAL_ROOTS.etc,
+  };
+  const compliance = new ComplianceService(
+    {
+      store,
+      identity,
+      storage,
+      approvals,
+      metadataRules,
+      driver,
+      settings: {
+        dataDir: opts.dataDir,
+        localHost: opts.hostName,
+        capabilities: opts.capabilities,
+        serverCreateRate: opts.serverCreateRate ?? 0,
+        apiRate: opts.apiRate ?? null,
+        consoleRetentionDays: opts.consoleRetentionDays ?? DEFAULT_RETENTION_DAYS,
+        storageThresholds: opts.storageThresholds ?? DEFAULT_THRESHOLDS,
+        passthrough: opts.passthrough ?? { pciAllowList: [], usbAllowList: [] },
+        defaultGroupAllowsSameGroup: opts.defaultGroupAllowsSameGroup,
+      },
+      confinement: (pid) => processConfinement(roots.proc, pid),
+      now: opts.clock ?? (() => new Date()),
+    },
+    (sysctls) => probeHardening(roots, sysctls),
+  );
   return {
+    compliance,
     backups,
     backupScheduler,
     consoles,

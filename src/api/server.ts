@@ -6,6 +6,7 @@ import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { AuditWriter } from '../audit/writer.js';
 import type { BackupScheduler } from '../backups/scheduler.js';
 import type { BackupService } from '../backups/service.js';
+import type { ComplianceService } from '../compliance/service.js';
 import type { FlavorService } from '../compute/flavors.js';
 import type { GuestAgentService } from '../compute/guest-agent-service.js';
 import type { HostDeviceService } from '../compute/host-devices.js';
@@ -53,6 +54,7 @@ import { registerBreakGlassApi } from './break-glass.js';
 import { registerBulwarkApi } from './bulwark.js';
 import type { ServiceEntry } from './catalog.js';
 import { registerCloneApi } from './clones.js';
+import { registerComplianceApi } from './compliance.js';
 import { registerComputeApi } from './compute.js';
 import { CONSOLE_PROTOCOL, registerConsoleApi, tokenFromProtocols } from './console.js';
 import type { AuditNote, RouteInfo } from './context.js';
@@ -116,6 +118,8 @@ export interface ApiDeps {
   templates: TemplateService;
   /** VM profiles: Hyper-NixOS JSON in and out (docs/profiles.md). */
   profiles: ProfileService;
+  /** Compliance: the control catalogue, live checks and their history (docs/compliance.md). */
+  compliance: ComplianceService;
   /** Approvals, the two-person rule (docs/approvals.md). */
   approvals: ApprovalService;
   /** VM metadata rules and per-server change history (docs/metadata.md). */
@@ -332,6 +336,7 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
   await registerBulwarkApi(app, ctx);
   await registerSnapshotApi(app, ctx);
   registerTemplateApi(app, ctx);
+  registerComplianceApi(app, ctx);
   registerCloneApi(app, ctx);
   registerProfileApi(app, ctx);
   registerApprovalApi(app, ctx);

@@ -4,6 +4,7 @@ import { registerApprovalCommands } from './commands/approvals.js';
 import { registerAuditCommands } from './commands/audit.js';
 import { registerBackupCommands } from './commands/backups.js';
 import { registerBreakGlassCommands } from './commands/break-glass.js';
+import { registerComplianceCommands } from './commands/compliance.js';
 import { registerComputeCommands } from './commands/compute.js';
 import { registerConsoleCommands } from './commands/console.js';
 import { registerHostCommands } from './commands/hosts.js';
@@ -38,6 +39,7 @@ registerSnapshotCommands(program);
 registerTemplateCommands(program);
 registerHostCommands(program);
 registerProfileCommands(program);
+registerComplianceCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const status = err instanceof ApiError ? ` (HTTP ${err.status})` : '';

@@ -304,6 +304,14 @@ export const POLICY = {
   // Prometheus metrics on the API listener: the cloud admin's token (`serve --metrics-listen` is the other way).
   'metrics:read': ['admin'],
 
+  // Compliance (docs/compliance.md): the catalogue, runs of its live checks and their reports; cloud admins only,
+  // since the evidence names every project's resources.
+  'compliance:controls:list': ['admin'],
+  'compliance:runs:create': ['admin'],
+  'compliance:runs:list': ['admin'],
+  'compliance:runs:show': ['admin'],
+  'compliance:runs:report': ['admin'],
+
   // Web dashboard (docs/dashboard.md): the page and its login are public; the page then calls the
   // APIs above under their own rules. A session is the caller's own token.
   'dashboard:page': ['public'],

@@ -798,7 +798,22 @@ export interface HostJoinTokensTable {
   created_at: string;
 }
 
+// ---- compliance (issue 12; docs/compliance.md) ----
+
+/** One evaluation of the control catalogue; `results` is the JSON array of CheckResult. */
+export interface ComplianceRunsTable {
+  id: string;
+  created_at: string;
+  created_by: string;
+  created_by_name: string;
+  passed: number;
+  failed: number;
+  not_applicable: number;
+  results: string;
+}
+
 export interface Schema {
+  compliance_runs: ComplianceRunsTable;
   hosts: HostsTable;
   placements: PlacementsTable;
   server_groups: ServerGroupsTable;

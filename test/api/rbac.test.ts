@@ -30,7 +30,16 @@ describe('RBAC matrix', () => {
   const who = {} as Record<Persona, Fixture>;
   let projectA: string;
   let memberRole: string;
-  const fixtures = { flavor: '', image: '', server: '', network: '', subnet: '', port: '', backup: '' };
+  const fixtures = {
+    flavor: '',
+    image: '',
+    server: '',
+    network: '',
+    subnet: '',
+    port: '',
+    backup: '',
+    complianceRun: '',
+  };
   const serverInput = () => serverRequest(fixtures.image, fixtures.flavor, uniq('s'));
 
   beforeAll(async () => {
@@ -271,6 +280,7 @@ describe('RBAC matrix', () => {
     if (url.includes('/bulwark-zone')) return zoneSample(method, url);
     if (/^\/bulwark\/v1\/(snapshot|servers\/[^/]+\/snapshots)/.test(url)) return snapshotSample(method, url);
     if (url.startsWith('/bulwark/v1/templates')) return templateSample(method, url);
+    if (url.startsWith('/bulwark/v1/compliance')) return complianceSample(method, url);
     if (url.startsWith('/network')) return networkSample(method, url);
     if (url.startsWith('/identity/v3/credentials')) return credentialSample(method, url, p);
     if (url.includes('/application_credentials')) return appCredSample(method, url, p);
@@ -768,6 +778,18 @@ describe('RBAC matrix', () => {
     if (!url.includes(':id')) return { url, target: {} };
     const t = await api.platform.templates.create(adminAuth, { name: uniq('t'), imageId: await image() });
     return { url: url.replace(':id', t.template.id), target: {} };
+  }
+
+  /** Compliance: runs evaluate the catalogue (body `{}`); a stored run to show and report on. */
+  async function complianceSample(method: string, url: string) {
+    if (method === 'POST') return { url, body: {}, target: {} };
+    if (!url.includes(':id')) return { url, target: {} };
+    fixtures.complianceRun ||= (await api.platform.compliance.run(api.authOf(who.admin.token as string))).id;
+    const filled = url.replace(':id', fixtures.complianceRun);
+    return {
+      url: filled.endsWith('/report') ? `${filled}?framework=pci-dss&format=html` : filled,
+      target: {},
+    };
   }
 
   /** Network routes: a fixture network in project A; writes act on throwaway resources. */

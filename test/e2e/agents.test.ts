@@ -127,6 +127,16 @@ describe.runIf(process.getuid?.() === 0)('bulwark agent on three netns hosts', {
     for (const h of hosts)
       expect(list).toContainEqual(expect.objectContaining({ name: h.name, state: 'up', local: false }));
     expect(list.filter((h) => h.local)).toHaveLength(1);
+    // Each agent's hardening readings of its own host reach the compliance checks (docs/compliance.md).
+    const rep = await d!.bulwark(['compliance', 'report', '--framework', 'pci-dss', '--format', 'json']);
+    expect(rep.code, rep.stderr).toBe(0);
+    const sysctls = (
+      JSON.parse(rep.stdout) as { rows: { control: { id: string }; result: any }[] }
+    ).rows.find((r) => r.control.id === 'host-sysctls');
+    for (const h of hosts) {
+      expect(['pass', 'fail']).toContain(sysctls?.result.observed[h.name]?.verdict);
+      expect(sysctls?.result.observed[h.name]?.sysctls).toHaveProperty('kernel.randomize_va_space');
+    }
   });
 
   it("an agent without an identity or token is refused to start; a stopped agent's host goes down", async () => {

@@ -3,6 +3,7 @@ import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BulwarkError } from '../../src/errors.js';
 import { memoryLimitBytes } from '../../src/host/cgroups.js';
+import { processConfinement } from '../../src/host/hardening.js';
 import type { GuestSpec } from '../../src/host/hypervisor.js';
 import { SANDBOX } from '../../src/host/qemu-args.js';
 import { createQemuDriver, type QemuDriver } from '../../src/host/qemu-driver.js';
@@ -95,6 +96,10 @@ describe.runIf(isRoot)('QEMU driver with real guests', () => {
     expect(status).toMatch(/^NoNewPrivs:\s+1$/m);
     expect(status).toMatch(/^Groups:\s*$/m); // no supplementary groups
     expect(status).toMatch(/^CapEff:\s+0+$/m);
+    // What the compliance check `escape-hardening` reads of a real guest (docs/compliance.md).
+    const confined = await processConfinement('/proc', info!.pid);
+    expect(confined).toMatchObject({ uid: info?.uid, seccomp: 2 });
+    expect(confined?.cgroup).toMatch(new RegExp(`/vm-${A.id}$`));
 
     const argv = procCmdline(info!.pid);
     expect(argv[argv.indexOf('-cpu') + 1]).toMatch(/-vmx,-svm$/);

@@ -160,6 +160,41 @@ describe.runIf(process.getuid?.() === 0)(
       expect(shown).toMatchObject({ status: 'available', volume_id: volume });
     });
 
+    it('runs the compliance checks from Admin → Compliance: verdicts with evidence per framework, and history', async () => {
+      await d.os('security', 'group', 'create', 'cmp-open');
+      await d.os(
+        'security',
+        'group',
+        'rule',
+        'create',
+        '--ingress',
+        '--protocol',
+        'tcp',
+        '--dst-port',
+        '22',
+        '--remote-ip',
+        '0.0.0.0/0',
+        'cmp-open',
+      );
+      await go('/admin/compliance');
+      await page.getByText(/No compliance run yet/).waitFor(SLOW);
+      await page.getByRole('button', { name: 'Run checks now' }).click();
+      const ssh = page.getByRole('row', { name: /^admin-ports-exposed/ });
+      await expect
+        .poll(() => ssh.textContent(), SLOW)
+        .toMatch(/1\.3\.1, 1\.4\.2\s*Fail.*ingress tcp 22 from 0\.0\.0\.0\/0/);
+      await page.getByLabel('Framework').selectOption('hipaa');
+      await expect
+        .poll(() => page.getByRole('row', { name: /^disk-encryption/ }).textContent(), SLOW)
+        .toMatch(/164\.312\(a\)\(2\)\(iv\)\s*Pass/);
+      expect(await page.getByRole('row', { name: /^resource-quotas/ }).count()).toBe(0);
+      await accessible('compliance');
+      const runs = await bulwarkJson('compliance', 'history');
+      expect(runs).toHaveLength(1);
+      const shown = await page.getByRole('status').first().textContent();
+      expect(shown).toContain(runs[0].created_at);
+    });
+
     // Last: from here a password alone no longer logs the admin in.
     it('enrolls TOTP for the logged-in user and requires it; a wrong code enrolls nothing', async () => {
       const opsJson = async (...args: string[]) => {

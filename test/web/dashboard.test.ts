@@ -263,6 +263,7 @@ describe.runIf(process.getuid?.() === 0)('web dashboard in Chromium', { timeout:
       ['quotas', '/admin/quotas'],
       ['users', '/admin/users'],
       ['audit-log', '/admin/audit'],
+      ['compliance', '/admin/compliance'],
     ];
     for (const [name, path] of pages) {
       await go(path);

@@ -3,6 +3,7 @@ import { Navigate, NavLink, Route, Routes, useNavigate } from 'react-router';
 import { ApiError, api, csrfToken, SESSION_ENDED, type Session } from './api';
 import { ApprovalsPage } from './pages/Approvals';
 import { AuditPage } from './pages/Audit';
+import { CompliancePage } from './pages/Compliance';
 import { ConsolePage } from './pages/Console';
 import { FlavorsPage } from './pages/Flavors';
 import { ImagesPage } from './pages/Images';
@@ -49,6 +50,7 @@ const ADMIN_NAV: readonly NavSection[] = [
       ['Users', '/admin/users'],
       ['Audit Log', '/admin/audit'],
       ['Approvals', '/admin/approvals'],
+      ['Compliance', '/admin/compliance'],
     ],
   ],
 ];
@@ -189,6 +191,7 @@ export function App() {
             <Route path="/admin/users" element={<UsersPage />} />
             <Route path="/admin/audit" element={<AuditPage />} />
             <Route path="/admin/approvals" element={<ApprovalsPage />} />
+            <Route path="/admin/compliance" element={<CompliancePage />} />
             <Route path="*" element={<Navigate to="/project/compute/instances" replace />} />
           </Routes>
         )}

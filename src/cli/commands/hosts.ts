@@ -1,16 +1,21 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
+import { SYSCTL_BASELINE } from '../../compliance/host-checks.js';
 import type { HostReport } from '../../compute/hosts.js';
 import { joinControlPlane, loadIdentity, saveIdentity, sendHeartbeat } from '../../host/agent/client.js';
 import { probeCapabilities, probeCapacity } from '../../host/capabilities.js';
+import { compactFacts, probeHardening, REAL_ROOTS } from '../../host/hardening.js';
 import { withClient, withFormat } from '../common.js';
 import { printList, printObject } from '../output.js';
 
 const globals = (cmd: Command) =>
   cmd.optsWithGlobals<{ osCloud?: string; format: 'table' | 'json' | 'value' }>();
 
-/** What this machine reports: its size and what it can offer guests (docs/multi-host.md). */
-function localReport(dataDir: string): HostReport {
+/**
+ * What this machine reports: its size, what it can offer guests (docs/multi-host.md), and its hardening
+ * readings for the compliance checks (docs/compliance.md).
+ */
+async function localReport(dataDir: string): Promise<HostReport> {
   const caps = probeCapabilities();
   return {
     capacity: probeCapacity(dataDir),
@@ -19,7 +24,15 @@ function localReport(dataDir: string): HostReport {
       ...(caps.secureBoot ? ['secure-boot'] : []),
       ...(caps.tpm ? ['tpm'] : []),
     ],
-    health: { uptime_s: Math.round(process.uptime()) },
+    health: {
+      uptime_s: Math.round(process.uptime()),
+      hardening: compactFacts(
+        await probeHardening(
+          REAL_ROOTS,
+          SYSCTL_BASELINE.map((x) => x.name),
+        ),
+      ),
+    },
   };
 }
 
@@ -118,7 +131,7 @@ export function registerHostCommands(program: Command): void {
             controlPlane: o.controlPlane,
             token: o.token,
             caHash: o.caHash,
-            report: localReport(dir),
+            report: await localReport(dir),
           });
           saveIdentity(dir, id);
           console.log(`joined as host ${id.name}; certificate in ${dir}/agent.crt`);
@@ -126,9 +139,9 @@ export function registerHostCommands(program: Command): void {
         const every = Math.max(1, Number(o.interval) || 10) * 1000;
         const me = id;
         const beat = () =>
-          sendHeartbeat(o.endpoint, me, localReport(dir)).catch((err: Error) =>
-            console.error(`report failed: ${err.message}`),
-          );
+          localReport(dir)
+            .then((report) => sendHeartbeat(o.endpoint, me, report))
+            .catch((err: Error) => console.error(`report failed: ${err.message}`));
         await beat();
         console.log(`Bulwark agent ${me.name} reporting to ${o.endpoint} every ${every / 1000} s`);
         const timer = setInterval(() => void beat(), every);
