@@ -23,7 +23,7 @@ export interface IdentityPolicy {
 export const DEFAULT_IDENTITY_POLICY: IdentityPolicy = {
   adminMfaRequired: true,
   lockoutFailureAttempts: 5,
-  lockoutDurationSeconds: 900,
+  lockoutDurationSeconds: 1800,
   passwordMinLength: 12,
   passwordHistory: 3,
   passwordExpiresDays: 0,

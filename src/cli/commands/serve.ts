@@ -102,7 +102,7 @@ export function registerServeCommand(program: Command): void {
     )
     .option(
       '--lockout-duration <seconds>',
-      'how long a locked account stays locked (default 900)',
+      'how long a locked account stays locked (default 1800)',
       process.env.BULWARK_LOCKOUT_DURATION,
     )
     .option(
