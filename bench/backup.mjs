@@ -13,16 +13,21 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { generateRecoveryKey, parseRecoveryKey } from '../dist/backups/crypto.js';
-import { Repository } from '../dist/backups/repository.js';
-import { LocalTarget } from '../dist/backups/target.js';
+import { generateRecoveryKey, parseRecoveryKey } from '../dist-bench/src/backups/crypto.js';
+import { Repository } from '../dist-bench/src/backups/repository.js';
+import { LocalTarget } from '../dist-bench/src/backups/target.js';
 
 const { values } = parseArgs({
-  options: { 'size-mib': { type: 'string', default: '2048' }, dir: { type: 'string', default: '/var/tmp' } },
+  options: {
+    'size-mib': { type: 'string', default: '2048' },
+    dir: { type: 'string', default: '/var/tmp' },
+    // One JSON line for bench/run.mjs instead of the Markdown table.
+    json: { type: 'boolean', default: false },
+  },
 });
 const MiB = 1024 * 1024;
 const size = Number(values['size-mib']) * MiB;
@@ -112,10 +117,17 @@ async function bulwarkRun() {
       const f = await open(target, 'w');
       await f.truncate(size);
       out.restore = await secs(() =>
-        repo.restore('same', live[2].sealSha256, parseRecoveryKey(rk.privateKeyPem), idKey, async () => ({
-          write: async (o, d) => void (await f.write(d, 0, d.length, o)),
-          close: async () => undefined,
-        }), { sparse: false }),
+        repo.restore(
+          'same',
+          live[2].sealSha256,
+          parseRecoveryKey(rk.privateKeyPem),
+          idKey,
+          async () => ({
+            write: async (o, d) => void (await f.write(d, 0, d.length, o)),
+            close: async () => undefined,
+          }),
+          { sparse: false },
+        ),
       );
       await f.close();
       out.restoreOk = (await sha(target)) === (await sha(image));
@@ -126,8 +138,13 @@ async function bulwarkRun() {
 
 function resticRun() {
   const repo = join(work, 'restic-repo');
-  const env = { ...process.env, RESTIC_PASSWORD: 'bench-password', XDG_CACHE_HOME: join(work, 'restic-cache') };
-  const restic = (...a) => execFileSync('restic', ['-r', repo, '-q', ...a], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const env = {
+    ...process.env,
+    RESTIC_PASSWORD: 'bench-password',
+    XDG_CACHE_HOME: join(work, 'restic-cache'),
+  };
+  const restic = (...a) =>
+    execFileSync('restic', ['-r', repo, '-q', ...a], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   restic('init');
   const out = {};
   const backup = () => restic('backup', '--host', 'bench', image);
@@ -157,6 +174,22 @@ try {
   await change1pct();
   await b.next();
   await r.next();
+  if (values.json) {
+    console.log(
+      JSON.stringify({
+        sizeMiB: size / MiB,
+        restic: execFileSync('restic', ['version']).toString().trim(),
+        bulwark: b.out,
+        resticOut: r.out,
+      }),
+    );
+    if (!b.out.restoreOk || !r.out.restoreOk) process.exitCode = 1;
+  } else printTable(b, r);
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
+
+function printTable(b, r) {
   const mibs = (s) => (size / MiB / s).toFixed(0);
   const mb = (n) => (n / MiB).toFixed(1);
   const ratio = (x, y) => (x / y).toFixed(2);
@@ -165,18 +198,28 @@ try {
     ['incremental after 1% change, s (MiB/s)', b.out.incr, r.out.incr],
     ['backup of the unchanged image, s (MiB/s)', b.out.same, r.out.same],
     ['restore, s (MiB/s)', b.out.restore, r.out.restore],
-  ].map(([k, x, y]) => `| ${k} | ${x.toFixed(2)} (${mibs(x)}) | ${y.toFixed(2)} (${mibs(y)}) | ${ratio(x, y)} |`);
+  ].map(
+    ([k, x, y]) => `| ${k} | ${x.toFixed(2)} (${mibs(x)}) | ${y.toFixed(2)} (${mibs(y)}) | ${ratio(x, y)} |`,
+  );
   const cpus = execFileSync('nproc').toString().trim();
-  console.log(`Image: ${size / MiB} MiB raw (40% random, 30% text-like, 30% holes); 1% change = 64 KiB pieces at random offsets.`);
-  console.log(`Host: ${cpus} CPUs, ${execFileSync('restic', ['version']).toString().trim()}, Node ${process.version}; ${new Date().toISOString()}.\n`);
+  console.log(
+    `Image: ${size / MiB} MiB raw (40% random, 30% text-like, 30% holes); 1% change = 64 KiB pieces at random offsets.`,
+  );
+  console.log(
+    `Host: ${cpus} CPUs, ${execFileSync('restic', ['version']).toString().trim()}, Node ${process.version}; ${new Date().toISOString()}.\n`,
+  );
   console.log('| measure | Bulwark | restic | Bulwark / restic |');
   console.log('| --- | --- | --- | --- |');
   for (const row of rows) console.log(row);
-  console.log(`| repository after full, MiB | ${mb(b.out.fullSize)} | ${mb(r.out.fullSize)} | ${ratio(b.out.fullSize, r.out.fullSize)} |`);
-  console.log(`| repository growth for the 1% change, MiB | ${mb(b.out.incrSize - b.out.fullSize)} | ${mb(r.out.incrSize - r.out.fullSize)} | ${ratio(b.out.incrSize - b.out.fullSize, r.out.incrSize - r.out.fullSize)} |`);
-  console.log(`| unchanged backup / full backup time | ${ratio(b.out.same, b.out.full)} | ${ratio(r.out.same, r.out.full)} | |`);
+  console.log(
+    `| repository after full, MiB | ${mb(b.out.fullSize)} | ${mb(r.out.fullSize)} | ${ratio(b.out.fullSize, r.out.fullSize)} |`,
+  );
+  console.log(
+    `| repository growth for the 1% change, MiB | ${mb(b.out.incrSize - b.out.fullSize)} | ${mb(r.out.incrSize - r.out.fullSize)} | ${ratio(b.out.incrSize - b.out.fullSize, r.out.incrSize - r.out.fullSize)} |`,
+  );
+  console.log(
+    `| unchanged backup / full backup time | ${ratio(b.out.same, b.out.full)} | ${ratio(r.out.same, r.out.full)} | |`,
+  );
   console.log(`| restored image identical (sha256) | ${b.out.restoreOk} | ${r.out.restoreOk} | |`);
   if (!b.out.restoreOk || !r.out.restoreOk) process.exitCode = 1;
-} finally {
-  rmSync(work, { recursive: true, force: true });
 }

@@ -5,7 +5,9 @@
  * and required features. Runs the real filters and weighers
  * (src/compute/scheduler) and applies each claim, as the store does.
  *
- *   npx tsc -p bench/tsconfig.json && node dist-bench/bench/scheduler.js [servers] [hosts]
+ *   npx tsc -p bench/tsconfig.json && node dist-bench/bench/scheduler.js [servers] [hosts] [--part]
+ *
+ * --part: the result as a bench/run.ts row.
  */
 import { createHash } from 'node:crypto';
 import {
@@ -14,6 +16,7 @@ import {
   type PlacementRequest,
   schedule,
 } from '../src/compute/scheduler/index.js';
+import { emit, fmt } from './lib/result.js';
 
 const servers = Number(process.argv[2] ?? 10_000);
 const hostCount = Number(process.argv[3] ?? 1_000);
@@ -146,19 +149,34 @@ for (const h of hosts)
   if (h.used.vcpus > h.capacity.vcpus * h.ratios.vcpus || h.used.ramMiB > h.capacity.ramMiB)
     throw new Error(`${h.name} overcommitted`);
 
-console.log(
-  JSON.stringify({
-    servers,
-    hosts: hostCount,
-    groups: groups.length,
-    grouped,
-    placed,
-    noValidHost: noHost,
-    seconds: Number(seconds.toFixed(3)),
-    placementsPerSecond: Math.round(servers / seconds),
-    // On a shared host the wall clock counts other people's work; CPU time counts only ours.
-    cpuSeconds: Number(cpuSeconds.toFixed(3)),
-    placementsPerCpuSecond: Math.round(servers / cpuSeconds),
-    choices: choices.digest('hex').slice(0, 16),
-  }),
-);
+const result = {
+  servers,
+  hosts: hostCount,
+  groups: groups.length,
+  grouped,
+  placed,
+  noValidHost: noHost,
+  seconds: Number(seconds.toFixed(3)),
+  placementsPerSecond: Math.round(servers / seconds),
+  // On a shared host the wall clock counts other people's work; CPU time counts only ours.
+  cpuSeconds: Number(cpuSeconds.toFixed(3)),
+  placementsPerCpuSecond: Math.round(servers / cpuSeconds),
+  choices: choices.digest('hex').slice(0, 16),
+};
+if (!process.argv.includes('--part')) console.log(JSON.stringify(result));
+else
+  emit({
+    rows: [
+      {
+        what: `${fmt(servers)} placements over ${fmt(hostCount)} hosts, ${groups.length} server groups`,
+        baseline: '—',
+        subject: `${fmt(result.placementsPerCpuSecond)}/s per CPU-second (${fmt(result.placementsPerSecond)}/s wall clock)`,
+        ratio: `${(result.placementsPerCpuSecond / 2000).toFixed(2)}× target`,
+        target: '≥ 2,000 placements/s',
+        met: result.placementsPerCpuSecond >= 2000,
+        note:
+          `${placed} placed, ${noHost} no valid host; every ranking hashes to ${result.choices} (unchanged by the optimisation). ` +
+          'The target is judged on CPU time: the wall clock on this shared host also counts other processes.',
+      },
+    ],
+  });

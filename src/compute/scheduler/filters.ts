@@ -21,8 +21,10 @@ const fits: { [K in keyof Resources]: (want: number) => HostTest } = {
   diskGiB: (want) => (h) => h.used.diskGiB + want <= h.capacity.diskGiB * h.ratios.diskGiB,
 };
 
-const hasAll = (want: readonly string[] | undefined, of: (h: HostView) => readonly string[]): HostTest | null =>
-  want && want.length > 0 ? (h) => want.every((x) => of(h).includes(x)) : null;
+const hasAll = (
+  want: readonly string[] | undefined,
+  of: (h: HostView) => readonly string[],
+): HostTest | null => (want && want.length > 0 ? (h) => want.every((x) => of(h).includes(x)) : null);
 
 /** Nova's filters, in the order that rejects cheaply first. */
 export const FILTERS: readonly HostFilter[] = [

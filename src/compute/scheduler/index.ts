@@ -68,7 +68,8 @@ export function schedule(
   // Ties go by name: by position when the hosts come sorted (HostService lists them by name).
   const nameRank = byNameRank(passed);
   const order = Array.from({ length: n }, (_, i) => i).sort(
-    (a, b) => (score[b] as number) - (score[a] as number) || (nameRank[a] as number) - (nameRank[b] as number),
+    (a, b) =>
+      (score[b] as number) - (score[a] as number) || (nameRank[a] as number) - (nameRank[b] as number),
   );
   return { ok: true, ranked: order.map((i) => (passed[i] as HostView).name) };
 }
