@@ -20,7 +20,7 @@ import { makeNetns } from './lib/netns.js';
 import { call, startBenchApi } from './lib/platform.js';
 import { emit, fmt, median, percentile, secs } from './lib/result.js';
 
-const samples = Number(process.argv[2] ?? 40);
+const samples = Number(process.argv[2] ?? 10);
 const PORTS = Number(process.argv[3] ?? 500);
 const TABLE = 'bwbench';
 
