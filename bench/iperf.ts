@@ -22,7 +22,7 @@ import { normaliseRule, type RuleInput } from '../src/network/model.js';
 import { guestPort, Topology } from '../test/net/topology.js';
 import { emit, fmt, median } from './lib/result.js';
 
-const rounds = Number(process.argv[2] ?? 3);
+const rounds = Number(process.argv[2] ?? 5);
 const seconds = Number(process.argv[3] ?? 3);
 const SIZES = [1000, 10_000];
 const IPERF_PORT = 5201;
