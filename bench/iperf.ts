@@ -1,7 +1,8 @@
 /**
  * TCP throughput (iperf3) between two "guests" through the host's firewall,
  * with 1,000 and 10,000 security-group rules: Bulwark's compiled ruleset
- * (network/compile.ts: per-port chains, rules as set lookups) against no
+ * (network/compile.ts: per-port chains; rules that share a port or a remote
+ * merged into one set lookup) against no
  * firewall at all and against a naive linear chain (one nft rule per
  * security-group rule). The guests are network namespaces behind veth pairs
  * whose host ends are named and plugged exactly like VM taps
