@@ -62,19 +62,35 @@ const storable = (s: string) => s.replaceAll('\u0000', '\uFFFD');
 
 export type AuditListener = (row: ChainedFields & { hash: string }) => void;
 
+interface Queued {
+  event: AuditEvent;
+  resolve: (row: ChainedFields & { hash: string }) => void;
+  reject: (err: unknown) => void;
+}
+
+/** Appends written in one transaction at most (a burst larger than this takes several). */
+const MAX_BATCH = 256;
+
 /**
  * The one audit writer. Appends are serialised in-process and, on
  * PostgreSQL, across replicas by locking the chain head row, so the chain
  * never forks. A failed append throws 503: callers fail closed.
+ *
+ * Group commit: appends that arrive while a transaction is being written
+ * wait and then go into the next transaction together (in arrival order,
+ * each chained to the one before). Every append still resolves only once its
+ * own row is committed, and a failed transaction fails every append in it;
+ * under concurrent requests this saves a transaction per row
+ * (BENCHMARKS.md, audit).
  */
 export class AuditWriter {
-  private tail: Promise<unknown> = Promise.resolve();
+  private readonly queue: Queued[] = [];
+  private writing = false;
   private readonly listeners = new Set<AuditListener>();
-  private waiting = 0;
 
-  /** Appends queued behind the one being written (the audit queue depth metric). */
+  /** Appends waiting for or inside the transaction being written (the audit queue depth metric). */
   get pending(): number {
-    return this.waiting;
+    return this.queue.length + (this.writing ? 1 : 0);
   }
 
   constructor(private readonly store: Store) {}
@@ -86,19 +102,42 @@ export class AuditWriter {
   }
 
   append(event: AuditEvent): Promise<ChainedFields & { hash: string }> {
-    this.waiting += 1;
-    const run = this.tail
-      .then(() => this.write(event))
-      .finally(() => {
-        this.waiting -= 1;
-      });
-    this.tail = run.catch(() => undefined);
-    return run;
+    return new Promise((resolve, reject) => {
+      this.queue.push({ event, resolve, reject });
+      if (!this.writing) void this.drain();
+    });
   }
 
-  private async write(e: AuditEvent): Promise<ChainedFields & { hash: string }> {
+  private async drain(): Promise<void> {
+    this.writing = true;
     try {
-      const row = await this.store.db.transaction().execute(async (tx) => {
+      while (this.queue.length > 0) {
+        const batch = this.queue.splice(0, MAX_BATCH);
+        let rows: (ChainedFields & { hash: string })[];
+        try {
+          rows = await this.write(batch.map((q) => q.event));
+        } catch (err) {
+          for (const q of batch) q.reject(err);
+          continue;
+        }
+        rows.forEach((row, i) => {
+          const q = batch[i] as Queued;
+          try {
+            for (const l of this.listeners) l(row);
+            q.resolve(row);
+          } catch (err) {
+            q.reject(unavailable(err));
+          }
+        });
+      }
+    } finally {
+      this.writing = false;
+    }
+  }
+
+  private async write(events: readonly AuditEvent[]): Promise<(ChainedFields & { hash: string })[]> {
+    try {
+      return await this.store.db.transaction().execute(async (tx) => {
         const head =
           this.store.dialect === 'postgres'
             ? (
@@ -113,45 +152,46 @@ export class AuditWriter {
                 .where('id', '=', 1)
                 .executeTakeFirst();
         if (!head) throw new Error('audit head row is missing');
-        const fields: ChainedFields = {
-          seq: Number(head.seq) + 1,
-          id: uuid(),
-          time: nowIso(),
-          request_id: e.requestId,
-          user_id: e.userId,
-          user_name: e.userName === null ? null : storable(e.userName),
-          project_id: e.projectId,
-          roles: e.roles.join(','),
-          source_ip: e.sourceIp,
-          action: e.action,
-          method: e.method,
-          path: e.path,
-          target_type: e.targetType,
-          target_id: e.targetId,
-          outcome: e.outcome,
-          status: e.status,
-          reason: e.reason === null ? null : storable(e.reason).slice(0, 2000),
-          prev_hash: head.hash,
-        };
-        const full = { ...fields, hash: chainHash(fields) };
-        await tx.insertInto('audit_events').values(full).execute();
-        await tx
-          .updateTable('audit_head')
-          .set({ seq: full.seq, hash: full.hash })
-          .where('id', '=', 1)
-          .execute();
-        return full;
+        let seq = Number(head.seq);
+        let prev = head.hash;
+        const rows = events.map((e) => {
+          const fields: ChainedFields = {
+            seq: ++seq,
+            id: uuid(),
+            time: nowIso(),
+            request_id: e.requestId,
+            user_id: e.userId,
+            user_name: e.userName === null ? null : storable(e.userName),
+            project_id: e.projectId,
+            roles: e.roles.join(','),
+            source_ip: e.sourceIp,
+            action: e.action,
+            method: e.method,
+            path: e.path,
+            target_type: e.targetType,
+            target_id: e.targetId,
+            outcome: e.outcome,
+            status: e.status,
+            reason: e.reason === null ? null : storable(e.reason).slice(0, 2000),
+            prev_hash: prev,
+          };
+          const full = { ...fields, hash: chainHash(fields) };
+          prev = full.hash;
+          return full;
+        });
+        await tx.insertInto('audit_events').values(rows).execute();
+        await tx.updateTable('audit_head').set({ seq, hash: prev }).where('id', '=', 1).execute();
+        return rows;
       });
-      for (const l of this.listeners) l(row);
-      return row;
     } catch (err) {
-      throw new BulwarkError(
-        'Unavailable',
-        'The audit log could not be written; the request was refused. Check the database.',
-        {
-          cause: err,
-        },
-      );
+      throw unavailable(err);
     }
   }
 }
+
+const unavailable = (cause: unknown) =>
+  new BulwarkError(
+    'Unavailable',
+    'The audit log could not be written; the request was refused. Check the database.',
+    { cause },
+  );

@@ -151,4 +151,56 @@ describe.each(dialects())('audit chain on %s', (dialect) => {
     });
     expect(res.status).toBe(503);
   });
+
+  it('writes concurrent appends together, each resolved with its own committed, chained row', async () => {
+    const seen: number[] = [];
+    const off = api.platform.audit.onAppend((row) => seen.push(row.seq));
+    const event = (i: number) => ({
+      requestId: `group-${i}`,
+      userId: null,
+      userName: null,
+      projectId: null,
+      roles: [],
+      sourceIp: null,
+      action: 'bench:group',
+      method: 'POST',
+      path: '/group',
+      targetType: null,
+      targetId: null,
+      outcome: 'success' as const,
+      status: 201,
+      reason: null,
+    });
+    const rows = await Promise.all(Array.from({ length: 40 }, (_, i) => api.platform.audit.append(event(i))));
+    off();
+    // In arrival order, one after another, each the row its own request asked for.
+    expect(rows.map((r) => r.request_id)).toEqual(Array.from({ length: 40 }, (_, i) => `group-${i}`));
+    for (let i = 1; i < rows.length; i++) {
+      expect(rows[i]?.seq).toBe((rows[i - 1]?.seq ?? 0) + 1);
+      expect(rows[i]?.prev_hash).toBe(rows[i - 1]?.hash);
+    }
+    expect(seen).toEqual(rows.map((r) => r.seq));
+    const stored = await api.store.db
+      .selectFrom('audit_events')
+      .select(['seq', 'hash'])
+      .where('action', '=', 'bench:group')
+      .orderBy('seq')
+      .execute();
+    expect(stored.map((r) => r.hash)).toEqual(rows.map((r) => r.hash));
+    expect((await verifyAuditChain(api.store)).ok).toBe(true);
+  });
+
+  it('fails closed for every concurrent request whose audit transaction cannot be written', async () => {
+    await raw('DROP TABLE audit_head');
+    const results = await Promise.allSettled(
+      Array.from({ length: 5 }, () =>
+        api.call('POST', '/identity/v3/projects', undefined, {
+          project: { name: `unaudited-${Math.random()}` },
+        }),
+      ),
+    );
+    expect(results.map((r) => (r.status === 'fulfilled' ? r.value.status : 0))).toEqual([
+      503, 503, 503, 503, 503,
+    ]);
+  });
 });

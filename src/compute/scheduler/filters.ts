@@ -1,40 +1,56 @@
 import type { HostView, PlacementRequest, Resources } from './types.js';
 
-/** A hard constraint: a host either can take the request or it cannot. */
+/** Tests one host for one request; `membersOn`: group members already on the host. */
+export type HostTest = (host: HostView, membersOn: number) => boolean;
+
+/**
+ * A hard constraint: a host either can take the request or it cannot.
+ * `forRequest` decides once per request what to test per host, or null when
+ * the request cannot fail it (no zone asked, not in a group): the scheduler
+ * runs over every host per placement (bench/scheduler.ts).
+ */
 export interface HostFilter {
   name: string;
-  passes(host: HostView, req: PlacementRequest, membersOn: number): boolean;
+  forRequest(req: PlacementRequest): HostTest | null;
 }
 
-const fits = (host: HostView, key: keyof Resources, want: number) =>
-  host.used[key] + want <= host.capacity[key] * host.ratios[key];
+// One closure per resource, not `h.used[key]`: a keyed load with varying keys is slow in this loop.
+const fits: { [K in keyof Resources]: (want: number) => HostTest } = {
+  ramMiB: (want) => (h) => h.used.ramMiB + want <= h.capacity.ramMiB * h.ratios.ramMiB,
+  vcpus: (want) => (h) => h.used.vcpus + want <= h.capacity.vcpus * h.ratios.vcpus,
+  diskGiB: (want) => (h) => h.used.diskGiB + want <= h.capacity.diskGiB * h.ratios.diskGiB,
+};
 
-/** Nova's filters, in the order that rejects cheaply first. `membersOn`: group members already on the host. */
+const hasAll = (
+  want: readonly string[] | undefined,
+  of: (h: HostView) => readonly string[],
+): HostTest | null => (want && want.length > 0 ? (h) => want.every((x) => of(h).includes(x)) : null);
+
+/** Nova's filters, in the order that rejects cheaply first. */
 export const FILTERS: readonly HostFilter[] = [
-  { name: 'ComputeFilter', passes: (h) => h.state === 'up' },
+  { name: 'ComputeFilter', forRequest: () => (h) => h.state === 'up' },
   {
     name: 'AvailabilityZoneFilter',
-    passes: (h, r) => r.zone === undefined || r.zone === h.zone,
+    forRequest: (r) => (r.zone === undefined ? null : (h) => h.zone === r.zone),
   },
-  {
-    name: 'AggregateInstanceExtraSpecsFilter',
-    passes: (h, r) => (r.aggregates ?? []).every((a) => h.aggregates.includes(a)),
-  },
-  {
-    name: 'FeatureFilter',
-    passes: (h, r) => (r.features ?? []).every((f) => h.features.includes(f)),
-  },
-  { name: 'RamFilter', passes: (h, r) => fits(h, 'ramMiB', r.resources.ramMiB) },
-  { name: 'CoreFilter', passes: (h, r) => fits(h, 'vcpus', r.resources.vcpus) },
-  { name: 'DiskFilter', passes: (h, r) => fits(h, 'diskGiB', r.resources.diskGiB) },
+  { name: 'AggregateInstanceExtraSpecsFilter', forRequest: (r) => hasAll(r.aggregates, (h) => h.aggregates) },
+  { name: 'FeatureFilter', forRequest: (r) => hasAll(r.features, (h) => h.features) },
+  { name: 'RamFilter', forRequest: (r) => fits.ramMiB(r.resources.ramMiB) },
+  { name: 'CoreFilter', forRequest: (r) => fits.vcpus(r.resources.vcpus) },
+  { name: 'DiskFilter', forRequest: (r) => fits.diskGiB(r.resources.diskGiB) },
   {
     // Hard affinity: once a member is placed, every other member goes to its host.
     name: 'ServerGroupAffinityFilter',
-    passes: (_h, r, on) => r.group?.policy !== 'affinity' || r.group.memberHosts.length === 0 || on > 0,
+    forRequest: (r) =>
+      r.group?.policy === 'affinity' && r.group.memberHosts.length > 0 ? (_h, on) => on > 0 : null,
   },
   {
     // Hard anti-affinity: at most max_server_per_host members per host (1 unless the rule says more).
     name: 'ServerGroupAntiAffinityFilter',
-    passes: (_h, r, on) => r.group?.policy !== 'anti-affinity' || on < (r.group.maxServerPerHost ?? 1),
+    forRequest: (r) => {
+      if (r.group?.policy !== 'anti-affinity') return null;
+      const max = r.group.maxServerPerHost ?? 1;
+      return (_h, on) => on < max;
+    },
   },
 ];
