@@ -102,6 +102,7 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     sort_key: Opt(Type.String()),
     sort_dir: Opt(Type.String()),
   });
+  const seesPrivate = (req: FastifyRequest) => ({ includePrivate: req.auth?.isAdmin === true });
   const listFlavors = async (req: FastifyRequest) => {
     const q = req.query as Static<typeof FlavorQuery>;
     const includePrivate =
@@ -134,7 +135,7 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     `${PREFIX}/flavors/:id`,
     { schema: { params: IdParam }, config: { action: 'compute:flavors:show' } },
     async (req) => ({
-      flavor: flavorView(await flavors.get((req.params as { id: string }).id)),
+      flavor: flavorView(await flavors.get((req.params as { id: string }).id, seesPrivate(req))),
     }),
   );
   const FlavorBody = Type.Object(
@@ -207,7 +208,7 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     `${PREFIX}/flavors/:id/os-extra_specs`,
     { schema: { params: IdParam }, config: { action: 'compute:flavors:extra_specs:index' } },
     async (req) => ({
-      extra_specs: extraSpecsOf(await flavors.get((req.params as { id: string }).id)),
+      extra_specs: extraSpecsOf(await flavors.get((req.params as { id: string }).id, seesPrivate(req))),
     }),
   );
   app.post(
@@ -228,7 +229,7 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     { schema: { params: SpecKey }, config: { action: 'compute:flavors:extra_specs:show' } },
     async (req) => {
       const p = req.params as { id: string; key: string };
-      const specs = extraSpecsOf(await flavors.get(p.id));
+      const specs = extraSpecsOf(await flavors.get(p.id, seesPrivate(req)));
       if (!(p.key in specs)) throw notFound('flavor extra spec', p.key);
       return { [p.key]: specs[p.key] };
     },

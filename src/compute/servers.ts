@@ -256,7 +256,7 @@ export class ServerService {
       );
     }
     const groupId = await this.groupOf(auth, input.hints.group);
-    const flavor = await this.flavors.get(input.flavorRef).catch(() => {
+    const flavor = await this.flavors.get(input.flavorRef, { includePrivate: auth.isAdmin }).catch(() => {
       throw badRequest(`Flavor ${input.flavorRef} could not be found.`);
     });
     const source = await this.images.bootSource(auth, input.imageRef).catch((err: unknown) => {
@@ -424,9 +424,10 @@ export class ServerService {
     );
   }
 
-  /** Takes back a server that was refused after its insert: its row and its history. */
+  /** Takes back a server that was refused after its insert: its row, history and host claim (capacity, group). */
   private async unrecord(id: string): Promise<void> {
     await this.db.transaction().execute(async (tx) => {
+      await releasePlacement(tx, id);
       await tx.deleteFrom('server_changes').where('server_id', '=', id).execute();
       await tx.deleteFrom('servers').where('id', '=', id).execute();
     });
