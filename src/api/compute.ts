@@ -230,7 +230,7 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     async (req) => {
       const p = req.params as { id: string; key: string };
       const specs = extraSpecsOf(await flavors.get(p.id, seesPrivate(req)));
-      if (!(p.key in specs)) throw notFound('flavor extra spec', p.key);
+      if (!Object.hasOwn(specs, p.key)) throw notFound('flavor extra spec', p.key);
       return { [p.key]: specs[p.key] };
     },
   );
@@ -249,7 +249,7 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     async (req) => {
       const p = req.params as { id: string; key: string };
       const body = req.body as Record<string, string>;
-      if (!(p.key in body)) throw badRequest('The request body key must match the URL key.');
+      if (!Object.hasOwn(body, p.key)) throw badRequest('The request body key must match the URL key.');
       await flavors.setExtraSpecs(p.id, body);
       return body;
     },

@@ -92,7 +92,7 @@ export class FlavorService {
 
   async unsetExtraSpec(id: string, key: string): Promise<void> {
     const specs = extraSpecsOf(await this.get(id));
-    if (!(key in specs)) throw notFound('flavor extra spec', key);
+    if (!Object.hasOwn(specs, key)) throw notFound('flavor extra spec', key);
     delete specs[key];
     await this.store.db
       .updateTable('flavors')

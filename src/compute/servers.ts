@@ -703,7 +703,7 @@ export class ServerService {
     if (isPlatformKey(key))
       throw badRequest(`Server metadata ${key} is set by the platform and cannot be removed.`);
     const current = JSON.parse(s.metadata) as Record<string, string>;
-    if (!(key in current)) throw notFound('metadata item', key);
+    if (!Object.hasOwn(current, key)) throw notFound('metadata item', key);
     const { [key]: _gone, ...rest } = current;
     await this.checkRules(rest);
     await this.writeMetadata(auth, s, current, rest);
