@@ -469,7 +469,7 @@ describe.each(dialects())('tenant isolation on %s', (dialect) => {
     expect(leaks).toEqual([]);
   });
 
-  it("B's lists and name filters show nothing of A's", async () => {
+  it("B's lists and name filters show nothing of A's", { timeout: 300_000 }, async () => {
     const lists = api.app.routeTable.filter(
       (r) =>
         r.method === 'GET' &&
@@ -505,7 +505,9 @@ describe.each(dialects())('tenant isolation on %s', (dialect) => {
     expect(leaks).toEqual([]);
   });
 
-  it("B cannot use A's resources in its own creates: network, port, image, flavor, group, security group, remote group, volume, subnet", async () => {
+  it("B cannot use A's resources in its own creates: network, port, image, flavor, group, security group, remote group, volume, subnet", {
+    timeout: 300_000,
+  }, async () => {
     const uses: [string, string, string, (v: (x: string) => string) => { url: string; body?: unknown }][] = [
       [
         "server from A's private image",
