@@ -955,9 +955,7 @@ describe('RBAC matrix', () => {
     const started = Date.now();
     let checks = 0;
     let allowedChecks = 0;
-    const slow: [number, string][] = [];
     for (const route of routes) {
-      const t0 = Date.now();
       const terms = POLICY[route.action] as readonly RuleTerm[];
       for (const p of PERSONAS) {
         const s = await sample(route.method, route.url, p);
@@ -994,15 +992,7 @@ describe('RBAC matrix', () => {
           );
         }
       }
-      slow.push([Date.now() - t0, `${route.method} ${route.url}`]);
     }
-    console.log(
-      slow
-        .sort((x, y) => y[0] - x[0])
-        .slice(0, 25)
-        .map(([ms, r]) => `${ms} ${r}`)
-        .join('\n'),
-    );
     reportFigures('rbac', {
       routes: routes.length,
       roles: PERSONAS.length,
