@@ -10,7 +10,6 @@
  * CI runs BULWARK_FUZZ_RUNS (default 10,000) requests (about 3 minutes on a loaded 2-core host); `npm run test:fuzz` runs
  * 100,000. BULWARK_FUZZ_SEED replays a run (the seed is printed in the figures).
  */
-import { Readable } from 'node:stream';
 import fc from 'fast-check';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -205,16 +204,9 @@ describe('API fuzzing', () => {
       volumes: -1,
       gigabytes: -1,
     });
-    const { flavors, images, servers } = api.platform.compute;
-    const flavor = await flavors.create({ name: 'fuzz-flavor', vcpus: 1, ram: 256, disk: 1 });
-    const img = await images.create(member, {
-      name: 'fuzz-image',
-      disk_format: 'raw',
-      container_format: 'bare',
-      properties: {},
-    });
-    await images.upload(member, img.id, Readable.from([Buffer.alloc(1024 * 1024)]));
-    const server = await servers.create(member, serverRequest(img.id, flavor.id, 'fuzz-server'));
+    const { flavorId, imageId } = await api.bootable(m.token, 'fuzz');
+    const { servers } = api.platform.compute;
+    const server = await servers.create(member, serverRequest(imageId, flavorId, 'fuzz-server'));
     const { networks, securityGroups } = api.platform.network;
     const net = await networks.createNetwork(member, { name: 'fuzz-net' });
     const sub = await networks.createSubnet(member, {
@@ -230,7 +222,7 @@ describe('API fuzzing', () => {
     const vol = await api.platform.volume.volumes.create(member, { size: 1, name: 'fuzz-vol' });
     await servers.settled();
     await api.platform.volume.volumes.settled();
-    realIds.push(flavor.id, img.id, server.id, net.id, sub.id, sg.id, port.id, vol.id, m.projectId, m.userId);
+    realIds.push(flavorId, imageId, server.id, net.id, sub.id, sg.id, port.id, vol.id, m.projectId, m.userId);
   }, 120_000);
 
   afterAll(async () => {
