@@ -59,6 +59,7 @@ const HOSTILE_STRINGS = [
   '%00',
   '%s%s%s%n',
   '{{7*7}}',
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: a hostile literal (log4j-style lookup), not a template
   '${jndi:ldap://x}',
   '<script>alert(1)</script>',
   '__proto__',
