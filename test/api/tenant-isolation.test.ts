@@ -300,7 +300,7 @@ describe.each(dialects())('tenant isolation on %s', (dialect) => {
 
   afterAll(async () => {
     if (api) {
-      reportFigures(`tenant-isolation (${dialect})`, { ...figures, leaks: figures.leaks });
+      reportFigures(`tenant-isolation (${dialect})`, figures);
       await api.close();
     }
   });
