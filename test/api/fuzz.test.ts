@@ -435,7 +435,7 @@ describe('API fuzzing', () => {
   });
 
   it(`${RUNS} hostile requests over every route: no 5xx, no crash, no change from a refused request`, {
-    timeout: 120_000 + RUNS * 30,
+    timeout: 120_000 + RUNS * 60,
   }, async () => {
     const routes = api.app.routeTable;
     figures.routes = routes.length;
