@@ -14,8 +14,14 @@ npx tsc -p web/tsconfig.json
 npx biome check src test web
 echo "==> tests"
 mkdir -p .test-artifacts
+# Reliability suites append their figures here (test/helpers/figures.ts); one run, one file.
+rm -f .test-artifacts/figures.jsonl
 status=0
 npx vitest run "$@" || status=$?
+if [ -f .test-artifacts/figures.jsonl ]; then
+  echo "==> figures"
+  cat .test-artifacts/figures.jsonl
+fi
 # CI reads a plain closing line; vitest's own summary is not one it knows.
 node -e '
   const r = require("./.test-artifacts/vitest.json");

@@ -102,6 +102,7 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     sort_key: Opt(Type.String()),
     sort_dir: Opt(Type.String()),
   });
+  const seesPrivate = (req: FastifyRequest) => ({ includePrivate: req.auth?.isAdmin === true });
   const listFlavors = async (req: FastifyRequest) => {
     const q = req.query as Static<typeof FlavorQuery>;
     const includePrivate =
@@ -134,7 +135,7 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     `${PREFIX}/flavors/:id`,
     { schema: { params: IdParam }, config: { action: 'compute:flavors:show' } },
     async (req) => ({
-      flavor: flavorView(await flavors.get((req.params as { id: string }).id)),
+      flavor: flavorView(await flavors.get((req.params as { id: string }).id, seesPrivate(req))),
     }),
   );
   const FlavorBody = Type.Object(
@@ -207,7 +208,7 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     `${PREFIX}/flavors/:id/os-extra_specs`,
     { schema: { params: IdParam }, config: { action: 'compute:flavors:extra_specs:index' } },
     async (req) => ({
-      extra_specs: extraSpecsOf(await flavors.get((req.params as { id: string }).id)),
+      extra_specs: extraSpecsOf(await flavors.get((req.params as { id: string }).id, seesPrivate(req))),
     }),
   );
   app.post(
@@ -228,8 +229,8 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     { schema: { params: SpecKey }, config: { action: 'compute:flavors:extra_specs:show' } },
     async (req) => {
       const p = req.params as { id: string; key: string };
-      const specs = extraSpecsOf(await flavors.get(p.id));
-      if (!(p.key in specs)) throw notFound('flavor extra spec', p.key);
+      const specs = extraSpecsOf(await flavors.get(p.id, seesPrivate(req)));
+      if (!Object.hasOwn(specs, p.key)) throw notFound('flavor extra spec', p.key);
       return { [p.key]: specs[p.key] };
     },
   );
@@ -248,7 +249,7 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     async (req) => {
       const p = req.params as { id: string; key: string };
       const body = req.body as Record<string, string>;
-      if (!(p.key in body)) throw badRequest('The request body key must match the URL key.');
+      if (!Object.hasOwn(body, p.key)) throw badRequest('The request body key must match the URL key.');
       await flavors.setExtraSpecs(p.id, body);
       return body;
     },

@@ -26,11 +26,13 @@ export interface AuditNote {
   reason?: string;
 }
 
-/** One registered route, for the RBAC matrix and the docs. */
+/** One registered route, for the RBAC matrix, the fuzzer and the docs. */
 export interface RouteInfo {
   method: string;
   url: string;
   action: Action;
+  /** The route's JSON schemas (body, querystring, params) as registered, for test/api/fuzz.test.ts. */
+  schema?: { body?: unknown; querystring?: unknown; params?: unknown } | undefined;
 }
 
 declare module 'fastify' {

@@ -202,7 +202,8 @@ export async function buildApi(deps: ApiDeps, opts: ApiOptions = {}): Promise<Fa
     if (!action || !isAction(action)) {
       throw new Error(`route ${String(route.method)} ${route.url} has no policy action (policy/rules.ts)`);
     }
-    for (const method of [route.method].flat()) routeTable.push({ method, url: route.url, action });
+    const schema = route.schema as RouteInfo['schema'];
+    for (const method of [route.method].flat()) routeTable.push({ method, url: route.url, action, schema });
   });
 
   app.addHook('onRequest', async (req, reply) => {

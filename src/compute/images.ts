@@ -235,7 +235,7 @@ export class ImageService {
     this.checkProperties(patch.properties, props);
     for (const [k, v] of Object.entries(patch.properties)) {
       if (v === null) {
-        if (!(k in props)) throw conflict(`Property ${k} does not exist.`);
+        if (!Object.hasOwn(props, k)) throw conflict(`Property ${k} does not exist.`);
         delete props[k];
       } else {
         props[k] = v;

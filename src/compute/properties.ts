@@ -47,7 +47,7 @@ export const FLAVOR_EXTRA_SPEC_KEYS: readonly string[] = [
 ];
 
 function checkEnum(key: string, value: string): void {
-  const allowed = ENUMS[key];
+  const allowed = Object.hasOwn(ENUMS, key) ? ENUMS[key] : undefined;
   if (allowed && !allowed.includes(value)) {
     throw badRequest(`Invalid value '${value}' for ${key}; use one of: ${allowed.join(', ')}.`);
   }
@@ -56,7 +56,7 @@ function checkEnum(key: string, value: string): void {
 /** Validates image properties being set (values of known keys only). */
 export function validateImageProperties(props: Record<string, unknown>): void {
   for (const [key, value] of Object.entries(props)) {
-    if (key in ENUMS) {
+    if (Object.hasOwn(ENUMS, key)) {
       if (typeof value !== 'string') throw badRequest(`Image property ${key} must be a string.`);
       checkEnum(key, value);
     }

@@ -272,7 +272,7 @@ export class ServerService {
       );
     }
     const groupId = await this.groupOf(auth, input.hints.group);
-    const flavor = await this.flavors.get(input.flavorRef).catch(() => {
+    const flavor = await this.flavors.get(input.flavorRef, { includePrivate: auth.isAdmin }).catch(() => {
       throw badRequest(`Flavor ${input.flavorRef} could not be found.`);
     });
     const source = await this.images.bootSource(auth, input.imageRef).catch((err: unknown) => {
@@ -445,9 +445,10 @@ export class ServerService {
     );
   }
 
-  /** Takes back a server that was refused after its insert: its row and its history. */
+  /** Takes back a server that was refused after its insert: its row, history and host claim (capacity, group). */
   private async unrecord(id: string): Promise<void> {
     await this.db.transaction().execute(async (tx) => {
+      await releasePlacement(tx, id);
       await tx.deleteFrom('server_changes').where('server_id', '=', id).execute();
       await tx.deleteFrom('servers').where('id', '=', id).execute();
     });
@@ -719,7 +720,7 @@ export class ServerService {
     if (isPlatformKey(key))
       throw badRequest(`Server metadata ${key} is set by the platform and cannot be removed.`);
     const current = JSON.parse(s.metadata) as Record<string, string>;
-    if (!(key in current)) throw notFound('metadata item', key);
+    if (!Object.hasOwn(current, key)) throw notFound('metadata item', key);
     const { [key]: _gone, ...rest } = current;
     await this.checkRules(rest);
     await this.writeMetadata(auth, s, current, rest);

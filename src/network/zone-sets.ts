@@ -29,7 +29,7 @@ const NAMED: Record<string, number[]> = { tcp: [6], udp: [17], icmp: [1, 58] };
 export function normaliseZoneProtocol(p: string | number | null | undefined): string {
   if (p === null || p === undefined || p === 'any') return 'any';
   const text = typeof p === 'number' ? String(p) : p.trim().toLowerCase();
-  if (text in NAMED) return text;
+  if (Object.hasOwn(NAMED, text)) return text;
   if (/^\d{1,3}$/.test(text)) {
     const n = Number(text);
     if (n > 255) throw badRequest(`Protocol ${text} is not 0-255.`);

@@ -33,7 +33,7 @@ import {
   volumeFiles,
 } from '../helpers/host-leftovers.js';
 import { filesUnder } from '../helpers/leaks.js';
-import { LONG, reportFigures } from '../helpers/suite-figures.js';
+import { LONG, reportFigures } from '../helpers/figures.js';
 
 const ITERATIONS = LONG ? 10 : 3;
 const OPERATIONS = LONG ? 100 : 30;

@@ -28,7 +28,7 @@ import {
 } from '../helpers/daemon-process.js';
 import { guestImage, waitFor } from '../helpers/guests.js';
 import { guestProcesses, killGuests, nftTables } from '../helpers/host-leftovers.js';
-import { reportFigures } from '../helpers/suite-figures.js';
+import { reportFigures } from '../helpers/figures.js';
 import { type PgCluster, startPgCluster } from '../setup/postgres.js';
 
 const survived: string[] = [];

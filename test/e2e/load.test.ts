@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DaemonHttp, daemonHttp, daemonRssKiB } from '../helpers/daemon-http.js';
 import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
-import { LONG, reportFigures } from '../helpers/suite-figures.js';
+import { LONG, reportFigures } from '../helpers/figures.js';
 
 const CLIENTS = LONG ? 200 : 50;
 const SECONDS = LONG ? 300 : 30;
