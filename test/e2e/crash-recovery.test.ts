@@ -20,6 +20,7 @@ import {
   startDaemonProcess,
   stopDaemon,
 } from '../helpers/daemon-process.js';
+import { LONG, reportFigures } from '../helpers/figures.js';
 import { guestImage, waitFor } from '../helpers/guests.js';
 import {
   guestProcesses,
@@ -33,7 +34,6 @@ import {
   volumeFiles,
 } from '../helpers/host-leftovers.js';
 import { filesUnder } from '../helpers/leaks.js';
-import { LONG, reportFigures } from '../helpers/figures.js';
 
 const ITERATIONS = LONG ? 10 : 3;
 const OPERATIONS = LONG ? 100 : 30;

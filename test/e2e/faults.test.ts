@@ -26,9 +26,9 @@ import {
   startDaemonProcess,
   stopDaemon,
 } from '../helpers/daemon-process.js';
+import { reportFigures } from '../helpers/figures.js';
 import { guestImage, waitFor } from '../helpers/guests.js';
 import { guestProcesses, killGuests, nftTables } from '../helpers/host-leftovers.js';
-import { reportFigures } from '../helpers/figures.js';
 import { type PgCluster, startPgCluster } from '../setup/postgres.js';
 
 const survived: string[] = [];
