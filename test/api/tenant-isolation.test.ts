@@ -65,6 +65,8 @@ const GLOBAL_SEGMENTS = new Set([
   'reviews',
   'hosts',
   'approval-triggers',
+  // compliance runs: cloud-wide, admin-only
+  'runs',
 ]);
 
 /** The resource a `:id` names, from the path segment before it. */
@@ -77,6 +79,7 @@ const BY_SEGMENT: Record<string, Kind> = {
   'security-groups': 'sg',
   'security-group-rules': 'sgRule',
   servers: 'server',
+  profiles: 'server',
   'os-server-groups': 'group',
   flavors: 'flavor',
   images: 'image',
