@@ -256,6 +256,25 @@ export function buildPlatform(
     dataDir: opts.dataDir,
     adminProjectName: opts.adminProjectName,
   });
+  backups.servers = servers;
+  backups.approvals = approvals;
+  // Restoring over an existing disk waits for a second admin; it then runs with the repository unlocked.
+  approvals.register('restore-in-place', async (requester, payload, approval) => {
+    const p = payload as { kind: 'volume' | 'server'; backupId: string; volumeId?: string };
+    return p.kind === 'server'
+      ? {
+          restore: await backups.restoreServer(requester, p.backupId, { inPlace: true }, undefined, approval),
+        }
+      : {
+          restore: await backups.restore(
+            requester,
+            p.backupId,
+            { volumeId: p.volumeId },
+            undefined,
+            approval,
+          ),
+        };
+  });
   const backupScheduler = new BackupScheduler(store, identity, backups);
   // Templates (docs/templates.md): pinned, immutable, versions approved by a second admin.
   const templates = new TemplateService(store, images, (id) => imageStore.path(id), approvals);

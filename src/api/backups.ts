@@ -5,6 +5,7 @@ import { MAX_UNLOCK_SECONDS } from '../backups/service.js';
 import { badRequest } from '../errors.js';
 import { BULWARK_PREFIX } from './bulwark.js';
 import type { ApiContext } from './server.js';
+import { registerServerBackupApi } from './server-backups.js';
 
 const Opt = Type.Optional;
 const Pem = Type.String({ minLength: 1, maxLength: 4096 });
@@ -62,6 +63,7 @@ const ScheduleQuery = Type.Object({ all_tenants: Opt(Type.String()) }, { additio
  */
 export async function registerBackupApi(app: FastifyInstance, ctx: ApiContext): Promise<void> {
   const { backups } = ctx;
+  await registerServerBackupApi(app, ctx);
   const repo = `${BULWARK_PREFIX}/backup-repository`;
   app.get(repo, { config: { action: 'backup:repository:show' } }, async () => ({
     repository: await backups.showRepository(),

@@ -677,7 +677,7 @@ export interface BackupsTable {
   user_id: string;
   name: string | null;
   description: string | null;
-  /** `volume` */
+  /** `volume` or `server` (migration 0080) */
   kind: string;
   source_id: string;
   source_type_id: string | null;
@@ -698,6 +698,8 @@ export interface BackupsTable {
   deleted_at: string | null;
   /** The schedule that made it (migration 0041); only those are pruned by retention. */
   schedule_id: string | null;
+  /** A server backup's ServerDefinition as JSON (migration 0080); null for volumes. */
+  definition: string | null;
 }
 
 export interface BackupSchedulesTable {

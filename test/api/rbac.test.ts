@@ -30,7 +30,16 @@ describe('RBAC matrix', () => {
   const who = {} as Record<Persona, Fixture>;
   let projectA: string;
   let memberRole: string;
-  const fixtures = { flavor: '', image: '', server: '', network: '', subnet: '', port: '', backup: '' };
+  const fixtures = {
+    flavor: '',
+    image: '',
+    server: '',
+    network: '',
+    subnet: '',
+    port: '',
+    backup: '',
+    serverBackup: '',
+  };
   const serverInput = () => serverRequest(fixtures.image, fixtures.flavor, uniq('s'));
 
   beforeAll(async () => {
@@ -249,6 +258,8 @@ describe('RBAC matrix', () => {
       const body = { rule: { id, when: { key: 'environment', value: 'staging' }, requires: ['owner'] } };
       return { url: url.replace(':id', id), body: method === 'POST' ? body : undefined, target: {} };
     }
+    if (url.includes('/server-backups') || url === '/bulwark/v1/servers/:id/backups')
+      return serverBackupSample(method, url);
     if (url.includes('/backup')) return backupSample(method, url);
     if (url.startsWith('/volume') || url.includes('/os-volume_attachments')) return volumeSample(method, url);
     if (url.startsWith('/compute') || url.startsWith('/image')) return computeSample(method, url);
@@ -596,6 +607,31 @@ describe('RBAC matrix', () => {
       url: url.replace(/:(\w+)/g, (_, k: string) => values[k] ?? `missing-${k}`),
       body,
       target: url.includes(':project_id') ? { project_id: projectA } : {},
+    };
+  }
+
+  /** Server backups: of the member's server; a restore makes a new server from a fresh backup. */
+  async function serverBackupSample(method: string, url: string) {
+    const { backups } = api.platform;
+    const write = method !== 'GET';
+    let id = fixtures.serverBackup;
+    if (url.includes('/server-backups/:id') && (write || !id)) {
+      const b = await backups.createServerBackup(api.authOf(who.admin.token as string), {
+        serverId: fixtures.server,
+      });
+      await backups.settled();
+      id = b.id;
+      if (!write) fixtures.serverBackup = id;
+    }
+    const body = url.endsWith('/restore')
+      ? { recovery_key: recoveryPem, name: uniq('sr') }
+      : url.endsWith('/backups') && method === 'POST'
+        ? { backup: { name: uniq('sb') } }
+        : undefined;
+    return {
+      url: url.replace(':id', url.startsWith('/bulwark/v1/servers/') ? fixtures.server : id),
+      body,
+      target: {},
     };
   }
 
