@@ -16,7 +16,15 @@ import { TaskTracker } from '../util/tasks.js';
 import type { VolumeService } from '../volumes/volumes.js';
 import { parsePublicKey, parseRecoveryKey, publicOf } from './crypto.js';
 import { Repository, type VerifyReport } from './repository.js';
-import { LocalTarget } from './target.js';
+import {
+  checkS3Location,
+  loadS3Credentials,
+  parseS3Target,
+  type S3Location,
+  S3Target,
+  s3TargetString,
+} from './s3-target.js';
+import { type BackupTarget, LocalTarget } from './target.js';
 
 export type Backup = Selectable<BackupsTable>;
 
@@ -72,7 +80,13 @@ export class BackupService {
     private readonly driver: HypervisorDriver,
     private readonly keys: KeyService,
     private readonly audit: AuditWriter,
-    private readonly opts: { dataDir: string; adminProjectName: string; now?: () => number },
+    private readonly opts: {
+      dataDir: string;
+      adminProjectName: string;
+      now?: () => number;
+      /** Where S3 credentials are read from (process.env by default). */
+      env?: NodeJS.ProcessEnv;
+    },
   ) {}
 
   private get db() {
@@ -109,9 +123,15 @@ export class BackupService {
       throw conflict(
         'There is no backup repository yet: a cloud admin creates it with `bulwark backup repository init --recovery-key-out FILE`.',
       );
-    const dir = row.target.replace(/^local:/, '');
-    this.repo = { row, repository: new Repository(new LocalTarget(dir), row.recipient_public_key) };
+    this.repo = { row, repository: new Repository(this.openTarget(row.target), row.recipient_public_key) };
     return this.repo;
+  }
+
+  /** `local:/dir` or `s3:...` (the S3 credentials come from the daemon's environment, not the database). */
+  private openTarget(target: string): BackupTarget {
+    if (target.startsWith('s3:'))
+      return new S3Target(parseS3Target(target), loadS3Credentials(this.opts.env));
+    return new LocalTarget(target.replace(/^local:/, ''));
   }
 
   async showRepository() {
@@ -137,7 +157,7 @@ export class BackupService {
    * never reaches the daemon). Its chunk-id key is made in the key manager,
    * owned by the admin project.
    */
-  async initRepository(auth: AuthContext, publicKey: string) {
+  async initRepository(auth: AuthContext, publicKey: string, s3?: S3Location) {
     parsePublicKey(publicKey);
     if (await this.db.selectFrom('backup_repositories').select('id').executeTakeFirst())
       throw conflict('The backup repository exists already; its recovery key cannot be replaced.');
@@ -146,7 +166,11 @@ export class BackupService {
       .select('id')
       .where('name', '=', this.opts.adminProjectName)
       .executeTakeFirstOrThrow();
-    const target = `local:${join(this.opts.dataDir, 'backups')}`;
+    const target = s3 ? s3TargetString(checkS3Location(s3)) : `local:${join(this.opts.dataDir, 'backups')}`;
+    const store = this.openTarget(target);
+    // Reaches the store before anything is made: bad credentials or a repository there already stop here.
+    if (await store.has('config'))
+      throw conflict(`${store.description} holds a backup repository already; give it its own place.`);
     const secretId = await this.keys.createKey(project.id, {
       name: 'backup repository chunk-id key',
       bits: 256,
@@ -154,8 +178,7 @@ export class BackupService {
     });
     const idKey = await this.keys.readKeyFor(project.id, secretId);
     try {
-      const repository = new Repository(new LocalTarget(target.slice(6)), publicKey);
-      await repository.init(idKey);
+      await new Repository(store, publicKey).init(idKey);
     } finally {
       idKey.fill(0);
     }
