@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { AuditWriter } from './audit/writer.js';
+import { DrService } from './backups/dr.js';
 import { BackupScheduler } from './backups/scheduler.js';
 import { BackupService } from './backups/service.js';
 import { FlavorService } from './compute/flavors.js';
@@ -80,6 +81,8 @@ export interface PlatformOptions {
   consoleRetentionDays?: number;
   /** How often the snapshot lifecycle scheduler prunes (docs/snapshots.md); default 15 minutes. */
   snapshotPruneIntervalMs?: number;
+  /** How long a DR drill waits for a restored guest to show its boot marker (docs/dr.md). */
+  drBootTimeoutMs?: number;
   /** The clock snapshots are stamped and aged by; tests move it. */
   clock?: () => Date;
 }
@@ -276,6 +279,10 @@ export function buildPlatform(
         };
   });
   const backupScheduler = new BackupScheduler(store, identity, backups);
+  // DR drills (docs/dr.md): the newest server backup of each protected server, restored into an isolated network.
+  const dr = new DrService(store, backups, servers, volumes, networks, securityGroups, audit, {
+    ...(opts.drBootTimeoutMs ? { bootTimeoutMs: opts.drBootTimeoutMs } : {}),
+  });
   // Templates (docs/templates.md): pinned, immutable, versions approved by a second admin.
   const templates = new TemplateService(store, images, (id) => imageStore.path(id), approvals);
   images.immutable = (id) => templates.immutable(id);
@@ -283,6 +290,7 @@ export function buildPlatform(
   return {
     backups,
     backupScheduler,
+    dr,
     consoles,
     metrics,
     identity,

@@ -4,6 +4,7 @@ import type { Static } from 'typebox';
 import { MAX_UNLOCK_SECONDS } from '../backups/service.js';
 import { badRequest } from '../errors.js';
 import { BULWARK_PREFIX } from './bulwark.js';
+import { registerDrApi } from './dr.js';
 import type { ApiContext } from './server.js';
 import { registerServerBackupApi } from './server-backups.js';
 
@@ -78,6 +79,7 @@ const ScheduleQuery = Type.Object({ all_tenants: Opt(Type.String()) }, { additio
 export async function registerBackupApi(app: FastifyInstance, ctx: ApiContext): Promise<void> {
   const { backups } = ctx;
   await registerServerBackupApi(app, ctx);
+  await registerDrApi(app, ctx);
   const repo = `${BULWARK_PREFIX}/backup-repository`;
   app.get(repo, { config: { action: 'backup:repository:show' } }, async () => ({
     repository: await backups.showRepository(),

@@ -799,12 +799,12 @@ export class BackupService {
    * of the same types, reattached once it runs). `inPlace` overwrites the
    * source server's root disk and its backed-up volumes instead: it must be
    * stopped, and the `restore-in-place` trigger holds it for a second admin.
-   * `networks` replaces the definition's (the DR drill's isolated network).
+   * `networks` and `securityGroups` replace the definition's (the DR drill's isolated network).
    */
   async restoreServer(
     auth: AuthContext,
     id: string,
-    to: { name?: string | undefined; inPlace?: boolean; networks?: string[] },
+    to: { name?: string | undefined; inPlace?: boolean; networks?: string[]; securityGroups?: string[] },
     recoveryPem?: string,
     approval?: { id: string; approvedBy: string },
   ): Promise<{ backup_id: string; server_id: string; in_place: boolean }> {

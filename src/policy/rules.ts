@@ -201,6 +201,13 @@ export const POLICY = {
   'server:backups:list': ['admin', 'reader'],
   'server:backups:show': ['admin', 'reader'],
   'server:backups:restore': ['admin'],
+  // DR drills (docs/dr.md): admins set targets and run drills (they restore backups); the project reads.
+  'dr:targets:list': ['admin', 'reader'],
+  'dr:targets:set': ['admin'],
+  'dr:targets:delete': ['admin'],
+  'dr:drills:create': ['admin'],
+  'dr:drills:list': ['admin', 'reader'],
+  'dr:drills:show': ['admin', 'reader'],
   // Snapshots (docs/snapshots.md): Cinder volume snapshots and Bulwark server snapshots, members write
   // in their own project. Lifecycle policies: a project's is the cloud admin's; a server's or volume's
   // is its members' and can only tighten the project's (snapshots/lifecycle.ts).

@@ -258,6 +258,7 @@ describe('RBAC matrix', () => {
       const body = { rule: { id, when: { key: 'environment', value: 'staging' }, requires: ['owner'] } };
       return { url: url.replace(':id', id), body: method === 'POST' ? body : undefined, target: {} };
     }
+    if (url.startsWith('/bulwark/v1/dr/')) return drSample(method, url);
     if (url.includes('/server-backups') || url === '/bulwark/v1/servers/:id/backups')
       return serverBackupSample(method, url);
     if (url.includes('/backup')) return backupSample(method, url);
@@ -608,6 +609,45 @@ describe('RBAC matrix', () => {
       body,
       target: url.includes(':project_id') ? { project_id: projectA } : {},
     };
+  }
+
+  /** DR targets and drills: on the member's server; a drill row of project A to show. */
+  async function drSample(method: string, url: string) {
+    const adminAuth = api.authOf(who.admin.token as string);
+    if (method === 'DELETE')
+      await api.platform.dr.setPolicy(adminAuth, fixtures.server, { rpoS: 60, rtoS: 60 });
+    let id = fixtures.server;
+    if (url === '/bulwark/v1/dr/drills/:id') {
+      id = uniq('drill');
+      await api.store.db
+        .insertInto('dr_drills')
+        .values({
+          id,
+          run_id: id,
+          server_id: fixtures.server,
+          project_id: projectA,
+          backup_id: null,
+          status: 'done',
+          step: null,
+          started_at: new Date().toISOString(),
+          finished_at: new Date().toISOString(),
+          rpo_s: null,
+          rto_s: null,
+          rpo_target_s: 60,
+          rto_target_s: 60,
+          verdict: 'fail',
+          reason: 'sample',
+          started_by: 'admin',
+        })
+        .execute();
+    }
+    const body =
+      method === 'PUT'
+        ? { target: { rpo_s: 3600, rto_s: 3600 } }
+        : method === 'POST'
+          ? { drill: { server_ids: [uniq('not-protected')] } }
+          : undefined;
+    return { url: url.replace(':id', id), body, target: {} };
   }
 
   /** Server backups: of the member's server; a restore makes a new server from a fresh backup. */

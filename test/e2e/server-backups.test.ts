@@ -80,14 +80,42 @@ describe.runIf(process.getuid?.() === 0)(
         ]),
       ) as { user_name: string; outcome: string; target_id: string; reason: string }[];
     let sb1 = '';
+    /** Starts a server backup as `user` and waits (generously: the shared host is often loaded) until it is done. */
+    const backUp = async (vm: string, name: string, user: string, ...more: string[]) => {
+      const b = JSON.parse(
+        await bw(['server', 'backup', 'create', vm, '--name', name, ...more, '-f', 'json'], as(user)),
+      );
+      return waitFor(
+        `server backup ${name}`,
+        async () => {
+          const s = JSON.parse(await bw(['server', 'backup', 'show', b.id, '-f', 'json']));
+          if (s.status === 'error') throw new Error(`backup ${name} failed: ${s.fail_reason}`);
+          return s.status === 'available' ? s : undefined;
+        },
+        900_000,
+        2000,
+      );
+    };
+    /** Waits until a restore from backup `id` has ended; throws its error if it failed. */
+    const restored = (id: string) =>
+      waitFor(
+        `restore from ${id}`,
+        async () => {
+          const s = JSON.parse(await bw(['server', 'backup', 'show', id, '-f', 'json']));
+          if (s.restore_error) throw new Error(`restore failed: ${s.restore_error}`);
+          return s.status === 'available';
+        },
+        900_000,
+        2000,
+      );
 
     beforeAll(async () => {
       d = await startDaemonProcess();
-    });
+    }, 600_000);
     afterAll(async () => {
       await stopDaemon(d);
       rmSync(keyDir, { recursive: true, force: true });
-    });
+    }, 600_000);
 
     it('a backup operator backs up a running server (root disk, volume, definition); a member may not', async () => {
       expect(
@@ -115,7 +143,8 @@ describe.runIf(process.getuid?.() === 0)(
         ...['--encryption-key-size', '256', '--encryption-control-location', 'front-end', 'encrypted-ssd'],
       );
       await os('volume', 'create', '--size', '1', '--type', 'encrypted-ssd', 'sb-vol');
-      await os('flavor', 'create', '--vcpus', '1', '--ram', '256', '--disk', '1', 'tiny');
+      // --disk 0: the root disk is the image's size (32 MiB), so the test reads little.
+      await os('flavor', 'create', '--vcpus', '1', '--ram', '256', '--disk', '0', 'tiny');
       await os(
         ...['image', 'create', '--disk-format', 'raw', '--container-format', 'bare'],
         ...['--file', guestImage('bios.raw'), 'tiny-bios'],
@@ -156,9 +185,7 @@ describe.runIf(process.getuid?.() === 0)(
       const member = await d.bulwark(['server', 'backup', 'create', 'vm', '--name', 'nope'], as('carol'));
       expect(member.code).not.toBe(0);
       expect(member.stderr).toMatch(/server:backups:create|403/);
-      const made = JSON.parse(
-        await bw(['server', 'backup', 'create', 'vm', '--name', 'sb1', '--wait', '-f', 'json'], as('bob')),
-      );
+      const made = await backUp('vm', 'sb1', 'bob');
       expect(made).toMatchObject({
         name: 'sb1',
         status: 'available',
@@ -172,12 +199,7 @@ describe.runIf(process.getuid?.() === 0)(
       expect(JSON.parse(made.networks)).toEqual([(await d.osJson('network', 'show', 'sb-net')).id]);
       expect(await serverStatus('vm')).toBe('ACTIVE'); // continued after the read
       // Unchanged: the next backup stores almost nothing new (dedup across backups).
-      const incr = JSON.parse(
-        await bw(
-          ['server', 'backup', 'create', 'vm', '--name', 'sb1-incr', '--incremental', '--wait', '-f', 'json'],
-          as('bob'),
-        ),
-      );
+      const incr = await backUp('vm', 'sb1-incr', 'bob', '--incremental');
       expect(incr.is_incremental).toBe(true);
       expect(incr.stored_bytes).toBeLessThan(made.stored_bytes / 10);
       const done = await audited('server:backups:create:done', 'success');
@@ -201,15 +223,15 @@ describe.runIf(process.getuid?.() === 0)(
     });
 
     it('the server and volume are destroyed; non-admins may not restore (audited); the admin restores to a new server', async () => {
-      await os('server', 'remove', 'volume', 'vm', 'sb-vol');
+      // Deleting the server lets go of its volume (no hot-unplug to wait for), then the volume goes too.
+      await os('server', 'delete', '--wait', 'vm');
       await waitFor(
-        'sb-vol detached',
+        'sb-vol released',
         async () => (await d.osJson('volume', 'show', 'sb-vol')).status === 'available',
-        120_000,
-        1000,
+        300_000,
+        2000,
       );
       await os('volume', 'delete', 'sb-vol');
-      await os('server', 'delete', '--wait', 'vm');
       for (const user of ['bob', 'carol']) {
         const r = await d.bulwark(
           ['server', 'backup', 'restore', sb1, '--recovery-key', recoveryKey, '--name', 'stolen'],
@@ -233,12 +255,12 @@ describe.runIf(process.getuid?.() === 0)(
           recoveryKey,
           '--name',
           'vm2',
-          '--wait',
           '-f',
           'json',
         ]),
       );
       expect(r.in_place).toBe(false);
+      await restored(sb1);
       await untilServer('vm2', 'ACTIVE');
       // The restored guest counts its second boot and finds both markers.
       const seen = await boot('vm2', 2);
@@ -262,9 +284,7 @@ describe.runIf(process.getuid?.() === 0)(
     it('in place: held for a second admin (the requester cannot approve), then the disks are as backed up', async () => {
       await os('server', 'stop', 'vm2');
       await untilServer('vm2', 'SHUTOFF');
-      const sb2 = JSON.parse(
-        await bw(['server', 'backup', 'create', 'vm2', '--name', 'sb2', '--wait', '-f', 'json'], as('bob')),
-      );
+      const sb2 = await backUp('vm2', 'sb2', 'bob');
       // A third boot changes the root disk (its boot count) after sb2.
       await os('server', 'start', 'vm2');
       await boot('vm2', 3);
@@ -296,16 +316,7 @@ describe.runIf(process.getuid?.() === 0)(
       );
       expect(ok.code, ok.stderr).toBe(0);
       expect(JSON.parse(ok.stdout)).toMatchObject({ status: 'executed' });
-      await waitFor(
-        'in-place restore done',
-        async () => {
-          const b = JSON.parse(await bw(['server', 'backup', 'show', sb2.id, '-f', 'json']));
-          if (b.restore_error) throw new Error(b.restore_error);
-          return b.status === 'available';
-        },
-        600_000,
-        2000,
-      );
+      await restored(sb2.id);
       await bw(['backup', 'lock']);
       const done = await audited('server:backups:restore:done', 'success');
       expect(done[0]).toMatchObject({ target_id: sb2.id });
@@ -322,6 +333,68 @@ describe.runIf(process.getuid?.() === 0)(
       const again = await boot('vm2', 3);
       expect(again).toEqual({ root: marker, vol: marker });
       expect(await consoleOf('vm2')).not.toMatch(/BW-BOOT:4/);
+    });
+
+    it('DR drill: the newest backup boots in an isolated network, RPO/RTO reported, everything cleaned up', async () => {
+      // A protected server with no backup at all: its drill fails with the reason.
+      await os('server', 'create', '--flavor', 'tiny', '--image', 'tiny-bios', '--nic', 'none', 'nobackup');
+      await bw(['dr', 'target', 'set', 'nobackup', '--rpo', '86400', '--rto', '3600']);
+      await bw([
+        'dr',
+        'target',
+        'set',
+        'vm2',
+        '--rpo',
+        '86400',
+        '--rto',
+        '3600',
+        '--boot-marker',
+        'BULWARK-GUEST-READY',
+      ]);
+      const member = await d.bulwark(['dr', 'drill', '--no-wait'], as('carol'));
+      expect(member.code).not.toBe(0);
+      expect(member.stderr).toMatch(/403/);
+      const netsBefore = ((await d.osJson('network', 'list')) as { Name: string }[])
+        .map((n) => n.Name)
+        .sort();
+      const started = JSON.parse(
+        await bw(['dr', 'drill', '--no-wait', '--recovery-key', recoveryKey, '-f', 'json']),
+      );
+      expect(started).toHaveLength(2);
+      const rows = await waitFor(
+        'the drill to finish',
+        async () => {
+          const all = JSON.parse(await bw(['dr', 'history', '-f', 'json'])) as Record<string, unknown>[];
+          const mine = all.filter((r) => started.some((x: { id: string }) => x.id === r.id));
+          return mine.every((r) => r.status === 'done') ? mine : undefined;
+        },
+        1_200_000,
+        3000,
+      );
+      const vm2Id = (await d.osJson('server', 'show', 'vm2')).id;
+      const ok = rows.find((r) => r.server_id === vm2Id)!;
+      expect(ok, JSON.stringify(rows)).toMatchObject({
+        verdict: 'pass',
+        rpo_target_s: 86400,
+        rto_target_s: 3600,
+      });
+      expect(ok.rpo_s).toBeGreaterThanOrEqual(0);
+      expect(ok.rto_s).toBeGreaterThan(0);
+      expect(ok.backup_id).toBeTruthy();
+      const none = rows.find((r) => r.server_id !== vm2Id)!;
+      expect(none).toMatchObject({ verdict: 'fail' });
+      expect(String(none.reason)).toMatch(/no finished server backup/);
+      // Cleaned up: no drill server, volume, group or network is left.
+      expect(((await d.osJson('server', 'list')) as { Name: string }[]).map((x) => x.Name)).not.toEqual(
+        expect.arrayContaining([expect.stringMatching(/^dr-drill-/)]),
+      );
+      expect(((await d.osJson('network', 'list')) as { Name: string }[]).map((n) => n.Name).sort()).toEqual(
+        netsBefore,
+      );
+      expect(JSON.stringify(await d.osJson('security', 'group', 'list'))).not.toMatch(/dr-drill-/);
+      expect(JSON.stringify(await d.osJson('volume', 'list'))).not.toMatch(/dr-drill-/);
+      const audit = await audited('dr:drill:done');
+      expect(audit.map((a) => a.outcome).sort()).toEqual(['failure', 'success']);
     });
 
     it('a tampered chunk: verify and restore fail loudly, nothing is made', async () => {
