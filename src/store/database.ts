@@ -90,7 +90,7 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0050-snapshots': { up: m0050.up },
   '0051-templates': { up: m0051.up },
   '0060-multihost': { up: m0060.up },
-  '0080-server-backups': { up: m0080.up },
+  '0080-server-backups': { up: m0080.up(dialect) },
   '0081-dr-drills': { up: m0081.up },
 });
 
