@@ -108,7 +108,12 @@ describe.each(dialects())('server backups and DR drills on %s', (dialect) => {
     backupId = r.json.backup.id;
     await settle();
     const b = (await api.call('GET', `${B}/server-backups/${backupId}`, member.token)).json.backup;
-    expect(b, String(b.fail_reason)).toMatchObject({ status: 'available', server_id: serverId, server_name: 'sb-vm', size: 2 });
+    expect(b, String(b.fail_reason)).toMatchObject({
+      status: 'available',
+      server_id: serverId,
+      server_name: 'sb-vm',
+      size: 2,
+    });
     expect(b.volumes).toEqual([{ id: volumeId, name: 'sb-data', size: 1 }]);
     expect(api.driver.pausedForBackup.size).toBe(0);
     expect((await api.call('GET', `${B}/server-backups/${backupId}`, other.token)).status).toBe(404);

@@ -10,7 +10,7 @@
  * verify and restore fail loudly and nothing is made.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -80,10 +80,13 @@ describe.runIf(process.getuid?.() === 0)(
         ]),
       ) as { user_name: string; outcome: string; target_id: string; reason: string }[];
     let sb1 = '';
-    /** Starts a server backup as `user` and waits (generously: the shared host is often loaded) until it is done. */
+    /** Starts a server backup as `user` (admin: the daemon's own admin) and waits (generously: the shared host is often loaded) until it is done. */
     const backUp = async (vm: string, name: string, user: string, ...more: string[]) => {
       const b = JSON.parse(
-        await bw(['server', 'backup', 'create', vm, '--name', name, ...more, '-f', 'json'], as(user)),
+        await bw(
+          ['server', 'backup', 'create', vm, '--name', name, ...more, '-f', 'json'],
+          user === 'admin' ? undefined : as(user),
+        ),
       );
       return waitFor(
         `server backup ${name}`,
@@ -335,15 +338,31 @@ describe.runIf(process.getuid?.() === 0)(
       expect(await consoleOf('vm2')).not.toMatch(/BW-BOOT:4/);
     });
 
+    // Self-contained (runs alone with -t "DR drill"): its own tiny server without volumes, so it reads little.
     it('DR drill: the newest backup boots in an isolated network, RPO/RTO reported, everything cleaned up', async () => {
+      if (!existsSync(recoveryKey))
+        expect(
+          (await d.bulwark(['backup', 'repository', 'init', '--recovery-key-out', recoveryKey])).code,
+        ).toBe(0);
+      if ((await d.openstack(['user', 'show', 'carol'])).code !== 0) {
+        await os('user', 'create', '--password', PASS, 'carol');
+        await os('role', 'add', '--project', 'admin', '--user', 'carol', 'member');
+      }
+      await os('flavor', 'create', '--vcpus', '1', '--ram', '256', '--disk', '0', 'dr-tiny');
+      await os(
+        ...['image', 'create', '--disk-format', 'raw', '--container-format', 'bare'],
+        ...['--file', guestImage('bios.raw'), 'dr-bios'],
+      );
+      await os('server', 'create', '--flavor', 'dr-tiny', '--image', 'dr-bios', '--wait', 'drsrc');
+      await backUp('drsrc', 'dr1', 'admin');
       // A protected server with no backup at all: its drill fails with the reason.
-      await os('server', 'create', '--flavor', 'tiny', '--image', 'tiny-bios', '--nic', 'none', 'nobackup');
+      await os('server', 'create', '--flavor', 'dr-tiny', '--image', 'dr-bios', 'nobackup');
       await bw(['dr', 'target', 'set', 'nobackup', '--rpo', '86400', '--rto', '3600']);
       await bw([
         'dr',
         'target',
         'set',
-        'vm2',
+        'drsrc',
         '--rpo',
         '86400',
         '--rto',
@@ -357,22 +376,33 @@ describe.runIf(process.getuid?.() === 0)(
       const netsBefore = ((await d.osJson('network', 'list')) as { Name: string }[])
         .map((n) => n.Name)
         .sort();
+      const ids = ['drsrc', 'nobackup'];
       const started = JSON.parse(
-        await bw(['dr', 'drill', '--no-wait', '--recovery-key', recoveryKey, '-f', 'json']),
-      );
+        await bw([
+          'dr',
+          'drill',
+          '--server',
+          ...ids,
+          '--no-wait',
+          '--recovery-key',
+          recoveryKey,
+          '-f',
+          'json',
+        ]),
+      ) as { id: string }[];
       expect(started).toHaveLength(2);
       const rows = await waitFor(
         'the drill to finish',
         async () => {
           const all = JSON.parse(await bw(['dr', 'history', '-f', 'json'])) as Record<string, unknown>[];
-          const mine = all.filter((r) => started.some((x: { id: string }) => x.id === r.id));
+          const mine = all.filter((r) => started.some((x) => x.id === r.id));
           return mine.every((r) => r.status === 'done') ? mine : undefined;
         },
         1_200_000,
         3000,
       );
-      const vm2Id = (await d.osJson('server', 'show', 'vm2')).id;
-      const ok = rows.find((r) => r.server_id === vm2Id)!;
+      const srcId = (await d.osJson('server', 'show', 'drsrc')).id;
+      const ok = rows.find((r) => r.server_id === srcId)!;
       expect(ok, JSON.stringify(rows)).toMatchObject({
         verdict: 'pass',
         rpo_target_s: 86400,
@@ -381,13 +411,11 @@ describe.runIf(process.getuid?.() === 0)(
       expect(ok.rpo_s).toBeGreaterThanOrEqual(0);
       expect(ok.rto_s).toBeGreaterThan(0);
       expect(ok.backup_id).toBeTruthy();
-      const none = rows.find((r) => r.server_id !== vm2Id)!;
+      const none = rows.find((r) => r.server_id !== srcId)!;
       expect(none).toMatchObject({ verdict: 'fail' });
       expect(String(none.reason)).toMatch(/no finished server backup/);
       // Cleaned up: no drill server, volume, group or network is left.
-      expect(((await d.osJson('server', 'list')) as { Name: string }[]).map((x) => x.Name)).not.toEqual(
-        expect.arrayContaining([expect.stringMatching(/^dr-drill-/)]),
-      );
+      expect(JSON.stringify(await d.osJson('server', 'list'))).not.toMatch(/dr-drill-/);
       expect(((await d.osJson('network', 'list')) as { Name: string }[]).map((n) => n.Name).sort()).toEqual(
         netsBefore,
       );
