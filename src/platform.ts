@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { AuditWriter } from './audit/writer.js';
+import { DrService } from './backups/dr.js';
 import { BackupScheduler } from './backups/scheduler.js';
 import { BackupService } from './backups/service.js';
 import { ComplianceService } from './compliance/service.js';
@@ -88,6 +89,8 @@ export interface PlatformOptions {
   etcRoot?: string;
   /** The API's rate limits as `serve` set them, for the compliance check; absent: the API has no limiter. */
   apiRate?: { perToken: number; perAddress: number };
+  /** How long a DR drill waits for a restored guest to show its boot marker (docs/dr.md). */
+  drBootTimeoutMs?: number;
   /** The clock snapshots are stamped and aged by; tests move it. */
   clock?: () => Date;
 }
@@ -265,7 +268,30 @@ export function buildPlatform(
     dataDir: opts.dataDir,
     adminProjectName: opts.adminProjectName,
   });
+  backups.servers = servers;
+  backups.approvals = approvals;
+  // Restoring over an existing disk waits for a second admin; it then runs with the repository unlocked.
+  approvals.register('restore-in-place', async (requester, payload, approval) => {
+    const p = payload as { kind: 'volume' | 'server'; backupId: string; volumeId?: string };
+    return p.kind === 'server'
+      ? {
+          restore: await backups.restoreServer(requester, p.backupId, { inPlace: true }, undefined, approval),
+        }
+      : {
+          restore: await backups.restore(
+            requester,
+            p.backupId,
+            { volumeId: p.volumeId },
+            undefined,
+            approval,
+          ),
+        };
+  });
   const backupScheduler = new BackupScheduler(store, identity, backups);
+  // DR drills (docs/dr.md): the newest server backup of each protected server, restored into an isolated network.
+  const dr = new DrService(store, backups, servers, volumes, networks, securityGroups, audit, {
+    ...(opts.drBootTimeoutMs ? { bootTimeoutMs: opts.drBootTimeoutMs } : {}),
+  });
   // Templates (docs/templates.md): pinned, immutable, versions approved by a second admin.
   const templates = new TemplateService(store, images, (id) => imageStore.path(id), approvals);
   images.immutable = (id) => templates.immutable(id);
@@ -304,6 +330,7 @@ export function buildPlatform(
     compliance,
     backups,
     backupScheduler,
+    dr,
     consoles,
     metrics,
     identity,

@@ -4,7 +4,9 @@ import type { Static } from 'typebox';
 import { MAX_UNLOCK_SECONDS } from '../backups/service.js';
 import { badRequest } from '../errors.js';
 import { BULWARK_PREFIX } from './bulwark.js';
+import { registerDrApi } from './dr.js';
 import type { ApiContext } from './server.js';
+import { registerServerBackupApi } from './server-backups.js';
 
 const Opt = Type.Optional;
 const Pem = Type.String({ minLength: 1, maxLength: 4096 });
@@ -14,7 +16,21 @@ const IdParam = Type.Object({
 const InitBody = Type.Object(
   {
     repository: Type.Object(
-      { recipient_public_key: Type.String({ minLength: 1, maxLength: 64 }) },
+      {
+        recipient_public_key: Type.String({ minLength: 1, maxLength: 64 }),
+        // An S3-compatible target instead of the local directory; credentials come from the daemon's env.
+        s3: Opt(
+          Type.Object(
+            {
+              endpoint: Type.String({ minLength: 1, maxLength: 512 }),
+              bucket: Type.String({ minLength: 3, maxLength: 63 }),
+              prefix: Opt(Type.String({ maxLength: 200 })),
+              region: Opt(Type.String({ minLength: 1, maxLength: 40 })),
+            },
+            { additionalProperties: false },
+          ),
+        ),
+      },
       { additionalProperties: false },
     ),
   },
@@ -62,6 +78,8 @@ const ScheduleQuery = Type.Object({ all_tenants: Opt(Type.String()) }, { additio
  */
 export async function registerBackupApi(app: FastifyInstance, ctx: ApiContext): Promise<void> {
   const { backups } = ctx;
+  await registerServerBackupApi(app, ctx);
+  await registerDrApi(app, ctx);
   const repo = `${BULWARK_PREFIX}/backup-repository`;
   app.get(repo, { config: { action: 'backup:repository:show' } }, async () => ({
     repository: await backups.showRepository(),
@@ -74,7 +92,16 @@ export async function registerBackupApi(app: FastifyInstance, ctx: ApiContext): 
     },
     async (req, reply) => {
       const b = (req.body as Static<typeof InitBody>).repository;
-      const r = await backups.initRepository(req.auth!, b.recipient_public_key);
+      const r = await backups.initRepository(
+        req.auth!,
+        b.recipient_public_key,
+        b.s3 && {
+          endpoint: b.s3.endpoint,
+          bucket: b.s3.bucket,
+          prefix: b.s3.prefix ?? '',
+          region: b.s3.region ?? 'us-east-1',
+        },
+      );
       return reply.code(201).send({ repository: r });
     },
   );

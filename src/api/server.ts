@@ -4,6 +4,7 @@ import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { AuditWriter } from '../audit/writer.js';
+import type { DrService } from '../backups/dr.js';
 import type { BackupScheduler } from '../backups/scheduler.js';
 import type { BackupService } from '../backups/service.js';
 import type { ComplianceService } from '../compliance/service.js';
@@ -131,6 +132,8 @@ export interface ApiDeps {
   /** Backups and restores, and their schedules (docs/backups.md). */
   backups: BackupService;
   backupScheduler: BackupScheduler;
+  /** DR drills (docs/dr.md). */
+  dr: DrService;
   /** Base URL clients reach us at; used in the catalog and links, never taken from Host. */
   publicUrl: string;
 }

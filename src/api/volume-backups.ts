@@ -85,6 +85,7 @@ export function registerVolumeBackupRoutes(route: CinderRoute, ctx: ApiContext):
       volumeId: q.volume_id,
       name: q.name,
       status: q.status,
+      kind: 'volume',
     });
     return {
       backups: rows.map((b) => (detail ? view(b) : { id: b.id, name: b.name, links: view(b).links })),
@@ -93,7 +94,7 @@ export function registerVolumeBackupRoutes(route: CinderRoute, ctx: ApiContext):
   route('GET', '/backups', 'volume:backups:list', { querystring: ListQuery }, list(false));
   route('GET', '/backups/detail', 'volume:backups:list', { querystring: ListQuery }, list(true));
   route('GET', '/backups/:id', 'volume:backups:show', {}, async (req) => ({
-    backup: view(await backups.get(req.auth!, param(req))),
+    backup: view(await backups.get(req.auth!, param(req), 'volume')),
   }));
   route(
     'POST',

@@ -292,15 +292,19 @@ export class Repository {
   /**
    * Restores a backup: verifies all of it first (nothing is opened for
    * writing until every chunk has authenticated), then writes each disk
-   * through the sink `open` returns, checking every chunk again as it goes.
-   * `sparse`: the sinks are new, zero-filled disks, so zero chunks are skipped.
+   * through the sink `open` returns (null: that disk is not restored now),
+   * checking every chunk again as it goes. `sparse`: the sinks are new,
+   * zero-filled disks, so zero chunks are skipped.
    */
   async restore(
     backupId: string,
     sealSha256: string,
     recoveryKey: KeyObject,
     idKey: Buffer,
-    openSink: (disk: { name: string; size: number }) => Promise<DiskSink & { close(): Promise<void> }>,
+    openSink: (disk: {
+      name: string;
+      size: number;
+    }) => Promise<(DiskSink & { close(): Promise<void> }) | null>,
     opts: { sparse: boolean; progress?: (done: number, total: number) => void },
   ): Promise<VerifyReport> {
     const report = await this.verify(backupId, sealSha256, { recoveryKey, idKey });
@@ -312,6 +316,10 @@ export class Repository {
       let done = 0;
       for (const d of index.disks) {
         const sink = await openSink({ name: d.name, size: d.size });
+        if (!sink) {
+          done += d.size;
+          continue;
+        }
         try {
           let off = 0;
           for (const [id, len] of d.chunks) {

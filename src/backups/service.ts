@@ -2,7 +2,9 @@ import type { KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import type { Selectable } from 'kysely';
 import { type AuditWriter, systemEvent } from '../audit/writer.js';
+import type { ServerService } from '../compute/servers.js';
 import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
+import type { ApprovalService } from '../governance/approvals.js';
 import type { DiskHandle } from '../host/disk-export.js';
 import type { HypervisorDriver } from '../host/hypervisor.js';
 import type { KeyService } from '../keys/contract.js';
@@ -14,9 +16,42 @@ import { TaskTracker } from '../util/tasks.js';
 import type { VolumeService } from '../volumes/volumes.js';
 import { parsePublicKey, parseRecoveryKey, publicOf } from './crypto.js';
 import { Repository, type VerifyReport } from './repository.js';
-import { LocalTarget } from './target.js';
+import {
+  checkS3Location,
+  loadS3Credentials,
+  parseS3Target,
+  type S3Location,
+  S3Target,
+  s3TargetString,
+} from './s3-target.js';
+import { type BackupTarget, LocalTarget } from './target.js';
 
 export type Backup = Selectable<BackupsTable>;
+
+/** What a server backup keeps of its server besides the disks (docs/backups.md). */
+export interface ServerDefinition {
+  name: string;
+  flavor_id: string;
+  image_id: string;
+  /** The user's metadata (the platform's own keys, such as created_by, are made afresh). */
+  metadata: Record<string, string>;
+  /** base64, as given at create; delivered again to a restored server. */
+  user_data: string | null;
+  networks: string[];
+  security_groups: string[];
+  volumes: { id: string; name: string | null; size: number; type_id: string | null }[];
+}
+
+/** Metadata keys the platform writes itself; a restored server gets its own. */
+const PLATFORM_METADATA = new Set([
+  'created_by',
+  'created_at',
+  'approved_by',
+  'cloned_from',
+  'restored_from',
+]);
+const ROOT_DISK = 'root';
+const volumeDisk = (id: string) => `volume:${id}`;
 type RepoRow = Selectable<BackupRepositoriesTable>;
 
 /** Longest a recovery key stays unlocked in memory. */
@@ -32,7 +67,11 @@ export const MAX_UNLOCK_SECONDS = 3600;
 export class BackupService {
   private readonly tasks = new TaskTracker();
   private readonly progress = new Map<string, number>();
+  private readonly restoreErrors = new Map<string, string>();
   private recovery: { key: KeyObject; until: number; by: string } | null = null;
+  /** Set by platform.ts: servers (whole-server backups) and approvals (restore-in-place). */
+  servers: ServerService | null = null;
+  approvals: ApprovalService | null = null;
   private repo: { row: RepoRow; repository: Repository } | null = null;
 
   constructor(
@@ -41,7 +80,13 @@ export class BackupService {
     private readonly driver: HypervisorDriver,
     private readonly keys: KeyService,
     private readonly audit: AuditWriter,
-    private readonly opts: { dataDir: string; adminProjectName: string; now?: () => number },
+    private readonly opts: {
+      dataDir: string;
+      adminProjectName: string;
+      now?: () => number;
+      /** Where S3 credentials are read from (process.env by default). */
+      env?: NodeJS.ProcessEnv;
+    },
   ) {}
 
   private get db() {
@@ -60,6 +105,11 @@ export class BackupService {
     return this.progress.get(id) ?? null;
   }
 
+  /** Why the last server restore from this backup failed (since the daemon started), or null. */
+  restoreErrorOf(id: string): string | null {
+    return this.restoreErrors.get(id) ?? null;
+  }
+
   // ---- the repository and its recovery key --------------------------------------------------
 
   private async repository(): Promise<{ row: RepoRow; repository: Repository }> {
@@ -73,9 +123,15 @@ export class BackupService {
       throw conflict(
         'There is no backup repository yet: a cloud admin creates it with `bulwark backup repository init --recovery-key-out FILE`.',
       );
-    const dir = row.target.replace(/^local:/, '');
-    this.repo = { row, repository: new Repository(new LocalTarget(dir), row.recipient_public_key) };
+    this.repo = { row, repository: new Repository(this.openTarget(row.target), row.recipient_public_key) };
     return this.repo;
+  }
+
+  /** `local:/dir` or `s3:...` (the S3 credentials come from the daemon's environment, not the database). */
+  private openTarget(target: string): BackupTarget {
+    if (target.startsWith('s3:'))
+      return new S3Target(parseS3Target(target), loadS3Credentials(this.opts.env));
+    return new LocalTarget(target.replace(/^local:/, ''));
   }
 
   async showRepository() {
@@ -101,7 +157,7 @@ export class BackupService {
    * never reaches the daemon). Its chunk-id key is made in the key manager,
    * owned by the admin project.
    */
-  async initRepository(auth: AuthContext, publicKey: string) {
+  async initRepository(auth: AuthContext, publicKey: string, s3?: S3Location) {
     parsePublicKey(publicKey);
     if (await this.db.selectFrom('backup_repositories').select('id').executeTakeFirst())
       throw conflict('The backup repository exists already; its recovery key cannot be replaced.');
@@ -110,7 +166,11 @@ export class BackupService {
       .select('id')
       .where('name', '=', this.opts.adminProjectName)
       .executeTakeFirstOrThrow();
-    const target = `local:${join(this.opts.dataDir, 'backups')}`;
+    const target = s3 ? s3TargetString(checkS3Location(s3)) : `local:${join(this.opts.dataDir, 'backups')}`;
+    const store = this.openTarget(target);
+    // Reaches the store before anything is made: bad credentials or a repository there already stop here.
+    if (await store.has('config'))
+      throw conflict(`${store.description} holds a backup repository already; give it its own place.`);
     const secretId = await this.keys.createKey(project.id, {
       name: 'backup repository chunk-id key',
       bits: 256,
@@ -118,8 +178,7 @@ export class BackupService {
     });
     const idKey = await this.keys.readKeyFor(project.id, secretId);
     try {
-      const repository = new Repository(new LocalTarget(target.slice(6)), publicKey);
-      await repository.init(idKey);
+      await new Repository(store, publicKey).init(idKey);
     } finally {
       idKey.fill(0);
     }
@@ -187,6 +246,7 @@ export class BackupService {
       volumeId?: string | undefined;
       name?: string | undefined;
       status?: string | undefined;
+      kind?: 'volume' | 'server';
     },
   ): Promise<Backup[]> {
     let q = this.db
@@ -198,12 +258,15 @@ export class BackupService {
     if (f.volumeId !== undefined) q = q.where('source_id', '=', f.volumeId);
     if (f.name !== undefined) q = q.where('name', '=', f.name);
     if (f.status !== undefined) q = q.where('status', '=', f.status);
+    if (f.kind !== undefined) q = q.where('kind', '=', f.kind);
     return q.execute();
   }
 
-  async get(auth: AuthContext, id: string): Promise<Backup> {
+  /** A backup the caller may see; `kind`: only of that kind (the other kind's API answers 404). */
+  async get(auth: AuthContext, id: string, kind?: 'volume' | 'server'): Promise<Backup> {
     let q = this.db.selectFrom('backups').selectAll().where('id', '=', id).where('deleted_at', 'is', null);
     if (!auth.isAdmin) q = q.where('project_id', '=', auth.projectId ?? '');
+    if (kind) q = q.where('kind', '=', kind);
     const b = await q.executeTakeFirst();
     if (!b) throw notFound('backup', id);
     return b;
@@ -274,7 +337,8 @@ export class BackupService {
       throw badRequest(
         `Invalid volume: Volume to be backed up must be available or in-use, but the current status is "${v.status}".`,
       );
-    const parent = (await this.list(auth, { volumeId: v.id, status: 'available' }))[0] ?? null;
+    const parent =
+      (await this.list(auth, { volumeId: v.id, status: 'available', kind: 'volume' }))[0] ?? null;
     if (input.incremental && !parent)
       throw badRequest('Invalid backup: No backups available to do an incremental backup.');
     const held =
@@ -305,6 +369,7 @@ export class BackupService {
       updated_at: now,
       deleted_at: null,
       schedule_id: input.scheduleId ?? null,
+      definition: null,
     };
     await this.db.insertInto('backups').values(b).execute();
     const serverId = (await this.volumes.attachments([v.id]))[0]?.server_id ?? null;
@@ -407,19 +472,25 @@ export class BackupService {
     id: string,
     to: { volumeId?: string | null | undefined; name?: string | null | undefined },
     recoveryPem?: string,
+    approval?: { id: string; approvedBy: string },
   ): Promise<{ backup_id: string; volume_id: string; volume_name: string | null }> {
     const b = await this.get(auth, id);
-    if (b.status !== 'available' || !b.seal_sha256)
-      throw badRequest(`Invalid backup: Backup status must be available, but it is ${b.status}.`);
-    const recoveryKey = await this.restoreKey(recoveryPem);
-    const { row, repository } = await this.repository();
-    const idKey = await this.idKey(row);
-    try {
-      // Everything authenticates first, or nothing is touched (the error says what failed).
-      await repository.verify(b.id, b.seal_sha256, { recoveryKey, idKey });
-    } catch (err) {
-      idKey.fill(0);
-      throw err;
+    if (b.kind !== 'volume')
+      throw badRequest(
+        `Backup ${b.id} is a server backup; restore it with \`bulwark server backup restore\`.`,
+      );
+    const { recoveryKey, idKey } = await this.verified(b, recoveryPem);
+    if (to.volumeId && !approval) {
+      const v = await this.volumes.get(auth, to.volumeId).catch((err: unknown) => {
+        idKey.fill(0);
+        throw err;
+      });
+      await this.holdInPlace(
+        auth,
+        idKey,
+        { kind: 'volume', backupId: b.id, volumeId: v.id },
+        `volume ${v.name ?? v.id}`,
+      );
     }
     let volumeId: string;
     let volumeName: string | null;
@@ -453,6 +524,48 @@ export class BackupService {
     await this.set(b.id, { status: 'restoring' });
     this.tasks.track(b.id, this.runRestore(auth, b, volumeId, fresh, recoveryKey, idKey));
     return { backup_id: b.id, volume_id: volumeId, volume_name: volumeName };
+  }
+
+  /**
+   * The backup, checked whole (every chunk decrypted and hashed) before
+   * anything is made or opened; returns the keys the restore needs (the
+   * caller wipes `idKey`).
+   */
+  private async verified(b: Backup, recoveryPem: string | undefined) {
+    if (b.status !== 'available' || !b.seal_sha256)
+      throw badRequest(`Invalid backup: Backup status must be available, but it is ${b.status}.`);
+    const recoveryKey = await this.restoreKey(recoveryPem);
+    const { row, repository } = await this.repository();
+    const idKey = await this.idKey(row);
+    try {
+      // Everything authenticates first, or nothing is touched (the error says what failed).
+      await repository.verify(b.id, b.seal_sha256, { recoveryKey, idKey });
+    } catch (err) {
+      idKey.fill(0);
+      throw err;
+    }
+    return { recoveryKey, idKey };
+  }
+
+  /**
+   * The `restore-in-place` trigger (docs/approvals.md): overwriting a disk
+   * that exists waits for a second admin. The recovery key is never stored
+   * with the request: when approved it runs with the repository unlocked.
+   */
+  private async holdInPlace(
+    auth: AuthContext,
+    idKey: Buffer,
+    payload: { kind: 'volume' | 'server'; backupId: string; volumeId?: string; serverId?: string },
+    what: string,
+  ): Promise<void> {
+    if (!(await this.approvals?.applies('restore-in-place'))) return;
+    idKey.fill(0);
+    await this.approvals?.hold(
+      auth,
+      'restore-in-place',
+      payload,
+      `restore backup ${payload.backupId} over ${what}`,
+    );
   }
 
   private async runRestore(
@@ -505,6 +618,367 @@ export class BackupService {
       await this.record(auth, 'volume:backups:restore:done', b.id, 'failure', `volume ${volumeId}: ${msg}`);
     } finally {
       await disk?.close().catch(() => undefined);
+      idKey.fill(0);
+      this.progress.delete(b.id);
+      await this.set(b.id, { status: 'available' }).catch(() => undefined);
+    }
+  }
+
+  // ---- whole servers ----------------------------------------------------------------------
+
+  private get serverService(): ServerService {
+    if (!this.servers) throw new BulwarkError('Internal', 'Server backups are not wired.');
+    return this.servers;
+  }
+
+  /** The server's definition as a restore needs it: what it was made from and what it is attached to. */
+  private async definitionOf(auth: AuthContext, serverId: string): Promise<ServerDefinition> {
+    const s = await this.serverService.get(auth, serverId);
+    const guest = JSON.parse(s.guest) as { userData?: string | null };
+    const ports = await this.db
+      .selectFrom('ports')
+      .select(['id', 'network_id'])
+      .where('device_id', '=', s.id)
+      .execute();
+    const groups = ports.length
+      ? await this.db
+          .selectFrom('port_security_groups')
+          .select('security_group_id')
+          .where(
+            'port_id',
+            'in',
+            ports.map((p) => p.id),
+          )
+          .execute()
+      : [];
+    const attached = await this.volumes.listAttachments(auth, s.id);
+    const vols = [];
+    for (const a of attached) {
+      const v = await this.volumes.get(auth, a.volume_id);
+      vols.push({ id: v.id, name: v.name, size: v.size, type_id: v.volume_type_id });
+    }
+    return {
+      name: s.name,
+      flavor_id: s.flavor_id,
+      image_id: s.image_id,
+      metadata: Object.fromEntries(
+        Object.entries(JSON.parse(s.metadata) as Record<string, string>).filter(
+          ([k]) => !PLATFORM_METADATA.has(k),
+        ),
+      ),
+      user_data: guest.userData ?? null,
+      networks: [...new Set(ports.map((p) => p.network_id))],
+      security_groups: [...new Set(groups.map((g) => g.security_group_id))],
+      volumes: vols,
+    };
+  }
+
+  /**
+   * Backs a whole server up: its root disk as the guest sees it, every
+   * attached volume, and its definition. A running guest is paused (QMP
+   * `stop`) once for all its disks, so they are consistent with each other.
+   */
+  async createServerBackup(
+    auth: AuthContext,
+    input: {
+      serverId: string;
+      name?: string | undefined;
+      description?: string | undefined;
+      incremental?: boolean;
+    },
+  ): Promise<Backup> {
+    const { row } = await this.repository();
+    const s = await this.serverService.get(auth, input.serverId);
+    if (!['active', 'stopped', 'paused'].includes(s.vm_state) || s.task_state !== null)
+      throw conflict(
+        `Server ${s.name} is ${s.vm_state}${s.task_state ? ` (${s.task_state})` : ''}; it can be backed up when active, paused or stopped.`,
+      );
+    const def = await this.definitionOf(auth, s.id);
+    const parent =
+      (await this.list(auth, { volumeId: s.id, status: 'available', kind: 'server' }))[0] ?? null;
+    if (input.incremental && !parent)
+      throw badRequest(
+        'Invalid backup: No backups of this server are available to do an incremental backup.',
+      );
+    const flavor = JSON.parse(s.flavor) as { disk: number };
+    const now = new Date(this.now()).toISOString();
+    const b: Backup = {
+      id: uuid(),
+      project_id: s.project_id,
+      user_id: auth.userId,
+      name: input.name ?? null,
+      description: input.description ?? null,
+      kind: 'server',
+      source_id: s.id,
+      source_type_id: null,
+      size: flavor.disk + def.volumes.reduce((n, v) => n + v.size, 0),
+      status: 'creating',
+      fault: null,
+      is_incremental: parent ? 1 : 0,
+      parent_id: parent?.id ?? null,
+      seal_sha256: null,
+      object_count: 0,
+      read_bytes: 0,
+      stored_bytes: 0,
+      duration_ms: 0,
+      data_timestamp: null,
+      created_at: now,
+      updated_at: now,
+      deleted_at: null,
+      schedule_id: null,
+      definition: JSON.stringify(def),
+    };
+    await this.db.insertInto('backups').values(b).execute();
+    this.tasks.track(b.id, this.runServerBackup(auth, b, row, def));
+    return b;
+  }
+
+  private async runServerBackup(auth: AuthContext, b: Backup, row: RepoRow, def: ServerDefinition) {
+    const t0 = this.now();
+    const open: DiskHandle[] = [];
+    let idKey: Buffer | null = null;
+    try {
+      const { repository } = await this.repository();
+      idKey = await this.idKey(row);
+      // The root disk first: opening it pauses a running guest, so the volumes read after it match.
+      const root = await this.driver.openRootDisk(b.source_id, 'read');
+      open.push(root);
+      const disks = [{ name: ROOT_DISK, size: root.size, read: (o: number, l: number) => root.read(o, l) }];
+      for (const v of def.volumes) {
+        const key = await this.volumes.keyOf(v.id);
+        let h: DiskHandle;
+        try {
+          h = await this.driver.openVolumeData(v.id, key, 'read', b.source_id);
+        } finally {
+          key?.fill(0);
+        }
+        open.push(h);
+        disks.push({ name: volumeDisk(v.id), size: h.size, read: (o, l) => h.read(o, l) });
+      }
+      const at = nowIso();
+      const { sealSha256, stats } = await repository.backup(
+        b.id,
+        idKey,
+        disks,
+        await this.live(),
+        (done, total) => this.progress.set(b.id, total ? Math.floor((done * 100) / total) : 100),
+      );
+      await this.set(b.id, {
+        status: 'available',
+        seal_sha256: sealSha256,
+        object_count: stats.chunks,
+        read_bytes: stats.bytes,
+        stored_bytes: stats.storedBytes,
+        duration_ms: this.now() - t0,
+        data_timestamp: at,
+      });
+      await this.record(
+        auth,
+        'server:backups:create:done',
+        b.id,
+        'success',
+        `server ${b.source_id} (root disk and ${def.volumes.length} volumes): ${stats.bytes} bytes read, ${stats.newChunks} of ${stats.chunks} chunks new, ${stats.storedBytes} bytes stored`,
+      );
+    } catch (err) {
+      const msg = err instanceof BulwarkError ? err.message : 'The backup failed; see the daemon log.';
+      await this.set(b.id, { status: 'error', fault: msg, duration_ms: this.now() - t0 }).catch(
+        () => undefined,
+      );
+      await this.record(auth, 'server:backups:create:done', b.id, 'failure', msg);
+    } finally {
+      // Volumes first, the root disk last: closing it continues the guest.
+      for (const h of open.reverse()) await h.close().catch(() => undefined);
+      idKey?.fill(0);
+      this.progress.delete(b.id);
+    }
+  }
+
+  /**
+   * Restores a server backup (admin): verified whole first, then by default
+   * to a NEW server made from the definition (fresh disk keys, new volumes
+   * of the same types, reattached once it runs). `inPlace` overwrites the
+   * source server's root disk and its backed-up volumes instead: it must be
+   * stopped, and the `restore-in-place` trigger holds it for a second admin.
+   * `networks` and `securityGroups` replace the definition's (the DR drill's isolated network).
+   */
+  async restoreServer(
+    auth: AuthContext,
+    id: string,
+    to: { name?: string | undefined; inPlace?: boolean; networks?: string[]; securityGroups?: string[] },
+    recoveryPem?: string,
+    approval?: { id: string; approvedBy: string },
+  ): Promise<{ backup_id: string; server_id: string; in_place: boolean }> {
+    const b = await this.get(auth, id);
+    if (b.kind !== 'server' || !b.definition)
+      throw badRequest(`Backup ${b.id} is a volume backup; restore it with \`bulwark backup restore\`.`);
+    const def = JSON.parse(b.definition) as ServerDefinition;
+    const { recoveryKey, idKey } = await this.verified(b, recoveryPem);
+    try {
+      if (to.inPlace) {
+        const s = await this.serverService.get(auth, b.source_id).catch(() => {
+          throw badRequest(`Server ${b.source_id} is gone; restore backup ${b.id} to a new server instead.`);
+        });
+        if (!approval)
+          await this.holdInPlace(
+            auth,
+            idKey,
+            { kind: 'server', backupId: b.id, serverId: s.id },
+            `server ${s.name}`,
+          );
+        if (s.vm_state !== 'stopped' || s.task_state !== null)
+          throw conflict(`Server ${s.name} is ${s.vm_state}; stop it before restoring over its disks.`);
+        const attached = new Set((await this.volumes.listAttachments(auth, s.id)).map((a) => a.volume_id));
+        const missing = def.volumes.filter((v) => !attached.has(v.id));
+        if (missing.length)
+          throw conflict(
+            `Volume ${missing.map((v) => v.id).join(', ')} of the backup is no longer attached to ${s.name}; restore to a new server instead.`,
+          );
+        await this.set(b.id, { status: 'restoring' });
+        this.tasks.track(b.id, this.runServerRestore(auth, b, s.id, null, recoveryKey, idKey));
+        return { backup_id: b.id, server_id: s.id, in_place: true };
+      }
+      const owner = { ...auth, projectId: b.project_id };
+      const name = to.name ?? `${def.name}-restored`;
+      const nets = to.networks ?? def.networks;
+      const { repository } = await this.repository();
+      const s = await this.serverService.create(
+        owner,
+        {
+          name,
+          imageRef: def.image_id,
+          flavorRef: def.flavor_id,
+          metadata: { ...def.metadata, restored_from: b.id },
+          hints: {},
+          userData: def.user_data ?? undefined,
+          networks: nets.length ? nets.map((uuid) => ({ uuid })) : 'none',
+          securityGroups: to.networks
+            ? undefined
+            : def.security_groups.length
+              ? def.security_groups
+              : undefined,
+        },
+        undefined,
+        undefined,
+        // The new server's root disk is written before its first start, under its own new key.
+        async (driver, serverId) => {
+          const disk = await driver.openRootDisk(serverId, 'write');
+          await repository.restore(
+            b.id,
+            b.seal_sha256 as string,
+            recoveryKey,
+            idKey,
+            async (d) =>
+              d.name === ROOT_DISK ? { write: (o, x) => disk.write(o, x), close: () => disk.close() } : null,
+            {
+              sparse: false,
+              progress: (done, total) => this.progress.set(b.id, Math.floor((done * 50) / total)),
+            },
+          );
+        },
+      );
+      const volumeIds = new Map<string, string>();
+      for (const v of def.volumes) {
+        const nv = await this.volumes.create(owner, {
+          name: `${name}-${v.name ?? v.id.slice(0, 8)}`,
+          size: v.size,
+          volumeType: v.type_id,
+        });
+        volumeIds.set(v.id, nv.id);
+      }
+      await this.set(b.id, { status: 'restoring' });
+      this.tasks.track(b.id, this.runServerRestore(owner, b, s.id, volumeIds, recoveryKey, idKey));
+      return { backup_id: b.id, server_id: s.id, in_place: false };
+    } catch (err) {
+      idKey.fill(0);
+      throw err;
+    }
+  }
+
+  /**
+   * The volumes of a server restore (new ones, or in place with the root
+   * disk too), then, for a new server, waits for it to run and attaches them.
+   * `volumeIds`: backed-up volume -> new volume; null: in place.
+   */
+  private async runServerRestore(
+    auth: AuthContext,
+    b: Backup,
+    serverId: string,
+    volumeIds: Map<string, string> | null,
+    recoveryKey: KeyObject,
+    idKey: Buffer,
+  ) {
+    const servers = this.serverService;
+    const held: string[] = [];
+    this.restoreErrors.delete(b.id);
+    try {
+      const { repository } = await this.repository();
+      const def = JSON.parse(b.definition as string) as ServerDefinition;
+      const targets = new Map(def.volumes.map((v) => [volumeDisk(v.id), volumeIds?.get(v.id) ?? v.id]));
+      for (const id of targets.values()) {
+        if (volumeIds) await this.volumes.settled(id);
+        if (!(await this.volumes.hold(id, volumeIds ? ['available'] : ['in-use'], 'restoring-backup')))
+          throw new BulwarkError('Conflict', `Volume ${id} is busy; the restore did not start.`);
+        held.push(id);
+      }
+      const open: DiskHandle[] = [];
+      try {
+        await repository.restore(
+          b.id,
+          b.seal_sha256 as string,
+          recoveryKey,
+          idKey,
+          async (d) => {
+            const target =
+              d.name === ROOT_DISK ? (volumeIds ? null : serverId) : (targets.get(d.name) ?? null);
+            if (!target) return null;
+            let h: DiskHandle;
+            if (d.name === ROOT_DISK) h = await this.driver.openRootDisk(serverId, 'write');
+            else {
+              const key = await this.volumes.keyOf(target);
+              try {
+                h = await this.driver.openVolumeData(target, key, 'write', volumeIds ? null : serverId);
+              } finally {
+                key?.fill(0);
+              }
+            }
+            open.push(h);
+            return { write: (o, x) => h.write(o, x), close: () => h.close() };
+          },
+          // New volumes are zero-filled; a disk overwritten in place gets every byte.
+          {
+            sparse: volumeIds !== null,
+            progress: (done, total) => this.progress.set(b.id, Math.floor((done * 100) / total)),
+          },
+        );
+      } finally {
+        for (const h of open) await h.close().catch(() => undefined);
+      }
+      for (const id of held.splice(0)) await this.volumes.release(id, volumeIds ? 'available' : 'in-use');
+      if (volumeIds) {
+        await servers.settled(serverId);
+        const s = await servers.get(auth, serverId);
+        if (s.vm_state !== 'active')
+          throw new BulwarkError(
+            'Conflict',
+            `The restored server ${serverId} did not start (${s.vm_state}).`,
+          );
+        for (const id of volumeIds.values()) await this.volumes.attach(auth, serverId, id);
+      }
+      await this.record(
+        auth,
+        'server:backups:restore:done',
+        b.id,
+        'success',
+        `restored to server ${serverId}${volumeIds ? ` (new; volumes ${[...volumeIds.values()].join(', ') || 'none'})` : ' (in place)'}`,
+      );
+    } catch (err) {
+      const msg = err instanceof BulwarkError ? err.message : 'The restore failed; see the daemon log.';
+      this.restoreErrors.set(b.id, msg);
+      for (const id of held) await this.volumes.release(id, 'error_restoring', msg).catch(() => undefined);
+      await this.record(auth, 'server:backups:restore:done', b.id, 'failure', `server ${serverId}: ${msg}`);
+    } finally {
+      // The new server's own build writes its root disk with these keys: wipe them only after it.
+      if (volumeIds) await servers.settled(serverId).catch(() => undefined);
       idKey.fill(0);
       this.progress.delete(b.id);
       await this.set(b.id, { status: 'available' }).catch(() => undefined);

@@ -22,6 +22,12 @@ export interface BackupTarget {
 
 const NAME = /^[a-z]+(\/[0-9a-f]{2})?\/[0-9a-zA-Z.-]+$/;
 
+/** An object name the repository makes (refuses anything else, e.g. `..`). */
+export function checkObjectName(name: string): string {
+  if (!NAME.test(name) && name !== 'config') throw badRequest(`Bad backup object name ${name}.`);
+  return name;
+}
+
 /** A local directory (root 0700, objects 0600), each object written whole and renamed into place. */
 export class LocalTarget implements BackupTarget {
   constructor(private readonly dir: string) {}
@@ -31,8 +37,7 @@ export class LocalTarget implements BackupTarget {
   }
 
   private path(name: string): string {
-    if (!NAME.test(name) && name !== 'config') throw badRequest(`Bad backup object name ${name}.`);
-    return join(this.dir, name);
+    return join(this.dir, checkObjectName(name));
   }
 
   async put(name: string, data: Buffer): Promise<void> {

@@ -264,6 +264,8 @@ export class ServerService {
     approval?: { id: string; approvedBy: string },
     /** clone(): the stopped server whose disk the new one starts from. */
     cloneOf?: Server,
+    /** A server restore (backups/service.ts): writes the new, defined root disk before the first start. */
+    prepareRoot?: (driver: HypervisorDriver, serverId: string) => Promise<void>,
   ): Promise<Server> {
     if (!auth.projectId) throw badRequest('A project-scoped token is needed to create a server.');
     if (input.networks === 'auto') {
@@ -400,7 +402,7 @@ export class ServerService {
       await this.unrecord(row.id);
       throw badRequest('Security groups apply to network ports; give the server a --network.');
     }
-    if (row.host) this.tasks.track(row.id, this.build(row, cloneOf?.id));
+    if (row.host) this.tasks.track(row.id, this.build(row, cloneOf?.id, prepareRoot));
     return row;
   }
 
@@ -544,7 +546,11 @@ export class ServerService {
     };
   }
 
-  private async build(s: Server, cloneOf?: string): Promise<void> {
+  private async build(
+    s: Server,
+    cloneOf?: string,
+    prepareRoot?: (driver: HypervisorDriver, serverId: string) => Promise<void>,
+  ): Promise<void> {
     try {
       await this.setState(s.id, { task_state: 'spawning' });
       const plan = (JSON.parse(s.guest) as StoredGuest).plan;
@@ -555,6 +561,7 @@ export class ServerService {
       const driver = this.driverOf(s);
       await driver.define(await this.specFor(s));
       if (cloneOf) await driver.copyRootDisk(cloneOf, s.id);
+      await prepareRoot?.(driver, s.id);
       await driver.start(s.id);
       await this.setState(s.id, { vm_state: 'active', task_state: null, launched_at: nowIso() });
     } catch (err) {

@@ -21,13 +21,22 @@ export interface DiskHandle {
  * qemu-nbd as a secret object read from a real pipe (`cat | qemu-nbd`,
  * `file=/dev/stdin`), never a file or its command line; the plaintext
  * crosses only that socket into the daemon. `backing=` (empty) opens no
- * backing file whatever the header says. `shared`: the file stays in use by
- * a (paused) guest, so no lock is taken and nothing is written.
+ * backing file whatever the header says, unless `backing` names the one the
+ * caller vouches for (a root overlay's image: the disk as its guest sees it).
+ * `shared`: the file stays in use by a (paused) guest, so no lock is taken
+ * and nothing is written. `detectZeroes`: zero writes become zero clusters
+ * (a full restore into a fresh overlay then stays small).
  */
 export async function openQcow2(
   path: string,
   key: Buffer | null,
-  opts: { writable: boolean; shared: boolean; socketParent: string },
+  opts: {
+    writable: boolean;
+    shared: boolean;
+    socketParent: string;
+    backing?: { path: string; format: 'raw' | 'qcow2' };
+    detectZeroes?: boolean;
+  },
 ): Promise<DiskHandle> {
   const dir = await mkdtemp(join(opts.socketParent, '.nbd-'));
   const sock = join(dir, 'sock');
@@ -35,8 +44,18 @@ export async function openQcow2(
     'driver=qcow2',
     'file.driver=file',
     `file.filename=${path.replaceAll(',', ',,')}`,
-    'backing=',
+    ...(opts.backing
+      ? [
+          `backing.driver=${opts.backing.format}`,
+          'backing.file.driver=file',
+          `backing.file.filename=${opts.backing.path.replaceAll(',', ',,')}`,
+          'backing.read-only=on',
+          ...(opts.shared ? ['backing.file.locking=off'] : []),
+          ...(opts.backing.format === 'qcow2' ? ['backing.backing='] : []),
+        ]
+      : ['backing=']),
     ...(opts.shared ? ['file.locking=off'] : []),
+    ...(opts.detectZeroes ? ['detect-zeroes=unmap', 'discard=unmap'] : []),
     ...(key ? ['encrypt.key-secret=sec0'] : []),
   ].join(',');
   const args = [

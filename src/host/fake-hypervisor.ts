@@ -212,15 +212,32 @@ export class FakeHypervisor implements HypervisorDriver {
     const v = this.volumes.get(id);
     if (!v) throw new BulwarkError('NotFound', `volume ${id} is not on this host`);
     if (v.encrypted !== (key !== null)) throw new BulwarkError('Conflict', 'volume key does not fit');
-    if (mode === 'write' && v.attachedTo) throw new BulwarkError('Conflict', `volume ${id} is attached`);
+    if (mode === 'write' && v.attachedTo && (!serverId || this.guests.get(serverId)?.state === 'running'))
+      throw new BulwarkError('Conflict', `volume ${id} is attached`);
     const g = serverId ? this.guests.get(serverId) : undefined;
     const pause = mode === 'read' && g?.state === 'running';
     if (pause && serverId) this.pausedForBackup.add(serverId);
-    const blocks = this.volumeData.get(id) ?? new Map<number, Buffer>();
-    this.volumeData.set(id, blocks);
+    return this.blockDisk(id, v.bytes, () => {
+      if (serverId) this.pausedForBackup.delete(serverId);
+    });
+  }
+  /** A server's root disk, in memory like volumes (under `root:<id>`), sized by its flavor. */
+  async openRootDisk(id: string, mode: 'read' | 'write') {
+    const g = this.guest(id);
+    if (mode === 'write' && g.state === 'running')
+      throw new BulwarkError('Conflict', `Server ${id} is running; stop it first.`);
+    const pause = mode === 'read' && g.state === 'running';
+    if (pause) this.pausedForBackup.add(id);
+    return this.blockDisk(`root:${id}`, Math.max(1, g.spec.bootDisk.sizeGiB) * 2 ** 30, () => {
+      this.pausedForBackup.delete(id);
+    });
+  }
+  private blockDisk(key: string, size: number, onClose: () => void) {
+    const blocks = this.volumeData.get(key) ?? new Map<number, Buffer>();
+    this.volumeData.set(key, blocks);
     const B = 1024 * 1024;
     return {
-      size: v.bytes,
+      size,
       read: async (off: number, len: number) => {
         const out = Buffer.alloc(len);
         for (let b = Math.floor(off / B); b * B < off + len; b++) {
@@ -240,9 +257,7 @@ export class FakeHypervisor implements HypervisorDriver {
           i += n;
         }
       },
-      close: async () => {
-        if (serverId) this.pausedForBackup.delete(serverId);
-      },
+      close: async () => onClose(),
     };
   }
   setVolumeKeySource(source: VolumeKeySource): void {

@@ -140,7 +140,8 @@ export interface HypervisorDriver {
    * A volume's plaintext, for a backup (`read`) or a restore (`write`). Read
    * while attached to `serverId`'s running guest: the guest is paused (QMP
    * `stop` drains and flushes its disks) until the handle is closed, so the
-   * image is crash-consistent. Write: only while the volume is not attached.
+   * image is crash-consistent. Write: only while the volume is not attached,
+   * or attached to `serverId` while that guest does not run.
    */
   openVolumeData(
     volumeId: string,
@@ -148,6 +149,12 @@ export interface HypervisorDriver {
     mode: 'read' | 'write',
     serverId?: string | null,
   ): Promise<DiskHandle>;
+  /**
+   * A server's root disk as its guest sees it (overlay over image), for a
+   * server backup (`read`; a running guest is paused until close) or a
+   * restore (`write`; the guest must not run).
+   */
+  openRootDisk(serverId: string, mode: 'read' | 'write'): Promise<DiskHandle>;
   // ---- snapshots (docs/snapshots.md): internal qcow2 snapshots, encrypted like their source ----
   /**
    * Snapshot `tag` of a volume (its key from the volume key source): live over

@@ -1083,42 +1083,74 @@ export class QemuDriver implements HypervisorDriver {
     const st = await lstat(path).catch(() => null);
     if (!st?.isFile()) throw notFound('volume file', volumeId);
     const attached = st.uid !== 0;
-    if (mode === 'write' && attached) throw conflict(`Volume ${volumeId} is attached; detach it first.`);
-    let resume: (() => Promise<void>) | null = null;
-    if (attached && serverId) {
-      const rec = await this.readRecord(serverId);
-      if (rec && (await this.process(rec))) {
-        await this.lock.run(serverId, async () => {
-          const qmp = await this.client(rec);
-          const status = await qmp.execute('query-status');
-          if (isObject(status) && status.running === true) {
-            await qmp.execute('stop');
-            resume = () => this.lock.run(serverId, async () => void (await qmp.execute('cont')));
-          }
-        });
-      }
-    }
+    // Writing an attached volume: only while its guest is not running (an in-place server restore).
+    if (mode === 'write' && attached && (!serverId || (await this.hasProcess(serverId))))
+      throw conflict(`Volume ${volumeId} is attached; detach it first.`);
+    const resume = mode === 'read' && attached && serverId ? await this.pauseForRead(serverId) : null;
     try {
       await checkVolumeFile(path, key !== null);
       const h = await openQcow2(path, key, {
         writable: mode === 'write',
-        shared: attached,
+        shared: attached && mode === 'read',
         socketParent: this.volumesDir,
       });
-      return {
-        size: h.size,
-        read: (o, l) => h.read(o, l),
-        write: (o, d) => h.write(o, d),
-        close: async () => {
-          try {
-            await h.close();
-          } finally {
-            await (resume as (() => Promise<void>) | null)?.();
-          }
-        },
-      };
+      return resumingOnClose(h, resume);
     } catch (err) {
-      await (resume as (() => Promise<void>) | null)?.().catch(() => undefined);
+      await resume?.().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async hasProcess(serverId: string): Promise<boolean> {
+    const rec = await this.readRecord(serverId);
+    return !!rec && !!(await this.process(rec));
+  }
+
+  /**
+   * Pauses a running guest (QMP `stop` drains and flushes its disks, so its
+   * files are a crash-consistent image); returns what continues it, or null
+   * if it was not running (then it stays as it was).
+   */
+  private async pauseForRead(serverId: string): Promise<(() => Promise<void>) | null> {
+    const rec = await this.readRecord(serverId);
+    if (!rec || !(await this.process(rec))) return null;
+    return this.lock.run(serverId, async () => {
+      const qmp = await this.client(rec);
+      const status = await qmp.execute('query-status');
+      if (!(isObject(status) && status.running === true)) return null;
+      await qmp.execute('stop');
+      return () => this.lock.run(serverId, async () => void (await qmp.execute('cont')));
+    });
+  }
+
+  /**
+   * A server's root disk as its guest sees it (the overlay over its image),
+   * for a server backup (`read`: a running guest is paused until close) or
+   * a restore (`write`: the guest must not run; every byte is written, zeros
+   * as zero clusters, so the image below no longer shows through).
+   */
+  async openRootDisk(serverId: string, mode: 'read' | 'write'): Promise<DiskHandle> {
+    const rec = await this.record(serverId);
+    const L = this.layout(serverId);
+    const st = await lstat(L.overlay).catch(() => null);
+    if (!st?.isFile() || st.uid !== rec.user.uid) throw conflict(`Server ${serverId} has no root disk here.`);
+    const live = !!(await this.process(rec));
+    if (mode === 'write' && live)
+      throw conflict(`Server ${serverId} is running; stop it before its disk is overwritten.`);
+    const resume = mode === 'read' ? await this.pauseForRead(serverId) : null;
+    const open = (key: Buffer | null) =>
+      openQcow2(L.overlay, key, {
+        writable: mode === 'write',
+        shared: live,
+        socketParent: L.hostDir,
+        backing: { path: rec.spec.bootDisk.imagePath, format: rec.spec.bootDisk.imageFormat },
+        detectZeroes: mode === 'write',
+      });
+    try {
+      const h = await (rec.spec.bootDisk.encrypted ? this.withDiskKey(serverId, open) : open(null));
+      return resumingOnClose(h, resume);
+    } catch (err) {
+      await resume?.().catch(() => undefined);
       throw err;
     }
   }
@@ -1462,4 +1494,20 @@ export async function createQemuDriver(opts: QemuDriverOptions): Promise<QemuDri
   const driver = new QemuDriver(opts, accel, cgroups);
   await driver.init();
   return driver;
+}
+
+/** `h`, continuing its paused guest (if any) once closed. */
+function resumingOnClose(h: DiskHandle, resume: (() => Promise<void>) | null): DiskHandle {
+  return {
+    size: h.size,
+    read: (o, l) => h.read(o, l),
+    write: (o, d) => h.write(o, d),
+    close: async () => {
+      try {
+        await h.close();
+      } finally {
+        await resume?.();
+      }
+    },
+  };
 }

@@ -196,6 +196,18 @@ export const POLICY = {
   'backup:schedules:list': ['admin', 'reader'],
   'backup:schedules:create': ['admin'],
   'backup:schedules:delete': ['admin'],
+  // Whole-server backups (docs/backups.md): the same grants as volume backups; restore is admin-only.
+  'server:backups:create': ['admin', 'backup-operator'],
+  'server:backups:list': ['admin', 'reader'],
+  'server:backups:show': ['admin', 'reader'],
+  'server:backups:restore': ['admin'],
+  // DR drills (docs/dr.md): admins set targets and run drills (they restore backups); the project reads.
+  'dr:targets:list': ['admin', 'reader'],
+  'dr:targets:set': ['admin'],
+  'dr:targets:delete': ['admin'],
+  'dr:drills:create': ['admin'],
+  'dr:drills:list': ['admin', 'reader'],
+  'dr:drills:show': ['admin', 'reader'],
   // Snapshots (docs/snapshots.md): Cinder volume snapshots and Bulwark server snapshots, members write
   // in their own project. Lifecycle policies: a project's is the cloud admin's; a server's or volume's
   // is its members' and can only tighten the project's (snapshots/lifecycle.ts).

@@ -40,6 +40,8 @@ import * as m0050 from './migrations/0050-snapshots.js';
 import * as m0051 from './migrations/0051-templates.js';
 import * as m0060 from './migrations/0060-multihost.js';
 import * as m0070 from './migrations/0070-compliance.js';
+import * as m0080 from './migrations/0080-server-backups.js';
+import * as m0081 from './migrations/0081-dr-drills.js';
 import type { Schema } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -92,6 +94,8 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0051-templates': { up: m0051.up },
   '0060-multihost': { up: m0060.up },
   '0070-compliance': { up: m0070.up },
+  '0080-server-backups': { up: m0080.up(dialect) },
+  '0081-dr-drills': { up: m0081.up },
 });
 
 export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');

@@ -677,7 +677,7 @@ export interface BackupsTable {
   user_id: string;
   name: string | null;
   description: string | null;
-  /** `volume` */
+  /** `volume` or `server` (migration 0080) */
   kind: string;
   source_id: string;
   source_type_id: string | null;
@@ -698,6 +698,44 @@ export interface BackupsTable {
   deleted_at: string | null;
   /** The schedule that made it (migration 0041); only those are pruned by retention. */
   schedule_id: string | null;
+  /** A server backup's ServerDefinition as JSON (migration 0080); null for volumes. */
+  definition: string | null;
+}
+
+// ---- disaster-recovery drills (migration 0081, docs/dr.md) ----
+
+export interface DrPoliciesTable {
+  server_id: string;
+  project_id: string;
+  rpo_target_s: number;
+  rto_target_s: number;
+  /** What the restored guest's console shows once it is up. */
+  boot_marker: string;
+  set_by: string;
+  updated_at: string;
+}
+
+export interface DrDrillsTable {
+  id: string;
+  /** One `bulwark dr drill` covers every protected server: they share a run id. */
+  run_id: string;
+  server_id: string;
+  project_id: string;
+  backup_id: string | null;
+  /** running, done */
+  status: string;
+  /** What a running drill is doing (restoring, booting, cleaning up). */
+  step: string | null;
+  started_at: string;
+  finished_at: string | null;
+  rpo_s: number | null;
+  rto_s: number | null;
+  rpo_target_s: number;
+  rto_target_s: number;
+  /** pass or fail */
+  verdict: string | null;
+  reason: string | null;
+  started_by: string;
 }
 
 export interface BackupSchedulesTable {
@@ -821,6 +859,8 @@ export interface Schema {
   host_join_tokens: HostJoinTokensTable;
   backup_repositories: BackupRepositoriesTable;
   backups: BackupsTable;
+  dr_policies: DrPoliciesTable;
+  dr_drills: DrDrillsTable;
   backup_schedules: BackupSchedulesTable;
   templates: TemplatesTable;
   snapshots: SnapshotsTable;

@@ -243,10 +243,23 @@ describe.each(dialects())('backup API on %s', (dialect) => {
       seconds: 60,
     });
     expect(unlock.status).toBe(200);
+    // In place: held for a second admin (restore-in-place); the requester cannot approve it.
     const inPlace = await api.call('POST', `${V}/backups/${backupId}/restore`, admin, {
       restore: { volume_id: newId },
     });
     expect(inPlace.status).toBe(202);
+    const held = inPlace.json.approval as { id: string; kind: string; status: string };
+    expect(held).toMatchObject({ kind: 'restore-in-place', status: 'pending' });
+    await settle();
+    const still = await api.driver.openVolumeData(newId, null, 'read');
+    expect((await still.read(5 * 1024 * 1024, 16)).equals(Buffer.alloc(16, 0x55))).toBe(true);
+    await still.close();
+    const self = await api.call('POST', `${B}/approvals/${held.id}/approve`, admin, { reason: 'mine' });
+    expect(self.status).toBe(403);
+    const admin2 = await api.persona('admin', 'bak-admin2', 'admin');
+    const ok = await api.call('POST', `${B}/approvals/${held.id}/approve`, admin2.token, { reason: 'ok' });
+    expect(ok.status).toBe(200);
+    expect(ok.json.approval).toMatchObject({ status: 'executed' });
     await settle();
     const h2 = await api.driver.openVolumeData(newId, null, 'read');
     expect((await h2.read(5 * 1024 * 1024, pattern.length)).equals(pattern)).toBe(true);

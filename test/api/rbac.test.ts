@@ -64,6 +64,7 @@ describe('RBAC matrix', () => {
     port: '',
     backup: '',
     complianceRun: '',
+    serverBackup: '',
   };
   const serverInput = () => serverRequest(fixtures.image, fixtures.flavor, uniq('s'));
 
@@ -318,6 +319,9 @@ describe('RBAC matrix', () => {
       const body = { rule: { id, when: { key: 'environment', value: 'staging' }, requires: ['owner'] } };
       return { url: url.replace(':id', id), body: method === 'POST' ? body : undefined, target: {} };
     }
+    if (url.startsWith('/bulwark/v1/dr/')) return drSample(method, url);
+    if (url.includes('/server-backups') || url === '/bulwark/v1/servers/:id/backups')
+      return serverBackupSample(method, url);
     if (url.includes('/backup')) return backupSample(method, url, p);
     if (url.startsWith('/volume') || url.includes('/os-volume_attachments')) return volumeSample(method, url);
     if (url.startsWith('/compute') || url.startsWith('/image')) return computeSample(method, url);
@@ -680,6 +684,70 @@ describe('RBAC matrix', () => {
       url: url.replace(/:(\w+)/g, (_, k: string) => values[k] ?? `missing-${k}`),
       body,
       target: url.includes(':project_id') ? { project_id: projectA } : {},
+    };
+  }
+
+  /** DR targets and drills: on the member's server; a drill row of project A to show. */
+  async function drSample(method: string, url: string) {
+    const adminAuth = api.authOf(who.admin.token as string);
+    if (method === 'DELETE')
+      await api.platform.dr.setPolicy(adminAuth, fixtures.server, { rpoS: 60, rtoS: 60 });
+    let id = fixtures.server;
+    if (url === '/bulwark/v1/dr/drills/:id') {
+      id = uniq('drill');
+      await api.store.db
+        .insertInto('dr_drills')
+        .values({
+          id,
+          run_id: id,
+          server_id: fixtures.server,
+          project_id: projectA,
+          backup_id: null,
+          status: 'done',
+          step: null,
+          started_at: new Date().toISOString(),
+          finished_at: new Date().toISOString(),
+          rpo_s: null,
+          rto_s: null,
+          rpo_target_s: 60,
+          rto_target_s: 60,
+          verdict: 'fail',
+          reason: 'sample',
+          started_by: 'admin',
+        })
+        .execute();
+    }
+    const body =
+      method === 'PUT'
+        ? { target: { rpo_s: 3600, rto_s: 3600 } }
+        : method === 'POST'
+          ? { drill: { server_ids: [uniq('not-protected')] } }
+          : undefined;
+    return { url: url.replace(':id', id), body, target: {} };
+  }
+
+  /** Server backups: of the member's server; a restore makes a new server from a fresh backup. */
+  async function serverBackupSample(method: string, url: string) {
+    const { backups } = api.platform;
+    const write = method !== 'GET';
+    let id = fixtures.serverBackup;
+    if (url.includes('/server-backups/:id') && (write || !id)) {
+      const b = await backups.createServerBackup(api.authOf(who.admin.token as string), {
+        serverId: fixtures.server,
+      });
+      await backups.settled();
+      id = b.id;
+      if (!write) fixtures.serverBackup = id;
+    }
+    const body = url.endsWith('/restore')
+      ? { recovery_key: recoveryPem, name: uniq('sr') }
+      : url.endsWith('/backups') && method === 'POST'
+        ? { backup: { name: uniq('sb') } }
+        : undefined;
+    return {
+      url: url.replace(':id', url.startsWith('/bulwark/v1/servers/') ? fixtures.server : id),
+      body,
+      target: {},
     };
   }
 

@@ -59,21 +59,49 @@ export function registerBackupCommands(program: Command): void {
       .requiredOption(
         '--recovery-key-out <file>',
         'where to write the recovery private key (0600); keep it offline',
-      ),
-  ).action(async (o: { recoveryKeyOut: string }, cmd: Command) => {
-    const g = globals(cmd);
-    const rk = generateRecoveryKey();
-    writeFileSync(o.recoveryKeyOut, rk.privateKeyPem, { mode: 0o600, flag: 'wx' });
-    await withClient(g, async (c) => {
-      const r = await c.request<{ repository: Obj }>('bulwark', 'POST', '/backup-repository', {
-        repository: { recipient_public_key: rk.publicKey },
+      )
+      .option('--s3-endpoint <url>', 'keep the repository in an S3-compatible store at this endpoint')
+      .option('--s3-bucket <bucket>')
+      .option('--s3-prefix <prefix>', 'key prefix inside the bucket, ending in /')
+      .option('--s3-region <region>', 'default us-east-1'),
+  ).action(
+    async (
+      o: {
+        recoveryKeyOut: string;
+        s3Endpoint?: string;
+        s3Bucket?: string;
+        s3Prefix?: string;
+        s3Region?: string;
+      },
+      cmd: Command,
+    ) => {
+      const g = globals(cmd);
+      if (!o.s3Endpoint !== !o.s3Bucket) throw new Error('--s3-endpoint and --s3-bucket go together.');
+      const rk = generateRecoveryKey();
+      writeFileSync(o.recoveryKeyOut, rk.privateKeyPem, { mode: 0o600, flag: 'wx' });
+      await withClient(g, async (c) => {
+        const r = await c.request<{ repository: Obj }>('bulwark', 'POST', '/backup-repository', {
+          repository: {
+            recipient_public_key: rk.publicKey,
+            ...(o.s3Endpoint
+              ? {
+                  s3: {
+                    endpoint: o.s3Endpoint,
+                    bucket: o.s3Bucket,
+                    ...(o.s3Prefix ? { prefix: o.s3Prefix } : {}),
+                    ...(o.s3Region ? { region: o.s3Region } : {}),
+                  },
+                }
+              : {}),
+          },
+        });
+        printObject(g.format, r.repository);
+        process.stderr.write(
+          `The recovery key is in ${o.recoveryKeyOut}. The platform does not keep it: without it no backup can be restored. Store it offline.\n`,
+        );
       });
-      printObject(g.format, r.repository);
-      process.stderr.write(
-        `The recovery key is in ${o.recoveryKeyOut}. The platform does not keep it: without it no backup can be restored. Store it offline.\n`,
-      );
-    });
-  });
+    },
+  );
   withFormat(
     repo.command('show').description('Admin: the repository, its size and whether it is unlocked'),
   ).action(async (_o: unknown, cmd: Command) => {

@@ -5,6 +5,7 @@ import { findByNameOrId, withClient, withFormat } from '../common.js';
 import { printList, printObject } from '../output.js';
 import { byteProgress, waitWithStatus } from '../progress.js';
 import { printHeld } from './approvals.js';
+import { registerServerBackupCommands } from './server-backups.js';
 
 type Obj = { id: string; name?: string } & Record<string, unknown>;
 const globals = (cmd: Command) =>
@@ -165,6 +166,7 @@ export function registerComputeCommands(program: Command): void {
   });
 
   const server = program.command('server').description('Servers (virtual machines)');
+  registerServerBackupCommands(server);
   /** The server, once ACTIVE when `wait` (with progress; ERROR fails with its fault). */
   withFormat(server.command('list')).action(async (_o, cmd: Command) => {
     const g = globals(cmd);
