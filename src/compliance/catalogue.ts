@@ -344,7 +344,8 @@ export const CONTROLS: readonly Control[] = [
     rating: 'section',
     source: 'guide §19 Disaster Recovery and Business Continuity; Phase 4: Disaster recovery testing',
     scope: 'platform',
-    remediation: 'Run a DR drill and record it.',
+    remediation:
+      'Set DR targets (bulwark dr target set SERVER --rpo S --rto S) and run bulwark dr drill at least yearly.',
     mappings: { 'pci-dss': ['12.10.2'], hipaa: ['164.308(a)(7)(ii)(D)'], soc2: ['A1.3'] },
   }),
   c({

@@ -623,10 +623,45 @@ export const PLATFORM_CHECKS: Record<string, Check> = {
     });
   },
 
-  async 'dr-drill'() {
-    return notApplicable(
-      'DR drill records in the store',
-      'this platform keeps no DR drill record yet (no `bulwark dr drill`); the control is judged once drills are recorded',
+  async 'dr-drill'(d) {
+    // PCI DSS 12.10.2: the response plan is tested at least once every 12 months.
+    const servers = await liveServers(d);
+    const protectedIds = new Set(
+      (await d.store.db.selectFrom('dr_policies').select('server_id').execute()).map((p) => p.server_id),
+    );
+    const covered = servers.filter((s) => protectedIds.has(s.id));
+    if (servers.length === 0)
+      return notApplicable(
+        'servers with a DR target (dr_policies)',
+        'no server exists, so none needs a DR drill',
+      );
+    const offenders: Offender[] = [];
+    if (covered.length === 0)
+      offenders.push(setting('dr_targets', 'no server has a DR target (bulwark dr target set SERVER ...)'));
+    const cutoff = d.now().getTime() - 365 * DAY;
+    for (const s of covered) {
+      const last = await d.store.db
+        .selectFrom('dr_drills')
+        .select(['finished_at', 'verdict', 'reason', 'rpo_s', 'rto_s'])
+        .where('server_id', '=', s.id)
+        .where('finished_at', 'is not', null)
+        .orderBy('finished_at', 'desc')
+        .limit(1)
+        .executeTakeFirst();
+      const problem = !last?.finished_at
+        ? 'never drilled'
+        : Date.parse(last.finished_at) < cutoff
+          ? `last drill ${last.finished_at}, more than a year ago`
+          : last.verdict !== 'pass'
+            ? `last drill ${last.finished_at} failed: ${last.reason ?? 'no reason recorded'}`
+            : null;
+      if (problem) offenders.push({ type: 'server', id: s.id, name: s.name, detail: problem });
+    }
+    return byOffenders(
+      offenders,
+      `the newest finished drill of each of ${covered.length} protected servers (of ${servers.length})`,
+      'DR drills missing, older than a year or failed',
+      { protected_servers: covered.length },
     );
   },
 

@@ -485,17 +485,63 @@ describe.each(dialects())('compliance checks on %s', (dialect) => {
     }
   });
 
-  it('settings that pass here: rate limits, retention, vTPM and Secure Boot, password rules; DR drill is not applicable', async () => {
+  it('settings that pass here: rate limits, retention, vTPM and Secure Boot, password rules', async () => {
     const r = await run();
     expect(r['rate-limits']?.verdict).toBe('pass');
     expect(r['console-recording']?.verdict).toBe('pass');
     expect(r['vtpm-secure-boot']?.verdict).toBe('pass');
-    expect(r['dr-drill']).toMatchObject({
-      verdict: 'not_applicable',
-      reason: expect.stringMatching(/no DR drill record/),
-    });
     // The harness keeps the default lockout (1800 s: PCI's 30 minutes) and password rules.
     expect(r['password-policy']?.verdict).toBe('pass');
+  });
+
+  it('DR drill: no target fails; a protected server fails until drilled, passes after, fails a year later or on a failed drill', async () => {
+    const detail = async () => (await check('dr-drill')).offenders.map((o) => `${o.id}: ${o.detail}`);
+    expect(await detail()).toEqual([expect.stringMatching(/^dr_targets: no server has a DR target/)]);
+    const target = await api.call('PUT', `/bulwark/v1/dr/targets/${serverId}`, admin, {
+      target: { rpo_s: 86400, rto_s: 3600 },
+    });
+    expect(target.status).toBe(200);
+    expect(await detail()).toEqual([`${serverId}: never drilled`]);
+    // A drill as `bulwark dr drill` records it (test/e2e/server-backups.test.ts runs real ones).
+    const { project_id } = await api.store.db
+      .selectFrom('servers')
+      .select('project_id')
+      .where('id', '=', serverId)
+      .executeTakeFirstOrThrow();
+    const drill = (id: string, verdict: string, at: Date) =>
+      api.store.db
+        .insertInto('dr_drills')
+        .values({
+          id,
+          run_id: id,
+          server_id: serverId,
+          project_id,
+          backup_id: null,
+          status: 'done',
+          step: null,
+          started_at: at.toISOString(),
+          finished_at: at.toISOString(),
+          rpo_s: 60,
+          rto_s: 30,
+          rpo_target_s: 86400,
+          rto_target_s: 3600,
+          verdict,
+          reason: verdict === 'pass' ? null : 'the guest did not boot',
+          started_by: 'admin',
+        })
+        .execute();
+    try {
+      await drill('cmp-drill-1', 'pass', new Date(Date.now() + shift));
+      expect((await check('dr-drill')).verdict).toBe('pass');
+      shift = 366 * 86_400_000;
+      expect(await detail()).toEqual([expect.stringMatching(/more than a year ago$/)]);
+      await drill('cmp-drill-2', 'fail', new Date(Date.now() + shift));
+      expect(await detail()).toEqual([expect.stringMatching(/failed: the guest did not boot$/)]);
+    } finally {
+      shift = 0;
+      await api.store.db.deleteFrom('dr_drills').where('server_id', '=', serverId).execute();
+      await api.call('DELETE', `/bulwark/v1/dr/targets/${serverId}`, admin);
+    }
   });
 
   it('keeps every run: history newest first, a run by id, a report per framework; runs are audited', async () => {

@@ -423,6 +423,15 @@ describe.runIf(process.getuid?.() === 0)(
       expect(JSON.stringify(await d.osJson('volume', 'list'))).not.toMatch(/dr-drill-/);
       const audit = await audited('dr:drill:done');
       expect(audit.map((a) => a.outcome).sort()).toEqual(['failure', 'success']);
+      // The compliance check reads these drills: the drilled server passes, the one without a backup fails.
+      const report = JSON.parse(
+        await bw(['compliance', 'report', '--framework', 'pci-dss', '--format', 'json']),
+      );
+      const dr = report.rows.find((r: { control: { id: string } }) => r.control.id === 'dr-drill').result;
+      expect(dr.verdict).toBe('fail');
+      expect(dr.offenders.map((o: { name: string; detail: string }) => `${o.name}: ${o.detail}`)).toEqual([
+        expect.stringMatching(/^nobackup: last drill .* failed: .*no finished server backup/),
+      ]);
     });
 
     it('a tampered chunk: verify and restore fail loudly, nothing is made', async () => {
