@@ -50,7 +50,9 @@ type Kind =
   | 'approval'
   | 'grant'
   | 'recording'
-  | 'schedule';
+  | 'schedule'
+  | 'serverBackup'
+  | 'drill';
 
 /** Path segments before `:id` naming a resource no project owns (cloud-wide, admin-run): not tenant data. */
 const GLOBAL_SEGMENTS = new Set([
@@ -89,6 +91,10 @@ const BY_SEGMENT: Record<string, Kind> = {
   routers: 'router',
   volumes: 'volume',
   backups: 'backup',
+  'server-backups': 'serverBackup',
+  drills: 'drill',
+  // a DR target is named by its server's id
+  targets: 'server',
   snapshots: 'volSnap',
   secrets: 'secret',
   'os-quota-sets': 'project',
@@ -239,6 +245,37 @@ describe.each(dialects())('tenant isolation on %s', (dialect) => {
     });
     await api.platform.backups.settled();
     a.backup = { id: backup.id, name: `${M}-backup` };
+    const serverBackup = await api.platform.backups.createServerBackup(admin, {
+      serverId: a.server.id,
+      name: `${M}-sbackup`,
+    });
+    await api.platform.backups.settled();
+    a.serverBackup = { id: serverBackup.id, name: `${M}-sbackup` };
+    await api.platform.dr.setPolicy(admin, a.server.id, { rpoS: 86400, rtoS: 3600 });
+    // A finished drill of A's server, as `bulwark dr drill` records it (test/api/server-backups.test.ts runs them).
+    const at = new Date().toISOString();
+    a.drill = { id: randomUUID() };
+    await api.store.db
+      .insertInto('dr_drills')
+      .values({
+        id: a.drill.id,
+        run_id: randomUUID(),
+        server_id: a.server.id,
+        project_id: a.project.id,
+        backup_id: serverBackup.id,
+        status: 'done',
+        step: null,
+        started_at: at,
+        finished_at: at,
+        rpo_s: 1,
+        rto_s: 1,
+        rpo_target_s: 86400,
+        rto_target_s: 3600,
+        verdict: 'pass',
+        reason: null,
+        started_by: 'admin',
+      })
+      .execute();
     a.schedule = {
       id: (await api.platform.backupScheduler.create(admin, { volumeId: a.volume.id, intervalMinutes: 60 }))
         .id,
