@@ -102,12 +102,25 @@ export class ServerService {
   /** The hypervisor driver of each host this control plane can act on (the local one first). */
   private readonly drivers = new Map<string, HypervisorDriver>();
 
+  private readonly unsubscribe = new Map<string, () => void>();
+
   /** Makes `name`'s servers run on `driver` (the local host, or a connected agent's host). */
   attachHost(name: string, driver: HypervisorDriver): void {
-    driver.onEvent((id, event, data) => void this.onGuestEvent(id, event, data));
+    this.detachHost(name);
+    this.unsubscribe.set(
+      name,
+      driver.onEvent((id, event, data) => void this.onGuestEvent(id, event, data)),
+    );
     driver.setTpmKeySource((id) => this.tpmKey(id));
     driver.setDiskKeySource((id) => this.rootDiskKey(id));
     this.drivers.set(name, driver);
+  }
+
+  /** An agent's channel closed: its host gets no new servers until it is attached again. */
+  detachHost(name: string): void {
+    this.unsubscribe.get(name)?.();
+    this.unsubscribe.delete(name);
+    this.drivers.delete(name);
   }
 
   /** The driver of the host the server is placed on; none connected: a clear error, never another host. */
@@ -589,38 +602,43 @@ export class ServerService {
   }
 
   private async runAction(s: Server, action: ServerAction, to: VmState): Promise<void> {
-    const driver = this.drivers.get(s.host ?? '') ?? this.driver;
+    // Never another host's driver: with its agent gone, the action fails and the state is unknown.
+    const driver = s.host ? this.drivers.get(s.host) : this.driver;
     try {
+      const d = driver ?? this.driverOf(s);
       switch (action) {
         case 'start':
           await this.checkBoot(s);
-          await driver.define(await this.specFor(s));
-          await driver.start(s.id);
+          await d.define(await this.specFor(s));
+          await d.start(s.id);
           break;
         case 'stop':
-          await driver.shutdown(s.id, { timeoutMs: 10_000 });
+          await d.shutdown(s.id, { timeoutMs: 10_000 });
           break;
         case 'reboot':
-          await driver.reboot(s.id);
+          await d.reboot(s.id);
           break;
         case 'pause':
-          await driver.pause(s.id);
+          await d.pause(s.id);
           break;
         case 'unpause':
-          await driver.unpause(s.id);
+          await d.unpause(s.id);
           break;
         case 'suspend':
-          await driver.suspend(s.id);
+          await d.suspend(s.id);
           break;
         case 'resume':
           await this.checkBoot(s);
-          await driver.resume(s.id);
+          await d.resume(s.id);
           break;
       }
       await this.setState(s.id, { vm_state: to, task_state: null });
     } catch (err) {
-      const state = await driver.state(s.id).catch((): GuestState => 'missing');
-      await this.setState(s.id, { vm_state: vmStateOf(state), task_state: null });
+      const state = driver ? await driver.state(s.id).catch((): GuestState => 'missing') : null;
+      await this.setState(
+        s.id,
+        state ? { vm_state: vmStateOf(state), task_state: null } : { task_state: null },
+      );
       await this.db
         .updateTable('servers')
         .set({ fault: JSON.stringify(faultOf(err)) })

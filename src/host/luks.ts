@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { createCipheriv, randomBytes } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { BulwarkError } from '../errors.js';
-import { isObject, QmpError, type QmpClient } from './qmp.js';
+import { isObject, type QmpClient, QmpError } from './qmp.js';
 import { sleep } from './run.js';
 
 /**
