@@ -18,6 +18,12 @@ type Frame =
   | { t: 'data'; s: number; b: Buffer }
   | { t: 'end'; s: number };
 
+/**
+ * A callable: its arguments are the frame's, decoded. The agent serves them to
+ * the one authenticated control plane; the control plane's handlers (keys)
+ * check what they are given.
+ */
+// biome-ignore lint/suspicious/noExplicitAny: handlers are typed by their own signatures (driver methods)
 export type Handler = (...args: any[]) => unknown;
 
 /** One frame may hold a console log or a forensic file list, never a disk. */
