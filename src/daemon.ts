@@ -232,10 +232,12 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
   // Snapshot lifecycle (docs/snapshots.md): prunes what is past its policy's age or count, audited.
   platform.snapshots.scheduler.start();
   const agentHub = new AgentHub(store, platform.compute.servers, {
+    ca,
     uplink: config.uplinkDevice,
     log: (line) => console.error(line),
   });
   hub = agentHub;
+  platform.compute.servers.migrator = agentHub;
   const agents = config.agentListen
     ? await startAgentServer({
         ca,

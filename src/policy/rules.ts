@@ -310,6 +310,11 @@ export const POLICY = {
   'dashboard:session:create': ['public'],
   'dashboard:session:show': ['authenticated'],
   'dashboard:session:delete': ['authenticated'],
+
+  // Live migration between hosts (issue 10, docs/multi-host.md): Nova's defaults, admin only.
+  'compute:servers:migrate_live': ['admin'],
+  'compute:os-migrations:index': ['admin'],
+  'compute:servers:migrations:index': ['admin'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;

@@ -37,6 +37,7 @@ import * as m0041 from './migrations/0041-backup-schedules.js';
 import * as m0050 from './migrations/0050-snapshots.js';
 import * as m0051 from './migrations/0051-templates.js';
 import * as m0060 from './migrations/0060-multihost.js';
+import * as m0090 from './migrations/0090-migrations.js';
 import type { Schema } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -88,6 +89,7 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0050-snapshots': { up: m0050.up },
   '0051-templates': { up: m0051.up },
   '0060-multihost': { up: m0060.up },
+  '0090-migrations': { up: m0090.up },
 });
 
 export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');

@@ -46,6 +46,8 @@ export function serveHost(
   driver: HypervisorDriver,
   firewall: Pick<AgentFirewall, 'apply'>,
   extra: Record<string, Handler> = {},
+  /** Told when the control plane has taken this host on (firewall applied, guests adopted). */
+  onAttached: () => void = () => undefined,
 ): RpcPeer {
   const disks = new Map<number, DiskHandle>();
   let nextDisk = 1;
@@ -93,7 +95,7 @@ export function serveHost(
     const fn = driver[m] as (...a: unknown[]) => unknown;
     handlers[m] = (...a: unknown[]) => fn.apply(driver, a);
   }
-  const peer = new RpcPeer(io, handlers);
+  const peer = new RpcPeer(io, handlers, { attached: onAttached });
   driver.setTpmKeySource((id) => peer.call<Buffer>('key.tpm', id));
   driver.setDiskKeySource((id) => peer.call<Buffer>('key.disk', id));
   driver.setVolumeKeySource((id) => peer.call<Buffer | null>('key.volume', id));

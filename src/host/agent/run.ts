@@ -4,7 +4,7 @@ import type { HostReport } from '../../compute/hosts.js';
 import { createQemuDriver } from '../qemu-driver.js';
 import { type AgentIdentity, openChannel, sendHeartbeat } from './client.js';
 import { AgentFirewall, serveHost } from './host-service.js';
-import type { Handler } from './rpc.js';
+import { migrationCalls } from './migration-calls.js';
 
 /**
  * The running agent: reports every `intervalMs`, and keeps its driver
@@ -18,8 +18,6 @@ export async function runAgent(opts: {
   intervalMs: number;
   report: () => HostReport;
   log: (line: string) => void;
-  /** Extra calls served on the channel (live migration, migration.ts). */
-  extra?: (ctx: { dir: string; id: AgentIdentity }) => Record<string, Handler>;
 }): Promise<{ stop(): Promise<void> }> {
   // Traversable, not listable: each guest's user reaches only its own 0700 dir under instances/.
   process.umask(0o077);
@@ -40,7 +38,9 @@ export async function runAgent(opts: {
     if (stopped) return;
     try {
       const io = await openChannel(opts.endpoint, opts.id);
-      const peer = serveHost(io, driver, firewall, opts.extra?.({ dir: opts.dir, id: opts.id }) ?? {});
+      const peer = serveHost(io, driver, firewall, migrationCalls(driver, opts.id), () =>
+        opts.log(`attached: the control plane drives host ${opts.id.name}`),
+      );
       channel = peer;
       opts.log(`driver channel open to ${opts.endpoint}`);
       peer.onClose(() => {
