@@ -37,6 +37,8 @@ describe.runIf(process.getuid?.() === 0)(
         (h: { local: boolean }) => h.local,
       ) as { name: string };
       expect((await t.d.bulwark(['host', 'disable', local.name])).code).toBe(0);
+      // Ten burst members (seven ERROR still count) and the others: beyond the default 10 instances.
+      await os('quota', 'set', '--instances', '-1', '--cores', '-1', '--ram', '-1', 'admin');
       await os('flavor', 'create', '--vcpus', '1', '--ram', '192', '--disk', '1', 'm1.tiny');
       await os(
         'image',
@@ -61,8 +63,8 @@ describe.runIf(process.getuid?.() === 0)(
         '10.64.0.0/24',
         'private-subnet',
       );
-    });
-    afterAll(() => t?.close());
+    }, 600_000);
+    afterAll(() => t?.close(), 300_000);
 
     const create = (name: string, group: string) =>
       t.d.openstack([
@@ -128,29 +130,32 @@ describe.runIf(process.getuid?.() === 0)(
       const g = await osJson('server', 'group', 'show', 'burst');
       const names = Array.from({ length: 10 }, (_, i) => `burst-${i}`);
       const res = await Promise.all(names.map((n) => create(n, g.id)));
-      for (const r of res) expect(r.code, r.stderr).toBe(0);
-      const final = await waitFor(
-        'all settled',
-        async () => {
-          const list = (await osJson('server', 'list', '--long')) as {
-            Name: string;
-            Status: string;
-            Host: string;
-          }[];
-          const mine = list.filter((s) => s.Name.startsWith('burst-'));
-          return mine.length === 10 && mine.every((s) => s.Status === 'ACTIVE' || s.Status === 'ERROR')
-            ? mine
-            : undefined;
-        },
-        300_000,
-        2000,
-      );
-      const active = final.filter((s) => s.Status === 'ACTIVE');
-      expect(active).toHaveLength(3);
-      expect(new Set(active.map((s) => s.Host))).toEqual(new Set(['hv-1', 'hv-2', 'hv-3']));
-      for (const s of final.filter((x) => x.Status === 'ERROR'))
-        expect(JSON.stringify((await show(s.Name)).fault)).toMatch(/No valid host was found/);
-      await Promise.all(names.map((n) => os('server', 'delete', '--wait', n)));
+      try {
+        for (const r of res) expect(r.code, r.stderr).toBe(0);
+        const final = await waitFor(
+          'all settled',
+          async () => {
+            const list = (await osJson('server', 'list', '--long')) as {
+              Name: string;
+              Status: string;
+              Host: string;
+            }[];
+            const mine = list.filter((s) => s.Name.startsWith('burst-'));
+            return mine.length === 10 && mine.every((s) => s.Status === 'ACTIVE' || s.Status === 'ERROR')
+              ? mine
+              : undefined;
+          },
+          300_000,
+          2000,
+        );
+        const active = final.filter((s) => s.Status === 'ACTIVE');
+        expect(active).toHaveLength(3);
+        expect(new Set(active.map((s) => s.Host))).toEqual(new Set(['hv-1', 'hv-2', 'hv-3']));
+        for (const s of final.filter((x) => x.Status === 'ERROR'))
+          expect(JSON.stringify((await show(s.Name)).fault)).toMatch(/No valid host was found/);
+      } finally {
+        await Promise.all(names.map((n) => t.d.openstack(['server', 'delete', '--wait', n])));
+      }
     });
 
     it('openstack server migrate --live-migration moves a running guest over TLS: disk kept, no plaintext on the wire', async () => {
