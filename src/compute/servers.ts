@@ -1053,7 +1053,9 @@ export class ServerService {
         .set({ task_state: null, status: 'ACTIVE', updated_at: nowIso() })
         .where('id', '=', s.id)
         .execute();
-      await mark({ status: 'error', error: err instanceof Error ? err.message.slice(0, 2000) : String(err) });
+      // QEMU's words may hold bytes a text column refuses.
+      const why = (err instanceof Error ? err.message : String(err)).replace(/[^\x20-\x7e\n]/g, '?');
+      await mark({ status: 'error', error: why.slice(0, 2000) });
     }
   }
 

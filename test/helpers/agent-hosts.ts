@@ -1,6 +1,6 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -126,6 +126,11 @@ export async function startAgentTopology(opts: {
     throw err;
   }
   const daemon = d;
+  // The daemon's and agents' output after start-up, for a failing run's post-mortem.
+  const logFile = join(daemon.dataDir, 'topology.log');
+  const tee = (who: string) => (b: Buffer) => appendFileSync(logFile, `[${who}] ${b.toString()}`);
+  daemon.child.stdout?.on('data', tee('cp'));
+  daemon.child.stderr?.on('data', tee('cp'));
   const agentUrl = await waitFor(
     'agent endpoint line',
     async () => /agent endpoint \(mutual TLS\): (\S+)/.exec(daemon.output)?.[1],
@@ -157,6 +162,8 @@ export async function startAgentTopology(opts: {
       },
     );
     let out = '';
+    child.stdout?.on('data', tee(ns));
+    child.stderr?.on('data', tee(ns));
     child.stdout?.on('data', (b: Buffer) => {
       out += b.toString();
     });

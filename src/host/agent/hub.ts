@@ -144,6 +144,19 @@ export class AgentHub implements DataplaneSync, LiveMigrator {
    * the source's copy goes. Progress is read from the source as it runs.
    */
   async live(o: Parameters<LiveMigrator['live']>[0]): Promise<void> {
+    const log = (what: string) =>
+      this.opts.log?.(`live migration of ${o.serverId} ${o.from} -> ${o.to}: ${what}`);
+    log('starting');
+    try {
+      await this.move(o, log);
+      log('done');
+    } catch (err) {
+      log(`failed: ${(err as Error).message}`);
+      throw err;
+    }
+  }
+
+  private async move(o: Parameters<LiveMigrator['live']>[0], log: (what: string) => void): Promise<void> {
     const src = this.get(o.from);
     const dst = this.get(o.to);
     const dstAddr = this.addresses.get(o.to);
@@ -158,6 +171,7 @@ export class AgentHub implements DataplaneSync, LiveMigrator {
         days: 1,
       });
     await this.syncHost(dst);
+    log('destination firewall applied; preparing the destination');
     const listen = await dst.call<{ nbdPort: number; migrationPort: number }>('migration.prepare', o.spec, {
       listen: dstAddr,
       peer: o.from,
@@ -171,6 +185,7 @@ export class AgentHub implements DataplaneSync, LiveMigrator {
           .catch(() => undefined),
       1000,
     );
+    log(`destination listening (nbd ${listen.nbdPort}, migration ${listen.migrationPort}); sending`);
     try {
       await src.call('migration.send', o.serverId, {
         host: dstAddr,
