@@ -96,7 +96,8 @@ export async function startIncoming(qmp: QmpClient, L: InstanceLayout, o: Incomi
   });
   await qmp.execute('object-add', { 'qom-type': 'authz-simple', id: AUTHZ_ID, identity: `CN=${o.peer}` });
   await qmp.execute('nbd-server-start', {
-    addr: { type: 'inet', host: o.listen, port: String(o.nbdPort) },
+    // nbd-server-start takes the legacy (nested) socket address.
+    addr: { type: 'inet', data: { host: o.listen, port: String(o.nbdPort) } },
     'tls-creds': TLS_ID,
     'tls-authz': AUTHZ_ID,
   });

@@ -86,9 +86,10 @@ export async function startAgentTopology(opts: {
   let db: TestDb | undefined;
   let d: DaemonProcess | undefined;
   const close = async () => {
-    for (const a of agents.values()) a.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 500));
+    // Servers first, while their agents can still remove their guests; then the agents.
     await stopDaemon(d).catch(() => undefined);
+    for (const a of agents.values()) a.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 1000));
     for (const a of agents.values()) a.kill('SIGKILL');
     for (const h of hosts) await removeNetns(h.ns);
     await removeNetns(cp);
@@ -127,7 +128,7 @@ export async function startAgentTopology(opts: {
   }
   const daemon = d;
   // The daemon's and agents' output after start-up, for a failing run's post-mortem.
-  const logFile = join(daemon.dataDir, 'topology.log');
+  const logFile = join(tmpdir(), `${cp}.log`);
   const tee = (who: string) => (b: Buffer) => appendFileSync(logFile, `[${who}] ${b.toString()}`);
   daemon.child.stdout?.on('data', tee('cp'));
   daemon.child.stderr?.on('data', tee('cp'));
