@@ -71,6 +71,8 @@ export interface LiveMigrator {
     to: string;
     onProgress: (p: MigrationProgress) => Promise<void>;
   }): Promise<void>;
+  /** After the server's record names its new host: the old host lets go of what was its (its firewall rules). */
+  moved(from: string): Promise<void>;
 }
 
 /** Fault messages the user can act on, by what went wrong. */
@@ -1045,6 +1047,7 @@ export class ServerService {
         .where('id', '=', s.id)
         .execute();
       await mark({ status: 'completed' });
+      await this.migrator.moved(from).catch(() => undefined);
     } catch (err) {
       // Still on the source: its claim goes back there.
       await this.db.updateTable('placements').set({ host: from }).where('server_id', '=', s.id).execute();

@@ -23,8 +23,12 @@ describe.each(dialects())('live migration API on %s', (dialect) => {
   const moves: { serverId: string; from: string; to: string }[] = [];
   let failNext = false;
   const drivers = new Map(HOSTS.map((h) => [h, new FakeHypervisor()]));
+  const released: string[] = [];
   const migrator: LiveMigrator = {
     canHost: (h) => drivers.has(h),
+    moved: async (from) => {
+      released.push(from);
+    },
     live: async (o) => {
       if (failNext) {
         failNext = false;
@@ -125,6 +129,7 @@ describe.each(dialects())('live migration API on %s', (dialect) => {
       .where('server_id', '=', id)
       .executeTakeFirstOrThrow();
     expect(placement.host).toBe(to);
+    expect(released).toEqual([from]);
     const migs = await api.call('GET', `${C}/os-migrations?instance_uuid=${id}`, admin);
     expect(migs.status).toBe(200);
     expect(migs.json.migrations[0]).toMatchObject({

@@ -211,7 +211,12 @@ export class AgentHub implements DataplaneSync, LiveMigrator {
       throw err;
     }
     await src.call('migration.cleanup', o.serverId);
-    await this.syncHost(src).catch(() => undefined);
+  }
+
+  /** The source's ruleset without the moved guest's port (its record names the destination now). */
+  async moved(from: string): Promise<void> {
+    const src = this.get(from);
+    if (src) await this.syncHost(src);
   }
 
   close(): void {

@@ -64,8 +64,12 @@ export async function startAgentServer(opts: {
       };
     return { name };
   }
+  // Upgraded channels are not the HTTP server's connections any more: closed here on close().
+  const channels = new Set<Duplex>();
   srv.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     if (head.length) socket.unshift(head);
+    channels.add(socket);
+    socket.once('close', () => channels.delete(socket));
     void (async () => {
       const who = await whoIs(socket as TLSSocket);
       if ('status' in who || req.url !== '/agent/v1/channel' || !opts.onChannel) {
@@ -104,6 +108,7 @@ export async function startAgentServer(opts: {
     close: () =>
       new Promise<void>((resolve) => {
         srv.closeAllConnections();
+        for (const c of channels) c.destroy();
         srv.close(() => resolve());
       }),
   };
