@@ -122,6 +122,16 @@ export async function finishIncoming(qmp: QmpClient): Promise<void> {
   }
   await qmp.execute('block-export-del', { id: EXPORT }).catch(() => undefined);
   await qmp.execute('nbd-server-stop').catch(() => undefined);
+  await dropTls(qmp);
+}
+
+/** The one-migration TLS objects go, so the guest can migrate again (their ids are fixed). */
+async function dropTls(qmp: QmpClient): Promise<void> {
+  await qmp
+    .execute('migrate-set-parameters', { 'tls-creds': '', 'tls-authz': '', 'tls-hostname': '' })
+    .catch(() => undefined);
+  await qmp.execute('object-del', { id: AUTHZ_ID }).catch(() => undefined);
+  await qmp.execute('object-del', { id: TLS_ID }).catch(() => undefined);
 }
 
 const num = (o: unknown, k: string): number =>
@@ -208,6 +218,6 @@ export async function sendOutgoing(qmp: QmpClient, L: InstanceLayout, o: Outgoin
     throw err;
   } finally {
     await qmp.execute('blockdev-del', { 'node-name': TARGET_NODE }).catch(() => undefined);
-    await qmp.execute('object-del', { id: TLS_ID }).catch(() => undefined);
+    await dropTls(qmp);
   }
 }
