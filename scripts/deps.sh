@@ -10,7 +10,7 @@ RUNTIME_PKGS=(qemu-system-x86 qemu-utils swtpm swtpm-tools ovmf nftables iproute
 # Chromium (WebAuthn in a real browser; certutil trusts the test CA in its NSS database).
 TEST_PKGS=(postgresql python3-openstackclient python3-barbicanclient busybox-static qemu-guest-agent dosfstools mtools
   sbsigntool systemd-boot-efi binutils cpio syslinux syslinux-common dnsmasq iperf3 iputils-ping
-  softhsm2 rsyslog rsyslog-gnutls asciinema prometheus restic
+  softhsm2 rsyslog rsyslog-gnutls asciinema prometheus restic tcpdump
   chromium libnss3-tools dropbear-bin)
 
 want=("${RUNTIME_PKGS[@]}")

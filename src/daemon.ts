@@ -10,6 +10,7 @@ import { SiemForwarder } from './audit/siem.js';
 import { type AuditWriter, systemEvent } from './audit/writer.js';
 import { HostEnrollment } from './compute/host-enrollment.js';
 import type { DaemonConfig } from './config.js';
+import { AgentHub } from './host/agent/hub.js';
 import { startAgentServer } from './host/agent/server.js';
 import { probeCapabilities } from './host/capabilities.js';
 import { DnsmasqDhcp, dnsmasqAvailable } from './host/net/dhcp.js';
@@ -21,6 +22,7 @@ import { openKek } from './keys/index.js';
 import { sweepOrphanKeys } from './keys/orphan-keys.js';
 import { loadDataplaneState, loadDhcpState, loadGateways } from './network/dataplane-state.js';
 import { DropMonitor } from './network/drop-spikes.js';
+import type { DataplaneSync } from './network/networks.js';
 import { createCa, issueCertificate, type PemPair } from './pki/ca.js';
 import { buildPlatform } from './platform.js';
 import { openStore, type Store } from './store/database.js';
@@ -120,7 +122,15 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     : undefined;
   // The key manager's KEK: unusable (bad mode, not root's, token missing) means no start, never a weaker key.
   const kek = openKek(config.kek, config.dataDir);
-  const platform = buildPlatform(store, driver, dataplane, {
+  // Network changes reach this host's nftables, then every connected agent's (host/agent/hub.ts).
+  let hub: AgentHub | undefined;
+  const firewalls: DataplaneSync = {
+    sync: async (reason) => {
+      await dataplane.sync(reason);
+      await hub?.sync(reason);
+    },
+  };
+  const platform = buildPlatform(store, driver, firewalls, {
     kek,
     dataDir: config.dataDir,
     tokenTtlSeconds: config.tokenTtlSeconds,
@@ -233,8 +243,25 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
   platform.backupScheduler.start(); // scheduled backups, as the backup identity (docs/backups.md)
   // Snapshot lifecycle (docs/snapshots.md): prunes what is past its policy's age or count, audited.
   platform.snapshots.scheduler.start();
+  const agentHub = new AgentHub(store, platform.compute.servers, {
+    ca,
+    uplink: config.uplinkDevice,
+    log: (line) => console.error(line),
+  });
+  hub = agentHub;
+  platform.compute.servers.migrator = agentHub;
   const agents = config.agentListen
-    ? await startAgentServer({ ca, server, ...config.agentListen, hosts: platform.compute.hosts })
+    ? await startAgentServer({
+        ca,
+        server,
+        ...config.agentListen,
+        hosts: platform.compute.hosts,
+        onChannel: (name, io) =>
+          void agentHub.connect(name, io).catch((err: Error) => {
+            console.error(`host ${name}: agent channel refused: ${err.message}`);
+            io.destroy();
+          }),
+      })
     : null;
   const agentUrl =
     agents && config.agentListen ? `https://${urlHost(config.agentListen.host)}:${agents.port}` : null;
@@ -281,6 +308,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
       await platform.snapshots.scheduler.stop();
       clearInterval(staleTimer);
       await agents?.close();
+      agentHub.close();
       dataplane.close();
       // No orphan dnsmasq: the next start brings them back (leases are in the data dir).
       await dhcp?.stopAll().catch(() => undefined);

@@ -7,6 +7,7 @@ import { quarantineOf } from '../compute/quarantine.js';
 import type { ServerAction } from '../compute/server-states.js';
 import type { Server } from '../compute/servers.js';
 import { badRequest, forbidden, notFound } from '../errors.js';
+import { enforce } from '../policy/enforcer.js';
 import { registerComputeSecurityGroupApi } from './compute-security-groups.js';
 import { registerQuarantineApi } from './quarantine.js';
 import type { ApiContext } from './server.js';
@@ -37,6 +38,17 @@ const VERSION = (url: string) => ({
   'media-types': [{ base: 'application/json', type: 'application/vnd.openstack.compute+json;version=2.1' }],
 });
 
+/**
+ * `openstack server migrate --live-migration --host H` needs
+ * `--os-compute-api-version 2.30` (the CLI's own check); the CLI then sends
+ * 2.30 to look the server up, act and wait. Only those routes take it: the
+ * version document still advertises 2.1 (docs/multi-host.md).
+ */
+const LIVE_MIGRATION_MAX_MINOR = 30;
+const LIVE_MIGRATION_ROUTES = new RegExp(
+  `^${PREFIX.replaceAll('.', '\\.')}/(servers/[^/]+(/action|/migrations)?|os-migrations)$`,
+);
+
 export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext): Promise<void> {
   const { compute, publicUrl } = ctx;
   const { flavors, servers } = compute;
@@ -50,7 +62,12 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
   // Microversion 2.1 everywhere; server groups also offer up to 2.64 (policy + rules). Others: Nova's 406.
   app.addHook('onRequest', async (req, reply) => {
     if (!req.url.startsWith('/compute')) return;
-    const max = req.url.startsWith(`${PREFIX}/os-server-groups`) ? GROUPS_MAX_MINOR : 1;
+    const path = req.url.split('?')[0] ?? '';
+    const max = path.startsWith(`${PREFIX}/os-server-groups`)
+      ? GROUPS_MAX_MINOR
+      : LIVE_MIGRATION_ROUTES.test(path)
+        ? LIVE_MIGRATION_MAX_MINOR
+        : 1;
     reply
       .header('openstack-api-version', 'compute 2.1')
       .header('x-openstack-nova-api-version', '2.1')
@@ -491,6 +508,19 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
       removeSecurityGroup: Opt(
         Type.Object({ name: Type.String({ minLength: 1, maxLength: 255 }) }, { additionalProperties: false }),
       ),
+      // Nova's os-migrateLive: `host` null lets the scheduler choose; block_migration false (2.1) or
+      // 'auto' (2.25+) both mean what this platform does (the disk is mirrored over TLS).
+      'os-migrateLive': Opt(
+        Type.Object(
+          {
+            host: Type.Union([Type.String({ minLength: 1, maxLength: 255 }), Type.Null()]),
+            block_migration: Opt(Type.Union([Type.Boolean(), Type.Literal('auto')])),
+            disk_over_commit: Opt(Type.Boolean()),
+            force: Opt(Type.Boolean()),
+          },
+          { additionalProperties: false },
+        ),
+      ),
       'os-getConsoleOutput': Opt(
         Type.Object(
           {
@@ -540,12 +570,80 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
         await servers.changeSecurityGroup(req.auth!, id, group, name === 'addSecurityGroup');
         return reply.code(202).send();
       }
+      if (name === 'os-migrateLive') {
+        enforce('compute:servers:migrate_live', req.auth ?? null);
+        const host = body['os-migrateLive']?.host ?? null;
+        if (body['os-migrateLive']?.force)
+          throw badRequest('force is not supported: the scheduler checks every host.');
+        req.auditNote.reason = `live migration${host ? ` to ${host}` : ''}`;
+        await servers.liveMigrate(req.auth!, id, { host });
+        return reply.code(202).send();
+      }
       const action = name ? ACTIONS[name] : undefined;
       if (!action) throw badRequest('Unknown server action.');
       req.auditNote.reason = action;
       await servers.action(req.auth!, id, action);
       return reply.code(202).send();
     },
+  );
+
+  // Nova's os-migrations (2.1 view, plus the 2.23 fields) and server-migrations, admin only.
+  const migrationView = (m: Awaited<ReturnType<typeof servers.listMigrations>>[number]) => ({
+    id: m.id,
+    uuid: m.id,
+    instance_uuid: m.server_id,
+    server_uuid: m.server_id,
+    project_id: m.project_id,
+    migration_type: m.migration_type,
+    source_compute: m.source_host,
+    source_node: m.source_host,
+    dest_compute: m.dest_host,
+    dest_node: m.dest_host,
+    dest_host: m.dest_host,
+    status: m.status,
+    old_instance_type_id: null,
+    new_instance_type_id: null,
+    memory_total_bytes: m.memory_total_bytes,
+    memory_processed_bytes: m.memory_processed_bytes,
+    memory_remaining_bytes: m.memory_remaining_bytes,
+    disk_total_bytes: m.disk_total_bytes,
+    disk_processed_bytes: m.disk_processed_bytes,
+    disk_remaining_bytes: Math.max(0, m.disk_total_bytes - m.disk_processed_bytes),
+    created_at: m.created_at,
+    updated_at: m.updated_at,
+  });
+  const MigrationQuery = Type.Object(
+    {
+      instance_uuid: Opt(Uuid),
+      migration_type: Opt(Type.String({ maxLength: 32 })),
+      status: Opt(Type.String({ maxLength: 32 })),
+      host: Opt(Type.String({ maxLength: 255 })),
+    },
+    { additionalProperties: false },
+  );
+  app.get(
+    `${PREFIX}/os-migrations`,
+    { schema: { querystring: MigrationQuery }, config: { action: 'compute:os-migrations:index' } },
+    async (req) => {
+      const q = req.query as Static<typeof MigrationQuery>;
+      const rows = await servers.listMigrations(req.auth!, q.instance_uuid);
+      return {
+        migrations: rows
+          .filter((m) => !q.migration_type || m.migration_type === q.migration_type)
+          .filter((m) => !q.status || m.status === q.status)
+          .filter((m) => !q.host || m.source_host === q.host || m.dest_host === q.host)
+          .map(migrationView),
+      };
+    },
+  );
+  app.get(
+    `${PREFIX}/servers/:id/migrations`,
+    { schema: { params: IdParam }, config: { action: 'compute:servers:migrations:index' } },
+    async (req) => ({
+      migrations: (await servers.listMigrations(req.auth!, (req.params as { id: string }).id))
+        .filter((m) => m.status !== 'completed' && m.status !== 'error')
+        .map(migrationView),
+    }),
   );
 
   app.get(

@@ -14,6 +14,7 @@ import {
 } from '../governance/server-metadata.js';
 import type { StorageGate } from '../governance/storage-thresholds.js';
 import type { GuestSpec, GuestState, HypervisorDriver } from '../host/hypervisor.js';
+import type { MigrationProgress } from '../host/live-migration.js';
 import type { KeyService } from '../keys/contract.js';
 import type { RequestedNic, ServerPorts } from '../network/server-ports.js';
 import type { AuthContext } from '../policy/context.js';
@@ -25,7 +26,7 @@ import { TaskTracker } from '../util/tasks.js';
 import { extraSpecsOf, type FlavorService } from './flavors.js';
 import { type ImageService, propertiesOf } from './images.js';
 import type { PassthroughPlan } from './passthrough-policy.js';
-import { claimPlacement, releasePlacement } from './placement.js';
+import { claimMove, claimPlacement, releasePlacement } from './placement.js';
 import { type GuestPlan, type HostCapabilities, resolveGuestPlan } from './properties.js';
 import { NO_VALID_HOST } from './scheduler/index.js';
 import type { ServerGroupService } from './server-groups.js';
@@ -72,6 +73,21 @@ export const planSpec = (
   ...(plan.tpm ? { tpm: { version: plan.tpm.version, model: plan.tpm.model } } : {}),
 });
 
+/** What moves a running guest between hosts (host/agent/hub.ts implements it). */
+export interface LiveMigrator {
+  /** Whether `host` can take part (an agent host whose channel is open). */
+  canHost(host: string): boolean;
+  live(o: {
+    serverId: string;
+    spec: GuestSpec;
+    from: string;
+    to: string;
+    onProgress: (p: MigrationProgress) => Promise<void>;
+  }): Promise<void>;
+  /** After the server's record names its new host: the old host lets go of what was its (its firewall rules). */
+  moved(from: string): Promise<void>;
+}
+
 /** Fault messages the user can act on, by what went wrong. */
 const faultOf = (err: unknown) => ({
   code: err instanceof BulwarkError ? err.status : 500,
@@ -115,12 +131,25 @@ export class ServerService {
   /** The hypervisor driver of each host this control plane can act on (the local one first). */
   private readonly drivers = new Map<string, HypervisorDriver>();
 
+  private readonly unsubscribe = new Map<string, () => void>();
+
   /** Makes `name`'s servers run on `driver` (the local host, or a connected agent's host). */
   attachHost(name: string, driver: HypervisorDriver): void {
-    driver.onEvent((id, event, data) => void this.onGuestEvent(id, event, data));
+    this.detachHost(name);
+    this.unsubscribe.set(
+      name,
+      driver.onEvent((id, event, data) => void this.onGuestEvent(name, id, event, data)),
+    );
     driver.setTpmKeySource((id) => this.tpmKey(id));
     driver.setDiskKeySource((id) => this.rootDiskKey(id));
     this.drivers.set(name, driver);
+  }
+
+  /** An agent's channel closed: its host gets no new servers until it is attached again. */
+  detachHost(name: string): void {
+    this.unsubscribe.get(name)?.();
+    this.unsubscribe.delete(name);
+    this.drivers.delete(name);
   }
 
   /** The driver of the host the server is placed on; none connected: a clear error, never another host. */
@@ -614,38 +643,43 @@ export class ServerService {
   }
 
   private async runAction(s: Server, action: ServerAction, to: VmState): Promise<void> {
-    const driver = this.drivers.get(s.host ?? '') ?? this.driver;
+    // Never another host's driver: with its agent gone, the action fails and the state is unknown.
+    const driver = s.host ? this.drivers.get(s.host) : this.driver;
     try {
+      const d = driver ?? this.driverOf(s);
       switch (action) {
         case 'start':
           await this.checkBoot(s);
-          await driver.define(await this.specFor(s));
-          await driver.start(s.id);
+          await d.define(await this.specFor(s));
+          await d.start(s.id);
           break;
         case 'stop':
-          await driver.shutdown(s.id, { timeoutMs: 10_000 });
+          await d.shutdown(s.id, { timeoutMs: 10_000 });
           break;
         case 'reboot':
-          await driver.reboot(s.id);
+          await d.reboot(s.id);
           break;
         case 'pause':
-          await driver.pause(s.id);
+          await d.pause(s.id);
           break;
         case 'unpause':
-          await driver.unpause(s.id);
+          await d.unpause(s.id);
           break;
         case 'suspend':
-          await driver.suspend(s.id);
+          await d.suspend(s.id);
           break;
         case 'resume':
           await this.checkBoot(s);
-          await driver.resume(s.id);
+          await d.resume(s.id);
           break;
       }
       await this.setState(s.id, { vm_state: to, task_state: null });
     } catch (err) {
-      const state = await driver.state(s.id).catch((): GuestState => 'missing');
-      await this.setState(s.id, { vm_state: vmStateOf(state), task_state: null });
+      const state = driver ? await driver.state(s.id).catch((): GuestState => 'missing') : null;
+      await this.setState(
+        s.id,
+        state ? { vm_state: vmStateOf(state), task_state: null } : { task_state: null },
+      );
       await this.db
         .updateTable('servers')
         .set({ fault: JSON.stringify(faultOf(err)) })
@@ -764,7 +798,8 @@ export class ServerService {
   }
 
   /** A guest powered off or crashed on its own: record it, as Nova's power sync does. */
-  private async onGuestEvent(id: string, event: string, data?: unknown): Promise<void> {
+  /** A guest event from host `from`'s driver: only the server's current host speaks for it (not a migration's source). */
+  private async onGuestEvent(from: string, id: string, event: string, data?: unknown): Promise<void> {
     if (event === 'SECURE_BOOT_DENIED') return this.onSecureBootDenied(id, data);
     if (event !== 'SHUTDOWN' && event !== 'EXITED') return;
     if (this.tasks.running(id)) return;
@@ -791,6 +826,7 @@ export class ServerService {
       .where('id', '=', id)
       .where('vm_state', '=', 'active')
       .where('task_state', 'is', null)
+      .where((eb) => eb.or([eb('host', '=', from), eb('host', 'is', null)]))
       .executeTakeFirst()
       .catch(() => undefined);
     if (crashed && Number(r?.numUpdatedRows ?? 0) === 1)
@@ -971,6 +1007,154 @@ export class ServerService {
     }
     const local = rows.filter((r) => r.host && r.task_state !== 'deleting').map((r) => r.id);
     return { ...result, local };
+  }
+
+  // ---- live migration between hosts (docs/multi-host.md) ----------------------------------------
+
+  /** Moves a running guest between agent hosts (host/agent/hub.ts); set by the daemon. Null: refused. */
+  migrator: LiveMigrator | null = null;
+
+  /**
+   * Nova's os-migrateLive (admin): picks the destination with the scheduler
+   * (its server group's policy kept, never its current host; `host` when
+   * asked, still filtered), claims it in one transaction with the same host
+   * locks as a create, and moves the running guest in the background
+   * (status MIGRATING, task_state `migrating`, progress in `migrations`).
+   * A failure leaves it running on the source, ACTIVE, the migration `error`.
+   */
+  async liveMigrate(auth: AuthContext, id: string, opts: { host?: string | null }): Promise<string> {
+    const s = await this.getUnquarantined(auth, id);
+    if (!this.migrator)
+      throw new BulwarkError(
+        'Unavailable',
+        'Live migration needs agent hosts (bulwark serve --agent-listen).',
+      );
+    if (s.vm_state !== 'active' || s.task_state !== null)
+      throw conflict(
+        `Cannot 'os-migrateLive' instance ${s.id} while it is in vm_state ${s.vm_state}${s.task_state ? ` and task_state ${s.task_state}` : ''}.`,
+      );
+    this.driverOf(s); // its host must be connected
+    const from = s.host as string;
+    if (opts.host && opts.host === from)
+      throw badRequest(`The server is already on host ${from}; choose another host.`);
+    const g = JSON.parse(s.guest) as StoredGuest;
+    const flavor = JSON.parse(s.flavor) as { vcpus: number; ram: number; disk: number };
+    const features = [
+      ...(g.plan.firmware.type === 'uefi' ? ['uefi'] : []),
+      ...(g.plan.firmware.type === 'uefi' && g.plan.firmware.secureBoot ? ['secure-boot'] : []),
+      ...(g.plan.tpm ? ['tpm'] : []),
+    ];
+    const migrationId = uuid();
+    const now = nowIso();
+    const to = await this.store.db.transaction().execute(async (tx) => {
+      const claimed = await tx
+        .updateTable('servers')
+        .set({ task_state: 'migrating', status: 'MIGRATING', updated_at: now })
+        .where('id', '=', s.id)
+        .where('vm_state', '=', 'active')
+        .where('task_state', 'is', null)
+        .executeTakeFirst();
+      if (Number(claimed.numUpdatedRows) !== 1)
+        throw conflict(`Server ${s.id} is busy; try again when its task is done.`);
+      const placed = await claimMove(tx, this.store.dialect, {
+        serverId: s.id,
+        from,
+        ...(opts.host ? { host: opts.host } : {}),
+        resources: { vcpus: flavor.vcpus, ramMiB: flavor.ram, diskGiB: flavor.disk },
+        features,
+        eligible: new Set([...this.drivers.keys()].filter((h) => this.migrator?.canHost(h))),
+      });
+      if (!placed.ok)
+        throw new BulwarkError(
+          'BadRequest',
+          opts.host
+            ? `Host ${opts.host} cannot take server ${s.id}: ${NO_VALID_HOST}`
+            : `No host can take server ${s.id}: ${NO_VALID_HOST}`,
+        );
+      const dest = placed.ranked[0] as string;
+      await tx
+        .insertInto('migrations')
+        .values({
+          id: migrationId,
+          server_id: s.id,
+          project_id: s.project_id,
+          migration_type: 'live-migration',
+          source_host: from,
+          dest_host: dest,
+          status: 'preparing',
+          memory_total_bytes: 0,
+          memory_processed_bytes: 0,
+          memory_remaining_bytes: 0,
+          disk_total_bytes: 0,
+          disk_processed_bytes: 0,
+          error: null,
+          created_at: now,
+          updated_at: now,
+        })
+        .execute();
+      return dest;
+    });
+    await this.record(this.db, s, auth, 'action:live-migrate', { host: { from, to } });
+    this.tasks.track(s.id, this.runLiveMigration(s, from, to, migrationId));
+    return migrationId;
+  }
+
+  private async runLiveMigration(s: Server, from: string, to: string, migrationId: string): Promise<void> {
+    const mark = (set: Partial<Schema['migrations']>) =>
+      this.db
+        .updateTable('migrations')
+        .set({ ...set, updated_at: nowIso() })
+        .where('id', '=', migrationId)
+        .execute();
+    try {
+      if (!this.migrator) throw new BulwarkError('Unavailable', 'no migrator');
+      await this.migrator.live({
+        serverId: s.id,
+        spec: await this.specFor(s),
+        from,
+        to,
+        onProgress: async (p) => {
+          await mark({
+            status: 'running',
+            memory_total_bytes: p.memoryTotal,
+            memory_processed_bytes: p.memoryProcessed,
+            memory_remaining_bytes: p.memoryRemaining,
+            disk_total_bytes: p.diskTotal,
+            disk_processed_bytes: p.diskProcessed,
+          });
+        },
+      });
+      await this.db
+        .updateTable('servers')
+        .set({ host: to, task_state: null, status: 'ACTIVE', updated_at: nowIso() })
+        .where('id', '=', s.id)
+        .execute();
+      await mark({ status: 'completed' });
+      await this.migrator.moved(from).catch(() => undefined);
+    } catch (err) {
+      // Still on the source: its claim goes back there.
+      await this.db.updateTable('placements').set({ host: from }).where('server_id', '=', s.id).execute();
+      await this.db
+        .updateTable('servers')
+        .set({ task_state: null, status: 'ACTIVE', updated_at: nowIso() })
+        .where('id', '=', s.id)
+        .execute();
+      // QEMU's words may hold bytes a text column refuses.
+      const why = (err instanceof Error ? err.message : String(err)).replace(/[^\x20-\x7e\n]/g, '?');
+      await mark({ status: 'error', error: why.slice(0, 2000) });
+    }
+  }
+
+  /** Nova's os-migrations rows (admin: every project's), newest first; `serverId` narrows to one server's. */
+  async listMigrations(auth: AuthContext, serverId?: string): Promise<Selectable<Schema['migrations']>[]> {
+    if (serverId) await this.get(auth, serverId);
+    return this.db
+      .selectFrom('migrations')
+      .selectAll()
+      .$if(!!serverId, (q) => q.where('server_id', '=', serverId as string))
+      .$if(!auth.isAdmin, (q) => q.where('project_id', '=', auth.projectId ?? ''))
+      .orderBy('created_at', 'desc')
+      .execute();
   }
 
   // ---- encrypted root disks (docs/volumes.md) ---------------------------------------------------

@@ -34,6 +34,8 @@ export interface QemuArgsOptions {
   baseImageFd?: number;
   /** Resume: the child's fd from which to load the saved RAM and device state. */
   incomingFd?: number;
+  /** A live migration's destination: `-incoming defer`, the stream started over QMP (live-migration.ts). */
+  incomingDefer?: boolean;
   /** UEFI code images; default Debian's OVMF in /usr/share/OVMF. */
   ovmfDir?: string;
   /**
@@ -293,7 +295,8 @@ export function buildQemuArgs(spec: GuestSpec, opts: QemuArgsOptions): string[] 
       opts.fwCfg === 'inline' ? `string=${optValue(value)}` : `file=${optValue(paths.fwCfgFile(i))}`;
     args.push('-fw_cfg', `name=${optValue(name)},${payload}`);
   }
-  if (opts.incomingFd !== undefined)
+  if (opts.incomingDefer) args.push('-incoming', 'defer');
+  else if (opts.incomingFd !== undefined)
     // With an encrypted disk the stream can only load once the disk is plugged: the driver starts it then.
     args.push('-incoming', spec.bootDisk.encrypted ? 'defer' : `fd:${opts.incomingFd}`);
   return args;

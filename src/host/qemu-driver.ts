@@ -45,6 +45,17 @@ import {
 import { probeAccel } from './kvm-probe.js';
 import { GUEST_ID, HOST_DIR, type InstanceLayout, instanceLayout } from './layout.js';
 import {
+  finishIncoming,
+  type IncomingMigration,
+  type MigrationProgress,
+  type OutgoingMigration,
+  progressOf,
+  removeTlsDir,
+  sendOutgoing,
+  startIncoming,
+  writeTlsDir,
+} from './live-migration.js';
+import {
   checkVolumeFile,
   copyRootOverlay,
   createEncryptedOverlay,
@@ -310,7 +321,13 @@ export class QemuDriver implements HypervisorDriver {
     });
   }
 
-  private async launch(rec: GuestRecord, incoming: boolean): Promise<void> {
+  /**
+   * Starts QEMU for the guest. `incoming`: false boots it; 'saved' loads the
+   * suspend state and runs it; 'network' leaves it paused, waiting for a live
+   * migration's stream (started over QMP by live-migration.ts), and returns.
+   */
+  private async launch(rec: GuestRecord, mode: false | 'saved' | 'network'): Promise<void> {
+    const incoming = mode === 'saved';
     const id = rec.spec.id;
     const L = this.layout(id);
     const fds: number[] = [];
@@ -354,6 +371,7 @@ export class QemuDriver implements HypervisorDriver {
         paths: L,
         baseImageFd: 3,
         ...(incoming ? { incomingFd: 4 } : {}),
+        ...(mode === 'network' ? { incomingDefer: true } : {}),
         ovmfDir: this.ovmfDir,
       });
       await unlink(L.qmpSocket).catch(() => undefined);
@@ -406,7 +424,11 @@ export class QemuDriver implements HypervisorDriver {
       await this.writeRecord(rec);
       const qmp = await this.waitForQmp(L.qmpSocket, pid, info.startTime, () => exit !== null);
       live = this.attach(id, qmp, pid, info.startTime);
-      if (rec.spec.bootDisk.encrypted) await this.plugEncryptedRoot(rec, qmp, incoming);
+      if (rec.spec.bootDisk.encrypted) await this.plugEncryptedRoot(rec, qmp, mode);
+      if (mode === 'network') {
+        await this.plugAllVolumes(rec, qmp);
+        return; // paused, for the migration stream; migrationFinish() runs it
+      }
       if (incoming) await this.waitIncoming(qmp);
       else await this.plugAllVolumes(rec, qmp); // volumes: before the guest's first instruction
       await qmp.execute('cont');
@@ -687,7 +709,7 @@ export class QemuDriver implements HypervisorDriver {
       if (await this.process(rec)) throw conflict(`Server ${id} is running, not suspended.`);
       if (rec.desired !== 'suspended' || !existsSync(L.savedState))
         throw conflict(`Server ${id} has no saved state to resume.`);
-      await this.launch(rec, true);
+      await this.launch(rec, 'saved');
       await rm(L.savedState, { force: true });
     });
   }
@@ -902,7 +924,11 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   /** Kills every process of the guest, removes its cgroup, taps, files and user. */
-  private async purge(id: string, spec?: GuestSpec): Promise<boolean> {
+  private async purge(
+    id: string,
+    spec?: GuestSpec,
+    opts: { userMayBeBusy?: boolean } = {},
+  ): Promise<boolean> {
     const L = this.layout(id);
     this.detach(id);
     let killed = false;
@@ -915,7 +941,11 @@ export class QemuDriver implements HypervisorDriver {
     await rm(L.dir, { recursive: true, force: true });
     await rm(L.hostDir, { recursive: true, force: true });
     // Processes of the user outside our base dir would keep userdel from working: there should be none.
-    if (await lookupVmUser(vmUserName(id))) await removeVmUser(id);
+    if (await lookupVmUser(vmUserName(id))) {
+      if (!opts.userMayBeBusy) await removeVmUser(id);
+      // A migration's source on a machine it shares with the destination (test hosts): the user is theirs too.
+      else await removeVmUser(id).catch(() => undefined);
+    }
     return killed;
   }
 
@@ -994,6 +1024,66 @@ export class QemuDriver implements HypervisorDriver {
       });
     }
     return { adopted, vanished, orphansKilled };
+  }
+
+  // ---- live migration between hosts (live-migration.ts, docs/multi-host.md) -------------------
+
+  /**
+   * Destination: defines the guest here (a fresh overlay with its own LUKS
+   * header under the same key, from the key source), starts its swtpm and a
+   * paused QEMU with `-incoming defer`, then the TLS disk export and listener.
+   */
+  async migrationPrepare(spec: GuestSpec, o: IncomingMigration): Promise<void> {
+    await this.define(spec);
+    await this.lock.run(spec.id, async () => {
+      const rec = await this.record(spec.id);
+      if (await this.process(rec)) throw conflict(`Server ${spec.id} already runs on this host.`);
+      const L = this.layout(spec.id);
+      await writeTlsDir(L, rec.user, 'server', o.tls);
+      await this.launch(rec, 'network');
+      await startIncoming((await this.running(spec.id)).qmp, L, o);
+    });
+  }
+
+  /** Destination, once the source sent everything: the guest runs here. */
+  migrationFinish(id: string): Promise<void> {
+    return this.lock.run(id, async () => {
+      const { rec, qmp } = await this.running(id);
+      await finishIncoming(qmp);
+      await removeTlsDir(this.layout(id));
+      await qmp.execute('cont');
+      const status = await qmp.queryStatus();
+      if (status.status !== 'running') throw new Error(`the guest is ${status.status} after cont`);
+      rec.desired = 'running';
+      await this.writeRecord(rec);
+    });
+  }
+
+  /** Source: mirrors the disk and streams the guest to the destination; resolves with the guest paused here. */
+  migrationSend(id: string, o: OutgoingMigration): Promise<void> {
+    return this.lock.run(id, async () => {
+      const { rec, qmp } = await this.running(id);
+      const L = this.layout(id);
+      await writeTlsDir(L, rec.user, 'client', o.tls);
+      try {
+        await sendOutgoing(qmp, L, o);
+      } finally {
+        await removeTlsDir(L);
+      }
+    });
+  }
+
+  /** Source, after the destination took over: the guest's process, files and disks here go. */
+  migrationCleanup(id: string): Promise<void> {
+    return this.lock.run(id, async () => {
+      const rec = await this.readRecord(id);
+      await this.purge(id, rec?.spec, { userMayBeBusy: true });
+    });
+  }
+
+  /** Source: what the migration has moved so far (not under the guest's lock: it is read while sending). */
+  async migrationProgress(id: string): Promise<MigrationProgress> {
+    return progressOf(await this.client(await this.record(id)));
   }
 
   // ---- volumes (docs/volumes.md) -------------------------------------------------------------
@@ -1262,7 +1352,11 @@ export class QemuDriver implements HypervisorDriver {
    * (still paused) so the firmware's boot order lists the new boot disk, or,
    * resuming, the deferred incoming migration from the saved state on fd 4.
    */
-  private async plugEncryptedRoot(rec: GuestRecord, qmp: Qmp, incoming: boolean): Promise<void> {
+  private async plugEncryptedRoot(
+    rec: GuestRecord,
+    qmp: Qmp,
+    mode: false | 'saved' | 'network',
+  ): Promise<void> {
     const L = this.layout(rec.spec.id);
     const st = await lstat(L.overlay);
     if (!st.isFile() || st.uid !== rec.user.uid)
@@ -1276,7 +1370,8 @@ export class QemuDriver implements HypervisorDriver {
         rec.spec.machine === 'q35' ? DISK_PORT : undefined,
       ),
     );
-    if (incoming) {
+    if (mode === 'network') return;
+    if (mode === 'saved') {
       await qmp.execute('migrate-incoming', { uri: 'fd:4' });
       return;
     }

@@ -340,6 +340,11 @@ export const POLICY = {
   // Dashboard consoles (docs/dashboard.md): a browser WebSocket cannot carry the CSRF header, so the
   // page first trades its CSRF-checked session for a single-use ticket to one server's console.
   'console:ticket': ['admin', 'member'],
+
+  // Live migration between hosts (issue 10, docs/multi-host.md): Nova's defaults, admin only.
+  'compute:servers:migrate_live': ['admin'],
+  'compute:os-migrations:index': ['admin'],
+  'compute:servers:migrations:index': ['admin'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;

@@ -808,6 +808,27 @@ export interface PlacementsTable {
   created_at: string;
 }
 
+/** A server's move between hosts (0090): Nova's os-migrations row, with its progress. */
+export interface MigrationsTable {
+  id: string;
+  server_id: string;
+  project_id: string;
+  /** Nova's: live-migration (later: migration, evacuation). */
+  migration_type: string;
+  source_host: string;
+  dest_host: string | null;
+  /** Nova's: queued, preparing, running, completed, error. */
+  status: string;
+  memory_total_bytes: number;
+  memory_processed_bytes: number;
+  memory_remaining_bytes: number;
+  disk_total_bytes: number;
+  disk_processed_bytes: number;
+  error: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
 /** A Nova server group. rules: JSON (e.g. {"max_server_per_host": 2}). */
 export interface ServerGroupsTable {
   id: string;
@@ -854,6 +875,7 @@ export interface Schema {
   compliance_runs: ComplianceRunsTable;
   hosts: HostsTable;
   placements: PlacementsTable;
+  migrations: MigrationsTable;
   server_groups: ServerGroupsTable;
   server_group_members: ServerGroupMembersTable;
   host_join_tokens: HostJoinTokensTable;

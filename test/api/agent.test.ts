@@ -11,12 +11,18 @@ import {
   type AgentIdentity,
   fetchPinnedCa,
   joinControlPlane,
+  openChannel,
   sendHeartbeat,
 } from '../../src/host/agent/client.js';
+import { serveHost } from '../../src/host/agent/host-service.js';
+import { AgentHub } from '../../src/host/agent/hub.js';
 import { type AgentServer, startAgentServer } from '../../src/host/agent/server.js';
+import { FakeHypervisor } from '../../src/host/fake-hypervisor.js';
+import type { CompileInput } from '../../src/network/compile.js';
 import { createCa, createCsr, issueCertificate, signCsr } from '../../src/pki/ca.js';
 import { sha256Hex } from '../../src/util/ids.js';
 import { PUBLIC_URL, startTestApi, type TestApi } from '../helpers/api.js';
+import { waitFor } from '../helpers/guests.js';
 import { dialects } from '../helpers/store.js';
 
 const report = { capacity: { vcpus: 2, ramMiB: 2048, diskGiB: 20 }, features: ['uefi', 'tpm'] };
@@ -25,6 +31,7 @@ describe.each(dialects())('host agents on %s', (dialect) => {
   let api: TestApi;
   let https: FastifyInstance;
   let agents: AgentServer;
+  let hub: AgentHub;
   let controlPlane = '';
   let endpoint = '';
 
@@ -42,16 +49,19 @@ describe.each(dialects())('host agents on %s', (dialect) => {
     await https.listen({ host: '127.0.0.1', port: 0 });
     const addr = https.server.address();
     controlPlane = `https://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`;
+    hub = new AgentHub(api.store, api.platform.compute.servers);
     agents = await startAgentServer({
       ca: api.ca,
       server,
       host: '127.0.0.1',
       port: 0,
       hosts: api.platform.compute.hosts,
+      onChannel: (name, io) => void hub.connect(name, io).catch(() => io.destroy()),
     });
     endpoint = `https://127.0.0.1:${agents.port}`;
   });
   afterAll(async () => {
+    hub?.close();
     await agents?.close();
     await https?.close();
     await api?.close();
@@ -212,5 +222,112 @@ describe.each(dialects())('host agents on %s', (dialect) => {
     expect((await api.platform.compute.hosts.get('agent-1')).state).toBe('down');
     await sendHeartbeat(endpoint, agent, report);
     expect((await api.platform.compute.hosts.get('agent-1')).state).toBe('up');
+  });
+
+  it("the control plane drives the agent's driver over its mutual-TLS channel; keys only for its own guests", async () => {
+    const C = '/compute/v2.1';
+    const admin = await api.login('admin', api.adminPassword, 'admin');
+    const boot = await api.bootable(admin, 'rpc', 256);
+    const mk = async (name: string) => {
+      const r = await api.call('POST', `${C}/servers`, undefined, {
+        server: { name, imageRef: boot.imageId, flavorRef: boot.flavorId, networks: 'none' },
+      });
+      expect(r.status, JSON.stringify(r.json)).toBe(202);
+      await api.platform.compute.servers.settled(r.json.server.id);
+      return r.json.server.id as string;
+    };
+    // Made before the agent connects: both are on the local test host.
+    const mine = await mk('on-agent');
+    const theirs = await mk('elsewhere');
+    const rpcAgent = await join('agent-rpc');
+    const fake = new FakeHypervisor();
+    const applied: Omit<CompileInput, 'table'>[] = [];
+    const peer = serveHost(await openChannel(endpoint, rpcAgent), fake, {
+      apply: async (state) => {
+        applied.push(state);
+      },
+    });
+    const remote = await waitFor('agent-rpc attached', async () => hub.get('agent-rpc'));
+    expect(applied.length).toBeGreaterThanOrEqual(1);
+    await api.store.db.updateTable('servers').set({ host: 'agent-rpc' }).where('id', '=', mine).execute();
+    // The agent asks for keys over the channel: its own guest's, yes; another host's guest's, never.
+    expect(await fake.diskKeyFor(mine)).toBe(32);
+    await expect(fake.diskKeyFor(theirs)).rejects.toThrow(/may not have the disk key/);
+    // The Hypervisor interface round-trips: define, start (the firewall first), state, log, console.
+    const spec = api.driver.guests.get(mine)?.spec;
+    if (!spec) throw new Error('the local fake driver built no guest');
+    await remote.define(spec);
+    const before = applied.length;
+    await remote.start(mine);
+    expect(applied.length).toBe(before + 1);
+    expect(await remote.state(mine)).toBe('running');
+    expect(fake.guests.get(mine)?.state).toBe('running');
+    expect(typeof (await remote.consoleLog(mine))).toBe('string');
+    const con = await remote.openConsole(mine);
+    let seen = '';
+    con.on('data', (b: Buffer) => {
+      seen += b.toString();
+    });
+    con.write('hello\r');
+    await waitFor('console echo', async () => seen.includes('fake: hello'));
+    con.destroy();
+    await expect(remote.call('no-such-call')).rejects.toThrow(/no such call/);
+    // A bad call's BulwarkError keeps its kind across the channel.
+    await expect(remote.openConsole(theirs)).rejects.toMatchObject({ kind: 'NotFound' });
+    await remote.undefine(mine);
+    // The channel drops: the host is detached, its servers' actions fail clearly, never run elsewhere.
+    peer.close();
+    await waitFor('detached', async () => hub.get('agent-rpc') === undefined);
+    const stop = await api.call('POST', `${C}/servers/${mine}/action`, undefined, { 'os-stop': null });
+    expect(stop.status).toBe(202);
+    await api.platform.compute.servers.settled(mine);
+    const row = await api.store.db
+      .selectFrom('servers')
+      .selectAll()
+      .where('id', '=', mine)
+      .executeTakeFirstOrThrow();
+    expect(JSON.parse(row.fault ?? '{}').message).toMatch(
+      /host agent-rpc, which has no hypervisor connected/,
+    );
+    expect(row.task_state).toBeNull();
+    // The local host's copy (built before it was moved in this test) was not touched.
+    expect(api.driver.guests.get(mine)?.state).toBe('running');
+  });
+
+  it('the driver channel takes only platform-CA certificates, both ways', async () => {
+    const other = await createCa('Some other CA');
+    const { csrPem, keyPem } = await createCsr('agent-1');
+    const foreign: AgentIdentity = {
+      name: 'agent-1',
+      keyPem,
+      certPem: await signCsr(other, csrPem, { commonName: 'agent-1', usage: 'client' }),
+      caPem: api.ca.certPem,
+    };
+    await expect(openChannel(endpoint, foreign)).rejects.toMatchObject({ code: 'ECONNRESET' });
+    await expect(openChannel(endpoint, { ...agent, keyPem: '', certPem: '' })).rejects.toMatchObject({
+      code: 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED',
+    });
+    // A control plane whose certificate is from another CA: the agent refuses it.
+    const impostor = await startAgentServer({
+      ca: api.ca,
+      server: await issueCertificate(other, {
+        commonName: '127.0.0.1',
+        names: ['127.0.0.1'],
+        usage: 'server',
+      }),
+      host: '127.0.0.1',
+      port: 0,
+      hosts: api.platform.compute.hosts,
+      onChannel: (_n, io) => io.destroy(),
+    });
+    try {
+      await expect(openChannel(`https://127.0.0.1:${impostor.port}`, agent)).rejects.toThrow(
+        /unable to verify|self.signed|certificate/i,
+      );
+    } finally {
+      await impostor.close();
+    }
+    const io = await openChannel(endpoint, agent);
+    io.destroy();
   });
 });

@@ -2,7 +2,8 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { SYSCTL_BASELINE } from '../../compliance/host-checks.js';
 import type { HostReport } from '../../compute/hosts.js';
-import { joinControlPlane, loadIdentity, saveIdentity, sendHeartbeat } from '../../host/agent/client.js';
+import { joinControlPlane, loadIdentity, saveIdentity } from '../../host/agent/client.js';
+import { runAgent } from '../../host/agent/run.js';
 import { probeCapabilities, probeCapacity } from '../../host/capabilities.js';
 import { compactFacts, probeHardening, REAL_ROOTS } from '../../host/hardening.js';
 import { withClient, withFormat } from '../common.js';
@@ -137,18 +138,16 @@ export function registerHostCommands(program: Command): void {
           console.log(`joined as host ${id.name}; certificate in ${dir}/agent.crt`);
         }
         const every = Math.max(1, Number(o.interval) || 10) * 1000;
-        const me = id;
-        const beat = () =>
-          localReport(dir)
-            .then((report) => sendHeartbeat(o.endpoint, me, report))
-            .catch((err: Error) => console.error(`report failed: ${err.message}`));
-        await beat();
-        console.log(`Bulwark agent ${me.name} reporting to ${o.endpoint} every ${every / 1000} s`);
-        const timer = setInterval(() => void beat(), every);
-        const stop = () => {
-          clearInterval(timer);
-          process.exit(0);
-        };
+        const agent = await runAgent({
+          dir,
+          endpoint: o.endpoint,
+          id,
+          intervalMs: every,
+          report: () => localReport(dir),
+          log: (line) => console.error(line),
+        });
+        console.log(`Bulwark agent ${id.name} reporting to ${o.endpoint} every ${every / 1000} s`);
+        const stop = () => void agent.stop().finally(() => process.exit(0));
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
       },

@@ -1,6 +1,8 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
+import type { Socket } from 'node:net';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { type ConnectionOptions, connect, type PeerCertificate } from 'node:tls';
 import type { HostReport } from '../../compute/hosts.js';
 import { certFingerprint, createCsr } from '../../pki/ca.js';
@@ -103,15 +105,49 @@ export async function joinControlPlane(opts: {
   return { name: host.name, keyPem, certPem: host.certificate, caPem };
 }
 
-/** Sends one report over mutual TLS (the agent's certificate; the pinned CA the only trust anchor). */
+/** Mutual TLS as the agent: its certificate, the pinned platform CA the only trust anchor. */
+const mtls = (id: AgentIdentity): ConnectionOptions => ({
+  key: id.keyPem,
+  cert: id.certPem,
+  ca: [id.caPem],
+  rejectUnauthorized: true,
+  minVersion: 'TLSv1.3',
+});
+
+/** Sends one report over mutual TLS. */
 export async function sendHeartbeat(endpoint: string, id: AgentIdentity, report: HostReport): Promise<void> {
-  const res = await call(
-    new URL('/agent/v1/heartbeat', endpoint),
-    { key: id.keyPem, cert: id.certPem, ca: [id.caPem], rejectUnauthorized: true, minVersion: 'TLSv1.3' },
-    report,
-  );
+  const res = await call(new URL('/agent/v1/heartbeat', endpoint), mtls(id), report);
   if (res.status !== 204)
     throw new Error(`heartbeat refused (HTTP ${res.status}): ${JSON.stringify(res.json ?? {})}`);
+}
+
+/**
+ * Opens the driver channel: `GET /agent/v1/channel` upgraded, over mutual
+ * TLS; the control plane then calls the agent's driver on it (host-service.ts).
+ */
+export function openChannel(endpoint: string, id: AgentIdentity): Promise<Duplex> {
+  return new Promise((resolve, reject) => {
+    const req = request(new URL('/agent/v1/channel', endpoint), {
+      method: 'GET',
+      agent: false,
+      headers: { connection: 'Upgrade', upgrade: 'bulwark-rpc' },
+      ...mtls(id),
+    });
+    req.once('upgrade', (_res, socket: Socket, head: Buffer) => {
+      // Bytes that came with the 101 (the control plane's first call) belong to the channel.
+      if (head.length) socket.unshift(head);
+      socket.setTimeout(0);
+      socket.setKeepAlive(true, 5_000);
+      resolve(socket);
+    });
+    req.once('response', (res) => {
+      res.resume();
+      reject(new Error(`the control plane refused the channel (HTTP ${res.statusCode})`));
+    });
+    req.once('error', reject);
+    req.setTimeout(15_000, () => req.destroy(new Error(`no answer from ${endpoint} in 15 s`)));
+    req.end();
+  });
 }
 
 /** The identity files in an agent's data dir: key 0600, certificates 0644. */
