@@ -7,7 +7,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
-import { guestImage, waitFor } from '../helpers/guests.js';
+import { imageCreateArgs, waitFor } from '../helpers/guests.js';
 
 const PASS = 'Long-enough-pass-1';
 
@@ -67,19 +67,7 @@ describe.runIf(process.getuid?.() === 0)('clones: fresh identity per server', { 
   beforeAll(async () => {
     d = await startDaemonProcess();
     await d.os('flavor', 'create', '--vcpus', '1', '--ram', '256', '--disk', '1', 'tiny');
-    await d.os(
-      'image',
-      'create',
-      '--disk-format',
-      'raw',
-      '--container-format',
-      'bare',
-      '--file',
-      guestImage('bios.raw'),
-      '--property',
-      'hw_firmware_type=bios',
-      'tiny-bios',
-    );
+    await d.os(...imageCreateArgs('tiny-bios', 'bios.raw', ['hw_firmware_type=bios']));
     for (const [user, role] of [
       ['admin2', 'admin'],
       ['carol', 'member'],

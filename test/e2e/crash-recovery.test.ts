@@ -21,7 +21,7 @@ import {
   stopDaemon,
 } from '../helpers/daemon-process.js';
 import { LONG, reportFigures } from '../helpers/figures.js';
-import { guestImage, waitFor } from '../helpers/guests.js';
+import { imageCreateArgs, waitFor } from '../helpers/guests.js';
 import {
   guestProcesses,
   instanceDirs,
@@ -112,17 +112,7 @@ describe.runIf(process.getuid?.() === 0)(
         '--property',
         'hw:tpm_model=tpm-crb',
       );
-      const img = await d.osJson(
-        'image',
-        'create',
-        '--disk-format',
-        'raw',
-        '--container-format',
-        'bare',
-        '--file',
-        guestImage('bios.raw'),
-        'tiny-bios',
-      );
+      const img = await d.osJson(...imageCreateArgs('tiny-bios', 'bios.raw'));
       imageId = img.id;
       networkId = (await d.osJson('network', 'create', 'storm-net')).id;
       await d.os(

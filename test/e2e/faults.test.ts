@@ -27,7 +27,7 @@ import {
   stopDaemon,
 } from '../helpers/daemon-process.js';
 import { reportFigures } from '../helpers/figures.js';
-import { guestImage, waitFor } from '../helpers/guests.js';
+import { imageCreateArgs, waitFor } from '../helpers/guests.js';
 import { guestProcesses, killGuests, nftTables } from '../helpers/host-leftovers.js';
 import { type PgCluster, startPgCluster } from '../setup/postgres.js';
 
@@ -66,17 +66,7 @@ describe.runIf(process.getuid?.() === 0)('fault injection', { timeout: 600_000 }
     http = await daemonHttp(d, { timeoutMs: 90_000 });
     token = await http.login();
     await d.os('flavor', 'create', '--vcpus', '1', '--ram', '256', '--disk', '1', 'tiny');
-    await d.os(
-      'image',
-      'create',
-      '--disk-format',
-      'raw',
-      '--container-format',
-      'bare',
-      '--file',
-      guestImage('bios.raw'),
-      'tiny-bios',
-    );
+    await d.os(...imageCreateArgs('tiny-bios', 'bios.raw'));
     await d.os('network', 'create', 'fault-net');
     await d.os(
       'subnet',

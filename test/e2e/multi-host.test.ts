@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tapName } from '../../src/network/model.js';
 import { type AgentTopology, startAgentTopology } from '../helpers/agent-hosts.js';
-import { guestImage, waitFor } from '../helpers/guests.js';
+import { imageCreateArgs, waitFor } from '../helpers/guests.js';
 
 const PG = process.env.BULWARK_TEST_PG !== '0';
 
@@ -40,19 +40,7 @@ describe.runIf(process.getuid?.() === 0)(
       // Ten burst members (seven ERROR still count) and the others: beyond the default 10 instances.
       await os('quota', 'set', '--instances', '-1', '--cores', '-1', '--ram', '-1', 'admin');
       await os('flavor', 'create', '--vcpus', '1', '--ram', '192', '--disk', '1', 'm1.tiny');
-      await os(
-        'image',
-        'create',
-        '--disk-format',
-        'raw',
-        '--container-format',
-        'bare',
-        '--file',
-        guestImage('bios.raw'),
-        '--property',
-        'hw_firmware_type=bios',
-        'tiny',
-      );
+      await os(...imageCreateArgs('tiny', 'bios.raw', ['hw_firmware_type=bios']));
       await os('network', 'create', 'private-net');
       await os(
         'subnet',

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
-import { guestImage, waitFor } from '../helpers/guests.js';
+import { imageCreateArgs, waitFor } from '../helpers/guests.js';
 import { filesUnder } from '../helpers/leaks.js';
 
 describe.runIf(process.getuid?.() === 0)(
@@ -122,17 +122,7 @@ describe.runIf(process.getuid?.() === 0)(
       await os('volume', 'create', '--size', '1', '--type', 'encrypted-ssd', 'data-vol');
       await until('volume', 'data-vol', 'available');
       await os('flavor', 'create', '--vcpus', '1', '--ram', '256', '--disk', '1', 'tiny');
-      await os(
-        'image',
-        'create',
-        '--disk-format',
-        'raw',
-        '--container-format',
-        'bare',
-        '--file',
-        guestImage('bios.raw'),
-        'tiny-bios',
-      );
+      await os(...imageCreateArgs('tiny-bios', 'bios.raw'));
       await os('network', 'create', 'bak-net');
       await os('subnet', 'create', '--network', 'bak-net', '--subnet-range', '10.19.0.0/24', 'bak-subnet');
       await bootWith('vm', 'data-vol', ['yes "$M" | head -c 2097152 > /dev/vdb; sync; echo BW-BAK-WRITTEN']);

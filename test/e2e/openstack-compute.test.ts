@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
-import { guestImage, waitFor } from '../helpers/guests.js';
+import { guestImage, imageCreateArgs, waitFor } from '../helpers/guests.js';
 
 // Each openstack CLI call takes seconds, and guests boot under TCG beside the other suites.
 describe.runIf(process.getuid?.() === 0)(
@@ -54,17 +54,7 @@ describe.runIf(process.getuid?.() === 0)(
     });
 
     it('image create --file, set --property, show -c properties -f json', async () => {
-      await os(
-        'image',
-        'create',
-        '--disk-format',
-        'raw',
-        '--container-format',
-        'bare',
-        '--file',
-        guestImage('bios.raw'),
-        'tiny-bios',
-      );
+      await os(...imageCreateArgs('tiny-bios', 'bios.raw'));
       await os(
         'image',
         'set',

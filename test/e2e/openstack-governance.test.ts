@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
-import { guestImage } from '../helpers/guests.js';
+import { imageCreateArgs } from '../helpers/guests.js';
 
 describe.runIf(process.getuid?.() === 0)(
   'openstack server --property governance',
@@ -26,19 +26,7 @@ describe.runIf(process.getuid?.() === 0)(
       mounted = true;
       d = await startDaemonProcess({ dataDir });
       await d.os('flavor', 'create', '--vcpus', '1', '--ram', '256', '--disk', '1', 'tiny');
-      await d.os(
-        'image',
-        'create',
-        '--disk-format',
-        'raw',
-        '--container-format',
-        'bare',
-        '--file',
-        guestImage('bios.raw'),
-        '--property',
-        'hw_firmware_type=bios',
-        'tiny-bios',
-      );
+      await d.os(...imageCreateArgs('tiny-bios', 'bios.raw', ['hw_firmware_type=bios']));
     });
     afterAll(async () => {
       if (mounted) execFileSync('umount', ['-l', volumesPool]);

@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
-import { guestImage, waitFor } from '../helpers/guests.js';
+import { imageCreateArgs, waitFor } from '../helpers/guests.js';
 
 describe.runIf(process.getuid?.() === 0)(
   'openstack server group against bulwark serve (real guest)',
@@ -42,19 +42,7 @@ describe.runIf(process.getuid?.() === 0)(
 
     it('openstack server create ... --hint group=<id> web-node-01 boots; web-node-02 is ERROR, no valid host', async () => {
       await os('flavor', 'create', '--vcpus', '1', '--ram', '256', '--disk', '1', 'm1.large');
-      await os(
-        'image',
-        'create',
-        '--disk-format',
-        'raw',
-        '--container-format',
-        'bare',
-        '--file',
-        guestImage('bios.raw'),
-        '--property',
-        'hw_firmware_type=bios',
-        'ubuntu-24.04',
-      );
+      await os(...imageCreateArgs('ubuntu-24.04', 'bios.raw', ['hw_firmware_type=bios']));
       await os('network', 'create', 'private-net');
       await os(
         'subnet',

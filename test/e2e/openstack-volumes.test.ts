@@ -10,7 +10,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
-import { guestImage, waitFor } from '../helpers/guests.js';
+import { imageCreateArgs, waitFor } from '../helpers/guests.js';
 import { filesUnder } from '../helpers/leaks.js';
 
 describe.runIf(process.getuid?.() === 0)(
@@ -80,17 +80,7 @@ describe.runIf(process.getuid?.() === 0)(
 
     it('server add volume: the guest writes to it; the pattern and no key are on the host in clear', async () => {
       await os('flavor', 'create', '--vcpus', '1', '--ram', '256', '--disk', '1', 'tiny');
-      await os(
-        'image',
-        'create',
-        '--disk-format',
-        'raw',
-        '--container-format',
-        'bare',
-        '--file',
-        guestImage('bios.raw'),
-        'tiny-bios',
-      );
+      await os(...imageCreateArgs('tiny-bios', 'bios.raw'));
       const script = join(d.dataDir, 'user-data.sh');
       writeFileSync(
         script,

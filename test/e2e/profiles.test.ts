@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { detectCgroups } from '../../src/host/cgroups.js';
 import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
-import { guestImage } from '../helpers/guests.js';
+import { imageCreateArgs } from '../helpers/guests.js';
 
 const MiB = 1024 * 1024;
 const hostHasAes = /^flags\s*:.*\baes\b/m.test(readFileSync('/proc/cpuinfo', 'utf8'));
@@ -35,17 +35,7 @@ describe.runIf(process.getuid?.() === 0 && hostHasAes)(
     beforeAll(async () => {
       dir = mkdtempSync(join(tmpdir(), 'bw-e2e-profile-'));
       d = await startDaemonProcess();
-      await d.os(
-        'image',
-        'create',
-        '--disk-format',
-        'raw',
-        '--container-format',
-        'bare',
-        '--file',
-        guestImage('bios.raw'),
-        'tiny-bios',
-      );
+      await d.os(...imageCreateArgs('tiny-bios', 'bios.raw'));
     });
     afterAll(async () => {
       await stopDaemon(d);

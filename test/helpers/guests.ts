@@ -11,6 +11,20 @@ export function guestImage(
   return path;
 }
 
+/** `openstack image create` arguments for a test guest image (raw or qcow2, as its file), with `--property` pairs. */
+export function imageCreateArgs(
+  name: string,
+  file: Parameters<typeof guestImage>[0],
+  properties: readonly string[] = [],
+): string[] {
+  return [
+    ...['image', 'create', '--disk-format', file.endsWith('.qcow2') ? 'qcow2' : 'raw'],
+    ...['--container-format', 'bare', '--file', guestImage(file)],
+    ...properties.flatMap((p) => ['--property', p]),
+    name,
+  ];
+}
+
 /** Polls `probe` until it returns a value or the time runs out. */
 export async function waitFor<T>(
   what: string,
