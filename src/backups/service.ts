@@ -53,6 +53,7 @@ const PLATFORM_METADATA = new Set([
 const ROOT_DISK = 'root';
 const volumeDisk = (id: string) => `volume:${id}`;
 type RepoRow = Selectable<BackupRepositoriesTable>;
+type BackupDone = 'volume:backups:create:done' | 'server:backups:create:done';
 
 /** Longest a recovery key stays unlocked in memory. */
 export const MAX_UNLOCK_SECONDS = 3600;
@@ -396,43 +397,71 @@ export class BackupService {
       } finally {
         key?.fill(0);
       }
-      const at = nowIso();
       const src = disk;
-      const { sealSha256, stats } = await repository.backup(
-        b.id,
-        idKey,
-        [{ name: 'volume', size: src.size, read: (o, l) => src.read(o, l) }],
-        await this.live(),
-        (done, total) => this.progress.set(b.id, total ? Math.floor((done * 100) / total) : 100),
-      );
-      await this.set(b.id, {
-        status: 'available',
-        seal_sha256: sealSha256,
-        object_count: stats.chunks,
-        read_bytes: stats.bytes,
-        stored_bytes: stats.storedBytes,
-        duration_ms: this.now() - t0,
-        data_timestamp: at,
-      });
-      await this.record(
+      await this.storeDisks(
         auth,
+        b,
         'volume:backups:create:done',
-        b.id,
-        'success',
-        `volume ${b.source_id}: ${stats.bytes} bytes read, ${stats.newChunks} of ${stats.chunks} chunks new, ${stats.storedBytes} bytes stored`,
+        t0,
+        repository,
+        idKey,
+        `volume ${b.source_id}`,
+        [{ name: 'volume', size: src.size, read: (o, l) => src.read(o, l) }],
       );
     } catch (err) {
-      const msg = err instanceof BulwarkError ? err.message : 'The backup failed; see the daemon log.';
-      await this.set(b.id, { status: 'error', fault: msg, duration_ms: this.now() - t0 }).catch(
-        () => undefined,
-      );
-      await this.record(auth, 'volume:backups:create:done', b.id, 'failure', msg);
+      await this.failBackup(auth, b, 'volume:backups:create:done', t0, err);
     } finally {
       await disk?.close().catch(() => undefined);
       idKey?.fill(0);
       this.progress.delete(b.id);
       if (held) await this.volumes.release(b.source_id, 'available').catch(() => undefined);
     }
+  }
+
+  /** Writes the disks as backup `b` (chunked, sealed), marks it available and audits `action`. */
+  private async storeDisks(
+    auth: AuthContext,
+    b: Backup,
+    action: BackupDone,
+    t0: number,
+    repository: Repository,
+    idKey: Buffer,
+    what: string,
+    disks: Parameters<Repository['backup']>[2],
+  ): Promise<void> {
+    const at = nowIso();
+    const { sealSha256, stats } = await repository.backup(
+      b.id,
+      idKey,
+      disks,
+      await this.live(),
+      (done, total) => this.progress.set(b.id, total ? Math.floor((done * 100) / total) : 100),
+    );
+    await this.set(b.id, {
+      status: 'available',
+      seal_sha256: sealSha256,
+      object_count: stats.chunks,
+      read_bytes: stats.bytes,
+      stored_bytes: stats.storedBytes,
+      duration_ms: this.now() - t0,
+      data_timestamp: at,
+    });
+    await this.record(
+      auth,
+      action,
+      b.id,
+      'success',
+      `${what}: ${stats.bytes} bytes read, ${stats.newChunks} of ${stats.chunks} chunks new, ${stats.storedBytes} bytes stored`,
+    );
+  }
+
+  /** Marks backup `b` failed with a reason the operator can read, and audits it. */
+  private async failBackup(auth: AuthContext, b: Backup, action: BackupDone, t0: number, err: unknown) {
+    const msg = err instanceof BulwarkError ? err.message : 'The backup failed; see the daemon log.';
+    await this.set(b.id, { status: 'error', fault: msg, duration_ms: this.now() - t0 }).catch(
+      () => undefined,
+    );
+    await this.record(auth, action, b.id, 'failure', msg);
   }
 
   // ---- verify and restore -----------------------------------------------------------------
@@ -755,36 +784,10 @@ export class BackupService {
         open.push(h);
         disks.push({ name: volumeDisk(v.id), size: h.size, read: (o, l) => h.read(o, l) });
       }
-      const at = nowIso();
-      const { sealSha256, stats } = await repository.backup(
-        b.id,
-        idKey,
-        disks,
-        await this.live(),
-        (done, total) => this.progress.set(b.id, total ? Math.floor((done * 100) / total) : 100),
-      );
-      await this.set(b.id, {
-        status: 'available',
-        seal_sha256: sealSha256,
-        object_count: stats.chunks,
-        read_bytes: stats.bytes,
-        stored_bytes: stats.storedBytes,
-        duration_ms: this.now() - t0,
-        data_timestamp: at,
-      });
-      await this.record(
-        auth,
-        'server:backups:create:done',
-        b.id,
-        'success',
-        `server ${b.source_id} (root disk and ${def.volumes.length} volumes): ${stats.bytes} bytes read, ${stats.newChunks} of ${stats.chunks} chunks new, ${stats.storedBytes} bytes stored`,
-      );
+      const what = `server ${b.source_id} (root disk and ${def.volumes.length} volumes)`;
+      await this.storeDisks(auth, b, 'server:backups:create:done', t0, repository, idKey, what, disks);
     } catch (err) {
-      const msg = err instanceof BulwarkError ? err.message : 'The backup failed; see the daemon log.';
-      await this.set(b.id, { status: 'error', fault: msg, duration_ms: this.now() - t0 }).catch(
-        () => undefined,
-      );
-      await this.record(auth, 'server:backups:create:done', b.id, 'failure', msg);
+      await this.failBackup(auth, b, 'server:backups:create:done', t0, err);
     } finally {
       // Volumes first, the root disk last: closing it continues the guest.
       for (const h of open.reverse()) await h.close().catch(() => undefined);
