@@ -168,6 +168,10 @@ export async function stopDaemon(d: DaemonProcess | undefined): Promise<void> {
 
 /** Removes what a stopped daemon leaves: its data dir and its namespace. */
 export async function removeDaemon(d: DaemonProcess): Promise<void> {
-  rmSync(d.dataDir, { recursive: true, force: true });
-  await removeNetns(d.netns);
+  try {
+    rmSync(d.dataDir, { recursive: true, force: true });
+  } finally {
+    // Even when the data dir cannot go (a mount point: the disk-full suite's tmpfs), the namespace must.
+    await removeNetns(d.netns);
+  }
 }
