@@ -345,33 +345,15 @@ export class BackupService {
     const held =
       v.status === 'available' ? await this.volumes.hold(v.id, ['available'], 'backing-up') : false;
     if (v.status === 'available' && !held) throw conflict(`Volume ${v.id} is busy; try again.`);
-    const now = new Date(this.now()).toISOString();
-    const b: Backup = {
-      id: uuid(),
+    const b = this.startingBackup(auth, input, parent, {
       project_id: v.project_id,
-      user_id: auth.userId,
-      name: input.name ?? null,
-      description: input.description ?? null,
       kind: 'volume',
       source_id: v.id,
       source_type_id: v.volume_type_id,
       size: v.size,
-      status: 'creating',
-      fault: null,
-      is_incremental: parent ? 1 : 0,
-      parent_id: parent?.id ?? null,
-      seal_sha256: null,
-      object_count: 0,
-      read_bytes: 0,
-      stored_bytes: 0,
-      duration_ms: 0,
-      data_timestamp: null,
-      created_at: now,
-      updated_at: now,
-      deleted_at: null,
       schedule_id: input.scheduleId ?? null,
       definition: null,
-    };
+    });
     await this.db.insertInto('backups').values(b).execute();
     const serverId = (await this.volumes.attachments([v.id]))[0]?.server_id ?? null;
     this.tasks.track(b.id, this.runBackup(auth, b, row, serverId, held));
@@ -416,6 +398,39 @@ export class BackupService {
       this.progress.delete(b.id);
       if (held) await this.volumes.release(b.source_id, 'available').catch(() => undefined);
     }
+  }
+
+  /** A new backup's row: `creating`, nothing read or stored yet, incremental when it has a parent. */
+  private startingBackup(
+    auth: AuthContext,
+    input: { name?: string | null | undefined; description?: string | null | undefined },
+    parent: Backup | null,
+    source: Pick<
+      Backup,
+      'project_id' | 'kind' | 'source_id' | 'source_type_id' | 'size' | 'schedule_id' | 'definition'
+    >,
+  ): Backup {
+    const now = new Date(this.now()).toISOString();
+    return {
+      id: uuid(),
+      user_id: auth.userId,
+      name: input.name ?? null,
+      description: input.description ?? null,
+      ...source,
+      status: 'creating',
+      fault: null,
+      is_incremental: parent ? 1 : 0,
+      parent_id: parent?.id ?? null,
+      seal_sha256: null,
+      object_count: 0,
+      read_bytes: 0,
+      stored_bytes: 0,
+      duration_ms: 0,
+      data_timestamp: null,
+      created_at: now,
+      updated_at: now,
+      deleted_at: null,
+    };
   }
 
   /** Writes the disks as backup `b` (chunked, sealed), marks it available and audits `action`. */
@@ -730,33 +745,15 @@ export class BackupService {
         'Invalid backup: No backups of this server are available to do an incremental backup.',
       );
     const flavor = JSON.parse(s.flavor) as { disk: number };
-    const now = new Date(this.now()).toISOString();
-    const b: Backup = {
-      id: uuid(),
+    const b = this.startingBackup(auth, input, parent, {
       project_id: s.project_id,
-      user_id: auth.userId,
-      name: input.name ?? null,
-      description: input.description ?? null,
       kind: 'server',
       source_id: s.id,
       source_type_id: null,
       size: flavor.disk + def.volumes.reduce((n, v) => n + v.size, 0),
-      status: 'creating',
-      fault: null,
-      is_incremental: parent ? 1 : 0,
-      parent_id: parent?.id ?? null,
-      seal_sha256: null,
-      object_count: 0,
-      read_bytes: 0,
-      stored_bytes: 0,
-      duration_ms: 0,
-      data_timestamp: null,
-      created_at: now,
-      updated_at: now,
-      deleted_at: null,
       schedule_id: null,
       definition: JSON.stringify(def),
-    };
+    });
     await this.db.insertInto('backups').values(b).execute();
     this.tasks.track(b.id, this.runServerBackup(auth, b, row, def));
     return b;
