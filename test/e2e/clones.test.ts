@@ -4,9 +4,13 @@
  * and the guest makes its machine-id and SSH host key at first boot and keeps
  * them on its disk. Two servers from one template differ; a reboot keeps them.
  */
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
+import {
+  type DaemonProcess,
+  passwordCliEnv,
+  startDaemonProcess,
+  stopDaemon,
+} from '../helpers/daemon-process.js';
 import { imageCreateArgs, waitFor } from '../helpers/guests.js';
 
 const PASS = 'Long-enough-pass-1';
@@ -32,18 +36,7 @@ function identities(log: string): Identity[] {
 
 describe.runIf(process.getuid?.() === 0)('clones: fresh identity per server', { timeout: 900_000 }, () => {
   let d: DaemonProcess;
-  const as = (user: string) => ({
-    OS_CLOUD: '',
-    OS_CLIENT_CONFIG_FILE: '',
-    OS_AUTH_URL: `${d.url}/identity/v3`,
-    OS_USERNAME: user,
-    OS_PASSWORD: PASS,
-    OS_PROJECT_NAME: 'admin',
-    OS_USER_DOMAIN_NAME: 'Default',
-    OS_PROJECT_DOMAIN_NAME: 'Default',
-    OS_CACERT: join(d.dataDir, 'pki', 'ca.crt'),
-    OS_IDENTITY_API_VERSION: '3',
-  });
+  const as = (user: string) => passwordCliEnv(d, user, PASS);
   const osAs = async (user: string, ...args: string[]) => {
     const r = await d.openstack(args, as(user));
     if (r.code !== 0) throw new Error(`openstack ${args.join(' ')} as ${user}: ${r.stderr}`);

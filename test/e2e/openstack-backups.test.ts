@@ -12,7 +12,12 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
+import {
+  type DaemonProcess,
+  passwordCliEnv,
+  startDaemonProcess,
+  stopDaemon,
+} from '../helpers/daemon-process.js';
 import { imageCreateArgs, waitFor } from '../helpers/guests.js';
 import { filesUnder } from '../helpers/leaks.js';
 
@@ -26,18 +31,7 @@ describe.runIf(process.getuid?.() === 0)(
     // The recovery key lives outside the daemon's data dir, as an admin would keep it offline.
     const keyDir = mkdtempSync(join(tmpdir(), 'bulwark-recovery-'));
     const recoveryKey = join(keyDir, 'recovery.pem');
-    const as = (user: string) => ({
-      OS_CLOUD: '',
-      OS_CLIENT_CONFIG_FILE: '',
-      OS_AUTH_URL: `${d.url}/identity/v3`,
-      OS_USERNAME: user,
-      OS_PASSWORD: 'Long-enough-pass-1',
-      OS_PROJECT_NAME: 'admin',
-      OS_USER_DOMAIN_NAME: 'Default',
-      OS_PROJECT_DOMAIN_NAME: 'Default',
-      OS_CACERT: join(d.dataDir, 'pki', 'ca.crt'),
-      OS_IDENTITY_API_VERSION: '3',
-    });
+    const as = (user: string) => passwordCliEnv(d, user, 'Long-enough-pass-1');
     beforeAll(async () => {
       d = await startDaemonProcess();
     });

@@ -5,7 +5,12 @@
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
+import {
+  type DaemonProcess,
+  passwordCliEnv,
+  startDaemonProcess,
+  stopDaemon,
+} from '../helpers/daemon-process.js';
 
 const mode = (p: string) => statSync(p).mode & 0o777;
 
@@ -71,18 +76,7 @@ describe('openstack CLI against bulwark serve', () => {
       expect.objectContaining({ Role: 'member', User: 'carol@Default', Project: 'team@Default' }),
     ]);
 
-    const carol = {
-      OS_CLOUD: '',
-      OS_CLIENT_CONFIG_FILE: '',
-      OS_AUTH_URL: `${d.url}/identity/v3`,
-      OS_USERNAME: 'carol',
-      OS_PASSWORD: 'Initial-pass-1',
-      OS_PROJECT_NAME: 'team',
-      OS_USER_DOMAIN_NAME: 'Default',
-      OS_PROJECT_DOMAIN_NAME: 'Default',
-      OS_CACERT: join(d.dataDir, 'pki', 'ca.crt'),
-      OS_IDENTITY_API_VERSION: '3',
-    };
+    const carol = passwordCliEnv(d, 'carol', 'Initial-pass-1', 'team');
     const asCarol = await d.openstack(['token', 'issue', '-f', 'json'], carol);
     expect(asCarol.code).toBe(0);
     const refused = await d.openstack(['user', 'create', '--password', 'Whatever-pass-1', 'mallory'], carol);

@@ -9,7 +9,12 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, wri
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
+import {
+  type DaemonProcess,
+  passwordCliEnv,
+  startDaemonProcess,
+  stopDaemon,
+} from '../helpers/daemon-process.js';
 import { filesUnder, leaks } from '../helpers/leaks.js';
 import { SOFTHSM_MODULE, softhsmToken, type TestToken } from '../helpers/softhsm.js';
 
@@ -79,18 +84,8 @@ describe.each(['file', 'pkcs11'] as const)('openstack secret commands, %s KEK', 
     await d.os('role', 'add', '--project', 'kv-other', '--user', 'kv-eve', 'member');
     await d.os('user', 'create', '--password', 'Reader-pass-123', '--project', 'admin', 'kv-rita');
     await d.os('role', 'add', '--project', 'admin', '--user', 'kv-rita', 'reader');
-    const as = (user: string, password: string, project: string) => ({
-      OS_CLOUD: '',
-      OS_CLIENT_CONFIG_FILE: '',
-      OS_AUTH_URL: `${d.url}/identity/v3`,
-      OS_USERNAME: user,
-      OS_PASSWORD: password,
-      OS_PROJECT_NAME: project,
-      OS_USER_DOMAIN_NAME: 'Default',
-      OS_PROJECT_DOMAIN_NAME: 'Default',
-      OS_CACERT: join(d.dataDir, 'pki', 'ca.crt'),
-      OS_IDENTITY_API_VERSION: '3',
-    });
+    const as = (user: string, password: string, project: string) =>
+      passwordCliEnv(d, user, password, project);
     const eve = as('kv-eve', 'Other-pass-123', 'kv-other');
     for (const args of [
       ['secret', 'get', href],

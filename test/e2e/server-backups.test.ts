@@ -14,7 +14,12 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
+import {
+  type DaemonProcess,
+  passwordCliEnv,
+  startDaemonProcess,
+  stopDaemon,
+} from '../helpers/daemon-process.js';
 import { guestImage, waitFor } from '../helpers/guests.js';
 import { filesUnder } from '../helpers/leaks.js';
 
@@ -29,18 +34,7 @@ describe.runIf(process.getuid?.() === 0)(
     const marker = `bwsrv-${tag}-`;
     const keyDir = mkdtempSync(join(tmpdir(), 'bulwark-recovery-'));
     const recoveryKey = join(keyDir, 'recovery.pem');
-    const as = (user: string) => ({
-      OS_CLOUD: '',
-      OS_CLIENT_CONFIG_FILE: '',
-      OS_AUTH_URL: `${d.url}/identity/v3`,
-      OS_USERNAME: user,
-      OS_PASSWORD: PASS,
-      OS_PROJECT_NAME: 'admin',
-      OS_USER_DOMAIN_NAME: 'Default',
-      OS_PROJECT_DOMAIN_NAME: 'Default',
-      OS_CACERT: join(d.dataDir, 'pki', 'ca.crt'),
-      OS_IDENTITY_API_VERSION: '3',
-    });
+    const as = (user: string) => passwordCliEnv(d, user, PASS);
     const os = (...args: string[]) => d.os(...args);
     const bw = async (args: string[], env?: Record<string, string>) => {
       const r = await d.bulwark(args, env);

@@ -157,6 +157,25 @@ export async function startDaemonProcess(
 }
 
 /** After a suite: deletes every server so no guest outlives it, stops the daemon, removes what it left. */
+/** The openstack CLI's environment for `user`/`password` scoped to `project` on `d` (no clouds.yaml). */
+export const passwordCliEnv = (
+  d: Pick<DaemonProcess, 'url' | 'dataDir'>,
+  user: string,
+  password: string,
+  project = 'admin',
+): Record<string, string> => ({
+  OS_CLOUD: '',
+  OS_CLIENT_CONFIG_FILE: '',
+  OS_AUTH_URL: `${d.url}/identity/v3`,
+  OS_USERNAME: user,
+  OS_PASSWORD: password,
+  OS_PROJECT_NAME: project,
+  OS_USER_DOMAIN_NAME: 'Default',
+  OS_PROJECT_DOMAIN_NAME: 'Default',
+  OS_CACERT: join(d.dataDir, 'pki', 'ca.crt'),
+  OS_IDENTITY_API_VERSION: '3',
+});
+
 export async function stopDaemon(d: DaemonProcess | undefined): Promise<void> {
   if (!d) return;
   const left = await d.openstack(['server', 'list', '-f', 'value', '-c', 'ID']);
