@@ -41,13 +41,17 @@ const VERSION = (url: string) => ({
 /**
  * `openstack server migrate --live-migration --host H` needs
  * `--os-compute-api-version 2.30` (the CLI's own check); the CLI then sends
- * 2.30 to look the server up, act and wait. Only those routes take it: the
- * version document still advertises 2.1 (docs/multi-host.md).
+ * 2.30 to look the server up (by name: `GET /servers?name=`, whose 406 sent
+ * osc-lib into a fallback that crashes; creates stay 2.1), act and wait. Only those routes take
+ * it, with their 2.1 views: the version document still advertises 2.1
+ * (docs/multi-host.md).
  */
 const LIVE_MIGRATION_MAX_MINOR = 30;
 const LIVE_MIGRATION_ROUTES = new RegExp(
   `^${PREFIX.replaceAll('.', '\\.')}/(servers/[^/]+(/action|/migrations)?|os-migrations)$`,
 );
+const takesLiveMigrationVersion = (method: string, path: string) =>
+  LIVE_MIGRATION_ROUTES.test(path) || (method === 'GET' && path === `${PREFIX}/servers`);
 
 export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext): Promise<void> {
   const { compute, publicUrl } = ctx;
@@ -65,7 +69,7 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     const path = req.url.split('?')[0] ?? '';
     const max = path.startsWith(`${PREFIX}/os-server-groups`)
       ? GROUPS_MAX_MINOR
-      : LIVE_MIGRATION_ROUTES.test(path)
+      : takesLiveMigrationVersion(req.method, path)
         ? LIVE_MIGRATION_MAX_MINOR
         : 1;
     reply

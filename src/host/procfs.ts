@@ -59,13 +59,20 @@ export async function waitGone(pid: number, startTime: number, timeoutMs: number
   return !(await sameProcess(pid, startTime));
 }
 
-/** Every live QEMU (qemu-system-*) process on the host. */
-export async function qemuProcesses(): Promise<ProcInfo[]> {
+/** Every live process on the host that `keep` selects. */
+async function liveProcesses(keep: (p: ProcInfo) => boolean): Promise<ProcInfo[]> {
   const out: ProcInfo[] = [];
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     const p = await procInfo(Number(entry));
-    if (isLive(p) && p.argv[0] && basename(p.argv[0]).startsWith('qemu-system-')) out.push(p);
+    if (isLive(p) && keep(p)) out.push(p);
   }
   return out;
 }
+
+/** Every live QEMU (qemu-system-*) process on the host. */
+export const qemuProcesses = (): Promise<ProcInfo[]> =>
+  liveProcesses((p) => !!p.argv[0] && basename(p.argv[0]).startsWith('qemu-system-'));
+
+/** Every live process running as `uid` on the host. */
+export const processesOf = (uid: number): Promise<ProcInfo[]> => liveProcesses((p) => p.uid === uid);

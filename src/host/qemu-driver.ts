@@ -67,7 +67,7 @@ import {
   volumeNodes,
 } from './luks.js';
 import { buildSeed } from './nocloud.js';
-import { isLive, procInfo, qemuProcesses, sameProcess, waitGone } from './procfs.js';
+import { isLive, processesOf, procInfo, qemuProcesses, sameProcess, waitGone } from './procfs.js';
 import {
   type Accel,
   buildQemuArgs,
@@ -923,12 +923,13 @@ export class QemuDriver implements HypervisorDriver {
     return out;
   }
 
-  /** Kills every process of the guest, removes its cgroup, taps, files and user. */
-  private async purge(
-    id: string,
-    spec?: GuestSpec,
-    opts: { userMayBeBusy?: boolean } = {},
-  ): Promise<boolean> {
+  /**
+   * Kills every process of the guest, removes its cgroup, taps, files and user.
+   * `sharedUser` (a live migration's source): the user goes only when nothing
+   * runs as it any more; on a machine several agents share (one /etc/passwd,
+   * the test hosts), the destination's guest runs as the same user and keeps it.
+   */
+  private async purge(id: string, spec?: GuestSpec, opts: { sharedUser?: boolean } = {}): Promise<boolean> {
     const L = this.layout(id);
     this.detach(id);
     let killed = false;
@@ -941,11 +942,8 @@ export class QemuDriver implements HypervisorDriver {
     await rm(L.dir, { recursive: true, force: true });
     await rm(L.hostDir, { recursive: true, force: true });
     // Processes of the user outside our base dir would keep userdel from working: there should be none.
-    if (await lookupVmUser(vmUserName(id))) {
-      if (!opts.userMayBeBusy) await removeVmUser(id);
-      // A migration's source on a machine it shares with the destination (test hosts): the user is theirs too.
-      else await removeVmUser(id).catch(() => undefined);
-    }
+    const user = await lookupVmUser(vmUserName(id));
+    if (user && !(opts.sharedUser && (await processesOf(user.uid)).length > 0)) await removeVmUser(id);
     return killed;
   }
 
@@ -1020,7 +1018,8 @@ export class QemuDriver implements HypervisorDriver {
     for (const id of strays) {
       await this.lock.run(id, async () => {
         const rec = await this.readRecord(id).catch(() => null);
-        if (await this.purge(id, rec?.spec)) orphansKilled.push(id);
+        // A stray may be a guest that moved to another host of this machine (its user is theirs then).
+        if (await this.purge(id, rec?.spec, { sharedUser: true })) orphansKilled.push(id);
       });
     }
     return { adopted, vanished, orphansKilled };
@@ -1077,7 +1076,7 @@ export class QemuDriver implements HypervisorDriver {
   migrationCleanup(id: string): Promise<void> {
     return this.lock.run(id, async () => {
       const rec = await this.readRecord(id);
-      await this.purge(id, rec?.spec, { userMayBeBusy: true });
+      await this.purge(id, rec?.spec, { sharedUser: true });
     });
   }
 

@@ -191,6 +191,21 @@ describe.each(dialects())('live migration API on %s', (dialect) => {
     });
     expect(ok230.statusCode).toBe(200);
     expect(ok230.headers['openstack-api-version']).toBe('compute 2.30');
+    // The CLI finds a server given by name with the list filter, at 2.30 too; a create stays 2.1.
+    const byName = await api.app.inject({
+      method: 'GET',
+      url: `${C}/servers?name=lm-2`,
+      headers: { 'x-auth-token': member, 'openstack-api-version': 'compute 2.30' },
+    });
+    expect(byName.statusCode).toBe(200);
+    expect(byName.json().servers.map((s: { id: string }) => s.id)).toEqual([id]);
+    const create230 = await api.app.inject({
+      method: 'POST',
+      url: `${C}/servers`,
+      headers: { 'x-auth-token': admin, 'openstack-api-version': 'compute 2.30' },
+      payload: { server: { name: 'lm-230' } },
+    });
+    expect(create230.statusCode).toBe(406);
     const list230 = await api.app.inject({
       method: 'GET',
       url: `${C}/flavors`,

@@ -59,11 +59,11 @@ export function volumeFiles(dataDir: string): string[] {
     : [];
 }
 
-const inNetns = (d: DaemonProcess, cmd: string, args: string[]) =>
+const inNetns = (d: Pick<DaemonProcess, 'netns'>, cmd: string, args: string[]) =>
   execFileSync('nsenter', [`--net=/run/netns/${d.netns}`, '--', cmd, ...args], { encoding: 'utf8' });
 
 /** Tap devices in the daemon's namespace. */
-export function taps(d: DaemonProcess): string[] {
+export function taps(d: Pick<DaemonProcess, 'netns'>): string[] {
   return inNetns(d, 'ip', ['-o', 'link', 'show'])
     .split('\n')
     .map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1])

@@ -210,7 +210,11 @@ export class AgentHub implements DataplaneSync, LiveMigrator {
       await src.unpause(o.serverId).catch(() => undefined);
       throw err;
     }
-    await src.call('migration.cleanup', o.serverId);
+    // The guest runs on the destination now: a source that cannot clean up does not undo the move
+    // (its reconcile removes a guest no longer placed there when it next connects).
+    await src
+      .call('migration.cleanup', o.serverId)
+      .catch((err: Error) => log(`the source's copy was not cleaned up: ${err.message}`));
   }
 
   /** The source's ruleset without the moved guest's port (its record names the destination now). */
