@@ -43,7 +43,7 @@ const answers = (ns: string, port: number) =>
 
 describe.runIf(process.getuid?.() === 0)(
   `three agent hosts with real guests (control plane on ${PG ? 'PostgreSQL' : 'SQLite'})`,
-  { timeout: 900_000 },
+  { timeout: 1_800_000 },
   () => {
     let t: AgentTopology;
     const os = (...args: string[]) => t.d.os(...args);
@@ -78,20 +78,26 @@ describe.runIf(process.getuid?.() === 0)(
     }, 600_000);
     afterAll(() => t?.close(), 300_000);
 
+    // The CLI gets up to 10 min: ten at once, or a --wait over a migration, on a loaded 2-core host.
+    const LONG = 600_000;
     const create = (name: string, group: string) =>
-      t.d.openstack([
-        'server',
-        'create',
-        '--flavor',
-        'm1.tiny',
-        '--image',
-        'tiny',
-        '--network',
-        'private-net',
-        '--hint',
-        `group=${group}`,
-        name,
-      ]);
+      t.d.openstack(
+        [
+          'server',
+          'create',
+          '--flavor',
+          'm1.tiny',
+          '--image',
+          'tiny',
+          '--network',
+          'private-net',
+          '--hint',
+          `group=${group}`,
+          name,
+        ],
+        undefined,
+        LONG,
+      );
     const nft = (ns: string) =>
       execFileSync('nsenter', [`--net=/run/netns/${ns}`, '--', 'nft', 'list', 'ruleset'], {
         encoding: 'utf8',
@@ -166,7 +172,9 @@ describe.runIf(process.getuid?.() === 0)(
         for (const s of final.filter((x) => x.Status === 'ERROR'))
           expect(JSON.stringify((await show(s.Name)).fault)).toMatch(/No valid host was found/);
       } finally {
-        await Promise.all(names.map((n) => t.d.openstack(['server', 'delete', '--wait', n])));
+        await Promise.all(
+          names.map((n) => t.d.openstack(['server', 'delete', '--wait', n], undefined, LONG)),
+        );
       }
     });
 
@@ -205,10 +213,14 @@ describe.runIf(process.getuid?.() === 0)(
           '',
         ].join('\n'),
       );
-      const created = await t.d.openstack([
-        ...['server', 'create', '--flavor', 'm1.tpm', '--image', 'tiny', '--port', 'mover-port'],
-        ...['--user-data', script, '--wait', 'mover'],
-      ]);
+      const created = await t.d.openstack(
+        [
+          ...['server', 'create', '--flavor', 'm1.tpm', '--image', 'tiny', '--port', 'mover-port'],
+          ...['--user-data', script, '--wait', 'mover'],
+        ],
+        undefined,
+        LONG,
+      );
       expect(created.code, created.stderr).toBe(0);
       const id = (await show('mover')).id as string;
       const from = (await show('mover'))['OS-EXT-SRV-ATTR:host'] as string;
@@ -247,7 +259,11 @@ describe.runIf(process.getuid?.() === 0)(
       let third: string;
       try {
         await new Promise((r) => setTimeout(r, 1500));
-        const moved = await t.d.openstack(['server', 'migrate', '--live-migration', '--wait', 'mover']);
+        const moved = await t.d.openstack(
+          ['server', 'migrate', '--live-migration', '--wait', 'mover'],
+          undefined,
+          LONG,
+        );
         expect(moved.code, moved.stderr).toBe(0);
         to = (await show('mover'))['OS-EXT-SRV-ATTR:host'] as string;
         expect(to).not.toBe(from);
@@ -297,10 +313,14 @@ describe.runIf(process.getuid?.() === 0)(
 
         // And on again, to a host named on the command line (the CLI needs 2.30 for --host).
         third = t.hosts.map((h) => h.name).find((h) => h !== from && h !== to)!;
-        const again = await t.d.openstack([
-          ...['--os-compute-api-version', '2.30', 'server', 'migrate', '--live-migration'],
-          ...['--host', third, '--wait', 'mover'],
-        ]);
+        const again = await t.d.openstack(
+          [
+            ...['--os-compute-api-version', '2.30', 'server', 'migrate', '--live-migration'],
+            ...['--host', third, '--wait', 'mover'],
+          ],
+          undefined,
+          LONG,
+        );
         expect(again.code, again.stderr).toBe(0);
         expect((await show('mover'))['OS-EXT-SRV-ATTR:host']).toBe(third);
         await waitFor('guest reports after the second move', reportsAll, 120_000, 2000);

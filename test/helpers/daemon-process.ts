@@ -18,10 +18,11 @@ export interface DaemonProcess {
   output: string;
   child: ChildProcess;
   env: NodeJS.ProcessEnv;
-  /** Runs the real openstack CLI against this daemon. */
+  /** Runs the real openstack CLI against this daemon (killed after `timeoutMs`, default 120 s). */
   openstack(
     args: string[],
     env?: NodeJS.ProcessEnv,
+    timeoutMs?: number,
   ): Promise<{ stdout: string; stderr: string; code: number }>;
   bulwark(args: string[], env?: NodeJS.ProcessEnv): Promise<{ stdout: string; stderr: string; code: number }>;
   /** The openstack CLI's stdout; a non-zero exit throws with its stderr. */
@@ -31,9 +32,9 @@ export interface DaemonProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-async function exec(cmd: string, args: string[], env: NodeJS.ProcessEnv) {
+async function exec(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeout = 120_000) {
   try {
-    const r = await run(cmd, args, { env, timeout: 120_000, maxBuffer: 16 * 1024 * 1024 });
+    const r = await run(cmd, args, { env, timeout, maxBuffer: 16 * 1024 * 1024 });
     return { stdout: r.stdout, stderr: r.stderr, code: 0 };
   } catch (e) {
     const err = e as { stdout?: string; stderr?: string; code?: number };
@@ -129,8 +130,8 @@ export async function startDaemonProcess(
     OS_CLOUD: 'bulwark',
     PYTHONWARNINGS: 'ignore',
   };
-  const inNetns = (cmd: string, args: string[], e: NodeJS.ProcessEnv) =>
-    exec('nsenter', [`--net=/run/netns/${netns}`, '--', cmd, ...args], e);
+  const inNetns = (cmd: string, args: string[], e: NodeJS.ProcessEnv, timeoutMs?: number) =>
+    exec('nsenter', [`--net=/run/netns/${netns}`, '--', cmd, ...args], e, timeoutMs);
   const os = async (...args: string[]) => {
     const r = await inNetns('openstack', args, env);
     if (r.code !== 0) throw new Error(`openstack ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
@@ -143,7 +144,7 @@ export async function startDaemonProcess(
     output,
     child,
     env,
-    openstack: (args, extra) => inNetns('openstack', args, { ...env, ...extra }),
+    openstack: (args, extra, timeoutMs) => inNetns('openstack', args, { ...env, ...extra }, timeoutMs),
     os,
     osJson: async (...args) => JSON.parse(await os(...args, '-f', 'json')),
     bulwark: (args, extra) => inNetns(process.execPath, [BIN, ...args], { ...env, ...extra }),
