@@ -16,9 +16,10 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NftDataplane } from '../src/host/net/index.js';
-import { compileRuleset } from '../src/network/compile.js';
+import { compileRuleset, groupObjectsOf } from '../src/network/compile.js';
 import { loadDataplaneState, loadGroupStates } from '../src/network/dataplane-state.js';
 import type { DataplaneSync } from '../src/network/networks.js';
+import { groupUpdate } from '../src/network/sg-sets.js';
 import { profiled } from './lib/cpu-profile.js';
 import { makeNetns } from './lib/netns.js';
 import { call, startBenchApi } from './lib/platform.js';
@@ -31,15 +32,9 @@ const TABLE = 'bwbench';
 const ns = makeNetns('bwb-sg');
 const tmp = mkdtempSync(join(tmpdir(), 'bulwark-bench-nft-'));
 const log = join(tmp, 'nft.log');
-const sizes = join(tmp, 'sizes.log');
 const wrapper = join(tmp, 'nft');
-// Counts transactions: every nft run and whether it was a batch (-f), with the batch file's size.
-writeFileSync(
-  wrapper,
-  `#!/bin/sh\necho "$*" >> ${log}\nfor a; do last="$a"; done\n[ -f "$last" ] && wc -c < "$last" >> ${sizes}\nexec nft "$@"\n`,
-);
-writeFileSync(sizes, '');
-const batchBytes = () => readFileSync(sizes, 'utf8').split('\n').filter(Boolean).map(Number);
+// Counts transactions: every nft run and whether it was a batch (-f).
+writeFileSync(wrapper, `#!/bin/sh\necho "$*" >> ${log}\nexec nft "$@"\n`);
 chmodSync(wrapper, 0o755);
 writeFileSync(log, '');
 const runs = () => readFileSync(log, 'utf8').split('\n').filter(Boolean);
@@ -116,16 +111,21 @@ try {
   const ms: number[] = [];
   const perAdd: number[] = [];
   const runsBefore = runs().length;
-  const sizesBefore = batchBytes().length;
+  const objectsNow = async () => groupObjectsOf(await loadGroupStates(api.store, [sg.security_group.id]));
+  let addBytes = 0;
   for (let i = 0; i < samples; i++) {
+    const was = i === 0 ? await objectsNow() : undefined;
     const before = batches();
     ms.push(
       (await secs(() => call(api, 'POST', '/network/v2.0/security-group-rules', ruleAt(i), 201))) * 1000,
     );
     perAdd.push(batches() - before);
+    // The batch the first add sent, rebuilt outside the timing: the diff of the group's objects.
+    const a = was?.get(sg.security_group.id);
+    const b = a && (await objectsNow()).get(sg.security_group.id);
+    if (a && b) addBytes = JSON.stringify({ nftables: groupUpdate(TABLE, a, b) }).length;
   }
   const nftRunsPerAdd = (runs().length - runsBefore) / samples;
-  const addBytes = batchBytes().slice(sizesBefore);
   // The full path for the same state (a group's first change, a reconcile), for comparison.
   const fullMs: number[] = [];
   for (let i = 0; i < 3; i++) fullMs.push((await secs(() => live?.sync('bench: full apply'))) * 1000);
@@ -152,7 +152,7 @@ try {
     : await profiled(() => call(api, 'POST', '/network/v2.0/security-group-rules', ruleAt(samples), 201));
   const size = listing.split('\n').length;
   const how =
-    `each add is one \`nft -j -f\` batch of ${fmt(median(addBytes))} bytes (the group's set elements; no port chain is touched), ` +
+    `each add is one \`nft -j -f\` batch of ${fmt(addBytes)} bytes (the group's set elements; no port chain is touched), ` +
     `${nftRunsPerAdd} nft run per add; a full apply of the same state (${fmt(size)} lines of \`nft list\`, ` +
     `${fmt(rulesetBytes / 1024)} KiB of JSON for ${PORTS} ports) takes ${median(fullMs).toFixed(0)} ms ` +
     `(load ${loadMs.toFixed(0)} ms + compile ${compileMs.toFixed(0)} ms here, the rest nft and the kernel)`;

@@ -17,6 +17,7 @@ import {
 } from './compile.js';
 import { normaliseRule, type RuleInput } from './model.js';
 import type { Json, NftChain, NftCommand, NftMap, NftRule, NftRuleset, NftSet } from './nft-json.js';
+import { PS_SETS } from './port-security.js';
 import { EGRESS_OK_MARK, groupNames } from './sg-sets.js';
 
 // ---- helpers to look into a compiled batch -------------------------------------
@@ -393,18 +394,39 @@ describe('compileRuleset: port security, zones, quarantine', () => {
     const rs = compile([p]);
     const pre = rules(rs, names.preChain(p.id)).map((r) => text(r.expr));
     expect(pre[0]).toContain(text({ set: ['fa:16:3e:00:00:01', 'fa:16:3e:00:00:99'] }));
-    expect(pre.find((r) => r.includes('{"protocol":"ip","field":"saddr"}}]}'))).toContain(
-      text({ concat: ['fa:16:3e:00:00:99', { prefix: { addr: '10.5.0.0', len: 24 } }] }),
+    // Sources live in shared sets keyed by device (no anonymous set per port): own IP and the pair's prefix.
+    expect(pre.find((r) => r.includes(`"@${PS_SETS.srcV4}"`))).toContain('"!="');
+    const dev = (elem: unknown) => ({ concat: [p.device, ...(elem as unknown[])] });
+    expect(setNamed(rs, PS_SETS.srcV4)).toMatchObject({
+      type: ['ifname', 'ether_addr', 'ipv4_addr'],
+      flags: ['interval'],
+      elem: [
+        dev(['fa:16:3e:00:00:01', '10.0.0.1']),
+        dev(['fa:16:3e:00:00:99', { prefix: { addr: '10.5.0.0', len: 24 } }]),
+      ],
+    });
+    expect(pre.some((r) => r.includes(`"@${PS_SETS.serverPorts}"`) && r.endsWith('{"drop":null}]'))).toBe(
+      true,
     );
-    expect(pre.some((r) => r.includes(text({ set: [67, 547] })) && r.endsWith('{"drop":null}]'))).toBe(true);
-    expect(pre.some((r) => r.includes('nd-router-advert') && r.endsWith('{"drop":null}]'))).toBe(true);
+    expect(setNamed(rs, PS_SETS.serverPorts)?.elem).toEqual([67, 547]);
+    expect(pre.some((r) => r.includes(`"@${PS_SETS.raTypes}"`) && r.endsWith('{"drop":null}]'))).toBe(true);
     // EUI-64 link-local of the port MAC is a valid IPv6 source.
-    expect(pre.some((r) => r.includes('fe80::f816:3eff:fe00:1'))).toBe(true);
+    expect(setNamed(rs, PS_SETS.srcV6)?.elem).toContainEqual(
+      dev(['fa:16:3e:00:00:01', 'fe80::f816:3eff:fe00:1']),
+    );
     // ARP: sender must be the port's (MAC . IP); 0.0.0.0 probes allowed.
     const arp = rules(rs, names.arpChain(p.id), 'arp').map((r) => text(r.expr));
-    expect(
-      arp.some((r) => r.includes('"saddr ip"') && r.includes('10.0.0.1') && r.endsWith('{"return":null}]')),
-    ).toBe(true);
+    expect(arp.some((r) => r.includes(`"@${PS_SETS.arpSrc}"`) && r.endsWith('{"return":null}]'))).toBe(true);
+    expect(setNamed(rs, PS_SETS.arpSrc, 'arp')?.elem).toEqual([
+      dev(['fa:16:3e:00:00:01', '0.0.0.0']),
+      dev(['fa:16:3e:00:00:01', '10.0.0.1']),
+      dev(['fa:16:3e:00:00:99', '0.0.0.0']),
+      dev(['fa:16:3e:00:00:99', { prefix: { addr: '10.5.0.0', len: 24 } }]),
+    ]);
+    // Per port, anonymous sets only where a port has more than one: its MACs, its ND targets (two each here).
+    expect(collect(rules(rs, names.preChain(p.id)), 'set')).toHaveLength(2);
+    const lone = compile([{ ...port(2, ['web']), ips: ['10.0.0.2'] }]);
+    expect(collect(rules(lone, names.preChain(port(2, []).id)), 'set')).toHaveLength(0);
     expect(arp.at(-1)).toBe(text([{ counter: portCounterNames(p.id).arp }, { drop: null }]));
     expect(map(rs, 'pre_dispatch')?.elem).toContainEqual([
       p.device,

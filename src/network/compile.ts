@@ -36,6 +36,8 @@ import {
   compileArpPort,
   compilePortSecurity,
   ipElem,
+  type PsSet,
+  portSecuritySets,
   type SecuredPort,
   type Src,
   setOrOne,
@@ -426,6 +428,21 @@ export function compileRuleset(input: CompileInput): NftRuleset {
   }
   ifnameSet('inet', names.portsSet, allDevices);
   ifnameSet('inet', names.quarantineSet, quarantined);
+  const psSets = portSecuritySets(secured);
+  const psSet = (family: NftFamily, s: PsSet) =>
+    add({
+      add: {
+        set: {
+          family,
+          table: t,
+          name: s.name,
+          type: s.type,
+          ...(s.interval ? { flags: ['interval' as const] } : {}),
+          ...(s.elem.length ? { elem: s.elem } : {}),
+        },
+      },
+    });
+  for (const s of psSets.inet) psSet('inet', s);
   if (noHostAccess.length > 0) ifnameSet('inet', 'zone_no_host', noHostAccess);
   if (zonesInUse)
     for (const z of [...new Set(ports.map((p) => p.zone))].sort()) {
@@ -704,6 +721,7 @@ export function compileRuleset(input: CompileInput): NftRuleset {
   for (const p of secured) counter('arp', portCounterNames(p.id).arp);
   ifnameSet('arp', names.portsSet, allDevices);
   ifnameSet('arp', names.quarantineSet, quarantined);
+  for (const s of psSets.arp) psSet('arp', s);
   chain('arp', 'input', { hook: 'input', prio: PRIO_FILTER });
   chain('arp', 'output', { hook: 'output', prio: PRIO_FILTER });
   for (const p of secured) chain('arp', names.arpChain(p.id));
