@@ -16,6 +16,7 @@ import { normaliseRule, type RuleInput } from '../../src/network/model.js';
 import type { DataplaneSync } from '../../src/network/networks.js';
 import { groupNames } from '../../src/network/sg-sets.js';
 import { startTestApi, type TestApi } from '../helpers/api.js';
+import { dialects } from '../helpers/store.js';
 import { type Guest, guestPort, hasTools, isRoot, Topology } from './topology.js';
 
 /**
@@ -270,112 +271,121 @@ describe.skipIf(!canRun)('security-group changes in place equal a full recompile
   });
 });
 
-describe.skipIf(!canRun)('through the API: a rule add is one transaction; a bad rule changes nothing', () => {
-  let api: TestApi;
-  let dataplane: NftDataplane | undefined;
-  let netns: string;
-  let dir: string;
-  const table = `bwapi_${Math.random().toString(16).slice(2, 8)}`;
+describe.skipIf(!canRun).each(dialects())(
+  'through the API on %s: a rule add is one transaction; a bad rule changes nothing',
+  (dialect) => {
+    let api: TestApi;
+    let dataplane: NftDataplane | undefined;
+    let netns: string;
+    let dir: string;
+    const table = `bwapi_${Math.random().toString(16).slice(2, 8)}`;
 
-  beforeAll(async () => {
-    netns = `bwt-sgapi-${Math.random().toString(16).slice(2, 8)}`;
-    execFileSync('ip', ['netns', 'add', netns]);
-    dir = mkdtempSync(join(tmpdir(), 'bulwark-sgapi-'));
-    writeFileSync(join(dir, 'nft'), `#!/bin/sh\necho "$*" >> ${join(dir, 'nft.log')}\nexec nft "$@"\n`);
-    chmodSync(join(dir, 'nft'), 0o755);
-    writeFileSync(join(dir, 'nft.log'), '');
-    const real: DataplaneSync = {
-      sync: async (reason) => dataplane?.sync(reason),
-      syncGroups: async (ids, reason) => dataplane?.syncGroups(ids, reason),
-    };
-    api = await startTestApi('sqlite', {}, real);
-    dataplane = new NftDataplane({
-      netns,
-      nft: join(dir, 'nft'),
-      table,
-      load: () => loadDataplaneState(api.store),
-      loadGroups: (ids) => loadGroupStates(api.store, ids),
-    });
-    await dataplane.sync('test setup');
-  }, 60_000);
-
-  afterAll(async () => {
-    dataplane?.close();
-    await api?.close();
-    if (netns) execFileSync('ip', ['netns', 'del', netns]);
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
-
-  it('adds and removes with one nft batch each; refused rules leave the kernel as it was', async () => {
-    const admin = await api.login('admin', api.adminPassword, 'admin');
-    const sg = await api.call('POST', '/network/v2.0/security-groups', admin, {
-      security_group: { name: 'web' },
-    });
-    expect(sg.status).toBe(201);
-    const id = sg.json.security_group.id as string;
-    const runs = () => readFileSync(join(dir, 'nft.log'), 'utf8').split('\n').filter(Boolean);
-    // The group is new to the kernel: the first change places it with a full apply.
-    await api.call('POST', '/network/v2.0/security-group-rules', admin, {
-      security_group_rule: {
-        security_group_id: id,
-        direction: 'ingress',
-        protocol: 'tcp',
-        port_range_min: 22,
-        port_range_max: 22,
-      },
-    });
-    const before = runs().length;
-    const add = await api.call('POST', '/network/v2.0/security-group-rules', admin, {
-      security_group_rule: {
-        security_group_id: id,
-        direction: 'ingress',
-        protocol: 'tcp',
-        port_range_min: 443,
-        port_range_max: 443,
-        remote_ip_prefix: '10.0.0.0/8',
-      },
-    });
-    expect(add.status).toBe(201);
-    expect(runs().slice(before)).toEqual([expect.stringMatching(/-j -f /)]);
-    const kernel = () =>
-      execFileSync('ip', ['netns', 'exec', netns, 'nft', 'list', 'table', 'inet', table]).toString();
-    expect(kernel()).toMatch(/10\.0\.0\.0\/8 \. tcp \. 443/);
-    const snapshot = kernel();
-    const bad = [
-      { security_group_id: id, direction: 'ingress', protocol: 'tcp', port_range_min: 0, port_range_max: 80 },
-      {
-        security_group_id: id,
-        direction: 'ingress',
-        protocol: 'tcp',
-        port_range_min: 90,
-        port_range_max: 80,
-      },
-      { security_group_id: id, direction: 'ingress', protocol: 'udp', remote_ip_prefix: '10.0.0.0/33' },
-      { security_group_id: id, direction: 'sideways', protocol: 'tcp' },
-      { security_group_id: id, direction: 'ingress', ethertype: 'IPv4', remote_ip_prefix: 'fd00::/8' },
-      {
-        security_group_id: id,
-        direction: 'ingress',
-        protocol: 'tcp',
-        port_range_min: 443,
-        port_range_max: 443,
-        remote_ip_prefix: '10.0.0.0/8',
-      },
-    ];
-    const runsBefore = runs().length;
-    for (const rule of bad) {
-      const res = await api.call('POST', '/network/v2.0/security-group-rules', admin, {
-        security_group_rule: rule,
+    beforeAll(async () => {
+      netns = `bwt-sgapi-${Math.random().toString(16).slice(2, 8)}`;
+      execFileSync('ip', ['netns', 'add', netns]);
+      dir = mkdtempSync(join(tmpdir(), 'bulwark-sgapi-'));
+      writeFileSync(join(dir, 'nft'), `#!/bin/sh\necho "$*" >> ${join(dir, 'nft.log')}\nexec nft "$@"\n`);
+      chmodSync(join(dir, 'nft'), 0o755);
+      writeFileSync(join(dir, 'nft.log'), '');
+      const real: DataplaneSync = {
+        sync: async (reason) => dataplane?.sync(reason),
+        syncGroups: async (ids, reason) => dataplane?.syncGroups(ids, reason),
+      };
+      api = await startTestApi(dialect, {}, real);
+      dataplane = new NftDataplane({
+        netns,
+        nft: join(dir, 'nft'),
+        table,
+        load: () => loadDataplaneState(api.store),
+        loadGroups: (ids) => loadGroupStates(api.store, ids),
       });
-      expect(res.status, JSON.stringify(rule)).toBeGreaterThanOrEqual(400);
-      expect(res.status).toBeLessThan(500);
-    }
-    expect(runs().length).toBe(runsBefore);
-    expect(kernel()).toBe(snapshot);
-    const ruleId = add.json.security_group_rule.id as string;
-    const del = await api.call('DELETE', `/network/v2.0/security-group-rules/${ruleId}`, admin);
-    expect(del.status).toBe(204);
-    expect(runs().slice(runsBefore)).toEqual([expect.stringMatching(/-j -f /)]);
-    expect(kernel()).not.toMatch(/10\.0\.0\.0\/8 \. tcp \. 443/);
-  });
-});
+      await dataplane.sync('test setup');
+    }, 60_000);
+
+    afterAll(async () => {
+      dataplane?.close();
+      await api?.close();
+      if (netns) execFileSync('ip', ['netns', 'del', netns]);
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('adds and removes with one nft batch each; refused rules leave the kernel as it was', async () => {
+      const admin = await api.login('admin', api.adminPassword, 'admin');
+      const sg = await api.call('POST', '/network/v2.0/security-groups', admin, {
+        security_group: { name: 'web' },
+      });
+      expect(sg.status).toBe(201);
+      const id = sg.json.security_group.id as string;
+      const runs = () => readFileSync(join(dir, 'nft.log'), 'utf8').split('\n').filter(Boolean);
+      // The group is new to the kernel: the first change places it with a full apply.
+      await api.call('POST', '/network/v2.0/security-group-rules', admin, {
+        security_group_rule: {
+          security_group_id: id,
+          direction: 'ingress',
+          protocol: 'tcp',
+          port_range_min: 22,
+          port_range_max: 22,
+        },
+      });
+      const before = runs().length;
+      const add = await api.call('POST', '/network/v2.0/security-group-rules', admin, {
+        security_group_rule: {
+          security_group_id: id,
+          direction: 'ingress',
+          protocol: 'tcp',
+          port_range_min: 443,
+          port_range_max: 443,
+          remote_ip_prefix: '10.0.0.0/8',
+        },
+      });
+      expect(add.status).toBe(201);
+      expect(runs().slice(before)).toEqual([expect.stringMatching(/-j -f /)]);
+      const kernel = () =>
+        execFileSync('ip', ['netns', 'exec', netns, 'nft', 'list', 'table', 'inet', table]).toString();
+      expect(kernel()).toMatch(/10\.0\.0\.0\/8 \. tcp \. 443/);
+      const snapshot = kernel();
+      const bad = [
+        {
+          security_group_id: id,
+          direction: 'ingress',
+          protocol: 'tcp',
+          port_range_min: 0,
+          port_range_max: 80,
+        },
+        {
+          security_group_id: id,
+          direction: 'ingress',
+          protocol: 'tcp',
+          port_range_min: 90,
+          port_range_max: 80,
+        },
+        { security_group_id: id, direction: 'ingress', protocol: 'udp', remote_ip_prefix: '10.0.0.0/33' },
+        { security_group_id: id, direction: 'sideways', protocol: 'tcp' },
+        { security_group_id: id, direction: 'ingress', ethertype: 'IPv4', remote_ip_prefix: 'fd00::/8' },
+        {
+          security_group_id: id,
+          direction: 'ingress',
+          protocol: 'tcp',
+          port_range_min: 443,
+          port_range_max: 443,
+          remote_ip_prefix: '10.0.0.0/8',
+        },
+      ];
+      const runsBefore = runs().length;
+      for (const rule of bad) {
+        const res = await api.call('POST', '/network/v2.0/security-group-rules', admin, {
+          security_group_rule: rule,
+        });
+        expect(res.status, JSON.stringify(rule)).toBeGreaterThanOrEqual(400);
+        expect(res.status).toBeLessThan(500);
+      }
+      expect(runs().length).toBe(runsBefore);
+      expect(kernel()).toBe(snapshot);
+      const ruleId = add.json.security_group_rule.id as string;
+      const del = await api.call('DELETE', `/network/v2.0/security-group-rules/${ruleId}`, admin);
+      expect(del.status).toBe(204);
+      expect(runs().slice(runsBefore)).toEqual([expect.stringMatching(/-j -f /)]);
+      expect(kernel()).not.toMatch(/10\.0\.0\.0\/8 \. tcp \. 443/);
+    });
+  },
+);
