@@ -20,7 +20,12 @@ import { bootstrapIdentity } from './identity/bootstrap.js';
 import type { IdentityService } from './identity/service.js';
 import { openKek } from './keys/index.js';
 import { sweepOrphanKeys } from './keys/orphan-keys.js';
-import { loadDataplaneState, loadDhcpState, loadGateways } from './network/dataplane-state.js';
+import {
+  loadDataplaneState,
+  loadDhcpState,
+  loadGateways,
+  loadGroupStates,
+} from './network/dataplane-state.js';
 import { DropMonitor } from './network/drop-spikes.js';
 import type { DataplaneSync } from './network/networks.js';
 import { createCa, issueCertificate, type PemPair } from './pki/ca.js';
@@ -114,6 +119,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
   let lockdownNotice: ((on: boolean, cause?: Error) => void) | undefined;
   const dataplane = new NftDataplane({
     load: () => loadDataplaneState(store, { uplink: config.uplinkDevice }),
+    loadGroups: (ids) => loadGroupStates(store, ids),
     prepare: async () => setGateways(await loadGateways(store)),
     onLockdown: (on, cause) => lockdownNotice?.(on, cause),
   });
@@ -127,6 +133,10 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
   const firewalls: DataplaneSync = {
     sync: async (reason) => {
       await dataplane.sync(reason);
+      await hub?.sync(reason);
+    },
+    syncGroups: async (ids, reason) => {
+      await dataplane.syncGroups(ids, reason);
       await hub?.sync(reason);
     },
   };

@@ -6,15 +6,19 @@ import {
   compileQuarantine,
   compileRuleset,
   type GroupState,
+  NETWORK_MARK_MASK,
   NO_ROUTE_OUT_COUNTER,
   names,
   networkCounterName,
   type PortState,
   portCounterNames,
+  ZONE_MARK_MASK,
   type ZonePolicy,
 } from './compile.js';
 import { normaliseRule, type RuleInput } from './model.js';
 import type { Json, NftChain, NftCommand, NftMap, NftRule, NftRuleset, NftSet } from './nft-json.js';
+import { PS_SETS } from './port-security.js';
+import { EGRESS_OK_MARK, groupNames } from './sg-sets.js';
 
 // ---- helpers to look into a compiled batch -------------------------------------
 
@@ -171,34 +175,70 @@ describe('compileRuleset: security groups', () => {
     expect(out.at(-1)?.expr).toEqual([{ counter: portCounterNames(p.id).egress }, { drop: null }]);
   });
 
-  it('stateful: replies pass, invalid is dropped, before any allow', () => {
+  it('stateful: replies pass, invalid is dropped, before the groups’ allows', () => {
     const p = port(1, ['web']);
     const inn = rules(compile([p]), names.ingressChain(p.id)).map((r) => text(r.expr));
     expect(inn[0]).toContain('"established","related"');
     expect(inn[1]).toContain('"invalid"');
-    expect(inn[2]).toContain('10.0.0.0');
+    expect(inn[2]).toBe(text([{ jump: { target: groupNames.chain('web', 'ingress') } }]));
   });
 
-  it('compiles the spec rule to one nft rule: tcp dport 443 from 10.0.0.0/8', () => {
+  it('the spec rule "tcp dport 443 from 10.0.0.0/8" is one element of the group’s set, looked up once', () => {
     const p = port(1, ['web']);
-    const allow = rules(compile([p]), names.ingressChain(p.id)).filter((r) => verdictOf(r) === 'accept')[1];
-    expect(allow?.expr).toEqual([
-      { match: { op: '==', left: { meta: { key: 'nfproto' } }, right: 'ipv4' } },
-      {
-        match: {
-          op: '==',
-          left: { payload: { protocol: 'ip', field: 'saddr' } },
-          right: { prefix: { addr: '10.0.0.0', len: 8 } },
+    const rs = compile([p]);
+    const tset = groupNames.set('web', 'ingress', 4, 't');
+    expect(setNamed(rs, tset)).toMatchObject({
+      type: ['ipv4_addr', 'inet_proto', 'inet_service'],
+      flags: ['interval'],
+      elem: [{ concat: [{ prefix: { addr: '10.0.0.0', len: 8 } }, 6, 443] }],
+    });
+    expect(rules(rs, groupNames.chain('web', 'ingress')).map((r) => r.expr)).toEqual([
+      [
+        {
+          match: {
+            op: '==',
+            left: {
+              concat: [
+                { payload: { protocol: 'ip', field: 'saddr' } },
+                { meta: { key: 'l4proto' } },
+                { payload: { protocol: 'th', field: 'dport' } },
+              ],
+            },
+            right: `@${tset}`,
+          },
         },
-      },
-      { match: { op: '==', left: { meta: { key: 'l4proto' } }, right: 6 } },
-      { match: { op: '==', left: { payload: { protocol: 'th', field: 'dport' } }, right: 443 } },
-      { accept: null },
+        { accept: null },
+      ],
     ]);
   });
 
-  it('merges ports into sets and prefixes into interval sets, the union of all the port’s groups', () => {
-    const g1 = group('a', [
+  it('shares a group’s objects among its ports: 60 ports, one chain and one set per group', () => {
+    const ports = Array.from({ length: 60 }, (_, i) => port(i + 1, ['web']));
+    const rs = compile(ports);
+    expect(chains(rs).filter((c) => c.name === groupNames.chain('web', 'ingress'))).toHaveLength(1);
+    for (const p of ports)
+      expect(rules(rs, names.ingressChain(p.id)).map((r) => text(r.expr))).toContain(
+        text([{ jump: { target: groupNames.chain('web', 'ingress') } }]),
+      );
+    // Egress: the group's chain marks what it allows; the port returns on the mark, else drops.
+    const out = rules(rs, names.egressChain(ports[0]?.id ?? '')).map((r) => text(r.expr));
+    const j = out.indexOf(text([{ jump: { target: groupNames.chain('web', 'egress') } }]));
+    expect(j).toBeGreaterThan(0);
+    expect(out[j - 1]).toContain(String(~EGRESS_OK_MARK >>> 0));
+    expect(out[j + 1]).toContain(String(EGRESS_OK_MARK));
+    expect(out[j + 1]).toContain('"return"');
+    expect(text(rules(rs, groupNames.chain('web', 'egress'))[0]?.expr)).toContain(
+      text({
+        mangle: {
+          key: { meta: { key: 'mark' } },
+          value: { '|': [{ meta: { key: 'mark' } }, EGRESS_OK_MARK] },
+        },
+      }),
+    );
+  });
+
+  it('cuts the union of a group’s rules into disjoint boxes (ports merged, nested prefixes split)', () => {
+    const g = group('a', [
       { direction: 'ingress', protocol: 'tcp', port_range_min: 22, remote_ip_prefix: '10.0.0.0/8' },
       {
         direction: 'ingress',
@@ -207,9 +247,6 @@ describe('compileRuleset: security groups', () => {
         port_range_max: 8080,
         remote_ip_prefix: '10.0.0.0/8',
       },
-    ]);
-    const g2 = group('b', [
-      { direction: 'ingress', protocol: 'tcp', port_range_min: 443, remote_ip_prefix: '10.0.0.0/8' },
       {
         direction: 'ingress',
         protocol: 'tcp',
@@ -217,43 +254,40 @@ describe('compileRuleset: security groups', () => {
         port_range_max: 8090,
         remote_ip_prefix: '10.0.0.0/8',
       },
+      { direction: 'ingress', protocol: 'tcp', port_range_min: 80, remote_ip_prefix: '10.1.0.0/16' },
       { direction: 'ingress', protocol: 'udp', port_range_min: 53, remote_ip_prefix: '192.168.0.0/16' },
       { direction: 'ingress', protocol: 'udp', port_range_min: 53, remote_ip_prefix: '192.168.1.0/24' },
-      { direction: 'ingress', protocol: 'udp', port_range_min: 53, remote_ip_prefix: '172.16.0.0/12' },
       { direction: 'ingress', protocol: 'icmp', port_range_min: 8 },
       { direction: 'ingress', protocol: 'icmp', port_range_min: 0 },
       { direction: 'ingress', protocol: 'icmp', port_range_min: 3, port_range_max: 4 },
     ]);
-    const p = { ...port(1, ['a', 'b']), ips: ['10.0.0.1'] };
-    const rs = compileRuleset({ table: 'bulwark', ports: [p], groups: [g1, g2] });
-    const allows = rules(rs, names.ingressChain(p.id))
-      .filter((r) => verdictOf(r) === 'accept')
-      .slice(1);
-    const tcp = allows.find((r) => text(r.expr).includes('"right":6'));
-    expect(text(tcp?.expr)).toContain(text({ set: [22, 443, { range: [8000, 8090] }] }));
-    const udp = allows.find((r) => text(r.expr).includes('"right":17'));
-    // 192.168.1.0/24 lies inside 192.168.0.0/16 and disappears.
-    expect(text(udp?.expr)).toContain(
-      text({
-        set: [{ prefix: { addr: '172.16.0.0', len: 12 } }, { prefix: { addr: '192.168.0.0', len: 16 } }],
-      }),
-    );
-    const icmp = allows.filter((r) => text(r.expr).includes('"icmp"'));
+    const p = { ...port(1, ['a']), ips: ['10.0.0.1'] };
+    const rs = compileRuleset({ table: 'bulwark', ports: [p], groups: [g] });
+    const pfx = (addr: string, len: number) => ({ prefix: { addr, len } });
+    const ports = (...xs: unknown[]) => xs;
+    expect(setNamed(rs, groupNames.set('a', 'ingress', 4, 't'))?.elem).toEqual([
+      // 10.0.0.0/8 minus 10.1.0.0/16: 22 and 8000-8090; inside 10.1.0.0/16 also 80.
+      ...ports(22, { range: [8000, 8090] }).map((x) => ({ concat: [pfx('10.0.0.0', 16), 6, x] })),
+      ...ports(22, 80, { range: [8000, 8090] }).map((x) => ({ concat: [pfx('10.1.0.0', 16), 6, x] })),
+      ...ports(22, { range: [8000, 8090] }).map((x) => ({
+        concat: [{ range: ['10.2.0.0', '10.255.255.255'] }, 6, x],
+      })),
+      // 192.168.1.0/24 lies inside 192.168.0.0/16 with the same port: it disappears.
+      { concat: [pfx('192.168.0.0', 16), 17, 53] },
+    ]);
+    // ICMP types and codes stay rules in the group's chain (sets hold address, protocol and port).
+    const icmp = rules(rs, groupNames.chain('a', 'ingress')).filter((r) => text(r.expr).includes('"icmp"'));
     expect(icmp.map((r) => text(r.expr))).toEqual([
       expect.stringContaining(text({ set: [0, 8] })),
       expect.stringMatching(/"field":"type"}},"right":3}.*"field":"code"}},"right":4}/),
     ]);
-    expect(allows).toHaveLength(4);
   });
 
-  it('edge cases: 1-65535 is any port, protocol numbers, IPv6, overlapping CIDRs, empty groups', () => {
+  it('edge cases: 1-65535 is the whole protocol, protocol numbers, IPv6, overlapping CIDRs, empty groups', () => {
     const g = group('edge', [
-      // The whole range means "any port": no port match at all.
       { direction: 'ingress', protocol: 'tcp', port_range_min: 1, port_range_max: 65535 },
-      // By number: 132 is SCTP, with a port; 47 (GRE) has no ports.
       { direction: 'ingress', protocol: '132', port_range_min: 9000, port_range_max: 9000 },
       { direction: 'ingress', protocol: '47' },
-      // IPv6 with a prefix, and ICMPv6 by name on IPv6.
       {
         direction: 'ingress',
         ethertype: 'IPv6',
@@ -262,42 +296,40 @@ describe('compileRuleset: security groups', () => {
         remote_ip_prefix: 'fd00:1::/64',
       },
       { direction: 'ingress', ethertype: 'IPv6', protocol: 'icmp', port_range_min: 128 },
-      // Overlapping and duplicate CIDRs collapse to the widest.
       { direction: 'ingress', protocol: 'udp', port_range_min: 123, remote_ip_prefix: '10.0.0.0/8' },
       { direction: 'ingress', protocol: 'udp', port_range_min: 123, remote_ip_prefix: '10.1.0.0/16' },
       { direction: 'ingress', protocol: 'udp', port_range_min: 123, remote_ip_prefix: '10.1.2.3/32' },
+      { direction: 'ingress' },
+      { direction: 'ingress', remote_ip_prefix: '10.9.0.0/16' },
     ]);
     const empty = group('empty', []);
     const p = port(1, ['edge', 'empty']);
-    const allows = rules(
-      compileRuleset({ table: 'bulwark', ports: [p], groups: [g, empty] }),
-      names.ingressChain(p.id),
-    )
-      .filter((r) => verdictOf(r) === 'accept')
-      .slice(1)
-      .map((r) => text(r.expr));
-    const tcp = allows.find((r) => r.includes('"right":6}'));
-    expect(tcp).toBeDefined();
-    expect(tcp).not.toContain('dport');
-    expect(allows.find((r) => r.includes('"right":132}'))).toContain('"right":9000');
-    expect(allows.find((r) => r.includes('"right":47}'))).not.toContain('dport');
-    expect(allows.find((r) => r.includes('fd00:1::'))).toMatch(/"ipv6".*"len":64.*"right":17}.*"right":53/);
-    expect(allows.find((r) => r.includes('"icmpv6"'))).toContain('"right":128');
-    const ntp = allows.filter((r) => r.includes('"right":123'));
-    expect(ntp).toHaveLength(1);
-    expect(ntp[0]).toContain(text({ prefix: { addr: '10.0.0.0', len: 8 } }));
-    expect(ntp[0]).not.toContain('10.1.');
-    // An empty group adds nothing; a port whose only group is empty gets nothing in or out.
-    const lone = port(2, ['empty']);
-    const lonely = compileRuleset({ table: 'bulwark', ports: [lone], groups: [empty] });
-    expect(rules(lonely, names.ingressChain(lone.id)).filter((r) => verdictOf(r) === 'accept')).toHaveLength(
-      1,
+    const rs = compileRuleset({ table: 'bulwark', ports: [p], groups: [g, empty] });
+    const elems = (fam: 4 | 6, kind: 'p' | 't') =>
+      setNamed(rs, groupNames.set('edge', 'ingress', fam, kind))?.elem;
+    const ANY4 = { prefix: { addr: '0.0.0.0', len: 0 } };
+    // Any protocol from anywhere covers 10.9.0.0/16's any protocol; whole protocols (tcp, 47) keep their own boxes.
+    expect(elems(4, 'p')).toEqual([{ concat: [ANY4, { range: [0, 255] }] }]);
+    expect(elems(4, 't')).toEqual([
+      { concat: [{ prefix: { addr: '10.0.0.0', len: 8 } }, 17, 123] },
+      { concat: [ANY4, 132, 9000] },
+    ]);
+    expect(elems(6, 't')).toEqual([{ concat: [{ prefix: { addr: 'fd00:1::', len: 64 } }, 17, 53] }]);
+    expect(text(rules(rs, groupNames.chain('edge', 'ingress')))).toContain('"icmpv6"');
+    // The port jumps to both groups; the empty group's chain and sets are empty.
+    expect(rules(rs, names.ingressChain(p.id)).filter((r) => text(r.expr).includes('"jump"'))).toHaveLength(
+      2,
     );
-    expect(
-      rules(lonely, names.egressChain(lone.id)).some(
-        (r) => verdictOf(r) === 'return' && text(r.expr).includes('nfproto'),
-      ),
-    ).toBe(false);
+    expect(rules(rs, groupNames.chain('empty', 'ingress'))).toHaveLength(0);
+    expect(rules(rs, groupNames.chain('empty', 'egress'))).toHaveLength(0);
+    expect(setNamed(rs, groupNames.set('empty', 'ingress', 4, 't'))?.elem).toBeUndefined();
+    // Without the catch-alls, tcp 1-65535 is the whole protocol: an (address . protocol) element.
+    const g2 = group('edge2', [
+      { direction: 'ingress', protocol: 'tcp', port_range_min: 1, port_range_max: 65535 },
+    ]);
+    const rs2 = compileRuleset({ table: 'bulwark', ports: [port(2, ['edge2'])], groups: [g2] });
+    expect(setNamed(rs2, groupNames.set('edge2', 'ingress', 4, 'p'))?.elem).toEqual([{ concat: [ANY4, 6] }]);
+    expect(setNamed(rs2, groupNames.set('edge2', 'ingress', 4, 't'))?.elem).toBeUndefined();
   });
 
   it('remote groups match a named set per group and family (members incl. address pairs), never per member', () => {
@@ -315,14 +347,12 @@ describe('compileRuleset: security groups', () => {
     expect(setNamed(rs, names.groupSet('web', 6))?.elem).toContainEqual({
       prefix: { addr: 'fd09::', len: 64 },
     });
-    const allows = rules(rs, names.ingressChain(server.id)).filter((r) => verdictOf(r) === 'accept');
-    expect(allows).toHaveLength(2);
-    expect(text(allows[1]?.expr)).toContain(`"@${names.groupSet('web', 4)}"`);
+    const allows = rules(rs, groupNames.chain('app', 'ingress'));
+    expect(allows).toHaveLength(1);
+    expect(text(allows[0]?.expr)).toContain(`"@${names.groupSet('web', 4)}"`);
     // Same rule count with one member.
     const small = compile([server, port(10, ['web'])]);
-    expect(rules(small, names.ingressChain(server.id))).toHaveLength(
-      rules(rs, names.ingressChain(server.id)).length,
-    );
+    expect(rules(small, groupNames.chain('app', 'ingress'))).toHaveLength(allows.length);
   });
 
   it('replaces a group’s members in place with a flush and an add in one batch', () => {
@@ -364,18 +394,39 @@ describe('compileRuleset: port security, zones, quarantine', () => {
     const rs = compile([p]);
     const pre = rules(rs, names.preChain(p.id)).map((r) => text(r.expr));
     expect(pre[0]).toContain(text({ set: ['fa:16:3e:00:00:01', 'fa:16:3e:00:00:99'] }));
-    expect(pre.find((r) => r.includes('{"protocol":"ip","field":"saddr"}}]}'))).toContain(
-      text({ concat: ['fa:16:3e:00:00:99', { prefix: { addr: '10.5.0.0', len: 24 } }] }),
+    // Sources live in shared sets keyed by device (no anonymous set per port): own IP and the pair's prefix.
+    expect(pre.find((r) => r.includes(`"@${PS_SETS.srcV4}"`))).toContain('"!="');
+    const dev = (elem: unknown) => ({ concat: [p.device, ...(elem as unknown[])] });
+    expect(setNamed(rs, PS_SETS.srcV4)).toMatchObject({
+      type: ['ifname', 'ether_addr', 'ipv4_addr'],
+      flags: ['interval'],
+      elem: [
+        dev(['fa:16:3e:00:00:01', '10.0.0.1']),
+        dev(['fa:16:3e:00:00:99', { prefix: { addr: '10.5.0.0', len: 24 } }]),
+      ],
+    });
+    expect(pre.some((r) => r.includes(`"@${PS_SETS.serverPorts}"`) && r.endsWith('{"drop":null}]'))).toBe(
+      true,
     );
-    expect(pre.some((r) => r.includes(text({ set: [67, 547] })) && r.endsWith('{"drop":null}]'))).toBe(true);
-    expect(pre.some((r) => r.includes('nd-router-advert') && r.endsWith('{"drop":null}]'))).toBe(true);
+    expect(setNamed(rs, PS_SETS.serverPorts)?.elem).toEqual([67, 547]);
+    expect(pre.some((r) => r.includes(`"@${PS_SETS.raTypes}"`) && r.endsWith('{"drop":null}]'))).toBe(true);
     // EUI-64 link-local of the port MAC is a valid IPv6 source.
-    expect(pre.some((r) => r.includes('fe80::f816:3eff:fe00:1'))).toBe(true);
+    expect(setNamed(rs, PS_SETS.srcV6)?.elem).toContainEqual(
+      dev(['fa:16:3e:00:00:01', 'fe80::f816:3eff:fe00:1']),
+    );
     // ARP: sender must be the port's (MAC . IP); 0.0.0.0 probes allowed.
     const arp = rules(rs, names.arpChain(p.id), 'arp').map((r) => text(r.expr));
-    expect(
-      arp.some((r) => r.includes('"saddr ip"') && r.includes('10.0.0.1') && r.endsWith('{"return":null}]')),
-    ).toBe(true);
+    expect(arp.some((r) => r.includes(`"@${PS_SETS.arpSrc}"`) && r.endsWith('{"return":null}]'))).toBe(true);
+    expect(setNamed(rs, PS_SETS.arpSrc, 'arp')?.elem).toEqual([
+      dev(['fa:16:3e:00:00:01', '0.0.0.0']),
+      dev(['fa:16:3e:00:00:01', '10.0.0.1']),
+      dev(['fa:16:3e:00:00:99', '0.0.0.0']),
+      dev(['fa:16:3e:00:00:99', { prefix: { addr: '10.5.0.0', len: 24 } }]),
+    ]);
+    // Per port, anonymous sets only where a port has more than one: its MACs, its ND targets (two each here).
+    expect(collect(rules(rs, names.preChain(p.id)), 'set')).toHaveLength(2);
+    const lone = compile([{ ...port(2, ['web']), ips: ['10.0.0.2'] }]);
+    expect(collect(rules(lone, names.preChain(port(2, []).id)), 'set')).toHaveLength(0);
     expect(arp.at(-1)).toBe(text([{ counter: portCounterNames(p.id).arp }, { drop: null }]));
     expect(map(rs, 'pre_dispatch')?.elem).toContainEqual([
       p.device,
@@ -413,8 +464,10 @@ describe('compileRuleset: port security, zones, quarantine', () => {
     ]);
     expect(setNamed(rs, 'zone_reply_2')?.elem).toEqual([{ concat: [0x20000, ...ANY] }]);
     expect(text(rules(rs, names.egressChain(a.id))[0]?.expr)).toContain('"mangle"');
-    // One zone only: no zone rules at all.
-    expect(text(compile([port(1, ['web']), port(2, ['web'])]))).not.toContain('mangle');
+    // One zone only: no zone rules or marks at all.
+    const one = text(compile([port(1, ['web']), port(2, ['web'])]));
+    expect(one).not.toContain('@zone_in_');
+    expect(one).not.toContain(String(~ZONE_MARK_MASK >>> 0));
     refuses(() => compile([port(1, ['web'], { zone: 'Bad Zone' })]), /not a valid zone/);
   });
 
@@ -672,7 +725,7 @@ describe('compileRuleset: network isolation, routers and SNAT', () => {
 
   it('without network ids nothing changes (no marks, no isolation rules)', () => {
     const rs = compile([port(1, ['web']), port(2, ['web'])]);
-    expect(text(rs)).not.toContain('mangle');
+    expect(text(rs)).not.toContain(String(~NETWORK_MARK_MASK >>> 0));
     expect(text(rs)).not.toContain(NO_ROUTE_OUT_COUNTER);
   });
 

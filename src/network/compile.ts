@@ -36,11 +36,13 @@ import {
   compileArpPort,
   compilePortSecurity,
   ipElem,
+  type PsSet,
+  portSecuritySets,
   type SecuredPort,
   type Src,
   setOrOne,
 } from './port-security.js';
-import { compileAllows } from './sg-rules.js';
+import { egressJumps, type GroupObjects, groupDeclarations, groupObjects, ingressJumps } from './sg-sets.js';
 import { type NormalZoneAllow, normaliseZoneAllow, type ZoneAllow, zoneSetElements } from './zone-sets.js';
 
 export { compileGroupMembers, compileQuarantine } from './compile-incremental.js';
@@ -166,7 +168,6 @@ interface Port extends SecuredPort {
   device: string;
   mac: string;
   mode: 'stateful' | 'stateless' | 'open';
-  rules: Rule[];
   zone: string;
   quarantined: boolean;
   network: string;
@@ -222,7 +223,6 @@ function validatePorts(input: CompileInput, groups: Map<string, GroupState>): Po
         : gs.length > 0 && gs.every((g) => !g.stateful)
           ? 'stateless'
           : 'stateful',
-      rules: gs.flatMap((g) => g.rules),
       zone,
       quarantined: p.quarantined === true,
       network: p.network ?? '',
@@ -428,6 +428,21 @@ export function compileRuleset(input: CompileInput): NftRuleset {
   }
   ifnameSet('inet', names.portsSet, allDevices);
   ifnameSet('inet', names.quarantineSet, quarantined);
+  const psSets = portSecuritySets(secured);
+  const psSet = (family: NftFamily, s: PsSet) =>
+    add({
+      add: {
+        set: {
+          family,
+          table: t,
+          name: s.name,
+          type: s.type,
+          ...(s.interval ? { flags: ['interval' as const] } : {}),
+          ...(s.elem.length ? { elem: s.elem } : {}),
+        },
+      },
+    });
+  for (const s of psSets.inet) psSet('inet', s);
   if (noHostAccess.length > 0) ifnameSet('inet', 'zone_no_host', noHostAccess);
   if (zonesInUse)
     for (const z of [...new Set(ports.map((p) => p.zone))].sort()) {
@@ -471,6 +486,9 @@ export function compileRuleset(input: CompileInput): NftRuleset {
       members.filter((m) => m.version === 6),
     );
   }
+  // Each group's allows: sets and chains of its own, shared by its ports (sg-sets.ts).
+  const groupDecls = [...groups.values()].map((g) => groupDeclarations(t, groupObjects(g, names.groupSet)));
+  for (const d of groupDecls) cmds.push(...d.sets);
   if (stateless.length > 0) {
     ifnameSet(
       'inet',
@@ -509,6 +527,7 @@ export function compileRuleset(input: CompileInput): NftRuleset {
   chain('inet', 'host_to_guest');
   if (stateless.length > 0) chain('inet', 'notrack_select');
   for (const p of secured) chain('inet', names.preChain(p.id));
+  for (const d of groupDecls) cmds.push(...d.chains);
   for (const p of ports) {
     chain('inet', names.egressChain(p.id));
     chain('inet', names.ingressChain(p.id));
@@ -620,6 +639,7 @@ export function compileRuleset(input: CompileInput): NftRuleset {
   }
   rule('inet', 'host_to_guest', [vmap(meta('oifname'), 'in_dispatch')]);
 
+  for (const d of groupDecls) cmds.push(...d.rules);
   // Per-port chains.
   for (const p of secured) compilePortSecurity(p, (expr) => rule('inet', names.preChain(p.id), expr));
   const zoneBits = and(meta('mark'), ZONE_MARK_MASK);
@@ -685,8 +705,9 @@ export function compileRuleset(input: CompileInput): NftRuleset {
       inn([match(ct('state'), ['established', 'related'], 'in'), accept]);
       inn([match(ct('state'), 'invalid'), namedCounter(c.ingress), drop]);
     }
-    for (const m of compileAllows(p.rules, 'egress', names.groupSet)) out([...m, ret]);
-    for (const m of compileAllows(p.rules, 'ingress', names.groupSet)) inn([...m, accept]);
+    // The groups' allows live in the groups' own chains and sets, so a rule change edits no port chain.
+    for (const m of egressJumps(p.groupIds)) out(m);
+    for (const m of ingressJumps(p.groupIds)) inn(m);
     // Deny by default, silently: drop, never reject.
     out([namedCounter(c.egress), drop]);
     inn([namedCounter(c.ingress), drop]);
@@ -700,6 +721,7 @@ export function compileRuleset(input: CompileInput): NftRuleset {
   for (const p of secured) counter('arp', portCounterNames(p.id).arp);
   ifnameSet('arp', names.portsSet, allDevices);
   ifnameSet('arp', names.quarantineSet, quarantined);
+  for (const s of psSets.arp) psSet('arp', s);
   chain('arp', 'input', { hook: 'input', prio: PRIO_FILTER });
   chain('arp', 'output', { hook: 'output', prio: PRIO_FILTER });
   for (const p of secured) chain('arp', names.arpChain(p.id));
@@ -713,6 +735,16 @@ export function compileRuleset(input: CompileInput): NftRuleset {
   guard('arp', 'output', 'oifname');
   for (const p of secured) compileArpPort(p, (expr) => rule('arp', names.arpChain(p.id), expr));
   return { nftables: cmds };
+}
+
+/**
+ * Every group's own objects (sg-sets.ts), validated as the full compile
+ * validates them: the dataplane diffs these against the applied ones to
+ * change a group in place.
+ */
+export function groupObjectsOf(groups: readonly GroupState[]): Map<string, GroupObjects> {
+  const valid = validateGroups(groups);
+  return new Map([...valid.values()].map((g) => [g.id, groupObjects(g, names.groupSet)]));
 }
 
 // ---- network isolation, routers and SNAT ------------------------------------------------

@@ -119,6 +119,30 @@ export async function loadDataplaneState(
   };
 }
 
+/** Just these security groups with their rules: what an in-place group update reads (`NftDataplane#syncGroups`). */
+export async function loadGroupStates(store: Store, ids: readonly string[]): Promise<GroupState[]> {
+  if (ids.length === 0) return [];
+  const [groups, rules] = await Promise.all([
+    store.db
+      .selectFrom('security_groups')
+      .select(['id', 'stateful'])
+      .where('id', 'in', ids)
+      .orderBy('id')
+      .execute(),
+    store.db
+      .selectFrom('security_group_rules')
+      .selectAll()
+      .where('security_group_id', 'in', ids)
+      .orderBy('created_at')
+      .execute(),
+  ]);
+  return groups.map((g) => ({
+    id: g.id,
+    stateful: g.stateful === 1,
+    rules: rules.filter((r) => r.security_group_id === g.id).map(normaliseRule),
+  }));
+}
+
 /**
  * Routers as the dataplane needs them: the networks each joins (network
  * isolation) and, with an external gateway, its attached IPv4 subnets (SNAT).

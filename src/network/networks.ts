@@ -24,7 +24,16 @@ export type Port = Selectable<PortsTable>;
 /** Called after any change that alters what the firewall must enforce. */
 export interface DataplaneSync {
   sync(reason: string): Promise<void>;
+  /**
+   * Only these groups' rules changed: a dataplane that can change them in
+   * place does (one small transaction); without it, `sync`.
+   */
+  syncGroups?(groupIds: readonly string[], reason: string): Promise<void>;
 }
+
+/** Tells the dataplane that only these groups' rules changed (in place where it can). */
+export const syncGroups = (dp: DataplaneSync, groupIds: readonly string[], reason: string): Promise<void> =>
+  dp.syncGroups ? dp.syncGroups(groupIds, reason) : dp.sync(reason);
 
 export const ZONE_PATTERN = /^[a-z][a-z0-9-]{0,31}$/;
 

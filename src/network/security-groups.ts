@@ -6,7 +6,7 @@ import type { Store } from '../store/database.js';
 import type { SecurityGroupRulesTable, SecurityGroupsTable } from '../store/schema.js';
 import { nowIso, uuid } from '../util/ids.js';
 import { normaliseRule, type RuleInput, ruleKey } from './model.js';
-import { type DataplaneSync, isUniqueViolation } from './networks.js';
+import { type DataplaneSync, isUniqueViolation, syncGroups } from './networks.js';
 
 export type SecurityGroup = Selectable<SecurityGroupsTable>;
 export type SecurityGroupRule = Selectable<SecurityGroupRulesTable>;
@@ -268,14 +268,14 @@ export class SecurityGroupService {
         );
       throw err;
     }
-    await this.dataplane.sync(`rule added to ${group.id}`);
+    await syncGroups(this.dataplane, [group.id], `rule added to ${group.id}`);
     return row;
   }
 
   async deleteRule(auth: AuthContext, id: string) {
     const r = await this.getRule(auth, id);
     await this.db.deleteFrom('security_group_rules').where('id', '=', r.id).execute();
-    await this.dataplane.sync(`rule removed from ${r.security_group_id}`);
+    await syncGroups(this.dataplane, [r.security_group_id], `rule removed from ${r.security_group_id}`);
   }
 
   /** The groups a new or changed port gets: the caller's, or the project's `default`; no mixing stateful and stateless. */

@@ -11,13 +11,15 @@ import {
 import { match, meta, type NftExpr, type NftStmt, payload, prefix, range, ref, set } from './nft-json.js';
 
 /**
- * Turns the security-group rules that apply to one port, one direction, into
- * as few nftables rules as keep the meaning exact: rules that differ only in
- * their port become one rule with a port set (`th dport { 22, 443 }`), and
- * rules that differ only in their remote prefix one rule with an interval set
- * of prefixes. Remote-group rules match the group's named set
- * (`ip saddr @sg_<id>_v4`), never one rule per member: Neutron's known scale
- * problem. Every output rule is an allow; order among them does not matter.
+ * Turns security-group rules into as few nftables rules as keep the meaning
+ * exact: rules that differ only in their port become one rule with a port set
+ * (`th dport { 22, 443 }`), and rules that differ only in their remote prefix
+ * one rule with an interval set of prefixes. Remote-group rules match the
+ * group's named set (`ip saddr @sg_<id>_v4`), never one rule per member:
+ * Neutron's known scale problem. Every output rule is an allow; order among
+ * them does not matter. A group's chain (sg-sets.ts) uses this for the rules
+ * its (address . protocol . port) sets cannot hold: remote-group and ICMP
+ * type/code rules.
  */
 
 type Remote = { kind: 'any' } | { kind: 'prefix'; p: Prefix } | { kind: 'group'; id: string };

@@ -163,7 +163,8 @@ describe.runIf(process.getuid?.() === 0)('fault injection', { timeout: 600_000 }
       execFileSync('nsenter', [`--net=/run/netns/${d.netns}`, '--', '/usr/sbin/nft', ...args], {
         encoding: 'utf8',
       });
-    expect(inNs(['list', 'table', 'inet', 'bulwark'])).not.toMatch(/dport 2222/);
+    // The rule is an element of the group's (address . protocol . port) set (docs/network.md).
+    expect(inNs(['list', 'table', 'inet', 'bulwark'])).not.toMatch(/10\.78\.0\.0\/24 \. tcp \. 2222/);
     rmSync(nftBroken);
     // No operator action: the background retry applies the stored rule and lifts the lockdown.
     await waitFor(
@@ -172,7 +173,7 @@ describe.runIf(process.getuid?.() === 0)('fault injection', { timeout: 600_000 }
       60_000,
       1000,
     );
-    expect(inNs(['list', 'table', 'inet', 'bulwark'])).toMatch(/dport 2222/);
+    expect(inNs(['list', 'table', 'inet', 'bulwark'])).toMatch(/10\.78\.0\.0\/24 \. tcp \. 2222/);
     expect(await events('dataplane:lockdown')).toHaveLength(1);
     expect(await events('dataplane:lockdown_lifted')).toHaveLength(1);
     survived.push('nft-failing');

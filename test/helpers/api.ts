@@ -6,6 +6,7 @@ import type { CreateServerInput } from '../../src/compute/servers.js';
 import { FakeHypervisor } from '../../src/host/fake-hypervisor.js';
 import { bootstrapIdentity } from '../../src/identity/bootstrap.js';
 import type { IdentityPolicy, IdentityService } from '../../src/identity/service.js';
+import { type DataplaneSync, syncGroups } from '../../src/network/networks.js';
 import { createCa, type PemPair } from '../../src/pki/ca.js';
 import { buildPlatform, type Platform, type PlatformOptions } from '../../src/platform.js';
 import type { AuthContext } from '../../src/policy/context.js';
@@ -71,13 +72,26 @@ export const testPlatformOptions = (dataDir: string): PlatformOptions => ({
 export async function startTestApi(
   dialect: Dialect,
   extra: Partial<Omit<PlatformOptions, 'identityPolicy'>> & { identityPolicy?: Partial<IdentityPolicy> } = {},
+  /** A real dataplane behind the recorded syncs (test/net/sg-incremental.test.ts); none by default. */
+  real?: DataplaneSync,
 ): Promise<TestApi> {
   const db = await testDb(dialect);
   const store = await openStore({ url: db.url, ...(db.adminUrl ? { adminUrl: db.adminUrl } : {}) });
   const driver = new FakeHypervisor();
   const dataplane = {
     reasons: [] as string[],
-    sync: async (reason: string) => void dataplane.reasons.push(reason),
+    sync: async (reason: string) => {
+      dataplane.reasons.push(reason);
+      await real?.sync(reason);
+    },
+    ...(real
+      ? {
+          syncGroups: async (ids: readonly string[], reason: string) => {
+            dataplane.reasons.push(reason);
+            await syncGroups(real, ids, reason);
+          },
+        }
+      : {}),
   };
   const base = testPlatformOptions(db.dir);
   const platform = buildPlatform(store, driver, dataplane, {

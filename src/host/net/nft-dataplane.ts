@@ -4,9 +4,12 @@ import {
   compileGroupMembers,
   compileQuarantine,
   compileRuleset,
+  type GroupState,
+  groupObjectsOf,
 } from '../../network/compile.js';
 import { compileLockdown, lockdownTable } from '../../network/compile-lockdown.js';
 import type { DataplaneSync } from '../../network/networks.js';
+import { type GroupObjects, groupUpdate } from '../../network/sg-sets.js';
 import {
   applyCommands,
   applyRuleset,
@@ -21,6 +24,8 @@ export interface NftDataplaneOptions extends NftOptions {
   table?: string;
   /** Reads the desired state (e.g. `network/dataplane-state.ts#loadDataplaneState`). */
   load: () => Promise<Omit<CompileInput, 'table'>>;
+  /** Reads just these groups (their rules) for an in-place update; `load` when absent. */
+  loadGroups?: (ids: readonly string[]) => Promise<GroupState[]>;
   /** Host-side work that must precede the ruleset, e.g. gateway addresses (`prepareRouter`). */
   prepare?: () => Promise<void>;
   /** Told when the host enters or leaves lockdown (for the audit log). */
@@ -30,10 +35,18 @@ export interface NftDataplaneOptions extends NftOptions {
 }
 
 /**
- * The nftables dataplane: on every change, reads the whole desired state,
+ * The nftables dataplane: on a change, reads the whole desired state,
  * compiles it and replaces the ruleset in one transaction. Full recompiles
  * keep it simple and self-healing (a hand-edited or missing table is fixed by
  * the next sync).
+ *
+ * A change to a group's rules only (`syncGroups`) is applied in place: the
+ * group's sets and chain (network/sg-sets.ts) are diffed against what the
+ * last successful apply put in the kernel, and the difference goes in as one
+ * small transaction, whatever the number of ports using the group. Its result
+ * equals a full recompile of the same state (test/net/sg-incremental.test.ts);
+ * if the batch fails (the kernel's table is not what we applied), the full
+ * apply runs instead, with its lockdown when that fails too.
  *
  * Fail closed: when a full apply fails, the VM devices are cut off by a
  * separate lockdown table until an apply succeeds (retried in the
@@ -45,6 +58,8 @@ export class NftDataplane implements DataplaneSync {
   private retry: NodeJS.Timeout | undefined;
   private tail: Promise<unknown> = Promise.resolve();
   private queued = 0;
+  /** Each group's objects as last applied; undefined until a full apply succeeds, and after a failure. */
+  private applied: Map<string, GroupObjects> | undefined;
 
   constructor(private readonly opts: NftDataplaneOptions) {
     this.table = opts.table ?? 'bulwark';
@@ -66,17 +81,54 @@ export class NftDataplane implements DataplaneSync {
    * decide to lock down or lift the lockdown (and audit it twice).
    */
   sync(reason: string): Promise<void> {
+    return this.queue(() => this.syncNow(reason));
+  }
+
+  /**
+   * Applies a change to these groups' rules in place (one transaction). On the
+   * same queue as `sync`, and reading the state when its turn comes, so two
+   * changes that arrive together are neither lost nor applied out of order.
+   */
+  syncGroups(groupIds: readonly string[], reason: string): Promise<void> {
+    return this.queue(async () => {
+      if (this.locked || !this.applied) return this.syncNow(reason);
+      const applied = this.applied;
+      let next: Map<string, GroupObjects>;
+      try {
+        const ids = [...new Set(groupIds)];
+        const groups = this.opts.loadGroups
+          ? await this.opts.loadGroups(ids)
+          : (await this.opts.load()).groups.filter((g) => ids.includes(g.id));
+        next = groupObjectsOf(groups);
+        const cmds = ids.flatMap((id) => {
+          const was = applied.get(id);
+          const now = next.get(id);
+          if (!was || !now) throw new Error(`group ${id} is new or gone: a full apply places it`);
+          return groupUpdate(this.table, was, now);
+        });
+        await applyCommands(cmds, this.nftOpts);
+      } catch {
+        // Whatever failed (a table edited by hand, a group the last apply did not have): the full path heals it.
+        return this.syncNow(reason);
+      }
+      for (const [id, g] of next) applied.set(id, g);
+    });
+  }
+
+  private queue(work: () => Promise<void>): Promise<void> {
     this.queued++;
-    const run = this.tail.then(() => this.syncNow(reason)).finally(() => this.queued--);
+    const run = this.tail.then(work).finally(() => this.queued--);
     this.tail = run.catch(() => undefined);
     return run;
   }
 
   private async syncNow(reason: string): Promise<void> {
+    this.applied = undefined;
     try {
       await this.opts.prepare?.();
       const state = await this.opts.load();
       await applyRuleset(compileRuleset({ table: this.table, ...state }), this.nftOpts);
+      this.applied = groupObjectsOf(state.groups);
     } catch (err) {
       const cause = err instanceof Error ? err : new Error(String(err));
       const why = `The change (${reason}) is saved, but the host could not enforce it: ${cause.message.split('\n')[0]}.`;
