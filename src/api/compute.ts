@@ -44,7 +44,11 @@ const VERSION = (url: string) => ({
  * 2.30 to look the server up, act and wait. Only those routes take it: the
  * version document still advertises 2.1 (docs/multi-host.md).
  */
-const LIVE_MIGRATION_MAX_MINOR = 30;
+/**
+ * Cold migration's `host` needs 2.56 (`openstack --os-compute-api-version 2.56
+ * server migrate --host H`), so these routes take up to 2.56 (their 2.1 views).
+ */
+const MIGRATE_HOST_MINOR = 56;
 const LIVE_MIGRATION_ROUTES = new RegExp(
   `^${PREFIX.replaceAll('.', '\\.')}/(servers/[^/]+(/action|/migrations)?|os-migrations)$`,
 );
@@ -66,7 +70,7 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     const max = path.startsWith(`${PREFIX}/os-server-groups`)
       ? GROUPS_MAX_MINOR
       : LIVE_MIGRATION_ROUTES.test(path)
-        ? LIVE_MIGRATION_MAX_MINOR
+        ? MIGRATE_HOST_MINOR
         : 1;
     reply
       .header('openstack-api-version', 'compute 2.1')
@@ -521,6 +525,18 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
           { additionalProperties: false },
         ),
       ),
+      // Nova's cold migration: null (the scheduler chooses), or from 2.56 {host} (null: it chooses).
+      migrate: Opt(
+        Type.Union([
+          Type.Null(),
+          Type.Object(
+            { host: Opt(Type.Union([Type.String({ minLength: 1, maxLength: 255 }), Type.Null()])) },
+            { additionalProperties: false },
+          ),
+        ]),
+      ),
+      confirmResize: Opt(Type.Null()),
+      revertResize: Opt(Type.Null()),
       'os-getConsoleOutput': Opt(
         Type.Object(
           {
@@ -577,6 +593,29 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
           throw badRequest('force is not supported: the scheduler checks every host.');
         req.auditNote.reason = `live migration${host ? ` to ${host}` : ''}`;
         await servers.liveMigrate(req.auth!, id, { host });
+        return reply.code(202).send();
+      }
+      if (name === 'migrate') {
+        enforce('compute:servers:migrate', req.auth ?? null);
+        const asked = body.migrate;
+        if (asked !== null && asked !== undefined && microversionOf(req, MIGRATE_HOST_MINOR) < 56)
+          throw badRequest("Before microversion 2.56 'migrate' takes null; a host needs 2.56.");
+        const host = asked?.host ?? null;
+        req.auditNote.reason = `migration${host ? ` to ${host}` : ''}`;
+        await compute.coldMigrations.migrate(req.auth!, id, { host });
+        return reply.code(202).send();
+      }
+      if (name === 'confirmResize' || name === 'revertResize') {
+        enforce(
+          name === 'confirmResize' ? 'compute:servers:confirm_resize' : 'compute:servers:revert_resize',
+          req.auth ?? null,
+        );
+        req.auditNote.reason = name;
+        if (name === 'confirmResize') {
+          await compute.coldMigrations.confirm(req.auth!, id);
+          return reply.code(204).send();
+        }
+        await compute.coldMigrations.revert(req.auth!, id);
         return reply.code(202).send();
       }
       const action = name ? ACTIONS[name] : undefined;

@@ -21,6 +21,13 @@ import { cgroupLimitsFor, detectCgroups, type VmCgroups } from './cgroups.js';
 import { type DiskHandle, openQcow2 } from './disk-export.js';
 import { collectFile, type ForensicFile } from './forensics.js';
 import { guestAgentCall } from './guest-agent-channel.js';
+import {
+  commitGuestFiles,
+  type GuestFile,
+  listGuestFiles,
+  readGuestFile,
+  writeGuestFile,
+} from './guest-transfer.js';
 import type {
   DiskKeySource,
   GuestSpec,
@@ -927,7 +934,7 @@ export class QemuDriver implements HypervisorDriver {
   private async purge(
     id: string,
     spec?: GuestSpec,
-    opts: { userMayBeBusy?: boolean } = {},
+    opts: { userMayBeBusy?: boolean; keepUser?: boolean } = {},
   ): Promise<boolean> {
     const L = this.layout(id);
     this.detach(id);
@@ -941,7 +948,8 @@ export class QemuDriver implements HypervisorDriver {
     await rm(L.dir, { recursive: true, force: true });
     await rm(L.hostDir, { recursive: true, force: true });
     // Processes of the user outside our base dir would keep userdel from working: there should be none.
-    if (await lookupVmUser(vmUserName(id))) {
+    // keepUser: another host on this machine holds the guest now (a cold migration's other end).
+    if (!opts.keepUser && (await lookupVmUser(vmUserName(id)))) {
       if (!opts.userMayBeBusy) await removeVmUser(id);
       // A migration's source on a machine it shares with the destination (test hosts): the user is theirs too.
       else await removeVmUser(id).catch(() => undefined);
@@ -1079,6 +1087,44 @@ export class QemuDriver implements HypervisorDriver {
       const rec = await this.readRecord(id);
       await this.purge(id, rec?.spec, { userMayBeBusy: true });
     });
+  }
+
+  // ---- cold migration between hosts (guest-transfer.ts, docs/multi-host.md) ------------------
+
+  /** The stopped guest's files, hashed, as a cold migration carries them (ciphertext at rest). */
+  transferList(id: string): Promise<GuestFile[]> {
+    return this.lock.run(id, async () => listGuestFiles(this.layout(id), await this.stopped(id)));
+  }
+
+  /** Not under the lock: reads go on while the copy runs; the control plane keeps the guest stopped. */
+  async transferRead(id: string, name: string, offset: number, length: number): Promise<Buffer> {
+    return readGuestFile(this.layout(id), await this.record(id), name, offset, length);
+  }
+
+  async transferWrite(id: string, name: string, offset: number, data: Buffer): Promise<void> {
+    await this.record(id);
+    await writeGuestFile(this.layout(id), name, offset, data);
+  }
+
+  /** Destination: the staged files, checked against the source's hashes, replace the fresh ones define made. */
+  transferCommit(id: string, files: GuestFile[]): Promise<void> {
+    return this.lock.run(id, async () => commitGuestFiles(this.layout(id), await this.stopped(id), files));
+  }
+
+  /** A guest leaves this host after a cold migration (confirm: the source; revert or failure: the destination). */
+  release(id: string, opts: { keepUser: boolean }): Promise<void> {
+    return this.lock.run(id, async () => {
+      const rec = await this.readRecord(id);
+      const proc = rec ? await this.process(rec) : null;
+      if (proc) await this.killProcess(proc.pid, proc.startTime);
+      await this.purge(id, rec?.spec, { keepUser: opts.keepUser });
+    });
+  }
+
+  private async stopped(id: string): Promise<GuestRecord> {
+    const rec = await this.record(id);
+    if (await this.process(rec)) throw conflict(`Server ${id} is running on this host; stop it first.`);
+    return rec;
   }
 
   /** Source: what the migration has moved so far (not under the guest's lock: it is read while sending). */
