@@ -596,21 +596,21 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
         return reply.code(202).send();
       }
       if (name === 'migrate') {
-        enforce('compute:servers:migrate', req.auth ?? null);
         const asked = body.migrate;
-        if (asked !== null && asked !== undefined && microversionOf(req, MIGRATE_HOST_MINOR) < 56)
-          throw badRequest("Before microversion 2.56 'migrate' takes null; a host needs 2.56.");
         const host = asked?.host ?? null;
         req.auditNote.reason = `migration${host ? ` to ${host}` : ''}`;
+        enforce('compute:servers:migrate', req.auth ?? null);
+        if (asked !== null && asked !== undefined && microversionOf(req, MIGRATE_HOST_MINOR) < 56)
+          throw badRequest("Before microversion 2.56 'migrate' takes null; a host needs 2.56.");
         await compute.coldMigrations.migrate(req.auth!, id, { host });
         return reply.code(202).send();
       }
       if (name === 'confirmResize' || name === 'revertResize') {
+        req.auditNote.reason = name;
         enforce(
           name === 'confirmResize' ? 'compute:servers:confirm_resize' : 'compute:servers:revert_resize',
           req.auth ?? null,
         );
-        req.auditNote.reason = name;
         if (name === 'confirmResize') {
           await compute.coldMigrations.confirm(req.auth!, id);
           return reply.code(204).send();

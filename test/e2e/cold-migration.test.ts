@@ -1,0 +1,250 @@
+/**
+ * Cold migration and host evacuation with real guests (docs/multi-host.md):
+ * a control plane on PostgreSQL and three real `bulwark agent` hosts, each in
+ * its own network namespace. `openstack server migrate` (verbatim) stops a
+ * tiny guest, moves its encrypted disk to another host, and `openstack server
+ * migrate confirm` leaves it there with what it wrote before the move; `migrate
+ * revert` brings one back; the refusals change nothing; `bulwark host
+ * evacuate` empties a host of a running and a stopped guest.
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type AgentTopology, startAgentTopology } from '../helpers/agent-hosts.js';
+import { passwordCliEnv } from '../helpers/daemon-process.js';
+import { imageCreateArgs, waitFor } from '../helpers/guests.js';
+
+const PG = process.env.BULWARK_TEST_PG !== '0';
+const PASS = 'Long-enough-pass-1';
+
+describe.runIf(process.getuid?.() === 0)(
+  `cold migration and evacuation on three agent hosts (control plane on ${PG ? 'PostgreSQL' : 'SQLite'})`,
+  { timeout: 900_000 },
+  () => {
+    let t: AgentTopology;
+    const os = (...args: string[]) => t.d.os(...args);
+    const osJson = (...args: string[]) => t.d.osJson(...args);
+    const show = (name: string) => osJson('server', 'show', name);
+    const hostOf = async (name: string) => (await show(name))['OS-EXT-SRV-ATTR:host'] as string;
+    const marker = `BWCOLD-${randomBytes(8).toString('hex')}`;
+    let script = '';
+    beforeAll(async () => {
+      t = await startAgentTopology({ prefix: 'bwcm', subnet: '10.65.0', postgres: PG });
+      await t.joinAll();
+      const local = JSON.parse((await t.d.bulwark(['host', 'list', '-f', 'json'])).stdout).find(
+        (h: { local: boolean }) => h.local,
+      ) as { name: string };
+      expect((await t.d.bulwark(['host', 'disable', local.name])).code).toBe(0);
+      await os('flavor', 'create', '--vcpus', '1', '--ram', '192', '--disk', '1', 'm1.tiny');
+      await os(...imageCreateArgs('tiny', 'bios.raw', ['hw_firmware_type=bios']));
+      // Every boot: the first writes the marker to the boot disk; later ones print what the disk holds.
+      script = join(t.d.dataDir, 'cold-user-data.sh');
+      writeFileSync(
+        script,
+        [
+          '#!/bin/sh',
+          'mkdir -p /mnt/d; mount -t vfat "$(findfs LABEL=BULWARK)" /mnt/d',
+          `if [ -f /mnt/d/marker ]; then echo "BWHAD=$(cat /mnt/d/marker)"; else echo ${marker} > /mnt/d/marker; sync; echo BWWROTE; fi`,
+          '',
+        ].join('\n'),
+      );
+    }, 600_000);
+    afterAll(() => t?.close(), 300_000);
+
+    const boot = async (name: string, extra: string[] = []) => {
+      const r = await t.d.openstack([
+        'server',
+        'create',
+        '--flavor',
+        'm1.tiny',
+        '--image',
+        'tiny',
+        '--nic',
+        'none',
+        '--user-data',
+        script,
+        ...extra,
+        '--wait',
+        name,
+      ]);
+      expect(r.code, r.stderr).toBe(0);
+      await waitFor(
+        `${name} wrote its marker`,
+        async () => (await os('console', 'log', 'show', name)).includes('BWWROTE'),
+        240_000,
+        2000,
+      );
+    };
+    const guestDir = (host: string, id: string) => join(t.dirOf.get(host)!, 'instances', id);
+    const qemuOn = (host: string, id: string) =>
+      execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' })
+        .split('\n')
+        .some((l) => l.includes(`${guestDir(host, id)}/`));
+
+    it('openstack server migrate + migrate confirm: the guest lands on another host with its disk', async () => {
+      await boot('cold-1');
+      const id = (await show('cold-1')).id as string;
+      const from = await hostOf('cold-1');
+      const moved = await t.d.openstack(['server', 'migrate', '--wait', 'cold-1']);
+      expect(moved.code, moved.stderr).toBe(0);
+      const s = await show('cold-1');
+      expect(s.status).toBe('VERIFY_RESIZE');
+      const to = s['OS-EXT-SRV-ATTR:host'] as string;
+      expect(to).not.toBe(from);
+      const migs = await osJson('server', 'migration', 'list', '--server', id);
+      expect(migs[0]).toMatchObject({
+        Status: 'finished',
+        'Source Compute': from,
+        'Dest Compute': to,
+        Type: 'migration',
+      });
+      // It runs again on the destination, and reads back the marker its first boot wrote on the source.
+      await waitFor(
+        'guest reads its marker on the destination',
+        async () => (await os('console', 'log', 'show', 'cold-1')).includes(`BWHAD=${marker}`),
+        240_000,
+        2000,
+      );
+      expect(qemuOn(to, id)).toBe(true);
+      expect(qemuOn(from, id)).toBe(false);
+      // Until confirmed, the source keeps its copy (a revert needs it).
+      expect(existsSync(join(guestDir(from, id), 'disk.qcow2'))).toBe(true);
+      const confirmed = await t.d.openstack(['server', 'migrate', 'confirm', 'cold-1']);
+      expect(confirmed.code, confirmed.stderr).toBe(0);
+      await waitFor(
+        'ACTIVE after confirm',
+        async () => (await show('cold-1')).status === 'ACTIVE',
+        120_000,
+        1000,
+      );
+      expect(await hostOf('cold-1')).toBe(to);
+      // The source is clean: no dir, no swtpm, no QEMU; the guest's user stays (the destination on
+      // this one machine uses it).
+      expect(existsSync(guestDir(from, id))).toBe(false);
+      const migs2 = await osJson('server', 'migration', 'list', '--server', id);
+      expect(migs2[0]).toMatchObject({ Status: 'confirmed' });
+      await os('server', 'delete', '--wait', 'cold-1');
+    });
+
+    it('a stopped server: migrate then migrate revert brings it back to its source, the destination cleaned', async () => {
+      await boot('cold-2');
+      const id = (await show('cold-2')).id as string;
+      const from = await hostOf('cold-2');
+      await os('server', 'stop', 'cold-2');
+      await waitFor('SHUTOFF', async () => (await show('cold-2')).status === 'SHUTOFF', 120_000, 1000);
+      expect((await t.d.openstack(['server', 'migrate', '--wait', 'cold-2'])).code).toBe(0);
+      const to = await hostOf('cold-2');
+      expect(to).not.toBe(from);
+      expect((await show('cold-2')).status).toBe('VERIFY_RESIZE');
+      expect(existsSync(join(guestDir(to, id), 'disk.qcow2'))).toBe(true);
+      expect(qemuOn(to, id)).toBe(false); // stopped before, stopped there
+      const reverted = await t.d.openstack(['server', 'migrate', 'revert', 'cold-2']);
+      expect(reverted.code, reverted.stderr).toBe(0);
+      await waitFor(
+        'SHUTOFF after revert',
+        async () => (await show('cold-2')).status === 'SHUTOFF',
+        120_000,
+        1000,
+      );
+      expect(await hostOf('cold-2')).toBe(from);
+      expect(existsSync(guestDir(to, id))).toBe(false);
+      // It boots on its source with its own disk.
+      await os('server', 'start', 'cold-2');
+      await waitFor(
+        'boots on the source with its marker',
+        async () => (await os('console', 'log', 'show', 'cold-2')).includes(`BWHAD=${marker}`),
+        240_000,
+        2000,
+      );
+      expect(qemuOn(from, id)).toBe(true);
+      await os('server', 'delete', '--wait', 'cold-2');
+    });
+
+    it('refuses: a member (403, audited), its own host (400), anti-affinity with no other host (400); nothing changes', async () => {
+      await os('server', 'group', 'create', '--policy', 'anti-affinity', 'cold-aa');
+      const g = await osJson('server', 'group', 'show', 'cold-aa');
+      const names = ['cold-aa-1', 'cold-aa-2', 'cold-aa-3'];
+      await Promise.all(names.map((n) => boot(n, ['--hint', `group=${g.id}`])));
+      const hosts = await Promise.all(names.map(hostOf));
+      expect(new Set(hosts).size).toBe(3);
+      const id = (await show('cold-aa-1')).id as string;
+      const noHost = await t.d.openstack(['server', 'migrate', 'cold-aa-1']);
+      expect(noHost.code).not.toBe(0);
+      expect(noHost.stderr).toMatch(/No valid host was found/);
+      expect((await show('cold-aa-1')).status).toBe('ACTIVE');
+      expect(await hostOf('cold-aa-1')).toBe(hosts[0]);
+      const same = await t.d.openstack([
+        '--os-compute-api-version',
+        '2.56',
+        'server',
+        'migrate',
+        '--host',
+        hosts[0] as string,
+        'cold-aa-1',
+      ]);
+      expect(same.code).not.toBe(0);
+      expect(same.stderr).toMatch(/already on host/);
+      // A member of the project: Nova's default policy refuses, and the refusal is in the audit log.
+      await os('user', 'create', '--password', PASS, 'cold-member');
+      await os('role', 'add', '--project', 'admin', '--user', 'cold-member', 'member');
+      const asMember = await t.d.openstack(
+        ['server', 'migrate', id],
+        passwordCliEnv(t.d, 'cold-member', PASS),
+      );
+      expect(asMember.code).not.toBe(0);
+      expect(asMember.stderr).toMatch(/compute:servers:migrate.*HTTP 403/s);
+      const denied = JSON.parse(
+        (await t.d.bulwark(['audit', 'list', '--outcome', 'denied', '-f', 'json'])).stdout,
+      ) as { user_name: string; target_id: string; reason: string }[];
+      expect(
+        denied.some((a) => a.user_name === 'cold-member' && a.target_id === id && /migration/.test(a.reason)),
+      ).toBe(true);
+      expect(await hostOf('cold-aa-1')).toBe(hosts[0]);
+      const migs = await osJson('server', 'migration', 'list', '--server', id);
+      expect(migs).toEqual([]);
+      for (const n of names) await os('server', 'delete', '--wait', n);
+    });
+
+    it('bulwark host evacuate empties a host of a running and a stopped guest', async () => {
+      // Both on one host: the other two are out of scheduling while they are made.
+      const host = 'hv-1';
+      for (const h of ['hv-2', 'hv-3']) expect((await t.d.bulwark(['host', 'disable', h])).code).toBe(0);
+      try {
+        await boot('evac-1');
+        await boot('evac-2');
+      } finally {
+        for (const h of ['hv-2', 'hv-3']) expect((await t.d.bulwark(['host', 'enable', h])).code).toBe(0);
+      }
+      expect(await hostOf('evac-1')).toBe(host);
+      expect(await hostOf('evac-2')).toBe(host);
+      await os('server', 'stop', 'evac-2');
+      await waitFor('SHUTOFF', async () => (await show('evac-2')).status === 'SHUTOFF', 120_000, 1000);
+      const ev = await t.d.bulwark(['host', 'evacuate', host, '-f', 'json']);
+      expect(ev.code, ev.stderr + ev.stdout).toBe(0);
+      const results = JSON.parse(ev.stdout) as {
+        name: string;
+        action: string;
+        status: string;
+        dest_host: string;
+      }[];
+      expect(results.map((r) => [r.name, r.action, r.status]).sort()).toEqual([
+        ['evac-1', 'live-migration', 'done'],
+        ['evac-2', 'migration', 'done'],
+      ]);
+      expect(ev.stderr).toMatch(/2\/2 servers/);
+      for (const n of ['evac-1', 'evac-2']) expect(await hostOf(n)).not.toBe(host);
+      expect((await show('evac-1')).status).toBe('ACTIVE');
+      expect((await show('evac-2')).status).toBe('SHUTOFF');
+      const hosts = JSON.parse((await t.d.bulwark(['host', 'list', '-f', 'json'])).stdout) as {
+        name: string;
+        state: string;
+      }[];
+      expect(hosts.find((h) => h.name === host)?.state).toBe('disabled');
+      const left = execFileSync('ls', [join(t.dirOf.get(host)!, 'instances')], { encoding: 'utf8' });
+      expect(left.split('\n').filter((e) => /^[0-9a-f-]{36}$/.test(e))).toEqual([]);
+      for (const n of ['evac-1', 'evac-2']) await os('server', 'delete', '--wait', n);
+    });
+  },
+);
