@@ -106,6 +106,10 @@ export class ColdMigrationService {
         'Unavailable',
         `Server ${s.id} is on host ${from ?? '(none)'}, which has no hypervisor connected to this control plane.`,
       );
+    if (!this.mover.canHost(from))
+      throw conflict(
+        `Server ${s.id} is on host ${from}, which is not an agent host; only servers on agent hosts can be migrated.`,
+      );
     if (opts.host && opts.host === from)
       throw badRequest(`The server is already on host ${from}; choose another host.`);
     const volumes = await this.db

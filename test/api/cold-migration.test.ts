@@ -264,7 +264,10 @@ describe.each(dialects())('cold migration API on %s', (dialect) => {
       .evacuation;
     expect(done).toMatchObject({ status: 'completed', done: done.total });
     const result = (sid: string) =>
-      done.servers.find((x: { server_id: string }) => x.server_id === sid) as { action: string; status: string };
+      done.servers.find((x: { server_id: string }) => x.server_id === sid) as {
+        action: string;
+        status: string;
+      };
     expect(result(a)).toMatchObject({ action: 'live-migration', status: 'done' });
     expect(result(b)).toMatchObject({ action: 'migration', status: 'done' });
     expect((await server(a))['OS-EXT-SRV-ATTR:host']).not.toBe('cm-a');

@@ -8,8 +8,8 @@
  * evacuate` empties a host of a running and a stopped guest.
  */
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AgentTopology, startAgentTopology } from '../helpers/agent-hosts.js';
@@ -39,6 +39,24 @@ describe.runIf(process.getuid?.() === 0)(
       expect((await t.d.bulwark(['host', 'disable', local.name])).code).toBe(0);
       await os('flavor', 'create', '--vcpus', '1', '--ram', '192', '--disk', '1', 'm1.tiny');
       await os(...imageCreateArgs('tiny', 'bios.raw', ['hw_firmware_type=bios']));
+      // A vTPM flavor: swtpm's encrypted state moves with the disk.
+      await os(
+        'flavor',
+        'create',
+        '--vcpus',
+        '1',
+        '--ram',
+        '192',
+        '--disk',
+        '1',
+        '--property',
+        'hw:tpm_version=2.0',
+        '--property',
+        'hw:tpm_model=tpm-crb',
+        'm1.tpm',
+      );
+      await os('network', 'create', 'cold-net');
+      await os('subnet', 'create', '--network', 'cold-net', '--subnet-range', '10.66.0.0/24', 'cold-subnet');
       // Every boot: the first writes the marker to the boot disk; later ones print what the disk holds.
       script = join(t.d.dataDir, 'cold-user-data.sh');
       writeFileSync(
@@ -61,8 +79,8 @@ describe.runIf(process.getuid?.() === 0)(
         'm1.tiny',
         '--image',
         'tiny',
-        '--nic',
-        'none',
+        '--network',
+        'cold-net',
         '--user-data',
         script,
         ...extra,
@@ -98,7 +116,6 @@ describe.runIf(process.getuid?.() === 0)(
         Status: 'finished',
         'Source Compute': from,
         'Dest Compute': to,
-        Type: 'migration',
       });
       // It runs again on the destination, and reads back the marker its first boot wrote on the source.
       await waitFor(
@@ -128,17 +145,22 @@ describe.runIf(process.getuid?.() === 0)(
       await os('server', 'delete', '--wait', 'cold-1');
     });
 
-    it('a stopped server: migrate then migrate revert brings it back to its source, the destination cleaned', async () => {
-      await boot('cold-2');
+    it('a stopped vTPM server: migrate moves its encrypted TPM state as is; migrate revert brings it back', async () => {
+      await boot('cold-2', ['--flavor', 'm1.tpm']);
       const id = (await show('cold-2')).id as string;
       const from = await hostOf('cold-2');
       await os('server', 'stop', 'cold-2');
       await waitFor('SHUTOFF', async () => (await show('cold-2')).status === 'SHUTOFF', 120_000, 1000);
+      const permall = (host: string) => join(guestDir(host, id), 'tpm', 'tpm2-00.permall');
+      const sha = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex');
+      const tpmBefore = sha(permall(from));
       expect((await t.d.openstack(['server', 'migrate', '--wait', 'cold-2'])).code).toBe(0);
       const to = await hostOf('cold-2');
       expect(to).not.toBe(from);
       expect((await show('cold-2')).status).toBe('VERIFY_RESIZE');
       expect(existsSync(join(guestDir(to, id), 'disk.qcow2'))).toBe(true);
+      // The destination holds the very ciphertext swtpm left on the source (encrypted under the vTPM key).
+      expect(sha(permall(to))).toBe(tpmBefore);
       expect(qemuOn(to, id)).toBe(false); // stopped before, stopped there
       const reverted = await t.d.openstack(['server', 'migrate', 'revert', 'cold-2']);
       expect(reverted.code, reverted.stderr).toBe(0);
@@ -150,7 +172,8 @@ describe.runIf(process.getuid?.() === 0)(
       );
       expect(await hostOf('cold-2')).toBe(from);
       expect(existsSync(guestDir(to, id))).toBe(false);
-      // It boots on its source with its own disk.
+      expect(sha(permall(from))).toBe(tpmBefore);
+      // It boots on its source with its own disk (and its swtpm opens the state with the key).
       await os('server', 'start', 'cold-2');
       await waitFor(
         'boots on the source with its marker',
