@@ -5,8 +5,6 @@ import type { AuthContext } from '../policy/context.js';
 import type { Store } from '../store/database.js';
 import type { Schema } from '../store/schema.js';
 import { nowIso, uuid } from '../util/ids.js';
-import { claimMove } from './placement.js';
-import { NO_VALID_HOST } from './scheduler/index.js';
 import { POWER } from './server-states.js';
 import type { Server, ServerService } from './servers.js';
 
@@ -121,68 +119,26 @@ export class ColdMigrationService {
       throw conflict(
         `Server ${s.id} has volumes attached (${volumes.map((v) => v.volume_id).join(', ')}); volumes live on the control plane's host, so detach them before migrating.`,
       );
-    const { resources, features } = this.servers.moveRequest(s);
     const migrationId = uuid();
-    const now = nowIso();
-    const to = await this.db.transaction().execute(async (tx) => {
-      const claimed = await tx
-        .updateTable('servers')
-        .set({ task_state: 'resize_prep', status: 'RESIZE', updated_at: now })
-        .where('id', '=', s.id)
-        .where('vm_state', '=', s.vm_state)
-        .where('task_state', 'is', null)
-        .executeTakeFirst();
-      if (Number(claimed.numUpdatedRows) !== 1)
-        throw conflict(`Server ${s.id} is busy; try again when its task is done.`);
-      const placed = await claimMove(tx, this.store.dialect, {
-        serverId: s.id,
-        from,
-        ...(opts.host ? { host: opts.host } : {}),
-        resources,
-        features,
-        eligible: this.servers.movableHosts(this.mover),
-      });
-      if (!placed.ok)
-        throw badRequest(
-          opts.host
-            ? `Host ${opts.host} cannot take server ${s.id}: ${NO_VALID_HOST}`
-            : `No host can take server ${s.id}: ${NO_VALID_HOST}`,
-        );
-      const dest = placed.ranked[0] as string;
+    const to = await this.servers.claimMoveOf(s, {
+      host: opts.host,
+      mover: this.mover,
+      busy: { task: 'resize_prep', status: 'RESIZE' },
+      migration: { id: migrationId, type: 'migration', status: 'pre-migrating', oldVmState: s.vm_state },
       // The source stays claimed for the server until confirm or revert (Nova's migration allocation).
-      await tx
-        .insertInto('placements')
-        .values({
-          server_id: migrationId,
-          host: from,
-          vcpus: resources.vcpus,
-          ram_mib: resources.ramMiB,
-          disk_gib: resources.diskGiB,
-          created_at: now,
-        })
-        .execute();
-      await tx
-        .insertInto('migrations')
-        .values({
-          id: migrationId,
-          server_id: s.id,
-          project_id: s.project_id,
-          migration_type: 'migration',
-          source_host: from,
-          dest_host: dest,
-          status: 'pre-migrating',
-          memory_total_bytes: 0,
-          memory_processed_bytes: 0,
-          memory_remaining_bytes: 0,
-          disk_total_bytes: 0,
-          disk_processed_bytes: 0,
-          error: null,
-          old_vm_state: s.vm_state,
-          created_at: now,
-          updated_at: now,
-        })
-        .execute();
-      return dest;
+      also: async (tx, resources) => {
+        await tx
+          .insertInto('placements')
+          .values({
+            server_id: migrationId,
+            host: from,
+            vcpus: resources.vcpus,
+            ram_mib: resources.ramMiB,
+            disk_gib: resources.diskGiB,
+            created_at: nowIso(),
+          })
+          .execute();
+      },
     });
     await this.servers.recordChange(s, auth, 'action:migrate', { host: { from, to } });
     this.servers.track(s.id, this.run(s, from, to, migrationId));

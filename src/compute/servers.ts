@@ -1035,6 +1035,84 @@ export class ServerService {
     };
   }
 
+  /**
+   * One transaction for a move's start (live or cold): the server marked busy
+   * (only as it was read, with no task), a destination claimed with claimMove
+   * (none: 400 "No valid host", nothing changed), its `migrations` row, and
+   * `also` (a cold move's hold on the source). Resolves with the destination.
+   */
+  async claimMoveOf(
+    s: Server,
+    o: {
+      host?: string | null | undefined;
+      mover: { canHost(host: string): boolean } | null;
+      busy: { task: string; status: string };
+      migration: {
+        id: string;
+        type: 'live-migration' | 'migration';
+        status: string;
+        oldVmState: string | null;
+      };
+      also?: (
+        tx: Kysely<Schema>,
+        resources: ReturnType<ServerService['moveRequest']>['resources'],
+      ) => Promise<void>;
+    },
+  ): Promise<string> {
+    const from = s.host as string;
+    const { features, resources } = this.moveRequest(s);
+    const now = nowIso();
+    return this.db.transaction().execute(async (tx) => {
+      const claimed = await tx
+        .updateTable('servers')
+        .set({ task_state: o.busy.task, status: o.busy.status, updated_at: now })
+        .where('id', '=', s.id)
+        .where('vm_state', '=', s.vm_state)
+        .where('task_state', 'is', null)
+        .executeTakeFirst();
+      if (Number(claimed.numUpdatedRows) !== 1)
+        throw conflict(`Server ${s.id} is busy; try again when its task is done.`);
+      const placed = await claimMove(tx, this.store.dialect, {
+        serverId: s.id,
+        from,
+        ...(o.host ? { host: o.host } : {}),
+        resources,
+        features,
+        eligible: this.movableHosts(o.mover),
+      });
+      if (!placed.ok)
+        throw badRequest(
+          o.host
+            ? `Host ${o.host} cannot take server ${s.id}: ${NO_VALID_HOST}`
+            : `No host can take server ${s.id}: ${NO_VALID_HOST}`,
+        );
+      const dest = placed.ranked[0] as string;
+      await o.also?.(tx, resources);
+      await tx
+        .insertInto('migrations')
+        .values({
+          id: o.migration.id,
+          server_id: s.id,
+          project_id: s.project_id,
+          migration_type: o.migration.type,
+          source_host: from,
+          dest_host: dest,
+          status: o.migration.status,
+          memory_total_bytes: 0,
+          memory_processed_bytes: 0,
+          memory_remaining_bytes: 0,
+          disk_total_bytes: 0,
+          disk_processed_bytes: 0,
+          error: null,
+          old_vm_state: o.migration.oldVmState,
+          created_at: now,
+          updated_at: now,
+        })
+        .execute();
+      return dest;
+    });
+  }
+
   /** Runs a server's background work under its task (deletes wait for it; guest events are not taken as news). */
   track(id: string, work: Promise<void>): void {
     this.tasks.track(id, work);
@@ -1071,57 +1149,12 @@ export class ServerService {
     const from = s.host as string;
     if (opts.host && opts.host === from)
       throw badRequest(`The server is already on host ${from}; choose another host.`);
-    const { features, resources } = this.moveRequest(s);
     const migrationId = uuid();
-    const now = nowIso();
-    const to = await this.store.db.transaction().execute(async (tx) => {
-      const claimed = await tx
-        .updateTable('servers')
-        .set({ task_state: 'migrating', status: 'MIGRATING', updated_at: now })
-        .where('id', '=', s.id)
-        .where('vm_state', '=', 'active')
-        .where('task_state', 'is', null)
-        .executeTakeFirst();
-      if (Number(claimed.numUpdatedRows) !== 1)
-        throw conflict(`Server ${s.id} is busy; try again when its task is done.`);
-      const placed = await claimMove(tx, this.store.dialect, {
-        serverId: s.id,
-        from,
-        ...(opts.host ? { host: opts.host } : {}),
-        resources,
-        features,
-        eligible: this.movableHosts(this.migrator),
-      });
-      if (!placed.ok)
-        throw new BulwarkError(
-          'BadRequest',
-          opts.host
-            ? `Host ${opts.host} cannot take server ${s.id}: ${NO_VALID_HOST}`
-            : `No host can take server ${s.id}: ${NO_VALID_HOST}`,
-        );
-      const dest = placed.ranked[0] as string;
-      await tx
-        .insertInto('migrations')
-        .values({
-          id: migrationId,
-          server_id: s.id,
-          project_id: s.project_id,
-          migration_type: 'live-migration',
-          source_host: from,
-          dest_host: dest,
-          status: 'preparing',
-          memory_total_bytes: 0,
-          memory_processed_bytes: 0,
-          memory_remaining_bytes: 0,
-          disk_total_bytes: 0,
-          disk_processed_bytes: 0,
-          error: null,
-          old_vm_state: null,
-          created_at: now,
-          updated_at: now,
-        })
-        .execute();
-      return dest;
+    const to = await this.claimMoveOf(s, {
+      host: opts.host,
+      mover: this.migrator,
+      busy: { task: 'migrating', status: 'MIGRATING' },
+      migration: { id: migrationId, type: 'live-migration', status: 'preparing', oldVmState: null },
     });
     await this.record(this.db, s, auth, 'action:live-migrate', { host: { from, to } });
     this.tasks.track(s.id, this.runLiveMigration(s, from, to, migrationId));

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ColdMover } from '../../src/compute/cold-migration.js';
 import type { LiveMigrator } from '../../src/compute/servers.js';
 import { FakeHypervisor } from '../../src/host/fake-hypervisor.js';
-import { startTestApi, type TestApi } from '../helpers/api.js';
+import { fakeHosts, startTestApi, type TestApi } from '../helpers/api.js';
 import { dialects } from '../helpers/store.js';
 
 const C = '/compute/v2.1';
@@ -59,24 +59,10 @@ describe.each(dialects())('cold migration API on %s', (dialect) => {
     member = (await api.persona('cm-proj', 'cm-user', 'member')).token;
     admin = await api.login('admin', api.adminPassword, 'admin');
     boot = await api.bootable(member, 'cm', 256);
-    await api.platform.quotas.set(api.authOf(member).projectId as string, {
-      instances: -1,
-      cores: -1,
-      ram: -1,
-    });
-    await api.platform.compute.registerLocalHost();
-    await api.platform.compute.hosts.setState('test-host', 'disabled');
-    for (const name of HOSTS) {
-      await api.platform.compute.hosts.register({
-        name,
-        capacity: { vcpus: 4, ramMiB: 1024, diskGiB: 100 },
-        features: ['uefi'],
-      });
-      api.platform.compute.servers.attachHost(name, drivers.get(name)!);
-    }
+    await fakeHosts(api, member, drivers);
     api.platform.compute.servers.migrator = live;
     api.platform.compute.coldMigrations.mover = mover;
-  });
+  }, 300_000);
   afterAll(() => api?.close());
 
   const servers = () => api.platform.compute.servers;
