@@ -680,7 +680,10 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     { schema: { params: IdParam }, config: { action: 'compute:servers:migrations:index' } },
     async (req) => ({
       migrations: (await servers.listMigrations(req.auth!, (req.params as { id: string }).id))
-        .filter((m) => m.status !== 'completed' && m.status !== 'error')
+        // Nova's server-migrations: live migrations in progress only.
+        .filter(
+          (m) => m.migration_type === 'live-migration' && m.status !== 'completed' && m.status !== 'error',
+        )
         .map(migrationView),
     }),
   );
