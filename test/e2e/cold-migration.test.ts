@@ -214,11 +214,19 @@ describe.runIf(process.getuid?.() === 0)(
       await os('server', 'delete', '--wait', 'cold-2');
     });
 
-    it('refuses: a member (403, audited), its own host (400), anti-affinity with no other host (400); nothing changes', async () => {
+    it('refuses: anti-affinity with no other host (400), a member (403, audited); nothing changes', async () => {
       await os('server', 'group', 'create', '--policy', 'anti-affinity', 'cold-aa');
       const g = await osJson('server', 'group', 'show', 'cold-aa');
       const names = ['cold-aa-1', 'cold-aa-2', 'cold-aa-3'];
-      await Promise.all(names.map((n) => boot(n, ['--hint', `group=${g.id}`])));
+      try {
+        await refusals(names, g.id as string);
+      } finally {
+        for (const n of names) await t.d.openstack(['server', 'delete', '--wait', n]);
+      }
+    });
+
+    const refusals = async (names: string[], group: string) => {
+      await Promise.all(names.map((n) => boot(n, ['--hint', `group=${group}`])));
       const hosts = await Promise.all(names.map(hostOf));
       expect(new Set(hosts).size).toBe(3);
       const id = (await show('cold-aa-1')).id as string;
@@ -227,17 +235,9 @@ describe.runIf(process.getuid?.() === 0)(
       expect(noHost.stderr).toMatch(/No valid host was found/);
       expect((await show('cold-aa-1')).status).toBe('ACTIVE');
       expect(await hostOf('cold-aa-1')).toBe(hosts[0]);
-      const same = await t.d.openstack([
-        '--os-compute-api-version',
-        '2.56',
-        'server',
-        'migrate',
-        '--host',
-        hosts[0] as string,
-        'cold-aa-1',
-      ]);
-      expect(same.code).not.toBe(0);
-      expect(same.stderr).toMatch(/already on host/);
+      // Its own host with `--host` (2.56) is refused by the API (test/api/cold-migration.test.ts): this
+      // CLI (6.0.0) fails client-side on that path ("Resource.get() takes 1 positional argument"), as with
+      // live migration's --host (docs/multi-host.md).
       // A member of the project: Nova's default policy refuses, and the refusal is in the audit log.
       await os('user', 'create', '--password', PASS, 'cold-member');
       await os('role', 'add', '--project', 'admin', '--user', 'cold-member', 'member');
@@ -256,8 +256,7 @@ describe.runIf(process.getuid?.() === 0)(
       expect(await hostOf('cold-aa-1')).toBe(hosts[0]);
       const migs = await osJson('server', 'migration', 'list', '--server', id);
       expect(migs).toEqual([]);
-      for (const n of names) await os('server', 'delete', '--wait', n);
-    });
+    };
 
     it('bulwark host evacuate empties a host of a running and a stopped guest', async () => {
       // Both on one host: the other two are out of scheduling while they are made.
