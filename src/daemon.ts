@@ -260,6 +260,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
   });
   hub = agentHub;
   platform.compute.servers.migrator = agentHub;
+  platform.compute.coldMigrations.mover = agentHub;
   const agents = config.agentListen
     ? await startAgentServer({
         ca,

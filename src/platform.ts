@@ -4,6 +4,8 @@ import { DrService } from './backups/dr.js';
 import { BackupScheduler } from './backups/scheduler.js';
 import { BackupService } from './backups/service.js';
 import { ComplianceService } from './compliance/service.js';
+import { ColdMigrationService } from './compute/cold-migration.js';
+import { EvacuationService } from './compute/evacuation.js';
 import { FlavorService } from './compute/flavors.js';
 import { GuestAgentService } from './compute/guest-agent-service.js';
 import { HostDeviceService } from './compute/host-devices.js';
@@ -166,6 +168,7 @@ export function buildPlatform(
   );
   // Multi-host (docs/multi-host.md): this machine is the one local host; agents join as more hosts.
   const hosts = new HostService(store);
+  const coldMigrations = new ColdMigrationService(store, servers);
   const groups = new ServerGroupService(store);
   let local: Promise<unknown> | undefined;
   const registerLocalHost = () => {
@@ -352,6 +355,9 @@ export function buildPlatform(
       hosts,
       groups,
       registerLocalHost,
+      // Cold migration and host evacuation (docs/multi-host.md); their mover is the daemon's agent hub.
+      coldMigrations,
+      evacuations: new EvacuationService(store, servers, coldMigrations, hosts),
       guestAgent: new GuestAgentService(store, servers, driver, audit),
       // Device passthrough (docs/passthrough-and-agent.md): the site's allow-lists, the host read from sysfs.
       hostDevices: new HostDeviceService(

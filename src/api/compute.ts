@@ -40,17 +40,18 @@ const VERSION = (url: string) => ({
 
 /**
  * `openstack server migrate --live-migration --host H` needs
- * `--os-compute-api-version 2.30` (the CLI's own check); the CLI then sends
- * 2.30 to look the server up (by name: `GET /servers?name=`, whose 406 sent
- * osc-lib into a fallback that crashes; creates stay 2.1), act and wait. Only those routes take
- * it, with their 2.1 views: the version document still advertises 2.1
+ * `--os-compute-api-version 2.30`, and a cold migration's `--host H` 2.56 (the
+ * CLI's own checks); the CLI then sends that version to look the server up (by
+ * name: `GET /servers?name=`, whose 406 sent osc-lib into a fallback that
+ * crashes; creates stay 2.1), act and wait. Only those routes take up to 2.56,
+ * with their 2.1 views: the version document still advertises 2.1
  * (docs/multi-host.md).
  */
-const LIVE_MIGRATION_MAX_MINOR = 30;
+const MIGRATE_HOST_MINOR = 56;
 const LIVE_MIGRATION_ROUTES = new RegExp(
   `^${PREFIX.replaceAll('.', '\\.')}/(servers/[^/]+(/action|/migrations)?|os-migrations)$`,
 );
-const takesLiveMigrationVersion = (method: string, path: string) =>
+const takesMigrationVersion = (method: string, path: string) =>
   LIVE_MIGRATION_ROUTES.test(path) || (method === 'GET' && path === `${PREFIX}/servers`);
 
 export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext): Promise<void> {
@@ -69,8 +70,8 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     const path = req.url.split('?')[0] ?? '';
     const max = path.startsWith(`${PREFIX}/os-server-groups`)
       ? GROUPS_MAX_MINOR
-      : takesLiveMigrationVersion(req.method, path)
-        ? LIVE_MIGRATION_MAX_MINOR
+      : takesMigrationVersion(req.method, path)
+        ? MIGRATE_HOST_MINOR
         : 1;
     reply
       .header('openstack-api-version', 'compute 2.1')
@@ -525,6 +526,18 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
           { additionalProperties: false },
         ),
       ),
+      // Nova's cold migration: null (the scheduler chooses), or from 2.56 {host} (null: it chooses).
+      migrate: Opt(
+        Type.Union([
+          Type.Null(),
+          Type.Object(
+            { host: Opt(Type.Union([Type.String({ minLength: 1, maxLength: 255 }), Type.Null()])) },
+            { additionalProperties: false },
+          ),
+        ]),
+      ),
+      confirmResize: Opt(Type.Null()),
+      revertResize: Opt(Type.Null()),
       'os-getConsoleOutput': Opt(
         Type.Object(
           {
@@ -581,6 +594,29 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
           throw badRequest('force is not supported: the scheduler checks every host.');
         req.auditNote.reason = `live migration${host ? ` to ${host}` : ''}`;
         await servers.liveMigrate(req.auth!, id, { host });
+        return reply.code(202).send();
+      }
+      if (name === 'migrate') {
+        const asked = body.migrate;
+        const host = asked?.host ?? null;
+        req.auditNote.reason = `migration${host ? ` to ${host}` : ''}`;
+        enforce('compute:servers:migrate', req.auth ?? null);
+        if (asked !== null && asked !== undefined && microversionOf(req, MIGRATE_HOST_MINOR) < 56)
+          throw badRequest("Before microversion 2.56 'migrate' takes null; a host needs 2.56.");
+        await compute.coldMigrations.migrate(req.auth!, id, { host });
+        return reply.code(202).send();
+      }
+      if (name === 'confirmResize' || name === 'revertResize') {
+        req.auditNote.reason = name;
+        enforce(
+          name === 'confirmResize' ? 'compute:servers:confirm_resize' : 'compute:servers:revert_resize',
+          req.auth ?? null,
+        );
+        if (name === 'confirmResize') {
+          await compute.coldMigrations.confirm(req.auth!, id);
+          return reply.code(204).send();
+        }
+        await compute.coldMigrations.revert(req.auth!, id);
         return reply.code(202).send();
       }
       const action = name ? ACTIONS[name] : undefined;
@@ -645,7 +681,10 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     { schema: { params: IdParam }, config: { action: 'compute:servers:migrations:index' } },
     async (req) => ({
       migrations: (await servers.listMigrations(req.auth!, (req.params as { id: string }).id))
-        .filter((m) => m.status !== 'completed' && m.status !== 'error')
+        // Nova's server-migrations: live migrations in progress only.
+        .filter(
+          (m) => m.migration_type === 'live-migration' && m.status !== 'completed' && m.status !== 'error',
+        )
         .map(migrationView),
     }),
   );

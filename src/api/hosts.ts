@@ -1,6 +1,7 @@
 import { Type } from '@fastify/type-provider-typebox';
 import type { FastifyInstance } from 'fastify';
 import type { Static } from 'typebox';
+import type { Evacuation, EvacuationResult } from '../compute/evacuation.js';
 import type { HostRow } from '../compute/hosts.js';
 import { unavailable } from '../errors.js';
 import { ReportSchema } from '../host/agent/report.js';
@@ -87,6 +88,45 @@ export function registerHostApi(app: FastifyInstance, ctx: ApiContext): void {
       req.auditNote.targetId = name;
       return { host: view(await hosts.get(name)) };
     },
+  );
+  // Evacuation (docs/multi-host.md): the host is disabled, then every server moves off it; a task to poll.
+  const evacuationView = (e: Evacuation) => ({
+    id: e.id,
+    host: e.host,
+    status: e.status,
+    total: e.total,
+    done: e.done,
+    servers: JSON.parse(e.results) as EvacuationResult[],
+    requested_by: e.requested_by,
+    created_at: e.created_at,
+    updated_at: e.updated_at,
+  });
+  app.post(
+    `${BULWARK_PREFIX}/hosts/:name/evacuate`,
+    {
+      schema: { params: NameParam, body: Type.Object({}, { additionalProperties: false }) },
+      config: { action: 'bulwark:hosts:evacuate', targetType: 'host' },
+    },
+    async (req, reply) => {
+      const { name } = req.params as Static<typeof NameParam>;
+      req.auditNote.targetId = name;
+      const e = await ctx.compute.evacuations.start(req.auth!, name);
+      return reply.code(202).send({ evacuation: evacuationView(e) });
+    },
+  );
+  app.get(
+    `${BULWARK_PREFIX}/evacuations/:id`,
+    {
+      schema: {
+        params: Type.Object({
+          id: Type.String({ pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' }),
+        }),
+      },
+      config: { action: 'bulwark:evacuations:show' },
+    },
+    async (req) => ({
+      evacuation: evacuationView(await ctx.compute.evacuations.get((req.params as { id: string }).id)),
+    }),
   );
   app.post(
     `${BULWARK_PREFIX}/host-join-tokens`,

@@ -8,6 +8,8 @@ import type { DrService } from '../backups/dr.js';
 import type { BackupScheduler } from '../backups/scheduler.js';
 import type { BackupService } from '../backups/service.js';
 import type { ComplianceService } from '../compliance/service.js';
+import type { ColdMigrationService } from '../compute/cold-migration.js';
+import type { EvacuationService } from '../compute/evacuation.js';
 import type { FlavorService } from '../compute/flavors.js';
 import type { GuestAgentService } from '../compute/guest-agent-service.js';
 import type { HostDeviceService } from '../compute/host-devices.js';
@@ -98,6 +100,9 @@ export interface ApiDeps {
     /** Hypervisor hosts and Nova server groups (docs/multi-host.md). */
     hosts: HostService;
     groups: ServerGroupService;
+    /** Cold migration and host evacuation (docs/multi-host.md). */
+    coldMigrations: ColdMigrationService;
+    evacuations: EvacuationService;
   };
   /** Agent enrollment with the platform CA (docs/multi-host.md); absent: joins answer 503. */
   enrollment?: HostEnrollment;

@@ -4,7 +4,15 @@
  */
 export const POWER = { NOSTATE: 0, RUNNING: 1, PAUSED: 3, SHUTDOWN: 4, CRASHED: 6, SUSPENDED: 7 } as const;
 
-export type VmState = 'building' | 'active' | 'stopped' | 'paused' | 'suspended' | 'error' | 'deleted';
+export type VmState =
+  | 'building'
+  | 'active'
+  | 'stopped'
+  | 'paused'
+  | 'suspended'
+  | 'resized'
+  | 'error'
+  | 'deleted';
 
 export type ServerAction = 'start' | 'stop' | 'reboot' | 'pause' | 'unpause' | 'suspend' | 'resume';
 
@@ -32,6 +40,8 @@ export const STATUS_OF: Record<VmState, { status: string; power: number }> = {
   stopped: { status: 'SHUTOFF', power: POWER.SHUTDOWN },
   paused: { status: 'PAUSED', power: POWER.PAUSED },
   suspended: { status: 'SUSPENDED', power: POWER.SUSPENDED },
+  // A cold migration waiting for confirmResize/revertResize; its power is what the guest does there.
+  resized: { status: 'VERIFY_RESIZE', power: POWER.RUNNING },
   error: { status: 'ERROR', power: POWER.NOSTATE },
   deleted: { status: 'DELETED', power: POWER.NOSTATE },
 };

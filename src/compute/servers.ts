@@ -88,6 +88,13 @@ export interface LiveMigrator {
   moved(from: string): Promise<void>;
 }
 
+/** The host features a guest plan needs (the scheduler's FeatureFilter). */
+export const featuresOf = (plan: GuestPlan): string[] => [
+  ...(plan.firmware.type === 'uefi' ? ['uefi'] : []),
+  ...(plan.firmware.type === 'uefi' && plan.firmware.secureBoot ? ['secure-boot'] : []),
+  ...(plan.tpm ? ['tpm'] : []),
+];
+
 /** Fault messages the user can act on, by what went wrong. */
 const faultOf = (err: unknown) => ({
   code: err instanceof BulwarkError ? err.status : 500,
@@ -505,11 +512,7 @@ export class ServerService {
   private insertPlaced(db: Kysely<Schema>, row: Server, plan: GuestPlan, groupId: string | undefined) {
     const flavor = JSON.parse(row.flavor) as { vcpus: number; ram: number; disk: number };
     const secureBoot = plan.firmware.type === 'uefi' && plan.firmware.secureBoot;
-    const features = [
-      ...(plan.firmware.type === 'uefi' ? ['uefi'] : []),
-      ...(secureBoot ? ['secure-boot'] : []),
-      ...(plan.tpm ? ['tpm'] : []),
-    ];
+    const features = featuresOf(plan);
     const work = async (tx: Kysely<Schema>) => {
       await tx.insertInto('servers').values(row).execute();
       const placed = await claimPlacement(tx, this.store.dialect, {
@@ -544,7 +547,8 @@ export class ServerService {
     return db.isTransaction ? work(db) : db.transaction().execute(work);
   }
 
-  private async specFor(s: Server): Promise<GuestSpec> {
+  /** What the server's guest is, as its host's driver defines it. */
+  async specFor(s: Server): Promise<GuestSpec> {
     const g = JSON.parse(s.guest) as StoredGuest;
     const nics = (await this.ports.nics(s.id)).map((n) => ({
       tap: n.tap,
@@ -710,6 +714,7 @@ export class ServerService {
       .select(['id', 'host'])
       .where('id', '=', id)
       .executeTakeFirst();
+    await this.beforeDestroy(id);
     // A server that never got a host (no valid host) has nothing to undefine.
     if (placed?.host) await this.driverOf(placed).undefine(id);
     await releasePlacement(this.db, id);
@@ -1009,6 +1014,113 @@ export class ServerService {
     return { ...result, local };
   }
 
+  // ---- moves between hosts: shared by live and cold migration (compute/cold-migration.ts) ---------
+
+  /** The connected host's driver (none: undefined, never another host's). */
+  driverOn(host: string): HypervisorDriver | undefined {
+    return this.drivers.get(host);
+  }
+
+  /** Hosts a mover can take part in a move with (connected here, and able to by the mover's say). */
+  movableHosts(mover: { canHost(host: string): boolean } | null): Set<string> {
+    return new Set([...this.drivers.keys()].filter((h) => mover?.canHost(h)));
+  }
+
+  /** What the scheduler is asked for when the server moves: its flavor's resources and its plan's features. */
+  moveRequest(s: Server) {
+    const flavor = JSON.parse(s.flavor) as { vcpus: number; ram: number; disk: number };
+    return {
+      features: featuresOf((JSON.parse(s.guest) as StoredGuest).plan),
+      resources: { vcpus: flavor.vcpus, ramMiB: flavor.ram, diskGiB: flavor.disk },
+    };
+  }
+
+  /**
+   * One transaction for a move's start (live or cold): the server marked busy
+   * (only as it was read, with no task), a destination claimed with claimMove
+   * (none: 400 "No valid host", nothing changed), its `migrations` row, and
+   * `also` (a cold move's hold on the source). Resolves with the destination.
+   */
+  async claimMoveOf(
+    s: Server,
+    o: {
+      host?: string | null | undefined;
+      mover: { canHost(host: string): boolean } | null;
+      busy: { task: string; status: string };
+      migration: {
+        id: string;
+        type: 'live-migration' | 'migration';
+        status: string;
+        oldVmState: string | null;
+      };
+      also?: (
+        tx: Kysely<Schema>,
+        resources: ReturnType<ServerService['moveRequest']>['resources'],
+      ) => Promise<void>;
+    },
+  ): Promise<string> {
+    const from = s.host as string;
+    const { features, resources } = this.moveRequest(s);
+    const now = nowIso();
+    return this.db.transaction().execute(async (tx) => {
+      const claimed = await tx
+        .updateTable('servers')
+        .set({ task_state: o.busy.task, status: o.busy.status, updated_at: now })
+        .where('id', '=', s.id)
+        .where('vm_state', '=', s.vm_state)
+        .where('task_state', 'is', null)
+        .executeTakeFirst();
+      if (Number(claimed.numUpdatedRows) !== 1)
+        throw conflict(`Server ${s.id} is busy; try again when its task is done.`);
+      const placed = await claimMove(tx, this.store.dialect, {
+        serverId: s.id,
+        from,
+        ...(o.host ? { host: o.host } : {}),
+        resources,
+        features,
+        eligible: this.movableHosts(o.mover),
+      });
+      if (!placed.ok)
+        throw badRequest(
+          o.host
+            ? `Host ${o.host} cannot take server ${s.id}: ${NO_VALID_HOST}`
+            : `No host can take server ${s.id}: ${NO_VALID_HOST}`,
+        );
+      const dest = placed.ranked[0] as string;
+      await o.also?.(tx, resources);
+      await tx
+        .insertInto('migrations')
+        .values({
+          id: o.migration.id,
+          server_id: s.id,
+          project_id: s.project_id,
+          migration_type: o.migration.type,
+          source_host: from,
+          dest_host: dest,
+          status: o.migration.status,
+          memory_total_bytes: 0,
+          memory_processed_bytes: 0,
+          memory_remaining_bytes: 0,
+          disk_total_bytes: 0,
+          disk_processed_bytes: 0,
+          error: null,
+          old_vm_state: o.migration.oldVmState,
+          created_at: now,
+          updated_at: now,
+        })
+        .execute();
+      return dest;
+    });
+  }
+
+  /** Runs a server's background work under its task (deletes wait for it; guest events are not taken as news). */
+  track(id: string, work: Promise<void>): void {
+    this.tasks.track(id, work);
+  }
+
+  /** Runs before a server's guest is removed on delete (a pending cold migration's source copy goes too). */
+  beforeDestroy: (id: string) => Promise<void> = async () => undefined;
+
   // ---- live migration between hosts (docs/multi-host.md) ----------------------------------------
 
   /** Moves a running guest between agent hosts (host/agent/hub.ts); set by the daemon. Null: refused. */
@@ -1037,62 +1149,12 @@ export class ServerService {
     const from = s.host as string;
     if (opts.host && opts.host === from)
       throw badRequest(`The server is already on host ${from}; choose another host.`);
-    const g = JSON.parse(s.guest) as StoredGuest;
-    const flavor = JSON.parse(s.flavor) as { vcpus: number; ram: number; disk: number };
-    const features = [
-      ...(g.plan.firmware.type === 'uefi' ? ['uefi'] : []),
-      ...(g.plan.firmware.type === 'uefi' && g.plan.firmware.secureBoot ? ['secure-boot'] : []),
-      ...(g.plan.tpm ? ['tpm'] : []),
-    ];
     const migrationId = uuid();
-    const now = nowIso();
-    const to = await this.store.db.transaction().execute(async (tx) => {
-      const claimed = await tx
-        .updateTable('servers')
-        .set({ task_state: 'migrating', status: 'MIGRATING', updated_at: now })
-        .where('id', '=', s.id)
-        .where('vm_state', '=', 'active')
-        .where('task_state', 'is', null)
-        .executeTakeFirst();
-      if (Number(claimed.numUpdatedRows) !== 1)
-        throw conflict(`Server ${s.id} is busy; try again when its task is done.`);
-      const placed = await claimMove(tx, this.store.dialect, {
-        serverId: s.id,
-        from,
-        ...(opts.host ? { host: opts.host } : {}),
-        resources: { vcpus: flavor.vcpus, ramMiB: flavor.ram, diskGiB: flavor.disk },
-        features,
-        eligible: new Set([...this.drivers.keys()].filter((h) => this.migrator?.canHost(h))),
-      });
-      if (!placed.ok)
-        throw new BulwarkError(
-          'BadRequest',
-          opts.host
-            ? `Host ${opts.host} cannot take server ${s.id}: ${NO_VALID_HOST}`
-            : `No host can take server ${s.id}: ${NO_VALID_HOST}`,
-        );
-      const dest = placed.ranked[0] as string;
-      await tx
-        .insertInto('migrations')
-        .values({
-          id: migrationId,
-          server_id: s.id,
-          project_id: s.project_id,
-          migration_type: 'live-migration',
-          source_host: from,
-          dest_host: dest,
-          status: 'preparing',
-          memory_total_bytes: 0,
-          memory_processed_bytes: 0,
-          memory_remaining_bytes: 0,
-          disk_total_bytes: 0,
-          disk_processed_bytes: 0,
-          error: null,
-          created_at: now,
-          updated_at: now,
-        })
-        .execute();
-      return dest;
+    const to = await this.claimMoveOf(s, {
+      host: opts.host,
+      mover: this.migrator,
+      busy: { task: 'migrating', status: 'MIGRATING' },
+      migration: { id: migrationId, type: 'live-migration', status: 'preparing', oldVmState: null },
     });
     await this.record(this.db, s, auth, 'action:live-migrate', { host: { from, to } });
     this.tasks.track(s.id, this.runLiveMigration(s, from, to, migrationId));

@@ -21,6 +21,13 @@ import { cgroupLimitsFor, detectCgroups, type VmCgroups } from './cgroups.js';
 import { type DiskHandle, openQcow2 } from './disk-export.js';
 import { collectFile, type ForensicFile } from './forensics.js';
 import { guestAgentCall } from './guest-agent-channel.js';
+import {
+  commitGuestFiles,
+  type GuestFile,
+  listGuestFiles,
+  readGuestFile,
+  writeGuestFile,
+} from './guest-transfer.js';
 import type {
   DiskKeySource,
   GuestSpec,
@@ -928,8 +935,14 @@ export class QemuDriver implements HypervisorDriver {
    * `sharedUser` (a live migration's source): the user goes only when nothing
    * runs as it any more; on a machine several agents share (one /etc/passwd,
    * the test hosts), the destination's guest runs as the same user and keeps it.
+   * `keepUser`: another host on this machine holds the guest now, running or
+   * not (a cold migration's other end).
    */
-  private async purge(id: string, spec?: GuestSpec, opts: { sharedUser?: boolean } = {}): Promise<boolean> {
+  private async purge(
+    id: string,
+    spec?: GuestSpec,
+    opts: { sharedUser?: boolean; keepUser?: boolean } = {},
+  ): Promise<boolean> {
     const L = this.layout(id);
     this.detach(id);
     let killed = false;
@@ -943,7 +956,8 @@ export class QemuDriver implements HypervisorDriver {
     await rm(L.hostDir, { recursive: true, force: true });
     // Processes of the user outside our base dir would keep userdel from working: there should be none.
     const user = await lookupVmUser(vmUserName(id));
-    if (user && !(opts.sharedUser && (await processesOf(user.uid)).length > 0)) await removeVmUser(id);
+    if (user && !opts.keepUser && !(opts.sharedUser && (await processesOf(user.uid)).length > 0))
+      await removeVmUser(id);
     return killed;
   }
 
@@ -1078,6 +1092,44 @@ export class QemuDriver implements HypervisorDriver {
       const rec = await this.readRecord(id);
       await this.purge(id, rec?.spec, { sharedUser: true });
     });
+  }
+
+  // ---- cold migration between hosts (guest-transfer.ts, docs/multi-host.md) ------------------
+
+  /** The stopped guest's files, hashed, as a cold migration carries them (ciphertext at rest). */
+  transferList(id: string): Promise<GuestFile[]> {
+    return this.lock.run(id, async () => listGuestFiles(this.layout(id), await this.stopped(id)));
+  }
+
+  /** Not under the lock: reads go on while the copy runs; the control plane keeps the guest stopped. */
+  async transferRead(id: string, name: string, offset: number, length: number): Promise<Buffer> {
+    return readGuestFile(this.layout(id), await this.record(id), name, offset, length);
+  }
+
+  async transferWrite(id: string, name: string, offset: number, data: Buffer): Promise<void> {
+    await this.record(id);
+    await writeGuestFile(this.layout(id), name, offset, data);
+  }
+
+  /** Destination: the staged files, checked against the source's hashes, replace the fresh ones define made. */
+  transferCommit(id: string, files: GuestFile[]): Promise<void> {
+    return this.lock.run(id, async () => commitGuestFiles(this.layout(id), await this.stopped(id), files));
+  }
+
+  /** A guest leaves this host after a cold migration (confirm: the source; revert or failure: the destination). */
+  release(id: string, opts: { keepUser: boolean }): Promise<void> {
+    return this.lock.run(id, async () => {
+      const rec = await this.readRecord(id);
+      const proc = rec ? await this.process(rec) : null;
+      if (proc) await this.killProcess(proc.pid, proc.startTime);
+      await this.purge(id, rec?.spec, { keepUser: opts.keepUser });
+    });
+  }
+
+  private async stopped(id: string): Promise<GuestRecord> {
+    const rec = await this.record(id);
+    if (await this.process(rec)) throw conflict(`Server ${id} is running on this host; stop it first.`);
+    return rec;
   }
 
   /** Source: what the migration has moved so far (not under the guest's lock: it is read while sending). */

@@ -345,6 +345,14 @@ export const POLICY = {
   'compute:servers:migrate_live': ['admin'],
   'compute:os-migrations:index': ['admin'],
   'compute:servers:migrations:index': ['admin'],
+
+  // Cold migration and host evacuation (issue 10, docs/multi-host.md): Nova's defaults (migrate admin;
+  // confirming or reverting a resize the project's member), evacuation admin only.
+  'compute:servers:migrate': ['admin'],
+  'compute:servers:confirm_resize': ['admin', 'member'],
+  'compute:servers:revert_resize': ['admin', 'member'],
+  'bulwark:hosts:evacuate': ['admin'],
+  'bulwark:evacuations:show': ['admin'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;

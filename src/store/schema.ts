@@ -813,11 +813,14 @@ export interface MigrationsTable {
   id: string;
   server_id: string;
   project_id: string;
-  /** Nova's: live-migration (later: migration, evacuation). */
+  /** Nova's: live-migration, migration (cold). */
   migration_type: string;
   source_host: string;
   dest_host: string | null;
-  /** Nova's: queued, preparing, running, completed, error. */
+  /**
+   * Nova's. Live: preparing, running, completed, error. Cold: pre-migrating,
+   * migrating, post-migrating, finished (VERIFY_RESIZE), then confirmed or reverted; error.
+   */
   status: string;
   memory_total_bytes: number;
   memory_processed_bytes: number;
@@ -825,6 +828,23 @@ export interface MigrationsTable {
   disk_total_bytes: number;
   disk_processed_bytes: number;
   error: string | null;
+  /** Cold migrations (0140): `active` or `stopped` before the move, what a revert restores. */
+  old_vm_state: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+/** Cold migration and evacuation (issue 10, 0140): one `bulwark host evacuate` run. */
+export interface HostEvacuationsTable {
+  id: string;
+  host: string;
+  /** running, completed (every server moved), failed (some did not). */
+  status: string;
+  total: number;
+  done: number;
+  /** JSON: [{server_id, name, action, status, dest_host, error}]. */
+  results: string;
+  requested_by: string;
   created_at: string;
   updated_at: string;
 }
@@ -876,6 +896,7 @@ export interface Schema {
   hosts: HostsTable;
   placements: PlacementsTable;
   migrations: MigrationsTable;
+  host_evacuations: HostEvacuationsTable;
   server_groups: ServerGroupsTable;
   server_group_members: ServerGroupMembersTable;
   host_join_tokens: HostJoinTokensTable;

@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LiveMigrator } from '../../src/compute/servers.js';
 import { FakeHypervisor } from '../../src/host/fake-hypervisor.js';
-import { startTestApi, type TestApi } from '../helpers/api.js';
+import { fakeHosts, startTestApi, type TestApi } from '../helpers/api.js';
 import { dialects } from '../helpers/store.js';
 
 const C = '/compute/v2.1';
@@ -54,21 +54,7 @@ describe.each(dialects())('live migration API on %s', (dialect) => {
     api = await startTestApi(dialect);
     member = (await api.persona('lm-proj', 'lm-user', 'member')).token;
     boot = await api.bootable(member, 'lm', 256);
-    await api.platform.quotas.set(api.authOf(member).projectId as string, {
-      instances: -1,
-      cores: -1,
-      ram: -1,
-    });
-    await api.platform.compute.registerLocalHost();
-    await api.platform.compute.hosts.setState('test-host', 'disabled');
-    for (const name of HOSTS) {
-      await api.platform.compute.hosts.register({
-        name,
-        capacity: { vcpus: 4, ramMiB: 1024, diskGiB: 100 },
-        features: ['uefi'],
-      });
-      api.platform.compute.servers.attachHost(name, drivers.get(name)!);
-    }
+    await fakeHosts(api, member, drivers);
     api.platform.compute.servers.migrator = migrator;
   });
   afterAll(() => api?.close());
@@ -212,7 +198,7 @@ describe.each(dialects())('live migration API on %s', (dialect) => {
       headers: { 'x-auth-token': admin, 'openstack-api-version': 'compute 2.30' },
     });
     expect(list230.statusCode).toBe(406);
-    expect((await migrate(id, { host: null }, admin, '2.31')).status).toBe(406);
+    expect((await migrate(id, { host: null }, admin, '2.57')).status).toBe(406);
     expect((await api.call('POST', `${C}/servers/${id}/action`, admin, { 'os-stop': null })).status).toBe(
       202,
     );

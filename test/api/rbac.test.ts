@@ -271,6 +271,18 @@ describe('RBAC matrix', () => {
       await api.platform.compute.registerLocalHost();
       return { url: '/bulwark/v1/hosts/test-host', body: { host: { state: 'up' } }, target: {} };
     }
+    // Evacuation: a registered host with no agent connected (allowed callers get 409; nothing moves).
+    if (url === '/bulwark/v1/hosts/:name/evacuate') {
+      const name = uniq('evac');
+      await api.platform.compute.hosts.register({
+        name,
+        capacity: { vcpus: 1, ramMiB: 1, diskGiB: 1 },
+        features: [],
+      });
+      return { url: `/bulwark/v1/hosts/${name}/evacuate`, body: {}, target: {} };
+    }
+    if (url === '/bulwark/v1/evacuations/:id')
+      return { url: '/bulwark/v1/evacuations/00000000-0000-4000-8000-000000000000', target: {} };
     if (url === '/bulwark/v1/host-join-tokens')
       return { url, body: { join_token: { host: uniq('h') } }, target: {} };
     if (/\/(os-quota-sets|quotas)\/|\/limits$/.test(url)) return quotaSample(method, url);

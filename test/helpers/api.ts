@@ -223,3 +223,22 @@ export const serverRequest = (imageRef: string, flavorRef: string, name = 'vm'):
   networks: undefined,
   securityGroups: undefined,
 });
+
+/**
+ * Hosts the scheduler places `token`'s servers on, each driven by its own
+ * fake hypervisor (the local host disabled), with no quota in the way: for
+ * the migration suites' control-plane rules.
+ */
+export async function fakeHosts(api: TestApi, token: string, drivers: Map<string, FakeHypervisor>) {
+  await api.platform.quotas.set(api.authOf(token).projectId as string, { instances: -1, cores: -1, ram: -1 });
+  await api.platform.compute.registerLocalHost();
+  await api.platform.compute.hosts.setState('test-host', 'disabled');
+  for (const [name, driver] of drivers) {
+    await api.platform.compute.hosts.register({
+      name,
+      capacity: { vcpus: 4, ramMiB: 1024, diskGiB: 100 },
+      features: ['uefi'],
+    });
+    api.platform.compute.servers.attachHost(name, driver);
+  }
+}

@@ -8,7 +8,14 @@ import { probeCapabilities, probeCapacity } from '../../host/capabilities.js';
 import { compactFacts, probeHardening, REAL_ROOTS } from '../../host/hardening.js';
 import { withClient, withFormat } from '../common.js';
 import { printList, printObject } from '../output.js';
+import { waitWithStatus } from '../progress.js';
 
+const EVACUATED = ['server_id', 'name', 'action', 'status', 'dest_host', 'error'];
+/** A text progress bar for N of M servers. */
+const bar = (done: number, total: number, width = 20) => {
+  const n = total ? Math.round((done / total) * width) : width;
+  return `[${'#'.repeat(n)}${'-'.repeat(width - n)}]`;
+};
 const globals = (cmd: Command) =>
   cmd.optsWithGlobals<{ osCloud?: string; format: 'table' | 'json' | 'value' }>();
 
@@ -72,6 +79,63 @@ export function registerHostCommands(program: Command): void {
       },
     );
   }
+  withFormat(
+    host
+      .command('evacuate <name>')
+      .description(
+        'Disable a host, then move every server off it: running ones live, stopped ones cold (docs/multi-host.md)',
+      )
+      .option('--no-wait', 'return once started; poll with `bulwark host evacuation show ID`'),
+  ).action(async (name: string, o: { wait: boolean }, cmd: Command) => {
+    const g = globals(cmd);
+    await withClient(g, async (c) => {
+      type Ev = {
+        id: string;
+        status: string;
+        total: number;
+        done: number;
+        servers: Record<string, unknown>[];
+      };
+      const started = (
+        await c.request<{ evacuation: Ev }>(
+          'bulwark',
+          'POST',
+          `/hosts/${encodeURIComponent(name)}/evacuate`,
+          {},
+        )
+      ).evacuation;
+      const e = o.wait
+        ? await waitWithStatus(
+            `evacuate ${name}`,
+            async () =>
+              (await c.request<{ evacuation: Ev }>('bulwark', 'GET', `/evacuations/${started.id}`))
+                .evacuation,
+            (v) => (v.status === 'running' ? null : ''),
+            (v) => `${v.done}/${v.total} servers ${bar(v.done, v.total)} ${v.status}`,
+            3_600_000,
+          )
+        : started;
+      if (g.format === 'table') console.error(`evacuation ${e.id}: ${e.status}`);
+      printList(g.format, EVACUATED, e.servers);
+      if (e.status === 'failed') process.exitCode = 1;
+    });
+  });
+  withFormat(
+    host
+      .command('evacuation')
+      .command('show <id>')
+      .description("An evacuation's progress and each server's result"),
+  ).action(async (id: string, _o: unknown, cmd: Command) => {
+    const g = globals(cmd);
+    await withClient(g, async (c) => {
+      const { evacuation } = await c.request<{
+        evacuation: Record<string, unknown> & { servers: Record<string, unknown>[] };
+      }>('bulwark', 'GET', `/evacuations/${encodeURIComponent(id)}`);
+      if (g.format === 'json') return printObject(g.format, evacuation, Object.keys(evacuation));
+      printObject(g.format, evacuation, ['id', 'host', 'status', 'done', 'total', 'updated_at']);
+      printList(g.format, EVACUATED, evacuation.servers);
+    });
+  });
   const tokens = host.command('join-token').description('One-time tokens agents join with');
   withFormat(
     tokens

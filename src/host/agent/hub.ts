@@ -1,12 +1,15 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { ColdMover } from '../../compute/cold-migration.js';
 import type { LiveMigrator, ServerService } from '../../compute/servers.js';
 import { BulwarkError } from '../../errors.js';
 import { loadDataplaneState } from '../../network/dataplane-state.js';
 import type { DataplaneSync } from '../../network/networks.js';
 import { type PemPair, signCsr } from '../../pki/ca.js';
 import type { Store } from '../../store/database.js';
+import type { GuestFile } from '../guest-transfer.js';
 import type { MigrationProgress } from '../live-migration.js';
+import { CHUNK_MAX } from './migration-calls.js';
 import { type KeyScope, RemoteDriver } from './remote-driver.js';
 
 /**
@@ -16,7 +19,7 @@ import { type KeyScope, RemoteDriver } from './remote-driver.js';
  * servers placed on its host (the same loader and compiler as the local
  * host's), after every network change and before any guest runs there.
  */
-export class AgentHub implements DataplaneSync, LiveMigrator {
+export class AgentHub implements DataplaneSync, LiveMigrator, ColdMover {
   private readonly remotes = new Map<string, RemoteDriver>();
   /** Hosts whose channel is open and whose firewall and guests were taken over. */
   private readonly ready = new Set<string>();
@@ -215,6 +218,61 @@ export class AgentHub implements DataplaneSync, LiveMigrator {
     await src
       .call('migration.cleanup', o.serverId)
       .catch((err: Error) => log(`the source's copy was not cleaned up: ${err.message}`));
+  }
+
+  /** A connected agent host ready for a move, or a clear error. */
+  private need(host: string): RemoteDriver {
+    const r = this.get(host);
+    if (!r) throw new BulwarkError('Unavailable', `host ${host} is not a connected agent`);
+    return r;
+  }
+
+  /**
+   * Cold migration (host/guest-transfer.ts): the destination defines the
+   * guest (its dirs, user, a fresh overlay under the same key, fetched over
+   * its own channel), then receives the stopped guest's files as they lie at
+   * rest on the source, ciphertext through both agents' mutual-TLS channels,
+   * and places them only once each matches the source's size and SHA-256.
+   */
+  async copy(o: Parameters<ColdMover['copy']>[0]): Promise<void> {
+    const src = this.need(o.from);
+    const dst = this.need(o.to);
+    const log = (what: string) => this.opts.log?.(`migration of ${o.serverId} ${o.from} -> ${o.to}: ${what}`);
+    const files = await src.call<GuestFile[]>('coldmig.list', o.serverId);
+    const total = files.reduce((n, f) => n + f.size, 0);
+    log(`copying ${files.length} files, ${total} bytes`);
+    await dst.define(o.spec);
+    let done = 0;
+    for (const f of files) {
+      for (let off = 0; off < f.size; ) {
+        const part = await src.call<Buffer>('coldmig.read', o.serverId, f.name, off, CHUNK_MAX);
+        if (part.length === 0) throw new BulwarkError('Unavailable', `${f.name} ended early on ${o.from}`);
+        await dst.call('coldmig.write', o.serverId, f.name, off, part);
+        off += part.length;
+        done += part.length;
+        await o.onProgress(done, total).catch(() => undefined);
+      }
+    }
+    await dst.call('coldmig.commit', o.serverId, files);
+    log('copied and checked');
+  }
+
+  /** Which machine each agent runs on (/etc/machine-id): agents sharing one share its users too. */
+  private readonly machines = new Map<string, string>();
+
+  private async machineOf(host: string): Promise<string | null> {
+    const known = this.machines.get(host);
+    if (known) return known;
+    const r = this.get(host);
+    const id = r ? await r.call<string>('coldmig.machine').catch(() => null) : null;
+    if (id) this.machines.set(host, id);
+    return id;
+  }
+
+  async release(host: string, serverId: string, other: string): Promise<void> {
+    const a = await this.machineOf(host);
+    const keepUser = a === null || a === (await this.machineOf(other));
+    await this.need(host).call('coldmig.release', serverId, { keepUser });
   }
 
   /** The source's ruleset without the moved guest's port (its record names the destination now). */

@@ -1,6 +1,8 @@
+import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { BulwarkError } from '../../errors.js';
 import { createCsr } from '../../pki/ca.js';
+import type { GuestFile } from '../guest-transfer.js';
 import type { GuestSpec } from '../hypervisor.js';
 import type { QemuDriver } from '../qemu-driver.js';
 import type { AgentIdentity } from './client.js';
@@ -17,8 +19,11 @@ const freePort = (host: string) =>
     });
   });
 
+/** The largest part of a file one cold-migration read returns (well under the channel's 32 MiB frame). */
+export const CHUNK_MAX = 4 * 1024 * 1024;
+
 /**
- * The agent's live-migration calls (live-migration.ts). For each migration
+ * The agent's live- and cold-migration calls (live-migration.ts). For each migration
  * the agent makes a fresh key and a CSR; the control plane has the platform CA
  * sign it (server usage on the destination, client on the source, named for
  * the host); the key never leaves this host and lives only in the guest's
@@ -66,5 +71,15 @@ export function migrationCalls(driver: QemuDriver, me: AgentIdentity): Record<st
     'migration.progress': (id: string) => driver.migrationProgress(id),
     'migration.finish': (id: string) => driver.migrationFinish(id),
     'migration.cleanup': (id: string) => driver.migrationCleanup(id),
+    // Cold migration (guest-transfer.ts): the stopped guest's files at rest, copied through the control plane.
+    'coldmig.machine': async () => (await readFile('/etc/machine-id', 'utf8')).trim(),
+    'coldmig.list': (id: string) => driver.transferList(id),
+    'coldmig.read': (id: string, name: string, offset: number, length: number) =>
+      driver.transferRead(id, name, offset, Math.min(length, CHUNK_MAX)),
+    'coldmig.write': (id: string, name: string, offset: number, data: Buffer) =>
+      driver.transferWrite(id, name, offset, data),
+    'coldmig.commit': (id: string, files: GuestFile[]) => driver.transferCommit(id, files),
+    'coldmig.release': (id: string, o: { keepUser: boolean }) =>
+      driver.release(id, { keepUser: o?.keepUser === true }),
   };
 }
