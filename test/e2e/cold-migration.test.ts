@@ -235,9 +235,23 @@ describe.runIf(process.getuid?.() === 0)(
       expect(noHost.stderr).toMatch(/No valid host was found/);
       expect((await show('cold-aa-1')).status).toBe('ACTIVE');
       expect(await hostOf('cold-aa-1')).toBe(hosts[0]);
-      // Its own host with `--host` (2.56) is refused by the API (test/api/cold-migration.test.ts): this
-      // CLI (6.0.0) fails client-side on that path ("Resource.get() takes 1 positional argument"), as with
-      // live migration's --host (docs/multi-host.md).
+      // `--host` (2.56) through the CLI: its own host is refused, and so is a member's host (anti-affinity).
+      for (const [host, why] of [
+        [hosts[0], /already on host/],
+        [hosts[1], /No valid host was found/],
+      ] as const) {
+        const r = await t.d.openstack([
+          '--os-compute-api-version',
+          '2.56',
+          'server',
+          'migrate',
+          '--host',
+          host as string,
+          'cold-aa-1',
+        ]);
+        expect(r.code).not.toBe(0);
+        expect(r.stderr).toMatch(why);
+      }
       // A member of the project: Nova's default policy refuses, and the refusal is in the audit log.
       await os('user', 'create', '--password', PASS, 'cold-member');
       await os('role', 'add', '--project', 'admin', '--user', 'cold-member', 'member');
