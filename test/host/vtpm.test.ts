@@ -18,6 +18,7 @@ import { createQemuDriver, type QemuDriver } from '../../src/host/qemu-driver.js
 import { swtpmPaths, swtpmProcesses } from '../../src/host/swtpm.js';
 import { vmUserName } from '../../src/host/users.js';
 import { waitFor } from '../helpers/guests.js';
+import { nvDefine, nvRead, nvWrite, rcOf, tpmCall } from '../helpers/tpm.js';
 import {
   biosSpec,
   cgroupOf,
@@ -37,51 +38,6 @@ import {
  * guest talks to /dev/tpm0 with raw TPM 2.0 commands (busybox printf + dd):
  * an NV index it writes survives stop/start and suspend/resume.
  */
-
-// ---- raw TPM 2.0 commands (TPM 2.0 Library, Part 3), password session with the empty owner auth ----
-const NV_INDEX = 0x01500001;
-const NV_SIZE = 16;
-const u16 = (n: number) => Buffer.from([(n >> 8) & 0xff, n & 0xff]);
-const u32 = (n: number) => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n >>> 0);
-  return b;
-};
-/** TPM_RS_PW, empty nonce, no attributes, empty HMAC: 9 bytes, with its size in front. */
-const PW_SESSION = Buffer.concat([u32(9), u32(0x40000009), u16(0), Buffer.from([0]), u16(0)]);
-const command = (cc: number, handles: number[], params: Buffer) => {
-  const body = Buffer.concat([...handles.map(u32), PW_SESSION, params]);
-  return Buffer.concat([u16(0x8002), u32(10 + body.length), u32(cc), body]);
-};
-const OWNER = 0x40000001;
-const nvDefine = () =>
-  command(
-    0x12a,
-    [OWNER],
-    Buffer.concat([
-      u16(0), // auth: empty
-      u16(14), // TPM2B_NV_PUBLIC
-      u32(NV_INDEX),
-      u16(0x000b), // nameAlg SHA-256
-      u32(0x00060006), // OWNERWRITE | AUTHWRITE | OWNERREAD | AUTHREAD
-      u16(0), // authPolicy: empty
-      u16(NV_SIZE),
-    ]),
-  );
-const nvWrite = (data: Buffer) =>
-  command(0x137, [OWNER, NV_INDEX], Buffer.concat([u16(data.length), data, u16(0)]));
-const nvRead = () => command(0x14e, [OWNER, NV_INDEX], Buffer.concat([u16(NV_SIZE), u16(0)]));
-
-/** A guest shell line that sends one command to /dev/tpm0 and prints `<tag> <hex response>`. */
-const octal = (b: Buffer) => [...b].map((x) => `\\${x.toString(8).padStart(3, '0')}`).join('');
-const tpmCall = (tag: string, cmd: Buffer) =>
-  `printf '${octal(cmd)}' > /tmp/c; exec 3<>/dev/tpm0; dd if=/tmp/c bs=4096 >&3 2>/dev/null; ` +
-  `echo "${tag} $(dd bs=4096 count=1 <&3 2>/dev/null | od -An -tx1 | tr -d ' \\n')"; exec 3>&-`;
-/** The response code of the response printed after `tag` (hex), e.g. "00000000". */
-const rcOf = (console: string, tag: string, nth = 1): string | undefined => {
-  const all = [...console.matchAll(new RegExp(`${tag} ([0-9a-f]+)`, 'g'))];
-  return all[nth - 1]?.[1]?.slice(12, 20);
-};
 
 describe.runIf(isRoot)('vTPM with encrypted state (real guests, swtpm)', () => {
   let base: string;
@@ -306,6 +262,86 @@ describe.runIf(isRoot)('vTPM with encrypted state (real guests, swtpm)', () => {
     const last = reads[reads.length - 1] ?? '';
     expect(last.slice(12, 20)).toBe('00000000');
     expect(last).toContain(secretBytes.toString('hex'));
+  });
+
+  it('swtpm dying under a running guest: the guest is stopped and TPM_LOST reported (own child, adopted, found dead at reconcile)', async () => {
+    const L = await define(
+      driver,
+      biosSpec({ name: 'vtpm-lost', tpm: { version: '2.0', model: 'tpm-crb' } }),
+    );
+    const seen: { event: string; data: unknown }[] = [];
+    const listen = (d: QemuDriver) =>
+      d.onEvent((id, event, data) => {
+        if (id === L.id) seen.push({ event, data });
+      });
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const swtpmOf = async () => ((await swtpmProcesses(base)).get(L.id) ?? [])[0];
+    const killSwtpmAndWait = async (reason: string) => {
+      const qemu = await driver.processInfo(L.id);
+      const sw = await swtpmOf();
+      expect(qemu && sw).toBeTruthy();
+      seen.length = 0;
+      process.kill(sw!.pid, 'SIGKILL');
+      const lost = await waitFor(
+        'TPM_LOST',
+        async () => seen.find((e) => e.event === 'TPM_LOST'),
+        30_000,
+        100,
+      );
+      expect(lost.data).toEqual({ reason });
+      expect(seen.map((e) => e.event)).not.toContain('EXITED');
+      expect(alive(qemu!.pid)).toBe(false);
+      expect(await driver.state(L.id)).toBe('shutoff');
+      expect(await swtpmOf()).toBeUndefined();
+    };
+    let off = listen(driver);
+    try {
+      // This driver's own swtpm: its exit event.
+      await driver.start(L.id);
+      await killSwtpmAndWait('it ended with signal SIGKILL');
+
+      // An adopted swtpm (no child of this driver): found gone by the driver's check.
+      await driver.start(L.id);
+      await driver.close();
+      off();
+      driver = await newDriver();
+      off = listen(driver);
+      expect((await driver.reconcile([T.id, L.id])).adopted).toContain(L.id);
+      await killSwtpmAndWait('it was found gone');
+
+      // Dead while no driver watched: reconcile stops the guest and names it.
+      await driver.start(L.id);
+      const qemu = await driver.processInfo(L.id);
+      await driver.close();
+      off();
+      process.kill((await swtpmOf())!.pid, 'SIGKILL');
+      await waitFor('swtpm gone', async () => (await swtpmOf()) === undefined, 10_000, 100);
+      expect(alive(qemu!.pid)).toBe(true);
+      driver = await newDriver();
+      off = listen(driver);
+      const r = await driver.reconcile([T.id, L.id]);
+      expect(r.tpmLost).toEqual([L.id]);
+      expect(r.adopted).toEqual([T.id]);
+      expect(alive(qemu!.pid)).toBe(false);
+      expect(await driver.state(L.id)).toBe('shutoff');
+
+      // A guest stopped on purpose is no loss: its swtpm ends with it, unreported.
+      await driver.start(L.id);
+      seen.length = 0;
+      await driver.shutdown(L.id, { timeoutMs: 3000 });
+      await new Promise((res) => setTimeout(res, 3000));
+      expect(seen.map((e) => e.event)).not.toContain('TPM_LOST');
+    } finally {
+      off();
+      await driver.undefine(L.id);
+    }
   });
 
   it('a daemon restart adopts the guest with its swtpm; undefine removes swtpm, state and user', async () => {
