@@ -910,12 +910,27 @@ export class QemuDriver implements HypervisorDriver {
         const now = await this.readRecord(id);
         const proc = now && (await this.process(now));
         if (!now || !proc || now.desired !== 'running') return;
-        const live = this.live.get(id);
-        if (live) live.expectExit = true;
-        await this.stopProcess(live?.qmp ?? null, proc.pid, proc.startTime, 2000);
+        await this.quitUnheard(id, proc.pid, proc.startTime);
         await this.finishExit(now, 'shutoff', { name: 'TPM_LOST', data: { reason: why } });
       })
       .catch(() => undefined);
+  }
+
+  /**
+   * Ends a guest's QEMU for the driver's own reason, reported by the caller:
+   * the watching QMP connection is dropped first, so the SHUTDOWN that `quit`
+   * causes is not taken for a power-off. `quit` lets QEMU flush the disks.
+   */
+  private async quitUnheard(id: string, pid: number, start: number): Promise<void> {
+    this.detach(id);
+    const qmp = await QmpClient.connect(this.layout(id).qmpSocket, { connectTimeoutMs: 2000 }).catch(
+      () => null,
+    );
+    try {
+      await this.stopProcess(qmp, pid, start, 2000);
+    } finally {
+      qmp?.close();
+    }
   }
 
   /** Adopted swtpms are not our children (no exit event): check them on a timer. */
@@ -1077,9 +1092,7 @@ export class QemuDriver implements HypervisorDriver {
             const tpm = swtpms.get(id)?.[0];
             if (!tpm) {
               // Its swtpm died while the daemon was away: the guest runs without its TPM. Fail closed.
-              const live = this.live.get(id);
-              if (live) live.expectExit = true;
-              await this.stopProcess(qmp, proc.pid, proc.startTime, 2000);
+              await this.quitUnheard(id, proc.pid, proc.startTime);
               await this.finishExit(rec, 'shutoff', null);
               tpmLost.push(id);
               return;

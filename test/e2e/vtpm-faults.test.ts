@@ -15,7 +15,7 @@
  *     with the same TPM state.
  */
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { appendFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DaemonHttp, daemonHttp } from '../helpers/daemon-http.js';
@@ -44,7 +44,13 @@ describe.runIf(process.getuid?.() === 0)('fault injection: swtpm dying', { timeo
       ...(dataDir ? { dataDir } : {}),
       ...(netns ? { netns } : {}),
     });
+  const tee = (p: DaemonProcess) => {
+    p.child.stdout?.on('data', (b: Buffer) => appendFileSync('/tmp/swtpm-runs/daemon.log', b));
+    p.child.stderr?.on('data', (b: Buffer) => appendFileSync('/tmp/swtpm-runs/daemon.log', b));
+    return p;
+  };
   const connect = async () => {
+    tee(d);
     http = await daemonHttp(d, { timeoutMs: 90_000 });
     token = await http.login();
   };
