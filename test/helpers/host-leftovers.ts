@@ -33,6 +33,16 @@ export function guestProcesses(dataDir: string): GuestProcess[] {
   return out;
 }
 
+/** Whether a process with this pid exists (a guest's QEMU or swtpm a test watches end). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** The per-VM user a guest runs as (src/host/users.ts): `bwvm-` and 12 hex digits of its id. */
 export const vmUser = (serverId: string) => `bwvm-${serverId.replace(/-/g, '').slice(0, 12)}`;
 

@@ -18,6 +18,7 @@ import { createQemuDriver, type QemuDriver } from '../../src/host/qemu-driver.js
 import { swtpmPaths, swtpmProcesses } from '../../src/host/swtpm.js';
 import { vmUserName } from '../../src/host/users.js';
 import { waitFor } from '../helpers/guests.js';
+import { processAlive } from '../helpers/host-leftovers.js';
 import { nvDefine, nvRead, nvWrite, rcOf, tpmCall } from '../helpers/tpm.js';
 import {
   biosSpec,
@@ -274,14 +275,6 @@ describe.runIf(isRoot)('vTPM with encrypted state (real guests, swtpm)', () => {
       d.onEvent((id, event, data) => {
         if (id === L.id) seen.push({ event, data });
       });
-    const alive = (pid: number) => {
-      try {
-        process.kill(pid, 0);
-        return true;
-      } catch {
-        return false;
-      }
-    };
     const swtpmOf = async () => ((await swtpmProcesses(base)).get(L.id) ?? [])[0];
     const killSwtpmAndWait = async (reason: string) => {
       const qemu = await driver.processInfo(L.id);
@@ -297,7 +290,7 @@ describe.runIf(isRoot)('vTPM with encrypted state (real guests, swtpm)', () => {
       );
       expect(lost.data).toEqual({ reason });
       expect(seen.map((e) => e.event)).not.toContain('EXITED');
-      expect(alive(qemu!.pid)).toBe(false);
+      expect(processAlive(qemu!.pid)).toBe(false);
       expect(await driver.state(L.id)).toBe('shutoff');
       expect(await swtpmOf()).toBeUndefined();
     };
@@ -323,13 +316,13 @@ describe.runIf(isRoot)('vTPM with encrypted state (real guests, swtpm)', () => {
       off();
       process.kill((await swtpmOf())!.pid, 'SIGKILL');
       await waitFor('swtpm gone', async () => (await swtpmOf()) === undefined, 10_000, 100);
-      expect(alive(qemu!.pid)).toBe(true);
+      expect(processAlive(qemu!.pid)).toBe(true);
       driver = await newDriver();
       off = listen(driver);
       const r = await driver.reconcile([T.id, L.id]);
       expect(r.tpmLost).toEqual([L.id]);
       expect(r.adopted).toEqual([T.id]);
-      expect(alive(qemu!.pid)).toBe(false);
+      expect(processAlive(qemu!.pid)).toBe(false);
       expect(await driver.state(L.id)).toBe('shutoff');
 
       // A guest stopped on purpose is no loss: its swtpm ends with it, unreported.
