@@ -192,13 +192,22 @@ describe.each(dialects())('vTPM and Secure Boot policy on %s (fake hypervisor)',
         /used up \(1 an hour\).*openstack server stop.*openstack server start/,
       );
       expect(api.driver.guests.get(id)?.state).toBe('shutoff');
-      const audit = await api.store.db
-        .selectFrom('audit_events')
-        .select(['action', 'outcome'])
-        .where('target_id', '=', id)
-        .where('action', 'like', 'server:vtpm%')
-        .orderBy('seq')
-        .execute();
+      // The refusal is audited right after the state change.
+      const audit = await waitFor(
+        'five vTPM audit records',
+        async () => {
+          const rows = await api.store.db
+            .selectFrom('audit_events')
+            .select(['action', 'outcome'])
+            .where('target_id', '=', id)
+            .where('action', 'like', 'server:vtpm%')
+            .orderBy('seq')
+            .execute();
+          return rows.length >= 5 ? rows : undefined;
+        },
+        5000,
+        20,
+      );
       expect(audit).toEqual([
         { action: 'server:vtpm_lost', outcome: 'failure' },
         { action: 'server:vtpm_restart', outcome: 'success' },

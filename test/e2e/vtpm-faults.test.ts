@@ -41,6 +41,7 @@ describe.runIf(process.getuid?.() === 0)('fault injection: swtpm dying', { timeo
   const start = (dataDir?: string, netns?: string) =>
     startDaemonProcess({
       extraArgs: ['--vtpm-restarts', String(RESTARTS)],
+      startTimeoutMs: 240_000,
       ...(dataDir ? { dataDir } : {}),
       ...(netns ? { netns } : {}),
     });
@@ -202,14 +203,12 @@ describe.runIf(process.getuid?.() === 0)('fault injection: swtpm dying', { timeo
     await connect();
     // Before serving, the daemon stopped the guest: no QEMU without its TPM.
     expect(processAlive(qemu?.pid as number)).toBe(false);
-    const s = await show();
-    expect(s.fault?.message).toMatch(
-      /exited while the guest was running \(it was gone when the daemon restarted\)/,
-    );
-    expect(s.fault?.message).toMatch(/automatic restart 2 of 2/);
+    // (The restart may already be done on a slow start-up: what happened is read from the audit log.)
     const lost = await events('server:vtpm_lost');
     expect(lost).toHaveLength(2);
-    expect(lost[0]?.reason).toMatch(/gone when the daemon restarted/);
+    expect(lost[0]?.reason).toMatch(/vTPM emulator exited \(it was gone when the daemon restarted\)/);
+    const restarts = await events('server:vtpm_restart');
+    expect(restarts[0]?.reason).toBe('automatic restart 2 of 2');
     await untilActive();
     figures.recoveredMs.push(Date.now() - t0);
     figures.restarts++;
