@@ -33,11 +33,11 @@ export function guestProcesses(dataDir: string): GuestProcess[] {
   return out;
 }
 
-/** Whether a process with this pid exists (a guest's QEMU or swtpm a test watches end). */
+/** Whether a process with this pid runs (a guest's QEMU or swtpm a test watches end); a zombie has ended. */
 export function processAlive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^\S+ \(.*\) [ZX] /s.test(stat);
   } catch {
     return false;
   }
