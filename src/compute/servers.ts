@@ -814,7 +814,10 @@ export class ServerService {
     if (event === 'SECURE_BOOT_DENIED') return this.onSecureBootDenied(id, data);
     if (event === 'TPM_LOST') {
       const reason = (data as { reason?: unknown } | undefined)?.reason;
-      return this.onTpmLost(id, typeof reason === 'string' ? reason : 'it ended', from);
+      // The guest is already stopped (fail closed); a store that is away must not end the daemon.
+      return this.onTpmLost(id, typeof reason === 'string' ? reason : 'it ended', from).catch(
+        () => undefined,
+      );
     }
     if (event !== 'SHUTDOWN' && event !== 'EXITED') return;
     if (this.tasks.running(id)) return;
