@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SIEM_FORMATS, type SiemFormat } from './audit/syslog.js';
+import { DEFAULT_VTPM_RESTARTS } from './compute/vtpm-recovery.js';
 import { checkThresholds, DEFAULT_THRESHOLDS, type Thresholds } from './governance/storage-thresholds.js';
 import { DEFAULT_IDENTITY_POLICY, type IdentityPolicy } from './identity/service.js';
 import type { KekConfig } from './keys/kek.js';
@@ -36,6 +37,8 @@ export interface DaemonConfig {
   secureBootVars: string;
   /** Servers a user may create per sliding hour, kept across restarts (`--server-create-rate`; 0: no limit). */
   serverCreateRate: number;
+  /** Automatic restarts per server per hour after its swtpm died (`--vtpm-restarts`; docs/compute.md). */
+  vtpmRestarts: number;
   /** API requests per minute per token (`--api-rate`) and per source address (`--api-address-rate`); 0: no limit. */
   apiRate: { perToken: number; perAddress: number };
   /** Storage pool thresholds in percent used (`--storage-warn-percent`, `--storage-refuse-percent`). */
@@ -178,6 +181,7 @@ export function makeConfig(
     pkcs11PinFile?: string | undefined;
     secureBootVars?: string | undefined;
     serverCreateRate?: string | number | undefined;
+    vtpmRestarts?: string | number | undefined;
     apiRate?: string | number | undefined;
     apiAddressRate?: string | number | undefined;
     storageWarnPercent?: string | number | undefined;
@@ -212,6 +216,7 @@ export function makeConfig(
     opts.serverCreateRate,
     DEFAULT_SERVER_CREATE_RATE,
   );
+  const vtpmRestarts = parseRate('--vtpm-restarts', opts.vtpmRestarts, DEFAULT_VTPM_RESTARTS);
   const perToken = parseRate('--api-rate', opts.apiRate, DEFAULT_API_RATE);
   const perAddress = parseRate('--api-address-rate', opts.apiAddressRate, 2 * perToken);
   const percent = (flag: string, v: string | number | undefined, dflt: number) => {
@@ -275,6 +280,7 @@ export function makeConfig(
         : { kind: 'file' },
     secureBootVars: resolve(opts.secureBootVars ?? DEFAULT_SECURE_BOOT_VARS),
     serverCreateRate,
+    vtpmRestarts,
     apiRate: { perToken, perAddress },
     storageThresholds,
     passthrough: {

@@ -150,6 +150,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
     maxImageBytes: config.maxImageBytes,
     defaultGroupAllowsSameGroup: config.defaultGroupAllowsSameGroup,
     serverCreateRate: config.serverCreateRate,
+    vtpmRestarts: config.vtpmRestarts,
     storageThresholds: config.storageThresholds,
     passthrough: config.passthrough,
     identityPolicy: config.identityPolicy,

@@ -80,6 +80,8 @@ export interface PlatformOptions {
   storageThresholds?: Thresholds;
   /** Servers a user may create per sliding hour, counted in the store (docs/rate-limits.md); absent or 0: no limit. */
   serverCreateRate?: number;
+  /** Automatic restarts per server per hour after its swtpm died (compute/vtpm-recovery.ts); absent: 3. */
+  vtpmRestarts?: number;
   /** Admin MFA, lockout and password rules (docs/identity.md); absent fields take DEFAULT_IDENTITY_POLICY. */
   identityPolicy?: Partial<IdentityPolicy>;
   /** Days console recordings are kept before they are pruned (docs/console.md); default 90. */
@@ -191,6 +193,7 @@ export function buildPlatform(
   servers.groups = groups;
   servers.audit = audit;
   servers.beforePlacement = registerLocalHost;
+  if (opts.vtpmRestarts !== undefined) servers.vtpmRestarts = opts.vtpmRestarts;
   if (opts.serverCreateRate) servers.limitCreates(serverCreateLimit(store, opts.serverCreateRate));
   const quarantine = new QuarantineService(
     store,

@@ -69,6 +69,10 @@ const KNOWN: Readonly<Record<string, { category: string } & Partial<Record<Outco
   'dataplane:lockdown': { category: 'firewall.lockdown', success: 'critical', failure: 'critical' },
   'dataplane:lockdown_lifted': { category: 'firewall.lockdown', success: 'medium' },
   'network:drop_spike': { category: 'firewall.drop_spike', success: 'high' },
+  // A guest's vTPM emulator died under it (compute/vtpm-recovery.ts): stopped, restarted or left ERROR.
+  'server:vtpm_lost': { category: 'vtpm.lost', failure: 'high' },
+  'server:vtpm_restarts_exhausted': { category: 'vtpm.lost', failure: 'critical' },
+  'server:vtpm_recovered': { category: 'vtpm.recovered', success: 'medium', failure: 'high' },
   'key-manager:rotate_kek': { category: 'key.rotation', success: 'medium', failure: 'high' },
   'secret:decrypt': { category: 'secret.read', success: 'low' },
   'console:connect': { category: 'console.session', success: 'medium' },

@@ -239,7 +239,11 @@ export class DrService {
       const deadline = t0 + (this.opts.bootTimeoutMs ?? 600_000);
       let up = false;
       while (!up && this.now() < deadline) {
-        const log = await this.servers.consoleOutput(owner, r.server_id, 400).catch(() => '');
+        const log = await this.servers.consoleOutput(owner, r.server_id, 400).catch((e) => {
+          console.log('DBG console err', e.message);
+          return '';
+        });
+        console.log('DBG console', JSON.stringify(log).slice(0, 200));
         up = log.includes(p.boot_marker);
         if (!up) await new Promise((res) => setTimeout(res, POLL_MS));
       }

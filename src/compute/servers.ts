@@ -31,6 +31,15 @@ import { type GuestPlan, type HostCapabilities, resolveGuestPlan } from './prope
 import { NO_VALID_HOST } from './scheduler/index.js';
 import type { ServerGroupService } from './server-groups.js';
 import { POWER, type ServerAction, STATUS_OF, TRANSITIONS, type VmState } from './server-states.js';
+import {
+  DEFAULT_VTPM_RESTARTS,
+  decideVtpmRecovery,
+  isVtpmLostFault,
+  restartsUsed,
+  VTPM_AUDIT,
+  VTPM_RESTART_DELAY_MS,
+  VTPM_RESTART_WINDOW_MS,
+} from './vtpm-recovery.js';
 
 export type Server = Selectable<ServersTable>;
 
@@ -132,6 +141,8 @@ export class ServerService {
   quotas: QuotaGate | null = null;
   /** Server groups, for `--hint group=<id>` (src/compute/server-groups.ts); null: hints refused. Set by platform.ts. */
   groups: ServerGroupService | null = null;
+  /** Automatic restarts of a server whose vTPM emulator died, per hour (`serve --vtpm-restarts`). */
+  vtpmRestarts = DEFAULT_VTPM_RESTARTS;
   /** Runs before the first placement (the platform registers the local host); set by platform.ts. */
   beforePlacement: () => Promise<unknown> = async () => undefined;
 
@@ -806,6 +817,13 @@ export class ServerService {
   /** A guest event from host `from`'s driver: only the server's current host speaks for it (not a migration's source). */
   private async onGuestEvent(from: string, id: string, event: string, data?: unknown): Promise<void> {
     if (event === 'SECURE_BOOT_DENIED') return this.onSecureBootDenied(id, data);
+    if (event === 'TPM_LOST') {
+      const reason = (data as { reason?: unknown } | undefined)?.reason;
+      // The guest is already stopped (fail closed); a store that is away must not end the daemon.
+      return this.onTpmLost(id, typeof reason === 'string' ? reason : 'it ended', from).catch(
+        () => undefined,
+      );
+    }
     if (event !== 'SHUTDOWN' && event !== 'EXITED') return;
     if (this.tasks.running(id)) return;
     // QEMU gone while the guest should run (crashed, killed, OOM): SHUTOFF as Nova's power sync has it,
@@ -845,6 +863,88 @@ export class ServerService {
           }),
         )
         .catch(() => undefined);
+  }
+
+  // ---- vTPM emulator dying (docs/compute.md, compute/vtpm-recovery.ts) -------------------------
+
+  /**
+   * The host stopped the guest because its swtpm ended (fail closed). Record
+   * it (fault, security event), then restart it from its saved TPM state
+   * after a short wait, within the hourly budget; past it, ERROR saying what
+   * to do.
+   */
+  private async onTpmLost(id: string, why: string, from?: string): Promise<void> {
+    if (this.tasks.running(id)) return; // the running action's own outcome speaks for the guest
+    const since = new Date(Date.now() - VTPM_RESTART_WINDOW_MS).toISOString();
+    const history = await this.db
+      .selectFrom('audit_events')
+      .select('action')
+      .where('target_id', '=', id)
+      .where('action', 'in', [VTPM_AUDIT.restart, VTPM_AUDIT.exhausted])
+      .where('time', '>', since)
+      .orderBy('seq')
+      .execute();
+    const decision = decideVtpmRecovery(why, restartsUsed(history), this.vtpmRestarts);
+    const vm: VmState = decision.restart ? 'stopped' : 'error';
+    const claimed = await this.db
+      .updateTable('servers')
+      .set({
+        vm_state: vm,
+        status: STATUS_OF[vm].status,
+        power_state: POWER.SHUTDOWN,
+        task_state: decision.restart ? 'powering-on' : null,
+        fault: JSON.stringify({ code: 500, message: decision.fault, created: nowIso() }),
+        updated_at: nowIso(),
+      })
+      .where('id', '=', id)
+      .where('deleted_at', 'is', null)
+      .where('vm_state', '=', 'active')
+      .where('task_state', 'is', null)
+      .$if(from !== undefined, (q) =>
+        q.where((eb) => eb.or([eb('host', '=', from as string), eb('host', 'is', null)])),
+      )
+      .executeTakeFirst();
+    if (Number(claimed.numUpdatedRows) !== 1) return;
+    await this.vtpmAudit(id, VTPM_AUDIT.lost, `vTPM emulator exited (${why}); the guest was stopped`, false);
+    if (!decision.restart) {
+      const reason = `automatic restarts used up (${this.vtpmRestarts} an hour)`;
+      await this.vtpmAudit(id, VTPM_AUDIT.exhausted, reason, false);
+      return;
+    }
+    const reason = `automatic restart ${decision.attempt} of ${this.vtpmRestarts}`;
+    await this.vtpmAudit(id, VTPM_AUDIT.restart, reason, true);
+    this.restartAfterTpmLoss(id, decision.delayMs);
+  }
+
+  /** The restart itself (the row holds task_state powering-on): the `start` action, then audited. */
+  private restartAfterTpmLoss(id: string, delayMs: number): void {
+    this.tasks.track(
+      id,
+      (async () => {
+        await new Promise((r) => setTimeout(r, delayMs));
+        const s = await this.db.selectFrom('servers').selectAll().where('id', '=', id).executeTakeFirst();
+        if (!s || s.deleted_at || s.task_state !== 'powering-on') return;
+        await this.runAction(s, 'start', 'active');
+        const after = await this.db
+          .selectFrom('servers')
+          .select(['status', 'fault'])
+          .where('id', '=', id)
+          .executeTakeFirst();
+        const ok = after?.status === 'ACTIVE';
+        const reason = ok
+          ? 'the vTPM was restarted from its saved state and the guest runs again'
+          : `the restart failed: ${after?.fault ?? 'the server is gone'}`;
+        await this.vtpmAudit(id, VTPM_AUDIT.recovered, reason, ok);
+      })(),
+    );
+  }
+
+  private async vtpmAudit(id: string, action: string, reason: string, ok: boolean): Promise<void> {
+    await this.audit
+      ?.append(
+        systemEvent({ action, reason, target: { type: 'server', id }, outcome: ok ? 'success' : 'failure' }),
+      )
+      .catch(() => undefined);
   }
 
   // ---- vTPM keys and Secure Boot (docs/compute.md) --------------------------------------------
@@ -960,7 +1060,17 @@ export class ServerService {
       .where((eb) => eb.or([eb('host', '=', this.host.name), eb('host', 'is', null)]))
       .execute();
     const result = await this.driver.reconcile(rows.filter((r) => r.host).map((r) => r.id));
+    const tpmLost = new Set(result.tpmLost ?? []);
     for (const r of rows) {
+      if (r.host && tpmLost.has(r.id) && r.vm_state === 'active' && r.task_state === null) {
+        await this.onTpmLost(r.id, 'it was gone when the daemon restarted');
+        continue;
+      }
+      // A restart after a vTPM loss that the daemon's stop cut short: carry it out now.
+      if (r.host && r.task_state === 'powering-on' && r.vm_state === 'stopped' && isVtpmLostFault(r.fault)) {
+        this.restartAfterTpmLoss(r.id, VTPM_RESTART_DELAY_MS);
+        continue;
+      }
       if (r.task_state === 'deleting') {
         // A delete that cannot finish now must not stop the daemon: ERROR, saying so, deletable again.
         await this.destroy(r.id).catch((err: Error) =>

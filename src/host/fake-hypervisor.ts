@@ -13,6 +13,9 @@ import type {
   VolumeKeySource,
 } from './hypervisor.js';
 
+/** Fake disks are 1 MiB blocks in memory; a block of zeros is never stored. */
+const ZERO_BLOCK = Buffer.alloc(1024 * 1024);
+
 /**
  * An in-memory hypervisor for API tests of the compute domain. The real
  * driver (qemu-driver.ts) is tested against real QEMU guests in test/host.
@@ -153,11 +156,15 @@ export class FakeHypervisor implements HypervisorDriver {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
-  /** Lets a test play the guest: e.g. emit(id, 'SHUTDOWN') as if it powered off. */
-  emit(id: string, event: string) {
+  /**
+   * Lets a test play the guest or the host: emit(id, 'SHUTDOWN') as if it
+   * powered off, emit(id, 'TPM_LOST', { reason }) as if its swtpm died (the
+   * real driver has stopped the guest then).
+   */
+  emit(id: string, event: string, data: unknown = {}) {
     const g = this.guests.get(id);
-    if (g && event === 'SHUTDOWN') g.state = 'shutoff';
-    for (const l of this.listeners) l(id, event, {});
+    if (g && (event === 'SHUTDOWN' || event === 'TPM_LOST')) g.state = 'shutoff';
+    for (const l of this.listeners) l(id, event, data);
   }
   async close() {}
 
@@ -251,6 +258,11 @@ export class FakeHypervisor implements HypervisorDriver {
           const b = Math.floor((off + i) / B);
           const at = (off + i) % B;
           const n = Math.min(B - at, data.length - i);
+          // Zeros into a block never written read back as zeros already: keep the disk sparse in memory.
+          if (!blocks.has(b) && data.subarray(i, i + n).equals(ZERO_BLOCK.subarray(0, n))) {
+            i += n;
+            continue;
+          }
           const blk = blocks.get(b) ?? Buffer.alloc(B);
           data.copy(blk, at, i, i + n);
           blocks.set(b, blk);

@@ -91,8 +91,18 @@ export interface HypervisorDriver {
   /** Kills the guest and removes its disks, dirs, cgroup and user; idempotent. */
   undefine(id: string): Promise<void>;
   /** After a daemon restart: adopt running guests, report vanished ones, kill unknown ones. */
-  reconcile(knownIds: string[]): Promise<{ adopted: string[]; vanished: string[]; orphansKilled: string[] }>;
-  /** QMP events (SHUTDOWN, STOP, RESUME, RESET, ...) and EXITED when a guest's process ends. */
+  /**
+   * `tpmLost`: vTPM guests found running without their swtpm, now stopped
+   * (fail closed); the control plane restarts them (docs/host.md).
+   */
+  reconcile(
+    knownIds: string[],
+  ): Promise<{ adopted: string[]; vanished: string[]; orphansKilled: string[]; tpmLost?: string[] }>;
+  /**
+   * QMP events (SHUTDOWN, STOP, RESUME, RESET, ...), EXITED when a guest's
+   * process ends, and TPM_LOST (`{ reason }`) when its swtpm ended under a
+   * running QEMU and the driver stopped the guest for it.
+   */
   onEvent(listener: (id: string, event: string, data: unknown) => void): () => void;
   /**
    * Sends one already-filtered request (compute/guest-agent.ts) to the guest's

@@ -128,6 +128,19 @@ export interface QemuDriverOptions {
   secureBootWatchMs?: number;
 }
 
+/** A running vTPM guest's swtpm, watched (docs/host.md, "vTPM emulator dying"). */
+interface WatchedTpm {
+  pid: number;
+  startTime: number;
+  /** Found running at reconcile (not this daemon's child, so no exit event): polled instead. */
+  adopted: boolean;
+}
+
+/** How often an adopted swtpm (no exit event: not our child) is checked. */
+const ADOPTED_TPM_POLL_MS = 2000;
+/** swtpm --terminate ends with QEMU: a QEMU gone within this long was ending anyway, not left without a TPM. */
+const TPM_EXIT_GRACE_MS = 2000;
+
 interface Live {
   qmp: Qmp;
   pid: number;
@@ -153,6 +166,8 @@ export class QemuDriver implements HypervisorDriver {
   /** QEMU's chardev serves one client at a time: one guest agent request per guest at a time. */
   private readonly agentLock = new KeyedMutex();
   private readonly live = new Map<string, Live>();
+  private readonly tpms = new Map<string, WatchedTpm>();
+  private tpmPoll: NodeJS.Timeout | undefined;
   private readonly connecting = new Map<string, Promise<Qmp>>();
   private readonly listeners = new Set<(id: string, event: string, data: unknown) => void>();
   private closing = false;
@@ -584,8 +599,12 @@ export class QemuDriver implements HypervisorDriver {
     return true;
   }
 
-  /** After the process is gone: no cgroup, no pid; reports EXITED. */
-  private async finishExit(rec: GuestRecord, desired: Desired): Promise<void> {
+  /** After the process is gone: no cgroup, no pid; reports `event` (EXITED, expected; null: nothing). */
+  private async finishExit(
+    rec: GuestRecord,
+    desired: Desired,
+    event: { name: string; data: unknown } | null = { name: 'EXITED', data: { expected: true } },
+  ): Promise<void> {
     const id = rec.spec.id;
     this.detach(id);
     if (rec.spec.tpm) await this.stopTpm(id);
@@ -594,7 +613,7 @@ export class QemuDriver implements HypervisorDriver {
     rec.pidStart = null;
     rec.desired = desired;
     await this.writeRecord(rec);
-    this.emit(id, 'EXITED', { expected: true });
+    if (event) this.emit(id, event.name, event.data);
   }
 
   /** Asks QEMU to quit, then kills it if it has not gone in `graceMs`. */
@@ -852,22 +871,86 @@ export class QemuDriver implements HypervisorDriver {
     try {
       const paths = swtpmPaths(this.layout(id));
       await ensureStateDir(paths, rec.user);
-      await startSwtpm({
+      let started: { pid: number; startTime: number } | undefined;
+      started = await startSwtpm({
         binary: this.swtpm,
         version: tpm.version,
         paths,
         user: rec.user,
         key,
         confine: (pid) => this.cgroups.attach(cgroupName(id), pid),
+        onExit: (why) => {
+          if (started) void this.onTpmExit(id, started.pid, `it ended with ${why}`);
+        },
       });
+      this.tpms.set(id, { ...started, adopted: false });
     } finally {
       key.fill(0);
     }
   }
 
-  /** Kills the guest's swtpm, if one runs. */
+  /** Kills the guest's swtpm, if one runs (forgotten first: its exit is asked for). */
   private async stopTpm(id: string): Promise<void> {
+    this.tpms.delete(id);
     await killSwtpms((await swtpmProcesses(this.baseDir)).get(id) ?? []);
+  }
+
+  /**
+   * A watched swtpm ended. Under a QEMU that goes on running, the guest would
+   * run with its TPM gone (measured boot and sealed secrets silently broken):
+   * fail closed, stop the guest and report TPM_LOST (the control plane
+   * restarts it from the saved, encrypted TPM state). An swtpm we stopped, or
+   * one that ended with its QEMU, is no loss.
+   */
+  private async onTpmExit(id: string, swtpmPid: number, why: string): Promise<void> {
+    if (this.tpms.get(id)?.pid !== swtpmPid) return;
+    const rec = await this.readRecord(id).catch(() => null);
+    const qemu = rec && (await this.process(rec));
+    if (!rec || !qemu || (await waitGone(qemu.pid, qemu.startTime, TPM_EXIT_GRACE_MS))) {
+      if (this.tpms.get(id)?.pid === swtpmPid) this.tpms.delete(id);
+      return;
+    }
+    await this.lock
+      .run(id, async () => {
+        if (this.tpms.get(id)?.pid !== swtpmPid) return;
+        this.tpms.delete(id);
+        const now = await this.readRecord(id);
+        const proc = now && (await this.process(now));
+        if (!now || !proc || now.desired !== 'running') return;
+        await this.quitUnheard(id, proc.pid, proc.startTime);
+        await this.finishExit(now, 'shutoff', { name: 'TPM_LOST', data: { reason: why } });
+      })
+      .catch(() => undefined);
+  }
+
+  /**
+   * Ends a guest's QEMU for the driver's own reason, reported by the caller:
+   * the watching QMP connection is dropped first, so the SHUTDOWN that `quit`
+   * causes is not taken for a power-off. `quit` lets QEMU flush the disks.
+   */
+  private async quitUnheard(id: string, pid: number, start: number): Promise<void> {
+    this.detach(id);
+    const qmp = await QmpClient.connect(this.layout(id).qmpSocket, { connectTimeoutMs: 2000 }).catch(
+      () => null,
+    );
+    try {
+      await this.stopProcess(qmp, pid, start, 2000);
+    } finally {
+      qmp?.close();
+    }
+  }
+
+  /** Adopted swtpms are not our children (no exit event): check them on a timer. */
+  private watchAdoptedTpms(): void {
+    if (this.tpmPoll) return;
+    this.tpmPoll = setInterval(() => {
+      for (const [id, t] of this.tpms)
+        if (t.adopted)
+          void sameProcess(t.pid, t.startTime).then((alive) => {
+            if (!alive) void this.onTpmExit(id, t.pid, 'it was found gone');
+          });
+    }, ADOPTED_TPM_POLL_MS);
+    this.tpmPoll.unref();
   }
 
   /**
@@ -975,12 +1058,14 @@ export class QemuDriver implements HypervisorDriver {
 
   async reconcile(
     knownIds: string[],
-  ): Promise<{ adopted: string[]; vanished: string[]; orphansKilled: string[] }> {
+  ): Promise<{ adopted: string[]; vanished: string[]; orphansKilled: string[]; tpmLost: string[] }> {
     const known = new Set(knownIds);
     const qemus = await this.ourQemus();
+    const swtpms = await swtpmProcesses(this.baseDir);
     const adopted: string[] = [];
     const vanished: string[] = [];
     const orphansKilled: string[] = [];
+    const tpmLost: string[] = [];
     for (const id of knownIds) {
       if (!GUEST_ID.test(id)) continue;
       await this.lock.run(id, async () => {
@@ -1015,6 +1100,18 @@ export class QemuDriver implements HypervisorDriver {
             await this.finishExit(rec, 'shutoff');
             return;
           }
+          if (rec.spec.tpm) {
+            const tpm = swtpms.get(id)?.[0];
+            if (!tpm) {
+              // Its swtpm died while the daemon was away: the guest runs without its TPM. Fail closed.
+              await this.quitUnheard(id, proc.pid, proc.startTime);
+              await this.finishExit(rec, 'shutoff', null);
+              tpmLost.push(id);
+              return;
+            }
+            this.tpms.set(id, { pid: tpm.pid, startTime: tpm.startTime, adopted: true });
+            this.watchAdoptedTpms();
+          }
           adopted.push(id);
         } catch {
           // Alive but not answering: leave it to state() (crashed) rather than kill a tenant's guest.
@@ -1025,7 +1122,7 @@ export class QemuDriver implements HypervisorDriver {
       (await readdir(dir).catch(() => [] as string[])).filter((e) => GUEST_ID.test(e));
     const strays = new Set([
       ...[...qemus.keys()].filter((id) => !known.has(id)),
-      ...[...(await swtpmProcesses(this.baseDir)).keys()].filter((id) => !known.has(id)),
+      ...[...swtpms.keys()].filter((id) => !known.has(id)),
       ...(await onDisk(this.baseDir)).filter((id) => !known.has(id)),
       ...(await onDisk(join(this.baseDir, HOST_DIR))).filter((id) => !known.has(id)),
     ]);
@@ -1036,7 +1133,7 @@ export class QemuDriver implements HypervisorDriver {
         if (await this.purge(id, rec?.spec, { sharedUser: true })) orphansKilled.push(id);
       });
     }
-    return { adopted, vanished, orphansKilled };
+    return { adopted, vanished, orphansKilled, tpmLost };
   }
 
   // ---- live migration between hosts (live-migration.ts, docs/multi-host.md) -------------------
@@ -1624,6 +1721,10 @@ export class QemuDriver implements HypervisorDriver {
   /** Disconnects from every guest and leaves them running (a daemon restart must not stop guests). */
   async close(): Promise<void> {
     this.closing = true;
+    // The guests' swtpms go on with their guests; a later daemon adopts them.
+    this.tpms.clear();
+    clearInterval(this.tpmPoll);
+    this.tpmPoll = undefined;
     for (const live of this.live.values()) {
       live.expectExit = true;
       live.qmp.close();

@@ -141,6 +141,11 @@ export interface StartSwtpmOptions {
   /** Puts the process in the guest's cgroup before QEMU exists. */
   confine?: (pid: number) => Promise<void>;
   timeoutMs?: number;
+  /**
+   * Called when this swtpm (started and ready) exits, with how it ended (`signal SIGKILL`,
+   * `status 1`): the child's own exit event, so the driver hears of it at once.
+   */
+  onExit?: (why: string) => void;
 }
 
 /**
@@ -172,11 +177,13 @@ export async function startSwtpm(opts: StartSwtpmOptions): Promise<{ pid: number
     closeSync(log);
   }
   let exited: string | null = null;
+  let ready = false;
   child.on('error', (err) => {
     exited = err.message;
   });
   child.once('exit', (code, signal) => {
     exited = signal ? `signal ${signal}` : `status ${code}`;
+    if (ready) opts.onExit?.(exited);
   });
   for (const fd of [3, 4]) {
     const s = child.stdio[fd] as NodeJS.WritableStream | null | undefined;
@@ -203,7 +210,10 @@ export async function startSwtpm(opts: StartSwtpmOptions): Promise<{ pid: number
   while (Date.now() < deadline) {
     if (exited || !(await sameProcess(pid, info.startTime))) return fail(`swtpm exited (${exited ?? '?'})`);
     const st = await lstat(paths.ctrlSocket).catch(() => null);
-    if (st?.isSocket()) return { pid, startTime: info.startTime };
+    if (st?.isSocket()) {
+      ready = true;
+      return { pid, startTime: info.startTime };
+    }
     await sleep(25);
   }
   return fail('its control socket did not appear');

@@ -251,31 +251,22 @@ describe.each(dialects())('tenant isolation on %s', (dialect) => {
     });
     await api.platform.backups.settled();
     a.serverBackup = { id: serverBackup.id, name: `${M}-sbackup` };
-    await api.platform.dr.setPolicy(admin, a.server.id, { rpoS: 86400, rtoS: 3600 });
-    // A finished drill of A's server, as `bulwark dr drill` records it (test/api/server-backups.test.ts runs them).
-    const at = new Date().toISOString();
-    a.drill = { id: randomUUID() };
-    await api.store.db
-      .insertInto('dr_drills')
-      .values({
-        id: a.drill.id,
-        run_id: randomUUID(),
-        server_id: a.server.id,
-        project_id: a.project.id,
-        backup_id: serverBackup.id,
-        status: 'done',
-        step: null,
-        started_at: at,
-        finished_at: at,
-        rpo_s: 1,
-        rto_s: 1,
-        rpo_target_s: 86400,
-        rto_target_s: 3600,
-        verdict: 'pass',
-        reason: null,
-        started_by: 'admin',
-      })
-      .execute();
+    // The fake guest's console shows BULWARK-GUEST-READY, never the default marker `login:`.
+    await api.platform.dr.setPolicy(admin, a.server.id, {
+      rpoS: 86400,
+      rtoS: 3600,
+      bootMarker: 'BULWARK-GUEST-READY',
+    });
+    // A real drill of A's server: restored into its own isolated network, booted, cleaned up.
+    const run = await api.platform.dr.drill(admin, [a.server.id], rk.privateKeyPem);
+    await api.platform.dr.settled();
+    a.drill = { id: run.drills[0]!.id };
+    const drill = await api.store.db
+      .selectFrom('dr_drills')
+      .selectAll()
+      .where('id', '=', a.drill.id)
+      .executeTakeFirstOrThrow();
+    expect(drill, drill.reason ?? '').toMatchObject({ status: 'done', verdict: 'pass' });
     a.schedule = {
       id: (await api.platform.backupScheduler.create(admin, { volumeId: a.volume.id, intervalMinutes: 60 }))
         .id,

@@ -153,6 +153,77 @@ describe.each(dialects())('vTPM and Secure Boot policy on %s (fake hypervisor)',
     expect(api.driver.guests.has(sid)).toBe(false);
   });
 
+  it('swtpm dying (TPM_LOST): SHUTOFF with a fault, audited, restarted by itself; past the budget ERROR', async () => {
+    const r = await create('tpm-lost');
+    const id = r.json.server.id;
+    await until(id, 'ACTIVE');
+    const servers = api.platform.compute.servers;
+    servers.vtpmRestarts = 1;
+    try {
+      api.driver.emit(id, 'TPM_LOST', { reason: 'it ended with signal SIGKILL' });
+      const down = await waitFor(
+        'SHUTOFF',
+        async () => ((await server(id)).status === 'SHUTOFF' ? server(id) : undefined),
+        5000,
+        20,
+      );
+      expect(down['OS-EXT-STS:task_state']).toBe('powering-on');
+      expect(down.fault.message).toMatch(/swtpm\) exited .*signal SIGKILL.*automatic restart 1 of 1/);
+      // Busy until the restart: a user's action is refused meanwhile.
+      const start = await api.call('POST', `/compute/v2.1/servers/${id}/action`, member.token, {
+        'os-start': null,
+      });
+      expect(start.status).toBe(409);
+      const back = await waitFor(
+        'ACTIVE after the restart',
+        async () => {
+          const s = await server(id);
+          return s.status === 'ACTIVE' && s['OS-EXT-STS:task_state'] === null ? s : undefined;
+        },
+        30_000,
+        100,
+      );
+      expect(back.fault).toBeUndefined();
+      expect(api.driver.guests.get(id)?.state).toBe('running');
+
+      api.driver.emit(id, 'TPM_LOST', { reason: 'it ended with status 1' });
+      const failed = await until(id, 'ERROR');
+      expect(failed.fault.message).toMatch(
+        /used up \(1 an hour\).*openstack server stop.*openstack server start/,
+      );
+      expect(api.driver.guests.get(id)?.state).toBe('shutoff');
+      // The refusal is audited right after the state change.
+      const audit = await waitFor(
+        'five vTPM audit records',
+        async () => {
+          const rows = await api.store.db
+            .selectFrom('audit_events')
+            .select(['action', 'outcome'])
+            .where('target_id', '=', id)
+            .where('action', 'like', 'server:vtpm%')
+            .orderBy('seq')
+            .execute();
+          return rows.length >= 5 ? rows : undefined;
+        },
+        5000,
+        20,
+      );
+      expect(audit).toEqual([
+        { action: 'server:vtpm_lost', outcome: 'failure' },
+        { action: 'server:vtpm_restart', outcome: 'success' },
+        { action: 'server:vtpm_recovered', outcome: 'success' },
+        { action: 'server:vtpm_lost', outcome: 'failure' },
+        { action: 'server:vtpm_restarts_exhausted', outcome: 'failure' },
+      ]);
+      // A loss reported for a server that is not running changes nothing.
+      api.driver.emit(id, 'TPM_LOST', { reason: 'late' });
+      await new Promise((res) => setTimeout(res, 200));
+      expect((await server(id)).status).toBe('ERROR');
+    } finally {
+      servers.vtpmRestarts = 3;
+    }
+  });
+
   describe('Secure Boot', () => {
     let plainFlavor: string;
     beforeAll(async () => {

@@ -69,6 +69,8 @@ export async function startDaemonProcess(
     adminMfa?: boolean;
     /** More environment for the daemon (e.g. a PATH with a wrapped tool, test/e2e/faults.test.ts). */
     env?: NodeJS.ProcessEnv;
+    /** How long it may take to say it is up (a restart reconciling guests on a loaded host); default 60 s. */
+    startTimeoutMs?: number;
   } = {},
 ): Promise<DaemonProcess> {
   if (!existsSync(join(REPO, 'dist', 'cli', 'main.js')))
@@ -102,7 +104,10 @@ export async function startDaemonProcess(
   );
   let output = '';
   const url = await new Promise<string>((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`daemon did not start:\n${output}`)), 60_000);
+    const timer = setTimeout(
+      () => rej(new Error(`daemon did not start:\n${output}`)),
+      opts.startTimeoutMs ?? 60_000,
+    );
     const onData = (d: Buffer) => {
       output += d.toString();
       const m = /Bulwark is up at (\S+)/.exec(output);

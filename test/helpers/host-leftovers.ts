@@ -33,6 +33,16 @@ export function guestProcesses(dataDir: string): GuestProcess[] {
   return out;
 }
 
+/** Whether a process with this pid runs (a guest's QEMU or swtpm a test watches end); a zombie has ended. */
+export function processAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^\S+ \(.*\) [ZX] /s.test(stat);
+  } catch {
+    return false;
+  }
+}
+
 /** The per-VM user a guest runs as (src/host/users.ts): `bwvm-` and 12 hex digits of its id. */
 export const vmUser = (serverId: string) => `bwvm-${serverId.replace(/-/g, '').slice(0, 12)}`;
 

@@ -1,11 +1,12 @@
 /**
- * Raw TPM 2.0 commands for a test guest that has no tpm2-tools: the guest
- * sends them to /dev/tpm0 with busybox printf + dd and prints the response
- * in hex on its console (TPM 2.0 Library, Part 3; a password session with the
- * empty owner auth). test/host/vtpm.test.ts, test/e2e/multi-host.test.ts.
+ * Raw TPM 2.0 commands (TPM 2.0 Library, Part 3) a test guest sends to
+ * /dev/tpm0 with busybox printf + dd, with a password session and the empty
+ * owner auth: an NV index written and read back proves the TPM state a guest
+ * sees (test/host/vtpm.test.ts, test/e2e/vtpm-faults.test.ts,
+ * test/e2e/multi-host.test.ts).
  */
 const NV_INDEX = 0x01500001;
-const NV_SIZE = 16;
+export const NV_SIZE = 16;
 const u16 = (n: number) => Buffer.from([(n >> 8) & 0xff, n & 0xff]);
 const u32 = (n: number) => {
   const b = Buffer.alloc(4);
@@ -33,16 +34,19 @@ export const nvDefine = () =>
       u16(NV_SIZE),
     ]),
   );
+/** `data`: NV_SIZE bytes. */
 export const nvWrite = (data: Buffer) =>
   command(0x137, [OWNER, NV_INDEX], Buffer.concat([u16(data.length), data, u16(0)]));
 export const nvRead = () => command(0x14e, [OWNER, NV_INDEX], Buffer.concat([u16(NV_SIZE), u16(0)]));
+/** TPM_RC_NV_DEFINED: NV_DefineSpace on an index the TPM already holds. */
+export const RC_NV_DEFINED = '0000014c';
 
 /** A guest shell line that sends one command to /dev/tpm0 and prints `<tag> <hex response>`. */
 const octal = (b: Buffer) => [...b].map((x) => `\\${x.toString(8).padStart(3, '0')}`).join('');
 export const tpmCall = (tag: string, cmd: Buffer) =>
   `printf '${octal(cmd)}' > /tmp/c; exec 3<>/dev/tpm0; dd if=/tmp/c bs=4096 >&3 2>/dev/null; ` +
   `echo "${tag} $(dd bs=4096 count=1 <&3 2>/dev/null | od -An -tx1 | tr -d ' \\n')"; exec 3>&-`;
-/** The response code of the response printed after `tag` (hex), e.g. "00000000". */
+/** The response code of the `nth` response printed after `tag` (hex), e.g. "00000000". */
 export const rcOf = (console: string, tag: string, nth = 1): string | undefined => {
   const all = [...console.matchAll(new RegExp(`${tag} ([0-9a-f]+)`, 'g'))];
   return all[nth - 1]?.[1]?.slice(12, 20);

@@ -18,6 +18,7 @@ import { createQemuDriver, type QemuDriver } from '../../src/host/qemu-driver.js
 import { swtpmPaths, swtpmProcesses } from '../../src/host/swtpm.js';
 import { vmUserName } from '../../src/host/users.js';
 import { waitFor } from '../helpers/guests.js';
+import { processAlive } from '../helpers/host-leftovers.js';
 import { nvDefine, nvRead, nvWrite, rcOf, tpmCall } from '../helpers/tpm.js';
 import {
   biosSpec,
@@ -262,6 +263,78 @@ describe.runIf(isRoot)('vTPM with encrypted state (real guests, swtpm)', () => {
     const last = reads[reads.length - 1] ?? '';
     expect(last.slice(12, 20)).toBe('00000000');
     expect(last).toContain(secretBytes.toString('hex'));
+  });
+
+  it('swtpm dying under a running guest: the guest is stopped and TPM_LOST reported (own child, adopted, found dead at reconcile)', async () => {
+    const L = await define(
+      driver,
+      biosSpec({ name: 'vtpm-lost', tpm: { version: '2.0', model: 'tpm-crb' } }),
+    );
+    const seen: { event: string; data: unknown }[] = [];
+    const listen = (d: QemuDriver) =>
+      d.onEvent((id, event, data) => {
+        if (id === L.id) seen.push({ event, data });
+      });
+    const swtpmOf = async () => ((await swtpmProcesses(base)).get(L.id) ?? [])[0];
+    const killSwtpmAndWait = async (reason: string) => {
+      const qemu = await driver.processInfo(L.id);
+      const sw = await swtpmOf();
+      expect(qemu && sw).toBeTruthy();
+      seen.length = 0;
+      process.kill(sw!.pid, 'SIGKILL');
+      const lost = await waitFor(
+        'TPM_LOST',
+        async () => seen.find((e) => e.event === 'TPM_LOST'),
+        30_000,
+        100,
+      );
+      expect(lost.data).toEqual({ reason });
+      expect(seen.map((e) => e.event)).not.toContain('EXITED');
+      expect(processAlive(qemu!.pid)).toBe(false);
+      expect(await driver.state(L.id)).toBe('shutoff');
+      expect(await swtpmOf()).toBeUndefined();
+    };
+    let off = listen(driver);
+    try {
+      // This driver's own swtpm: its exit event.
+      await driver.start(L.id);
+      await killSwtpmAndWait('it ended with signal SIGKILL');
+
+      // An adopted swtpm (no child of this driver): found gone by the driver's check.
+      await driver.start(L.id);
+      await driver.close();
+      off();
+      driver = await newDriver();
+      off = listen(driver);
+      expect((await driver.reconcile([T.id, L.id])).adopted).toContain(L.id);
+      await killSwtpmAndWait('it was found gone');
+
+      // Dead while no driver watched: reconcile stops the guest and names it.
+      await driver.start(L.id);
+      const qemu = await driver.processInfo(L.id);
+      await driver.close();
+      off();
+      process.kill((await swtpmOf())!.pid, 'SIGKILL');
+      await waitFor('swtpm gone', async () => (await swtpmOf()) === undefined, 10_000, 100);
+      expect(processAlive(qemu!.pid)).toBe(true);
+      driver = await newDriver();
+      off = listen(driver);
+      const r = await driver.reconcile([T.id, L.id]);
+      expect(r.tpmLost).toEqual([L.id]);
+      expect(r.adopted).toEqual([T.id]);
+      expect(processAlive(qemu!.pid)).toBe(false);
+      expect(await driver.state(L.id)).toBe('shutoff');
+
+      // A guest stopped on purpose is no loss: its swtpm ends with it, unreported.
+      await driver.start(L.id);
+      seen.length = 0;
+      await driver.shutdown(L.id, { timeoutMs: 3000 });
+      await new Promise((res) => setTimeout(res, 3000));
+      expect(seen.map((e) => e.event)).not.toContain('TPM_LOST');
+    } finally {
+      off();
+      await driver.undefine(L.id);
+    }
   });
 
   it('a daemon restart adopts the guest with its swtpm; undefine removes swtpm, state and user', async () => {

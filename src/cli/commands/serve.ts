@@ -62,6 +62,11 @@ export function registerServeCommand(program: Command): void {
       process.env.BULWARK_SERVER_CREATE_RATE,
     )
     .option(
+      '--vtpm-restarts <n>',
+      'automatic restarts per server per hour after its vTPM emulator (swtpm) dies; then ERROR (0: none; default 3)',
+      process.env.BULWARK_VTPM_RESTARTS,
+    )
+    .option(
       '--api-rate <n>',
       'API requests per minute per token (0: no limit; default 600)',
       process.env.BULWARK_API_RATE,
@@ -183,6 +188,7 @@ export function registerServeCommand(program: Command): void {
           pkcs11PinFile?: string;
           secureBootVars?: string;
           serverCreateRate?: string;
+          vtpmRestarts?: string;
           apiRate?: string;
           apiAddressRate?: string;
           storageWarnPercent?: string;

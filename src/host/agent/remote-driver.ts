@@ -159,7 +159,9 @@ export class RemoteDriver implements HypervisorDriver {
   undefine(id: string): Promise<void> {
     return this.call('undefine', id);
   }
-  reconcile(knownIds: string[]): Promise<{ adopted: string[]; vanished: string[]; orphansKilled: string[] }> {
+  reconcile(
+    knownIds: string[],
+  ): Promise<{ adopted: string[]; vanished: string[]; orphansKilled: string[]; tpmLost?: string[] }> {
     return this.call('reconcile', knownIds);
   }
   onEvent(listener: (id: string, event: string, data: unknown) => void): () => void {
