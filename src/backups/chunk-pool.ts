@@ -4,7 +4,8 @@ import { BulwarkError, type ErrorKind, ErrorKinds } from '../errors.js';
 
 /**
  * A small pool of worker threads for the per-chunk work of a backup or
- * restore (HMAC naming, compression, AES-GCM, SHA-256), so it runs on every
+ * restore (FastCDC's rolling hash, HMAC naming, compression, AES-GCM,
+ * SHA-256), so it runs on every
  * CPU while the calling thread reads, chunks, writes and keeps the order.
  * One pool per operation: its workers hold that operation's keys and wipe
  * them at close.
@@ -24,12 +25,14 @@ export interface WorkerSecrets {
 export type Job =
   | { n: number; op: 'pack'; plain: Uint8Array }
   | { n: number; op: 'open'; id: string; sha: string; blob: Uint8Array }
-  | { n: number; op: 'hash'; blob: Uint8Array };
+  | { n: number; op: 'hash'; blob: Uint8Array }
+  | { n: number; op: 'cands'; buf: Uint8Array; from: number };
 
 export type Reply =
   | { n: number; id: string; blob: Uint8Array | null; sha: string | null }
   | { n: number; plain: Uint8Array }
   | { n: number; sha: string }
+  | { n: number; cands: number[] }
   | { n: number; error: { message: string; kind: string | null } };
 
 /** Sized to the CPUs (at most 4: beyond that the reads and writes are the limit). */
@@ -118,6 +121,18 @@ export class ChunkPool {
       u.buffer,
     ]);
     return { id: r.id, blob: r.blob && buf(r.blob), sha: r.sha };
+  }
+
+  /** The cut candidates of `block` (chunker.ts#candidates), `history` being the stream's bytes before it. */
+  async candidates(history: Buffer, block: Buffer): Promise<number[]> {
+    const u = new Uint8Array(history.length + block.length);
+    u.set(history);
+    u.set(block, history.length);
+    const r = await this.run<Extract<Reply, { cands: number[] }>>(
+      { n: this.next++, op: 'cands', buf: u, from: history.length },
+      [u.buffer],
+    );
+    return r.cands;
   }
 
   /** A stored chunk's checked plaintext (chunk-codec.ts#unpackChunk). */

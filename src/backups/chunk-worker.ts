@@ -1,10 +1,12 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { packChunk, sha256, unpackChunk } from './chunk-codec.js';
 import type { Job, Reply, WorkerSecrets } from './chunk-pool.js';
+import { candidates } from './chunker.js';
 import { chunkId } from './crypto.js';
 
 /**
- * A chunk worker thread (chunk-pool.ts): hashes, compresses and seals chunks
+ * A chunk worker thread (chunk-pool.ts): finds cut candidates in blocks,
+ * hashes, compresses and seals chunks
  * for a backup, or checks and opens them for a restore. It holds copies of
  * one operation's keys and wipes them when told to close.
  */
@@ -39,6 +41,8 @@ function run(job: Job): [Reply, ArrayBuffer[]] {
     }
     case 'hash':
       return [{ n: job.n, sha: sha256(job.blob) }, []];
+    case 'cands':
+      return [{ n: job.n, cands: candidates(job.buf, job.from) }, []];
   }
 }
 

@@ -3,7 +3,7 @@ import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, write
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CHUNK_MAX, CHUNK_MIN, Chunker } from './chunker.js';
+import { CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, Chunker, candidates } from './chunker.js';
 import { generateRecoveryKey, parseRecoveryKey, wrapForRecipient } from './crypto.js';
 import { type DiskSource, Repository } from './repository.js';
 import { LocalTarget } from './target.js';
@@ -68,6 +68,63 @@ describe('content-defined chunker', () => {
     const shifted = cuts(Buffer.concat([data.subarray(0, 1000), randomBytes(100), data.subarray(1000)]));
     const tail = (s: number[]) => s.slice(3).join(',');
     expect(tail(shifted)).toBe(tail(a));
+  });
+});
+
+/** The one-pass FastCDC loop the repository format was written with: the oracle for the parallel cutter. */
+function referenceCuts(data: Buffer): number[] {
+  const gear = Array.from({ length: 256 }, (_, i) =>
+    createHash('sha256').update(`bulwark-gear-${i}`).digest().readUInt32BE(0),
+  );
+  const sizes: number[] = [];
+  for (let at = 0; at < data.length; ) {
+    const n = data.length - at;
+    let len = n;
+    if (n > CHUNK_MIN) {
+      const end = Math.min(n, CHUNK_MAX);
+      const mid = Math.min(end, CHUNK_AVG);
+      let h = 0;
+      len = end === CHUNK_MAX ? CHUNK_MAX : n;
+      for (let i = CHUNK_MIN; i < end; i++) {
+        h = ((h << 1) + gear[data[at + i]!]!) >>> 0;
+        if ((h & (i < mid ? 0xfffffc00 : 0xffffc000)) === 0) {
+          len = i + 1;
+          break;
+        }
+      }
+    }
+    sizes.push(len);
+    at += len;
+  }
+  return sizes;
+}
+
+describe('parallel cut finding', () => {
+  it('cuts exactly where the one-pass loop does, whatever the block sizes and with zero runs', () => {
+    const text = Buffer.from(
+      Array.from({ length: 900_000 }, (_, i) => `w${(i * 2654435761) % 5003}`).join(' '),
+    );
+    const data = Buffer.concat([
+      randomBytes(9 * MiB),
+      Buffer.alloc(5 * MiB),
+      text,
+      randomBytes(3 * MiB + 17),
+    ]);
+    const want = referenceCuts(data);
+    for (const block of [4 * MiB, 1000 * 1024 + 3, 100_003]) {
+      const c = new Chunker();
+      const got: number[] = [];
+      let history = Buffer.alloc(0);
+      for (let o = 0; o < data.length; o += block) {
+        const b = data.subarray(o, o + block);
+        // As the chunk workers do: each block's candidates from it and the stream's last 31 bytes.
+        const cands = candidates(Buffer.concat([history, b]), history.length);
+        for (const x of c.push(b, cands)) got.push(x.length);
+        history = Buffer.concat([history, b]).subarray(-31);
+      }
+      for (const x of c.finish()) got.push(x.length);
+      expect(got, `blocks of ${block}`).toEqual(want);
+    }
   });
 });
 

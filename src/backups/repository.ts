@@ -2,7 +2,7 @@ import { type KeyObject, randomBytes } from 'node:crypto';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { sha256 } from './chunk-codec.js';
 import { ChunkPool, InOrder, POOL_SIZE } from './chunk-pool.js';
-import { CHUNK_MAX, Chunker, cutPoint } from './chunker.js';
+import { CHUNK_MAX, Chunker, candidates, tailOf, WINDOW } from './chunker.js';
 import {
   chunkId,
   INDEX_MAGIC,
@@ -84,10 +84,10 @@ const READ_BLOCK = 4 * 1024 * 1024;
 const DEPTH = 2 * POOL_SIZE + 2;
 const chunkName = (id: string) => `chunks/${id.slice(0, 2)}/${id}`;
 const ZEROS = Buffer.alloc(READ_BLOCK * 2);
-// Zeros never make a cut, so a zero block that starts a chunk is a whole CHUNK_MAX chunk: the
-// chunker would cut it there too. Unwritten disk space then costs one compare per 4 MiB.
-if (READ_BLOCK !== CHUNK_MAX || cutPoint(ZEROS, false) !== CHUNK_MAX)
-  throw new Error('zero fast path broken');
+// Zeros never make a cut (chunker.ts checks a zero window passes no mask), so a zero block that
+// starts a chunk is a whole CHUNK_MAX chunk: the chunker would cut it there too. Unwritten disk
+// space then costs one compare per 4 MiB.
+if (READ_BLOCK !== CHUNK_MAX) throw new Error('zero fast path broken');
 const isZero = (b: Buffer) => b.length <= ZEROS.length && b.equals(ZEROS.subarray(0, b.length));
 
 export class Repository {
@@ -186,22 +186,42 @@ export class Repository {
         for (const disk of disks) {
           list = [];
           const chunker = new Chunker();
+          // Blocks in disk order, their cut candidates found in the pool meanwhile (null: a zero block,
+          // whose candidates, if any, are near its start and found here).
+          const cut = new InOrder<{ block: Buffer; cands: number[] | null; history: Buffer }>(
+            POOL_SIZE + 1,
+            async ({ block, cands, history }) => {
+              if (!cands && chunker.idle && block.length === CHUNK_MAX) {
+                chunker.skipZero(block);
+                // After the first, a zero chunk needs no worker: it has the first one's name.
+                if (zeroSent || known.has(zeroId))
+                  await stored.push(Promise.resolve({ id: zeroId, len: CHUNK_MAX, blob: null, sha: null }));
+                else await store(block);
+                zeroSent = true;
+              } else {
+                const found =
+                  cands ?? candidates(Buffer.concat([history, block.subarray(0, WINDOW)]), history.length);
+                for (const c of chunker.push(block, found)) await store(c);
+              }
+              stats.bytes += block.length;
+              progress(stats.bytes, total);
+            },
+          );
+          let history: Buffer = Buffer.alloc(0);
           let next = disk.size > 0 ? disk.read(0, Math.min(READ_BLOCK, disk.size)) : null;
           for (let off = 0; next; ) {
             const block = await next;
             off += block.length;
-            // Read ahead while this block is cut and the pool works.
             next = off < disk.size ? disk.read(off, Math.min(READ_BLOCK, disk.size - off)) : null;
-            if (chunker.idle && block.length === CHUNK_MAX && isZero(block)) {
-              // After the first, a zero chunk needs no worker: it has the first one's name.
-              if (zeroSent || known.has(zeroId))
-                await stored.push(Promise.resolve({ id: zeroId, len: CHUNK_MAX, blob: null, sha: null }));
-              else await store(block);
-              zeroSent = true;
-            } else for (const c of chunker.push(block)) await store(c);
-            stats.bytes += block.length;
-            progress(stats.bytes, total);
+            const h = history;
+            await cut.push(
+              isZero(block)
+                ? Promise.resolve({ block, cands: null, history: h })
+                : pool.candidates(h, block).then((cands) => ({ block, cands, history: h })),
+            );
+            history = tailOf(history, block);
           }
+          await cut.flush();
           for (const c of chunker.finish()) await store(c);
           await stored.flush();
           index.disks.push({ name: disk.name, size: disk.size, chunks: list });
@@ -258,8 +278,8 @@ export class Repository {
   }
 
   /**
-   * Reads the chunks `ids` in turn and has the pool `run` on each, `take`ing
-   * the results in the same order.
+   * Reads the chunks `ids` and has the pool `run` on each, `take`ing the
+   * results in the same order.
    */
   private async eachChunk<R>(
     ids: Iterable<string>,
@@ -267,10 +287,14 @@ export class Repository {
     take: (r: R, id: string) => Promise<void> | void,
   ): Promise<void> {
     const q = new InOrder<[R, string]>(DEPTH, ([r, id]) => take(r, id));
-    for (const id of ids) {
-      const blob = await this.target.get(chunkName(id));
-      await q.push(run(id, blob).then((r) => [r, id]));
-    }
+    // Up to `DEPTH` reads and pool jobs overlap; results are still taken in order.
+    for (const id of ids)
+      await q.push(
+        this.target
+          .get(chunkName(id))
+          .then((blob) => run(id, blob))
+          .then((r) => [r, id]),
+      );
     await q.flush();
   }
 
