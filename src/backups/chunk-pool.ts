@@ -7,8 +7,8 @@ import { BulwarkError, type ErrorKind, ErrorKinds } from '../errors.js';
  * restore (FastCDC's rolling hash, HMAC naming, compression, AES-GCM,
  * SHA-256), so it runs on every
  * CPU while the calling thread reads, chunks, writes and keeps the order.
- * One pool per operation: its workers hold that operation's keys and wipe
- * them at close.
+ * The threads are shared; each operation is a session whose keys they hold
+ * until it closes.
  */
 
 export interface WorkerSecrets {
@@ -22,11 +22,14 @@ export interface WorkerSecrets {
   known: string[];
 }
 
+/** A job of session `s`, answered by a Reply with the same `n`. */
 export type Job =
-  | { n: number; op: 'pack'; plain: Uint8Array }
-  | { n: number; op: 'open'; id: string; sha: string; blob: Uint8Array }
-  | { n: number; op: 'hash'; blob: Uint8Array }
-  | { n: number; op: 'cands'; buf: Uint8Array; from: number };
+  | { n: number; s: number; op: 'pack'; plain: Uint8Array }
+  | { n: number; s: number; op: 'open'; id: string; sha: string; blob: Uint8Array }
+  | { n: number; s: number; op: 'hash'; blob: Uint8Array }
+  | { n: number; s: number; op: 'cands'; buf: Uint8Array; from: number };
+
+export type Control = { op: 'begin'; s: number; secrets: WorkerSecrets } | { op: 'end'; s: number };
 
 export type Reply =
   | { n: number; id: string; blob: Uint8Array | null; sha: string | null }
@@ -58,32 +61,38 @@ const own = (b: Buffer): [Uint8Array, ArrayBuffer[]] => {
 interface Pending {
   resolve: (r: Reply) => void;
   reject: (e: Error) => void;
-  worker: number;
+  slot: { w: Worker; busy: number };
+  session: number;
 }
 
-export class ChunkPool {
-  private readonly workers: { w: Worker; busy: number }[] = [];
-  private readonly pending = new Map<number, Pending>();
-  private next = 0;
-  private broken: Error | null = null;
+/**
+ * The worker threads, started once per process (a thread costs tens of ms to
+ * start, and far more under the test runner's TypeScript hooks); idle, they
+ * do not keep the process alive. A thread that fails breaks the set;
+ * the next operation starts a new one.
+ */
+class Workers {
+  readonly list: { w: Worker; busy: number }[] = [];
+  readonly pending = new Map<number, Pending>();
+  broken: Error | null = null;
+  next = 0;
+  private open = 0;
 
-  constructor(secrets: WorkerSecrets, size = POOL_SIZE) {
+  constructor(size: number) {
     for (let i = 0; i < size; i++) {
-      const w = new Worker(WORKER, { workerData: secrets });
+      const w = new Worker(WORKER);
+      w.unref();
       w.on('message', (r: Reply) => this.settle(r));
-      w.on('error', (e) => this.fail(i, e));
-      w.on('exit', (code) => {
-        if (code !== 0) this.fail(i, new Error(`a backup chunk worker exited with code ${code}`));
-      });
-      this.workers.push({ w, busy: 0 });
+      w.on('error', (e) => this.fail(w, e));
+      w.on('exit', (code) => this.fail(w, new Error(`a backup chunk worker exited with code ${code}`)));
+      this.list.push({ w, busy: 0 });
     }
   }
 
   private settle(r: Reply): void {
     const p = this.pending.get(r.n);
-    if (!p) return;
-    this.pending.delete(r.n);
-    this.workers[p.worker]!.busy--;
+    if (!p) return; // its session was closed
+    this.drop(r.n, p);
     if ('error' in r) {
       const { kind, message } = r.error;
       p.reject(
@@ -92,34 +101,72 @@ export class ChunkPool {
     } else p.resolve(r);
   }
 
-  private fail(worker: number, e: Error): void {
+  /** Forgets job `n` (answered, failed or abandoned). */
+  drop(n: number, p: Pending): void {
+    this.pending.delete(n);
+    p.slot.busy--;
+  }
+
+  private fail(w: Worker, e: Error): void {
     this.broken ??= e;
     for (const [n, p] of this.pending)
-      if (p.worker === worker) {
-        this.pending.delete(n);
+      if (p.slot.w === w) {
+        this.drop(n, p);
         p.reject(e);
       }
   }
 
-  /** Sends a job to the least busy worker; `data` moves there (the caller must not use it again). */
-  private run<R extends Reply>(job: Job, moved: ArrayBuffer[]): Promise<R> {
+  /** Sends a job to the least busy worker; `moved` buffers go with it (the caller must not use them again). */
+  run(session: number, job: Job, moved: ArrayBuffer[]): Promise<Reply> {
     if (this.broken) return Promise.reject(this.broken);
-    let wi = 0;
-    for (let i = 1; i < this.workers.length; i++) if (this.workers[i]!.busy < this.workers[wi]!.busy) wi = i;
-    const slot = this.workers[wi]!;
+    let slot = this.list[0]!;
+    for (const x of this.list) if (x.busy < slot.busy) slot = x;
     slot.busy++;
-    return new Promise<R>((resolve, reject) => {
-      this.pending.set(job.n, { resolve: resolve as (r: Reply) => void, reject, worker: wi });
+    return new Promise<Reply>((resolve, reject) => {
+      this.pending.set(job.n, { resolve, reject, slot, session });
       slot.w.postMessage(job, moved);
     });
+  }
+
+  /** Tells every worker, in order with its jobs; while a session is open the threads keep the process alive. */
+  broadcast(msg: Control): void {
+    this.open += msg.op === 'begin' ? 1 : -1;
+    for (const { w } of this.list) {
+      w.postMessage(msg);
+      if (this.open > 0) w.ref();
+      else w.unref();
+    }
+  }
+}
+
+let shared: Workers | null = null;
+let sessions = 0;
+
+/**
+ * One backup, verify or restore's use of the worker threads: they hold
+ * copies of its keys from construction until `close`, which wipes them.
+ */
+export class ChunkPool {
+  private readonly workers: Workers;
+  private readonly id = ++sessions;
+  private closed = false;
+
+  constructor(secrets: WorkerSecrets) {
+    if (!shared || shared.broken) shared = new Workers(POOL_SIZE);
+    this.workers = shared;
+    this.workers.broadcast({ op: 'begin', s: this.id, secrets });
+  }
+
+  private run<R extends Reply>(op: DistributiveOmit<Job, 'n' | 's'>, moved: ArrayBuffer[]): Promise<R> {
+    if (this.closed) return Promise.reject(new Error('the backup chunk pool was closed'));
+    const job = { ...op, n: this.workers.next++, s: this.id } as Job;
+    return this.workers.run(this.id, job, moved) as Promise<R>;
   }
 
   /** The chunk's id, and its sealed object and that object's sha256 unless it is already stored. */
   async pack(plain: Buffer): Promise<{ id: string; blob: Buffer | null; sha: string | null }> {
     const u = new Uint8Array(plain); // a copy: chunks are views of the caller's read buffers
-    const r = await this.run<Extract<Reply, { id: string }>>({ n: this.next++, op: 'pack', plain: u }, [
-      u.buffer,
-    ]);
+    const r = await this.run<Extract<Reply, { id: string }>>({ op: 'pack', plain: u }, [u.buffer]);
     return { id: r.id, blob: r.blob && buf(r.blob), sha: r.sha };
   }
 
@@ -129,7 +176,7 @@ export class ChunkPool {
     u.set(history);
     u.set(block, history.length);
     const r = await this.run<Extract<Reply, { cands: number[] }>>(
-      { n: this.next++, op: 'cands', buf: u, from: history.length },
+      { op: 'cands', buf: u, from: history.length },
       [u.buffer],
     );
     return r.cands;
@@ -138,40 +185,31 @@ export class ChunkPool {
   /** A stored chunk's checked plaintext (chunk-codec.ts#unpackChunk). */
   async open(id: string, sha: string, blob: Buffer): Promise<Buffer> {
     const [u, moved] = own(blob);
-    const r = await this.run<Extract<Reply, { plain: Uint8Array }>>(
-      { n: this.next++, op: 'open', id, sha, blob: u },
-      moved,
-    );
+    const r = await this.run<Extract<Reply, { plain: Uint8Array }>>({ op: 'open', id, sha, blob: u }, moved);
     return buf(r.plain);
   }
 
   async sha256(blob: Buffer): Promise<string> {
     const [u, moved] = own(blob);
-    const r = await this.run<Extract<Reply, { sha: string }>>({ n: this.next++, op: 'hash', blob: u }, moved);
+    const r = await this.run<Extract<Reply, { sha: string }>>({ op: 'hash', blob: u }, moved);
     return r.sha;
   }
 
-  /** Tells each worker to wipe its keys and stop; anything still pending fails. */
+  /** Has every worker wipe this operation's keys; its jobs still pending fail. */
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
     const closed = new Error('the backup chunk pool was closed');
-    this.broken ??= closed;
-    for (const [n, p] of this.pending) {
-      this.pending.delete(n);
-      p.reject(closed);
-    }
-    await Promise.all(
-      this.workers.map(
-        ({ w }) =>
-          new Promise<void>((done) => {
-            w.once('exit', () => done());
-            w.postMessage({ op: 'close' });
-            // A worker busy with a chunk reads the close after it; one that hangs is stopped.
-            setTimeout(() => void w.terminate(), 5000).unref();
-          }),
-      ),
-    );
+    for (const [n, p] of this.workers.pending)
+      if (p.session === this.id) {
+        this.workers.drop(n, p);
+        p.reject(closed);
+      }
+    this.workers.broadcast({ op: 'end', s: this.id });
   }
 }
+
+type DistributiveOmit<T, K extends keyof T> = T extends unknown ? Omit<T, K> : never;
 
 /**
  * Results taken in the order they were started, with at most `depth` in
