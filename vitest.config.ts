@@ -7,6 +7,8 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    // Worker threads of code under test load its TypeScript through these hooks (test/setup/ts-loader.mjs).
+    execArgv: ['--import', './test/setup/ts-loader.mjs'],
     maxWorkers: 2,
     reporters: ['default', 'json'],
     outputFile: { json: '.test-artifacts/vitest.json' },

@@ -17,6 +17,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { POOL_SIZE } from '../dist-bench/src/backups/chunk-pool.js';
 import { generateRecoveryKey, parseRecoveryKey } from '../dist-bench/src/backups/crypto.js';
 import { Repository } from '../dist-bench/src/backups/repository.js';
 import { LocalTarget } from '../dist-bench/src/backups/target.js';
@@ -236,14 +237,14 @@ function printPart(b, r) {
   const same = rows[2];
   if (!same.met)
     same.note =
-      'restic skips a file whose size and mtime are unchanged since its last snapshot; Bulwark reads and chunks the whole volume again ' +
-      '(a volume has no trustworthy mtime: the guest writes it in place), so it pays a full read.';
+      'restic skips a file whose size, mtime and inode are unchanged since its last snapshot; Bulwark reads and chunks the whole volume again: ' +
+      'a stat- or dirty-bitmap-based skip is not built, and none is claimed until it is proven against every writer (docs/backups.md).';
   console.log(
     JSON.stringify({
       rows,
       details: [
         `${mib} MiB raw image (40% random, 30% text-like, 30% holes); phases in turn (Bulwark full, restic full, the 1% change, then Bulwark's incremental, unchanged and restore, then restic's). ` +
-          'restic 0.14 uses zstd and several threads; Bulwark deflate (where a sample shrinks) on one thread.',
+          `restic 0.14 uses zstd and several threads; Bulwark brotli quality 1 (where a sample shrinks) and a pool of ${POOL_SIZE} worker threads (one per CPU) beside the reading thread.`,
       ],
     }),
   );

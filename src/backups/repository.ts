@@ -1,8 +1,9 @@
-import { createHash, type KeyObject, randomBytes } from 'node:crypto';
+import { type KeyObject, randomBytes } from 'node:crypto';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
-import { CHUNK_MAX, Chunker, cutPoint } from './chunker.js';
+import { sha256 } from './chunk-codec.js';
+import { ChunkPool, InOrder, POOL_SIZE } from './chunk-pool.js';
+import { CHUNK_MAX, Chunker, candidates, tailOf, WINDOW } from './chunker.js';
 import {
-  CHUNK_MAGIC,
   chunkId,
   INDEX_MAGIC,
   integrityError,
@@ -20,7 +21,8 @@ import type { BackupTarget } from './target.js';
  *
  *   config                 recipient public key; the chunk-id key wrapped for it
  *   keys/<key id>          one backup's data key, wrapped for the recipient
- *   chunks/<xx>/<chunk id> sealed(flag | deflate?(plaintext)), id = HMAC(id key, plaintext)
+ *   chunks/<xx>/<chunk id> sealed(flag | brotli?(plaintext)), id = HMAC(id key, plaintext)
+ *                          (flag 0 stored, 2 brotli; 1 deflate in repositories written before brotli)
  *   backups/<id>.index     sealed list of each disk's chunks (the restore recipe)
  *   backups/<id>.seal      chunk id -> sha256 of its stored object and key id (no secrets;
  *                          its own sha256 is kept in the database)
@@ -64,6 +66,13 @@ export interface VerifyReport {
   disks: { name: string; size: number }[];
 }
 
+interface Packed {
+  id: string;
+  len: number;
+  blob: Buffer | null;
+  sha: string | null;
+}
+
 interface Index {
   v: 1;
   backup: string;
@@ -71,14 +80,14 @@ interface Index {
 }
 
 const READ_BLOCK = 4 * 1024 * 1024;
-const PROBE = 64 * 1024;
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+/** Chunks in flight between this thread and the pool (each up to 4 MiB, twice: plaintext and sealed). */
+const DEPTH = 2 * POOL_SIZE + 2;
 const chunkName = (id: string) => `chunks/${id.slice(0, 2)}/${id}`;
 const ZEROS = Buffer.alloc(READ_BLOCK * 2);
-// Zeros never make a cut, so a zero block that starts a chunk is a whole CHUNK_MAX chunk: the
-// chunker would cut it there too. Unwritten disk space then costs one compare per 4 MiB.
-if (READ_BLOCK !== CHUNK_MAX || cutPoint(ZEROS, false) !== CHUNK_MAX)
-  throw new Error('zero fast path broken');
+// Zeros never make a cut (chunker.ts checks a zero window passes no mask), so a zero block that
+// starts a chunk is a whole CHUNK_MAX chunk: the chunker would cut it there too. Unwritten disk
+// space then costs one compare per 4 MiB.
+if (READ_BLOCK !== CHUNK_MAX) throw new Error('zero fast path broken');
 const isZero = (b: Buffer) => b.length <= ZEROS.length && b.equals(ZEROS.subarray(0, b.length));
 
 export class Repository {
@@ -123,7 +132,9 @@ export class Repository {
   /**
    * Backs up `disks`: chunks already in the repository (named by any live
    * backup's seal) are skipped; new ones are compressed, sealed under a new
-   * data key and stored. Returns the seal's sha256 for the database.
+   * data key and stored. This thread reads and cuts; a worker pool names,
+   * compresses and seals, and results are stored in disk order. Returns the
+   * seal's sha256 for the database.
    */
   backup(
     backupId: string,
@@ -138,6 +149,7 @@ export class Repository {
         for (const [id, v] of Object.entries(s.chunks)) known.set(id, v);
       const keyId = randomBytes(16).toString('hex');
       const key = randomBytes(32);
+      const pool = new ChunkPool({ idKey, key, keyId, keys: [], known: [...known.keys()] });
       try {
         await this.target.put(
           `keys/${keyId}`,
@@ -148,47 +160,70 @@ export class Repository {
         const stats: BackupStats = { bytes: 0, chunks: 0, newChunks: 0, storedBytes: 0 };
         const total = disks.reduce((n, d) => n + d.size, 0);
         const zeroId = chunkId(idKey, ZEROS.subarray(0, CHUNK_MAX));
-        const store = async (plain: Buffer, list: [string, number][], zero = false) => {
-          const id = zero ? zeroId : chunkId(idKey, plain);
-          list.push([id, plain.length]);
+        let zeroSent = false;
+        let list: [string, number][] = [];
+        const stored = new InOrder<Packed>(DEPTH, async ({ id, len, blob, sha }) => {
+          list.push([id, len]);
           stats.chunks++;
           const have = known.get(id);
           if (have) {
-            sealed.chunks[id] = have;
+            sealed.chunks[id] = have; // stored before, or earlier in this backup
             return;
           }
-          // Compress only what a 64 KiB sample says will shrink: random data (media, already
-          // compressed or encrypted files) would cost deflate's time for nothing.
-          const sample = plain.subarray(0, PROBE);
-          const worth = deflateRawSync(sample, { level: 1 }).length < sample.length * 0.9;
-          const packed = worth ? deflateRawSync(plain, { level: 1 }) : plain;
-          const body =
-            worth && packed.length < plain.length * 0.97
-              ? Buffer.concat([Buffer.of(1), packed])
-              : Buffer.concat([Buffer.of(0), plain]);
-          const blob = seal(CHUNK_MAGIC, key, keyId, id, body);
+          // A worker leaves unsealed only what `known` held when it started.
+          if (!blob || !sha) throw new Error(`chunk ${id} came back from the pool unsealed`);
           await this.target.put(chunkName(id), blob);
-          const entry: [string, string] = [sha256(blob), keyId];
+          const entry: [string, string] = [sha, keyId];
           known.set(id, entry);
           sealed.chunks[id] = entry;
           stats.newChunks++;
           stats.storedBytes += blob.length;
+        });
+        const store = (plain: Buffer) => {
+          const len = plain.length;
+          return stored.push(pool.pack(plain).then((r) => ({ ...r, len })));
         };
         for (const disk of disks) {
-          const list: [string, number][] = [];
+          list = [];
           const chunker = new Chunker();
+          // Blocks in disk order, their cut candidates found in the pool meanwhile (null: a zero block,
+          // whose candidates, if any, are near its start and found here).
+          const cut = new InOrder<{ block: Buffer; cands: number[] | null; history: Buffer }>(
+            POOL_SIZE + 1,
+            async ({ block, cands, history }) => {
+              if (!cands && chunker.idle && block.length === CHUNK_MAX) {
+                chunker.skipZero(block);
+                // After the first, a zero chunk needs no worker: it has the first one's name.
+                if (zeroSent || known.has(zeroId))
+                  await stored.push(Promise.resolve({ id: zeroId, len: CHUNK_MAX, blob: null, sha: null }));
+                else await store(block);
+                zeroSent = true;
+              } else {
+                const found =
+                  cands ?? candidates(Buffer.concat([history, block.subarray(0, WINDOW)]), history.length);
+                for (const c of chunker.push(block, found)) await store(c);
+              }
+              stats.bytes += block.length;
+              progress(stats.bytes, total);
+            },
+          );
+          let history: Buffer = Buffer.alloc(0);
           let next = disk.size > 0 ? disk.read(0, Math.min(READ_BLOCK, disk.size)) : null;
           for (let off = 0; next; ) {
             const block = await next;
             off += block.length;
-            // Read ahead while this block is hashed, compressed and sealed.
             next = off < disk.size ? disk.read(off, Math.min(READ_BLOCK, disk.size - off)) : null;
-            if (chunker.idle && block.length === CHUNK_MAX && isZero(block)) await store(block, list, true);
-            else for (const c of chunker.push(block)) await store(c, list);
-            stats.bytes += block.length;
-            progress(stats.bytes, total);
+            const h = history;
+            await cut.push(
+              isZero(block)
+                ? Promise.resolve({ block, cands: null, history: h })
+                : pool.candidates(h, block).then((cands) => ({ block, cands, history: h })),
+            );
+            history = tailOf(history, block);
           }
-          for (const c of chunker.finish()) await store(c, list);
+          await cut.flush();
+          for (const c of chunker.finish()) await store(c);
+          await stored.flush();
           index.disks.push({ name: disk.name, size: disk.size, chunks: list });
         }
         const indexBlob = seal(
@@ -206,6 +241,7 @@ export class Repository {
         return { sealSha256: sha256(sealBlob), stats };
       } finally {
         key.fill(0);
+        await pool.close();
       }
     });
   }
@@ -222,26 +258,55 @@ export class Repository {
     return keys;
   }
 
+  /** The backup's index, checked against its seal: the same chunks, and disks that add up. */
   private async readIndex(s: Seal, keys: Map<string, Buffer>): Promise<Index> {
     const blob = await this.target.get(`backups/${s.backup}.index`);
     if (sha256(blob) !== s.index_sha256) throw integrityError(`the index of backup ${s.backup} was altered`);
     const key = keys.get(sealedKeyId(INDEX_MAGIC, blob, s.backup));
     if (!key) throw integrityError(`the index of backup ${s.backup} names an unknown key`);
-    return JSON.parse(inflateRawSync(open(INDEX_MAGIC, key, s.backup, blob)).toString()) as Index;
+    const index = JSON.parse(inflateRawSync(open(INDEX_MAGIC, key, s.backup, blob)).toString()) as Index;
+    const ids = Object.keys(s.chunks);
+    const listed = new Set(index.disks.flatMap((d) => d.chunks.map(([id]) => id)));
+    if (listed.size !== ids.length || ids.some((id) => !listed.has(id)))
+      throw integrityError(`the chunk list of backup ${s.backup} does not match its index`);
+    for (const d of index.disks) {
+      let off = 0;
+      for (const [, len] of d.chunks) off += len;
+      if (off !== d.size) throw integrityError(`disk ${d.name} of backup ${s.backup} does not add up`);
+    }
+    return index;
   }
 
-  /** A stored chunk, checked: its sha256 against the seal, AES-GCM, and the HMAC of the plaintext against its name. */
-  private async readChunk(s: Seal, id: string, keys: Map<string, Buffer>, idKey: Buffer): Promise<Buffer> {
-    const entry = s.chunks[id];
-    if (!entry) throw integrityError(`chunk ${id} is not in the backup's chunk list`);
-    const blob = await this.target.get(chunkName(id));
-    if (sha256(blob) !== entry[0]) throw integrityError(`chunk ${id} was altered`);
-    const key = keys.get(sealedKeyId(CHUNK_MAGIC, blob, id));
-    if (!key) throw integrityError(`chunk ${id} names an unknown key`);
-    const body = open(CHUNK_MAGIC, key, id, blob);
-    const plain = body[0] === 1 ? inflateRawSync(body.subarray(1)) : body.subarray(1);
-    if (chunkId(idKey, plain) !== id) throw integrityError(`chunk ${id} does not hash to its name`);
-    return plain;
+  /**
+   * Reads the chunks `ids` and has the pool `run` on each, `take`ing the
+   * results in the same order.
+   */
+  private async eachChunk<R>(
+    ids: Iterable<string>,
+    run: (id: string, blob: Buffer) => Promise<R>,
+    take: (r: R, id: string) => Promise<void> | void,
+  ): Promise<void> {
+    const q = new InOrder<[R, string]>(DEPTH, ([r, id]) => take(r, id));
+    // Up to `DEPTH` reads and pool jobs overlap; results are still taken in order.
+    for (const id of ids)
+      await q.push(
+        this.target
+          .get(chunkName(id))
+          .then((blob) => run(id, blob))
+          .then((r) => [r, id]),
+      );
+    await q.flush();
+  }
+
+  /** Each stored object of the seal hashes to what the seal says. */
+  private storedIntact(s: Seal, pool: ChunkPool): Promise<void> {
+    return this.eachChunk(
+      Object.keys(s.chunks),
+      (_, blob) => pool.sha256(blob),
+      (sha, id) => {
+        if (sha !== s.chunks[id]![0]) throw integrityError(`chunk ${id} was altered`);
+      },
+    );
   }
 
   /**
@@ -261,24 +326,23 @@ export class Repository {
       const blob = await this.target.get(`backups/${backupId}.index`);
       if (sha256(blob) !== s.index_sha256)
         throw integrityError(`the index of backup ${backupId} was altered`);
-      for (const id of ids) {
-        const stored = await this.target.get(chunkName(id));
-        if (sha256(stored) !== s.chunks[id]![0]) throw integrityError(`chunk ${id} was altered`);
+      const pool = new ChunkPool({ idKey: Buffer.alloc(0), key: null, keyId: null, keys: [], known: [] });
+      try {
+        await this.storedIntact(s, pool);
+      } finally {
+        await pool.close();
       }
       return { chunks: ids.length, decrypted: false, disks: [] };
     }
     const keys = await this.dataKeys(s, opts.recoveryKey);
+    const pool = new ChunkPool({ idKey: opts.idKey, key: null, keyId: null, keys: [...keys], known: [] });
     try {
       const index = await this.readIndex(s, keys);
-      const listed = new Set(index.disks.flatMap((d) => d.chunks.map(([id]) => id)));
-      if (listed.size !== ids.length || ids.some((id) => !listed.has(id)))
-        throw integrityError(`the chunk list of backup ${backupId} does not match its index`);
-      for (const d of index.disks) {
-        let off = 0;
-        for (const [, len] of d.chunks) off += len;
-        if (off !== d.size) throw integrityError(`disk ${d.name} of backup ${backupId} does not add up`);
-      }
-      for (const id of ids) await this.readChunk(s, id, keys, opts.idKey);
+      await this.eachChunk(
+        ids,
+        (id, blob) => pool.open(id, s.chunks[id]![0], blob).then(() => undefined),
+        () => undefined,
+      );
       return {
         chunks: ids.length,
         decrypted: true,
@@ -286,15 +350,19 @@ export class Repository {
       };
     } finally {
       for (const k of keys.values()) k.fill(0);
+      await pool.close();
     }
   }
 
   /**
-   * Restores a backup: verifies all of it first (nothing is opened for
-   * writing until every chunk has authenticated), then writes each disk
-   * through the sink `open` returns (null: that disk is not restored now),
-   * checking every chunk again as it goes. `sparse`: the sinks are new,
-   * zero-filled disks, so zero chunks are skipped.
+   * Restores a backup. Nothing is opened for writing until the seal, the
+   * index and every stored object have checked out: each object hashes to
+   * the seal's entry (the database vouches for the seal), and every data key
+   * opens one of its chunks (a wrapped key swapped for another fails there).
+   * Then each disk is written through the sink `open` returns (null: that
+   * disk is not restored now), every chunk decrypted and its HMAC checked in
+   * the pool and written in order. `sparse`: the sinks are new, zero-filled
+   * disks, so zero chunks are skipped.
    */
   async restore(
     backupId: string,
@@ -307,13 +375,23 @@ export class Repository {
     }) => Promise<(DiskSink & { close(): Promise<void> }) | null>,
     opts: { sparse: boolean; progress?: (done: number, total: number) => void },
   ): Promise<VerifyReport> {
-    const report = await this.verify(backupId, sealSha256, { recoveryKey, idKey });
     const s = await this.readSeal(backupId, sealSha256);
     const keys = await this.dataKeys(s, recoveryKey);
+    const pool = new ChunkPool({ idKey, key: null, keyId: null, keys: [...keys], known: [] });
     try {
       const index = await this.readIndex(s, keys);
+      await this.storedIntact(s, pool);
+      const oneEach = new Map<string, string>();
+      for (const [id, [, k]] of Object.entries(s.chunks)) if (!oneEach.has(k)) oneEach.set(k, id);
+      await this.eachChunk(
+        oneEach.values(),
+        (id, blob) => pool.open(id, s.chunks[id]![0], blob),
+        () => undefined,
+      );
+      const zeroId = chunkId(idKey, ZEROS.subarray(0, CHUNK_MAX));
       const total = index.disks.reduce((n, d) => n + d.size, 0);
       let done = 0;
+      let zeroOpened = false;
       for (const d of index.disks) {
         const sink = await openSink({ name: d.name, size: d.size });
         if (!sink) {
@@ -322,20 +400,33 @@ export class Repository {
         }
         try {
           let off = 0;
-          for (const [id, len] of d.chunks) {
-            const plain = await this.readChunk(s, id, keys, idKey);
-            if (!(opts.sparse && isZero(plain))) await sink.write(off, plain);
-            off += len;
-            done += len;
-            opts.progress?.(done, total);
-          }
+          await this.eachChunk(
+            d.chunks.map(([id]) => id),
+            // The zero chunk is opened (checked) once; after that its plaintext is known.
+            (id, blob) =>
+              id === zeroId && zeroOpened
+                ? Promise.resolve(ZEROS.subarray(0, CHUNK_MAX))
+                : pool.open(id, s.chunks[id]![0], blob),
+            async (plain, id) => {
+              if (id === zeroId) zeroOpened = true;
+              if (!(opts.sparse && isZero(plain))) await sink.write(off, plain);
+              off += plain.length;
+              done += plain.length;
+              opts.progress?.(done, total);
+            },
+          );
         } finally {
           await sink.close();
         }
       }
-      return report;
+      return {
+        chunks: Object.keys(s.chunks).length,
+        decrypted: true,
+        disks: index.disks.map((d) => ({ name: d.name, size: d.size })),
+      };
     } finally {
       for (const k of keys.values()) k.fill(0);
+      await pool.close();
     }
   }
 
