@@ -70,7 +70,14 @@ export const testPlatformOptions = (dataDir: string): PlatformOptions => ({
 
 export async function startTestApi(
   dialect: Dialect,
-  extra: Partial<Omit<PlatformOptions, 'identityPolicy'>> & { identityPolicy?: Partial<IdentityPolicy> } = {},
+  {
+    maxListLimit,
+    ...extra
+  }: Partial<Omit<PlatformOptions, 'identityPolicy'>> & {
+    identityPolicy?: Partial<IdentityPolicy>;
+    /** The API's largest list page (Nova's max_limit; default 1000). */
+    maxListLimit?: number;
+  } = {},
 ): Promise<TestApi> {
   const db = await testDb(dialect);
   const store = await openStore({ url: db.url, ...(db.adminUrl ? { adminUrl: db.adminUrl } : {}) });
@@ -91,7 +98,13 @@ export async function startTestApi(
   // A platform CA of its own, so agent enrollment runs as in the daemon.
   const ca = await createCa('Bulwark test CA');
   const enrollment = new HostEnrollment(store, platform.compute.hosts, ca);
-  const app = await buildApi({ store, ...platform, enrollment, publicUrl: PUBLIC_URL });
+  const app = await buildApi({
+    store,
+    ...platform,
+    enrollment,
+    publicUrl: PUBLIC_URL,
+    ...(maxListLimit ? { maxListLimit } : {}),
+  });
   await app.ready();
   const contexts = new Map<string, AuthContext>();
 
