@@ -297,8 +297,10 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     const hostIds = new Map<string, string>();
     const hostIdOf = (s: ServerRow) => {
       const key = `${s.project_id}\n${s.host}`;
-      let h = hostIds.get(key);
-      if (h === undefined) hostIds.set(key, (h = servers.hostId(s)));
+      const known = hostIds.get(key);
+      if (known !== undefined) return known;
+      const h = servers.hostId(s);
+      hostIds.set(key, h);
       return h;
     };
     return list.map((s) => serverView(s, admin, hostIdOf(s), addresses.get(s.id), groups.get(s.id)));
