@@ -38,7 +38,7 @@ export interface DaemonConfig {
   serverCreateRate: number;
   /** API requests per minute per token (`--api-rate`) and per source address (`--api-address-rate`); 0: no limit. */
   apiRate: { perToken: number; perAddress: number };
-  /** The most items one page of a Nova list answers (Nova's `[api] max_limit`, docs/api.md). */
+  /** The most items one page of a Nova list answers (Nova's `[api] max_limit`, docs/compute.md). */
   apiMaxLimit: number;
   /** Storage pool thresholds in percent used (`--storage-warn-percent`, `--storage-refuse-percent`). */
   storageThresholds: Thresholds;

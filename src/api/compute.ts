@@ -374,7 +374,7 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     'changes-since': Opt(Type.String()),
   });
   // Nova's paging: at most `limit` (capped at max_limit) newest first, after `marker`; a full page
-  // with more behind it links to the next one in `servers_links` (docs/api.md).
+  // with more behind it links to the next one in `servers_links` (docs/compute.md).
   const maxLimit = ctx.maxListLimit ?? DEFAULT_API_MAX_LIMIT;
   const listServers = async <T extends { id: string }>(
     req: FastifyRequest,

@@ -155,7 +155,11 @@ export class AuditWriter {
         const rows = chained(events, head);
         const last = rows.at(-1) as ChainedFields & { hash: string };
         await tx.insertInto('audit_events').values(rows).execute();
-        await tx.updateTable('audit_head').set({ seq: last.seq, hash: last.hash }).where('id', '=', 1).execute();
+        await tx
+          .updateTable('audit_head')
+          .set({ seq: last.seq, hash: last.hash })
+          .where('id', '=', 1)
+          .execute();
         return rows;
       });
     } catch (err) {
@@ -163,10 +167,22 @@ export class AuditWriter {
     }
   }
 
+  private sqliteStatements(raw: SqliteDatabase.Database) {
+    if (!this.statements)
+      this.statements = {
+        head: raw.prepare<[], { seq: number; hash: string }>('select seq, hash from audit_head where id = 1'),
+        insert: raw.prepare<ChainedFields & { hash: string }>(
+          `insert into audit_events (${AUDIT_COLUMNS.join(', ')}) values (${AUDIT_COLUMNS.map((c) => `@${c}`).join(', ')})`,
+        ),
+        setHead: raw.prepare<[number, string]>('update audit_head set seq = ?, hash = ? where id = 1'),
+      };
+    return this.statements;
+  }
+
   /**
-   * SQLite: the same transaction, on statements prepared once (preparing the
-   * four statements of every append was most of its cost: BENCHMARKS.md,
-   * audit). Kysely's lock on the connection is held meanwhile, so no other
+   * SQLite: the same transaction, on statements prepared once and run in one
+   * synchronous call (Kysely compiled and prepared each of its four statements
+   * on every append: BENCHMARKS.md, audit). Kysely's lock on the connection is held meanwhile, so no other
    * query or transaction of this process runs inside it; BEGIN IMMEDIATE takes
    * the database's write lock first, so another process's writer waits its turn
    * (busy_timeout) instead of forking the chain.
@@ -174,13 +190,7 @@ export class AuditWriter {
   private async writeSqlite(raw: SqliteDatabase.Database, events: readonly AuditEvent[]) {
     return this.store.db.connection().execute(async () => {
       if (raw.inTransaction) throw new Error('the SQLite connection is inside another transaction');
-      const st = (this.statements ??= {
-        head: raw.prepare<[], { seq: number; hash: string }>('select seq, hash from audit_head where id = 1'),
-        insert: raw.prepare<ChainedFields & { hash: string }>(
-          `insert into audit_events (${AUDIT_COLUMNS.join(', ')}) values (${AUDIT_COLUMNS.map((c) => `@${c}`).join(', ')})`,
-        ),
-        setHead: raw.prepare<[number, string]>('update audit_head set seq = ?, hash = ? where id = 1'),
-      });
+      const st = this.sqliteStatements(raw);
       return raw
         .transaction(() => {
           const head = st.head.get();

@@ -1,10 +1,12 @@
 /**
- * Nova's paging of server lists (docs/api.md): `limit` capped at max_limit,
+ * Nova's paging of server lists (docs/compute.md): `limit` capped at max_limit,
  * `marker`, and a `servers_links` next link while more servers follow; the
  * views a page holds are the same as `GET /servers/ID`'s.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PUBLIC_URL, startTestApi, type TestApi } from '../helpers/api.js';
+import { registerComputeCommands } from '../../src/cli/commands/compute.js';
+import { PASSWORD, PUBLIC_URL, startTestApi, type TestApi } from '../helpers/api.js';
+import { startCliHarness } from '../helpers/cli.js';
 import { dialects } from '../helpers/store.js';
 
 const MAX = 3;
@@ -133,5 +135,39 @@ describe.each(dialects())('server list paging on %s', (dialect) => {
       expect(s).toHaveProperty('OS-EXT-SRV-ATTR:host');
       expect(s).toEqual((await api.call('GET', `/compute/v2.1/servers/${s.id}`)).json.server);
     }
+  });
+});
+
+describe('bulwark server list and delete --wait over pages (SQLite)', () => {
+  let api: TestApi;
+  let h: Awaited<ReturnType<typeof startCliHarness>>;
+
+  beforeAll(async () => {
+    api = await startTestApi('sqlite', { maxListLimit: 2 });
+    const member = await api.persona('pcli', 'pcli-member', 'member');
+    const { flavorId, imageId } = await api.bootable(member.token, 'pcli');
+    for (let i = 0; i < 5; i++)
+      await api.call('POST', '/compute/v2.1/servers', member.token, {
+        server: { name: `p-${i}`, imageRef: imageId, flavorRef: flavorId, networks: 'none' },
+      });
+    await api.platform.compute.servers.settled();
+    h = await startCliHarness(api, registerComputeCommands);
+    h.loginAs('pcli-member', PASSWORD, 'pcli');
+  });
+  afterAll(async () => {
+    await h?.close();
+    await api?.close();
+  });
+
+  it('lists every server, not just the first page', async () => {
+    const names = ((await h.json('server', 'list')) as { name: string }[]).map((s) => s.name);
+    expect(names.sort()).toEqual(['p-0', 'p-1', 'p-2', 'p-3', 'p-4']);
+  });
+
+  it('waits for a delete of a server that is not on the first page', async () => {
+    // The oldest server is on the last page; --wait must see it there until it is gone.
+    await h.cli('server', 'delete', 'p-0', '--wait');
+    const names = ((await h.json('server', 'list')) as { name: string }[]).map((s) => s.name);
+    expect(names.sort()).toEqual(['p-1', 'p-2', 'p-3', 'p-4']);
   });
 });

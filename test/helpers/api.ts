@@ -51,6 +51,8 @@ export interface TestApi {
     role: string,
   ): Promise<{ token: string; userId: string; projectId: string }>;
   close(): Promise<void>;
+  /** The largest list page the API was built with, when the suite set one. */
+  maxListLimit?: number;
 }
 
 /** The platform options every API test runs with (a host that can do UEFI, Secure Boot and TPM). */
@@ -173,6 +175,7 @@ export async function startTestApi(
   };
 
   return {
+    ...(maxListLimit ? { maxListLimit } : {}),
     app,
     store,
     identity,

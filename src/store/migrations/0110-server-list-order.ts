@@ -4,7 +4,7 @@ import type { Kysely } from 'kysely';
  * Server lists page newest first (`created_at`, then `id`, both descending:
  * Nova's default sort) within a project: the index now covers the order too,
  * so a page after a marker is an index range, not a sort of every server
- * (docs/api.md). It replaces `servers_project`, a prefix of it.
+ * (docs/compute.md). It replaces `servers_project`, a prefix of it.
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
   await db.schema
