@@ -77,16 +77,19 @@ const MAX_BATCH = 256;
  * PostgreSQL, across replicas by locking the chain head row, so the chain
  * never forks. A failed append throws 503: callers fail closed.
  *
- * Group commit: appends that arrive while a transaction is being written
- * wait and then go into the next transaction together (in arrival order,
- * each chained to the one before). Every append still resolves only once its
- * own row is committed, and a failed transaction fails every append in it;
- * under concurrent requests this saves a transaction per row
- * (BENCHMARKS.md, audit).
+ * Group commit: a transaction is written once the event loop's current turn
+ * is done, so the appends of the requests answered in that turn go in
+ * together, and appends that arrive while one is being written go into the
+ * next (in arrival order, each chained to the one before). Every append
+ * still resolves only once its own row is committed, and a failed
+ * transaction fails every append in it; under concurrent requests this saves
+ * a transaction per row (BENCHMARKS.md, audit).
  */
 export class AuditWriter {
   private readonly queue: Queued[] = [];
   private writing = false;
+  /** Appends in the transaction being written. */
+  private inFlight = 0;
   private readonly listeners = new Set<AuditListener>();
   private statements?: {
     head: SqliteDatabase.Statement<[], { seq: number; hash: string }>;
@@ -96,7 +99,7 @@ export class AuditWriter {
 
   /** Appends waiting for or inside the transaction being written (the audit queue depth metric). */
   get pending(): number {
-    return this.queue.length + (this.writing ? 1 : 0);
+    return this.queue.length + this.inFlight;
   }
 
   constructor(private readonly store: Store) {}
@@ -110,21 +113,27 @@ export class AuditWriter {
   append(event: AuditEvent): Promise<ChainedFields & { hash: string }> {
     return new Promise((resolve, reject) => {
       this.queue.push({ event, resolve, reject });
-      if (!this.writing) void this.drain();
+      if (this.writing) return;
+      // Written once this turn of the event loop is done, so the appends of requests answered in the
+      // same turn share a transaction.
+      this.writing = true;
+      setImmediate(() => void this.drain());
     });
   }
 
   private async drain(): Promise<void> {
-    this.writing = true;
     try {
       while (this.queue.length > 0) {
         const batch = this.queue.splice(0, MAX_BATCH);
+        this.inFlight = batch.length;
         let rows: (ChainedFields & { hash: string })[];
         try {
           rows = await this.write(batch.map((q) => q.event));
         } catch (err) {
           for (const q of batch) q.reject(err);
           continue;
+        } finally {
+          this.inFlight = 0;
         }
         rows.forEach((row, i) => {
           const q = batch[i] as Queued;
