@@ -147,7 +147,8 @@ try {
   if (!result?.ok) throw new Error(`the chain does not verify: ${JSON.stringify(result)}`);
   const perMin = (result.checked / took) * 60;
   const perCpuMin = (result.checked / ((cpu.user + cpu.system) / 1e6)) * 60;
-  const verifyMet = perMin >= 1_000_000;
+  // An absolute rate: judged on CPU time, as BENCHMARKS.md says (the wall clock counts the host's other work).
+  const verifyMet = perCpuMin >= 1_000_000;
   const verifyProfile = verifyMet ? '' : (await profiled(() => verifyAuditChain(api.store))).frames;
 
   emit({
@@ -165,7 +166,7 @@ try {
         what: `\`audit verify\` over ${fmt(result.checked)} records`,
         baseline: '—',
         subject: `${fmt(perMin)} records/min (${fmt(perCpuMin)} per CPU-minute), ${took.toFixed(1)} s`,
-        ratio: `${(perMin / 1_000_000).toFixed(2)}× target`,
+        ratio: `${(perCpuMin / 1_000_000).toFixed(2)}× target (CPU time; ${(perMin / 1_000_000).toFixed(2)}× on the wall clock)`,
         target: '≥ 1,000,000 records/min',
         met: verifyMet,
         ...(verifyMet ? {} : { note: `profile of a verify, top self time: ${verifyProfile}.` }),
