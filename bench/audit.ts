@@ -65,12 +65,28 @@ try {
     });
   const off: CannonResult[] = [];
   const on: CannonResult[] = [];
+  // This process's CPU time per answered request: the server's cost, which other load on the host
+  // does not change (the wall clock does).
+  const cpuOff: number[] = [];
+  const cpuOn: number[] = [];
+  const round = async (into: CannonResult[], cpuInto: number[]) => {
+    const c0 = process.cpuUsage();
+    const r = await rename();
+    const c = process.cpuUsage(c0);
+    into.push(r);
+    cpuInto.push((c.user + c.system) / Math.max(1, r.total));
+  };
+  // One unmeasured round of each first: the JIT warms up on both paths before either is counted.
+  audit.append = skip;
+  await rename();
+  audit.append = realAppend;
+  await rename();
   const seqBefore = await headSeq();
   for (let r = 0; r < rounds; r++) {
     audit.append = skip;
-    off.push(await rename());
+    await round(off, cpuOff);
     audit.append = realAppend;
-    on.push(await rename());
+    await round(on, cpuOn);
   }
   for (const x of [...off, ...on])
     if (x.errors || x.non2xx) throw new Error(`errors in a round: ${JSON.stringify(x)}`);
@@ -78,6 +94,8 @@ try {
   const offRps = median(off.map((x) => x.requestsPerSecond));
   const onRps = median(on.map((x) => x.requestsPerSecond));
   const overhead = 1 - onRps / offRps;
+  const usOff = median(cpuOff);
+  const usOn = median(cpuOn);
   const appendMet = overhead <= 0.1;
   const appendProfile = appendMet ? '' : (await profiled(rename)).frames;
 
@@ -129,16 +147,17 @@ try {
   if (!result?.ok) throw new Error(`the chain does not verify: ${JSON.stringify(result)}`);
   const perMin = (result.checked / took) * 60;
   const perCpuMin = (result.checked / ((cpu.user + cpu.system) / 1e6)) * 60;
-  const verifyMet = perMin >= 1_000_000;
+  // An absolute rate: judged on CPU time, as BENCHMARKS.md says (the wall clock counts the host's other work).
+  const verifyMet = perCpuMin >= 1_000_000;
   const verifyProfile = verifyMet ? '' : (await profiled(() => verifyAuditChain(api.store))).frames;
 
   emit({
     rows: [
       {
         what: `hash-chained append per mutating request (network rename, ${CLIENTS} clients)`,
-        baseline: `audit off: ${fmt(offRps)} req/s`,
-        subject: `audit on: ${fmt(onRps)} req/s (${appended} rows appended)`,
-        ratio: `${(onRps / offRps).toFixed(3)}× (overhead ${(overhead * 100).toFixed(1)}%)`,
+        baseline: `audit off: ${fmt(offRps)} req/s, ${fmt(usOff)} µs CPU per request`,
+        subject: `audit on: ${fmt(onRps)} req/s, ${fmt(usOn)} µs CPU per request (${appended} rows appended)`,
+        ratio: `${(onRps / offRps).toFixed(3)}× (overhead ${(overhead * 100).toFixed(1)}%; CPU per request +${((usOn / usOff - 1) * 100).toFixed(1)}%)`,
         target: 'overhead ≤ 10%',
         met: appendMet,
         ...(appendMet ? {} : { note: `profile of an audited round, top self time: ${appendProfile}.` }),
@@ -147,14 +166,14 @@ try {
         what: `\`audit verify\` over ${fmt(result.checked)} records`,
         baseline: '—',
         subject: `${fmt(perMin)} records/min (${fmt(perCpuMin)} per CPU-minute), ${took.toFixed(1)} s`,
-        ratio: `${(perMin / 1_000_000).toFixed(2)}× target`,
+        ratio: `${(perCpuMin / 1_000_000).toFixed(2)}× target (CPU time; ${(perMin / 1_000_000).toFixed(2)}× on the wall clock)`,
         target: '≥ 1,000,000 records/min',
         met: verifyMet,
         ...(verifyMet ? {} : { note: `profile of a verify, top self time: ${verifyProfile}.` }),
       },
     ],
     details: [
-      `${rounds} alternating rounds of ${seconds} s each (audit off, on, ...), medians; SQLite store (the single-host default).`,
+      `${rounds} alternating rounds of ${seconds} s each (audit off, on, ...) after one unmeasured round of each, medians; CPU per request is this process's (the server's) CPU time over the requests answered; SQLite store (the single-host default), WAL with synchronous=NORMAL.`,
     ],
   });
 } finally {

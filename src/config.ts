@@ -41,6 +41,8 @@ export interface DaemonConfig {
   vtpmRestarts: number;
   /** API requests per minute per token (`--api-rate`) and per source address (`--api-address-rate`); 0: no limit. */
   apiRate: { perToken: number; perAddress: number };
+  /** The most items one page of a Nova list answers (Nova's `[api] max_limit`, docs/compute.md). */
+  apiMaxLimit: number;
   /** Storage pool thresholds in percent used (`--storage-warn-percent`, `--storage-refuse-percent`). */
   storageThresholds: Thresholds;
   /** The site's device passthrough allow-lists, vendor:product (`--pci-passthrough-allow`, `--usb-passthrough-allow`). */
@@ -120,6 +122,8 @@ export function parseSiem(o: SiemFlags): SiemTarget | undefined {
 
 export const DEFAULT_SERVER_CREATE_RATE = 20;
 export const DEFAULT_API_RATE = 600;
+/** Nova's default `[api] max_limit` (osapi_max_limit). */
+export const DEFAULT_API_MAX_LIMIT = 1000;
 
 /** A rate flag's value: a whole number, 0 meaning no limit. */
 function parseRate(flag: string, value: string | number | undefined, dflt: number): number {
@@ -184,6 +188,7 @@ export function makeConfig(
     vtpmRestarts?: string | number | undefined;
     apiRate?: string | number | undefined;
     apiAddressRate?: string | number | undefined;
+    apiMaxLimit?: string | number | undefined;
     storageWarnPercent?: string | number | undefined;
     storageRefusePercent?: string | number | undefined;
     pciPassthroughAllow?: string | undefined;
@@ -219,6 +224,9 @@ export function makeConfig(
   const vtpmRestarts = parseRate('--vtpm-restarts', opts.vtpmRestarts, DEFAULT_VTPM_RESTARTS);
   const perToken = parseRate('--api-rate', opts.apiRate, DEFAULT_API_RATE);
   const perAddress = parseRate('--api-address-rate', opts.apiAddressRate, 2 * perToken);
+  const apiMaxLimit = parseRate('--api-max-limit', opts.apiMaxLimit, DEFAULT_API_MAX_LIMIT);
+  if (apiMaxLimit < 1)
+    throw new Error(`--api-max-limit must be at least 1; try --api-max-limit ${DEFAULT_API_MAX_LIMIT}`);
   const percent = (flag: string, v: string | number | undefined, dflt: number) => {
     const n = parseRate(flag, v, dflt);
     if (n < 1 || n > 100)
@@ -282,6 +290,7 @@ export function makeConfig(
     serverCreateRate,
     vtpmRestarts,
     apiRate: { perToken, perAddress },
+    apiMaxLimit,
     storageThresholds,
     passthrough: {
       pciAllowList: allowList('--pci-passthrough-allow', opts.pciPassthroughAllow),

@@ -214,7 +214,7 @@ export async function startDaemon(requested: DaemonConfig, opts: { logger?: bool
       })
     : undefined;
   const app = await buildApi(
-    { store, ...platform, enrollment, publicUrl: config.publicUrl },
+    { store, ...platform, enrollment, publicUrl: config.publicUrl, maxListLimit: config.apiMaxLimit },
     {
       https: { key: server.keyPem, cert: server.certPem + readFileSync(caFile, 'utf8') },
       logger: opts.logger ?? false,

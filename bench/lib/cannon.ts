@@ -5,6 +5,8 @@ const bin = createRequire(import.meta.url).resolve('autocannon/autocannon.js');
 
 export interface CannonResult {
   requestsPerSecond: number;
+  /** Requests answered in the round. */
+  total: number;
   p99Ms: number;
   p50Ms: number;
   errors: number;
@@ -43,13 +45,14 @@ export function cannon(
     child.on('close', (code) => {
       if (code !== 0) return reject(new Error(`autocannon exited ${code}: ${err.slice(0, 500)}`));
       const r = JSON.parse(out) as {
-        requests: { average: number };
+        requests: { average: number; total: number };
         latency: { p99: number; p50: number };
         errors: number;
         non2xx: number;
       };
       resolve({
         requestsPerSecond: r.requests.average,
+        total: r.requests.total,
         p99Ms: r.latency.p99,
         p50Ms: r.latency.p50,
         errors: r.errors,

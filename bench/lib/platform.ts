@@ -36,7 +36,12 @@ export interface BenchApi {
 const noDataplane: DataplaneSync = { sync: async () => undefined };
 
 export async function startBenchApi(
-  opts: { dataplane?: DataplaneSync; driver?: HypervisorDriver } = {},
+  opts: {
+    dataplane?: DataplaneSync;
+    driver?: HypervisorDriver;
+    /** More routes (a bench's own baseline), added before the server listens. */
+    routes?: (app: FastifyInstance) => void;
+  } = {},
 ): Promise<BenchApi> {
   const dir = mkdtempSync(join(tmpdir(), 'bulwark-bench-'));
   const store = await openStore({ url: join(dir, 'bulwark.db') });
@@ -54,6 +59,7 @@ export async function startBenchApi(
   const { adminPassword } = await bootstrapIdentity(store, platform.identity);
   if (!adminPassword) throw new Error('bootstrap did not create the admin');
   const app = await buildApi({ store, ...platform, publicUrl: 'http://127.0.0.1' });
+  opts.routes?.(app);
   await app.listen({ host: '127.0.0.1', port: 0 });
   const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
   const res = await fetch(`${url}/identity/v3/auth/tokens`, {

@@ -5,8 +5,10 @@ import type { Flavor } from '../compute/flavors.js';
 import { extraSpecsOf } from '../compute/flavors.js';
 import { quarantineOf } from '../compute/quarantine.js';
 import type { ServerAction } from '../compute/server-states.js';
-import type { Server } from '../compute/servers.js';
+import type { ServerListFilter, ServerRow } from '../compute/servers.js';
+import { DEFAULT_API_MAX_LIMIT } from '../config.js';
 import { badRequest, forbidden, notFound } from '../errors.js';
+import type { Addresses } from '../network/server-ports.js';
 import { enforce } from '../policy/enforcer.js';
 import { registerComputeSecurityGroupApi } from './compute-security-groups.js';
 import { registerQuarantineApi } from './quarantine.js';
@@ -290,29 +292,41 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
   );
 
   // ---- servers ---------------------------------------------------------------
-  const serverViews = async (list: Server[], admin: boolean) => {
+  const serverViews = async (list: readonly ServerRow[], admin: boolean) => {
     const ids = list.map((s) => s.id);
     const [addresses, groups] = await Promise.all([
       servers.ports.addresses(ids),
       servers.ports.groupNames(ids),
     ]);
-    return list.map((s) => ({
-      ...serverView(s, admin),
-      addresses: addresses.get(s.id) ?? {},
-      security_groups: groups.get(s.id) ?? [],
-    }));
+    // hostId is a hash of project and host: one per pair, not one per server.
+    const hostIds = new Map<string, string>();
+    const hostIdOf = (s: ServerRow) => {
+      const key = `${s.project_id}\n${s.host}`;
+      const known = hostIds.get(key);
+      if (known !== undefined) return known;
+      const h = servers.hostId(s);
+      hostIds.set(key, h);
+      return h;
+    };
+    return list.map((s) => serverView(s, admin, hostIdOf(s), addresses.get(s.id), groups.get(s.id)));
   };
-  const serverView = (s: Server, admin: boolean) => {
+  const serverView = (
+    s: ServerRow,
+    admin: boolean,
+    hostId: string,
+    addresses: Addresses | undefined,
+    groups: { name: string }[] | undefined,
+  ) => {
     const flavor = JSON.parse(s.flavor) as { id: string };
     const fault = s.fault ? (JSON.parse(s.fault) as Record<string, unknown>) : undefined;
     return {
       id: s.id,
       name: s.name,
-      status: s.task_state === 'deleting' ? s.status : s.status,
+      status: s.status,
       tenant_id: s.project_id,
       user_id: s.user_id,
       metadata: JSON.parse(s.metadata) as Record<string, string>,
-      hostId: servers.hostId(s),
+      hostId,
       image: {
         id: s.image_id,
         links: [{ rel: 'bookmark', href: `${publicUrl}/image/v2/images/${s.image_id}` }],
@@ -323,7 +337,7 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
       },
       created: s.created_at.replace(/\.\d+Z$/, 'Z'),
       updated: s.updated_at.replace(/\.\d+Z$/, 'Z'),
-      addresses: {},
+      addresses: addresses ?? {},
       accessIPv4: '',
       accessIPv6: '',
       links: links('servers', s.id),
@@ -338,7 +352,7 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
       'OS-EXT-STS:vm_state': s.vm_state,
       'OS-EXT-STS:power_state': s.power_state,
       'os-extended-volumes:volumes_attached': [],
-      security_groups: [],
+      security_groups: groups ?? [],
       // Extension: the owner sees that (and why) the server is held; admins see the whole record.
       'bulwark:quarantine':
         s.quarantine === null ? null : admin ? quarantineOf(s) : { reason: quarantineOf(s)?.reason },
@@ -364,35 +378,63 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     deleted: Opt(Type.String()),
     'changes-since': Opt(Type.String()),
   });
-  const listServers = async (req: FastifyRequest) => {
+  // Nova's paging: at most `limit` (capped at max_limit) newest first, after `marker`; a full page
+  // with more behind it links to the next one in `servers_links` (docs/compute.md).
+  const maxLimit = ctx.maxListLimit ?? DEFAULT_API_MAX_LIMIT;
+  const listServers = async <T extends { id: string }>(
+    req: FastifyRequest,
+    collection: 'servers' | 'servers/detail',
+    list: (filter: ServerListFilter) => Promise<T[]>,
+  ) => {
     const q = req.query as Static<typeof ServerQuery>;
     const all = q.all_tenants !== undefined && !['0', 'false', 'False'].includes(q.all_tenants);
     if (all && !req.auth?.isAdmin)
       throw forbidden('Only administrators may list servers across projects (all_tenants).');
-    return servers.list(req.auth!, {
+    const limit = Math.min(q.limit ?? maxLimit, maxLimit);
+    const rows = await list({
       allProjects: all,
       name: q.name,
       status: q.status,
       projectId: q.project_id ?? q.tenant_id,
+      marker: q.marker,
+      // One more than the page: whether there is a next page, without asking again.
+      limit: limit + 1,
     });
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    if (rows.length <= limit || !last) return { page, next: undefined };
+    const query = new URLSearchParams(req.url.split('?')[1] ?? '');
+    query.set('limit', String(limit));
+    query.set('marker', last.id);
+    return { page, next: [{ rel: 'next', href: `${base}/${collection}?${query}` }] };
   };
   app.get(
     `${PREFIX}/servers`,
-    { schema: { querystring: ServerQuery }, config: { action: 'compute:servers:index' } },
-    async (req) => ({
-      servers: (await listServers(req)).map((s) => ({
-        id: s.id,
-        name: s.name,
-        links: links('servers', s.id),
-      })),
-    }),
+    {
+      schema: { querystring: ServerQuery },
+      config: { action: 'compute:servers:index' },
+    },
+    async (req) => {
+      const { page, next } = await listServers(req, 'servers', (f) => servers.list(req.auth!, f, 'brief'));
+      return {
+        servers: page.map((s) => ({ id: s.id, name: s.name, links: links('servers', s.id) })),
+        ...(next ? { servers_links: next } : {}),
+      };
+    },
   );
   app.get(
     `${PREFIX}/servers/detail`,
-    { schema: { querystring: ServerQuery }, config: { action: 'compute:servers:index' } },
-    async (req) => ({
-      servers: await serverViews(await listServers(req), req.auth?.isAdmin === true),
-    }),
+    {
+      schema: { querystring: ServerQuery },
+      config: { action: 'compute:servers:index' },
+    },
+    async (req) => {
+      const { page, next } = await listServers(req, 'servers/detail', (f) => servers.list(req.auth!, f));
+      return {
+        servers: await serverViews(page, req.auth?.isAdmin === true),
+        ...(next ? { servers_links: next } : {}),
+      };
+    },
   );
   app.get(
     `${PREFIX}/servers/:id`,

@@ -141,6 +141,8 @@ export interface ApiDeps {
   dr: DrService;
   /** Base URL clients reach us at; used in the catalog and links, never taken from Host. */
   publicUrl: string;
+  /** The most servers one page of a list answers (Nova's `[api] max_limit`); default 1000. */
+  maxListLimit?: number;
 }
 
 export interface ApiOptions {

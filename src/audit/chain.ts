@@ -6,7 +6,7 @@ export const GENESIS_HASH = '0'.repeat(64);
 /** Fields covered by the chain hash; everything in an audit row except `hash`. */
 export type ChainedFields = Omit<AuditEventsTable, 'hash'>;
 
-const FIELD_ORDER: readonly (keyof ChainedFields)[] = [
+export const FIELD_ORDER: readonly (keyof ChainedFields)[] = [
   'seq',
   'id',
   'time',

@@ -167,6 +167,25 @@ export class BulwarkClient {
   }
 
   /**
+   * Every page of a Nova-style list: follows the `<key>_links` next link
+   * until a page has none (docs/compute.md, paging).
+   */
+  async listAll<T>(service: string, path: string, key: string): Promise<T[]> {
+    const out: T[] = [];
+    for (let next: string | undefined = path; next !== undefined; ) {
+      const page: Record<string, unknown> = await this.request(service, 'GET', next);
+      const base = this.endpoint(service);
+      out.push(...((page[key] as T[] | undefined) ?? []));
+      const links = (page[`${key}_links`] as { rel?: string; href?: string }[] | undefined) ?? [];
+      const href = links.find((l) => l.rel === 'next')?.href;
+      if (href !== undefined && !href.startsWith(`${base}/`))
+        throw new Error(`The ${key} list links outside ${base}: ${href}`);
+      next = href?.slice(base.length);
+    }
+    return out;
+  }
+
+  /**
    * A call that needs no token (opening a break-glass session), to the Bulwark
    * extension on the same origin as the auth URL.
    */

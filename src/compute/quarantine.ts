@@ -21,7 +21,7 @@ export interface QuarantineRecord {
   snapshot: { dir: string; files: ForensicFile[] } | null;
 }
 
-export const quarantineOf = (s: Server): QuarantineRecord | null =>
+export const quarantineOf = (s: Pick<Server, 'quarantine'>): QuarantineRecord | null =>
   s.quarantine === null ? null : (JSON.parse(s.quarantine) as QuarantineRecord);
 
 /**

@@ -43,6 +43,40 @@ import {
 
 export type Server = Selectable<ServersTable>;
 
+/** The columns the API's server views read: a list selects these and nothing else. */
+export const SERVER_VIEW_COLUMNS = [
+  'id',
+  'name',
+  'project_id',
+  'user_id',
+  'image_id',
+  'flavor',
+  'status',
+  'task_state',
+  'power_state',
+  'vm_state',
+  'host',
+  'fault',
+  'metadata',
+  'key_name',
+  'created_at',
+  'updated_at',
+  'launched_at',
+  'quarantine',
+  'deleted_at',
+] as const;
+export type ServerRow = Pick<Server, (typeof SERVER_VIEW_COLUMNS)[number]>;
+
+export interface ServerListFilter {
+  allProjects?: boolean;
+  name?: string | undefined;
+  status?: string | undefined;
+  projectId?: string | undefined;
+  limit?: number | undefined;
+  /** The id of the last server of the page before. */
+  marker?: string | undefined;
+}
+
 export interface CreateServerInput {
   name: string;
   imageRef: string;
@@ -238,24 +272,29 @@ export class ServerService {
     return (JSON.parse(s.guest) as StoredGuest).plan.guestAgent === true;
   }
 
-  hostId(s: Server): string {
+  hostId(s: Pick<Server, 'project_id' | 'host'>): string {
     return s.host ? createHash('sha224').update(`${s.project_id}${s.host}`).digest('hex') : '';
   }
 
+  /**
+   * One page of the caller's servers, newest first (Nova's default sort:
+   * `created_at` then `id`, both descending), with only the columns the API's
+   * views read (never the stored guest spec). `marker` is the id of the last
+   * server of the page before; one that is not in the list is a 400, as in Nova.
+   */
+  async list(auth: AuthContext, filter: ServerListFilter): Promise<ServerRow[]>;
+  /** `brief`: ids and names only (Nova's `GET /servers`). */
   async list(
     auth: AuthContext,
-    filter: {
-      allProjects?: boolean;
-      name?: string | undefined;
-      status?: string | undefined;
-      projectId?: string | undefined;
-    },
-  ) {
-    let q = this.db
-      .selectFrom('servers')
-      .selectAll()
-      .where('deleted_at', 'is', null)
-      .orderBy('created_at', 'desc');
+    filter: ServerListFilter,
+    brief: 'brief',
+  ): Promise<Pick<Server, 'id' | 'name'>[]>;
+  async list(
+    auth: AuthContext,
+    filter: ServerListFilter,
+    brief?: 'brief',
+  ): Promise<Pick<Server, 'id' | 'name'>[]> {
+    let q = this.db.selectFrom('servers').where('deleted_at', 'is', null);
     if (!(auth.isAdmin && filter.allProjects)) q = q.where('project_id', '=', auth.projectId ?? '');
     else if (filter.projectId) q = q.where('project_id', '=', filter.projectId);
     if (filter.name !== undefined) {
@@ -263,7 +302,21 @@ export class ServerService {
       q = q.where('name', 'like', `%${filter.name.replace(/[%_\\]/g, (c) => `\\${c}`)}%`);
     }
     if (filter.status !== undefined) q = q.where('status', '=', filter.status.toUpperCase());
-    return q.execute();
+    if (filter.marker !== undefined) {
+      // Looked up with the same scope and filters: a marker the caller could not list is not found.
+      const m = await q.select(['id', 'created_at']).where('id', '=', filter.marker).executeTakeFirst();
+      if (!m) throw badRequest(`marker [${filter.marker}] not found`);
+      const { created_at: at, id } = m;
+      q = q.where((w) =>
+        w.or([w('created_at', '<', at), w.and([w('created_at', '=', at), w('id', '<', id)])]),
+      );
+    }
+    let rows = q
+      .select(brief ? ['id', 'name'] : SERVER_VIEW_COLUMNS)
+      .orderBy('created_at', 'desc')
+      .orderBy('id', 'desc');
+    if (filter.limit !== undefined) rows = rows.limit(filter.limit);
+    return rows.execute();
   }
 
   /** A quarantined server is evidence: only an administrator may act on it until it is lifted. */

@@ -43,6 +43,7 @@ import * as m0070 from './migrations/0070-compliance.js';
 import * as m0080 from './migrations/0080-server-backups.js';
 import * as m0081 from './migrations/0081-dr-drills.js';
 import * as m0090 from './migrations/0090-migrations.js';
+import * as m0110 from './migrations/0110-server-list-order.js';
 import * as m0140 from './migrations/0140-cold-migration.js';
 import type { Schema } from './schema.js';
 
@@ -62,6 +63,12 @@ export interface StoreConfig {
 export interface Store {
   db: Kysely<Schema>;
   dialect: Dialect;
+  /**
+   * SQLite only: the connection `db` runs on, for a hot path that reuses its
+   * prepared statements (the audit writer). Use it only inside
+   * `db.connection().execute(...)`, which holds Kysely's lock on it.
+   */
+  sqlite?: SqliteDatabase.Database;
   close(): Promise<void>;
 }
 
@@ -99,6 +106,7 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0080-server-backups': { up: m0080.up(dialect) },
   '0081-dr-drills': { up: m0081.up },
   '0090-migrations': { up: m0090.up },
+  '0110-server-list-order': { up: m0110.up },
   '0140-cold-migration': { up: m0140.up },
 });
 
@@ -107,12 +115,12 @@ export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(u
 // bigint (int8) columns hold sequence numbers well inside 2^53: read them as numbers.
 pg.types.setTypeParser(20, (v) => Number.parseInt(v, 10));
 
-function connect(url: string): Kysely<Schema> {
+function connect(url: string): { db: Kysely<Schema>; sqlite?: SqliteDatabase.Database } {
   if (dialectOf(url) === 'postgres') {
     const pool = new pg.Pool({ connectionString: url, max: 10 });
     // An idle client dropped by the server (restart, failover) must not crash the daemon; the pool reconnects.
     pool.on('error', () => undefined);
-    return new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) });
+    return { db: new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) }) };
   }
   mkdirSync(dirname(url), { recursive: true });
   const raw = new SqliteDatabase(url);
@@ -120,7 +128,7 @@ function connect(url: string): Kysely<Schema> {
   raw.pragma('foreign_keys = ON');
   raw.pragma('busy_timeout = 5000');
   raw.pragma('synchronous = NORMAL');
-  return new Kysely<Schema>({ dialect: new SqliteDialectKeepingCause(raw) });
+  return { db: new Kysely<Schema>({ dialect: new SqliteDialectKeepingCause(raw) }), sqlite: raw };
 }
 
 /**
@@ -180,7 +188,7 @@ async function grantRuntimeRole(admin: Kysely<Schema>, runtimeUrl: string): Prom
 export async function openStore(config: StoreConfig): Promise<Store> {
   const dialect = dialectOf(config.url);
   if (dialect === 'postgres' && config.adminUrl && config.adminUrl !== config.url) {
-    const admin = connect(config.adminUrl);
+    const { db: admin } = connect(config.adminUrl);
     try {
       await migrate(admin, dialect);
       await grantRuntimeRole(admin, config.url);
@@ -188,7 +196,7 @@ export async function openStore(config: StoreConfig): Promise<Store> {
       await admin.destroy();
     }
   }
-  const db = connect(config.url);
+  const { db, sqlite } = connect(config.url);
   if (dialect === 'sqlite' || !config.adminUrl || config.adminUrl === config.url) await migrate(db, dialect);
-  return { db, dialect, close: () => db.destroy() };
+  return { db, dialect, ...(sqlite ? { sqlite } : {}), close: () => db.destroy() };
 }

@@ -190,6 +190,64 @@ describe.each(dialects())('audit chain on %s', (dialect) => {
     expect((await verifyAuditChain(api.store)).ok).toBe(true);
   });
 
+  it("commits an append made during another open transaction on its own: that one's rollback keeps the row", async () => {
+    const event = {
+      requestId: 'during-tx',
+      userId: null,
+      userName: null,
+      projectId: null,
+      roles: [],
+      sourceIp: null,
+      action: 'test:during',
+      method: 'POST',
+      path: '/during',
+      targetType: null,
+      targetId: null,
+      outcome: 'success' as const,
+      status: 201,
+      reason: null,
+    };
+    let appended: Promise<unknown> | undefined;
+    let resolvedInside = false;
+    await expect(
+      api.store.db.transaction().execute(async (tx) => {
+        await tx
+          .insertInto('projects')
+          .values({
+            id: 'rolled-back',
+            name: 'rolled-back',
+            domain_id: 'default',
+            description: '',
+            enabled: 1,
+            created_at: new Date().toISOString(),
+          })
+          .execute();
+        appended = api.platform.audit.append(event);
+        appended.then(
+          () => {
+            resolvedInside = true;
+          },
+          () => undefined,
+        );
+        await new Promise((r) => setTimeout(r, 100));
+        // SQLite has one connection: the append waits for it, never joining this transaction.
+        if (dialect === 'sqlite') expect(resolvedInside).toBe(false);
+        throw new Error('rolled back');
+      }),
+    ).rejects.toThrow('rolled back');
+    await appended;
+    expect(
+      await api.store.db.selectFrom('projects').select('id').where('name', '=', 'rolled-back').execute(),
+    ).toEqual([]);
+    const rows = await api.store.db
+      .selectFrom('audit_events')
+      .select('request_id')
+      .where('action', '=', 'test:during')
+      .execute();
+    expect(rows).toEqual([{ request_id: 'during-tx' }]);
+    expect((await verifyAuditChain(api.store)).ok).toBe(true);
+  });
+
   it('fails closed for every concurrent request whose audit transaction cannot be written', async () => {
     await raw('DROP TABLE audit_head');
     const results = await Promise.allSettled(

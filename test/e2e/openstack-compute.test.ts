@@ -185,9 +185,21 @@ describe.runIf(process.getuid?.() === 0)(
       // While the daemon is down one guest dies too.
       process.kill(lostPid as number, 'SIGKILL');
       await waitFor('lost QEMU gone', async () => qemuPids(lost).length === 0, 10_000);
-      d = await startDaemonProcess({ dataDir: d.dataDir, netns: d.netns });
-      const list = (await osJson('server', 'list')) as { Name: string; Status: string }[];
+      // Restarted with pages of one server (Nova's osapi_max_limit): the real CLI's paging is tested too.
+      d = await startDaemonProcess({
+        dataDir: d.dataDir,
+        netns: d.netns,
+        extraArgs: ['--api-max-limit', '1'],
+      });
+      const list = (await osJson('server', 'list', '--limit', '-1')) as { ID: string; Name: string }[];
       expect(list.map((s) => s.Name).sort()).toEqual(['keep', 'lost']);
+      // One page without --limit (as Nova answers), the next after --marker, newest first.
+      const first = (await osJson('server', 'list')) as { ID: string; Name: string }[];
+      expect(first.map((s) => s.Name)).toEqual(['lost']);
+      const after = (await osJson('server', 'list', '--limit', '1', '--marker', first[0]?.ID as string)) as {
+        Name: string;
+      }[];
+      expect(after.map((s) => s.Name)).toEqual(['keep']);
       expect(await status('keep')).toBe('ACTIVE');
       expect(qemuPids(keep)).toEqual([keepPid]);
       expect(await status('lost')).toMatch(/SHUTOFF|ERROR/);

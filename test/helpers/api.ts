@@ -52,6 +52,8 @@ export interface TestApi {
     role: string,
   ): Promise<{ token: string; userId: string; projectId: string }>;
   close(): Promise<void>;
+  /** The largest list page the API was built with, when the suite set one. */
+  maxListLimit?: number;
 }
 
 /** The platform options every API test runs with (a host that can do UEFI, Secure Boot and TPM). */
@@ -71,7 +73,14 @@ export const testPlatformOptions = (dataDir: string): PlatformOptions => ({
 
 export async function startTestApi(
   dialect: Dialect,
-  extra: Partial<Omit<PlatformOptions, 'identityPolicy'>> & { identityPolicy?: Partial<IdentityPolicy> } = {},
+  {
+    maxListLimit,
+    ...extra
+  }: Partial<Omit<PlatformOptions, 'identityPolicy'>> & {
+    identityPolicy?: Partial<IdentityPolicy>;
+    /** The API's largest list page (Nova's max_limit; default 1000). */
+    maxListLimit?: number;
+  } = {},
   /** A real dataplane behind the recorded syncs (test/net/sg-incremental.test.ts); none by default. */
   real?: DataplaneSync,
 ): Promise<TestApi> {
@@ -105,7 +114,13 @@ export async function startTestApi(
   // A platform CA of its own, so agent enrollment runs as in the daemon.
   const ca = await createCa('Bulwark test CA');
   const enrollment = new HostEnrollment(store, platform.compute.hosts, ca);
-  const app = await buildApi({ store, ...platform, enrollment, publicUrl: PUBLIC_URL });
+  const app = await buildApi({
+    store,
+    ...platform,
+    enrollment,
+    publicUrl: PUBLIC_URL,
+    ...(maxListLimit ? { maxListLimit } : {}),
+  });
   await app.ready();
   const contexts = new Map<string, AuthContext>();
 
@@ -174,6 +189,7 @@ export async function startTestApi(
   };
 
   return {
+    ...(maxListLimit ? { maxListLimit } : {}),
     app,
     store,
     identity,

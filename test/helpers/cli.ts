@@ -18,7 +18,12 @@ export async function startCliHarness(api: TestApi, ...register: ((program: Comm
       s.close(() => res(p));
     });
   });
-  const app = await buildApi({ store: api.store, ...api.platform, publicUrl: `http://127.0.0.1:${port}` });
+  const app = await buildApi({
+    store: api.store,
+    ...api.platform,
+    publicUrl: `http://127.0.0.1:${port}`,
+    ...(api.maxListLimit ? { maxListLimit: api.maxListLimit } : {}),
+  });
   await app.listen({ port, host: '127.0.0.1' });
   process.env.OS_AUTH_URL = `http://127.0.0.1:${port}/identity/v3`;
   delete process.env.OS_CLOUD;

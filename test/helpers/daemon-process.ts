@@ -184,7 +184,8 @@ export const passwordCliEnv = (
 
 export async function stopDaemon(d: DaemonProcess | undefined): Promise<void> {
   if (!d) return;
-  const left = await d.openstack(['server', 'list', '-f', 'value', '-c', 'ID']);
+  // Every page (a suite may run the daemon with a small --api-max-limit).
+  const left = await d.openstack(['server', 'list', '--limit', '-1', '-f', 'value', '-c', 'ID']);
   for (const id of left.stdout.split('\n').filter(Boolean))
     await d.openstack(['server', 'delete', '--wait', id]);
   await d.kill();

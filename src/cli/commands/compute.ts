@@ -174,7 +174,7 @@ export function registerComputeCommands(program: Command): void {
       printList(
         g.format,
         ['id', 'name', 'status'],
-        (await c.request<{ servers: Obj[] }>('compute', 'GET', '/servers/detail')).servers,
+        await c.listAll<Obj>('compute', '/servers/detail', 'servers'),
       ),
     );
   });
@@ -284,10 +284,7 @@ export function registerComputeCommands(program: Command): void {
         if (o.wait) {
           await waitWithStatus(
             `deleting ${ref}`,
-            async () =>
-              (await c.request<{ servers: Obj[] }>('compute', 'GET', '/servers')).servers.some(
-                (x) => x.id === s.id,
-              ),
+            async () => (await c.listAll<Obj>('compute', '/servers', 'servers')).some((x) => x.id === s.id),
             (present) => (present ? null : ''),
             (present) => (present ? 'deleting' : 'gone'),
           );

@@ -77,6 +77,11 @@ export function registerServeCommand(program: Command): void {
       process.env.BULWARK_API_ADDRESS_RATE,
     )
     .option(
+      '--api-max-limit <n>',
+      "the most servers one page of a list answers, Nova's osapi_max_limit (default 1000)",
+      process.env.BULWARK_API_MAX_LIMIT,
+    )
+    .option(
       '--storage-warn-percent <n>',
       'storage pool use (%) at which a warning is logged and audited (default 80)',
       process.env.BULWARK_STORAGE_WARN_PERCENT,
@@ -191,6 +196,7 @@ export function registerServeCommand(program: Command): void {
           vtpmRestarts?: string;
           apiRate?: string;
           apiAddressRate?: string;
+          apiMaxLimit?: string;
           storageWarnPercent?: string;
           storageRefusePercent?: string;
           pciPassthroughAllow?: string;
