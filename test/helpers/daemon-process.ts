@@ -156,7 +156,6 @@ export async function startDaemonProcess(
   };
 }
 
-/** After a suite: deletes every server so no guest outlives it, stops the daemon, removes what it left. */
 /** The openstack CLI's environment for `user`/`password` scoped to `project` on `d` (no clouds.yaml). */
 export const passwordCliEnv = (
   d: Pick<DaemonProcess, 'url' | 'dataDir'>,
@@ -176,6 +175,7 @@ export const passwordCliEnv = (
   OS_IDENTITY_API_VERSION: '3',
 });
 
+/** After a suite: deletes every server so no guest outlives it, stops the daemon, removes what it left. */
 export async function stopDaemon(d: DaemonProcess | undefined): Promise<void> {
   if (!d) return;
   const left = await d.openstack(['server', 'list', '-f', 'value', '-c', 'ID']);
