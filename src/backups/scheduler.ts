@@ -1,6 +1,7 @@
 import type { Selectable } from 'kysely';
 import { BulwarkError, badRequest } from '../errors.js';
-import { DEFAULT_DOMAIN_ID, type IdentityService } from '../identity/service.js';
+import { DEFAULT_DOMAIN_ID } from '../identity/config.js';
+import type { IdentityService } from '../identity/service.js';
 import type { AuthContext } from '../policy/context.js';
 import type { Store } from '../store/database.js';
 import type { BackupSchedulesTable } from '../store/schema.js';

@@ -1,9 +1,9 @@
 import { randomInt } from 'node:crypto';
 import type { Store } from '../store/database.js';
 import { keystoneId, nowIso } from '../util/ids.js';
+import type { ProjectRef, UserRef } from './config.js';
 import type { LoginService } from './login.js';
 import { hashPassword, verifyPassword } from './passwords.js';
-import type { ProjectRef, UserRef } from './service.js';
 
 export const RECOVERY_CODE_COUNT = 10;
 const ALPHABET = 'abcdefghjkmnpqrstuvwxyz23456789'; // no 0/o, 1/l/i: read off paper
