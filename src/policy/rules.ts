@@ -345,6 +345,12 @@ export const POLICY = {
   'compute:servers:migrate_live': ['admin'],
   'compute:os-migrations:index': ['admin'],
   'compute:servers:migrations:index': ['admin'],
+
+  // Whole-server backup schedules (issue 6, docs/backups.md): as volume schedules, the cloud admin
+  // sets them (they run as bulwark-backup) and the project reads its own.
+  'server:backups:schedules:list': ['admin', 'reader'],
+  'server:backups:schedules:create': ['admin'],
+  'server:backups:schedules:delete': ['admin'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;

@@ -43,6 +43,7 @@ import * as m0070 from './migrations/0070-compliance.js';
 import * as m0080 from './migrations/0080-server-backups.js';
 import * as m0081 from './migrations/0081-dr-drills.js';
 import * as m0090 from './migrations/0090-migrations.js';
+import * as m0160 from './migrations/0160-server-backup-schedules.js';
 import type { Schema } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -98,6 +99,7 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0080-server-backups': { up: m0080.up(dialect) },
   '0081-dr-drills': { up: m0081.up },
   '0090-migrations': { up: m0090.up },
+  '0160-server-backup-schedules': { up: m0160.up },
 });
 
 export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');

@@ -649,11 +649,13 @@ describe('RBAC matrix', () => {
     };
     const values: Record<string, string> = { project_id: projectA };
     const write = method !== 'GET' && method !== 'HEAD';
-    if (url.includes('/backup-schedules/:id')) {
-      const sch = await api.platform.backupScheduler.create(api.authOf(who.admin.token as string), {
-        volumeId: await newVolume(),
-        intervalMinutes: 60,
-      });
+    if (url.includes('backup-schedules/:id')) {
+      const sch = await api.platform.backupScheduler.create(
+        api.authOf(who.admin.token as string),
+        url.includes('/server-backup-schedules')
+          ? { kind: 'server', sourceId: fixtures.server, intervalMinutes: 60 }
+          : { sourceId: await newVolume(), intervalMinutes: 60 },
+      );
       values.id = sch.id;
     } else if (url.includes(':id') && ((write && mayAct(method, url, p)) || !fixtures.backup)) {
       // A fresh backup only for a caller policy lets act (a restore or delete spends it): the others are
@@ -677,6 +679,9 @@ describe('RBAC matrix', () => {
       'POST /backup-repository/unlock': async () => ({ recovery_key: recoveryPem, seconds: 3600 }),
       'POST /backup-schedules': async () => ({
         schedule: { volume_id: await newVolume(), interval_minutes: 60 },
+      }),
+      'POST /server-backup-schedules': async () => ({
+        schedule: { server_id: fixtures.server, interval_minutes: 60 },
       }),
     };
     const body = await bodies[`${method} ${rest}`]?.();

@@ -51,6 +51,7 @@ type Kind =
   | 'grant'
   | 'recording'
   | 'schedule'
+  | 'serverSchedule'
   | 'serverBackup'
   | 'drill';
 
@@ -103,6 +104,7 @@ const BY_SEGMENT: Record<string, Kind> = {
   grants: 'grant',
   recordings: 'recording',
   'backup-schedules': 'schedule',
+  'server-backup-schedules': 'serverSchedule',
 };
 
 type Param = { kind: Kind } | { global: string };
@@ -277,8 +279,17 @@ describe.each(dialects())('tenant isolation on %s', (dialect) => {
       })
       .execute();
     a.schedule = {
-      id: (await api.platform.backupScheduler.create(admin, { volumeId: a.volume.id, intervalMinutes: 60 }))
+      id: (await api.platform.backupScheduler.create(admin, { sourceId: a.volume.id, intervalMinutes: 60 }))
         .id,
+    };
+    a.serverSchedule = {
+      id: (
+        await api.platform.backupScheduler.create(admin, {
+          kind: 'server',
+          sourceId: a.server.id,
+          intervalMinutes: 60,
+        })
+      ).id,
     };
     a.secret = {
       id: await api.platform.keys.createKey(a.project.id, {
