@@ -48,6 +48,13 @@ export class RecoveryCodeService {
     return codes;
   }
 
+  /** Deletes every code the user has (an admin revoking them); returns how many were unused. */
+  async revoke(userId: string): Promise<number> {
+    const unused = await this.remaining(userId);
+    await this.db.deleteFrom('recovery_codes').where('user_id', '=', userId).execute();
+    return unused;
+  }
+
   async remaining(userId: string): Promise<number> {
     const r = await this.db
       .selectFrom('recovery_codes')

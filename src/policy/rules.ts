@@ -351,6 +351,11 @@ export const POLICY = {
   'server:backups:schedules:list': ['admin', 'reader'],
   'server:backups:schedules:create': ['admin'],
   'server:backups:schedules:delete': ['admin'],
+
+  // Other users' second factors (issue 11 gap, docs/identity.md): the cloud admin lists them (never a
+  // secret) and revokes one, e.g. a lost key; users manage their own through the routes above.
+  'identity:mfa_devices:list': ['admin'],
+  'identity:mfa_devices:revoke': ['admin'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;

@@ -8,13 +8,9 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { totpCode, totpStep } from '../../src/identity/totp.js';
 import { PASSWORD, startTestApi, type TestApi } from '../helpers/api.js';
 import { dialects } from '../helpers/store.js';
+import { newSecret } from '../helpers/totp.js';
 
 const TOKENS = '/identity/v3/auth/tokens';
-/** A fresh base32 TOTP secret of 160 bits, as `head -c 20 /dev/urandom | base32` makes. */
-const newSecret = () => {
-  const a = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  return [...randomBytes(32)].map((b) => a[b % 32]).join('');
-};
 const code = (secret: string, stepOffset = 0) => totpCode(secret, totpStep(Date.now()) + stepOffset);
 const uniq = (p: string) => `${p}-${randomBytes(3).toString('hex')}`;
 

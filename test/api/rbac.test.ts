@@ -335,6 +335,9 @@ describe('RBAC matrix', () => {
     if (url.startsWith('/bulwark/v1/break-glass')) return breakGlassSample(method, url, p);
     if (url.startsWith('/bulwark/v1/webauthn') || url.startsWith('/bulwark/v1/recovery-codes'))
       return mfaDeviceSample(method, url);
+    // Another user's factors, for the cloud admin: the member's (revoking codes they lack answers 404).
+    if (url.startsWith('/bulwark/v1/users/:user_id/mfa-devices'))
+      return { url: fill(url, { user_id: who.member.userId as string, id: 'recovery-codes' }), target: {} };
     // A dashboard console ticket comes only to the dashboard's own Origin.
     if (url === '/bulwark/v1/servers/:id/console/tickets')
       return {

@@ -105,6 +105,8 @@ const BY_SEGMENT: Record<string, Kind> = {
   recordings: 'recording',
   'backup-schedules': 'schedule',
   'server-backup-schedules': 'serverSchedule',
+  // an admin's view of a user's second factors: A's TOTP credential is one
+  'mfa-devices': 'credential',
 };
 
 type Param = { kind: Kind } | { global: string };
