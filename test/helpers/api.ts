@@ -199,6 +199,16 @@ export const lastAuditEvent = (api: TestApi, action: string) =>
     .orderBy('seq', 'desc')
     .executeTakeFirst();
 
+/** The audit events of one action and outcome, oldest first: who, on what, and why. */
+export const auditedEvents = (api: TestApi, action: string, outcome: string) =>
+  api.store.db
+    .selectFrom('audit_events')
+    .select(['user_name', 'target_id', 'reason'])
+    .where('action', '=', action)
+    .where('outcome', '=', outcome)
+    .orderBy('seq')
+    .execute();
+
 /** A server request for tests, with the fixture image and flavor filled in by the caller. */
 export const serverRequest = (imageRef: string, flavorRef: string, name = 'vm'): CreateServerInput => ({
   name,
