@@ -202,7 +202,7 @@ describe.runIf(process.getuid?.() === 0)(
       await d.os('user', 'create', '--password', OPS_PASSWORD, 'keyuser');
       await d.os('credential', 'create', '--type', 'totp', 'keyuser', secret);
       await go('/admin/users');
-      await page.getByRole('button', { name: 'Second factors of keyuser' }).click();
+      await page.getByRole('button', { name: 'Show second factors of keyuser' }).click();
       const table = page.getByRole('table', { name: /Second factors of keyuser/ });
       await table.getByRole('row', { name: /TOTP/ }).waitFor(SLOW);
       expect(await page.locator('main').textContent()).not.toContain(secret);

@@ -116,7 +116,11 @@ export function UsersPage() {
           {
             header: 'Second Factors',
             cell: (u) => (
-              <button type="button" aria-label={`Second factors of ${u.name}`} onClick={() => setChosen(u)}>
+              <button
+                type="button"
+                aria-label={`Show second factors of ${u.name}`}
+                onClick={() => setChosen(u)}
+              >
                 Show
               </button>
             ),
