@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { SIEM_FORMATS, type SiemFormat } from './audit/syslog.js';
 import { DEFAULT_VTPM_RESTARTS } from './compute/vtpm-recovery.js';
 import { checkThresholds, DEFAULT_THRESHOLDS, type Thresholds } from './governance/storage-thresholds.js';
-import { DEFAULT_IDENTITY_POLICY, type IdentityPolicy } from './identity/service.js';
+import { DEFAULT_IDENTITY_POLICY, type IdentityPolicy } from './identity/config.js';
 import type { KekConfig } from './keys/kek.js';
 
 /** Everything `bulwark serve` needs; defaults give the single-machine platform. */

@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Static } from 'typebox';
 import { MAX_UNLOCK_SECONDS } from '../backups/service.js';
 import { badRequest } from '../errors.js';
+import { registerBackupScheduleApi } from './backup-schedules.js';
 import { BULWARK_PREFIX } from './bulwark.js';
 import { registerDrApi } from './dr.js';
 import type { ApiContext } from './server.js';
@@ -51,26 +52,6 @@ const RestoreBody = Type.Object(
   { additionalProperties: false },
 );
 
-const Keep = Opt(Type.Integer({ minimum: 0, maximum: 1000 }));
-const ScheduleBody = Type.Object(
-  {
-    schedule: Type.Object(
-      {
-        volume_id: Type.String({ minLength: 1, maxLength: 255 }),
-        name: Opt(Type.String({ minLength: 1, maxLength: 255, pattern: '^[^\\x00-\\x1f]*$' })),
-        interval_minutes: Type.Integer({ minimum: 1, maximum: 60 * 24 * 31 }),
-        keep_last: Keep,
-        keep_daily: Keep,
-        keep_weekly: Keep,
-        keep_monthly: Keep,
-      },
-      { additionalProperties: false },
-    ),
-  },
-  { additionalProperties: false },
-);
-const ScheduleQuery = Type.Object({ all_tenants: Opt(Type.String()) }, { additionalProperties: false });
-
 /**
  * The backup extension under /bulwark/v1 (docs/backups.md): the repository
  * and its recovery key, verify, and restore with the key in the request.
@@ -80,6 +61,7 @@ export async function registerBackupApi(app: FastifyInstance, ctx: ApiContext): 
   const { backups } = ctx;
   await registerServerBackupApi(app, ctx);
   await registerDrApi(app, ctx);
+  await registerBackupScheduleApi(app, ctx);
   const repo = `${BULWARK_PREFIX}/backup-repository`;
   app.get(repo, { config: { action: 'backup:repository:show' } }, async () => ({
     repository: await backups.showRepository(),
@@ -121,47 +103,6 @@ export async function registerBackupApi(app: FastifyInstance, ctx: ApiContext): 
     { config: { action: 'backup:repository:lock', targetType: 'backup_repository' } },
     async (_req, reply) => {
       backups.lock();
-      return reply.code(204).send();
-    },
-  );
-  const schedules = `${BULWARK_PREFIX}/backup-schedules`;
-  app.get(
-    schedules,
-    { schema: { querystring: ScheduleQuery }, config: { action: 'backup:schedules:list' } },
-    async (req) => {
-      const q = req.query as Static<typeof ScheduleQuery>;
-      return { schedules: await ctx.backupScheduler.list(req.auth!, q.all_tenants !== undefined) };
-    },
-  );
-  app.post(
-    schedules,
-    {
-      schema: { body: ScheduleBody },
-      config: { action: 'backup:schedules:create', targetType: 'backup_schedule' },
-    },
-    async (req, reply) => {
-      const b = (req.body as Static<typeof ScheduleBody>).schedule;
-      const s = await ctx.backupScheduler.create(req.auth!, {
-        volumeId: b.volume_id,
-        name: b.name,
-        intervalMinutes: b.interval_minutes,
-        keepLast: b.keep_last,
-        keepDaily: b.keep_daily,
-        keepWeekly: b.keep_weekly,
-        keepMonthly: b.keep_monthly,
-      });
-      req.auditNote.targetId = s.id;
-      return reply.code(201).send({ schedule: s });
-    },
-  );
-  app.delete(
-    `${schedules}/:id`,
-    {
-      schema: { params: IdParam },
-      config: { action: 'backup:schedules:delete', targetType: 'backup_schedule' },
-    },
-    async (req, reply) => {
-      await ctx.backupScheduler.delete(req.auth!, (req.params as Static<typeof IdParam>).id);
       return reply.code(204).send();
     },
   );

@@ -3,11 +3,12 @@ import { Type } from '@fastify/type-provider-typebox';
 import type { AuthenticationResponseJSON, RegistrationResponseJSON } from '@simplewebauthn/server';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { Static } from 'typebox';
+import { MfaDevices } from '../identity/mfa-devices.js';
 import { RecoveryCodeService } from '../identity/recovery-codes.js';
 import { relyingParty, WebAuthnService } from '../identity/webauthn.js';
 import type { AuthContext } from '../policy/context.js';
 import { BULWARK_PREFIX } from './bulwark.js';
-import { ProjectRef, UserRef } from './identity-schemas.js';
+import { Id, ProjectRef, UserRef } from './identity-schemas.js';
 import type { ApiContext } from './server.js';
 
 const WA = `${BULWARK_PREFIX}/webauthn`;
@@ -176,6 +177,34 @@ export async function registerMfaDeviceApi(app: FastifyInstance, ctx: ApiContext
       req.auth = auth;
       req.auditNote.targetId = auth.auditId;
       return sendLogin(reply, token, auth);
+    },
+  );
+
+  // Other users' factors, for the cloud admin (docs/identity.md): listed without secrets, revoked one by one.
+  const devices = new MfaDevices(ctx.credentials, webauthn, recovery);
+  const UserDevice = Type.Object({ user_id: Id, id: B64u(1024) });
+  const userDevices = `${BULWARK_PREFIX}/users/:user_id/mfa-devices`;
+  app.get(
+    userDevices,
+    { schema: { params: Type.Object({ user_id: Id }) }, config: { action: 'identity:mfa_devices:list' } },
+    async (req) => {
+      const { user_id } = req.params as { user_id: string };
+      await ctx.identity.getUser(user_id);
+      return { mfa_devices: await devices.list(user_id) };
+    },
+  );
+  app.delete(
+    `${userDevices}/:id`,
+    {
+      schema: { params: UserDevice },
+      config: { action: 'identity:mfa_devices:revoke', targetType: 'mfa_device' },
+    },
+    async (req, reply) => {
+      const { user_id, id } = req.params as Static<typeof UserDevice>;
+      req.auditNote.targetId = `${id}@${user_id}`;
+      await ctx.identity.getUser(user_id);
+      await devices.revoke(user_id, id);
+      return reply.code(204).send();
     },
   );
 

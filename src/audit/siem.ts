@@ -52,6 +52,8 @@ export interface SiemStatus {
   lag: number;
   /** Seconds since the oldest unconfirmed event was appended (0 when none). */
   lagSeconds: number;
+  /** When the oldest unconfirmed event was appended (null when none): checks judge its age on their own clock. */
+  oldestUndeliveredAt: string | null;
   delivered: number;
   connectFailures: number;
   lastError: string | null;
@@ -87,6 +89,7 @@ export class SiemForwarder {
       headSeq: 0,
       lag: 0,
       lagSeconds: 0,
+      oldestUndeliveredAt: null,
       delivered: 0,
       connectFailures: 0,
       lastError: null,
@@ -131,6 +134,7 @@ export class SiemForwarder {
     this.st.confirmedSeq = confirmed;
     this.st.lag = Math.max(0, this.st.headSeq - confirmed);
     this.st.lagSeconds = oldest ? Math.max(0, (Date.now() - Date.parse(oldest.time)) / 1000) : 0;
+    this.st.oldestUndeliveredAt = oldest?.time ?? null;
     return { ...this.st };
   }
 

@@ -1,6 +1,7 @@
 import type { Selectable } from 'kysely';
-import { BulwarkError, badRequest } from '../errors.js';
-import { DEFAULT_DOMAIN_ID, type IdentityService } from '../identity/service.js';
+import { BulwarkError, badRequest, conflict } from '../errors.js';
+import { DEFAULT_DOMAIN_ID } from '../identity/config.js';
+import type { IdentityService } from '../identity/service.js';
 import type { AuthContext } from '../policy/context.js';
 import type { Store } from '../store/database.js';
 import type { BackupSchedulesTable } from '../store/schema.js';
@@ -13,8 +14,13 @@ export type BackupSchedule = Selectable<BackupSchedulesTable>;
 /** The dedicated identity scheduled backups run as (a user of the admin project with backup-operator only). */
 export const BACKUP_USER = 'bulwark-backup';
 
+/** What a schedule backs up: a volume (Cinder backups) or a whole server (root disk, volumes, definition). */
+export type ScheduleKind = 'volume' | 'server';
+
 export interface ScheduleInput {
-  volumeId: string;
+  kind?: ScheduleKind | undefined;
+  /** The volume or server, as the caller may see it (another project's: 404). */
+  sourceId: string;
   name?: string | undefined;
   intervalMinutes: number;
   keepLast?: number | undefined;
@@ -24,8 +30,8 @@ export interface ScheduleInput {
 }
 
 /**
- * Scheduled backups (docs/backups.md): each due schedule's volume is backed
- * up as the backup identity (`bulwark-backup`, role backup-operator; it has
+ * Scheduled backups (docs/backups.md): each due schedule's volume or server
+ * is backed up as the backup identity (`bulwark-backup`, role backup-operator; it has
  * no password anyone knows and acts only inside the daemon), then the
  * schedule's own backups are pruned to its keep-last/daily/weekly/monthly
  * policy. Every backup and prune is audited under that identity.
@@ -89,14 +95,19 @@ export class BackupScheduler {
   }
 
   async create(auth: AuthContext, input: ScheduleInput): Promise<BackupSchedule> {
-    const v = await this.backups.volumeFor(auth, input.volumeId);
+    const kind = input.kind ?? 'volume';
+    const source =
+      kind === 'server'
+        ? await this.backups.serverFor(auth, input.sourceId)
+        : await this.backups.volumeFor(auth, input.sourceId);
     const keep = [input.keepLast ?? 7, input.keepDaily ?? 7, input.keepWeekly ?? 4, input.keepMonthly ?? 6];
     if (keep.every((k) => k === 0)) throw badRequest('A schedule must keep at least one backup.');
     const now = nowIso();
     const s: BackupSchedule = {
       id: uuid(),
-      project_id: v.project_id,
-      volume_id: v.id,
+      project_id: source.project_id,
+      kind,
+      source_id: source.id,
       name: input.name ?? null,
       interval_minutes: input.intervalMinutes,
       keep_last: keep[0]!,
@@ -114,14 +125,16 @@ export class BackupScheduler {
     return s;
   }
 
-  async list(auth: AuthContext, allProjects = false): Promise<BackupSchedule[]> {
-    let q = this.db.selectFrom('backup_schedules').selectAll().orderBy('created_at');
+  /** The schedules of one kind (each kind has its own API); the caller's project unless an admin asks for all. */
+  async list(auth: AuthContext, kind: ScheduleKind, allProjects = false): Promise<BackupSchedule[]> {
+    let q = this.db.selectFrom('backup_schedules').selectAll().where('kind', '=', kind).orderBy('created_at');
     if (!(auth.isAdmin && allProjects)) q = q.where('project_id', '=', auth.projectId ?? '');
     return q.execute();
   }
 
-  async delete(auth: AuthContext, id: string): Promise<void> {
-    let q = this.db.deleteFrom('backup_schedules').where('id', '=', id);
+  /** Deletes a schedule of `kind` (the other kind's route answers 404); its backups stay. */
+  async delete(auth: AuthContext, kind: ScheduleKind, id: string): Promise<void> {
+    let q = this.db.deleteFrom('backup_schedules').where('id', '=', id).where('kind', '=', kind);
     if (!auth.isAdmin) q = q.where('project_id', '=', auth.projectId ?? '');
     const r = await q.executeTakeFirst();
     if (Number(r.numDeletedRows) !== 1)
@@ -152,13 +165,21 @@ export class BackupScheduler {
         .execute();
       const auth = await this.actor(s.project_id);
       try {
-        const b = await this.backups.createVolumeBackup(auth, {
-          volumeId: s.volume_id,
-          name: `${s.name ?? 'scheduled'}-${now}`,
-          force: true,
-          scheduleId: s.id,
-        });
+        const name = `${s.name ?? 'scheduled'}-${now}`;
+        const b =
+          s.kind === 'server'
+            ? await this.backups.createServerBackup(auth, { serverId: s.source_id, name, scheduleId: s.id })
+            : await this.backups.createVolumeBackup(auth, {
+                volumeId: s.source_id,
+                name,
+                force: true,
+                scheduleId: s.id,
+              });
         await this.backups.settled(b.id);
+        // A backup that failed while it ran is the schedule's error too (its row says why).
+        const done = await this.backups.get(auth, b.id);
+        if (done.status !== 'available')
+          throw conflict(done.fault ?? `The scheduled backup ended ${done.status}.`);
         await this.prune(auth, s);
         await this.db
           .updateTable('backup_schedules')
@@ -178,9 +199,13 @@ export class BackupScheduler {
 
   /** Deletes the schedule's finished backups its policy does not keep. */
   private async prune(auth: AuthContext, s: BackupSchedule): Promise<void> {
-    const mine = (await this.backups.list(auth, { volumeId: s.volume_id, status: 'available' })).filter(
-      (b) => b.schedule_id === s.id,
-    );
+    const mine = (
+      await this.backups.list(auth, {
+        volumeId: s.source_id,
+        status: 'available',
+        kind: s.kind === 'server' ? 'server' : 'volume',
+      })
+    ).filter((b) => b.schedule_id === s.id);
     const keep = retained(mine, {
       last: s.keep_last,
       daily: s.keep_daily,

@@ -311,6 +311,11 @@ export class BackupService {
     return this.volumes.get(auth, id);
   }
 
+  /** The server a backup or schedule would read, as the caller may see it (404 otherwise). */
+  serverFor(auth: AuthContext, id: string) {
+    return this.serverService.get(auth, id);
+  }
+
   /**
    * Cinder's backup create. The volume must be `available`, or `in-use`
    * with `force` (its guest is paused while it is read). `incremental`
@@ -729,6 +734,7 @@ export class BackupService {
       name?: string | undefined;
       description?: string | undefined;
       incremental?: boolean;
+      scheduleId?: string;
     },
   ): Promise<Backup> {
     const { row } = await this.repository();
@@ -751,7 +757,7 @@ export class BackupService {
       source_id: s.id,
       source_type_id: null,
       size: flavor.disk + def.volumes.reduce((n, v) => n + v.size, 0),
-      schedule_id: null,
+      schedule_id: input.scheduleId ?? null,
       definition: JSON.stringify(def),
     });
     await this.db.insertInto('backups').values(b).execute();

@@ -1,7 +1,7 @@
 import type { Store } from '../store/database.js';
 import { nowIso } from '../util/ids.js';
+import { DEFAULT_DOMAIN_ID, type IdentityConfig } from './config.js';
 import { mfaRules } from './mfa-rules.js';
-import { DEFAULT_DOMAIN_ID, type IdentityConfig } from './service.js';
 
 export interface ReviewOptions {
   /** No login for this many days makes an account stale. */

@@ -5,8 +5,9 @@ import type { Store } from '../store/database.js';
 import type { ApplicationCredentialsTable } from '../store/schema.js';
 import { keystoneId, nowIso, randomSecret } from '../util/ids.js';
 import type { AccessRule } from './access-rules.js';
+import { loginFailed, type UserRef } from './config.js';
 import { hashPassword, verifyPassword } from './passwords.js';
-import { type IdentityService, loginFailed, type UserRef } from './service.js';
+import type { IdentityService } from './service.js';
 
 export type ApplicationCredential = Selectable<ApplicationCredentialsTable>;
 

@@ -1,6 +1,7 @@
 import type { Store } from '../store/database.js';
 import { nowIso, randomSecret } from '../util/ids.js';
-import { DEFAULT_DOMAIN_ID, type IdentityService } from './service.js';
+import { DEFAULT_DOMAIN_ID } from './config.js';
+import type { IdentityService } from './service.js';
 
 export const BUILTIN_ROLES = ['admin', 'manager', 'member', 'reader', 'backup-operator'] as const;
 

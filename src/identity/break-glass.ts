@@ -5,8 +5,9 @@ import type { AuthContext } from '../policy/context.js';
 import type { Store } from '../store/database.js';
 import type { BreakGlassReviewsTable } from '../store/schema.js';
 import { keystoneId, nowIso, randomSecret } from '../util/ids.js';
+import { DEFAULT_DOMAIN_ID, loginFailed } from './config.js';
 import { hashPassword, verifyPassword } from './passwords.js';
-import { DEFAULT_DOMAIN_ID, type IdentityService, loginFailed } from './service.js';
+import type { IdentityService } from './service.js';
 
 /** The auth method a break-glass token records; it counts as a second factor (the sealed envelope). */
 export const BREAK_GLASS_METHOD = 'break_glass';

@@ -6,10 +6,11 @@ import type { Store } from '../store/database.js';
 import type { UsersTable } from '../store/schema.js';
 import { nowIso, randomSecret, sha256Hex } from '../util/ids.js';
 import type { ApplicationCredentialService } from './application-credentials.js';
+import { loginFailed, type ProjectRef, type UserRef } from './config.js';
 import type { CredentialService } from './credentials.js';
 import { APP_CRED_METHOD, LOGIN_METHODS, mfaRules, TOKEN_METHOD } from './mfa-rules.js';
 import { verifyPassword } from './passwords.js';
-import { type IdentityService, loginFailed, type ProjectRef, type UserRef } from './service.js';
+import type { IdentityService } from './service.js';
 
 /** Keystone's receipt lifetime (`[receipt] expiration`). */
 export const RECEIPT_TTL_SECONDS = 300;

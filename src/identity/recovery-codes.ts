@@ -1,9 +1,9 @@
 import { randomInt } from 'node:crypto';
 import type { Store } from '../store/database.js';
 import { keystoneId, nowIso } from '../util/ids.js';
+import type { ProjectRef, UserRef } from './config.js';
 import type { LoginService } from './login.js';
 import { hashPassword, verifyPassword } from './passwords.js';
-import type { ProjectRef, UserRef } from './service.js';
 
 export const RECOVERY_CODE_COUNT = 10;
 const ALPHABET = 'abcdefghjkmnpqrstuvwxyz23456789'; // no 0/o, 1/l/i: read off paper
@@ -46,6 +46,13 @@ export class RecoveryCodeService {
       await tx.insertInto('recovery_codes').values(rows).execute();
     });
     return codes;
+  }
+
+  /** Deletes every code the user has (an admin revoking them); returns how many were unused. */
+  async revoke(userId: string): Promise<number> {
+    const unused = await this.remaining(userId);
+    await this.db.deleteFrom('recovery_codes').where('user_id', '=', userId).execute();
+    return unused;
   }
 
   async remaining(userId: string): Promise<number> {

@@ -10,8 +10,9 @@ import { badRequest, notFound } from '../errors.js';
 import type { AuthContext } from '../policy/context.js';
 import type { Store } from '../store/database.js';
 import { keystoneId, nowIso } from '../util/ids.js';
+import type { ProjectRef, UserRef } from './config.js';
 import type { LoginService } from './login.js';
-import type { IdentityService, ProjectRef, UserRef } from './service.js';
+import type { IdentityService } from './service.js';
 
 const CHALLENGE_TTL_MS = 120_000;
 

@@ -353,6 +353,17 @@ export const POLICY = {
   'compute:servers:revert_resize': ['admin', 'member'],
   'bulwark:hosts:evacuate': ['admin'],
   'bulwark:evacuations:show': ['admin'],
+
+  // Whole-server backup schedules (issue 6, docs/backups.md): as volume schedules, the cloud admin
+  // sets them (they run as bulwark-backup) and the project reads its own.
+  'server:backups:schedules:list': ['admin', 'reader'],
+  'server:backups:schedules:create': ['admin'],
+  'server:backups:schedules:delete': ['admin'],
+
+  // Other users' second factors (issue 11 gap, docs/identity.md): the cloud admin lists them (never a
+  // secret) and revokes one, e.g. a lost key; users manage their own through the routes above.
+  'identity:mfa_devices:list': ['admin'],
+  'identity:mfa_devices:revoke': ['admin'],
 } as const satisfies Record<string, readonly RuleTerm[]>;
 
 export type Action = keyof typeof POLICY;

@@ -45,6 +45,7 @@ import * as m0081 from './migrations/0081-dr-drills.js';
 import * as m0090 from './migrations/0090-migrations.js';
 import * as m0110 from './migrations/0110-server-list-order.js';
 import * as m0140 from './migrations/0140-cold-migration.js';
+import * as m0160 from './migrations/0160-server-backup-schedules.js';
 import type { Schema } from './schema.js';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -108,6 +109,7 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0090-migrations': { up: m0090.up },
   '0110-server-list-order': { up: m0110.up },
   '0140-cold-migration': { up: m0140.up },
+  '0160-server-backup-schedules': { up: m0160.up },
 });
 
 export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');

@@ -741,7 +741,10 @@ export interface DrDrillsTable {
 export interface BackupSchedulesTable {
   id: string;
   project_id: string;
-  volume_id: string;
+  /** `volume` or `server` (migration 0160; volume schedules came first). */
+  kind: string;
+  /** The volume or server backed up (`volume_id` before migration 0160). */
+  source_id: string;
   name: string | null;
   interval_minutes: number;
   keep_last: number;

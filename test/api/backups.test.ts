@@ -3,9 +3,8 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateRecoveryKey } from '../../src/backups/crypto.js';
-import { BackupScheduler } from '../../src/backups/scheduler.js';
-import { BackupService } from '../../src/backups/service.js';
-import { startTestApi, type TestApi } from '../helpers/api.js';
+import { auditedEvents, startTestApi, type TestApi } from '../helpers/api.js';
+import { clockedBackups } from '../helpers/backups.js';
 import { dialects } from '../helpers/store.js';
 
 /**
@@ -33,13 +32,7 @@ describe.each(dialects())('backup API on %s', (dialect) => {
   };
   const backup = async (id: string, token = admin) =>
     (await api.call('GET', `${V}/backups/${id}`, token)).json.backup;
-  const audited = (action: string, outcome: string) =>
-    api.store.db
-      .selectFrom('audit_events')
-      .select(['user_name', 'target_id', 'reason'])
-      .where('action', '=', action)
-      .where('outcome', '=', outcome)
-      .execute();
+  const audited = (action: string, outcome: string) => auditedEvents(api, action, outcome);
 
   beforeAll(async () => {
     api = await startTestApi(dialect);
@@ -353,19 +346,7 @@ describe.each(dialects())('backup API on %s', (dialect) => {
     // A clock the schedule and the service share: 20 nightly runs from Sunday 2026-03-01.
     let clock = Date.UTC(2026, 2, 1);
     const now = () => clock;
-    const service = new BackupService(
-      api.store,
-      api.platform.volume.volumes,
-      api.driver,
-      api.platform.keys,
-      api.platform.audit,
-      {
-        dataDir: api.db.dir,
-        adminProjectName: 'admin',
-        now,
-      },
-    );
-    const scheduler = new BackupScheduler(api.store, api.identity, service, now);
+    const { scheduler } = clockedBackups(api, now);
     await api.store.db
       .updateTable('backup_schedules')
       .set({ next_run_at: new Date(clock).toISOString() })

@@ -426,14 +426,14 @@ describe.each(dialects())('compliance checks on %s', (dialect) => {
     expect((await check('backup-encryption')).verdict).toBe('not_applicable');
     await api.platform.backups.initRepository(auth, generateRecoveryKey().publicKey);
     expect((await check('backup-encryption')).verdict).toBe('pass');
-    const sched = await api.platform.backupScheduler.create(auth, { volumeId: vol.id, intervalMinutes: 60 });
+    const sched = await api.platform.backupScheduler.create(auth, { sourceId: vol.id, intervalMinutes: 60 });
     expect((await check('backup-freshness')).verdict).toBe('pass');
     shift = 3 * 3600_000; // three hours on: no backup within twice the hour
     const late = await check('backup-freshness');
     expect(late.offenders).toEqual([expect.objectContaining({ type: 'backup_schedule', id: sched.id })]);
     expect(late.offenders[0]?.detail).toMatch(/no successful backup since the schedule was made/);
     shift = 0;
-    await api.platform.backupScheduler.delete(auth, sched.id);
+    await api.platform.backupScheduler.delete(auth, 'volume', sched.id);
     await api.platform.snapshots.snapshots.delete(auth, snapshot.id, 'volume');
     await api.platform.snapshots.snapshots.settled();
     await api.platform.volume.volumes.delete(auth, vol.id);

@@ -83,7 +83,8 @@ describe.each(dialects())('metrics on %s', (dialect) => {
       .values({
         id: 'sched-metrics',
         project_id: member.projectId,
-        volume_id: 'vol-metrics',
+        kind: 'volume',
+        source_id: 'vol-metrics',
         name: 'nightly',
         interval_minutes: 60,
         keep_last: 3,

@@ -8,13 +8,9 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { totpCode, totpStep } from '../../src/identity/totp.js';
 import { PASSWORD, startTestApi, type TestApi } from '../helpers/api.js';
 import { dialects } from '../helpers/store.js';
+import { newSecret } from '../helpers/totp.js';
 
 const TOKENS = '/identity/v3/auth/tokens';
-/** A fresh base32 TOTP secret of 160 bits, as `head -c 20 /dev/urandom | base32` makes. */
-const newSecret = () => {
-  const a = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  return [...randomBytes(32)].map((b) => a[b % 32]).join('');
-};
 const code = (secret: string, stepOffset = 0) => totpCode(secret, totpStep(Date.now()) + stepOffset);
 const uniq = (p: string) => `${p}-${randomBytes(3).toString('hex')}`;
 
@@ -317,7 +313,10 @@ describe.each(dialects())('identity hardening on %s', (dialect) => {
     expect(expired.json().error.message).toMatch(/password is expired/);
   });
 
-  it('accepts each recovery code once, with the password, in place of the second factor', async () => {
+  // Ten argon2 hashes, then logins that each verify against them: about a minute at load 20+.
+  it('accepts each recovery code once, with the password, in place of the second factor', {
+    timeout: 180_000,
+  }, async () => {
     const u = await mfaUser();
     const gen = await api.call('POST', '/bulwark/v1/recovery-codes', u.token, {});
     expect(gen.status).toBe(201);

@@ -347,6 +347,9 @@ describe('RBAC matrix', () => {
     if (url.startsWith('/bulwark/v1/break-glass')) return breakGlassSample(method, url, p);
     if (url.startsWith('/bulwark/v1/webauthn') || url.startsWith('/bulwark/v1/recovery-codes'))
       return mfaDeviceSample(method, url);
+    // Another user's factors, for the cloud admin: the member's (revoking codes they lack answers 404).
+    if (url.startsWith('/bulwark/v1/users/:user_id/mfa-devices'))
+      return { url: fill(url, { user_id: who.member.userId as string, id: 'recovery-codes' }), target: {} };
     // A dashboard console ticket comes only to the dashboard's own Origin.
     if (url === '/bulwark/v1/servers/:id/console/tickets')
       return {
@@ -661,11 +664,13 @@ describe('RBAC matrix', () => {
     };
     const values: Record<string, string> = { project_id: projectA };
     const write = method !== 'GET' && method !== 'HEAD';
-    if (url.includes('/backup-schedules/:id')) {
-      const sch = await api.platform.backupScheduler.create(api.authOf(who.admin.token as string), {
-        volumeId: await newVolume(),
-        intervalMinutes: 60,
-      });
+    if (url.includes('backup-schedules/:id')) {
+      const sch = await api.platform.backupScheduler.create(
+        api.authOf(who.admin.token as string),
+        url.includes('/server-backup-schedules')
+          ? { kind: 'server', sourceId: fixtures.server, intervalMinutes: 60 }
+          : { sourceId: await newVolume(), intervalMinutes: 60 },
+      );
       values.id = sch.id;
     } else if (url.includes(':id') && ((write && mayAct(method, url, p)) || !fixtures.backup)) {
       // A fresh backup only for a caller policy lets act (a restore or delete spends it): the others are
@@ -689,6 +694,9 @@ describe('RBAC matrix', () => {
       'POST /backup-repository/unlock': async () => ({ recovery_key: recoveryPem, seconds: 3600 }),
       'POST /backup-schedules': async () => ({
         schedule: { volume_id: await newVolume(), interval_minutes: 60 },
+      }),
+      'POST /server-backup-schedules': async () => ({
+        schedule: { server_id: fixtures.server, interval_minutes: 60 },
       }),
     };
     const body = await bodies[`${method} ${rest}`]?.();

@@ -51,6 +51,7 @@ type Kind =
   | 'grant'
   | 'recording'
   | 'schedule'
+  | 'serverSchedule'
   | 'serverBackup'
   | 'drill';
 
@@ -103,6 +104,9 @@ const BY_SEGMENT: Record<string, Kind> = {
   grants: 'grant',
   recordings: 'recording',
   'backup-schedules': 'schedule',
+  'server-backup-schedules': 'serverSchedule',
+  // an admin's view of a user's second factors: A's TOTP credential is one
+  'mfa-devices': 'credential',
 };
 
 type Param = { kind: Kind } | { global: string };
@@ -268,8 +272,17 @@ describe.each(dialects())('tenant isolation on %s', (dialect) => {
       .executeTakeFirstOrThrow();
     expect(drill, drill.reason ?? '').toMatchObject({ status: 'done', verdict: 'pass' });
     a.schedule = {
-      id: (await api.platform.backupScheduler.create(admin, { volumeId: a.volume.id, intervalMinutes: 60 }))
+      id: (await api.platform.backupScheduler.create(admin, { sourceId: a.volume.id, intervalMinutes: 60 }))
         .id,
+    };
+    a.serverSchedule = {
+      id: (
+        await api.platform.backupScheduler.create(admin, {
+          kind: 'server',
+          sourceId: a.server.id,
+          intervalMinutes: 60,
+        })
+      ).id,
     };
     a.secret = {
       id: await api.platform.keys.createKey(a.project.id, {

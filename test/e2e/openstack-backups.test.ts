@@ -20,6 +20,7 @@ import {
 } from '../helpers/daemon-process.js';
 import { imageCreateArgs, waitFor } from '../helpers/guests.js';
 import { filesUnder } from '../helpers/leaks.js';
+import { privateNetwork } from '../helpers/networks.js';
 
 describe.runIf(process.getuid?.() === 0)(
   'volume backups against bulwark serve (encrypted repository, real guest)',
@@ -117,8 +118,7 @@ describe.runIf(process.getuid?.() === 0)(
       await until('volume', 'data-vol', 'available');
       await os('flavor', 'create', '--vcpus', '1', '--ram', '256', '--disk', '1', 'tiny');
       await os(...imageCreateArgs('tiny-bios', 'bios.raw'));
-      await os('network', 'create', 'bak-net');
-      await os('subnet', 'create', '--network', 'bak-net', '--subnet-range', '10.19.0.0/24', 'bak-subnet');
+      await privateNetwork(d, 'bak-net', '10.19.0.0/24');
       await bootWith('vm', 'data-vol', ['yes "$M" | head -c 2097152 > /dev/vdb; sync; echo BW-BAK-WRITTEN']);
       await waitFor(
         'the guest to write',

@@ -8,6 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
 import { imageCreateArgs, waitFor } from '../helpers/guests.js';
+import { privateNetwork } from '../helpers/networks.js';
 
 describe.runIf(process.getuid?.() === 0)(
   'openstack server group against bulwark serve (real guest)',
@@ -43,16 +44,7 @@ describe.runIf(process.getuid?.() === 0)(
     it('openstack server create ... --hint group=<id> web-node-01 boots; web-node-02 is ERROR, no valid host', async () => {
       await os('flavor', 'create', '--vcpus', '1', '--ram', '256', '--disk', '1', 'm1.large');
       await os(...imageCreateArgs('ubuntu-24.04', 'bios.raw', ['hw_firmware_type=bios']));
-      await os('network', 'create', 'private-net');
-      await os(
-        'subnet',
-        'create',
-        '--network',
-        'private-net',
-        '--subnet-range',
-        '10.61.0.0/24',
-        'private-subnet',
-      );
+      await privateNetwork(d, 'private-net', '10.61.0.0/24');
       for (const name of ['web-node-01', 'web-node-02'])
         await os(
           'server',

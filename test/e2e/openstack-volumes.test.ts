@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DaemonProcess, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
 import { imageCreateArgs, waitFor } from '../helpers/guests.js';
 import { filesUnder } from '../helpers/leaks.js';
+import { privateNetwork } from '../helpers/networks.js';
 
 describe.runIf(process.getuid?.() === 0)(
   'openstack volumes against bulwark serve (encrypted, real guest)',
@@ -91,8 +92,7 @@ describe.runIf(process.getuid?.() === 0)(
           'yes "$M" | head -c 1048576 > /dev/vdb; sync; echo BW-VOL-WRITTEN',
         ].join('\n'),
       );
-      await os('network', 'create', 'vol-net');
-      await os('subnet', 'create', '--network', 'vol-net', '--subnet-range', '10.9.0.0/24', 'vol-subnet');
+      await privateNetwork(d, 'vol-net', '10.9.0.0/24');
       await os(
         'server',
         'create',

@@ -22,6 +22,7 @@ import {
 } from '../helpers/daemon-process.js';
 import { guestImage, waitFor } from '../helpers/guests.js';
 import { filesUnder } from '../helpers/leaks.js';
+import { privateNetwork } from '../helpers/networks.js';
 
 const PASS = 'Long-enough-pass-1';
 
@@ -146,8 +147,7 @@ describe.runIf(process.getuid?.() === 0)(
         ...['image', 'create', '--disk-format', 'raw', '--container-format', 'bare'],
         ...['--file', guestImage('bios.raw'), 'tiny-bios'],
       );
-      await os('network', 'create', 'sb-net');
-      await os('subnet', 'create', '--network', 'sb-net', '--subnet-range', '10.21.0.0/24', 'sb-subnet');
+      await privateNetwork(d, 'sb-net', '10.21.0.0/24');
       // Each boot: count boots on the root disk, report what the disks hold, write the marker where missing.
       const f = join(d.dataDir, 'sb.sh');
       writeFileSync(

@@ -5,7 +5,8 @@ import { HostEnrollment } from '../../src/compute/host-enrollment.js';
 import type { CreateServerInput } from '../../src/compute/servers.js';
 import { FakeHypervisor } from '../../src/host/fake-hypervisor.js';
 import { bootstrapIdentity } from '../../src/identity/bootstrap.js';
-import type { IdentityPolicy, IdentityService } from '../../src/identity/service.js';
+import type { IdentityPolicy } from '../../src/identity/config.js';
+import type { IdentityService } from '../../src/identity/service.js';
 import { type DataplaneSync, syncGroups } from '../../src/network/networks.js';
 import { createCa, type PemPair } from '../../src/pki/ca.js';
 import { buildPlatform, type Platform, type PlatformOptions } from '../../src/platform.js';
@@ -227,6 +228,16 @@ export const lastAuditEvent = (api: TestApi, action: string) =>
     .where('action', '=', action)
     .orderBy('seq', 'desc')
     .executeTakeFirst();
+
+/** The audit events of one action and outcome, oldest first: who, on what, and why. */
+export const auditedEvents = (api: TestApi, action: string, outcome: string) =>
+  api.store.db
+    .selectFrom('audit_events')
+    .select(['user_name', 'target_id', 'reason'])
+    .where('action', '=', action)
+    .where('outcome', '=', outcome)
+    .orderBy('seq')
+    .execute();
 
 /** A server request for tests, with the fixture image and flavor filled in by the caller. */
 export const serverRequest = (imageRef: string, flavorRef: string, name = 'vm'): CreateServerInput => ({

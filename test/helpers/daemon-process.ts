@@ -162,7 +162,6 @@ export async function startDaemonProcess(
   };
 }
 
-/** After a suite: deletes every server so no guest outlives it, stops the daemon, removes what it left. */
 /** The openstack CLI's environment for `user`/`password` scoped to `project` on `d` (no clouds.yaml). */
 export const passwordCliEnv = (
   d: Pick<DaemonProcess, 'url' | 'dataDir'>,
@@ -182,6 +181,7 @@ export const passwordCliEnv = (
   OS_IDENTITY_API_VERSION: '3',
 });
 
+/** After a suite: deletes every server so no guest outlives it, stops the daemon, removes what it left. */
 export async function stopDaemon(d: DaemonProcess | undefined): Promise<void> {
   if (!d) return;
   // Every page (a suite may run the daemon with a small --api-max-limit).

@@ -11,6 +11,7 @@ import { totpCode, totpStep } from '../../src/identity/totp.js';
 import { launchBrowser, seriousA11yViolations, type TestBrowser } from '../helpers/browser.js';
 import { type DaemonProcess, REPO, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
 import { guestImage } from '../helpers/guests.js';
+import { newSecret } from '../helpers/totp.js';
 
 const SHOTS = join(REPO, 'docs', 'screenshots');
 const SLOW = { timeout: 30_000, interval: 250 };
@@ -194,6 +195,24 @@ describe.runIf(process.getuid?.() === 0)(
       expect(runs).toHaveLength(1);
       const shown = await page.getByRole('status').first().textContent();
       expect(shown).toContain(runs[0].created_at);
+    });
+
+    it('Admin → Users: lists another user’s second factors (no secret shown) and revokes one, audited', async () => {
+      const secret = newSecret();
+      await d.os('user', 'create', '--password', OPS_PASSWORD, 'keyuser');
+      await d.os('credential', 'create', '--type', 'totp', 'keyuser', secret);
+      await go('/admin/users');
+      await page.getByRole('button', { name: 'Show second factors of keyuser' }).click();
+      const table = page.getByRole('table', { name: /Second factors of keyuser/ });
+      await table.getByRole('row', { name: /TOTP/ }).waitFor(SLOW);
+      expect(await page.locator('main').textContent()).not.toContain(secret);
+      await accessible('user-factors');
+      await page.getByRole('button', { name: 'Revoke TOTP of keyuser' }).click();
+      await page.getByText('keyuser has no second factor.').waitFor(SLOW);
+      const user = await d.osJson('user', 'show', 'keyuser');
+      expect(await d.osJson('credential', 'list', '--type', 'totp', '--user', user.id)).toEqual([]);
+      const audit = await bulwarkJson('audit', 'list', '--action', 'identity:mfa_devices:revoke');
+      expect(audit).toEqual([expect.objectContaining({ outcome: 'success', user_name: 'admin' })]);
     });
 
     // Last: from here a password alone no longer logs the admin in.

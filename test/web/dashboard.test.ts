@@ -13,6 +13,7 @@ import { totpCode, totpStep } from '../../src/identity/totp.js';
 import { launchBrowser, seriousA11yViolations, type TestBrowser, tokenCliEnv } from '../helpers/browser.js';
 import { type DaemonProcess, REPO, startDaemonProcess, stopDaemon } from '../helpers/daemon-process.js';
 import { guestImage } from '../helpers/guests.js';
+import { privateNetwork } from '../helpers/networks.js';
 
 const SECRET = 'JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP';
 const SHOTS = join(REPO, 'docs', 'screenshots');
@@ -54,16 +55,7 @@ describe.runIf(process.getuid?.() === 0)('web dashboard in Chromium', { timeout:
       guestImage('uefi-signed.raw'),
       'tiny-uefi',
     );
-    await d.os('network', 'create', 'private-net');
-    await d.os(
-      'subnet',
-      'create',
-      '--network',
-      'private-net',
-      '--subnet-range',
-      '10.0.0.0/24',
-      'private-sub',
-    );
+    await privateNetwork(d);
     // From here the admin logs in with password and TOTP (Keystone MFA rules, docs/identity.md).
     await d.os('credential', 'create', '--type', 'totp', 'admin', SECRET);
     await d.os(

@@ -5,6 +5,7 @@ import type { BulwarkClient } from '../client.js';
 import { findByNameOrId, withClient, withFormat } from '../common.js';
 import { printList, printObject } from '../output.js';
 import { waitWithStatus } from '../progress.js';
+import { registerScheduleCommands } from './backup-schedules.js';
 
 type Obj = Record<string, unknown>;
 const globals = (cmd: Command) =>
@@ -250,7 +251,7 @@ export function registerBackupCommands(program: Command): void {
       });
     },
   );
-  registerBackupScheduleCommands(backup);
+  registerScheduleCommands(backup, 'volume');
   backup
     .command('delete <backup>')
     .description('Admin: delete a backup (chunks other backups share are kept)')
@@ -260,87 +261,4 @@ export function registerBackupCommands(program: Command): void {
         await c.request('volumev3', 'DELETE', `/backups/${b.id}`);
       });
     });
-}
-
-/** `bulwark backup schedule ...`: scheduled backups with retention, run as the bulwark-backup identity. */
-export function registerBackupScheduleCommands(backup: Command): void {
-  const schedule = backup
-    .command('schedule')
-    .description('Scheduled backups with retention (admin sets, project reads)');
-  withFormat(
-    schedule
-      .command('create <volume>')
-      .description(
-        'Admin: back up VOLUME every --every minutes as bulwark-backup; prune to the --keep-* policy',
-      )
-      .requiredOption('--every <minutes>', 'interval in minutes')
-      .option('--name <name>')
-      .option('--keep-last <n>', 'newest backups to keep', '7')
-      .option('--keep-daily <n>', 'days to keep the newest backup of', '7')
-      .option('--keep-weekly <n>', 'ISO weeks to keep the newest backup of', '4')
-      .option('--keep-monthly <n>', 'months to keep the newest backup of', '6'),
-  ).action(
-    async (
-      ref: string,
-      o: {
-        every: string;
-        name?: string;
-        keepLast: string;
-        keepDaily: string;
-        keepWeekly: string;
-        keepMonthly: string;
-      },
-      cmd: Command,
-    ) => {
-      const g = globals(cmd);
-      await withClient(g, async (c) => {
-        const v = await findVolume(c, ref);
-        const r = await c.request<{ schedule: Obj }>('bulwark', 'POST', '/backup-schedules', {
-          schedule: {
-            volume_id: v.id,
-            ...(o.name ? { name: o.name } : {}),
-            interval_minutes: Number(o.every),
-            keep_last: Number(o.keepLast),
-            keep_daily: Number(o.keepDaily),
-            keep_weekly: Number(o.keepWeekly),
-            keep_monthly: Number(o.keepMonthly),
-          },
-        });
-        printObject(g.format, r.schedule);
-      });
-    },
-  );
-  withFormat(schedule.command('list').option('--all-projects')).action(
-    async (o: { allProjects?: boolean }, cmd: Command) => {
-      const g = globals(cmd);
-      await withClient(g, async (c) => {
-        const r = await c.request<{ schedules: Obj[] }>(
-          'bulwark',
-          'GET',
-          `/backup-schedules${o.allProjects ? '?all_tenants=1' : ''}`,
-        );
-        printList(
-          g.format,
-          [
-            'id',
-            'name',
-            'volume_id',
-            'interval_minutes',
-            'keep_last',
-            'keep_daily',
-            'keep_weekly',
-            'keep_monthly',
-            'next_run_at',
-            'last_error',
-          ],
-          r.schedules,
-        );
-      });
-    },
-  );
-  schedule.command('delete <id>').action(async (id: string, _o: unknown, cmd: Command) => {
-    await withClient(globals(cmd), async (c) => {
-      await c.request('bulwark', 'DELETE', `/backup-schedules/${encodeURIComponent(id)}`);
-    });
-  });
 }

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import type { BulwarkClient } from '../client.js';
 import { findByNameOrId, withClient, withFormat } from '../common.js';
 import { printList, printObject } from '../output.js';
 
@@ -164,6 +165,32 @@ export function registerIdentityCommands(program: Command): void {
           const u = await findByNameOrId<Obj>(c, 'identity', 'users', 'user', ref);
           await c.request('identity', 'DELETE', `/users/${u.id}`);
         }
+      });
+    });
+
+  // Cloud admin: another user's second factors (docs/identity.md), listed without secrets, revoked by id.
+  const mfa = user
+    .command('mfa')
+    .description("Admin: a user's second factors (TOTP, security keys, recovery codes)");
+  const devicesOf = async (c: BulwarkClient, ref: string) =>
+    `/users/${(await findByNameOrId<Obj>(c, 'identity', 'users', 'user', ref)).id}/mfa-devices`;
+  withFormat(mfa.command('list <user>').description("List a user's second factors")).action(
+    async (ref: string, _o, cmd: Command) => {
+      const g = globals(cmd);
+      await withClient(g, async (c) => {
+        const r = await c.request<{ mfa_devices: Obj[] }>('bulwark', 'GET', await devicesOf(c, ref));
+        printList(g.format, ['id', 'type', 'name', 'created_at', 'last_used_at', 'remaining'], r.mfa_devices);
+      });
+    },
+  );
+  mfa
+    .command('revoke <user> <device>')
+    .description(
+      "Revoke one of a user's factors by its id (from `mfa list`; `recovery-codes` for their codes)",
+    )
+    .action(async (ref: string, device: string, _o, cmd: Command) => {
+      await withClient(globals(cmd), async (c) => {
+        await c.request('bulwark', 'DELETE', `${await devicesOf(c, ref)}/${encodeURIComponent(device)}`);
       });
     });
 

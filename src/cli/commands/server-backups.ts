@@ -5,6 +5,7 @@ import { findByNameOrId, withClient, withFormat } from '../common.js';
 import { printList, printObject } from '../output.js';
 import { waitWithStatus } from '../progress.js';
 import { printHeld } from './approvals.js';
+import { registerScheduleCommands } from './backup-schedules.js';
 
 type Obj = Record<string, unknown> & { id: string };
 const globals = (cmd: Command) =>
@@ -69,6 +70,7 @@ const flat = (b: Obj) => ({
  */
 export function registerServerBackupCommands(server: Command): void {
   const backup = server.command('backup').description('Whole-server backups (docs/backups.md)');
+  registerScheduleCommands(backup, 'server');
   withFormat(
     backup
       .command('create <server>')

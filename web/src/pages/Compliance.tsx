@@ -1,6 +1,7 @@
 import { useState } from 'react';
 import { get, post } from '../api';
 import { useAction, useLoad } from '../hooks';
+import { Choice, DataTable } from '../listing';
 import { ErrorBox, Field, Loading, Page } from '../ui';
 
 interface Offender {
@@ -43,6 +44,30 @@ const FRAMEWORKS: [string, string][] = [
 ];
 const WORD = { pass: 'Pass', fail: 'Fail', not_applicable: 'Not applicable' } as const;
 
+/** A control's evidence: why it is what it is, when it was checked, and what fails with the fix. */
+const evidence = (r: ReportRow) => (
+  <>
+    {r.result.reason}
+    <br />
+    <small>
+      Checked {r.result.checked} at {r.result.checked_at}
+    </small>
+    {r.result.offenders.length > 0 && (
+      <>
+        <ul>
+          {r.result.offenders.map((o) => (
+            <li key={`${o.type}-${o.id}-${o.detail}`}>
+              {o.type} {o.id}
+              {o.name && o.name !== o.id ? ` (${o.name})` : ''}: {o.detail}
+            </li>
+          ))}
+        </ul>
+        <small>Fix: {r.control.remediation}</small>
+      </>
+    )}
+  </>
+);
+
 /** Compliance (docs/compliance.md): one framework's verdicts with their evidence, and the runs over time. */
 export function CompliancePage() {
   const [framework, setFramework] = useState('pci-dss');
@@ -72,13 +97,7 @@ export function CompliancePage() {
     <Page title="Compliance">
       <div className="inline-form">
         <Field label="Framework">
-          <select name="framework" value={framework} onChange={(e) => setFramework(e.target.value)}>
-            {FRAMEWORKS.map(([v, label]) => (
-              <option key={v} value={v}>
-                {label}
-              </option>
-            ))}
-          </select>
+          <Choice name="framework" value={framework} onChange={setFramework} options={FRAMEWORKS} />
         </Field>
         <button type="button" onClick={runNow} disabled={action.busy}>
           {action.busy ? 'Checking…' : 'Run checks now'}
@@ -97,86 +116,54 @@ export function CompliancePage() {
             Run of {rep.generated_at}: {rep.totals.pass} pass, {rep.totals.fail} fail,{' '}
             {rep.totals.not_applicable} not applicable.
           </p>
-          <table className="wrap">
-            <caption>Controls and their evidence</caption>
-            <thead>
-              <tr>
-                <th scope="col">Control</th>
-                <th scope="col">Requirements</th>
-                <th scope="col">Verdict</th>
-                <th scope="col">Evidence</th>
-              </tr>
-            </thead>
-            <tbody>
-              {rep.rows.map((r) => (
-                <tr key={r.control.id} className={`verdict-${r.result.verdict}`}>
-                  <td>
+          <DataTable
+            className="wrap"
+            caption="Controls and their evidence"
+            rows={rep.rows}
+            rowKey={(r) => r.control.id}
+            rowClass={(r) => `verdict-${r.result.verdict}`}
+            columns={[
+              {
+                header: 'Control',
+                cell: (r) => (
+                  <>
                     <strong>{r.control.id}</strong>
                     <br />
                     {r.control.title}
-                  </td>
-                  <td>{r.requirements.join(', ')}</td>
-                  <td>{WORD[r.result.verdict]}</td>
-                  <td>
-                    {r.result.reason}
-                    <br />
-                    <small>
-                      Checked {r.result.checked} at {r.result.checked_at}
-                    </small>
-                    {r.result.offenders.length > 0 && (
-                      <>
-                        <ul>
-                          {r.result.offenders.map((o) => (
-                            <li key={`${o.type}-${o.id}-${o.detail}`}>
-                              {o.type} {o.id}
-                              {o.name && o.name !== o.id ? ` (${o.name})` : ''}: {o.detail}
-                            </li>
-                          ))}
-                        </ul>
-                        <small>Fix: {r.control.remediation}</small>
-                      </>
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
+                  </>
+                ),
+              },
+              { header: 'Requirements', cell: (r) => r.requirements.join(', ') },
+              { header: 'Verdict', cell: (r) => WORD[r.result.verdict] },
+              { header: 'Evidence', cell: evidence },
+            ]}
+          />
         </>
       )}
       {runs.data && runs.data.length > 0 && (
-        <table>
-          <caption>History (newest first)</caption>
-          <thead>
-            <tr>
-              <th scope="col">Time</th>
-              <th scope="col">By</th>
-              <th scope="col">Pass</th>
-              <th scope="col">Fail</th>
-              <th scope="col">Not applicable</th>
-              <th scope="col">Report</th>
-            </tr>
-          </thead>
-          <tbody>
-            {runs.data.map((r) => (
-              <tr key={r.id}>
-                <td>{r.created_at}</td>
-                <td>{r.created_by_name}</td>
-                <td>{r.passed}</td>
-                <td>{r.failed}</td>
-                <td>{r.not_applicable}</td>
-                <td>
-                  {r.id === runId ? (
-                    'Shown'
-                  ) : (
-                    <button type="button" onClick={() => setChosen(r.id)}>
-                      Show run of {r.created_at}
-                    </button>
-                  )}
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
+        <DataTable
+          caption="History (newest first)"
+          rows={runs.data}
+          rowKey={(r) => r.id}
+          columns={[
+            { header: 'Time', cell: (r) => r.created_at },
+            { header: 'By', cell: (r) => r.created_by_name },
+            { header: 'Pass', cell: (r) => r.passed },
+            { header: 'Fail', cell: (r) => r.failed },
+            { header: 'Not applicable', cell: (r) => r.not_applicable },
+            {
+              header: 'Report',
+              cell: (r) =>
+                r.id === runId ? (
+                  'Shown'
+                ) : (
+                  <button type="button" onClick={() => setChosen(r.id)}>
+                    Show run of {r.created_at}
+                  </button>
+                ),
+            },
+          ]}
+        />
       )}
     </Page>
   );

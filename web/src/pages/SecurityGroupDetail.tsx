@@ -2,7 +2,8 @@ import { type FormEvent, useState } from 'react';
 import { useParams } from 'react-router';
 import { del, get, post } from '../api';
 import { useAction, useLoad } from '../hooks';
-import { ErrorBox, Field, Loading, Page } from '../ui';
+import { Choice, CreateForm, DangerButton, Listing } from '../listing';
+import { ErrorBox, Field, Page } from '../ui';
 import { listGroups, type SecurityGroup, type SecurityGroupRule } from './SecurityGroups';
 
 /** Horizon's rule presets: a protocol and, for the named services, their port. */
@@ -71,20 +72,20 @@ export function SecurityGroupDetail() {
   return (
     <Page title={`Manage Security Group Rules: ${group.data?.name ?? ''}`}>
       <ErrorBox error={group.error} />
-      <form onSubmit={submit} className="inline-form" aria-label="Add Rule">
-        <h2>Add Rule</h2>
+      <CreateForm title="Add Rule" submit="Add" busy={add.busy} error={add.error} onSubmit={submit}>
         <Field label="Rule">
-          <select name="rule" value={preset} onChange={(e) => setPreset(e.target.value)}>
-            {Object.keys(PRESETS).map((k) => (
-              <option key={k}>{k}</option>
-            ))}
-          </select>
+          <Choice name="rule" value={preset} onChange={setPreset} options={Object.keys(PRESETS)} />
         </Field>
         <Field label="Direction">
-          <select name="direction" value={direction} onChange={(e) => setDirection(e.target.value)}>
-            <option value="ingress">Ingress</option>
-            <option value="egress">Egress</option>
-          </select>
+          <Choice
+            name="direction"
+            value={direction}
+            onChange={setDirection}
+            options={[
+              ['ingress', 'Ingress'],
+              ['egress', 'Egress'],
+            ]}
+          />
         </Field>
         {p.port === undefined && p.protocol !== 'icmp' && (
           <Field label="Port Range">
@@ -109,14 +110,15 @@ export function SecurityGroupDetail() {
           </Field>
         )}
         <Field label="Remote">
-          <select
+          <Choice
             name="remote"
             value={remote}
-            onChange={(e) => setRemote(e.target.value as 'cidr' | 'group')}
-          >
-            <option value="cidr">CIDR</option>
-            <option value="group">Security Group</option>
-          </select>
+            onChange={(v) => setRemote(v as 'cidr' | 'group')}
+            options={[
+              ['cidr', 'CIDR'],
+              ['group', 'Security Group'],
+            ]}
+          />
         </Field>
         {remote === 'cidr' ? (
           <Field label="CIDR">
@@ -139,53 +141,38 @@ export function SecurityGroupDetail() {
             </select>
           </Field>
         )}
-        <button type="submit" disabled={add.busy}>
-          Add
-        </button>
-        <ErrorBox error={add.error} />
-      </form>
+      </CreateForm>
       <ErrorBox error={remove.error} />
-      {group.data === null ? (
-        <Loading what="rules" />
-      ) : (
-        <table>
-          <caption>Rules</caption>
-          <thead>
-            <tr>
-              <th scope="col">Direction</th>
-              <th scope="col">Ether Type</th>
-              <th scope="col">IP Protocol</th>
-              <th scope="col">Port Range</th>
-              <th scope="col">Remote</th>
-              <th scope="col">Actions</th>
-            </tr>
-          </thead>
-          <tbody>
-            {group.data.security_group_rules.map((r) => (
-              <tr key={r.id}>
-                <td>{r.direction === 'ingress' ? 'Ingress' : 'Egress'}</td>
-                <td>{r.ethertype}</td>
-                <td>{r.protocol ?? 'Any'}</td>
-                <td>{ports(r)}</td>
-                <td>{r.remote_group_id ? nameOf(r.remote_group_id) : (r.remote_ip_prefix ?? 'Any')}</td>
-                <td>
-                  <button
-                    type="button"
-                    className="danger"
-                    disabled={remove.busy}
-                    onClick={async () =>
-                      (await remove.run(() => del(`/network/v2.0/security-group-rules/${r.id}`))) &&
-                      group.reload()
-                    }
-                  >
-                    Delete Rule
-                  </button>
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
+      <Listing
+        what="rules"
+        caption="Rules"
+        rows={group.data?.security_group_rules ?? null}
+        rowKey={(r) => r.id}
+        columns={[
+          { header: 'Direction', cell: (r) => (r.direction === 'ingress' ? 'Ingress' : 'Egress') },
+          { header: 'Ether Type', cell: (r) => r.ethertype },
+          { header: 'IP Protocol', cell: (r) => r.protocol ?? 'Any' },
+          { header: 'Port Range', cell: ports },
+          {
+            header: 'Remote',
+            cell: (r) => (r.remote_group_id ? nameOf(r.remote_group_id) : (r.remote_ip_prefix ?? 'Any')),
+          },
+          {
+            header: 'Actions',
+            cell: (r) => (
+              <DangerButton
+                busy={remove.busy}
+                onClick={async () =>
+                  (await remove.run(() => del(`/network/v2.0/security-group-rules/${r.id}`))) &&
+                  group.reload()
+                }
+              >
+                Delete Rule
+              </DangerButton>
+            ),
+          },
+        ]}
+      />
     </Page>
   );
 }

@@ -2,7 +2,8 @@ import { type FormEvent, useState } from 'react';
 import { Link } from 'react-router';
 import { get, post } from '../api';
 import { useAction, useLoad } from '../hooks';
-import { ErrorBox, Field, Loading, Page } from '../ui';
+import { CreateForm, Listing } from '../listing';
+import { ErrorBox, Field, Page } from '../ui';
 
 export interface SecurityGroup {
   id: string;
@@ -41,52 +42,34 @@ export function SecurityGroupsPage() {
   };
   return (
     <Page title="Security Groups">
-      <form onSubmit={submit} className="inline-form" aria-label="Create Security Group">
-        <h2>Create Security Group</h2>
+      <CreateForm title="Create Security Group" busy={create.busy} error={create.error} onSubmit={submit}>
         <Field label="Name">
           <input name="name" required value={name} onChange={(e) => setName(e.target.value)} />
         </Field>
         <Field label="Description">
           <input name="description" value={description} onChange={(e) => setDescription(e.target.value)} />
         </Field>
-        <button type="submit" disabled={create.busy}>
-          Create Security Group
-        </button>
-        <ErrorBox error={create.error} />
-      </form>
+      </CreateForm>
       <ErrorBox error={groups.error} />
-      {groups.data === null ? (
-        <Loading what="security groups" />
-      ) : (
-        <table>
-          <caption>Security groups of this project</caption>
-          <thead>
-            <tr>
-              <th scope="col">Name</th>
-              <th scope="col">Description</th>
-              <th scope="col">Rules</th>
-              <th scope="col">Actions</th>
-            </tr>
-          </thead>
-          <tbody>
-            {groups.data.map((g) => (
-              <tr key={g.id}>
-                <td>{g.name}</td>
-                <td>{g.description}</td>
-                <td>{g.security_group_rules.length}</td>
-                <td>
-                  <Link
-                    to={`/project/network/security-groups/${g.id}`}
-                    aria-label={`Manage Rules of ${g.name}`}
-                  >
-                    Manage Rules
-                  </Link>
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
+      <Listing
+        what="security groups"
+        caption="Security groups of this project"
+        rows={groups.data}
+        rowKey={(g) => g.id}
+        columns={[
+          { header: 'Name', cell: (g) => g.name },
+          { header: 'Description', cell: (g) => g.description },
+          { header: 'Rules', cell: (g) => g.security_group_rules.length },
+          {
+            header: 'Actions',
+            cell: (g) => (
+              <Link to={`/project/network/security-groups/${g.id}`} aria-label={`Manage Rules of ${g.name}`}>
+                Manage Rules
+              </Link>
+            ),
+          },
+        ]}
+      />
     </Page>
   );
 }

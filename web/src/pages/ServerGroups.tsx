@@ -1,7 +1,8 @@
 import { type FormEvent, useState } from 'react';
 import { api, del } from '../api';
 import { useAction, useLoad } from '../hooks';
-import { ErrorBox, Field, Loading, Page } from '../ui';
+import { Choice, CreateForm, DangerButton, Listing } from '../listing';
+import { ErrorBox, Field, Page } from '../ui';
 
 export interface ServerGroup {
   id: string;
@@ -44,19 +45,12 @@ export function ServerGroupsPage() {
   };
   return (
     <Page title="Server Groups">
-      <form onSubmit={submit} className="inline-form" aria-label="Create Server Group">
-        <h2>Create Server Group</h2>
+      <CreateForm title="Create Server Group" busy={create.busy} error={create.error} onSubmit={submit}>
         <Field label="Name">
           <input name="name" required value={name} onChange={(e) => setName(e.target.value)} />
         </Field>
         <Field label="Policy">
-          <select name="policy" value={policy} onChange={(e) => setPolicy(e.target.value)}>
-            {POLICIES.map((p) => (
-              <option key={p} value={p}>
-                {p}
-              </option>
-            ))}
-          </select>
+          <Choice name="policy" value={policy} onChange={setPolicy} options={POLICIES} />
         </Field>
         {policy === 'anti-affinity' && (
           <Field label="Max servers per host (optional)">
@@ -68,56 +62,40 @@ export function ServerGroupsPage() {
             />
           </Field>
         )}
-        <button type="submit" disabled={create.busy}>
-          Create Server Group
-        </button>
-        <ErrorBox error={create.error} />
-      </form>
+      </CreateForm>
       <ErrorBox error={groups.error ?? remove.error} />
-      {groups.data === null ? (
-        <Loading what="server groups" />
-      ) : (
-        <table>
-          <caption>Server groups of this project</caption>
-          <thead>
-            <tr>
-              <th scope="col">Name</th>
-              <th scope="col">Policy</th>
-              <th scope="col">Rules</th>
-              <th scope="col">Members</th>
-              <th scope="col">Actions</th>
-            </tr>
-          </thead>
-          <tbody>
-            {groups.data.map((g) => (
-              <tr key={g.id}>
-                <td>{g.name}</td>
-                <td>{g.policy}</td>
-                <td>
-                  {Object.entries(g.rules ?? {})
-                    .map(([k, v]) => `${k}=${v}`)
-                    .join(', ') || 'None'}
-                </td>
-                <td>{g.members.length}</td>
-                <td>
-                  <button
-                    type="button"
-                    className="danger"
-                    disabled={remove.busy}
-                    aria-label={`Delete ${g.name}`}
-                    onClick={async () => {
-                      if (await remove.run(() => del(`/compute/v2.1/os-server-groups/${g.id}`)))
-                        groups.reload();
-                    }}
-                  >
-                    Delete
-                  </button>
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
+      <Listing
+        what="server groups"
+        caption="Server groups of this project"
+        rows={groups.data}
+        rowKey={(g) => g.id}
+        columns={[
+          { header: 'Name', cell: (g) => g.name },
+          { header: 'Policy', cell: (g) => g.policy },
+          {
+            header: 'Rules',
+            cell: (g) =>
+              Object.entries(g.rules ?? {})
+                .map(([k, v]) => `${k}=${v}`)
+                .join(', ') || 'None',
+          },
+          { header: 'Members', cell: (g) => g.members.length },
+          {
+            header: 'Actions',
+            cell: (g) => (
+              <DangerButton
+                busy={remove.busy}
+                label={`Delete ${g.name}`}
+                onClick={async () => {
+                  if (await remove.run(() => del(`/compute/v2.1/os-server-groups/${g.id}`))) groups.reload();
+                }}
+              >
+                Delete
+              </DangerButton>
+            ),
+          },
+        ]}
+      />
     </Page>
   );
 }
