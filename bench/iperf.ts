@@ -16,7 +16,7 @@
  *
  *   npx tsc -p bench/tsconfig.json && node dist-bench/bench/iperf.js [rounds] [seconds]
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runNet } from '../src/host/net/exec.js';
@@ -207,6 +207,15 @@ try {
     ],
   });
 } finally {
+  // A daemonised iperf3 outlives its namespace: stop it by its pidfile before the topology goes.
+  const pidfile = join(tmp, 'iperf.pid');
+  if (existsSync(pidfile)) {
+    try {
+      process.kill(Number(readFileSync(pidfile, 'utf8').trim()), 'SIGTERM');
+    } catch {
+      // already gone
+    }
+  }
   await topo.destroy();
   rmSync(tmp, { recursive: true, force: true });
 }
