@@ -12,9 +12,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type AgentTopology, startAgentTopology } from '../helpers/agent-hosts.js';
+import { type AgentTopology, agentHostsOnly, startAgentTopology } from '../helpers/agent-hosts.js';
 import { passwordCliEnv, REPO } from '../helpers/daemon-process.js';
 import { imageCreateArgs, waitFor } from '../helpers/guests.js';
+import { privateNetwork } from '../helpers/networks.js';
 
 const PG = process.env.BULWARK_TEST_PG !== '0';
 const PASS = 'Long-enough-pass-1';
@@ -33,10 +34,7 @@ describe.runIf(process.getuid?.() === 0)(
     beforeAll(async () => {
       t = await startAgentTopology({ prefix: 'bwcm', subnet: '10.65.0', postgres: PG });
       await t.joinAll();
-      const local = JSON.parse((await t.d.bulwark(['host', 'list', '-f', 'json'])).stdout).find(
-        (h: { local: boolean }) => h.local,
-      ) as { name: string };
-      expect((await t.d.bulwark(['host', 'disable', local.name])).code).toBe(0);
+      await agentHostsOnly(t.d);
       await os('flavor', 'create', '--vcpus', '1', '--ram', '192', '--disk', '1', 'm1.tiny');
       await os(...imageCreateArgs('tiny', 'bios.raw', ['hw_firmware_type=bios']));
       // A vTPM flavor: swtpm's encrypted state moves with the disk.
@@ -55,8 +53,7 @@ describe.runIf(process.getuid?.() === 0)(
         'hw:tpm_model=tpm-crb',
         'm1.tpm',
       );
-      await os('network', 'create', 'cold-net');
-      await os('subnet', 'create', '--network', 'cold-net', '--subnet-range', '10.66.0.0/24', 'cold-subnet');
+      await privateNetwork(t.d, 'cold-net', '10.66.0.0/24');
       // Every boot: the first writes the marker to the boot disk; later ones print what the disk holds.
       script = join(t.d.dataDir, 'cold-user-data.sh');
       writeFileSync(

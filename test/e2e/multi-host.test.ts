@@ -16,9 +16,10 @@ import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tapName } from '../../src/network/model.js';
-import { type AgentTopology, startAgentTopology } from '../helpers/agent-hosts.js';
+import { type AgentTopology, agentHostsOnly, startAgentTopology } from '../helpers/agent-hosts.js';
 import { imageCreateArgs, waitFor } from '../helpers/guests.js';
 import { guestProcesses, instanceDirs, taps, vmUser, vmUserExists } from '../helpers/host-leftovers.js';
+import { privateNetwork } from '../helpers/networks.js';
 import { nvDefine, nvRead, nvWrite, rcOf, tpmCall } from '../helpers/tpm.js';
 
 const PG = process.env.BULWARK_TEST_PG !== '0';
@@ -52,11 +53,7 @@ describe.runIf(process.getuid?.() === 0)(
     beforeAll(async () => {
       t = await startAgentTopology({ prefix: 'bwmg', subnet: '10.63.0', postgres: PG });
       await t.joinAll();
-      // Only the agents' hosts take guests here.
-      const local = JSON.parse((await t.d.bulwark(['host', 'list', '-f', 'json'])).stdout).find(
-        (h: { local: boolean }) => h.local,
-      ) as { name: string };
-      expect((await t.d.bulwark(['host', 'disable', local.name])).code).toBe(0);
+      await agentHostsOnly(t.d);
       // Ten burst members (seven ERROR still count) and the others: beyond the default 10 instances.
       await os('quota', 'set', '--instances', '-1', '--cores', '-1', '--ram', '-1', 'admin');
       await os('flavor', 'create', '--vcpus', '1', '--ram', '192', '--disk', '1', 'm1.tiny');
@@ -65,16 +62,7 @@ describe.runIf(process.getuid?.() === 0)(
         ...['--property', 'hw:tpm_version=2.0', '--property', 'hw:tpm_model=tpm-tis', 'm1.tpm'],
       );
       await os(...imageCreateArgs('tiny', 'bios.raw', ['hw_firmware_type=bios']));
-      await os('network', 'create', 'private-net');
-      await os(
-        'subnet',
-        'create',
-        '--network',
-        'private-net',
-        '--subnet-range',
-        '10.64.0.0/24',
-        'private-subnet',
-      );
+      await privateNetwork(t.d, 'private-net', '10.64.0.0/24');
     }, 600_000);
     afterAll(() => t?.close(), 300_000);
 

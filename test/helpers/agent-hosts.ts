@@ -41,6 +41,16 @@ export interface AgentTopology {
   close(): Promise<void>;
 }
 
+/** Takes the control plane's own host out of scheduling, so only the agents' hosts take guests. */
+export async function agentHostsOnly(d: DaemonProcess): Promise<void> {
+  const local = (
+    JSON.parse((await d.bulwark(['host', 'list', '-f', 'json'])).stdout) as { name: string; local: boolean }[]
+  ).find((h) => h.local);
+  if (!local) throw new Error('the control plane lists no local host');
+  const r = await d.bulwark(['host', 'disable', local.name]);
+  if (r.code !== 0) throw new Error(`host disable ${local.name}: ${r.stderr}`);
+}
+
 /**
  * A PostgreSQL database URL a daemon in its own netns can reach: the test
  * cluster's unix socket (test/setup/postgres.ts puts it in its temp dir),
