@@ -67,6 +67,8 @@ const GLOBAL_SEGMENTS = new Set([
   'accounts',
   'reviews',
   'hosts',
+  // host evacuations: cloud-wide, admin-only
+  'evacuations',
   'approval-triggers',
   // compliance runs: cloud-wide, admin-only
   'runs',

@@ -239,7 +239,12 @@ describe.runIf(isRoot)('QEMU driver with real guests', () => {
     expect(await driver.state(A.id)).toBe('crashed');
     expect(await driver.cgroups.exists(`vm-${A.id}`)).toBe(false);
     const again = await newDriver();
-    expect(await again.reconcile([A.id, B.id])).toEqual({ adopted: [], vanished: [A.id], orphansKilled: [] });
+    expect(await again.reconcile([A.id, B.id])).toEqual({
+      adopted: [],
+      vanished: [A.id],
+      orphansKilled: [],
+      tpmLost: [],
+    });
     await again.close();
     await driver.start(A.id);
     expect(await driver.state(A.id)).toBe('running');
