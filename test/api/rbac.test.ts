@@ -334,7 +334,7 @@ describe('RBAC matrix', () => {
     if (url.startsWith('/bulwark/v1/dr/')) return drSample(method, url);
     if (url.includes('/server-backups') || url === '/bulwark/v1/servers/:id/backups')
       return serverBackupSample(method, url);
-    if (url.includes('/backup')) return backupSample(method, url, p);
+    if (url.includes('/backup') || url.includes('backup-schedules')) return backupSample(method, url, p);
     if (url.startsWith('/volume') || url.includes('/os-volume_attachments')) return volumeSample(method, url);
     if (url.startsWith('/compute') || url.startsWith('/image')) return computeSample(method, url);
     if (url.includes('/bulwark-zone')) return zoneSample(method, url);
