@@ -1,7 +1,7 @@
-import type { Selectable } from 'kysely';
+import { type Selectable, sql } from 'kysely';
 import { badRequest, conflict, notFound } from '../errors.js';
 import type { Store } from '../store/database.js';
-import type { ProjectsTable } from '../store/schema.js';
+import type { Schema } from '../store/schema.js';
 import { keystoneId, nowIso } from '../util/ids.js';
 import { DEFAULT_DOMAIN_ID, type IdentityConfig } from './config.js';
 
@@ -18,6 +18,10 @@ const namedPatch = (patch: NamedPatch) => ({
   ...(patch.enabled !== undefined ? { enabled: patch.enabled ? 1 : 0 } : {}),
 });
 
+/** The identity tables that hold named rows, listed by name and domain. */
+type NamedTable = 'domains' | 'projects' | 'users';
+type DomainScoped = 'projects' | 'users';
+
 /**
  * Domains and the projects in them: the first layer of the identity service
  * (users.ts, roles.ts and service.ts build on it).
@@ -30,6 +34,50 @@ export class Directory {
 
   protected get db() {
     return this.store.db;
+  }
+
+  /** A domain's, project's or user's row, or a 404 naming what was asked for. */
+  protected async rowOr404<T extends NamedTable>(
+    table: T,
+    kind: string,
+    id: string,
+  ): Promise<Selectable<Schema[T]>> {
+    const row = await this.db
+      .selectFrom(table as NamedTable)
+      .selectAll()
+      .where('id', '=', id)
+      .executeTakeFirst();
+    if (!row) throw notFound(kind, id);
+    return row as Selectable<Schema[T]>;
+  }
+
+  /** Rows ordered by name, filtered by exact name, ids and (projects and users only) domain. */
+  protected listNamed<T extends NamedTable>(
+    table: T,
+    filter: { name?: string | undefined; domainId?: string | undefined; ids?: readonly string[] },
+  ): Promise<Selectable<Schema[T]>[]> {
+    let q = this.db
+      .selectFrom(table as NamedTable)
+      .selectAll()
+      .orderBy('name');
+    if (filter.name !== undefined) q = q.where('name', '=', filter.name);
+    if (filter.domainId !== undefined) q = q.where(sql.ref('domain_id'), '=', filter.domainId);
+    if (filter.ids !== undefined) {
+      if (filter.ids.length === 0) return Promise.resolve([]);
+      q = q.where('id', 'in', filter.ids);
+    }
+    return q.execute() as Promise<Selectable<Schema[T]>[]>;
+  }
+
+  /** Whether a project or user of this name is already in the domain (names are unique per domain). */
+  protected async nameTaken(table: DomainScoped, domainId: string, name: string): Promise<boolean> {
+    const row = await this.db
+      .selectFrom(table as DomainScoped)
+      .select('id')
+      .where('domain_id', '=', domainId)
+      .where('name', '=', name)
+      .executeTakeFirst();
+    return row !== undefined;
   }
 
   // ---- domains -------------------------------------------------------------
@@ -48,15 +96,11 @@ export class Directory {
   }
 
   listDomains(filter: { name?: string | undefined } = {}) {
-    let q = this.db.selectFrom('domains').selectAll().orderBy('name');
-    if (filter.name !== undefined) q = q.where('name', '=', filter.name);
-    return q.execute();
+    return this.listNamed('domains', filter);
   }
 
-  async getDomain(id: string) {
-    const d = await this.db.selectFrom('domains').selectAll().where('id', '=', id).executeTakeFirst();
-    if (!d) throw notFound('domain', id);
-    return d;
+  getDomain(id: string) {
+    return this.rowOr404('domains', 'domain', id);
   }
 
   async createDomain(input: {
@@ -113,20 +157,11 @@ export class Directory {
   listProjects(
     filter: { name?: string | undefined; domainId?: string | undefined; ids?: readonly string[] } = {},
   ) {
-    let q = this.db.selectFrom('projects').selectAll().orderBy('name');
-    if (filter.name !== undefined) q = q.where('name', '=', filter.name);
-    if (filter.domainId !== undefined) q = q.where('domain_id', '=', filter.domainId);
-    if (filter.ids !== undefined) {
-      if (filter.ids.length === 0) return Promise.resolve([]);
-      q = q.where('id', 'in', filter.ids);
-    }
-    return q.execute();
+    return this.listNamed('projects', filter);
   }
 
-  async getProject(id: string): Promise<Selectable<ProjectsTable>> {
-    const p = await this.db.selectFrom('projects').selectAll().where('id', '=', id).executeTakeFirst();
-    if (!p) throw notFound('project', id);
-    return p;
+  getProject(id: string) {
+    return this.rowOr404('projects', 'project', id);
   }
 
   async createProject(input: {
@@ -136,13 +171,7 @@ export class Directory {
     enabled?: boolean | undefined;
   }) {
     await this.getDomain(input.domainId);
-    const dup = await this.db
-      .selectFrom('projects')
-      .select('id')
-      .where('domain_id', '=', input.domainId)
-      .where('name', '=', input.name)
-      .executeTakeFirst();
-    if (dup)
+    if (await this.nameTaken('projects', input.domainId, input.name))
       throw conflict(
         `Conflict occurred attempting to store project - it is not permitted to have two projects with the same name in the same domain : ${input.name}.`,
       );
@@ -164,13 +193,8 @@ export class Directory {
   ) {
     const p = await this.getProject(id);
     if (patch.name !== undefined && patch.name !== p.name) {
-      const dup = await this.db
-        .selectFrom('projects')
-        .select('id')
-        .where('domain_id', '=', p.domain_id)
-        .where('name', '=', patch.name)
-        .executeTakeFirst();
-      if (dup) throw conflict(`A project named ${patch.name} already exists in this domain.`);
+      if (await this.nameTaken('projects', p.domain_id, patch.name))
+        throw conflict(`A project named ${patch.name} already exists in this domain.`);
     }
     if (
       patch.enabled === false &&

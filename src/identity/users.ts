@@ -1,5 +1,5 @@
 import type { Selectable } from 'kysely';
-import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
+import { BulwarkError, badRequest, conflict } from '../errors.js';
 import type { UsersTable } from '../store/schema.js';
 import { keystoneId, nowIso } from '../util/ids.js';
 import { loginFailed, type UserRef } from './config.js';
@@ -9,16 +9,11 @@ import { hashPassword, verifyPassword } from './passwords.js';
 /** Users and their passwords (the rules of IdentityPolicy), and finding one for a login. */
 export class Users extends Directory {
   listUsers(filter: { name?: string | undefined; domainId?: string | undefined } = {}) {
-    let q = this.db.selectFrom('users').selectAll().orderBy('name');
-    if (filter.name !== undefined) q = q.where('name', '=', filter.name);
-    if (filter.domainId !== undefined) q = q.where('domain_id', '=', filter.domainId);
-    return q.execute();
+    return this.listNamed('users', filter);
   }
 
-  async getUser(id: string): Promise<Selectable<UsersTable>> {
-    const u = await this.db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
-    if (!u) throw notFound('user', id);
-    return u;
+  getUser(id: string): Promise<Selectable<UsersTable>> {
+    return this.rowOr404('users', 'user', id);
   }
 
   async createUser(input: {
@@ -32,13 +27,7 @@ export class Users extends Directory {
   }) {
     await this.getDomain(input.domainId);
     if (input.defaultProjectId !== undefined) await this.getProject(input.defaultProjectId);
-    const dup = await this.db
-      .selectFrom('users')
-      .select('id')
-      .where('domain_id', '=', input.domainId)
-      .where('name', '=', input.name)
-      .executeTakeFirst();
-    if (dup)
+    if (await this.nameTaken('users', input.domainId, input.name))
       throw conflict(
         `Conflict occurred attempting to store user - Duplicate entry found with name ${input.name} at domain ID ${input.domainId}.`,
       );
@@ -117,13 +106,8 @@ export class Users extends Directory {
   ) {
     const u = await this.getUser(id);
     if (patch.name !== undefined && patch.name !== u.name) {
-      const dup = await this.db
-        .selectFrom('users')
-        .select('id')
-        .where('domain_id', '=', u.domain_id)
-        .where('name', '=', patch.name)
-        .executeTakeFirst();
-      if (dup) throw conflict(`A user named ${patch.name} already exists in this domain.`);
+      if (await this.nameTaken('users', u.domain_id, patch.name))
+        throw conflict(`A user named ${patch.name} already exists in this domain.`);
     }
     if (patch.defaultProjectId) await this.getProject(patch.defaultProjectId);
     const pw = patch.password === undefined ? null : await this.newPassword(id, patch.password);
