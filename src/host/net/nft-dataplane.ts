@@ -144,6 +144,7 @@ export class NftDataplane implements DataplaneSync {
       const state = await this.opts.load();
       await applyRuleset(compileRuleset({ table: this.table, ...state }), this.nftOpts);
       this.applied = groupObjectsOf(state.groups);
+      await this.warmSession(this.applied);
     } catch (err) {
       const cause = err instanceof Error ? err : new Error(String(err));
       const why = `The change (${reason}) is saved, but the host could not enforce it: ${cause.message.split('\n')[0]}.`;
@@ -173,6 +174,23 @@ export class NftDataplane implements DataplaneSync {
     }
     this.stopRetry();
     if (this.locked) await this.release();
+  }
+
+  /**
+   * After a full apply (another nft process committed) the session's cache is stale; re-adding one
+   * element that is in force makes it read the table now, not during the next rule change. A no-op
+   * for the kernel; if it fails, the next batch re-reads (or falls back) as it would anyway.
+   */
+  private async warmSession(applied: Map<string, GroupObjects>): Promise<void> {
+    for (const g of applied.values())
+      for (const s of g.sets) {
+        if (!s.elem.length) continue;
+        const text = nativeBatch([
+          { add: { element: { family: 'inet', table: this.table, name: s.name, elem: s.elem.slice(0, 1) } } },
+        ]);
+        if (text) await this.session.run(text).catch(() => undefined);
+        return;
+      }
   }
 
   private async lockDown(cause: Error): Promise<void> {

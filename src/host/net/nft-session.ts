@@ -14,18 +14,22 @@ import { type NftOptions, serialised } from './nft.js';
  * network/nft-text.ts).
  *
  * One line is one nft run: one transaction, all or nothing. After each
- * batch comes a marker line, which nft refuses as a syntax error and echoes
- * on stderr; whatever nft wrote to stderr before it belongs to the batch,
- * and nft writes nothing there for a batch it committed. A batch that
- * printed anything, a process that died, or no answer in time is an error,
- * and the caller falls back to the full apply; the next batch starts a new
- * process.
+ * batch comes `describe meta mark`, which needs no cache and prints one
+ * fixed line; nft's stderr is merged into its stdout, so whatever comes
+ * before that line belongs to the batch, and nft prints nothing for a batch
+ * it committed. (Not a deliberate error as the marker: any error makes nft
+ * drop its cache.) A batch that printed anything, a process that died, or no
+ * answer in time is an error, and the caller falls back to the full apply;
+ * the next batch starts a new process.
  */
+const MARKER_COMMAND = 'describe meta mark';
+/** What nft 1.0.6 prints for it (the test of this module checks the installed nft still does). */
+export const MARKER_LINE = 'meta expression, datatype mark (packet mark) (basetype integer), 32 bits\n';
+
 export class NftSession {
   private child: ChildProcessWithoutNullStreams | undefined;
-  private err = '';
-  private seq = 0;
-  private pending: { marker: string; done: (e?: Error) => void } | undefined;
+  private out = '';
+  private pending: ((e?: Error) => void) | undefined;
 
   constructor(private readonly opts: NftOptions & { timeoutMs?: number } = {}) {}
 
@@ -50,14 +54,17 @@ export class NftSession {
     const nft = this.opts.nft ?? 'nft';
     const argv =
       this.opts.netns === undefined ? [nft, '-i'] : ['ip', 'netns', 'exec', this.opts.netns, nft, '-i'];
-    const [file, ...args] = argv as [string, ...string[]];
+    // One stream for both, in nft's order (a fixed script; the argv goes as its arguments, never parsed).
     // No history file: the line editor would write every batch to $HOME/.nft_history on exit.
-    const child = spawn(file, args, { stdio: 'pipe', env: { ...process.env, HOME: '/nonexistent' } });
-    this.err = '';
-    child.stdout.resume(); // prompts, if any
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (s: string) => {
-      this.err += s;
+    const child = spawn('/bin/sh', ['-c', 'exec "$@" 2>&1', 'sh', ...argv], {
+      stdio: 'pipe',
+      env: { ...process.env, HOME: '/nonexistent' },
+    });
+    this.out = '';
+    child.stderr.resume();
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (s: string) => {
+      this.out += s;
       this.check();
     });
     child.stdin.on('error', () => {}); // a dead child is reported by 'exit'
@@ -66,7 +73,7 @@ export class NftSession {
       if (this.child !== child) return;
       this.child = undefined;
       this.finish(
-        new HostCommandError(argv.join(' '), child.exitCode, `nft session ended (${why}): ${this.err}`),
+        new HostCommandError(argv.join(' '), child.exitCode, `nft session ended (${why}): ${this.out}`),
       );
     };
     child.on('error', (e) => gone(e.message));
@@ -77,39 +84,34 @@ export class NftSession {
 
   private send(batch: string): Promise<void> {
     const child = this.child ?? this.start();
-    const marker = `bulwark_batch_end_${++this.seq}`;
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.kill(new Error(`nft session gave no answer in ${this.opts.timeoutMs ?? 10_000} ms`));
       }, this.opts.timeoutMs ?? 10_000);
-      this.pending = {
-        marker,
-        done: (e) => {
-          clearTimeout(timer);
-          if (e) reject(e);
-          else resolve();
-        },
+      this.pending = (e) => {
+        clearTimeout(timer);
+        if (e) reject(e);
+        else resolve();
       };
-      child.stdin.write(`${batch}\n${marker}\n`);
+      child.stdin.write(`${batch}\n${MARKER_COMMAND}\n`);
       this.check();
     });
   }
 
-  /** Completes the pending batch once the marker's error (its three lines) is on stderr. */
+  /** Completes the pending batch once the marker's line is out. */
   private check(): void {
-    const p = this.pending;
-    if (!p) return;
-    const m = new RegExp(`Error: [^\\n]*\\n[^\\n]*${p.marker}[^\\n]*\\n[ ^~]*\\n`).exec(this.err);
-    if (!m) return;
-    const out = this.err.slice(0, m.index).trim();
-    this.err = this.err.slice(m.index + m[0].length);
-    this.finish(out ? new HostCommandError('nft -i', null, out) : undefined);
+    if (!this.pending) return;
+    const at = this.out.indexOf(MARKER_LINE);
+    if (at < 0) return;
+    const said = this.out.slice(0, at).trim();
+    this.out = this.out.slice(at + MARKER_LINE.length);
+    this.finish(said ? new HostCommandError('nft -i', null, said) : undefined);
   }
 
   private finish(e?: Error): void {
     const p = this.pending;
     this.pending = undefined;
-    p?.done(e);
+    p?.(e);
   }
 
   private kill(e: Error): void {
