@@ -60,6 +60,10 @@ export class NftSession {
       stdio: 'pipe',
       env: { ...process.env, HOME: '/nonexistent' },
     });
+    // An idle session never keeps the process alive (a pending batch has its timer).
+    child.unref();
+    for (const s of [child.stdin, child.stdout, child.stderr])
+      (s as unknown as { unref?: () => void }).unref?.();
     this.out = '';
     child.stderr.resume();
     child.stdout.setEncoding('utf8');
