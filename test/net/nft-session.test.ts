@@ -55,11 +55,14 @@ describe.skipIf(!(isRoot() && hasTools()))('NftSession (real nft -i)', () => {
     expect(nft('list', 'set', 'inet', 't', 's')).toContain('10.5.0.0/16 . tcp . 22');
   });
 
-  it('refuses more than one line without sending anything', async () => {
+  it('refuses more than one line, or an over-long one, without sending anything', async () => {
     const before = nft('list', 'table', 'inet', 't');
     await expect(
       session.run('add element inet t s { 10.6.0.0/16 . 6 . 1 }\nflush set inet t s'),
     ).rejects.toThrow(/one non-empty line/);
+    await expect(
+      session.run(`add element inet t s { ${'10.6.0.0/16 . 6 . 1, '.repeat(60_000)}10.6.0.0/16 . 6 . 2 }`),
+    ).rejects.toThrow(/at most/);
     expect(nft('list', 'table', 'inet', 't')).toBe(before);
   });
 

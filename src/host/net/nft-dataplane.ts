@@ -119,7 +119,7 @@ export class NftDataplane implements DataplaneSync {
           return groupUpdate(this.table, was, now);
         });
         const text = cmds.length ? nativeBatch(cmds) : '';
-        if (text === undefined) await applyCommands(cmds, this.nftOpts);
+        if (text === undefined || text.length > NftSession.maxLine) await applyCommands(cmds, this.nftOpts);
         else if (text) await this.session.run(text);
       } catch {
         // Whatever failed (a table edited by hand, a group the last apply did not have, the session died

@@ -27,6 +27,9 @@ const MARKER_COMMAND = 'describe meta mark';
 export const MARKER_LINE = 'meta expression, datatype mark (packet mark) (basetype integer), 32 bits\n';
 
 export class NftSession {
+  /** Longest line sent (nft 1.0.6's line editor took a 1.5 MB line whole, measured); longer batches go as `nft -j -f`. */
+  static readonly maxLine = 1 << 20;
+
   private child: ChildProcessWithoutNullStreams | undefined;
   private out = '';
   private pending: ((e?: Error) => void) | undefined;
@@ -35,8 +38,10 @@ export class NftSession {
 
   /** Runs one batch (native commands joined by `;`) as one transaction; queued with every other nft change of the namespace. */
   run(batch: string): Promise<void> {
-    if (/[\r\n]/.test(batch) || batch.trim() === '')
-      return Promise.reject(new Error('An nft session batch must be one non-empty line.'));
+    if (/[\r\n]/.test(batch) || batch.trim() === '' || batch.length > NftSession.maxLine)
+      return Promise.reject(
+        new Error(`An nft session batch must be one non-empty line of at most ${NftSession.maxLine} bytes.`),
+      );
     return serialised(this.opts, () => this.send(batch));
   }
 
