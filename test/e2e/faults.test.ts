@@ -43,11 +43,20 @@ describe.runIf(process.getuid?.() === 0)('fault injection', { timeout: 600_000 }
   const seen = new Set<string>();
 
   beforeAll(async () => {
-    // A wrapper in front of the real nft: while the flag file exists, it refuses every batch but the lockdown.
+    // A wrapper in front of the real nft: while the flag file exists, it refuses every batch but the lockdown,
+    // both `nft -f FILE` runs and the lines fed to the dataplane's long-lived `nft -i` (each batch line is
+    // swapped for one nft refuses; its end marker, `describe meta mark`, passes).
     writeFileSync(
       join(tools, 'nft'),
       [
         '#!/bin/sh',
+        'if [ "$1" = "-i" ]; then',
+        '  while IFS= read -r l; do',
+        `    if [ -e ${nftBroken} ] && [ "$l" != "describe meta mark" ]; then l="injected-failure (test/e2e/faults.test.ts)"; fi`,
+        `    printf '%s\\n' "$l"`,
+        '  done | /usr/sbin/nft "$@"',
+        '  exit',
+        'fi',
         `if [ -e ${nftBroken} ]; then`,
         '  for a in "$@"; do f="$a"; done',
         '  if [ -f "$f" ] && ! grep -q _lockdown "$f"; then',

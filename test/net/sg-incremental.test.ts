@@ -28,6 +28,28 @@ import { type Guest, guestPort, hasTools, isRoot, Topology } from './topology.js
  */
 const canRun = isRoot() && hasTools();
 
+/**
+ * An nft that logs every run's arguments, and every line a long-lived `nft -i` session is fed
+ * (one batch line is one transaction, each followed by its end marker, `describe meta mark`), then runs the real nft.
+ */
+const nftWrapper = (logFile: string, flags = '/nonexistent') =>
+  [
+    '#!/bin/sh',
+    `echo "$*" >> ${logFile}`,
+    'if [ "$1" = "-i" ]; then',
+    // Test switches: a session that dies after the first bytes of a batch, or one that never answers.
+    `  if [ -e ${flags}/session-dies ]; then head -c 20 >/dev/null; exit 1; fi`,
+    `  if [ -e ${flags}/session-hangs ]; then exec sleep 60; fi`,
+    // Logged before nft reads it, so a count taken after the batch's answer includes it.
+    `  while IFS= read -r l; do printf '%s\\n' "$l" >> ${logFile}; printf '%s\\n' "$l"; done | nft "$@"; exit`,
+    'fi',
+    'exec nft "$@"',
+    '',
+  ].join('\n');
+/** Transactions in a wrapper log: `nft -f` runs and the lines fed to a session. */
+const transactions = (text: string) =>
+  text.split('\n').filter((l) => /(^| )-f( |$)/.test(l) || /^(add|delete|flush) /.test(l)).length;
+
 /** `nft -j list table inet T` without what legitimately differs: handles, counter values, element order, the name. */
 function listing(netns: string, table: string): string {
   const out = execFileSync('ip', [
@@ -62,10 +84,7 @@ describe.skipIf(!canRun)('security-group changes in place equal a full recompile
   const table = `bwinc_${Math.random().toString(16).slice(2, 8)}`;
   const ref = `${table}_ref`;
   const log = () => join(dir, 'nft.log');
-  const batches = () =>
-    readFileSync(log(), 'utf8')
-      .split('\n')
-      .filter((l) => / -f /.test(l)).length;
+  const batches = () => transactions(readFileSync(log(), 'utf8'));
   const rules = (...rs: RuleInput[]) => rs.map((r) => normaliseRule(r));
   const web: GroupState = {
     id: 'web',
@@ -97,7 +116,7 @@ describe.skipIf(!canRun)('security-group changes in place equal a full recompile
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'bulwark-sginc-'));
     const wrapper = join(dir, 'nft');
-    writeFileSync(wrapper, `#!/bin/sh\necho "$*" >> ${log()}\nexec nft "$@"\n`);
+    writeFileSync(wrapper, nftWrapper(log(), dir));
     chmodSync(wrapper, 0o755);
     writeFileSync(log(), '');
     topo = await Topology.create(['10.93.0.1']);
@@ -133,6 +152,7 @@ describe.skipIf(!canRun)('security-group changes in place equal a full recompile
       table,
       load: async () => structuredClone(state),
       loadGroups: async (ids) => structuredClone(state.groups.filter((g) => ids.includes(g.id))),
+      sessionTimeoutMs: 2_000,
     });
     await dataplane.sync('test setup');
   }, 60_000);
@@ -262,6 +282,71 @@ describe.skipIf(!canRun)('security-group changes in place equal a full recompile
     expect(dataplane.lockedDown).toBe(false);
   });
 
+  /** Ends the long-lived nft and waits until the dataplane has seen it go. */
+  async function killSession() {
+    const pid = dataplane.sessionPid;
+    expect(pid).toBeDefined();
+    process.kill(pid as number, 'SIGKILL');
+    for (let i = 0; i < 100 && dataplane.sessionPid !== undefined; i++)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(dataplane.sessionPid).toBeUndefined();
+  }
+  const fullApplies = () =>
+    readFileSync(log(), 'utf8')
+      .split('\n')
+      .filter((l) => /^-j -f /.test(l)).length;
+  const port9443 = rules({
+    direction: 'ingress',
+    protocol: 'tcp',
+    port_range_min: 9443,
+    port_range_max: 9443,
+    remote_ip_prefix: '10.93.0.0/24',
+  });
+
+  it('the long-lived nft killed between batches: the next change starts a new one and stays in place', async () => {
+    await g2.agent.call('listenTcp', { port: 9443 });
+    // A change through the session, so one is running.
+    expect(
+      await change(web, (rs) => [
+        ...rs,
+        ...rules({ direction: 'ingress', protocol: 'tcp', port_range_min: 9000, port_range_max: 9000 }),
+      ]),
+    ).toBe(1);
+    await killSession();
+    const full = fullApplies();
+    expect(await change(web, (rs) => [...rs, ...port9443])).toBe(1);
+    expect(fullApplies()).toBe(full);
+    expect(dataplane.sessionPid).toBeDefined();
+    await expectSameAsFull();
+    expect(await tcp(g1, g2, 9443)).toBe('connected');
+  });
+
+  for (const how of ['dies', 'hangs'] as const)
+    it(`a long-lived nft that ${how} mid-batch fails closed: the full apply enforces the change (a revocation here)`, async () => {
+      if (!web.rules.some((r) => JSON.stringify(r) === JSON.stringify(port9443[0])))
+        await change(web, (rs) => [...rs, ...port9443]);
+      expect(await tcp(g1, g2, 9443)).toBe('connected');
+      if (dataplane.sessionPid !== undefined) await killSession();
+      const flag = join(dir, `session-${how}`);
+      writeFileSync(flag, '');
+      try {
+        const full = fullApplies();
+        web.rules = web.rules.filter((r) => JSON.stringify(r) !== JSON.stringify(port9443[0]));
+        await dataplane.syncGroups(['web'], 'rule removed while nft dies');
+        // The batch never committed; the full apply did, and nothing is locked down or left open.
+        expect(fullApplies()).toBe(full + 1);
+        expect(dataplane.lockedDown).toBe(false);
+        await expectSameAsFull();
+        expect(await tcp(g1, g2, 9443)).toBe('timeout');
+      } finally {
+        rmSync(flag, { force: true });
+      }
+      if (dataplane.sessionPid !== undefined) await killSession();
+      // Back to normal: the next change is in place again.
+      expect(await change(web, (rs) => [...rs, ...port9443])).toBe(1);
+      await expectSameAsFull();
+    });
+
   it('a group the last full apply did not have goes through a full apply', async () => {
     const fresh: GroupState = { id: 'fresh', stateful: true, rules: rules({ direction: 'egress' }) };
     state.groups.push(fresh);
@@ -284,7 +369,7 @@ describe.skipIf(!canRun).each(dialects())(
       netns = `bwt-sgapi-${Math.random().toString(16).slice(2, 8)}`;
       execFileSync('ip', ['netns', 'add', netns]);
       dir = mkdtempSync(join(tmpdir(), 'bulwark-sgapi-'));
-      writeFileSync(join(dir, 'nft'), `#!/bin/sh\necho "$*" >> ${join(dir, 'nft.log')}\nexec nft "$@"\n`);
+      writeFileSync(join(dir, 'nft'), nftWrapper(join(dir, 'nft.log')));
       chmodSync(join(dir, 'nft'), 0o755);
       writeFileSync(join(dir, 'nft.log'), '');
       const real: DataplaneSync = {
@@ -316,7 +401,11 @@ describe.skipIf(!canRun).each(dialects())(
       });
       expect(sg.status).toBe(201);
       const id = sg.json.security_group.id as string;
-      const runs = () => readFileSync(join(dir, 'nft.log'), 'utf8').split('\n').filter(Boolean);
+      // nft runs and session batches (a session's start, `-i`, and its end-of-batch markers are no transaction).
+      const runs = () =>
+        readFileSync(join(dir, 'nft.log'), 'utf8')
+          .split('\n')
+          .filter((l) => l && l !== '-i' && l !== 'describe meta mark');
       // The group is new to the kernel: the first change places it with a full apply.
       await api.call('POST', '/network/v2.0/security-group-rules', admin, {
         security_group_rule: {
@@ -339,7 +428,8 @@ describe.skipIf(!canRun).each(dialects())(
         },
       });
       expect(add.status).toBe(201);
-      expect(runs().slice(before)).toEqual([expect.stringMatching(/-j -f /)]);
+      // One line fed to the long-lived nft: one transaction.
+      expect(runs().slice(before)).toEqual([expect.stringMatching(/^(add|delete) element inet [^\n]*$/)]);
       const kernel = () =>
         execFileSync('ip', ['netns', 'exec', netns, 'nft', 'list', 'table', 'inet', table]).toString();
       expect(kernel()).toMatch(/10\.0\.0\.0\/8 \. tcp \. 443/);
@@ -384,7 +474,7 @@ describe.skipIf(!canRun).each(dialects())(
       const ruleId = add.json.security_group_rule.id as string;
       const del = await api.call('DELETE', `/network/v2.0/security-group-rules/${ruleId}`, admin);
       expect(del.status).toBe(204);
-      expect(runs().slice(runsBefore)).toEqual([expect.stringMatching(/-j -f /)]);
+      expect(runs().slice(runsBefore)).toEqual([expect.stringMatching(/^delete element inet /)]);
       expect(kernel()).not.toMatch(/10\.0\.0\.0\/8 \. tcp \. 443/);
     });
   },

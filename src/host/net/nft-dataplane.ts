@@ -9,6 +9,7 @@ import {
 } from '../../network/compile.js';
 import { compileLockdown, lockdownTable } from '../../network/compile-lockdown.js';
 import type { DataplaneSync } from '../../network/networks.js';
+import { nativeBatch } from '../../network/nft-text.js';
 import { type GroupObjects, groupUpdate } from '../../network/sg-sets.js';
 import {
   applyCommands,
@@ -18,6 +19,7 @@ import {
   type NftOptions,
   readCounters,
 } from './nft.js';
+import { NftSession } from './nft-session.js';
 
 export interface NftDataplaneOptions extends NftOptions {
   /** Table name for the inet and arp tables. */
@@ -32,6 +34,8 @@ export interface NftDataplaneOptions extends NftOptions {
   onLockdown?: (on: boolean, cause?: Error) => void;
   /** How often a locked-down dataplane retries the full apply. */
   retryMs?: number;
+  /** How long an in-place batch may wait for the long-lived nft's answer before it is killed (default 10 s). */
+  sessionTimeoutMs?: number;
 }
 
 /**
@@ -43,7 +47,10 @@ export interface NftDataplaneOptions extends NftOptions {
  * A change to a group's rules only (`syncGroups`) is applied in place: the
  * group's sets and chain (network/sg-sets.ts) are diffed against what the
  * last successful apply put in the kernel, and the difference goes in as one
- * small transaction, whatever the number of ports using the group. Its result
+ * small transaction, whatever the number of ports using the group, through
+ * a long-lived `nft -i` (host/net/nft-session.ts) that keeps nft's cache of
+ * the table between batches; a batch with no native rendering goes as a
+ * one-off `nft -j -f`. Its result
  * equals a full recompile of the same state (test/net/sg-incremental.test.ts);
  * if the batch fails (the kernel's table is not what we applied), the full
  * apply runs instead, with its lockdown when that fails too.
@@ -60,9 +67,14 @@ export class NftDataplane implements DataplaneSync {
   private queued = 0;
   /** Each group's objects as last applied; undefined until a full apply succeeds, and after a failure. */
   private applied: Map<string, GroupObjects> | undefined;
+  private readonly session: NftSession;
 
   constructor(private readonly opts: NftDataplaneOptions) {
     this.table = opts.table ?? 'bulwark';
+    this.session = new NftSession({
+      ...this.nftOpts,
+      ...(opts.sessionTimeoutMs ? { timeoutMs: opts.sessionTimeoutMs } : {}),
+    });
   }
 
   private get nftOpts(): NftOptions {
@@ -106,9 +118,12 @@ export class NftDataplane implements DataplaneSync {
           if (!was || !now) throw new Error(`group ${id} is new or gone: a full apply places it`);
           return groupUpdate(this.table, was, now);
         });
-        await applyCommands(cmds, this.nftOpts);
+        const text = cmds.length ? nativeBatch(cmds) : '';
+        if (text === undefined || text.length > NftSession.maxLine) await applyCommands(cmds, this.nftOpts);
+        else if (text) await this.session.run(text);
       } catch {
-        // Whatever failed (a table edited by hand, a group the last apply did not have): the full path heals it.
+        // Whatever failed (a table edited by hand, a group the last apply did not have, the session died
+        // mid-batch: the kernel committed all of it or none): the full path heals it.
         return this.syncNow(reason);
       }
       for (const [id, g] of next) applied.set(id, g);
@@ -129,6 +144,7 @@ export class NftDataplane implements DataplaneSync {
       const state = await this.opts.load();
       await applyRuleset(compileRuleset({ table: this.table, ...state }), this.nftOpts);
       this.applied = groupObjectsOf(state.groups);
+      await this.warmSession(this.applied);
     } catch (err) {
       const cause = err instanceof Error ? err : new Error(String(err));
       const why = `The change (${reason}) is saved, but the host could not enforce it: ${cause.message.split('\n')[0]}.`;
@@ -156,8 +172,25 @@ export class NftDataplane implements DataplaneSync {
         { cause },
       );
     }
-    this.close();
+    this.stopRetry();
     if (this.locked) await this.release();
+  }
+
+  /**
+   * After a full apply (another nft process committed) the session's cache is stale; re-adding one
+   * element that is in force makes it read the table now, not during the next rule change. A no-op
+   * for the kernel; if it fails, the next batch re-reads (or falls back) as it would anyway.
+   */
+  private async warmSession(applied: Map<string, GroupObjects>): Promise<void> {
+    for (const g of applied.values())
+      for (const s of g.sets) {
+        if (!s.elem.length) continue;
+        const text = nativeBatch([
+          { add: { element: { family: 'inet', table: this.table, name: s.name, elem: s.elem.slice(0, 1) } } },
+        ]);
+        if (text) await this.session.run(text).catch(() => undefined);
+        return;
+      }
   }
 
   private async lockDown(cause: Error): Promise<void> {
@@ -173,10 +206,20 @@ export class NftDataplane implements DataplaneSync {
     this.opts.onLockdown?.(false);
   }
 
-  /** Stops retrying (daemon shutdown); the kernel keeps whatever tables are in force. */
-  close(): void {
+  private stopRetry(): void {
     clearInterval(this.retry);
     this.retry = undefined;
+  }
+
+  /** Stops retrying and ends the nft session (daemon shutdown); the kernel keeps whatever tables are in force. */
+  close(): void {
+    this.stopRetry();
+    this.session.close();
+  }
+
+  /** The in-place session's nft pid, while one runs (tests kill it). */
+  get sessionPid(): number | undefined {
+    return this.session.pid;
   }
 
   /** Cuts (or restores) every packet of these devices at once; persist the flag and sync too. */

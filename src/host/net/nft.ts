@@ -115,7 +115,7 @@ export function setElementsOf(items: readonly Record<string, unknown>[]): string
 
 /** One in-flight change per namespace, so two applies never interleave their read-modify-write. */
 const queues = new Map<string, Promise<unknown>>();
-function serialised<T>(opts: NftOptions, work: () => Promise<T>): Promise<T> {
+export function serialised<T>(opts: NftOptions, work: () => Promise<T>): Promise<T> {
   const key = opts.netns ?? '';
   const prev = queues.get(key) ?? Promise.resolve();
   const next = prev.then(work, work);
