@@ -70,6 +70,19 @@ export interface Store {
    * `db.connection().execute(...)`, which holds Kysely's lock on it.
    */
   sqlite?: SqliteDatabase.Database;
+  /**
+   * SQLite only: a value that differs whenever any data in the database may
+   * have changed since it was last taken, so a rendered answer tagged with it
+   * is still true while it is unchanged (src/api/rendered-cache.ts). It is
+   * SQLite's own count of rows written by this connection (every write path:
+   * Kysely, the audit writer's prepared statements, triggers; counted when
+   * the statement runs, and no read runs inside another's open transaction:
+   * Kysely holds the one connection for it) and its data_version (commits by
+   * any other connection or process to the file). Absent on PostgreSQL:
+   * other replicas write to the same database and nothing here sees their
+   * commits.
+   */
+  changeMark?: () => string;
   close(): Promise<void>;
 }
 
@@ -117,7 +130,11 @@ export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(u
 // bigint (int8) columns hold sequence numbers well inside 2^53: read them as numbers.
 pg.types.setTypeParser(20, (v) => Number.parseInt(v, 10));
 
-function connect(url: string): { db: Kysely<Schema>; sqlite?: SqliteDatabase.Database } {
+function connect(url: string): {
+  db: Kysely<Schema>;
+  sqlite?: SqliteDatabase.Database;
+  changeMark?: () => string;
+} {
   if (dialectOf(url) === 'postgres') {
     const pool = new pg.Pool({ connectionString: url, max: 10 });
     // An idle client dropped by the server (restart, failover) must not crash the daemon; the pool reconnects.
@@ -130,7 +147,12 @@ function connect(url: string): { db: Kysely<Schema>; sqlite?: SqliteDatabase.Dat
   raw.pragma('foreign_keys = ON');
   raw.pragma('busy_timeout = 5000');
   raw.pragma('synchronous = NORMAL');
-  return { db: new Kysely<Schema>({ dialect: new SqliteDialectKeepingCause(raw) }), sqlite: raw };
+  const marks = raw.prepare('select total_changes() as c, data_version as v from pragma_data_version');
+  const changeMark = () => {
+    const m = marks.get() as { c: number; v: number };
+    return `${m.c}.${m.v}`;
+  };
+  return { db: new Kysely<Schema>({ dialect: new SqliteDialectKeepingCause(raw) }), sqlite: raw, changeMark };
 }
 
 /**
@@ -198,7 +220,13 @@ export async function openStore(config: StoreConfig): Promise<Store> {
       await admin.destroy();
     }
   }
-  const { db, sqlite } = connect(config.url);
+  const { db, sqlite, changeMark } = connect(config.url);
   if (dialect === 'sqlite' || !config.adminUrl || config.adminUrl === config.url) await migrate(db, dialect);
-  return { db, dialect, ...(sqlite ? { sqlite } : {}), close: () => db.destroy() };
+  return {
+    db,
+    dialect,
+    ...(sqlite ? { sqlite } : {}),
+    ...(changeMark ? { changeMark } : {}),
+    close: () => db.destroy(),
+  };
 }
