@@ -46,7 +46,9 @@ import * as m0090 from './migrations/0090-migrations.js';
 import * as m0110 from './migrations/0110-server-list-order.js';
 import * as m0140 from './migrations/0140-cold-migration.js';
 import * as m0160 from './migrations/0160-server-backup-schedules.js';
+import * as m0190 from './migrations/0190-audit-rowid.js';
 import type { Schema } from './schema.js';
+import { checkpointInBackground } from './wal-checkpointer.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -123,6 +125,7 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0110-server-list-order': { up: m0110.up },
   '0140-cold-migration': { up: m0140.up },
   '0160-server-backup-schedules': { up: m0160.up },
+  '0190-audit-rowid': { up: m0190.up(dialect) },
 });
 
 export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');
@@ -134,6 +137,7 @@ function connect(url: string): {
   db: Kysely<Schema>;
   sqlite?: SqliteDatabase.Database;
   changeMark?: () => string;
+  stopCheckpoints?: () => Promise<void>;
 } {
   if (dialectOf(url) === 'postgres') {
     const pool = new pg.Pool({ connectionString: url, max: 10 });
@@ -152,7 +156,12 @@ function connect(url: string): {
     const m = marks.get() as { c: number; v: number };
     return `${m.c}.${m.v}`;
   };
-  return { db: new Kysely<Schema>({ dialect: new SqliteDialectKeepingCause(raw) }), sqlite: raw, changeMark };
+  return {
+    db: new Kysely<Schema>({ dialect: new SqliteDialectKeepingCause(raw) }),
+    sqlite: raw,
+    changeMark,
+    ...(raw.memory ? {} : { stopCheckpoints: checkpointInBackground(raw, url).stop }),
+  };
 }
 
 /** Statements kept for reuse (SQL texts differ mostly by the length of `in (...)` lists). */
@@ -249,13 +258,24 @@ export async function openStore(config: StoreConfig): Promise<Store> {
       await admin.destroy();
     }
   }
-  const { db, sqlite, changeMark } = connect(config.url);
-  if (dialect === 'sqlite' || !config.adminUrl || config.adminUrl === config.url) await migrate(db, dialect);
+  const { db, sqlite, changeMark, stopCheckpoints } = connect(config.url);
+  if (dialect === 'sqlite' || !config.adminUrl || config.adminUrl === config.url) {
+    try {
+      await migrate(db, dialect);
+    } catch (err) {
+      await stopCheckpoints?.();
+      await db.destroy();
+      throw err;
+    }
+  }
   return {
     db,
     dialect,
     ...(sqlite ? { sqlite } : {}),
     ...(changeMark ? { changeMark } : {}),
-    close: () => db.destroy(),
+    close: async () => {
+      await stopCheckpoints?.();
+      await db.destroy();
+    },
   };
 }
