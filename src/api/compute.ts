@@ -12,6 +12,7 @@ import type { Addresses } from '../network/server-ports.js';
 import { enforce } from '../policy/enforcer.js';
 import { registerComputeSecurityGroupApi } from './compute-security-groups.js';
 import { registerQuarantineApi } from './quarantine.js';
+import { RenderedCache } from './rendered-cache.js';
 import type { ApiContext } from './server.js';
 import { GROUPS_MAX_MINOR, microversionOf, registerServerGroupApi } from './server-groups.js';
 import { registerVolumeAttachmentApi } from './volume-attachments.js';
@@ -408,19 +409,41 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
     query.set('marker', last.id);
     return { page, next: [{ rel: 'next', href: `${base}/${collection}?${query}` }] };
   };
+  // Server lists, rendered once per change of the store (api/rendered-cache.ts): the key is everything
+  // besides the data that the answer depends on. The hooks (token, policy, rate limit) ran already.
+  const rendered = new RenderedCache(ctx.store.changeMark);
+  const sendRendered = async (
+    req: FastifyRequest,
+    reply: FastifyReply,
+    collection: string,
+    render: () => Promise<unknown>,
+  ) => {
+    const a = req.auth;
+    const key = JSON.stringify([
+      collection,
+      a?.projectId ?? null,
+      a?.userId ?? null,
+      a?.isAdmin === true,
+      a?.roles ?? [],
+      reply.getHeader('openstack-api-version') ?? null,
+      req.url.split('?')[1] ?? '',
+    ]);
+    return reply.type('application/json; charset=utf-8').send(await rendered.render(key, render));
+  };
   app.get(
     `${PREFIX}/servers`,
     {
       schema: { querystring: ServerQuery },
       config: { action: 'compute:servers:index' },
     },
-    async (req) => {
-      const { page, next } = await listServers(req, 'servers', (f) => servers.list(req.auth!, f, 'brief'));
-      return {
-        servers: page.map((s) => ({ id: s.id, name: s.name, links: links('servers', s.id) })),
-        ...(next ? { servers_links: next } : {}),
-      };
-    },
+    async (req, reply) =>
+      sendRendered(req, reply, 'servers', async () => {
+        const { page, next } = await listServers(req, 'servers', (f) => servers.list(req.auth!, f, 'brief'));
+        return {
+          servers: page.map((s) => ({ id: s.id, name: s.name, links: links('servers', s.id) })),
+          ...(next ? { servers_links: next } : {}),
+        };
+      }),
   );
   app.get(
     `${PREFIX}/servers/detail`,
@@ -428,13 +451,14 @@ export async function registerComputeApi(app: FastifyInstance, ctx: ApiContext):
       schema: { querystring: ServerQuery },
       config: { action: 'compute:servers:index' },
     },
-    async (req) => {
-      const { page, next } = await listServers(req, 'servers/detail', (f) => servers.list(req.auth!, f));
-      return {
-        servers: await serverViews(page, req.auth?.isAdmin === true),
-        ...(next ? { servers_links: next } : {}),
-      };
-    },
+    async (req, reply) =>
+      sendRendered(req, reply, 'servers/detail', async () => {
+        const { page, next } = await listServers(req, 'servers/detail', (f) => servers.list(req.auth!, f));
+        return {
+          servers: await serverViews(page, req.auth?.isAdmin === true),
+          ...(next ? { servers_links: next } : {}),
+        };
+      }),
   );
   app.get(
     `${PREFIX}/servers/:id`,

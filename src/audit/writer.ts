@@ -191,27 +191,36 @@ export class AuditWriter {
   /**
    * SQLite: the same transaction, on statements prepared once and run in one
    * synchronous call (Kysely compiled and prepared each of its four statements
-   * on every append: BENCHMARKS.md, audit). Kysely's lock on the connection is held meanwhile, so no other
-   * query or transaction of this process runs inside it; BEGIN IMMEDIATE takes
-   * the database's write lock first, so another process's writer waits its turn
-   * (busy_timeout) instead of forking the chain.
+   * on every append: BENCHMARKS.md, audit), so no other query of this process
+   * can run inside it. When no transaction is open on the connection it runs
+   * at once, without queueing for Kysely's lock behind the other requests'
+   * queries (the lock only orders async work; this call is never split). When
+   * one is open it waits for that lock, so it never lands inside a
+   * transaction that may roll back. BEGIN IMMEDIATE takes the database's write
+   * lock first, so another process's writer waits its turn (busy_timeout)
+   * instead of forking the chain.
    */
   private async writeSqlite(raw: SqliteDatabase.Database, events: readonly AuditEvent[]) {
+    if (!raw.inTransaction) return this.appendSqlite(raw, events);
     return this.store.db.connection().execute(async () => {
       if (raw.inTransaction) throw new Error('the SQLite connection is inside another transaction');
-      const st = this.sqliteStatements(raw);
-      return raw
-        .transaction(() => {
-          const head = st.head.get();
-          if (!head) throw new Error('audit head row is missing');
-          const rows = chained(events, head);
-          for (const r of rows) st.insert.run(r);
-          const last = rows.at(-1) as ChainedFields & { hash: string };
-          st.setHead.run(last.seq, last.hash);
-          return rows;
-        })
-        .immediate();
+      return this.appendSqlite(raw, events);
     });
+  }
+
+  private appendSqlite(raw: SqliteDatabase.Database, events: readonly AuditEvent[]) {
+    const st = this.sqliteStatements(raw);
+    return raw
+      .transaction(() => {
+        const head = st.head.get();
+        if (!head) throw new Error('audit head row is missing');
+        const rows = chained(events, head);
+        for (const r of rows) st.insert.run(r);
+        const last = rows.at(-1) as ChainedFields & { hash: string };
+        st.setHead.run(last.seq, last.hash);
+        return rows;
+      })
+      .immediate();
   }
 }
 

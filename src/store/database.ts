@@ -46,7 +46,9 @@ import * as m0090 from './migrations/0090-migrations.js';
 import * as m0110 from './migrations/0110-server-list-order.js';
 import * as m0140 from './migrations/0140-cold-migration.js';
 import * as m0160 from './migrations/0160-server-backup-schedules.js';
+import * as m0190 from './migrations/0190-audit-rowid.js';
 import type { Schema } from './schema.js';
+import { checkpointInBackground } from './wal-checkpointer.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -70,6 +72,19 @@ export interface Store {
    * `db.connection().execute(...)`, which holds Kysely's lock on it.
    */
   sqlite?: SqliteDatabase.Database;
+  /**
+   * SQLite only: a value that differs whenever any data in the database may
+   * have changed since it was last taken, so a rendered answer tagged with it
+   * is still true while it is unchanged (src/api/rendered-cache.ts). It is
+   * SQLite's own count of rows written by this connection (every write path:
+   * Kysely, the audit writer's prepared statements, triggers; counted when
+   * the statement runs, and no read runs inside another's open transaction:
+   * Kysely holds the one connection for it) and its data_version (commits by
+   * any other connection or process to the file). Absent on PostgreSQL:
+   * other replicas write to the same database and nothing here sees their
+   * commits.
+   */
+  changeMark?: () => string;
   close(): Promise<void>;
 }
 
@@ -110,6 +125,7 @@ const migrations = (dialect: Dialect): Record<string, Migration> => ({
   '0110-server-list-order': { up: m0110.up },
   '0140-cold-migration': { up: m0140.up },
   '0160-server-backup-schedules': { up: m0160.up },
+  '0190-audit-rowid': { up: m0190.up(dialect) },
 });
 
 export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite');
@@ -117,7 +133,12 @@ export const dialectOf = (url: string): Dialect => (/^postgres(ql)?:\/\//.test(u
 // bigint (int8) columns hold sequence numbers well inside 2^53: read them as numbers.
 pg.types.setTypeParser(20, (v) => Number.parseInt(v, 10));
 
-function connect(url: string): { db: Kysely<Schema>; sqlite?: SqliteDatabase.Database } {
+function connect(url: string): {
+  db: Kysely<Schema>;
+  sqlite?: SqliteDatabase.Database;
+  changeMark?: () => string;
+  stopCheckpoints?: () => Promise<void>;
+} {
   if (dialectOf(url) === 'postgres') {
     const pool = new pg.Pool({ connectionString: url, max: 10 });
     // An idle client dropped by the server (restart, failover) must not crash the daemon; the pool reconnects.
@@ -130,7 +151,42 @@ function connect(url: string): { db: Kysely<Schema>; sqlite?: SqliteDatabase.Dat
   raw.pragma('foreign_keys = ON');
   raw.pragma('busy_timeout = 5000');
   raw.pragma('synchronous = NORMAL');
-  return { db: new Kysely<Schema>({ dialect: new SqliteDialectKeepingCause(raw) }), sqlite: raw };
+  const marks = raw.prepare('select total_changes() as c, data_version as v from pragma_data_version');
+  const changeMark = () => {
+    const m = marks.get() as { c: number; v: number };
+    return `${m.c}.${m.v}`;
+  };
+  return {
+    db: new Kysely<Schema>({ dialect: new SqliteDialectKeepingCause(raw) }),
+    sqlite: raw,
+    changeMark,
+    ...(raw.memory ? {} : { stopCheckpoints: checkpointInBackground(raw, url).stop }),
+  };
+}
+
+/** Statements kept for reuse (SQL texts differ mostly by the length of `in (...)` lists). */
+const KEPT_STATEMENTS = 500;
+
+/**
+ * Kysely prepares every query anew, and preparing was a tenth of a request's
+ * CPU time in the API benches (`Statement` in BENCHMARKS.md's profiles): the
+ * same SQL text reuses its prepared statement, least recently used out first.
+ * Safe because every query runs to completion in one synchronous call (no
+ * query streams a cursor), so a statement is never in use twice at once.
+ */
+function reusingStatements(raw: SqliteDatabase.Database) {
+  const kept = new Map<string, SqliteDatabase.Statement>();
+  return {
+    close: () => raw.close(),
+    prepare(text: string) {
+      let st = kept.get(text);
+      if (st) kept.delete(text);
+      else st = raw.prepare(text);
+      kept.set(text, st);
+      if (kept.size > KEPT_STATEMENTS) kept.delete(kept.keys().next().value as string);
+      return st;
+    },
+  };
 }
 
 /**
@@ -140,8 +196,12 @@ function connect(url: string): { db: Kysely<Schema>; sqlite?: SqliteDatabase.Dat
  * what is wrong (src/api/error-map.ts turns a full disk into a clear 503).
  */
 class SqliteDialectKeepingCause extends SqliteDialect {
+  private readonly database: ReturnType<typeof reusingStatements>;
+
   constructor(private readonly raw: SqliteDatabase.Database) {
-    super({ database: raw });
+    const database = reusingStatements(raw);
+    super({ database });
+    this.database = database;
   }
 
   override createDriver() {
@@ -150,7 +210,7 @@ class SqliteDialectKeepingCause extends SqliteDialect {
       override async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
         if (raw.inTransaction) await super.rollbackTransaction(connection);
       }
-    })({ database: raw });
+    })({ database: this.database });
   }
 }
 
@@ -198,7 +258,24 @@ export async function openStore(config: StoreConfig): Promise<Store> {
       await admin.destroy();
     }
   }
-  const { db, sqlite } = connect(config.url);
-  if (dialect === 'sqlite' || !config.adminUrl || config.adminUrl === config.url) await migrate(db, dialect);
-  return { db, dialect, ...(sqlite ? { sqlite } : {}), close: () => db.destroy() };
+  const { db, sqlite, changeMark, stopCheckpoints } = connect(config.url);
+  if (dialect === 'sqlite' || !config.adminUrl || config.adminUrl === config.url) {
+    try {
+      await migrate(db, dialect);
+    } catch (err) {
+      await stopCheckpoints?.();
+      await db.destroy();
+      throw err;
+    }
+  }
+  return {
+    db,
+    dialect,
+    ...(sqlite ? { sqlite } : {}),
+    ...(changeMark ? { changeMark } : {}),
+    close: async () => {
+      await stopCheckpoints?.();
+      await db.destroy();
+    },
+  };
 }
