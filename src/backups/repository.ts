@@ -212,7 +212,8 @@ export class Repository {
           const cut = new InOrder<{ block: Buffer; cands: number[] | null; history: Buffer }>(
             POOL_SIZE + 1,
             async ({ block, cands, history }) => {
-              if (!cands && chunker.idle && block.length === CHUNK_MAX) {
+              const n = block.length; // before the block may move to a worker
+              if (!cands && chunker.idle && n === CHUNK_MAX) {
                 chunker.skipZero(block);
                 // After the first, a zero chunk needs no worker: it has the first one's name.
                 if (zeroSent || known.has(zeroId))
@@ -224,8 +225,8 @@ export class Repository {
                   cands ?? candidates(Buffer.concat([history, block.subarray(0, WINDOW)]), history.length);
                 for (const c of chunker.push(block, found)) await store(c);
               }
-              stats.bytes += block.length;
-              done += block.length;
+              stats.bytes += n;
+              done += n;
               progress(done, total);
             },
           );
@@ -236,12 +237,12 @@ export class Repository {
             off += block.length;
             next = off < disk.size ? disk.read(off, Math.min(READ_BLOCK, disk.size - off)) : null;
             const h = history;
+            history = tailOf(history, block); // before the block moves to a worker
             await cut.push(
               isZero(block)
                 ? Promise.resolve({ block, cands: null, history: h })
-                : pool.candidates(h, block).then((cands) => ({ block, cands, history: h })),
+                : pool.candidates(h, block).then((r) => ({ ...r, history: h })),
             );
-            history = tailOf(history, block);
           }
           await cut.flush();
           for (const c of chunker.finish()) await store(c);
