@@ -55,7 +55,7 @@ const phases = {};
 const timed = async (name, side, fn) => {
   const c = cpu();
   const wall = await secs(fn);
-  phases[name] = { wall, cpu: cpu()[side] - c[side] };
+  phases[name] = { ...phases[name], wall, cpu: cpu()[side] - c[side] };
   return wall;
 };
 const sha = async (p) => {
