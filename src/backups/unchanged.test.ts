@@ -36,7 +36,8 @@ afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-function setup() {
+/** A repository and a volume file; `settled`: the file's last change is older than the margin. */
+async function setup(settled = true) {
   const dir = mkdtempSync(join(tmpdir(), 'bw-unchanged-'));
   dirs.push(dir);
   const rk = generateRecoveryKey();
@@ -88,17 +89,33 @@ function setup() {
     );
     return out.equals(want);
   };
+  await repo.init(idKey);
+  if (settled) await sleep(SETTLE_MS);
   return { dir, file, repo, rk, idKey, live, disk, backup, restoresToFile };
 }
 
-/** Runs `fn` on the file, then sets its mtime back to the nanosecond (as a writer hiding a change would). */
+/** `setup()` and a first full backup `a` whose read was recorded. */
+async function afterFirstBackup() {
+  const t = await setup();
+  const a = await t.backup('a', null);
+  expect(a).toMatchObject({ read: true, bytesRead: 12 * MiB });
+  return t;
+}
+
+const mtimeNs = (file: string) => statSync(file, { bigint: true }).mtimeNs;
+
+/** Sets the file's mtime to the nanosecond with `touch -d`, as a writer hiding a change would. */
+function setMtime(file: string, ns: bigint) {
+  const frac = (ns % 1_000_000_000n).toString().padStart(9, '0');
+  execFileSync('touch', ['-m', '-d', `@${ns / 1_000_000_000n}.${frac}`, file]);
+  expect(mtimeNs(file)).toBe(ns);
+}
+
+/** Runs `fn` on the file, then sets its mtime back. */
 function keepingMtime(file: string, fn: () => void) {
-  const before = statSync(file, { bigint: true }).mtimeNs;
+  const before = mtimeNs(file);
   fn();
-  const sec = before / 1_000_000_000n;
-  const ns = (before % 1_000_000_000n).toString().padStart(9, '0');
-  execFileSync('touch', ['-m', '-d', `@${sec}.${ns}`, file]);
-  expect(statSync(file, { bigint: true }).mtimeNs).toBe(before);
+  setMtime(file, before);
 }
 
 function writeByte(file: string, at: number) {
@@ -114,12 +131,9 @@ function writeByte(file: string, at: number) {
 
 describe('unchanged-file skip', () => {
   it('skips an unchanged file, reusing the chunk list; the skipped backup restores byte for byte', async () => {
-    const t = setup();
-    await t.repo.init(t.idKey);
-    await sleep(SETTLE_MS);
+    const t = await setup();
     const a = await t.backup('a', null);
-    expect(a.read).toBe(true);
-    expect(a.bytesRead).toBe(12 * MiB);
+    expect(a).toMatchObject({ read: true, bytesRead: 12 * MiB });
     const b = await t.backup('b', 'a');
     expect(b).toMatchObject({ read: false, why: 'unchanged since backup a', bytesRead: 0 });
     expect(b.stats.newChunks).toBe(0);
@@ -135,10 +149,7 @@ describe('unchanged-file skip', () => {
   });
 
   it('reads again after a one-byte write that keeps the size and (set back) the mtime', async () => {
-    const t = setup();
-    await t.repo.init(t.idKey);
-    await sleep(SETTLE_MS);
-    await t.backup('a', null);
+    const t = await afterFirstBackup();
     keepingMtime(t.file, () => writeByte(t.file, 6 * MiB + 12345));
     const b = await t.backup('b', 'a');
     expect(b).toMatchObject({ read: true, why: 'the file changed since the previous backup' });
@@ -147,10 +158,7 @@ describe('unchanged-file skip', () => {
   });
 
   it('reads again after a truncate and regrow to the same size', async () => {
-    const t = setup();
-    await t.repo.init(t.idKey);
-    await sleep(SETTLE_MS);
-    await t.backup('a', null);
+    const t = await afterFirstBackup();
     keepingMtime(t.file, () => {
       truncateSync(t.file, 7 * MiB);
       truncateSync(t.file, 12 * MiB);
@@ -161,20 +169,11 @@ describe('unchanged-file skip', () => {
   });
 
   it('reads again when the file was replaced by a rename (a new inode), mtime and size kept', async () => {
-    const t = setup();
-    await t.repo.init(t.idKey);
-    await sleep(SETTLE_MS);
-    await t.backup('a', null);
+    const t = await afterFirstBackup();
     const copy = `${t.file}.new`;
     copyFileSync(t.file, copy);
     writeByte(copy, 100);
-    const m = statSync(t.file, { bigint: true }).mtimeNs;
-    execFileSync('touch', [
-      '-m',
-      '-d',
-      `@${m / 1_000_000_000n}.${(m % 1_000_000_000n).toString().padStart(9, '0')}`,
-      copy,
-    ]);
+    setMtime(copy, mtimeNs(t.file));
     renameSync(copy, t.file);
     const b = await t.backup('b', 'a');
     expect(b).toMatchObject({ read: true, why: 'the file changed since the previous backup' });
@@ -182,9 +181,7 @@ describe('unchanged-file skip', () => {
   });
 
   it('records nothing when the file is written during the read; the next backup reads it all', async () => {
-    const t = setup();
-    await t.repo.init(t.idKey);
-    await sleep(SETTLE_MS);
+    const t = await setup();
     let wrote = false;
     const during = t.disk((off) => {
       // After the first block was read: a change the backup has already passed.
@@ -202,8 +199,7 @@ describe('unchanged-file skip', () => {
   });
 
   it('records nothing for a file changed less than the settle time before the read', async () => {
-    const t = setup();
-    await t.repo.init(t.idKey);
+    const t = await setup(false);
     writeByte(t.file, 0); // just now
     await t.backup('a', null);
     const b = await t.backup('b', 'a');
@@ -219,10 +215,7 @@ describe('unchanged-file skip', () => {
   });
 
   it('never reuses another volume, another repository, or a deleted backup', async () => {
-    const t = setup();
-    await t.repo.init(t.idKey);
-    await sleep(SETTLE_MS);
-    await t.backup('a', null);
+    const t = await afterFirstBackup();
     // The same file named as another volume.
     const other = await t.backup('b', 'a', t.disk(undefined, 'vol-2'));
     expect(other).toMatchObject({ read: true, why: 'the previous record is of another disk' });
