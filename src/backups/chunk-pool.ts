@@ -27,7 +27,7 @@ export type Job =
   | { n: number; s: number; op: 'pack'; plain: Uint8Array }
   | { n: number; s: number; op: 'open'; id: string; sha: string; blob: Uint8Array }
   | { n: number; s: number; op: 'hash'; blob: Uint8Array }
-  | { n: number; s: number; op: 'cands'; buf: Uint8Array; from: number };
+  | { n: number; s: number; op: 'cands'; history: Uint8Array; block: Uint8Array };
 
 export type Control = { op: 'begin'; s: number; secrets: WorkerSecrets } | { op: 'end'; s: number };
 
@@ -35,7 +35,7 @@ export type Reply =
   | { n: number; id: string; blob: Uint8Array | null; sha: string | null }
   | { n: number; plain: Uint8Array }
   | { n: number; sha: string }
-  | { n: number; cands: number[] }
+  | { n: number; cands: number[]; block: Uint8Array }
   | { n: number; error: { message: string; kind: string | null } };
 
 /** Sized to the CPUs (at most 4: beyond that the reads and writes are the limit). */
@@ -163,23 +163,30 @@ export class ChunkPool {
     return this.workers.run(this.id, job, moved) as Promise<R>;
   }
 
-  /** The chunk's id, and its sealed object and that object's sha256 unless it is already stored. */
+  /**
+   * The chunk's id, and its sealed object and that object's sha256 unless it
+   * is already stored. `plain` moves to the worker when it owns its memory
+   * (the chunker's chunks do): the caller must not use it again.
+   */
   async pack(plain: Buffer): Promise<{ id: string; blob: Buffer | null; sha: string | null }> {
-    const u = new Uint8Array(plain); // a copy: chunks are views of the caller's read buffers
-    const r = await this.run<Extract<Reply, { id: string }>>({ op: 'pack', plain: u }, [u.buffer]);
+    const [u, moved] = own(plain);
+    const r = await this.run<Extract<Reply, { id: string }>>({ op: 'pack', plain: u }, moved);
     return { id: r.id, blob: r.blob && buf(r.blob), sha: r.sha };
   }
 
-  /** The cut candidates of `block` (chunker.ts#candidates), `history` being the stream's bytes before it. */
-  async candidates(history: Buffer, block: Buffer): Promise<number[]> {
-    const u = new Uint8Array(history.length + block.length);
-    u.set(history);
-    u.set(block, history.length);
+  /**
+   * The cut candidates of `block` (chunker.ts#candidatesOf), `history` being
+   * the stream's bytes before it. The block goes to the worker and comes
+   * back (moved both ways, not copied, when it owns its memory): use the
+   * returned one, not `block`.
+   */
+  async candidates(history: Buffer, block: Buffer): Promise<{ cands: number[]; block: Buffer }> {
+    const [u, moved] = own(block);
     const r = await this.run<Extract<Reply, { cands: number[] }>>(
-      { op: 'cands', buf: u, from: history.length },
-      [u.buffer],
+      { op: 'cands', history: new Uint8Array(history), block: u },
+      moved,
     );
-    return r.cands;
+    return { cands: r.cands, block: buf(r.block) };
   }
 
   /** A stored chunk's checked plaintext (chunk-codec.ts#unpackChunk). */

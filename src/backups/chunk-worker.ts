@@ -1,7 +1,7 @@
 import { parentPort } from 'node:worker_threads';
 import { packChunk, sha256, unpackChunk } from './chunk-codec.js';
 import type { Control, Job, Reply } from './chunk-pool.js';
-import { candidates } from './chunker.js';
+import { candidatesOf } from './chunker.js';
 import { chunkId } from './crypto.js';
 
 /**
@@ -45,8 +45,10 @@ function run(job: Job, s: Session): [Reply, ArrayBuffer[]] {
     }
     case 'hash':
       return [{ n: job.n, sha: sha256(job.blob) }, []];
-    case 'cands':
-      return [{ n: job.n, cands: candidates(job.buf, job.from) }, []];
+    case 'cands': {
+      const [block, moved] = movable(buf(job.block));
+      return [{ n: job.n, cands: candidatesOf(job.history, job.block), block }, moved];
+    }
   }
 }
 

@@ -33,20 +33,25 @@ const GEAR = (() => {
 })();
 
 /**
- * Cut candidates of `buf[from..]`, where `buf` holds the `from` bytes before
- * them (up to WINDOW - 1, fewer at the start of a disk): each is `2p + s` for
- * a position `p` (relative to `from`; a cut there ends a chunk after byte p)
- * whose window hash passes the easy mask, `s` = 1 when it passes the hard one too.
+ * Cut candidates of `block`, `history` being the stream's bytes just before
+ * it (up to WINDOW - 1, fewer at the start of a disk): each is `2p + s` for a
+ * position `p` in `block` (a cut there ends a chunk after byte p) whose window
+ * hash passes the easy mask, `s` = 1 when it passes the hard one too.
  */
-export function candidates(buf: Uint8Array, from: number): number[] {
+export function candidatesOf(history: Uint8Array, block: Uint8Array): number[] {
   const out: number[] = [];
   let h = 0;
-  for (let i = 0; i < buf.length; i++) {
-    h = ((h << 1) + (GEAR[buf[i]!] as number)) >>> 0;
-    if ((h & MASK_L) === 0 && i >= from) out.push(2 * (i - from) + ((h & MASK_S) === 0 ? 1 : 0));
+  for (let i = 0; i < history.length; i++) h = ((h << 1) + (GEAR[history[i]!] as number)) >>> 0;
+  for (let i = 0; i < block.length; i++) {
+    h = ((h << 1) + (GEAR[block[i]!] as number)) >>> 0;
+    if ((h & MASK_L) === 0) out.push(2 * i + ((h & MASK_S) === 0 ? 1 : 0));
   }
   return out;
 }
+
+/** `candidatesOf` for `buf[from..]`, `buf[..from]` being the history. */
+export const candidates = (buf: Uint8Array, from: number): number[] =>
+  candidatesOf(buf.subarray(0, from), buf.subarray(from));
 
 /** The last WINDOW - 1 bytes of a stream that ended with `before` and then `block`. */
 export const tailOf = (before: Buffer, block: Buffer): Buffer =>
@@ -59,12 +64,16 @@ if (candidates(new Uint8Array(WINDOW * 2), 0).length !== 0) throw new Error('zer
 
 /**
  * Splits a stream of blocks into content-defined chunks, given each block's
- * candidates (see `candidates`; computed here when not given). Chunks are
- * subarrays of the carried buffer: use (or copy) each before the next push.
+ * candidates (see `candidates`; computed here when not given). Blocks are
+ * kept by reference until their last byte is in a chunk (the caller must not
+ * change them); each chunk is copied once, into a buffer of its own that the
+ * caller may move to a worker thread.
  */
 export class Chunker {
-  private carry: Buffer = Buffer.alloc(0);
-  /** Absolute stream offset of carry[0]. */
+  /** The bytes not yet in a chunk: views of the pushed blocks, in order. */
+  private parts: Buffer[] = [];
+  private carried = 0;
+  /** Absolute stream offset of the first carried byte. */
   private at = 0;
   /** Candidates (absolute `2p + s`) at or after `at`, in order. */
   private cands: number[] = [];
@@ -73,24 +82,22 @@ export class Chunker {
 
   /** Nothing carried over: the next block starts a chunk. */
   get idle(): boolean {
-    return this.carry.length === 0;
+    return this.carried === 0;
   }
 
   /** Chunks completed by `block`; the tail waits for more bytes. */
   *push(block: Buffer, blockCands?: number[]): Generator<Buffer> {
-    const start = this.at + this.carry.length;
-    const found = blockCands ?? candidates(Buffer.concat([this.tail, block]), this.tail.length);
+    const start = this.at + this.carried;
+    const found = blockCands ?? candidatesOf(this.tail, block);
     for (const c of found) this.cands.push(c + 2 * start);
     this.tail = tailOf(this.tail, block);
-    let buf = this.carry.length ? Buffer.concat([this.carry, block]) : block;
+    if (block.length) this.parts.push(block);
+    this.carried += block.length;
     for (;;) {
-      const cut = this.cut(buf, false);
+      const cut = this.cut(false);
       if (cut < 0) break;
-      yield buf.subarray(0, cut);
-      buf = buf.subarray(cut);
-      this.advance(cut);
+      yield this.take(cut);
     }
-    this.carry = Buffer.from(buf); // own the tail: the caller may reuse `block`
   }
 
   /** Takes a whole CHUNK_MAX zero block as one chunk (only when idle; the caller names it). */
@@ -103,34 +110,54 @@ export class Chunker {
 
   /** The last chunks, at the end of the stream. */
   *finish(): Generator<Buffer> {
-    let buf = this.carry;
-    while (buf.length) {
-      const cut = this.cut(buf, true);
-      yield buf.subarray(0, cut);
-      buf = buf.subarray(cut);
-      this.advance(cut);
-    }
-    this.carry = Buffer.alloc(0);
+    while (this.carried) yield this.take(this.cut(true));
   }
 
-  private advance(n: number): void {
+  /** The first `n` carried bytes as a chunk of its own. */
+  private take(n: number): Buffer {
+    const out = Buffer.allocUnsafeSlow(n);
+    for (let got = 0; got < n; ) {
+      const p = this.parts[0]!;
+      const k = Math.min(p.length, n - got);
+      p.copy(out, got, 0, k);
+      got += k;
+      if (k === p.length) this.parts.shift();
+      else this.parts[0] = p.subarray(k);
+    }
+    this.carried -= n;
     this.at += n;
     let k = 0;
     while (k < this.cands.length && this.cands[k]! < 2 * this.at) k++;
     if (k) this.cands.splice(0, k);
+    return out;
   }
 
-  /** Length of the first chunk of `buf` (which starts at `at`), or -1 when more bytes must come first. */
-  private cut(buf: Buffer, final: boolean): number {
-    const n = buf.length;
+  /** Carried bytes `from` to `to` (a few), wherever the parts split them. */
+  private bytes(from: number, to: number): Buffer {
+    const out = Buffer.alloc(to - from);
+    let base = 0;
+    for (const p of this.parts) {
+      const lo = Math.max(from, base);
+      const hi = Math.min(to, base + p.length);
+      if (lo < hi) p.copy(out, lo - from, lo - base, hi - base);
+      base += p.length;
+      if (base >= to) break;
+    }
+    return out;
+  }
+
+  /** Length of the first chunk of the carried bytes (which start at `at`), or -1 when more bytes must come first. */
+  private cut(final: boolean): number {
+    const n = this.carried;
     if (n <= CHUNK_MIN) return final ? n : -1;
     const end = Math.min(n, CHUNK_MAX);
     const mid = Math.min(end, CHUNK_AVG);
     // The hash restarts at CHUNK_MIN: until its window is full it differs from the window hash.
     let h = 0;
     const warm = Math.min(end, CHUNK_MIN + WINDOW - 1);
+    const w = this.bytes(CHUNK_MIN, warm);
     for (let i = CHUNK_MIN; i < warm; i++) {
-      h = ((h << 1) + (GEAR[buf[i]!] as number)) >>> 0;
+      h = ((h << 1) + (GEAR[w[i - CHUNK_MIN]!] as number)) >>> 0;
       if ((h & (i < mid ? MASK_S : MASK_L)) === 0) return i + 1;
     }
     for (const c of this.cands) {

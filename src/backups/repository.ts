@@ -1,5 +1,6 @@
 import { type KeyObject, randomBytes } from 'node:crypto';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import type { FileStamp } from '../host/disk-export.js';
 import { sha256 } from './chunk-codec.js';
 import { ChunkPool, InOrder, POOL_SIZE } from './chunk-pool.js';
 import { CHUNK_MAX, Chunker, candidates, tailOf, WINDOW } from './chunker.js';
@@ -15,6 +16,15 @@ import {
   wrapForRecipient,
 } from './crypto.js';
 import type { BackupTarget } from './target.js';
+import {
+  nowNs,
+  openRecord,
+  recordName,
+  sealRecord,
+  type UnchangedDisk,
+  vouches,
+  whyNotReuse,
+} from './unchanged.js';
 
 /**
  * An encrypted, deduplicating backup repository (docs/backups.md):
@@ -35,6 +45,8 @@ export interface DiskSource {
   name: string;
   size: number;
   read(offset: number, length: number): Promise<Buffer>;
+  /** The disk's file, when the host vouches for it: an unchanged one is not read again (unchanged.ts). */
+  unchanged?: { source: string; stamp(): Promise<FileStamp> };
 }
 
 export interface DiskSink {
@@ -57,6 +69,8 @@ export interface BackupStats {
   newChunks: number;
   /** Bytes this backup added to the repository. */
   storedBytes: number;
+  /** Per disk: read, or its chunk list reused from backup `since`; and why. */
+  disks: { name: string; read: boolean; why: string }[];
 }
 
 export interface VerifyReport {
@@ -76,7 +90,8 @@ interface Packed {
 interface Index {
   v: 1;
   backup: string;
-  disks: { name: string; size: number; chunks: [string, number][] }[];
+  /** `unchanged_since`: the disk was not read, its file being as backup X read it (unchanged.ts). */
+  disks: { name: string; size: number; chunks: [string, number][]; unchanged_since?: string }[];
 }
 
 const READ_BLOCK = 4 * 1024 * 1024;
@@ -134,7 +149,9 @@ export class Repository {
    * backup's seal) are skipped; new ones are compressed, sealed under a new
    * data key and stored. This thread reads and cuts; a worker pool names,
    * compresses and seals, and results are stored in disk order. Returns the
-   * seal's sha256 for the database.
+   * seal's sha256 for the database. A disk whose file is as backup `since`
+   * (the previous backup of the same source, live) recorded it is not read:
+   * that backup's chunk list is reused (unchanged.ts).
    */
   backup(
     backupId: string,
@@ -142,11 +159,14 @@ export class Repository {
     disks: DiskSource[],
     live: { id: string; sealSha256: string }[],
     progress: (done: number, total: number) => void = () => undefined,
+    since: string | null = null,
   ): Promise<{ sealSha256: string; stats: BackupStats }> {
     return this.exclusive(async () => {
       const known = new Map<string, [string, string]>();
       for (const s of await this.seals(live))
         for (const [id, v] of Object.entries(s.chunks)) known.set(id, v);
+      const previous = await this.unchangedRecord(idKey, since, live);
+      const records: UnchangedDisk[] = [];
       const keyId = randomBytes(16).toString('hex');
       const key = randomBytes(32);
       const pool = new ChunkPool({ idKey, key, keyId, keys: [], known: [...known.keys()] });
@@ -157,7 +177,8 @@ export class Repository {
         );
         const sealed: Seal = { v: 1, backup: backupId, key_id: keyId, index_sha256: '', chunks: {} };
         const index: Index = { v: 1, backup: backupId, disks: [] };
-        const stats: BackupStats = { bytes: 0, chunks: 0, newChunks: 0, storedBytes: 0 };
+        const stats: BackupStats = { bytes: 0, chunks: 0, newChunks: 0, storedBytes: 0, disks: [] };
+        let done = 0;
         const total = disks.reduce((n, d) => n + d.size, 0);
         const zeroId = chunkId(idKey, ZEROS.subarray(0, CHUNK_MAX));
         let zeroSent = false;
@@ -183,15 +204,16 @@ export class Repository {
           const len = plain.length;
           return stored.push(pool.pack(plain).then((r) => ({ ...r, len })));
         };
-        for (const disk of disks) {
-          list = [];
+        /** Reads, cuts and stores the whole of `disk`, its chunks listed in `list`. */
+        const readWhole = async (disk: DiskSource) => {
           const chunker = new Chunker();
           // Blocks in disk order, their cut candidates found in the pool meanwhile (null: a zero block,
           // whose candidates, if any, are near its start and found here).
           const cut = new InOrder<{ block: Buffer; cands: number[] | null; history: Buffer }>(
             POOL_SIZE + 1,
             async ({ block, cands, history }) => {
-              if (!cands && chunker.idle && block.length === CHUNK_MAX) {
+              const n = block.length; // before the block may move to a worker
+              if (!cands && chunker.idle && n === CHUNK_MAX) {
                 chunker.skipZero(block);
                 // After the first, a zero chunk needs no worker: it has the first one's name.
                 if (zeroSent || known.has(zeroId))
@@ -203,8 +225,9 @@ export class Repository {
                   cands ?? candidates(Buffer.concat([history, block.subarray(0, WINDOW)]), history.length);
                 for (const c of chunker.push(block, found)) await store(c);
               }
-              stats.bytes += block.length;
-              progress(stats.bytes, total);
+              stats.bytes += n;
+              done += n;
+              progress(done, total);
             },
           );
           let history: Buffer = Buffer.alloc(0);
@@ -214,17 +237,56 @@ export class Repository {
             off += block.length;
             next = off < disk.size ? disk.read(off, Math.min(READ_BLOCK, disk.size - off)) : null;
             const h = history;
+            history = tailOf(history, block); // before the block moves to a worker
             await cut.push(
               isZero(block)
                 ? Promise.resolve({ block, cands: null, history: h })
-                : pool.candidates(h, block).then((cands) => ({ block, cands, history: h })),
+                : pool.candidates(h, block).then((r) => ({ ...r, history: h })),
             );
-            history = tailOf(history, block);
           }
           await cut.flush();
           for (const c of chunker.finish()) await store(c);
           await stored.flush();
-          index.disks.push({ name: disk.name, size: disk.size, chunks: list });
+        };
+        for (const disk of disks) {
+          list = [];
+          // The clock before the first stamp: a write after this moment gets a ctime no older.
+          const readStart = nowNs();
+          const before = await disk.unchanged?.stamp();
+          const prev = typeof previous === 'string' ? undefined : previous.get(disk.name);
+          const why = !disk.unchanged
+            ? 'the host cannot vouch for its file'
+            : typeof previous === 'string'
+              ? previous
+              : whyNotReuse(prev, { ...disk, source: disk.unchanged.source }, before!, (id) => known.has(id));
+          if (why === null && prev) {
+            list = prev.chunks;
+            for (const [id] of list) sealed.chunks[id] = known.get(id)!;
+            stats.chunks += list.length;
+            done += disk.size;
+            progress(done, total);
+            stats.disks.push({ name: disk.name, read: false, why: `unchanged since backup ${since}` });
+          } else {
+            await readWhole(disk);
+            stats.disks.push({ name: disk.name, read: true, why: why ?? '' });
+          }
+          index.disks.push({
+            name: disk.name,
+            size: disk.size,
+            chunks: list,
+            ...(why === null && since ? { unchanged_since: since } : {}),
+          });
+          // Recorded for the next backup only when the file held still over the whole read.
+          const after = await disk.unchanged?.stamp();
+          if (disk.unchanged && before && after && vouches(before, after, readStart) === null)
+            records.push({
+              name: disk.name,
+              source: disk.unchanged.source,
+              size: disk.size,
+              stamp: before,
+              read_start_ns: readStart.toString(),
+              chunks: list,
+            });
         }
         const indexBlob = seal(
           INDEX_MAGIC,
@@ -238,12 +300,37 @@ export class Repository {
         const sealBlob = Buffer.from(JSON.stringify(sealed));
         await this.target.put(`backups/${backupId}.seal`, sealBlob);
         stats.storedBytes += indexBlob.length + sealBlob.length;
+        if (records.length) {
+          const rec = sealRecord(idKey, backupId, records);
+          await this.target.put(recordName(backupId), rec);
+          stats.storedBytes += rec.length;
+        }
         return { sealSha256: sha256(sealBlob), stats };
       } finally {
         key.fill(0);
         await pool.close();
       }
     });
+  }
+
+  /**
+   * Backup `since`'s unchanged-file records by disk name, or why there are
+   * none (then every disk is read). Only a live backup's record counts.
+   */
+  private async unchangedRecord(
+    idKey: Buffer,
+    since: string | null,
+    live: { id: string }[],
+  ): Promise<Map<string, UnchangedDisk> | string> {
+    if (!since) return 'there is no earlier backup of this source';
+    if (!live.some((l) => l.id === since)) return `backup ${since} is not a live backup`;
+    const blob = await this.target.get(recordName(since)).catch(() => null);
+    if (!blob) return `backup ${since} recorded no file stamp`;
+    try {
+      return new Map(openRecord(idKey, since, blob).map((d) => [d.name, d]));
+    } catch {
+      return `the file record of backup ${since} does not authenticate in this repository`;
+    }
   }
 
   /** Unwraps the data keys a seal names (all of them: any one missing or wrong fails). */
@@ -448,6 +535,7 @@ export class Repository {
           keepKeys.add(k);
         }
       }
+      await this.target.delete(recordName(backupId));
       await this.target.delete(`backups/${backupId}.seal`);
       await this.target.delete(`backups/${backupId}.index`);
       if (!mine) return;

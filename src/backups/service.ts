@@ -15,7 +15,7 @@ import { nowIso, uuid } from '../util/ids.js';
 import { TaskTracker } from '../util/tasks.js';
 import type { VolumeService } from '../volumes/volumes.js';
 import { parsePublicKey, parseRecoveryKey, publicOf } from './crypto.js';
-import { Repository, type VerifyReport } from './repository.js';
+import { type DiskSource, Repository, type VerifyReport } from './repository.js';
 import {
   checkS3Location,
   loadS3Credentials,
@@ -393,7 +393,14 @@ export class BackupService {
         repository,
         idKey,
         `volume ${b.source_id}`,
-        [{ name: 'volume', size: src.size, read: (o, l) => src.read(o, l) }],
+        [
+          {
+            name: 'volume',
+            size: src.size,
+            read: (o, l) => src.read(o, l),
+            ...unchangedOf(b.source_id, src),
+          },
+        ],
       );
     } catch (err) {
       await this.failBackup(auth, b, 'volume:backups:create:done', t0, err);
@@ -456,6 +463,7 @@ export class BackupService {
       disks,
       await this.live(),
       (done, total) => this.progress.set(b.id, total ? Math.floor((done * 100) / total) : 100),
+      b.parent_id,
     );
     await this.set(b.id, {
       status: 'available',
@@ -471,7 +479,11 @@ export class BackupService {
       action,
       b.id,
       'success',
-      `${what}: ${stats.bytes} bytes read, ${stats.newChunks} of ${stats.chunks} chunks new, ${stats.storedBytes} bytes stored`,
+      `${what}: ${stats.bytes} bytes read, ${stats.newChunks} of ${stats.chunks} chunks new, ${stats.storedBytes} bytes stored` +
+        stats.disks
+          .filter((d) => !d.read)
+          .map((d) => `; ${d.name} not read (${d.why}: device, inode, size, mtime and ctime as then)`)
+          .join(''),
     );
   }
 
@@ -785,7 +797,12 @@ export class BackupService {
           key?.fill(0);
         }
         open.push(h);
-        disks.push({ name: volumeDisk(v.id), size: h.size, read: (o, l) => h.read(o, l) });
+        disks.push({
+          name: volumeDisk(v.id),
+          size: h.size,
+          read: (o, l) => h.read(o, l),
+          ...unchangedOf(v.id, h),
+        });
       }
       const what = `server ${b.source_id} (root disk and ${def.volumes.length} volumes)`;
       await this.storeDisks(auth, b, 'server:backups:create:done', t0, repository, idKey, what, disks);
@@ -1021,4 +1038,10 @@ export class BackupService {
       })(),
     );
   }
+}
+
+/** A disk's file stamp, when its host gives one (a local volume): an unchanged file is not read again. */
+function unchangedOf(source: string, h: DiskHandle): Pick<DiskSource, 'unchanged'> {
+  const stamp = h.stamp?.bind(h);
+  return stamp ? { unchanged: { source, stamp } } : {};
 }

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { lstat, mkdtemp, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { BulwarkError } from '../errors.js';
@@ -13,6 +13,34 @@ export interface DiskHandle {
   read(offset: number, length: number): Promise<Buffer>;
   write(offset: number, data: Buffer): Promise<void>;
   close(): Promise<void>;
+  /**
+   * The file's stamp, where the host can vouch that reads come from that one
+   * file and nothing writes it unseen (a local volume, read-only): a backup
+   * then skips reading it while the stamp holds (docs/backups.md).
+   */
+  stamp?(): Promise<FileStamp>;
+}
+
+/** What the kernel says of a file; any write, truncate, utimes or replacement changes ctime or inode. */
+export interface FileStamp {
+  dev: string;
+  ino: string;
+  size: string;
+  mtimeNs: string;
+  ctimeNs: string;
+}
+
+export async function fileStamp(path: string): Promise<FileStamp> {
+  const s = await lstat(path, { bigint: true });
+  if (!s.isFile()) throw new BulwarkError('Conflict', `${path} is not a regular file.`);
+  const str = (n: bigint) => n.toString();
+  return {
+    dev: str(s.dev),
+    ino: str(s.ino),
+    size: str(s.size),
+    mtimeNs: str(s.mtimeNs),
+    ctimeNs: str(s.ctimeNs),
+  };
 }
 
 /**

@@ -18,7 +18,7 @@ import type { Duplex } from 'node:stream';
 import { GUEST_AGENT_SOCKET } from '../compute/guest-agent.js';
 import { BulwarkError, badRequest, conflict, notFound } from '../errors.js';
 import { cgroupLimitsFor, detectCgroups, type VmCgroups } from './cgroups.js';
-import { type DiskHandle, openQcow2 } from './disk-export.js';
+import { type DiskHandle, fileStamp, openQcow2 } from './disk-export.js';
 import { collectFile, type ForensicFile } from './forensics.js';
 import { guestAgentCall } from './guest-agent-channel.js';
 import {
@@ -1332,7 +1332,10 @@ export class QemuDriver implements HypervisorDriver {
         shared: attached && mode === 'read',
         socketParent: this.volumesDir,
       });
-      return resumingOnClose(h, resume);
+      // Read-only, with no backing file: its bytes are this file's alone. An attached volume is
+      // stamped only with its guest known (paused, or not running); the stamp is what vouches either way.
+      const stamp = mode === 'read' && (!attached || serverId) ? () => fileStamp(path) : undefined;
+      return resumingOnClose(stamp ? { ...h, stamp } : h, resume);
     } catch (err) {
       await resume?.().catch(() => undefined);
       throw err;
@@ -1749,6 +1752,7 @@ function resumingOnClose(h: DiskHandle, resume: (() => Promise<void>) | null): D
     size: h.size,
     read: (o, l) => h.read(o, l),
     write: (o, d) => h.write(o, d),
+    ...(h.stamp ? { stamp: h.stamp } : {}),
     close: async () => {
       try {
         await h.close();
