@@ -91,8 +91,11 @@ describe.runIf(process.getuid?.() === 0)(
 
     const connect = async () => {
       if (!d) throw new Error('no daemon');
-      http = await daemonHttp(d, { timeoutMs: 180_000 });
-      token = await http.login();
+      const h = await daemonHttp(d, { timeoutMs: 180_000 });
+      http = h;
+      // Up means listening; a restart on a loaded host may still refuse a moment (a 503 while the
+      // store reconnects): log in once the API answers, within a deadline.
+      token = await waitFor('the API to take a login after the (re)start', () => h.login(), 120_000, 1000);
     };
     const api = (method: string, path: string, body?: unknown) => {
       if (!http) throw new Error('no client');
