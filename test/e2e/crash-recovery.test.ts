@@ -83,6 +83,8 @@ describe.runIf(process.getuid?.() === 0)(
       committed: 0,
       cut: 0,
       refused: 0,
+      /** Refusals by operation and status, e.g. `attach 409` (a server still building). */
+      refusedBy: {} as Record<string, number>,
       orphansFound: 0,
       auditRowsVerified: 0,
       killAfterMs: [] as number[],
@@ -321,7 +323,11 @@ describe.runIf(process.getuid?.() === 0)(
         figures.operations += outcomes.length;
         figures.cut += outcomes.filter((o) => o.status === 'cut').length;
         figures.committed += outcomes.filter((o) => o.kind !== 'read' && ok(o)).length;
-        figures.refused += outcomes.filter((o) => typeof o.status === 'number' && o.status >= 400).length;
+        for (const o of outcomes.filter((x) => typeof x.status === 'number' && x.status >= 400)) {
+          figures.refused++;
+          const k = `${o.kind} ${o.status}`;
+          figures.refusedBy[k] = (figures.refusedBy[k] ?? 0) + 1;
+        }
         // A refusal is a 4xx with a reason (a volume busy, a server in a state that does not allow it), never a 5xx.
         expect(outcomes.filter((o) => typeof o.status === 'number' && o.status >= 500)).toEqual([]);
 
