@@ -26,7 +26,7 @@ describe.runIf(process.getuid?.() === 0)(
     const tokens: string[] = [];
     beforeAll(async () => {
       d = await startDaemonProcess({ extraArgs: ARGS });
-      // Generous: firewall-changing writes queue behind one another on a loaded 2-core host (p99 of ~30 s seen).
+      // Generous: firewall-changing writes queue on the dataplane on a loaded 2-core host (their p99 14 s in the long run).
       http = await daemonHttp(d, { timeoutMs: 180_000 });
       // Room for every client's groups and volumes at once: quotas are not what this suite measures.
       const limits = [

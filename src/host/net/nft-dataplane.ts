@@ -61,6 +61,9 @@ export class NftDataplane implements DataplaneSync {
   private retry: NodeJS.Timeout | undefined;
   private tail: Promise<unknown> = Promise.resolve();
   private queued = 0;
+  /** The full sync and the group batch waiting for their turn (not started): later changes join them. */
+  private pendingFull: Pending | undefined;
+  private pendingGroups: Pending | undefined;
   /** Each group's objects as last applied; undefined until a full apply succeeds, and after a failure. */
   private applied: Map<string, GroupObjects> | undefined;
 
@@ -148,9 +151,6 @@ export class NftDataplane implements DataplaneSync {
       else applied.delete(id);
     }
   }
-
-  private pendingFull: Pending | undefined;
-  private pendingGroups: Pending | undefined;
 
   private queue(work: () => Promise<void>): Promise<void> {
     this.queued++;
