@@ -927,7 +927,9 @@ export class ServerService {
    * to do.
    */
   private async onTpmLost(id: string, why: string, from?: string): Promise<void> {
-    if (this.tasks.running(id)) return; // the running action's own outcome speaks for the guest
+    // A running action (the restart's own audit tail included) ends first: the claim below then acts
+    // only if it left the server ACTIVE and idle. Dropping the loss instead left a stopped guest ACTIVE.
+    await this.tasks.running(id)?.catch(() => undefined);
     const since = new Date(Date.now() - VTPM_RESTART_WINDOW_MS).toISOString();
     const history = await this.db
       .selectFrom('audit_events')
@@ -1115,15 +1117,7 @@ export class ServerService {
     const result = await this.driver.reconcile(rows.filter((r) => r.host).map((r) => r.id));
     const tpmLost = new Set(result.tpmLost ?? []);
     for (const r of rows) {
-      if (r.host && tpmLost.has(r.id) && r.vm_state === 'active' && r.task_state === null) {
-        await this.onTpmLost(r.id, 'it was gone when the daemon restarted');
-        continue;
-      }
-      // A restart after a vTPM loss that the daemon's stop cut short: carry it out now.
-      if (r.host && r.task_state === 'powering-on' && r.vm_state === 'stopped' && isVtpmLostFault(r.fault)) {
-        this.restartAfterTpmLoss(r.id, VTPM_RESTART_DELAY_MS);
-        continue;
-      }
+      if (r.host && (await this.recoverTpm(r, tpmLost, 'it was gone when the daemon restarted'))) continue;
       if (r.task_state === 'deleting') {
         // A delete that cannot finish now must not stop the daemon: ERROR, saying so, deletable again.
         await this.destroy(r.id).catch((err: Error) =>
@@ -1175,6 +1169,43 @@ export class ServerService {
     }
     const local = rows.filter((r) => r.host && r.task_state !== 'deleting').map((r) => r.id);
     return { ...result, local };
+  }
+
+  /**
+   * An agent host's reconcile on (re)connect (host/agent/hub.ts): its guests
+   * found running without their swtpm were stopped there (fail closed); they
+   * get the fault, audit and restart budget a local one gets, and a restart
+   * that a lost channel or a control-plane restart cut short is carried out.
+   */
+  async recoverHostTpms(host: string, tpmLost: readonly string[]): Promise<void> {
+    const rows = await this.db
+      .selectFrom('servers')
+      .selectAll()
+      .where('host', '=', host)
+      .where('deleted_at', 'is', null)
+      .execute();
+    const lost = new Set(tpmLost);
+    for (const r of rows)
+      await this.recoverTpm(r, lost, `it was gone when host ${host}'s agent connected`, host);
+  }
+
+  /** True when `r` was a vTPM loss to act on (now recorded, restarting or out of budget). */
+  private async recoverTpm(
+    r: Server,
+    tpmLost: ReadonlySet<string>,
+    why: string,
+    from?: string,
+  ): Promise<boolean> {
+    if (tpmLost.has(r.id) && r.vm_state === 'active' && r.task_state === null) {
+      await this.onTpmLost(r.id, why, from);
+      return true;
+    }
+    // A restart after a vTPM loss that a stop of the control plane (or of the channel) cut short: carry it out now.
+    if (r.task_state === 'powering-on' && r.vm_state === 'stopped' && isVtpmLostFault(r.fault)) {
+      if (!this.tasks.running(r.id)) this.restartAfterTpmLoss(r.id, VTPM_RESTART_DELAY_MS);
+      return true;
+    }
+    return false;
   }
 
   // ---- moves between hosts: shared by live and cold migration (compute/cold-migration.ts) ---------

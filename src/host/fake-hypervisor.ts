@@ -142,14 +142,21 @@ export class FakeHypervisor implements HypervisorDriver {
     this.guest(toId);
     this.copiedDisks.set(toId, fromId);
   }
+  /** Guests whose swtpm the next reconcile finds dead: stopped then and reported, as the real driver does. */
+  readonly tpmGoneAtReconcile = new Set<string>();
   async reconcile(knownIds: string[]) {
     const known = new Set(knownIds);
     const orphansKilled = [...this.guests.keys()].filter((id) => !known.has(id));
     for (const id of orphansKilled) this.guests.delete(id);
+    const tpmLost = knownIds.filter(
+      (id) => this.tpmGoneAtReconcile.delete(id) && this.guests.get(id)?.state === 'running',
+    );
+    for (const id of tpmLost) this.guest(id).state = 'shutoff';
     return {
       adopted: knownIds.filter((id) => this.guests.get(id)?.state === 'running'),
       vanished: knownIds.filter((id) => !this.guests.has(id)),
       orphansKilled,
+      tpmLost,
     };
   }
   onEvent(listener: (id: string, event: string, data: unknown) => void) {

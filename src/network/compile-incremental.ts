@@ -1,5 +1,5 @@
 import { badRequest } from '../errors.js';
-import { mergePrefixes, parsePrefix } from './addr.js';
+import { mergePrefixes, type Prefix, parsePrefix } from './addr.js';
 import { DEVICE_NAME, names, TABLE_NAME } from './dataplane-names.js';
 import type { NftCommand } from './nft-json.js';
 import { ipElem } from './port-security.js';
@@ -47,4 +47,26 @@ export function compileQuarantine(table: string, devices: readonly string[], on:
     const element = { family, table, name: names.quarantineSet, elem: [...devices] };
     return on ? [{ add: { element } }] : [{ add: { element } }, { delete: { element } }];
   });
+}
+
+/** An address set as the full compile declares it (remote-group members, SNAT sources). */
+export function addrSetDecl(
+  table: string,
+  name: string,
+  family: 4 | 6,
+  members: readonly Prefix[],
+): NftCommand {
+  const elem = mergePrefixes(members).map(ipElem);
+  return {
+    add: {
+      set: {
+        family: 'inet',
+        table,
+        name,
+        type: family === 4 ? 'ipv4_addr' : 'ipv6_addr',
+        flags: ['interval'],
+        ...(elem.length ? { elem } : {}),
+      },
+    },
+  };
 }

@@ -1,5 +1,6 @@
 import { badRequest } from '../errors.js';
-import { mergePrefixes, normaliseMac, type Prefix, parseIp, parsePrefix } from './addr.js';
+import { normaliseMac, type Prefix, parseIp, parsePrefix } from './addr.js';
+import { addrSetDecl } from './compile-incremental.js';
 import {
   DEVICE_NAME,
   GLOBAL_COUNTERS,
@@ -35,7 +36,6 @@ import {
 import {
   compileArpPort,
   compilePortSecurity,
-  ipElem,
   type PsSet,
   portSecuritySets,
   type SecuredPort,
@@ -45,7 +45,7 @@ import {
 import { egressJumps, type GroupObjects, groupDeclarations, groupObjects, ingressJumps } from './sg-sets.js';
 import { type NormalZoneAllow, normaliseZoneAllow, type ZoneAllow, zoneSetElements } from './zone-sets.js';
 
-export { compileGroupMembers, compileQuarantine } from './compile-incremental.js';
+export { addrSetDecl, compileGroupMembers, compileQuarantine } from './compile-incremental.js';
 export { GLOBAL_COUNTERS, names, type PortCounterNames, portCounterNames } from './dataplane-names.js';
 export type { ZoneAllow } from './zone-sets.js';
 
@@ -366,21 +366,8 @@ export function compileRuleset(input: CompileInput): NftRuleset {
         },
       },
     });
-  const addrSet = (name: string, family: 4 | 6, members: readonly Prefix[]) => {
-    const elems = mergePrefixes(members).map(ipElem);
-    add({
-      add: {
-        set: {
-          family: 'inet',
-          table: t,
-          name,
-          type: family === 4 ? 'ipv4_addr' : 'ipv6_addr',
-          flags: ['interval'],
-          ...(elems.length ? { elem: elems } : {}),
-        },
-      },
-    });
-  };
+  const addrSet = (name: string, family: 4 | 6, members: readonly Prefix[]) =>
+    add(addrSetDecl(t, name, family, members));
   const dispatchMap = (family: NftFamily, name: string, entries: [string, string][]) =>
     add({
       add: {

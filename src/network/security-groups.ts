@@ -222,6 +222,8 @@ export class SecurityGroupService {
         `Security group ${id} is the remote group of a rule in another group; delete that rule first.`,
       );
     await this.db.deleteFrom('security_groups').where('id', '=', id).execute();
+    // Its chain and sets leave the kernel too (in place: no port used it).
+    await syncGroups(this.dataplane, [id], `security group ${id} deleted`);
   }
 
   async getRule(auth: AuthContext, id: string): Promise<SecurityGroupRule> {

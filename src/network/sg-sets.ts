@@ -263,6 +263,18 @@ export function groupDeclarations(
   };
 }
 
+/** The commands that take a group's objects out of the kernel (a deleted group: no port jumps to it). */
+export function groupRemoval(table: string, g: GroupObjects): NftCommand[] {
+  // Chains before the sets their rules look up; a flushed chain deletes on every kernel.
+  return [
+    ...g.chains.flatMap((c): NftCommand[] => [
+      { flush: { chain: { family: 'inet', table, name: c.name } } },
+      { delete: { chain: { family: 'inet', table, name: c.name } } },
+    ]),
+    ...g.sets.map((s): NftCommand => ({ delete: { set: { family: 'inet', table, name: s.name } } })),
+  ];
+}
+
 /**
  * The commands that turn a group's applied objects into `next` in place:
  * the elements that left and came, and a rebuilt chain where its rules

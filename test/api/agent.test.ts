@@ -24,6 +24,7 @@ import { sha256Hex } from '../../src/util/ids.js';
 import { PUBLIC_URL, startTestApi, type TestApi } from '../helpers/api.js';
 import { waitFor } from '../helpers/guests.js';
 import { dialects } from '../helpers/store.js';
+import { vtpmAudit } from '../helpers/tpm.js';
 
 const report = { capacity: { vcpus: 2, ramMiB: 2048, diskGiB: 20 }, features: ['uefi', 'tpm'] };
 
@@ -292,6 +293,88 @@ describe.each(dialects())('host agents on %s', (dialect) => {
     expect(row.task_state).toBeNull();
     // The local host's copy (built before it was moved in this test) was not touched.
     expect(api.driver.guests.get(mine)?.state).toBe('running');
+  });
+
+  it("a dead swtpm the agent's reconcile finds: stopped, audited, restarted within the budget; past it ERROR", async () => {
+    const C = '/compute/v2.1';
+    const admin = await api.login('admin', api.adminPassword, 'admin');
+    const boot = await api.bootable(admin, 'tpm-agent', 256);
+    const r = await api.call('POST', `${C}/servers`, undefined, {
+      server: { name: 'tpm-on-agent', imageRef: boot.imageId, flavorRef: boot.flavorId, networks: 'none' },
+    });
+    expect(r.status, JSON.stringify(r.json)).toBe(202);
+    const id = r.json.server.id as string;
+    await api.platform.compute.servers.settled(id);
+    const spec = api.driver.guests.get(id)?.spec;
+    if (!spec) throw new Error('the local fake driver built no guest');
+    // The guest runs on the agent's host; its swtpm died while the agent was away.
+    await api.store.db.updateTable('servers').set({ host: 'agent-tpm' }).where('id', '=', id).execute();
+    const fake = new FakeHypervisor();
+    fake.guests.set(id, { spec, state: 'running', log: [] });
+    fake.tpmGoneAtReconcile.add(id);
+    const rpcAgent = await join('agent-tpm');
+    const servers = api.platform.compute.servers;
+    const row = () =>
+      api.store.db.selectFrom('servers').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+    const audit = () => vtpmAudit(api.store, id);
+    const connect = async () => {
+      const peer = serveHost(await openChannel(endpoint, rpcAgent), fake, { apply: async () => undefined });
+      await waitFor('agent-tpm attached', async () => hub.get('agent-tpm'));
+      return peer;
+    };
+    servers.vtpmRestarts = 1;
+    try {
+      let peer = await connect();
+      // Fail closed on the agent, then the control plane records it and restarts it from its saved state.
+      const down = await waitFor('SHUTOFF', async () =>
+        (await row()).status === 'SHUTOFF' ? row() : undefined,
+      );
+      expect(down.task_state).toBe('powering-on');
+      expect(JSON.parse(down.fault ?? '{}').message).toMatch(
+        /agent-tpm's agent connected.*automatic restart 1 of 1/,
+      );
+      const back = await waitFor(
+        'ACTIVE after the restart',
+        async () => {
+          const s = await row();
+          return s.status === 'ACTIVE' && s.task_state === null ? s : undefined;
+        },
+        30_000,
+        100,
+      );
+      expect(back.fault).toBeNull();
+      expect(fake.guests.get(id)?.state).toBe('running');
+      expect(
+        await waitFor('three audit records', async () => ((await audit()).length >= 3 ? audit() : undefined)),
+      ).toEqual([
+        { action: 'server:vtpm_lost', outcome: 'failure' },
+        { action: 'server:vtpm_restart', outcome: 'success' },
+        { action: 'server:vtpm_recovered', outcome: 'success' },
+      ]);
+      // The agent goes away, its swtpm dies again: the budget (1 an hour) is used up, ERROR saying what to do.
+      peer.close();
+      await waitFor('detached', async () => hub.get('agent-tpm') === undefined);
+      fake.tpmGoneAtReconcile.add(id);
+      peer = await connect();
+      const failed = await waitFor('ERROR', async () =>
+        (await row()).status === 'ERROR' ? row() : undefined,
+      );
+      expect(JSON.parse(failed.fault ?? '{}').message).toMatch(/used up \(1 an hour\)/);
+      expect(fake.guests.get(id)?.state).toBe('shutoff');
+      expect((await audit()).slice(3)).toEqual([
+        { action: 'server:vtpm_lost', outcome: 'failure' },
+        { action: 'server:vtpm_restarts_exhausted', outcome: 'failure' },
+      ]);
+      // A guest whose swtpm is alive is left alone: reconnecting changes nothing.
+      peer.close();
+      await waitFor('detached', async () => hub.get('agent-tpm') === undefined);
+      peer = await connect();
+      expect((await row()).status).toBe('ERROR');
+      expect(await audit()).toHaveLength(5);
+      peer.close();
+    } finally {
+      servers.vtpmRestarts = 3;
+    }
   });
 
   it('the driver channel takes only platform-CA certificates, both ways', async () => {

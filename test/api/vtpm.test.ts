@@ -3,6 +3,7 @@ import type { HostCapabilities } from '../../src/compute/properties.js';
 import { startTestApi, type TestApi } from '../helpers/api.js';
 import { waitFor } from '../helpers/guests.js';
 import { dialects } from '../helpers/store.js';
+import { vtpmAudit } from '../helpers/tpm.js';
 
 /**
  * vTPM key lifecycle and the Secure Boot policy through the API (fake
@@ -196,13 +197,7 @@ describe.each(dialects())('vTPM and Secure Boot policy on %s (fake hypervisor)',
       const audit = await waitFor(
         'five vTPM audit records',
         async () => {
-          const rows = await api.store.db
-            .selectFrom('audit_events')
-            .select(['action', 'outcome'])
-            .where('target_id', '=', id)
-            .where('action', 'like', 'server:vtpm%')
-            .orderBy('seq')
-            .execute();
+          const rows = await vtpmAudit(api.store, id);
           return rows.length >= 5 ? rows : undefined;
         },
         5000,

@@ -1,10 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DaemonProcess } from './daemon-process.js';
-import { waitFor } from './guests.js';
 
 export interface HttpAnswer {
   status: number;
@@ -33,8 +32,43 @@ net.createServer((c) => {
   c.on('error', () => s.destroy());
   s.on('error', () => c.destroy());
   c.pipe(s).pipe(c);
-}).listen(sock, () => process.stdout.write('ready\\n'));
+})
+  // Said, not swallowed: a forwarder gone makes every later call ECONNREFUSED.
+  .on('error', (err) => { process.stderr.write('API forwarder: ' + err.message + '\\n'); process.exit(1); })
+  .listen(sock, () => process.stdout.write('ready\\n'));
 `;
+
+/**
+ * Resolves once the forwarder says it listens. The socket file alone is not
+ * enough: it exists from bind(), before listen(), and stays after the
+ * forwarder dies, and a connect in either case is ECONNREFUSED.
+ */
+function forwarderReady(fwd: ChildProcess, sock: string): Promise<void> {
+  return new Promise<void>((res, rej) => {
+    let out = '';
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      fwd.stdout?.off('data', onData);
+      fwd.off('exit', onExit);
+      if (err) {
+        fwd.kill('SIGKILL');
+        rej(err);
+      } else res();
+    };
+    const onData = (b: Buffer) => {
+      out += b.toString();
+      if (out.includes('ready\n')) done();
+    };
+    const onExit = (code: number | null, signal: string | null) =>
+      done(new Error(`the API forwarder for ${sock} exited (${code ?? signal}) before it listened`));
+    const timer = setTimeout(
+      () => done(new Error(`the API forwarder for ${sock} did not listen in 20 s`)),
+      20_000,
+    );
+    fwd.stdout?.on('data', onData);
+    fwd.once('exit', onExit);
+  });
+}
 
 export async function daemonHttp(d: DaemonProcess, opts: { timeoutMs?: number } = {}): Promise<DaemonHttp> {
   const dir = mkdtempSync(join(tmpdir(), 'bwhttp-'));
@@ -45,12 +79,16 @@ export async function daemonHttp(d: DaemonProcess, opts: { timeoutMs?: number } 
     [`--net=/run/netns/${d.netns}`, '--', process.execPath, '-e', FORWARDER, sock, port],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
-  await waitFor('the API forwarder', async () => existsSync(sock), 20_000, 50);
+  await forwarderReady(fwd, sock);
   const ca = readFileSync(join(d.dataDir, 'pki', 'ca.crt'));
   const agent = new Agent({ keepAlive: true, maxSockets: 256, socketPath: sock, ca } as never);
   const timeoutMs = opts.timeoutMs ?? 120_000;
   const call = (method: string, path: string, token?: string | null, body?: unknown) =>
     new Promise<HttpAnswer>((resolve, reject) => {
+      if (fwd.exitCode !== null || fwd.signalCode !== null)
+        return reject(
+          new Error(`${method} ${path}: the API forwarder exited (${fwd.exitCode ?? fwd.signalCode})`),
+        );
       const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
       const req = request(
         {

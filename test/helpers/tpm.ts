@@ -5,6 +5,18 @@
  * sees (test/host/vtpm.test.ts, test/e2e/vtpm-faults.test.ts,
  * test/e2e/multi-host.test.ts).
  */
+import type { Store } from '../../src/store/database.js';
+
+/** A server's vTPM audit records (`server:vtpm_*`), oldest first: what a vTPM fault must leave. */
+export const vtpmAudit = (store: Store, id: string) =>
+  store.db
+    .selectFrom('audit_events')
+    .select(['action', 'outcome'])
+    .where('target_id', '=', id)
+    .where('action', 'like', 'server:vtpm%')
+    .orderBy('seq')
+    .execute();
+
 const NV_INDEX = 0x01500001;
 export const NV_SIZE = 16;
 const u16 = (n: number) => Buffer.from([(n >> 8) & 0xff, n & 0xff]);

@@ -64,15 +64,22 @@ function listing(netns: string, table: string): string {
     table,
   ]).toString();
   const items = (JSON.parse(out) as { nftables: Record<string, Record<string, unknown>>[] }).nftables;
+  // Objects in any order (a group placed in place is listed last), rules in their chain's order.
+  const ordinal = new Map<string, number>();
   const norm = items
     .filter((i) => !('metainfo' in i))
     .map((i) => {
       const [kind, body] = Object.entries(i)[0] as [string, Record<string, unknown>];
       const { handle: _h, table: _t, name, packets: _p, bytes: _b, ...rest } = body;
       if (Array.isArray(rest.elem)) rest.elem = rest.elem.map((e) => JSON.stringify(e)).sort();
-      return JSON.stringify({ kind, name: kind === 'table' ? '' : name, ...rest });
-    });
-  return norm.join('\n');
+      const line = JSON.stringify({ kind, name: kind === 'table' ? '' : name, ...rest });
+      if (kind !== 'rule') return { key: `${kind} ${line}`, line };
+      const n = ordinal.get(String(rest.chain)) ?? 0;
+      ordinal.set(String(rest.chain), n + 1);
+      return { key: `rule ${String(rest.chain)} ${String(n).padStart(6, '0')}`, line };
+    })
+    .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  return norm.map((n) => n.line).join('\n');
 }
 
 describe.skipIf(!canRun)('security-group changes in place equal a full recompile (real nft)', () => {
@@ -347,12 +354,77 @@ describe.skipIf(!canRun)('security-group changes in place equal a full recompile
       await expectSameAsFull();
     });
 
-  it('a group the last full apply did not have goes through a full apply', async () => {
-    const fresh: GroupState = { id: 'fresh', stateful: true, rules: rules({ direction: 'egress' }) };
+  it('a new group goes in, and a deleted one comes out, in place: one batch each, equal to a full compile', async () => {
+    const fresh: GroupState = {
+      id: 'fresh',
+      stateful: true,
+      // Its own members as a remote group: the batch declares its member sets before its chain names them.
+      rules: rules(
+        { direction: 'egress' },
+        { direction: 'ingress', protocol: 'tcp', remote_group_id: 'fresh' },
+      ),
+    };
     state.groups.push(fresh);
+    let before = batches();
     await dataplane.syncGroups(['fresh'], 'new group');
+    expect(batches() - before).toBe(1);
     await expectSameAsFull();
     expect(listing(topo.hv, table)).toContain(groupNames.chain('fresh', 'ingress'));
+    state.groups = state.groups.filter((g) => g.id !== 'fresh');
+    before = batches();
+    await dataplane.syncGroups(['fresh'], 'group deleted');
+    expect(batches() - before).toBe(1);
+    await expectSameAsFull();
+    expect(listing(topo.hv, table)).not.toContain('fresh');
+    // Made and deleted before its turn: nothing to do.
+    before = batches();
+    await dataplane.syncGroups(['never-applied'], 'gone already');
+    expect(batches() - before).toBe(0);
+  });
+
+  it('a deleted group a rule still names: the in-place batch fails, the full apply keeps what is referenced', async () => {
+    const named: GroupState = { id: 'named', stateful: true, rules: rules({ direction: 'egress' }) };
+    state.groups.push(named);
+    await dataplane.syncGroups(['named'], 'new group');
+    app.rules = [...app.rules, ...rules({ direction: 'ingress', protocol: 'tcp', remote_group_id: 'named' })];
+    await dataplane.syncGroups(['app'], 'rule naming it');
+    // Deleted behind the rule's back (the API refuses this): its member set is still in use.
+    state.groups = state.groups.filter((g) => g.id !== 'named');
+    const before = batches();
+    await dataplane.syncGroups(['named'], 'group deleted');
+    expect(batches() - before).toBeGreaterThanOrEqual(2);
+    await expectSameAsFull();
+    expect(dataplane.lockedDown).toBe(false);
+    // Tidy up with a full apply: the member sets stay until one (in-place changes touch only their groups).
+    app.rules = app.rules.filter((r) => r.remoteGroupId !== 'named');
+    await dataplane.sync('rule removed');
+    await expectSameAsFull();
+  });
+
+  it('changes waiting for their turn go in together: one batch for many, none lost', async () => {
+    const before = batches();
+    const waits: Promise<void>[] = [];
+    for (let port = 6001; port <= 6010; port++) {
+      const g = port % 2 ? web : app;
+      g.rules = [
+        ...g.rules,
+        ...rules({ direction: 'ingress', protocol: 'tcp', port_range_min: port, port_range_max: port }),
+      ];
+      waits.push(dataplane.syncGroups([g.id], `rule ${port}`));
+    }
+    await Promise.all(waits);
+    expect(batches() - before).toBe(1);
+    await expectSameAsFull();
+    // A full sync waiting for its turn carries the group changes that come after it.
+    const full = batches();
+    web.rules = web.rules.filter((r) => r.portRangeMin === null || r.portRangeMin < 6001);
+    await Promise.all([
+      dataplane.sync('full'),
+      dataplane.sync('full again'),
+      dataplane.syncGroups(['web'], 'x'),
+    ]);
+    expect(batches() - full).toBe(1);
+    await expectSameAsFull();
   });
 });
 
@@ -406,7 +478,7 @@ describe.skipIf(!canRun).each(dialects())(
         readFileSync(join(dir, 'nft.log'), 'utf8')
           .split('\n')
           .filter((l) => l && l !== '-i' && l !== 'describe meta mark');
-      // The group is new to the kernel: the first change places it with a full apply.
+      // The group is new to the kernel: the first change places it (in place too).
       await api.call('POST', '/network/v2.0/security-group-rules', admin, {
         security_group_rule: {
           security_group_id: id,
@@ -476,6 +548,11 @@ describe.skipIf(!canRun).each(dialects())(
       expect(del.status).toBe(204);
       expect(runs().slice(runsBefore)).toEqual([expect.stringMatching(/^delete element inet /)]);
       expect(kernel()).not.toMatch(/10\.0\.0\.0\/8 \. tcp \. 443/);
+      // Deleting the group takes its chain out of the kernel, in one batch.
+      const gone = runs().length;
+      expect((await api.call('DELETE', `/network/v2.0/security-groups/${id}`, admin)).status).toBe(204);
+      expect(runs().slice(gone)).toEqual([expect.stringMatching(/-j -f /)]);
+      expect(kernel()).not.toContain(groupNames.chain(id, 'ingress'));
     });
   },
 );

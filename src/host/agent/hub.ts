@@ -94,9 +94,13 @@ export class AgentHub implements DataplaneSync, LiveMigrator, ColdMover {
       .where('host', '=', host)
       .where('deleted_at', 'is', null)
       .execute();
-    await remote.reconcile(ids.map((x) => x.id));
+    const found = await remote.reconcile(ids.map((x) => x.id));
     this.servers.attachHost(host, remote);
     this.ready.add(host);
+    // Guests its reconcile stopped for a dead swtpm: as on the local host (a store away must not refuse the host).
+    await this.servers
+      .recoverHostTpms(host, found.tpmLost ?? [])
+      .catch((err: Error) => this.opts.log?.(`host ${host}: vTPM recovery failed: ${err.message}`));
     peer.notify('attached');
     this.opts.log?.(`host ${host}: agent connected`);
   }

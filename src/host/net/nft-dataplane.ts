@@ -7,10 +7,13 @@ import {
   type GroupState,
   groupObjectsOf,
 } from '../../network/compile.js';
+import { addrSetDecl } from '../../network/compile-incremental.js';
 import { compileLockdown, lockdownTable } from '../../network/compile-lockdown.js';
+import { names } from '../../network/dataplane-names.js';
 import type { DataplaneSync } from '../../network/networks.js';
+import type { NftCommand } from '../../network/nft-json.js';
 import { nativeBatch } from '../../network/nft-text.js';
-import { type GroupObjects, groupUpdate } from '../../network/sg-sets.js';
+import { type GroupObjects, groupDeclarations, groupRemoval, groupUpdate } from '../../network/sg-sets.js';
 import {
   applyCommands,
   applyRuleset,
@@ -65,6 +68,9 @@ export class NftDataplane implements DataplaneSync {
   private retry: NodeJS.Timeout | undefined;
   private tail: Promise<unknown> = Promise.resolve();
   private queued = 0;
+  /** The full sync and the group batch waiting for their turn (not started): later changes join them. */
+  private pendingFull: Pending | undefined;
+  private pendingGroups: Pending | undefined;
   /** Each group's objects as last applied; undefined until a full apply succeeds, and after a failure. */
   private applied: Map<string, GroupObjects> | undefined;
   private readonly session: NftSession;
@@ -90,44 +96,75 @@ export class NftDataplane implements DataplaneSync {
 
   /**
    * One sync at a time: a background retry and an API change must not both
-   * decide to lock down or lift the lockdown (and audit it twice).
+   * decide to lock down or lift the lockdown (and audit it twice). A sync
+   * asked for while another is waiting for its turn joins it: that one reads
+   * the state when it starts, so it carries this change too (under load, one
+   * apply serves many writes instead of each waiting for its own).
    */
   sync(reason: string): Promise<void> {
-    return this.queue(() => this.syncNow(reason));
+    if (this.pendingFull) return this.pendingFull.join(reason);
+    const batch = new Pending(reason);
+    this.pendingFull = batch;
+    return batch.start(
+      this.queue(() => {
+        if (this.pendingFull === batch) this.pendingFull = undefined;
+        return this.syncNow(batch.reason());
+      }),
+    );
   }
 
   /**
    * Applies a change to these groups' rules in place (one transaction). On the
    * same queue as `sync`, and reading the state when its turn comes, so two
-   * changes that arrive together are neither lost nor applied out of order.
+   * changes that arrive together are neither lost nor applied out of order;
+   * changes waiting for their turn together go in as one batch (or with the
+   * full sync that is waiting, which covers them).
    */
   syncGroups(groupIds: readonly string[], reason: string): Promise<void> {
-    return this.queue(async () => {
-      if (this.locked || !this.applied) return this.syncNow(reason);
-      const applied = this.applied;
-      let next: Map<string, GroupObjects>;
-      try {
-        const ids = [...new Set(groupIds)];
-        const groups = this.opts.loadGroups
-          ? await this.opts.loadGroups(ids)
-          : (await this.opts.load()).groups.filter((g) => ids.includes(g.id));
-        next = groupObjectsOf(groups);
-        const cmds = ids.flatMap((id) => {
-          const was = applied.get(id);
-          const now = next.get(id);
-          if (!was || !now) throw new Error(`group ${id} is new or gone: a full apply places it`);
-          return groupUpdate(this.table, was, now);
-        });
-        const text = cmds.length ? nativeBatch(cmds) : '';
-        if (text === undefined || text.length > NftSession.maxLine) await applyCommands(cmds, this.nftOpts);
-        else if (text) await this.session.run(text);
-      } catch {
-        // Whatever failed (a table edited by hand, a group the last apply did not have, the session died
-        // mid-batch: the kernel committed all of it or none): the full path heals it.
-        return this.syncNow(reason);
-      }
-      for (const [id, g] of next) applied.set(id, g);
-    });
+    if (this.pendingFull) return this.pendingFull.join(reason);
+    if (this.pendingGroups) return this.pendingGroups.join(reason, groupIds);
+    const batch = new Pending(reason, groupIds);
+    this.pendingGroups = batch;
+    return batch.start(
+      this.queue(() => {
+        if (this.pendingGroups === batch) this.pendingGroups = undefined;
+        return this.syncGroupsNow([...batch.ids], batch.reason());
+      }),
+    );
+  }
+
+  private async syncGroupsNow(ids: readonly string[], reason: string): Promise<void> {
+    if (this.locked || !this.applied) return this.syncNow(reason);
+    const applied = this.applied;
+    let next: Map<string, GroupObjects>;
+    try {
+      const groups = this.opts.loadGroups
+        ? await this.opts.loadGroups(ids)
+        : (await this.opts.load()).groups.filter((g) => ids.includes(g.id));
+      next = groupObjectsOf(groups);
+      const cmds = ids.flatMap((id) => {
+        const was = applied.get(id);
+        const now = next.get(id);
+        if (was && now) return groupUpdate(this.table, was, now);
+        // A new group has no port yet (a port joining one is a full sync): empty member sets, then its own objects.
+        if (now) return placeGroup(this.table, id, now);
+        // A deleted group: nothing jumps to it (it had no port) and no other group's rule names it.
+        if (was) return removeGroup(this.table, id, was);
+        return [];
+      });
+      const text = cmds.length ? nativeBatch(cmds) : '';
+      if (text === undefined || text.length > NftSession.maxLine) await applyCommands(cmds, this.nftOpts);
+      else if (text) await this.session.run(text);
+    } catch {
+      // Whatever failed (a table edited by hand, a group still referenced, the session died mid-batch:
+      // the kernel committed all of it or none): the full path heals it.
+      return this.syncNow(reason);
+    }
+    for (const id of ids) {
+      const g = next.get(id);
+      if (g) applied.set(id, g);
+      else applied.delete(id);
+    }
   }
 
   private queue(work: () => Promise<void>): Promise<void> {
@@ -234,5 +271,56 @@ export class NftDataplane implements DataplaneSync {
 
   counters(): Promise<CounterReading[]> {
     return readCounters(this.table, this.nftOpts);
+  }
+}
+
+/** Commands that put a group the kernel does not have yet in place, as the full compile declares it. */
+function placeGroup(table: string, id: string, g: GroupObjects): NftCommand[] {
+  const d = groupDeclarations(table, g);
+  return [
+    addrSetDecl(table, names.groupSet(id, 4), 4, []),
+    addrSetDecl(table, names.groupSet(id, 6), 6, []),
+    ...d.sets,
+    ...d.chains,
+    ...d.rules,
+  ];
+}
+
+/** A deleted group's objects and member sets, out of the kernel. */
+function removeGroup(table: string, id: string, g: GroupObjects): NftCommand[] {
+  return [
+    ...groupRemoval(table, g),
+    ...([4, 6] as const).map(
+      (f): NftCommand => ({ delete: { set: { family: 'inet', table, name: names.groupSet(id, f) } } }),
+    ),
+  ];
+}
+
+/** A sync waiting for its turn, which later ones join; its reason names what it carries. */
+class Pending {
+  readonly ids: Set<string>;
+  private readonly reasons: string[];
+  private run: Promise<void> | undefined;
+
+  constructor(reason: string, ids: readonly string[] = []) {
+    this.reasons = [reason];
+    this.ids = new Set(ids);
+  }
+
+  start(run: Promise<void>): Promise<void> {
+    this.run = run;
+    return run;
+  }
+
+  join(reason: string, ids: readonly string[] = []): Promise<void> {
+    for (const id of ids) this.ids.add(id);
+    this.reasons.push(reason);
+    if (!this.run) throw new Error('a pending sync joined before it was queued');
+    return this.run;
+  }
+
+  reason(): string {
+    const [first, ...more] = this.reasons;
+    return more.length ? `${first} and ${more.length} more change(s)` : (first ?? '');
   }
 }
