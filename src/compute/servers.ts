@@ -1155,16 +1155,7 @@ export class ServerService {
         await this.setState(r.id, {
           vm_state: vm === 'error' && r.vm_state === 'stopped' ? 'stopped' : vm,
           task_state: null,
-          ...(lost
-            ? {
-                fault: JSON.stringify({
-                  code: 500,
-                  message:
-                    "The server's QEMU process was gone when the daemon restarted (it crashed or was killed, or the host rebooted); the server is SHUTOFF. Start it again with `openstack server start`.",
-                  created: nowIso(),
-                }),
-              }
-            : {}),
+          ...(lost ? { fault: qemuGoneFault('the daemon restarted') } : {}),
         });
     }
     const local = rows.filter((r) => r.host && r.task_state !== 'deleting').map((r) => r.id);
@@ -1172,21 +1163,34 @@ export class ServerService {
   }
 
   /**
-   * An agent host's reconcile on (re)connect (host/agent/hub.ts): its guests
-   * found running without their swtpm were stopped there (fail closed); they
-   * get the fault, audit and restart budget a local one gets, and a restart
-   * that a lost channel or a control-plane restart cut short is carried out.
+   * An agent host's reconcile on (re)connect (host/agent/hub.ts), acted on as
+   * the local one is: its guests found running without their swtpm were
+   * stopped there (fail closed) and get the fault, audit and restart budget
+   * a local one gets, and a restart that a lost channel or a control-plane
+   * restart cut short is carried out; a guest whose QEMU ended while the
+   * agent was away is SHUTOFF with a fault saying so, not left ACTIVE.
    */
-  async recoverHostTpms(host: string, tpmLost: readonly string[]): Promise<void> {
+  async reconcileHost(
+    host: string,
+    found: { vanished: readonly string[]; tpmLost?: readonly string[] | undefined },
+  ): Promise<void> {
     const rows = await this.db
       .selectFrom('servers')
       .selectAll()
       .where('host', '=', host)
       .where('deleted_at', 'is', null)
       .execute();
-    const lost = new Set(tpmLost);
-    for (const r of rows)
-      await this.recoverTpm(r, lost, `it was gone when host ${host}'s agent connected`, host);
+    const lost = new Set(found.tpmLost ?? []);
+    const vanished = new Set(found.vanished);
+    for (const r of rows) {
+      if (await this.recoverTpm(r, lost, `it was gone when host ${host}'s agent connected`, host)) continue;
+      if (vanished.has(r.id) && r.vm_state === 'active' && r.task_state === null)
+        await this.setState(r.id, {
+          vm_state: 'stopped',
+          task_state: null,
+          fault: qemuGoneFault(`host ${host}'s agent connected`),
+        });
+    }
   }
 
   /** True when `r` was a vTPM loss to act on (now recorded, restarting or out of budget). */
@@ -1496,4 +1500,13 @@ function vmStateOf(state: GuestState): VmState {
     case 'crashed':
       return 'error';
   }
+}
+
+/** The fault of a server whose QEMU ended unasked while no one watched (`when`: what found it gone). */
+function qemuGoneFault(when: string): string {
+  return JSON.stringify({
+    code: 500,
+    message: `The server's QEMU process was gone when ${when} (it crashed or was killed, or the host rebooted); the server is SHUTOFF. Start it again with \`openstack server start\`.`,
+    created: nowIso(),
+  });
 }

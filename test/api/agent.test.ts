@@ -377,6 +377,49 @@ describe.each(dialects())('host agents on %s', (dialect) => {
     }
   });
 
+  it('a guest whose QEMU ended while its agent was away: SHUTOFF with a fault on reconnect; a running one is left alone', async () => {
+    const C = '/compute/v2.1';
+    const admin = await api.login('admin', api.adminPassword, 'admin');
+    const boot = await api.bootable(admin, 'gone-agent', 256);
+    const make = async (name: string) => {
+      const r = await api.call('POST', `${C}/servers`, undefined, {
+        server: { name, imageRef: boot.imageId, flavorRef: boot.flavorId, networks: 'none' },
+      });
+      expect(r.status, JSON.stringify(r.json)).toBe(202);
+      const id = r.json.server.id as string;
+      await api.platform.compute.servers.settled(id);
+      await api.store.db.updateTable('servers').set({ host: 'agent-gone' }).where('id', '=', id).execute();
+      return id;
+    };
+    const gone = await make('gone-on-agent');
+    const alive = await make('alive-on-agent');
+    const row = (id: string) =>
+      api.store.db.selectFrom('servers').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+    // The agent's driver still runs one of them; the other's QEMU ended while the agent was away.
+    const fake = new FakeHypervisor();
+    const spec = api.driver.guests.get(alive)?.spec;
+    if (!spec) throw new Error('the local fake driver built no guest');
+    fake.guests.set(alive, { spec, state: 'running', log: [] });
+    const peer = serveHost(await openChannel(endpoint, await join('agent-gone')), fake, {
+      apply: async () => undefined,
+    });
+    try {
+      await waitFor('agent-gone attached', async () => hub.get('agent-gone'));
+      const down = await waitFor('SHUTOFF', async () =>
+        (await row(gone)).status === 'SHUTOFF' ? row(gone) : undefined,
+      );
+      expect(down.task_state).toBeNull();
+      expect(JSON.parse(down.fault ?? '{}').message).toMatch(
+        /QEMU process was gone when host agent-gone's agent connected.*openstack server start/,
+      );
+      const ok = await row(alive);
+      expect(ok.status).toBe('ACTIVE');
+      expect(ok.fault).toBeNull();
+    } finally {
+      peer.close();
+    }
+  });
+
   it('the driver channel takes only platform-CA certificates, both ways', async () => {
     const other = await createCa('Some other CA');
     const { csrPem, keyPem } = await createCsr('agent-1');

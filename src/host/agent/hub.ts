@@ -97,10 +97,10 @@ export class AgentHub implements DataplaneSync, LiveMigrator, ColdMover {
     const found = await remote.reconcile(ids.map((x) => x.id));
     this.servers.attachHost(host, remote);
     this.ready.add(host);
-    // Guests its reconcile stopped for a dead swtpm: as on the local host (a store away must not refuse the host).
+    // Guests its reconcile stopped for a dead swtpm or found gone: as on the local host (a store away must not refuse the host).
     await this.servers
-      .recoverHostTpms(host, found.tpmLost ?? [])
-      .catch((err: Error) => this.opts.log?.(`host ${host}: vTPM recovery failed: ${err.message}`));
+      .reconcileHost(host, found)
+      .catch((err: Error) => this.opts.log?.(`host ${host}: reconcile failed: ${err.message}`));
     peer.notify('attached');
     this.opts.log?.(`host ${host}: agent connected`);
   }
