@@ -24,6 +24,7 @@ import { applyRuleset } from '../src/host/net/nft.js';
 import { compileRuleset, type GroupState } from '../src/network/compile.js';
 import { normaliseRule, type RuleInput } from '../src/network/model.js';
 import { guestPort, Topology } from '../test/net/topology.js';
+import { canProfileKernel, kernelProfile } from './lib/kernel-profile.js';
 import { emit, fmt, median } from './lib/result.js';
 
 const rounds = Number(process.argv[2] ?? 5);
@@ -147,20 +148,37 @@ try {
       });
     }
   const gbps = new Map<string, number[]>(configs.map((c) => [c.name, []]));
+  const iperf = async () => {
+    const out = await topo.exec(
+      a.netns,
+      'iperf3',
+      ['-c', b.ip, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'],
+      (seconds + 30) * 1000,
+    );
+    return (JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received
+      .bits_per_second;
+  };
   for (let r = 0; r < rounds; r++)
     for (const c of configs) {
       await c.apply();
-      const out = await topo.exec(
-        a.netns,
-        'iperf3',
-        ['-c', b.ip, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'],
-        (seconds + 30) * 1000,
-      );
-      const bps = (JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received
-        .bits_per_second;
+      const bps = await iperf();
       gbps.get(c.name)?.push(bps / 1e9);
       process.stderr.write(`iperf round ${r + 1} ${c.name}: ${(bps / 1e9).toFixed(2)} Gbit/s\n`);
     }
+  // Where the per-packet time goes, in the kernel: one more unmeasured run of each kind under perf.
+  const profiles = new Map<string, string>();
+  if (canProfileKernel())
+    for (const name of ['none', ...configs.filter((c) => c.name.startsWith('bulwark-')).map((c) => c.name)]) {
+      const c = configs.find((x) => x.name === name);
+      if (!c) continue;
+      await c.apply();
+      profiles.set(name, await kernelProfile(iperf));
+    }
+  const profileNote = (kind: string, n: number) =>
+    profiles.size
+      ? `kernel profile (perf, all CPUs, top self time) with no firewall: ${profiles.get('none')}; ` +
+        `with this group: ${profiles.get(`bulwark-${kind}-${n}`)}`
+      : 'perf is not installed, so no kernel profile was taken';
   const med = (name: string) => median(gbps.get(name) ?? []);
   const none = med('none');
   const rows = (['stateless', 'stateful'] as const).flatMap((kind) =>
@@ -180,11 +198,12 @@ try {
             ? {}
             : {
                 note:
-                  'the cost is in the kernel, per packet (no Node profile sees it; perf is not installed): ' +
+                  'the cost is in the kernel, per packet: ' +
                   (kind === 'stateless'
                     ? 'without conntrack every packet takes the port-security checks, the notrack selection and two ' +
                       'set probes (egress of the sender, ingress of the receiver)'
-                    : 'established packets take port security, conntrack and the established-first accept'),
+                    : 'established packets take port security, conntrack and the established-first accept') +
+                  `; ${profileNote(kind, n)}`,
               }),
         },
         {
@@ -203,7 +222,8 @@ try {
     details: [
       `${rounds} rounds of ${seconds} s per configuration, interleaved (none, then Bulwark and naive at 1k and 10k, stateless then stateful, ...), medians; ` +
         'network namespaces behind tap-named veth pairs (not QEMU guests, see bench/iperf.ts); the matching rules last ' +
-        "(stateful: after the default group's own rules, which the flow matches first, as it would on OpenStack).",
+        "(stateful: after the default group's own rules, which the flow matches first, as it would on OpenStack); " +
+        'then one unmeasured run of no firewall and of each Bulwark configuration under `perf record -a` for the kernel profiles.',
     ],
   });
 } finally {
